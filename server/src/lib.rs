@@ -1,0 +1,6 @@
+//! kv-server: the production driver for kv's protocol cores.
+//!
+//! This is the only crate that uses tokio. It owns each core on its own task, makes the
+//! core's `persist` effects durable through the engine's group-commit writer, then sends
+//! its messages over TCP and answers clients — natively (length-delimited postcard frames)
+//! and over RESP, so redis-cli and every Redis client library work unchanged.

@@ -1,0 +1,4 @@
+//! The `kv` command-line tool.
+fn main() {
+    println!("kv");
+}
