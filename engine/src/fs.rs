@@ -226,6 +226,19 @@ struct SimState {
     syncs: u64,
 }
 
+impl SimState {
+    /// Frees inodes that no name, volatile or durable, refers to any more.
+    fn drop_orphans(&mut self) {
+        let live: std::collections::BTreeSet<InodeId> = self
+            .names
+            .values()
+            .chain(self.durable_names.values())
+            .copied()
+            .collect();
+        self.inodes.retain(|id, _| live.contains(id));
+    }
+}
+
 /// How [`SimFs::crash`] treats bytes that were written but not synced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Torn {
@@ -310,9 +323,7 @@ impl SimFs {
             inode.volatile = image.clone();
             inode.durable = image;
         }
-        // Drop inodes no name refers to any more.
-        let live: std::collections::BTreeSet<InodeId> = st.names.values().copied().collect();
-        st.inodes.retain(|id, _| live.contains(id));
+        st.drop_orphans();
     }
 
     /// Wipes the disk entirely (a lost disk).
@@ -349,6 +360,12 @@ impl SimFs {
         let mut st = self.lock();
         let id = *st.names.get(path).ok_or_else(|| not_found(path))?;
         let inode = st.inodes.get_mut(&id).expect("named inode exists");
+        if offset >= inode.volatile.len() as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("offset {offset} is past the end of {}", path.display()),
+            ));
+        }
         for image in [&mut inode.volatile, &mut inode.durable] {
             if let Some(b) = image.get_mut(offset as usize) {
                 *b ^= 1 << (bit % 8);
@@ -374,7 +391,10 @@ impl SimFile {
             return Err(stale());
         }
         let st = &mut *guard;
-        let mut inode = st.inodes.remove(&self.inode).unwrap_or_default();
+        let mut inode = st
+            .inodes
+            .remove(&self.inode)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "file was removed"))?;
         let result = f(st, &mut inode);
         st.inodes.insert(self.inode, inode);
         result
@@ -431,7 +451,11 @@ impl Fs for SimFs {
         }
         let id = match st.names.get(path) {
             Some(&id) => {
-                st.inodes.get_mut(&id).expect("named inode").volatile.clear();
+                st.inodes
+                    .get_mut(&id)
+                    .expect("named inode")
+                    .volatile
+                    .clear();
                 id
             }
             None => {
@@ -475,6 +499,7 @@ impl Fs for SimFs {
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
         st.names.remove(path).ok_or_else(|| not_found(path))?;
+        st.drop_orphans();
         Ok(())
     }
 
@@ -499,6 +524,7 @@ impl Fs for SimFs {
             .map(|(p, id)| (p.clone(), *id))
             .collect();
         st.durable_names = keep.into_iter().chain(now).collect();
+        st.drop_orphans();
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //! Layers, bottom up:
 //! - [`fs`]: the `Fs` seam. `RealFs` for production, `SimFs` for crash tests.
 //! - [`wal`]: a segmented write-ahead log of checksummed records, with group commit
-//!   ([`wal::GroupCommit`]) so many concurrent writers share one write and one fdatasync.
+//!   ([`group::GroupCommit`]) so many concurrent writers share one write and one fdatasync.
 //! - [`snapshot`]: atomic, checksummed snapshot files (temp → fsync → rename → fsync dir).
 //! - [`store`]: the facade a replica opens: newest valid snapshot plus the WAL records
 //!   after it; writing a snapshot compacts the WAL behind it.
@@ -34,6 +34,7 @@
 pub mod codec;
 pub mod error;
 pub mod fs;
+pub mod group;
 pub mod kv;
 pub mod snapshot;
 pub mod store;

@@ -1,1 +1,751 @@
-//! (in progress)
+//! The write-ahead log: an append-only sequence of checksummed records in segment files.
+//!
+//! # On disk
+//! A segment is a file named `{first_index:020}.wal` holding consecutive records; the first
+//! record of the log has index 1. Each record is
+//!
+//! ```text
+//! payload_len: u32 LE | crc32: u32 LE | kind: u8 | payload: payload_len bytes
+//! ```
+//!
+//! where the CRC covers the record's index (u64 LE, implied by its position and not
+//! stored), `payload_len`, `kind` and `payload`. Folding the index in means a stale or
+//! misplaced record can never validate at the wrong position.
+//!
+//! # Invariants
+//! - Segments are contiguous: segment k+1 starts at the index after segment k's last.
+//! - Only the last segment can have unsynced bytes: before a new segment is created the old
+//!   one is fsynced whole, and the new file's directory entry is fsynced before any record
+//!   in it is reported durable.
+//! - `append` only buffers; `sync` writes the buffer with one `write` per segment touched
+//!   and one `fdatasync`, then reports the highest durable index. This is what lets the
+//!   group-commit writer ([`crate::group`]) give many callers one fsync.
+//!
+//! # Recovery and failure model
+//! [`Wal::open`] scans segments in order. In the last segment, a torn tail (a header or
+//! payload cut short, a zeroed region, or a bad checksum *not* followed by a valid record)
+//! is truncated away and the truncation synced: those bytes were never reported durable.
+//! A bad record anywhere else — in a non-last segment, or one followed by a valid record —
+//! is corruption of acknowledged data and returns [`Error::Corrupt`] naming the file and
+//! offset; it is never skipped. A flipped bit in a length field of the last segment is
+//! indistinguishable from a torn write and is treated as one.
+//!
+//! After any failed write or fsync the log is *poisoned*: every later call returns
+//! [`Error::Poisoned`]. A failed fsync is never retried, because the kernel may already have
+//! dropped the pages it failed to write; the process must reopen (and so re-read) the log.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::fs::{Fs, FsFile};
+
+/// Bytes of a record header: length, checksum, kind.
+pub const RECORD_HEADER_BYTES: usize = 9;
+/// The largest payload one record may carry.
+pub const RECORD_PAYLOAD_BYTES_MAX: usize = 64 << 20;
+/// Default size at which a segment is closed and a new one started.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+
+const SEGMENT_SUFFIX: &str = ".wal";
+
+/// Tunables of a [`Wal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalOptions {
+    /// A segment is closed once appending the next record would take it past this size
+    /// (a single larger record still gets a segment of its own).
+    pub segment_bytes_max: u64,
+}
+
+impl Default for WalOptions {
+    fn default() -> WalOptions {
+        WalOptions {
+            segment_bytes_max: SEGMENT_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// One record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalRecord {
+    /// Position in the log, from 1.
+    pub index: u64,
+    /// Caller-defined record type.
+    pub kind: u8,
+    /// Caller-defined bytes.
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct SegmentMeta {
+    first: u64,
+    path: PathBuf,
+    bytes: u64,
+}
+
+/// A segmented write-ahead log. Single-owner and synchronous: the simulator drives it
+/// directly; production drives it from the group-commit thread.
+pub struct Wal {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    options: WalOptions,
+    /// Every segment, oldest first; the last is the active one.
+    segments: Vec<SegmentMeta>,
+    active: Box<dyn FsFile>,
+    /// Framed records not yet written, with their indexes and end offsets in `buffer`.
+    buffer: Vec<u8>,
+    buffered: Vec<(u64, usize)>,
+    next_index: u64,
+    durable_index: u64,
+    poisoned: Option<String>,
+}
+
+fn segment_name(first: u64) -> String {
+    format!("{first:020}{SEGMENT_SUFFIX}")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn checksum(index: u64, len: u32, kind: u8, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&index.to_le_bytes());
+    hasher.update(&len.to_le_bytes());
+    hasher.update(&[kind]);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// Appends one framed record to `out`.
+fn frame(out: &mut Vec<u8>, index: u64, kind: u8, payload: &[u8]) {
+    let len = payload.len() as u32;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&checksum(index, len, kind, payload).to_le_bytes());
+    out.push(kind);
+    out.extend_from_slice(payload);
+}
+
+/// Why a record could not be read at some offset.
+#[derive(Debug, PartialEq, Eq)]
+enum Bad {
+    /// Fewer bytes remain than the header or declared payload needs.
+    Short,
+    /// A zeroed header: preallocated or zero-filled space.
+    Zero,
+    /// The declared length is impossible.
+    Length(u32),
+    /// The checksum does not match.
+    Checksum,
+}
+
+/// Decodes the record at `offset`, which must have index `index`.
+/// Returns the record and the offset just past it.
+fn decode_at(
+    bytes: &[u8],
+    offset: usize,
+    index: u64,
+) -> std::result::Result<(WalRecord, usize), Bad> {
+    let rest = &bytes[offset..];
+    if rest.len() < RECORD_HEADER_BYTES {
+        return Err(Bad::Short);
+    }
+    let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    let kind = rest[8];
+    if len == 0 && crc == 0 && kind == 0 {
+        return Err(Bad::Zero);
+    }
+    if len as usize > RECORD_PAYLOAD_BYTES_MAX {
+        return Err(Bad::Length(len));
+    }
+    let end = RECORD_HEADER_BYTES + len as usize;
+    if rest.len() < end {
+        return Err(Bad::Short);
+    }
+    let payload = &rest[RECORD_HEADER_BYTES..end];
+    if checksum(index, len, kind, payload) != crc {
+        return Err(Bad::Checksum);
+    }
+    let record = WalRecord {
+        index,
+        kind,
+        payload: payload.to_vec(),
+    };
+    Ok((record, offset + end))
+}
+
+/// The result of scanning one segment.
+struct Scan {
+    records: Vec<WalRecord>,
+    /// Offset just past the last good record.
+    valid_bytes: u64,
+    /// Why scanning stopped early, if it did, and where.
+    stopped: Option<(u64, Bad)>,
+}
+
+fn scan(bytes: &[u8], first: u64) -> Scan {
+    let mut records = Vec::new();
+    let mut offset = 0usize;
+    let mut index = first;
+    while offset < bytes.len() {
+        match decode_at(bytes, offset, index) {
+            Ok((record, next)) => {
+                records.push(record);
+                offset = next;
+                index += 1;
+            }
+            Err(bad) => {
+                return Scan {
+                    records,
+                    valid_bytes: offset as u64,
+                    stopped: Some((offset as u64, bad)),
+                }
+            }
+        }
+    }
+    Scan {
+        records,
+        valid_bytes: offset as u64,
+        stopped: None,
+    }
+}
+
+/// In the last segment: a bad checksum whose declared length leads to a valid next record
+/// means the bad record was followed by acknowledged data — corruption, not a torn tail.
+fn followed_by_valid_record(bytes: &[u8], offset: usize, index: u64) -> bool {
+    let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
+    let next = offset + RECORD_HEADER_BYTES + len as usize;
+    next < bytes.len() && decode_at(bytes, next, index + 1).is_ok()
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `dir` and returns it with every record it holds.
+    pub fn open(fs: Arc<dyn Fs>, dir: &Path, options: WalOptions) -> Result<(Wal, Vec<WalRecord>)> {
+        if options.segment_bytes_max == 0 {
+            return Err(Error::Invalid("segment_bytes_max must be positive".into()));
+        }
+        fs.create_dir_all(dir)
+            .map_err(|e| Error::io("create directory", dir, e))?;
+        let mut firsts: Vec<u64> = fs
+            .list(dir)
+            .map_err(|e| Error::io("list", dir, e))?
+            .iter()
+            .filter_map(|name| parse_segment_name(name))
+            .collect();
+        firsts.sort_unstable();
+
+        if firsts.is_empty() {
+            let wal = Wal::create_fresh(fs, dir, options)?;
+            return Ok((wal, Vec::new()));
+        }
+
+        let mut records = Vec::new();
+        let mut segments = Vec::with_capacity(firsts.len());
+        let mut expected = firsts[0];
+        for (i, &first) in firsts.iter().enumerate() {
+            let path = dir.join(segment_name(first));
+            if first != expected {
+                return Err(Error::Corrupt {
+                    file: path,
+                    offset: 0,
+                    reason: format!("segment starts at index {first}, expected {expected}"),
+                });
+            }
+            let last = i + 1 == firsts.len();
+            let bytes = fs
+                .read_all(&path)
+                .map_err(|e| Error::io("read", &path, e))?;
+            let scanned = scan(&bytes, first);
+            if let Some((offset, bad)) = &scanned.stopped {
+                let torn = last
+                    && !(*bad == Bad::Checksum
+                        && followed_by_valid_record(
+                            &bytes,
+                            *offset as usize,
+                            first + scanned.records.len() as u64,
+                        ));
+                if !torn {
+                    return Err(Error::Corrupt {
+                        file: path,
+                        offset: *offset,
+                        reason: format!("bad record ({bad:?})"),
+                    });
+                }
+            }
+            expected = first + scanned.records.len() as u64;
+            records.extend(scanned.records);
+            segments.push(SegmentMeta {
+                first,
+                path,
+                bytes: scanned.valid_bytes,
+            });
+            if last && scanned.valid_bytes < bytes.len() as u64 {
+                let meta = segments.last().expect("just pushed");
+                let mut file = fs
+                    .open(&meta.path)
+                    .map_err(|e| Error::io("open", &meta.path, e))?;
+                file.truncate(meta.bytes)
+                    .map_err(|e| Error::io("truncate", &meta.path, e))?;
+                file.sync().map_err(|e| Error::io("sync", &meta.path, e))?;
+            }
+        }
+
+        let meta = segments.last().expect("at least one segment");
+        let active = fs
+            .open(&meta.path)
+            .map_err(|e| Error::io("open", &meta.path, e))?;
+        let wal = Wal {
+            fs,
+            dir: dir.to_path_buf(),
+            options,
+            segments,
+            active,
+            buffer: Vec::new(),
+            buffered: Vec::new(),
+            next_index: expected,
+            durable_index: expected - 1,
+            poisoned: None,
+        };
+        Ok((wal, records))
+    }
+
+    fn create_fresh(fs: Arc<dyn Fs>, dir: &Path, options: WalOptions) -> Result<Wal> {
+        let path = dir.join(segment_name(1));
+        let active = fs
+            .create(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("sync directory", dir, e))?;
+        Ok(Wal {
+            fs,
+            dir: dir.to_path_buf(),
+            options,
+            segments: vec![SegmentMeta {
+                first: 1,
+                path,
+                bytes: 0,
+            }],
+            active,
+            buffer: Vec::new(),
+            buffered: Vec::new(),
+            next_index: 1,
+            durable_index: 0,
+            poisoned: None,
+        })
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(reason) => Err(Error::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Buffers a record and returns its index. Nothing is written until [`Wal::sync`].
+    pub fn append(&mut self, kind: u8, payload: &[u8]) -> Result<u64> {
+        self.check_poisoned()?;
+        if payload.len() > RECORD_PAYLOAD_BYTES_MAX {
+            return Err(Error::Invalid(format!(
+                "record of {} bytes exceeds the {} byte limit",
+                payload.len(),
+                RECORD_PAYLOAD_BYTES_MAX
+            )));
+        }
+        let index = self.next_index;
+        frame(&mut self.buffer, index, kind, payload);
+        self.buffered.push((index, self.buffer.len()));
+        self.next_index += 1;
+        Ok(index)
+    }
+
+    /// Writes every buffered record and makes it durable; returns the highest durable index.
+    /// On failure the log is poisoned.
+    pub fn sync(&mut self) -> Result<u64> {
+        self.check_poisoned()?;
+        if self.buffered.is_empty() {
+            return Ok(self.durable_index);
+        }
+        match self.write_buffered() {
+            Ok(()) => {
+                self.durable_index = self.next_index - 1;
+                Ok(self.durable_index)
+            }
+            Err(e) => {
+                self.poisoned = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the buffer, closing and opening segments at record boundaries as needed.
+    fn write_buffered(&mut self) -> Result<()> {
+        let buffer = std::mem::take(&mut self.buffer);
+        let buffered = std::mem::take(&mut self.buffered);
+        let mut chunk_start = 0usize;
+        let mut record_start = 0usize;
+        for &(index, end) in &buffered {
+            let active_bytes = self.segments.last().expect("active segment").bytes;
+            let pending = (record_start - chunk_start) as u64;
+            let record = (end - record_start) as u64;
+            let full = active_bytes + pending + record > self.options.segment_bytes_max;
+            if full && active_bytes + pending > 0 {
+                self.write_chunk(&buffer[chunk_start..record_start])?;
+                self.start_segment(index)?;
+                chunk_start = record_start;
+            }
+            record_start = end;
+        }
+        self.write_chunk(&buffer[chunk_start..])?;
+        let path = &self.segments.last().expect("active segment").path;
+        self.active
+            .sync()
+            .map_err(|e| Error::io("fdatasync", path, e))?;
+        // Reuse the allocation for the next batch.
+        self.buffer = buffer;
+        self.buffer.clear();
+        self.buffered = buffered;
+        self.buffered.clear();
+        Ok(())
+    }
+
+    fn write_chunk(&mut self, chunk: &[u8]) -> Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let meta = self.segments.last_mut().expect("active segment");
+        self.active
+            .append(chunk)
+            .map_err(|e| Error::io("write", &meta.path, e))?;
+        meta.bytes += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Fsyncs the active segment, then creates and durably names a new one at `first`.
+    fn start_segment(&mut self, first: u64) -> Result<()> {
+        let old = &self.segments.last().expect("active segment").path;
+        self.active
+            .sync()
+            .map_err(|e| Error::io("fdatasync", old, e))?;
+        let path = self.dir.join(segment_name(first));
+        self.active = self
+            .fs
+            .create(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io("sync directory", &self.dir, e))?;
+        self.segments.push(SegmentMeta {
+            first,
+            path,
+            bytes: 0,
+        });
+        Ok(())
+    }
+
+    /// Syncs, then closes the active segment (if it holds records) so that everything
+    /// appended so far becomes eligible for [`Wal::compact`].
+    pub fn rotate(&mut self) -> Result<()> {
+        self.sync()?;
+        if self.segments.last().expect("active segment").bytes == 0 {
+            return Ok(());
+        }
+        let first = self.next_index;
+        if let Err(e) = self.start_segment(first) {
+            self.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Deletes every segment whose records all have indexes `<= upto` (never the active
+    /// segment). Call only once the state those records built is durable elsewhere.
+    pub fn compact(&mut self, upto: u64) -> Result<()> {
+        self.check_poisoned()?;
+        let mut removed = 0;
+        while self.segments.len() > 1 && self.segments[1].first <= upto + 1 {
+            let path = &self.segments[0].path;
+            self.fs
+                .remove(path)
+                .map_err(|e| Error::io("remove", path, e))?;
+            self.segments.remove(0);
+            removed += 1;
+        }
+        if removed > 0 {
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io("sync directory", &self.dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// The index the next appended record will get.
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// The highest index known durable (0 if none).
+    pub fn durable_index(&self) -> u64 {
+        self.durable_index
+    }
+
+    /// The lowest index still held on disk (equals `next_index` when the log is empty).
+    pub fn first_index(&self) -> u64 {
+        self.segments[0].first
+    }
+
+    /// Bytes of all segment files, written or buffered.
+    pub fn disk_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum::<u64>() + self.buffer.len() as u64
+    }
+
+    /// How many segment files exist.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Whether an earlier failure poisoned the log.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    /// The directory holding the segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::{SimFs, Torn};
+
+    fn open(fs: &SimFs, options: WalOptions) -> Result<(Wal, Vec<WalRecord>)> {
+        Wal::open(Arc::new(fs.clone()), Path::new("/w"), options)
+    }
+
+    fn small() -> WalOptions {
+        WalOptions {
+            segment_bytes_max: 64,
+        }
+    }
+
+    fn payloads(records: &[WalRecord]) -> Vec<Vec<u8>> {
+        records.iter().map(|r| r.payload.clone()).collect()
+    }
+
+    #[test]
+    fn synced_records_survive_a_crash_and_unsynced_ones_do_not() {
+        let fs = SimFs::new();
+        let (mut wal, recs) = open(&fs, WalOptions::default()).unwrap();
+        assert!(recs.is_empty());
+        assert_eq!(wal.append(1, b"a").unwrap(), 1);
+        assert_eq!(wal.append(2, b"bb").unwrap(), 2);
+        assert_eq!(wal.sync().unwrap(), 2);
+        wal.append(3, b"lost").unwrap();
+        fs.crash(Torn::None);
+        let (wal, recs) = open(&fs, WalOptions::default()).unwrap();
+        assert_eq!(payloads(&recs), vec![b"a".to_vec(), b"bb".to_vec()]);
+        assert_eq!(recs[1].kind, 2);
+        assert_eq!(wal.next_index(), 3);
+    }
+
+    #[test]
+    fn segments_rotate_and_reopen_in_order() {
+        let fs = SimFs::new();
+        let (mut wal, _) = open(&fs, small()).unwrap();
+        for i in 0..20u8 {
+            wal.append(0, &[i; 20]).unwrap();
+        }
+        wal.sync().unwrap();
+        assert!(wal.segment_count() >= 7, "{}", wal.segment_count());
+        fs.crash(Torn::None);
+        let (wal, recs) = open(&fs, small()).unwrap();
+        assert_eq!(recs.len(), 20);
+        for (i, r) in recs.iter().enumerate() {
+            assert_eq!(r.index, i as u64 + 1);
+            assert_eq!(r.payload, vec![i as u8; 20]);
+        }
+        assert_eq!(wal.next_index(), 21);
+    }
+
+    #[test]
+    fn compaction_removes_only_wholly_covered_segments() {
+        let fs = SimFs::new();
+        let (mut wal, _) = open(&fs, small()).unwrap();
+        for i in 0..20u8 {
+            wal.append(0, &[i; 20]).unwrap();
+        }
+        wal.sync().unwrap();
+        wal.compact(10).unwrap();
+        assert!(wal.first_index() <= 11);
+        fs.crash(Torn::None);
+        let (_, recs) = open(&fs, small()).unwrap();
+        assert!(recs.first().unwrap().index <= 11);
+        assert_eq!(recs.last().unwrap().index, 20);
+    }
+
+    #[test]
+    fn torn_tail_of_last_segment_is_truncated() {
+        let fs = SimFs::new();
+        let (mut wal, _) = open(&fs, WalOptions::default()).unwrap();
+        wal.append(0, b"keep").unwrap();
+        wal.sync().unwrap();
+        // A torn write: the first 50 bytes of a 109-byte record reached the medium.
+        let mut framed = Vec::new();
+        frame(&mut framed, 2, 0, &[7u8; 100]);
+        wal.active.append(&framed[..50]).unwrap();
+        wal.active.sync().unwrap();
+        drop(wal);
+        let path = Path::new("/w").join(segment_name(1));
+        fs.crash(Torn::None);
+        let len_after_crash = fs.read_all(&path).unwrap().len();
+        let (mut wal, recs) = open(&fs, WalOptions::default()).unwrap();
+        assert_eq!(
+            payloads(&recs),
+            vec![b"keep".to_vec()],
+            "torn len {len_after_crash}"
+        );
+        assert_eq!(fs.read_all(&path).unwrap().len(), RECORD_HEADER_BYTES + 4);
+        // The log continues cleanly after the truncation.
+        assert_eq!(wal.append(0, b"next").unwrap(), 2);
+        wal.sync().unwrap();
+        drop(wal);
+        let (_, recs) = open(&fs, WalOptions::default()).unwrap();
+        assert_eq!(payloads(&recs), vec![b"keep".to_vec(), b"next".to_vec()]);
+    }
+
+    #[test]
+    fn zeroed_tail_is_truncated() {
+        let fs = SimFs::new();
+        let (mut wal, _) = open(&fs, WalOptions::default()).unwrap();
+        wal.append(0, b"x").unwrap();
+        wal.sync().unwrap();
+        wal.active.append(&[0u8; 64]).unwrap();
+        wal.active.sync().unwrap();
+        drop(wal);
+        let (_, recs) = open(&fs, WalOptions::default()).unwrap();
+        assert_eq!(payloads(&recs), vec![b"x".to_vec()]);
+    }
+
+    #[test]
+    fn flipped_bit_in_non_last_segment_is_corrupt_with_file_and_offset() {
+        let fs = SimFs::new();
+        let (mut wal, _) = open(&fs, small()).unwrap();
+        for i in 0..10u8 {
+            wal.append(0, &[i; 20]).unwrap();
+        }
+        wal.sync().unwrap();
+        drop(wal);
+        let first = Path::new("/w").join(segment_name(1));
+        let second_record = (RECORD_HEADER_BYTES + 20) as u64;
+        fs.flip_bit(&first, second_record + RECORD_HEADER_BYTES as u64 + 3, 2)
+            .unwrap();
+        match open(&fs, small()) {
+            Err(Error::Corrupt { file, offset, .. }) => {
+                assert_eq!(file, first);
+                assert_eq!(offset, second_record);
+            }
+            other => panic!("expected Corrupt, got {:?}", other.map(|(_, r)| r)),
+        }
+    }
+
+    #[test]
+    fn flipped_bit_mid_last_segment_followed_by_valid_records_is_corrupt() {
+        let fs = SimFs::new();
+        let (mut wal, _) = open(&fs, WalOptions::default()).unwrap();
+        for i in 0..3u8 {
+            wal.append(0, &[i; 10]).unwrap();
+        }
+        wal.sync().unwrap();
+        drop(wal);
+        let path = Path::new("/w").join(segment_name(1));
+        let off = (RECORD_HEADER_BYTES + 10) as u64;
+        fs.flip_bit(&path, off + RECORD_HEADER_BYTES as u64, 0)
+            .unwrap();
+        assert!(matches!(
+            open(&fs, WalOptions::default()),
+            Err(Error::Corrupt { offset, .. }) if offset == off
+        ));
+    }
+
+    #[test]
+    fn flipped_bit_in_last_record_of_last_segment_is_truncated_away() {
+        let fs = SimFs::new();
+        let (mut wal, _) = open(&fs, WalOptions::default()).unwrap();
+        for i in 0..3u8 {
+            wal.append(0, &[i; 10]).unwrap();
+        }
+        wal.sync().unwrap();
+        drop(wal);
+        let path = Path::new("/w").join(segment_name(1));
+        let last = 2 * (RECORD_HEADER_BYTES + 10) as u64;
+        fs.flip_bit(&path, last + RECORD_HEADER_BYTES as u64 + 5, 7)
+            .unwrap();
+        let (_, recs) = open(&fs, WalOptions::default()).unwrap();
+        assert_eq!(recs.len(), 2);
+    }
+
+    #[test]
+    fn missing_middle_segment_is_corrupt() {
+        let fs = SimFs::new();
+        let (mut wal, _) = open(&fs, small()).unwrap();
+        for i in 0..10u8 {
+            wal.append(0, &[i; 20]).unwrap();
+        }
+        wal.sync().unwrap();
+        let victim = wal.segments[1].path.clone();
+        drop(wal);
+        fs.remove(&victim).unwrap();
+        assert!(matches!(open(&fs, small()), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn failed_fsync_poisons_the_log_for_good() {
+        let fs = SimFs::new();
+        let (mut wal, _) = open(&fs, WalOptions::default()).unwrap();
+        wal.append(0, b"a").unwrap();
+        wal.sync().unwrap();
+        wal.append(0, b"b").unwrap();
+        fs.fail_next_syncs(1);
+        assert!(matches!(wal.sync(), Err(Error::Io { .. })));
+        assert!(wal.is_poisoned());
+        // The next sync would succeed on the medium, but the log must not retry.
+        assert!(matches!(wal.append(0, b"c"), Err(Error::Poisoned(_))));
+        assert!(matches!(wal.sync(), Err(Error::Poisoned(_))));
+        assert!(matches!(wal.compact(1), Err(Error::Poisoned(_))));
+        assert_eq!(wal.durable_index(), 1);
+    }
+
+    #[test]
+    fn oversized_record_is_refused_without_poisoning() {
+        let fs = SimFs::new();
+        let (mut wal, _) = open(&fs, WalOptions::default()).unwrap();
+        let big = vec![0u8; RECORD_PAYLOAD_BYTES_MAX + 1];
+        assert!(matches!(wal.append(0, &big), Err(Error::Invalid(_))));
+        assert!(!wal.is_poisoned());
+        assert_eq!(wal.append(0, b"ok").unwrap(), 1);
+    }
+
+    #[test]
+    fn rotate_then_compact_leaves_one_empty_segment() {
+        let fs = SimFs::new();
+        let (mut wal, _) = open(&fs, WalOptions::default()).unwrap();
+        for _ in 0..5 {
+            wal.append(0, b"data").unwrap();
+        }
+        wal.rotate().unwrap();
+        wal.compact(5).unwrap();
+        assert_eq!(wal.segment_count(), 1);
+        assert_eq!(wal.disk_bytes(), 0);
+        fs.crash(Torn::None);
+        let (wal, recs) = open(&fs, WalOptions::default()).unwrap();
+        assert!(recs.is_empty());
+        assert_eq!(wal.first_index(), 6);
+        assert_eq!(wal.next_index(), 6);
+    }
+}
