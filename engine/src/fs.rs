@@ -221,12 +221,32 @@ struct SimState {
     next_inode: InodeId,
     /// How many of the next `sync`/`sync_dir` calls fail.
     failing_syncs: u32,
+    /// If set, this many more syncs succeed and the one after fails.
+    syncs_before_failure: Option<u32>,
     /// Bumped on every crash: handles opened before it are dead.
     epoch: u64,
     syncs: u64,
 }
 
 impl SimState {
+    /// Decides whether the sync being attempted fails (by injection); counts it if not.
+    fn sync_fails(&mut self) -> bool {
+        if self.failing_syncs > 0 {
+            self.failing_syncs -= 1;
+            return true;
+        }
+        match self.syncs_before_failure {
+            Some(0) => {
+                self.syncs_before_failure = None;
+                return true;
+            }
+            Some(n) => self.syncs_before_failure = Some(n - 1),
+            None => {}
+        }
+        self.syncs += 1;
+        false
+    }
+
     /// Frees inodes that no name, volatile or durable, refers to any more.
     fn drop_orphans(&mut self) {
         let live: std::collections::BTreeSet<InodeId> = self
@@ -290,6 +310,11 @@ impl SimFs {
         self.lock().failing_syncs = n;
     }
 
+    /// Lets `ok` more syncs (file or directory) succeed, then fails the next one.
+    pub fn fail_sync_after(&self, ok: u32) {
+        self.lock().syncs_before_failure = Some(ok);
+    }
+
     /// How many successful syncs (file and directory) have happened.
     pub fn sync_count(&self) -> u64 {
         self.lock().syncs
@@ -303,6 +328,7 @@ impl SimFs {
         let mut st = self.lock();
         st.epoch += 1;
         st.failing_syncs = 0;
+        st.syncs_before_failure = None;
         st.names = st.durable_names.clone();
         let mut seed = match torn {
             Torn::None => None,
@@ -420,11 +446,9 @@ impl FsFile for SimFile {
 
     fn sync(&mut self) -> io::Result<()> {
         self.with(|st, inode| {
-            if st.failing_syncs > 0 {
-                st.failing_syncs -= 1;
+            if st.sync_fails() {
                 return Err(injected());
             }
-            st.syncs += 1;
             inode.durable = inode.volatile.clone();
             Ok(())
         })
@@ -505,11 +529,9 @@ impl Fs for SimFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.lock();
-        if st.failing_syncs > 0 {
-            st.failing_syncs -= 1;
+        if st.sync_fails() {
             return Err(injected());
         }
-        st.syncs += 1;
         let in_dir = |p: &Path| p.parent() == Some(dir);
         let keep: Vec<(PathBuf, InodeId)> = st
             .durable_names
