@@ -4,3 +4,5 @@
 //! core's `persist` effects durable through the engine's group-commit writer, then sends
 //! its messages over TCP and answers clients — natively (length-delimited postcard frames)
 //! and over RESP, so redis-cli and every Redis client library work unchanged.
+
+pub mod resp;
