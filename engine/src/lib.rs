@@ -10,7 +10,8 @@
 //! - [`kv`]: `KvState`, the deterministic key-value state machine with its at-most-once
 //!   dedup table, shared by every replica kind.
 //!
-//! The engine never uses tokio, never reads the clock and never uses a global RNG.
+//! The engine never uses tokio or a global RNG. Only the group-commit writer thread reads
+//! the clock, to bound how long a batch waits for more writers.
 //! Durability contract: a record is durable once `sync` (or the group-commit completion)
 //! reports its index; nothing is acknowledged before that. After a failed fsync the WAL is
 //! poisoned and every later call fails; no fsync is ever retried.
