@@ -1,0 +1,2 @@
+//! Bench (in progress).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Sweep (in progress).
+fn main() {}

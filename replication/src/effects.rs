@@ -1,0 +1,73 @@
+//! What a protocol core asks its driver to do, and in which order.
+//!
+//! # Ordering contract
+//!
+//! After every call into a core (message, tick, client call) the driver takes the
+//! [`Effects`] and:
+//!
+//! 1. makes every entry of `persist` durable, **in order** (append the records, write the
+//!    snapshot, then sync) — a [`Persist::Snapshot`] supersedes every record persisted
+//!    before it;
+//! 2. only then hands every `send` to the network;
+//! 3. only then delivers `events` (and, for client-facing cores, replies) upward.
+//!
+//! So no message or reply ever depends on state that a crash could take back. State the
+//! core exposes through queries (e.g. `Paxos::status`) is likewise meaningful only once the
+//! effects of the call that produced it have been applied.
+
+use crate::types::NodeId;
+
+/// Something that must be durable before the accompanying sends leave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persist {
+    /// Append one WAL record.
+    Record {
+        /// Caller-defined record type (see each core's `RECORD_KIND`).
+        kind: u8,
+        /// Encoded record.
+        payload: Vec<u8>,
+    },
+    /// A snapshot of the whole durable state, superseding every record persisted before it
+    /// (the driver writes it at the index of the last record appended so far).
+    Snapshot(Vec<u8>),
+}
+
+/// Output of one call into a core.
+#[derive(Debug)]
+pub struct Effects<M, E> {
+    /// Durable first, in order.
+    pub persist: Vec<Persist>,
+    /// Then sent.
+    pub send: Vec<(NodeId, M)>,
+    /// Then reported upward.
+    pub events: Vec<E>,
+}
+
+impl<M, E> Default for Effects<M, E> {
+    fn default() -> Self {
+        Effects {
+            persist: Vec::new(),
+            send: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+impl<M, E> Effects<M, E> {
+    /// Nothing to do.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True if the call produced nothing.
+    pub fn is_empty(&self) -> bool {
+        self.persist.is_empty() && self.send.is_empty() && self.events.is_empty()
+    }
+
+    /// Empties every list.
+    pub fn clear(&mut self) {
+        self.persist.clear();
+        self.send.clear();
+        self.events.clear();
+    }
+}

@@ -1,0 +1,142 @@
+//! Paxos wire messages. Every message carries the sender's view of every peer's `done`
+//! value, so `done` information spreads (transitively) on ordinary protocol traffic and
+//! there is no traffic while idle.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::ids::{Ballot, Seq};
+
+/// One message between Paxos peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// The sender's knowledge of each peer's highest `done` argument (index = node id).
+    pub dones: Vec<Option<Seq>>,
+    /// What the message says.
+    pub body: Body,
+}
+
+/// A decision notice. `value == None` means "the value you accepted for `seq` at a ballot
+/// `>= ballot`", which the sender uses for peers it saw accept — any accepted ballot at or
+/// above the deciding one carries the decided value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// The instance.
+    pub seq: Seq,
+    /// The ballot at which it was decided (or `Ballot::ZERO` when `value` is present).
+    pub ballot: Ballot,
+    /// The decided value, unless the receiver already holds it.
+    pub value: Option<Bytes>,
+}
+
+/// An acceptor's state for one instance, as reported in a promise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The instance.
+    pub seq: Seq,
+    /// The ballot of the accepted value (meaningless when `decided`).
+    pub ballot: Ballot,
+    /// The accepted (or decided) value.
+    pub value: Bytes,
+    /// True if the acceptor knows the value is decided.
+    pub decided: bool,
+}
+
+/// The message kinds. Requests: `Prepare`, `Accept`, `Decided`, `Forward`, `Learn`;
+/// responses: `Promise`, `Accepted`, `Reject`, `Learned` (see [`Body::is_response`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// Phase 1a for every instance `>= from`.
+    Prepare {
+        /// The proposer's ballot.
+        ballot: Ballot,
+        /// Lowest instance the proposer wants to lead.
+        from: Seq,
+    },
+    /// Phase 1b: the acceptor promised `ballot` and reports its instances `>= from`.
+    Promise {
+        /// The promised ballot.
+        ballot: Ballot,
+        /// Echo of the prepare's `from`.
+        from: Seq,
+        /// Accepted or decided instances `>= from`.
+        entries: Vec<Entry>,
+    },
+    /// Phase 2a, with decision notices for earlier instances riding along.
+    Accept {
+        /// The proposer's ballot.
+        ballot: Ballot,
+        /// The instance.
+        seq: Seq,
+        /// The proposed value.
+        value: Bytes,
+        /// Piggybacked decisions.
+        commits: Vec<Commit>,
+    },
+    /// Phase 2b.
+    Accepted {
+        /// The accepted ballot.
+        ballot: Ballot,
+        /// The instance.
+        seq: Seq,
+    },
+    /// A refused prepare or accept, naming the highest ballot the acceptor has promised.
+    Reject {
+        /// The refused ballot.
+        ballot: Ballot,
+        /// The acceptor's promise, so the proposer can jump past it.
+        promised: Ballot,
+    },
+    /// Decision notices (one-way).
+    Decided {
+        /// The decisions.
+        commits: Vec<Commit>,
+    },
+    /// A non-leader asks the leader to get `value` decided in `seq`.
+    Forward {
+        /// The instance.
+        seq: Seq,
+        /// The value the forwarder would propose.
+        value: Bytes,
+    },
+    /// Asks for the decided values of instances.
+    Learn {
+        /// The instances.
+        seqs: Vec<Seq>,
+    },
+    /// Decided values (answer to `Learn` or `Forward`; may be empty, which still carries
+    /// the sender's `dones`).
+    Learned {
+        /// The decisions, values included.
+        commits: Vec<Commit>,
+    },
+}
+
+impl Body {
+    /// True for replies to a request (a deaf peer still receives those; an unreliable
+    /// peer's replies are the ones that get lost after the request ran).
+    pub fn is_response(&self) -> bool {
+        matches!(
+            self,
+            Body::Promise { .. }
+                | Body::Accepted { .. }
+                | Body::Reject { .. }
+                | Body::Learned { .. }
+        )
+    }
+
+    /// A short name for traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Prepare { .. } => "prepare",
+            Body::Promise { .. } => "promise",
+            Body::Accept { .. } => "accept",
+            Body::Accepted { .. } => "accepted",
+            Body::Reject { .. } => "reject",
+            Body::Decided { .. } => "decided",
+            Body::Forward { .. } => "forward",
+            Body::Learn { .. } => "learn",
+            Body::Learned { .. } => "learned",
+        }
+    }
+}

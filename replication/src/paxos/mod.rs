@@ -1,0 +1,148 @@
+//! Paxos: the lab 3A library interface on a Multi-Paxos core that does no IO.
+//!
+//! # Interface (the lab's, spec §5.1–5.2)
+//!
+//! - [`Paxos::start`]`(seq, v)` returns at once and starts agreement on instance `seq`;
+//!   calling it again (here or on other peers, with other values) is legal; it is ignored
+//!   below [`Paxos::min`].
+//! - [`Paxos::status`]`(seq)` is a local query: [`Fate::Decided`], [`Fate::Pending`] or
+//!   [`Fate::Forgotten`] (below `min()`).
+//! - [`Paxos::done`]`(seq)` keeps the maximum ever passed.
+//! - [`Paxos::max`] is the highest instance seen (it survives forgetting);
+//!   [`Paxos::min`] is one more than the minimum over all peers of their `done` values, and
+//!   every instance below it is freed in memory and, via snapshots, on disk.
+//!
+//! # Protocol
+//!
+//! Ballots are `(round, node)`. An acceptor keeps one promise for all instances, plus an
+//! accepted `(ballot, value)` (or a decided value) per live instance. A proposer that wins
+//! phase 1 for every instance `>= from` is the *stable leader*: it runs only phase 2 per
+//! instance (one round trip, one fsync per acceptor), with any number of instances in
+//! flight; decisions ride on the next `Accept` to each peer, or are flushed on the next
+//! tick. Any peer may still propose any instance: it forwards the value to the leader it
+//! knows, and if no decision follows in time it runs full two-phase Paxos itself. A
+//! rejecting acceptor names the highest ballot it has promised. The local acceptor is called
+//! directly, never through a message. Values are opaque bytes (a batch of client operations,
+//! for the layer above). Every message carries the sender's view of all peers' `done`
+//! values; nothing is sent while no instance this peer started is undecided.
+//!
+//! # Durability and failure model
+//!
+//! Promises, accepted values, decisions and local `done` calls become [`Persist`] records;
+//! the driver makes them durable before sending the messages of the same call (see
+//! [`crate::effects`]). When `min()` advances and the log since the last snapshot has grown
+//! past twice the live state, the peer emits a snapshot of its live state, which lets the
+//! store delete the log behind it. [`Paxos::recover`] rebuilds a peer from snapshot + log.
+//! A peer created with [`Config::recovering`] (its disk was lost) neither votes nor
+//! proposes: it may have forgotten promises it made. When gossip shows that the peers have
+//! forgotten instances this peer's application never finished, the peer emits
+//! [`Event::Behind`]: the layer above must transfer state (a snapshot) to it.
+//!
+//! Safety violations detected locally (two decided values for one instance) panic.
+//!
+//! [`Persist`]: crate::effects::Persist
+
+mod durable;
+mod ids;
+mod message;
+mod peer;
+
+pub use durable::{Record, SnapshotInstance, SnapshotState, RECORD_KIND};
+pub use ids::{Ballot, Seq};
+pub use message::{Body, Commit, Entry, Message};
+pub use peer::Paxos;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::codec::CodecError;
+use crate::effects::Effects;
+use crate::types::NodeId;
+
+/// What a call into a Paxos peer produces.
+pub type Output = Effects<Message, Event>;
+
+/// The fate of one instance, as far as this peer knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Agreed on this value.
+    Decided(Bytes),
+    /// Not yet known to be decided.
+    Pending,
+    /// Below `min()`: freed.
+    Forgotten,
+}
+
+/// Upward notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// This peer learned the decided value of `seq`.
+    Decided {
+        /// The instance.
+        seq: Seq,
+    },
+    /// The peers have forgotten every instance below `forgotten_below`, including some this
+    /// peer's application never marked done: it needs a state transfer (snapshot) from a
+    /// peer, after which it should call `done(forgotten_below - 1)`.
+    Behind {
+        /// The new `min()`.
+        forgotten_below: Seq,
+    },
+}
+
+/// Errors recovering a peer from its disk.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A record or snapshot did not decode.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The durable state contradicts itself.
+    #[error("corrupt paxos state: {0}")]
+    Corrupt(String),
+}
+
+/// Result alias for this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Tunables of one peer. Durations are virtual time in the simulator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This peer.
+    pub me: NodeId,
+    /// Number of peers; node ids are `0..peers`.
+    pub peers: usize,
+    /// How long a proposer waits for replies before resending a prepare or accept.
+    pub retry_interval: Duration,
+    /// How long a peer that forwarded a value waits for the decision before proposing.
+    pub forward_timeout: Duration,
+    /// Smallest backoff after losing to a higher ballot (doubles per loss, jittered).
+    pub backoff_min: Duration,
+    /// Largest backoff.
+    pub backoff_max: Duration,
+    /// If true, decisions wait for the next accept to the same peer or the next tick; if
+    /// false, they are sent at the end of the call that made them.
+    pub piggyback_commits: bool,
+    /// Never snapshot for less than this many bytes of log.
+    pub snapshot_log_bytes_min: u64,
+    /// The peer lost its disk: it must not vote or propose (see module docs).
+    pub recovering: bool,
+}
+
+impl Config {
+    /// Defaults for peer `me` of `peers`.
+    pub fn new(me: NodeId, peers: usize) -> Config {
+        assert!(peers >= 1 && me.index() < peers, "bad peer set");
+        Config {
+            me,
+            peers,
+            retry_interval: Duration::from_millis(50),
+            forward_timeout: Duration::from_millis(60),
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(500),
+            piggyback_commits: true,
+            snapshot_log_bytes_min: 256 * 1024,
+            recovering: false,
+        }
+    }
+}

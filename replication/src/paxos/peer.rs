@@ -1,0 +1,1173 @@
+//! One Paxos peer: acceptor, proposer and learner in a single sans-IO state machine.
+//!
+//! Invariants (checked by assertions where cheap):
+//! - `promised` only grows; every accepted ballot is `<= promised`.
+//! - Within one ballot this proposer never proposes two values for one instance: a value
+//!   is fixed when the first `Accept` for `(ballot, seq)` goes out (`Stage::Accepting`).
+//! - `instances`, `proposals` and `recovered` hold nothing below `min`.
+//! - A decided instance never changes its value (a conflict panics).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::durable::{Record, SnapshotInstance, SnapshotState, RECORD_KIND};
+use super::ids::{Ballot, Seq};
+use super::message::{Body, Commit, Entry, Message};
+use super::{Config, Error, Event, Fate, Output, Result};
+use crate::codec;
+use crate::effects::Persist;
+use crate::rng::Rng;
+use crate::types::{NodeId, Time};
+
+/// How many times a value is forwarded to the presumed leader before proposing directly.
+const FORWARD_ATTEMPTS_MAX: u32 = 1;
+/// Per-instance overhead assumed when estimating the size of a snapshot.
+const SNAPSHOT_INSTANCE_OVERHEAD_BYTES: u64 = 64;
+
+#[derive(Debug, Clone)]
+enum Instance {
+    Accepted { ballot: Ballot, value: Bytes },
+    Decided(Bytes),
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// Not in phase 2 at the current ballot: forwarded, backing off, or awaiting phase 1.
+    Waiting,
+    /// Accepts for `(ballot, value)` are out; `acks` includes this peer.
+    Accepting {
+        ballot: Ballot,
+        value: Bytes,
+        acks: BTreeSet<NodeId>,
+    },
+}
+
+#[derive(Debug)]
+struct Proposal {
+    value: Bytes,
+    stage: Stage,
+    /// When the tick should next act on this proposal.
+    deadline: Time,
+    forwards: u32,
+}
+
+#[derive(Debug)]
+struct Campaign {
+    from: Seq,
+    promises: BTreeSet<NodeId>,
+    deadline: Time,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PendingCommit {
+    seq: Seq,
+    ballot: Ballot,
+    acked: bool,
+}
+
+/// A Paxos peer. See the [module docs](super) for the interface and protocol.
+#[derive(Debug)]
+pub struct Paxos {
+    config: Config,
+    rng: Rng,
+    // Acceptor and learner.
+    promised: Ballot,
+    instances: BTreeMap<Seq, Instance>,
+    dones: Vec<Option<Seq>>,
+    local_done: Option<Seq>,
+    min: Seq,
+    max: Option<Seq>,
+    // Proposer.
+    ballot: Ballot,
+    highest_seen: Ballot,
+    prepared_from: Option<Seq>,
+    campaign: Option<Campaign>,
+    recovered: BTreeMap<Seq, (Ballot, Bytes)>,
+    proposals: BTreeMap<Seq, Proposal>,
+    leader: Option<NodeId>,
+    failures: u32,
+    pending: BTreeMap<NodeId, Vec<PendingCommit>>,
+    // Disk accounting.
+    log_bytes_since_snapshot: u64,
+    min_at_snapshot: Seq,
+}
+
+impl Paxos {
+    /// A fresh peer with an empty disk. `seed` drives its backoff jitter.
+    pub fn new(config: Config, seed: u64) -> Paxos {
+        let peers = config.peers;
+        Paxos {
+            config,
+            rng: Rng::new(seed),
+            promised: Ballot::ZERO,
+            instances: BTreeMap::new(),
+            dones: vec![None; peers],
+            local_done: None,
+            min: Seq::ZERO,
+            max: None,
+            ballot: Ballot::ZERO,
+            highest_seen: Ballot::ZERO,
+            prepared_from: None,
+            campaign: None,
+            recovered: BTreeMap::new(),
+            proposals: BTreeMap::new(),
+            leader: None,
+            failures: 0,
+            pending: BTreeMap::new(),
+            log_bytes_since_snapshot: 0,
+            min_at_snapshot: Seq::ZERO,
+        }
+    }
+
+    /// Rebuilds a peer from what its store recovered: the newest snapshot (if any) and the
+    /// WAL records after it as `(kind, payload)`; records of other kinds are skipped.
+    pub fn recover<'a>(
+        config: Config,
+        seed: u64,
+        snapshot: Option<&[u8]>,
+        records: impl IntoIterator<Item = (u8, &'a [u8])>,
+    ) -> Result<Paxos> {
+        let mut peer = Paxos::new(config, seed);
+        if let Some(bytes) = snapshot {
+            let state: SnapshotState = codec::decode(bytes)?;
+            peer.install_snapshot(state)?;
+        }
+        for (kind, payload) in records {
+            if kind != RECORD_KIND {
+                continue;
+            }
+            let record: Record = codec::decode(payload)?;
+            peer.log_bytes_since_snapshot += payload.len() as u64;
+            peer.replay(record)?;
+        }
+        peer.highest_seen = peer.promised;
+        let min = peer.computed_min();
+        peer.drop_below(min);
+        peer.min = min;
+        peer.min_at_snapshot = min;
+        Ok(peer)
+    }
+
+    fn install_snapshot(&mut self, state: SnapshotState) -> Result<()> {
+        if state.dones.len() != self.config.peers {
+            return Err(Error::Corrupt(format!(
+                "snapshot knows {} peers, config says {}",
+                state.dones.len(),
+                self.config.peers
+            )));
+        }
+        self.promised = state.promised;
+        self.dones = state.dones;
+        self.local_done = state.local_done;
+        self.max = state.max;
+        for (seq, instance) in state.instances {
+            let instance = match instance {
+                SnapshotInstance::Accepted { ballot, value } => {
+                    Instance::Accepted { ballot, value }
+                }
+                SnapshotInstance::Decided(value) => Instance::Decided(value),
+            };
+            self.instances.insert(seq, instance);
+        }
+        Ok(())
+    }
+
+    fn replay(&mut self, record: Record) -> Result<()> {
+        match record {
+            Record::Promise(ballot) => self.promised = self.promised.max(ballot),
+            Record::Accept { seq, ballot, value } => {
+                self.promised = self.promised.max(ballot);
+                self.note_seq(seq);
+                if !matches!(self.instances.get(&seq), Some(Instance::Decided(_))) {
+                    self.instances
+                        .insert(seq, Instance::Accepted { ballot, value });
+                }
+            }
+            Record::Decide { seq, value } => {
+                self.note_seq(seq);
+                let value = match (value, self.instances.get(&seq)) {
+                    (Some(v), _) => v,
+                    (None, Some(Instance::Accepted { value, .. })) => value.clone(),
+                    (None, Some(Instance::Decided(value))) => value.clone(),
+                    (None, None) => {
+                        return Err(Error::Corrupt(format!(
+                            "decision of {seq} refers to an accepted value that is not on disk"
+                        )))
+                    }
+                };
+                self.instances.insert(seq, Instance::Decided(value));
+            }
+            Record::Done(seq) => {
+                self.local_done = self.local_done.max(Some(seq));
+                let me = self.config.me.index();
+                self.dones[me] = self.dones[me].max(Some(seq));
+            }
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------------------
+    // The lab interface.
+    // ---------------------------------------------------------------------------------
+
+    /// Starts agreement on `seq` proposing `value`; returns at once. Ignored below `min()`,
+    /// for instances already decided here, and while the peer is recovering.
+    pub fn start(&mut self, now: Time, seq: Seq, value: Bytes, out: &mut Output) {
+        if seq >= self.min {
+            self.note_seq(seq);
+            self.add_proposal(now, seq, value, out);
+        }
+        self.end_step(out);
+    }
+
+    /// The local fate of `seq`; no messages.
+    pub fn status(&self, seq: Seq) -> Fate {
+        if seq < self.min {
+            return Fate::Forgotten;
+        }
+        match self.instances.get(&seq) {
+            Some(Instance::Decided(value)) => Fate::Decided(value.clone()),
+            _ => Fate::Pending,
+        }
+    }
+
+    /// The application no longer needs instances `<= seq` (the maximum is kept).
+    pub fn done(&mut self, seq: Seq, out: &mut Output) {
+        if self.local_done < Some(seq) {
+            self.local_done = Some(seq);
+            self.persist(Record::Done(seq), out);
+            let me = self.config.me.index();
+            self.dones[me] = self.dones[me].max(Some(seq));
+            self.advance_min(out);
+        }
+        self.end_step(out);
+    }
+
+    /// The highest instance this peer has seen, if any.
+    pub fn max(&self) -> Option<Seq> {
+        self.max
+    }
+
+    /// One more than the minimum `done` over all peers (as far as this peer knows).
+    pub fn min(&self) -> Seq {
+        self.min
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Introspection.
+    // ---------------------------------------------------------------------------------
+
+    /// This peer's id.
+    pub fn me(&self) -> NodeId {
+        self.config.me
+    }
+
+    /// Bytes of values this peer holds in memory (accepted, decided, proposed).
+    pub fn retained_bytes(&self) -> u64 {
+        let instances: usize = self
+            .instances
+            .values()
+            .map(|i| match i {
+                Instance::Accepted { value, .. } | Instance::Decided(value) => value.len(),
+            })
+            .sum();
+        let proposals: usize = self.proposals.values().map(|p| p.value.len()).sum();
+        let recovered: usize = self.recovered.values().map(|(_, v)| v.len()).sum();
+        (instances + proposals + recovered) as u64
+    }
+
+    /// True while this peer holds phase 1 for some range of instances.
+    pub fn is_leader(&self) -> bool {
+        self.prepared_from.is_some()
+    }
+
+    /// The acceptor's promise.
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+
+    /// Number of instances this peer started (or took over) that are not decided yet.
+    pub fn undecided_proposals(&self) -> usize {
+        self.proposals.len()
+    }
+
+    /// Every decided instance this peer holds, in order (for checkers).
+    pub fn decided(&self) -> impl Iterator<Item = (Seq, &Bytes)> + '_ {
+        self.instances.iter().filter_map(|(seq, i)| match i {
+            Instance::Decided(v) => Some((*seq, v)),
+            Instance::Accepted { .. } => None,
+        })
+    }
+
+    /// True if the peer was created without its disk and may not vote.
+    pub fn is_recovering(&self) -> bool {
+        self.config.recovering
+    }
+
+    /// Lets a recovering peer vote and propose again. The caller must have established
+    /// that every ballot this peer could have promised before losing its disk is below
+    /// `ballot_floor` and that it will not take part in instances it may have voted on.
+    pub fn finish_recovery(&mut self, ballot_floor: Ballot, out: &mut Output) {
+        self.config.recovering = false;
+        if ballot_floor > self.promised {
+            self.promised = ballot_floor;
+            self.persist(Record::Promise(ballot_floor), out);
+        }
+        self.highest_seen = self.highest_seen.max(ballot_floor);
+        self.end_step(out);
+    }
+
+    /// The encoded durable state, as a snapshot would hold it.
+    pub fn snapshot_bytes(&self) -> Vec<u8> {
+        let instances = self
+            .instances
+            .iter()
+            .map(|(seq, i)| {
+                let i = match i {
+                    Instance::Accepted { ballot, value } => SnapshotInstance::Accepted {
+                        ballot: *ballot,
+                        value: value.clone(),
+                    },
+                    Instance::Decided(value) => SnapshotInstance::Decided(value.clone()),
+                };
+                (*seq, i)
+            })
+            .collect();
+        let state = SnapshotState {
+            promised: self.promised,
+            dones: self.dones.clone(),
+            local_done: self.local_done,
+            max: self.max,
+            instances,
+        };
+        codec::encode(&state).expect("a paxos snapshot always encodes")
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Inputs.
+    // ---------------------------------------------------------------------------------
+
+    /// Handles one message from peer `from`.
+    pub fn on_message(&mut self, now: Time, from: NodeId, msg: Message, out: &mut Output) {
+        if from.index() >= self.config.peers || from == self.config.me {
+            return;
+        }
+        self.merge_dones(&msg.dones, out);
+        match msg.body {
+            Body::Prepare { ballot, from: f } => self.on_prepare(now, from, ballot, f, out),
+            Body::Promise {
+                ballot,
+                from: f,
+                entries,
+            } => self.on_promise(now, from, ballot, f, entries, out),
+            Body::Accept {
+                ballot,
+                seq,
+                value,
+                commits,
+            } => {
+                self.on_commits(from, commits, out);
+                self.on_accept(now, from, ballot, seq, value, out);
+            }
+            Body::Accepted { ballot, seq } => self.on_accepted(from, ballot, seq, out),
+            Body::Reject { ballot, promised } => self.on_reject(now, ballot, promised),
+            Body::Decided { commits } | Body::Learned { commits } => {
+                self.on_commits(from, commits, out)
+            }
+            Body::Forward { seq, value } => self.on_forward(now, from, seq, value, out),
+            Body::Learn { seqs } => self.on_learn(from, seqs, out),
+        }
+        self.end_step(out);
+    }
+
+    /// Periodic work: retransmissions for undecided instances this peer drives, and
+    /// flushing decisions that found no accept to ride on. Sends nothing while idle.
+    pub fn on_tick(&mut self, now: Time, out: &mut Output) {
+        self.retry_campaign(now, out);
+        let due: Vec<Seq> = self
+            .proposals
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in due {
+            self.retry_proposal(now, seq, out);
+        }
+        self.flush_commits(out);
+        self.end_step(out);
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Acceptor.
+    // ---------------------------------------------------------------------------------
+
+    fn on_prepare(&mut self, now: Time, from: NodeId, ballot: Ballot, f: Seq, out: &mut Output) {
+        if self.config.recovering {
+            return;
+        }
+        if ballot < self.promised {
+            let promised = self.promised;
+            self.send(out, from, Body::Reject { ballot, promised });
+            return;
+        }
+        self.observe_ballot(now, ballot);
+        self.raise_promise(ballot, out);
+        self.leader = Some(ballot.node);
+        let entries = self.entries_from(f);
+        self.send(
+            out,
+            from,
+            Body::Promise {
+                ballot,
+                from: f,
+                entries,
+            },
+        );
+    }
+
+    fn on_accept(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        ballot: Ballot,
+        seq: Seq,
+        value: Bytes,
+        out: &mut Output,
+    ) {
+        if self.config.recovering {
+            return;
+        }
+        self.note_seq(seq);
+        if seq < self.min {
+            self.send(out, from, Body::Learned { commits: vec![] });
+            return;
+        }
+        if ballot < self.promised {
+            let promised = self.promised;
+            self.send(out, from, Body::Reject { ballot, promised });
+            return;
+        }
+        self.observe_ballot(now, ballot);
+        self.leader = Some(ballot.node);
+        match self.instances.get(&seq) {
+            Some(Instance::Decided(decided)) => {
+                assert_eq!(
+                    decided, &value,
+                    "safety: {seq} decided here but ballot {ballot} proposes another value"
+                );
+                self.raise_promise(ballot, out);
+            }
+            Some(Instance::Accepted {
+                ballot: accepted,
+                value: v,
+            }) if *accepted == ballot => {
+                assert_eq!(
+                    v, &value,
+                    "two values proposed at ballot {ballot} for {seq}"
+                );
+            }
+            _ => {
+                self.promised = ballot;
+                self.instances.insert(
+                    seq,
+                    Instance::Accepted {
+                        ballot,
+                        value: value.clone(),
+                    },
+                );
+                self.persist(Record::Accept { seq, ballot, value }, out);
+            }
+        }
+        self.send(out, from, Body::Accepted { ballot, seq });
+    }
+
+    fn raise_promise(&mut self, ballot: Ballot, out: &mut Output) {
+        if ballot > self.promised {
+            self.promised = ballot;
+            self.persist(Record::Promise(ballot), out);
+        }
+    }
+
+    fn entries_from(&self, from: Seq) -> Vec<Entry> {
+        self.instances
+            .range(from.max(self.min)..)
+            .map(|(seq, i)| match i {
+                Instance::Accepted { ballot, value } => Entry {
+                    seq: *seq,
+                    ballot: *ballot,
+                    value: value.clone(),
+                    decided: false,
+                },
+                Instance::Decided(value) => Entry {
+                    seq: *seq,
+                    ballot: Ballot::ZERO,
+                    value: value.clone(),
+                    decided: true,
+                },
+            })
+            .collect()
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Learner.
+    // ---------------------------------------------------------------------------------
+
+    fn on_commits(&mut self, from: NodeId, commits: Vec<Commit>, out: &mut Output) {
+        let mut missing = Vec::new();
+        for commit in commits {
+            self.note_seq(commit.seq);
+            if commit.seq < self.min {
+                continue;
+            }
+            match (commit.value, self.instances.get(&commit.seq)) {
+                (Some(value), _) => self.learn(commit.seq, value, out),
+                (None, Some(Instance::Decided(_))) => {}
+                (None, Some(Instance::Accepted { ballot, value })) if *ballot >= commit.ballot => {
+                    let value = value.clone();
+                    self.learn(commit.seq, value, out);
+                }
+                (None, _) => missing.push(commit.seq),
+            }
+        }
+        if !missing.is_empty() {
+            self.send(out, from, Body::Learn { seqs: missing });
+        }
+    }
+
+    fn on_learn(&mut self, from: NodeId, seqs: Vec<Seq>, out: &mut Output) {
+        let commits = seqs
+            .into_iter()
+            .filter_map(|seq| match self.status(seq) {
+                Fate::Decided(value) => Some(Commit {
+                    seq,
+                    ballot: Ballot::ZERO,
+                    value: Some(value),
+                }),
+                _ => None,
+            })
+            .collect();
+        self.send(out, from, Body::Learned { commits });
+    }
+
+    /// Records that `seq` is decided with `value`.
+    fn learn(&mut self, seq: Seq, value: Bytes, out: &mut Output) {
+        if seq < self.min {
+            return;
+        }
+        self.note_seq(seq);
+        let by_reference = match self.instances.get(&seq) {
+            Some(Instance::Decided(decided)) => {
+                assert_eq!(
+                    decided, &value,
+                    "safety: {seq} decided twice with different values on {}",
+                    self.config.me
+                );
+                return;
+            }
+            Some(Instance::Accepted { value: v, .. }) => *v == value,
+            None => false,
+        };
+        let record_value = if by_reference {
+            None
+        } else {
+            Some(value.clone())
+        };
+        self.persist(
+            Record::Decide {
+                seq,
+                value: record_value,
+            },
+            out,
+        );
+        self.instances.insert(seq, Instance::Decided(value));
+        self.proposals.remove(&seq);
+        self.recovered.remove(&seq);
+        out.events.push(Event::Decided { seq });
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Proposer.
+    // ---------------------------------------------------------------------------------
+
+    fn majority(&self) -> usize {
+        self.config.peers / 2 + 1
+    }
+
+    fn add_proposal(&mut self, now: Time, seq: Seq, value: Bytes, out: &mut Output) {
+        if self.config.recovering
+            || self.proposals.contains_key(&seq)
+            || matches!(self.instances.get(&seq), Some(Instance::Decided(_)))
+        {
+            return;
+        }
+        self.proposals.insert(
+            seq,
+            Proposal {
+                value,
+                stage: Stage::Waiting,
+                deadline: now,
+                forwards: 0,
+            },
+        );
+        self.drive(now, seq, out);
+    }
+
+    /// Moves a waiting proposal forward: phase 2 if this peer leads its range, else a
+    /// forward to the presumed leader, else a campaign (phase 1).
+    fn drive(&mut self, now: Time, seq: Seq, out: &mut Output) {
+        if self.config.recovering {
+            return;
+        }
+        if self.prepared_from.is_some_and(|from| seq >= from) {
+            self.send_accepts(now, seq, out);
+            return;
+        }
+        if self.campaign.is_some() {
+            return; // the campaign's outcome drives it
+        }
+        if self.prepared_from.is_some() {
+            // Leading, but not this low: extend phase 1 downwards with the same ballot.
+            self.begin_campaign(now, false, out);
+            return;
+        }
+        let me = self.config.me;
+        let forward_to = self.leader.filter(|l| *l != me);
+        let timeout = self.config.forward_timeout;
+        let Some(proposal) = self.proposals.get_mut(&seq) else {
+            return;
+        };
+        match forward_to {
+            Some(leader) if proposal.forwards < FORWARD_ATTEMPTS_MAX => {
+                proposal.forwards += 1;
+                proposal.deadline = now + timeout;
+                let value = proposal.value.clone();
+                self.send(out, leader, Body::Forward { seq, value });
+            }
+            _ => self.begin_campaign(now, true, out),
+        }
+    }
+
+    /// Phase 1 for every instance from the lowest undecided proposal up; with `new_ballot`
+    /// a fresh ballot above everything seen, else the current one again (to cover lower
+    /// instances).
+    fn begin_campaign(&mut self, now: Time, new_ballot: bool, out: &mut Output) {
+        let Some(from) = self.proposals.keys().next().copied() else {
+            return;
+        };
+        if new_ballot || self.ballot < self.promised {
+            let round = self.highest_seen.round.max(self.promised.round) + 1;
+            self.ballot = Ballot {
+                round,
+                node: self.config.me,
+            };
+            self.prepared_from = None;
+            self.recovered.clear();
+            self.reset_stages();
+        }
+        let ballot = self.ballot;
+        self.highest_seen = self.highest_seen.max(ballot);
+        self.raise_promise(ballot, out);
+        let mut promises = BTreeSet::new();
+        promises.insert(self.config.me);
+        let local = self.entries_from(from);
+        self.absorb_entries(local, out);
+        self.campaign = Some(Campaign {
+            from,
+            promises,
+            deadline: now + self.config.retry_interval,
+        });
+        for peer in self.others() {
+            self.send(out, peer, Body::Prepare { ballot, from });
+        }
+        if self.majority() <= 1 {
+            self.win(now, out);
+        }
+    }
+
+    fn retry_campaign(&mut self, now: Time, out: &mut Output) {
+        let Some(campaign) = self.campaign.as_mut() else {
+            return;
+        };
+        if campaign.deadline > now {
+            return;
+        }
+        campaign.deadline = now + self.config.retry_interval;
+        let silent: Vec<NodeId> = (0..self.config.peers as u32)
+            .map(NodeId)
+            .filter(|p| !campaign.promises.contains(p))
+            .collect();
+        let (ballot, from) = (self.ballot, campaign.from);
+        for peer in silent {
+            self.send(out, peer, Body::Prepare { ballot, from });
+        }
+    }
+
+    fn on_promise(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        ballot: Ballot,
+        f: Seq,
+        entries: Vec<Entry>,
+        out: &mut Output,
+    ) {
+        let current = ballot == self.ballot
+            && self
+                .campaign
+                .as_ref()
+                .is_some_and(|c| f <= c.from && !c.promises.contains(&from));
+        if !current {
+            // Still learn any decisions it reports.
+            let decided = entries.into_iter().filter(|e| e.decided).collect();
+            self.absorb_entries(decided, out);
+            return;
+        }
+        self.absorb_entries(entries, out);
+        let majority = self.majority();
+        let Some(campaign) = self.campaign.as_mut() else {
+            return;
+        };
+        campaign.promises.insert(from);
+        if campaign.promises.len() >= majority {
+            self.win(now, out);
+        }
+    }
+
+    /// Learns decided entries and remembers the highest-ballot accepted value per instance.
+    fn absorb_entries(&mut self, entries: Vec<Entry>, out: &mut Output) {
+        for entry in entries {
+            self.note_seq(entry.seq);
+            if entry.seq < self.min {
+                continue;
+            }
+            if entry.decided {
+                self.learn(entry.seq, entry.value, out);
+                continue;
+            }
+            if matches!(self.instances.get(&entry.seq), Some(Instance::Decided(_))) {
+                continue;
+            }
+            match self.recovered.get(&entry.seq) {
+                Some((b, _)) if *b >= entry.ballot => {}
+                _ => {
+                    self.recovered
+                        .insert(entry.seq, (entry.ballot, entry.value));
+                }
+            }
+        }
+    }
+
+    fn win(&mut self, now: Time, out: &mut Output) {
+        let Some(campaign) = self.campaign.take() else {
+            return;
+        };
+        let from = self
+            .prepared_from
+            .map_or(campaign.from, |f| f.min(campaign.from));
+        self.prepared_from = Some(from);
+        self.failures = 0;
+        self.leader = Some(self.config.me);
+        // Finish whatever a previous leader left accepted but undecided.
+        let orphans: Vec<(Seq, Bytes)> = self
+            .recovered
+            .range(from..)
+            .filter(|(seq, _)| !self.proposals.contains_key(seq))
+            .map(|(seq, (_, v))| (*seq, v.clone()))
+            .collect();
+        for (seq, value) in orphans {
+            self.proposals.insert(
+                seq,
+                Proposal {
+                    value,
+                    stage: Stage::Waiting,
+                    deadline: now,
+                    forwards: 0,
+                },
+            );
+        }
+        let waiting: Vec<Seq> = self
+            .proposals
+            .iter()
+            .filter(|(_, p)| matches!(p.stage, Stage::Waiting))
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in waiting {
+            self.drive(now, seq, out);
+        }
+    }
+
+    fn send_accepts(&mut self, now: Time, seq: Seq, out: &mut Output) {
+        let ballot = self.ballot;
+        if matches!(self.instances.get(&seq), Some(Instance::Decided(_))) {
+            self.proposals.remove(&seq);
+            return;
+        }
+        let Some(proposal) = self.proposals.get(&seq) else {
+            return;
+        };
+        if matches!(&proposal.stage, Stage::Accepting { ballot: b, .. } if *b == ballot) {
+            return;
+        }
+        assert!(
+            self.promised == ballot,
+            "leader {} at {ballot} but promised {}",
+            self.config.me,
+            self.promised
+        );
+        let value = match self.recovered.get(&seq) {
+            Some((_, v)) => v.clone(),
+            None => proposal.value.clone(),
+        };
+        self.instances.insert(
+            seq,
+            Instance::Accepted {
+                ballot,
+                value: value.clone(),
+            },
+        );
+        self.persist(
+            Record::Accept {
+                seq,
+                ballot,
+                value: value.clone(),
+            },
+            out,
+        );
+        let mut acks = BTreeSet::new();
+        acks.insert(self.config.me);
+        let deadline = now + self.config.retry_interval;
+        if let Some(p) = self.proposals.get_mut(&seq) {
+            p.stage = Stage::Accepting {
+                ballot,
+                value: value.clone(),
+                acks,
+            };
+            p.deadline = deadline;
+        }
+        for peer in self.others() {
+            self.send_accept(out, peer, ballot, seq, value.clone());
+        }
+        if self.majority() <= 1 {
+            self.decide_as_proposer(seq, out);
+        }
+    }
+
+    fn send_accept(
+        &mut self,
+        out: &mut Output,
+        peer: NodeId,
+        ballot: Ballot,
+        seq: Seq,
+        value: Bytes,
+    ) {
+        let commits = self.take_commits(peer);
+        self.send(
+            out,
+            peer,
+            Body::Accept {
+                ballot,
+                seq,
+                value,
+                commits,
+            },
+        );
+    }
+
+    fn on_accepted(&mut self, from: NodeId, ballot: Ballot, seq: Seq, out: &mut Output) {
+        let majority = self.majority();
+        if let Some(Proposal {
+            stage: Stage::Accepting {
+                ballot: b, acks, ..
+            },
+            ..
+        }) = self.proposals.get_mut(&seq)
+        {
+            let reached = *b == ballot && {
+                acks.insert(from);
+                acks.len() >= majority
+            };
+            if reached {
+                self.decide_as_proposer(seq, out);
+            }
+            return;
+        }
+        // A late ack for something already decided: the commit can go by reference.
+        if let Some(list) = self.pending.get_mut(&from) {
+            for pc in list
+                .iter_mut()
+                .filter(|pc| pc.seq == seq && pc.ballot == ballot)
+            {
+                pc.acked = true;
+            }
+        }
+    }
+
+    fn decide_as_proposer(&mut self, seq: Seq, out: &mut Output) {
+        let Some(proposal) = self.proposals.remove(&seq) else {
+            return;
+        };
+        let Stage::Accepting {
+            ballot,
+            value,
+            acks,
+        } = proposal.stage
+        else {
+            unreachable!("decide_as_proposer on a proposal not in phase 2");
+        };
+        self.learn(seq, value, out);
+        for peer in self.others() {
+            self.pending.entry(peer).or_default().push(PendingCommit {
+                seq,
+                ballot,
+                acked: acks.contains(&peer),
+            });
+        }
+        if !self.config.piggyback_commits {
+            self.flush_commits(out);
+        }
+    }
+
+    fn retry_proposal(&mut self, now: Time, seq: Seq, out: &mut Output) {
+        let ballot = self.ballot;
+        let retry = self.config.retry_interval;
+        let Some(proposal) = self.proposals.get_mut(&seq) else {
+            return;
+        };
+        match &proposal.stage {
+            Stage::Accepting {
+                ballot: b,
+                value,
+                acks,
+            } if *b == ballot && self.prepared_from.is_some() => {
+                let value = value.clone();
+                let silent: Vec<NodeId> = (0..self.config.peers as u32)
+                    .map(NodeId)
+                    .filter(|p| !acks.contains(p))
+                    .collect();
+                proposal.deadline = now + retry;
+                for peer in silent {
+                    self.send_accept(out, peer, ballot, seq, value.clone());
+                }
+            }
+            Stage::Accepting { .. } => {
+                proposal.stage = Stage::Waiting;
+                self.drive(now, seq, out);
+            }
+            Stage::Waiting => self.drive(now, seq, out),
+        }
+    }
+
+    fn on_reject(&mut self, now: Time, ballot: Ballot, promised: Ballot) {
+        self.highest_seen = self.highest_seen.max(promised);
+        if ballot != self.ballot || promised <= self.ballot {
+            return;
+        }
+        if self.campaign.is_some() || self.prepared_from.is_some() {
+            self.failures += 1;
+            self.step_down(now, promised.node);
+        }
+    }
+
+    /// Notes a ballot seen from another proposer; a higher one ends this peer's leadership.
+    fn observe_ballot(&mut self, now: Time, ballot: Ballot) {
+        self.highest_seen = self.highest_seen.max(ballot);
+        if ballot.node != self.config.me
+            && ballot > self.ballot
+            && (self.campaign.is_some() || self.prepared_from.is_some())
+        {
+            self.step_down(now, ballot.node);
+        }
+    }
+
+    fn step_down(&mut self, now: Time, leader: NodeId) {
+        self.campaign = None;
+        self.prepared_from = None;
+        self.recovered.clear();
+        self.leader = Some(leader);
+        self.reset_stages();
+        let cap = self.config.backoff_max.as_micros() as u64;
+        let base = self.config.backoff_min.as_micros() as u64;
+        let backoff = base
+            .saturating_mul(1 << self.failures.min(16))
+            .min(cap)
+            .max(1);
+        let seqs: Vec<Seq> = self.proposals.keys().copied().collect();
+        for seq in seqs {
+            let jitter = self.rng.below(backoff);
+            if let Some(p) = self.proposals.get_mut(&seq) {
+                p.deadline = now + Duration::from_micros(jitter);
+                p.forwards = 0;
+            }
+        }
+    }
+
+    fn reset_stages(&mut self) {
+        for p in self.proposals.values_mut() {
+            p.stage = Stage::Waiting;
+        }
+    }
+
+    fn on_forward(&mut self, now: Time, from: NodeId, seq: Seq, value: Bytes, out: &mut Output) {
+        self.note_seq(seq);
+        if seq < self.min {
+            self.send(out, from, Body::Learned { commits: vec![] });
+            return;
+        }
+        if let Fate::Decided(value) = self.status(seq) {
+            let commits = vec![Commit {
+                seq,
+                ballot: Ballot::ZERO,
+                value: Some(value),
+            }];
+            self.send(out, from, Body::Learned { commits });
+            return;
+        }
+        if self.prepared_from.is_some() || self.campaign.is_some() {
+            self.add_proposal(now, seq, value, out);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Decisions to other peers.
+    // ---------------------------------------------------------------------------------
+
+    fn commits_for(&self, list: Vec<PendingCommit>) -> Vec<Commit> {
+        list.into_iter()
+            .filter_map(|pc| match self.instances.get(&pc.seq) {
+                Some(Instance::Decided(value)) => Some(Commit {
+                    seq: pc.seq,
+                    ballot: pc.ballot,
+                    value: if pc.acked { None } else { Some(value.clone()) },
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn take_commits(&mut self, peer: NodeId) -> Vec<Commit> {
+        match self.pending.remove(&peer) {
+            Some(list) => self.commits_for(list),
+            None => Vec::new(),
+        }
+    }
+
+    fn flush_commits(&mut self, out: &mut Output) {
+        let pending = std::mem::take(&mut self.pending);
+        for (peer, list) in pending {
+            let commits = self.commits_for(list);
+            if !commits.is_empty() {
+                self.send(out, peer, Body::Decided { commits });
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Done values, forgetting, snapshots.
+    // ---------------------------------------------------------------------------------
+
+    fn merge_dones(&mut self, dones: &[Option<Seq>], out: &mut Output) {
+        let mut changed = false;
+        for (mine, theirs) in self.dones.iter_mut().zip(dones) {
+            if *theirs > *mine {
+                *mine = *theirs;
+                changed = true;
+            }
+        }
+        if changed {
+            self.advance_min(out);
+        }
+    }
+
+    fn computed_min(&self) -> Seq {
+        self.dones
+            .iter()
+            .map(|d| d.map_or(Seq::ZERO, Seq::next))
+            .min()
+            .unwrap_or(Seq::ZERO)
+    }
+
+    fn advance_min(&mut self, out: &mut Output) {
+        let min = self.computed_min();
+        if min <= self.min {
+            return;
+        }
+        self.drop_below(min);
+        self.min = min;
+        if self.local_done.map_or(Seq::ZERO, Seq::next) < min {
+            out.events.push(Event::Behind {
+                forgotten_below: min,
+            });
+        }
+    }
+
+    fn drop_below(&mut self, min: Seq) {
+        self.instances = self.instances.split_off(&min);
+        self.proposals = self.proposals.split_off(&min);
+        self.recovered = self.recovered.split_off(&min);
+        for list in self.pending.values_mut() {
+            list.retain(|pc| pc.seq >= min);
+        }
+    }
+
+    fn end_step(&mut self, out: &mut Output) {
+        if !self.config.piggyback_commits {
+            self.flush_commits(out);
+        }
+        self.maybe_snapshot(out);
+    }
+
+    /// Snapshots once forgetting has freed something and the log since the last snapshot
+    /// outweighs the live state twice over, so disk stays proportional to live data.
+    fn maybe_snapshot(&mut self, out: &mut Output) {
+        if self.min <= self.min_at_snapshot {
+            return;
+        }
+        let estimate =
+            self.retained_bytes() + SNAPSHOT_INSTANCE_OVERHEAD_BYTES * self.instances.len() as u64;
+        let threshold = self.config.snapshot_log_bytes_min.max(2 * estimate);
+        if self.log_bytes_since_snapshot < threshold {
+            return;
+        }
+        out.persist.push(Persist::Snapshot(self.snapshot_bytes()));
+        self.log_bytes_since_snapshot = 0;
+        self.min_at_snapshot = self.min;
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Helpers.
+    // ---------------------------------------------------------------------------------
+
+    fn note_seq(&mut self, seq: Seq) {
+        if self.max < Some(seq) {
+            self.max = Some(seq);
+        }
+    }
+
+    fn others(&self) -> Vec<NodeId> {
+        (0..self.config.peers as u32)
+            .map(NodeId)
+            .filter(|p| *p != self.config.me)
+            .collect()
+    }
+
+    fn send(&self, out: &mut Output, to: NodeId, body: Body) {
+        out.send.push((
+            to,
+            Message {
+                dones: self.dones.clone(),
+                body,
+            },
+        ));
+    }
+
+    fn persist(&mut self, record: Record, out: &mut Output) {
+        let payload = codec::encode(&record).expect("a paxos record always encodes");
+        self.log_bytes_since_snapshot += payload.len() as u64;
+        out.persist.push(Persist::Record {
+            kind: RECORD_KIND,
+            payload,
+        });
+    }
+}

@@ -1,0 +1,666 @@
+//! A deterministic simulator for sans-IO protocol cores: one thread, one seed, virtual time.
+//!
+//! The simulator owns every node of a group, each with its own [`SimFs`] disk and a
+//! [`Store`] on it, and a network that can drop, duplicate, delay and reorder messages,
+//! partition the nodes into arbitrary groups, make a node deaf (it receives no requests but
+//! still gets replies to its own, like the lab's deleted socket file) or unreliable (the
+//! lab's 10% of requests lost, and 20% of its replies lost after the request ran). Nodes can
+//! crash (unsynced disk writes are lost, the last one possibly torn) and restart from their
+//! disk, or restart with a wiped disk.
+//!
+//! It is generic over [`Node`] (the core: messages, ticks, effects) and [`Host`] (a
+//! restartable factory: a (re)start rebuilds a node from its durable state only, and the
+//! host checks invariants after every step).
+//!
+//! Determinism: every random choice comes from one [`Rng`] seeded by the run's seed; events
+//! at equal times run in scheduling order; iteration is over ordered maps. Running a seed
+//! twice gives the same [`Sim::trace_hash`].
+//!
+//! Effects are applied in the crate's order (see [`crate::effects`]): records are appended
+//! and synced (snapshots written) before any message of the same step is sent, and events
+//! reach the host last.
+
+pub mod paxos;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kv_engine::fs::{Fs, SimFs, Torn};
+use kv_engine::store::{Recovered, Store, StoreOptions};
+use kv_engine::wal::WalOptions;
+
+use crate::effects::{Effects, Persist};
+use crate::rng::Rng;
+use crate::types::{NodeId, Time};
+
+/// Probability that an unreliable node loses an inbound request (lab: 10%).
+pub const UNRELIABLE_REQUEST_LOSS: f64 = 0.1;
+/// Probability that an unreliable node's reply is lost after the request ran (lab: 20%
+/// of the survivors, 18% overall).
+pub const UNRELIABLE_REPLY_LOSS: f64 = 0.2;
+
+/// A protocol core the simulator can drive.
+pub trait Node {
+    /// Messages between nodes.
+    type Msg: Clone + fmt::Debug;
+    /// Upward notifications.
+    type Event: fmt::Debug;
+    /// Handles one message.
+    fn on_message(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        msg: Self::Msg,
+        out: &mut Effects<Self::Msg, Self::Event>,
+    );
+    /// Periodic work.
+    fn on_tick(&mut self, now: Time, out: &mut Effects<Self::Msg, Self::Event>);
+    /// True for replies (delivered even to deaf nodes; lost by unreliable senders).
+    fn is_response(msg: &Self::Msg) -> bool;
+    /// A one-line description for traces (no bulky payloads).
+    fn summarize(msg: &Self::Msg) -> String;
+    /// Bytes the protocol keeps in memory.
+    fn retained_bytes(&self) -> u64;
+}
+
+/// What a host gets to build a node from.
+pub struct Boot {
+    /// The node.
+    pub id: NodeId,
+    /// Its disk's contents.
+    pub recovered: Recovered,
+    /// True if the disk was wiped (the node lost its state).
+    pub wiped: bool,
+    /// A seed for the node's own randomness.
+    pub seed: u64,
+    /// The current virtual time.
+    pub now: Time,
+}
+
+/// A restartable factory of nodes, and the checker of the group's invariants.
+pub trait Host {
+    /// The node type.
+    type Node: Node;
+    /// Builds a node from its durable state only.
+    fn boot(&mut self, boot: Boot) -> Self::Node;
+    /// Called after every step that ran a node, with the events it produced. Panics on a
+    /// violated invariant.
+    fn observe(&mut self, id: NodeId, node: &Self::Node, events: &[<Self::Node as Node>::Event]);
+    /// Called after a node (re)booted. Panics on a violated invariant.
+    fn booted(&mut self, id: NodeId, node: &Self::Node);
+}
+
+/// Network fault knobs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Faults {
+    /// Probability a message is lost.
+    pub drop: f64,
+    /// Probability a message is delivered twice.
+    pub duplicate: f64,
+    /// Smallest one-way delay.
+    pub delay_min: Duration,
+    /// Largest ordinary one-way delay (random delays reorder messages).
+    pub delay_max: Duration,
+    /// Probability of an extra long delay.
+    pub long_delay: f64,
+    /// Largest extra long delay.
+    pub long_delay_max: Duration,
+}
+
+impl Faults {
+    /// A reliable network with small random delays.
+    pub fn none() -> Faults {
+        Faults {
+            drop: 0.0,
+            duplicate: 0.0,
+            delay_min: Duration::from_micros(500),
+            delay_max: Duration::from_millis(2),
+            long_delay: 0.0,
+            long_delay_max: Duration::ZERO,
+        }
+    }
+}
+
+/// Simulator settings.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Tick period of every node.
+    pub tick: Duration,
+    /// Store settings for every node's disk.
+    pub store: StoreOptions,
+    /// The network.
+    pub faults: Faults,
+    /// Keep this many recent trace lines (0: none).
+    pub trace_lines: usize,
+}
+
+impl SimOptions {
+    /// `nodes` nodes, 10 ms ticks, small WAL segments, a reliable network.
+    pub fn new(nodes: usize) -> SimOptions {
+        SimOptions {
+            nodes,
+            tick: Duration::from_millis(10),
+            store: StoreOptions {
+                wal: WalOptions {
+                    segment_bytes_max: 64 * 1024,
+                },
+                snapshots_retained: 1,
+            },
+            faults: Faults::none(),
+            trace_lines: 0,
+        }
+    }
+}
+
+/// Per-node counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Messages handed to the node.
+    pub received: u64,
+    /// Messages the node asked to send.
+    pub sent: u64,
+}
+
+struct Slot<N> {
+    node: Option<N>,
+    fs: SimFs,
+    store: Option<Store>,
+    dir: PathBuf,
+    deaf: bool,
+    unreliable: bool,
+    counters: Counters,
+    incarnation: u64,
+}
+
+enum Pending<M> {
+    Deliver { from: NodeId, to: NodeId, msg: M },
+    Tick { node: NodeId, incarnation: u64 },
+}
+
+/// The simulator. See the module docs.
+pub struct Sim<H: Host> {
+    host: H,
+    seed: u64,
+    rng: Rng,
+    now: Time,
+    options: SimOptions,
+    slots: Vec<Slot<H::Node>>,
+    queue: BinaryHeap<Reverse<(Time, u64)>>,
+    pending: BTreeMap<u64, Pending<<H::Node as Node>::Msg>>,
+    next_order: u64,
+    groups: Option<Vec<usize>>,
+    trace_hash: u64,
+    trace: VecDeque<String>,
+}
+
+type Out<H> = Effects<<<H as Host>::Node as Node>::Msg, <<H as Host>::Node as Node>::Event>;
+
+impl<H: Host> Sim<H> {
+    /// Boots `options.nodes` nodes on fresh disks.
+    pub fn new(seed: u64, options: SimOptions, host: H) -> Sim<H> {
+        let mut sim = Sim {
+            host,
+            seed,
+            rng: Rng::new(seed),
+            now: Time::ZERO,
+            slots: Vec::new(),
+            queue: BinaryHeap::new(),
+            pending: BTreeMap::new(),
+            next_order: 0,
+            groups: None,
+            trace_hash: 0xcbf2_9ce4_8422_2325,
+            trace: VecDeque::new(),
+            options,
+        };
+        for i in 0..sim.options.nodes {
+            sim.slots.push(Slot {
+                node: None,
+                fs: SimFs::new(),
+                store: None,
+                dir: PathBuf::from(format!("/node{i}")),
+                deaf: false,
+                unreliable: false,
+                counters: Counters::default(),
+                incarnation: 0,
+            });
+            sim.boot(NodeId(i as u32), false);
+        }
+        sim
+    }
+
+    /// The run's seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Current virtual time.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True if the group has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The host (for its checkers' state).
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    /// The host, mutably.
+    pub fn host_mut(&mut self) -> &mut H {
+        &mut self.host
+    }
+
+    /// The simulator's random generator (for test schedules derived from the same seed).
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    /// Node `i`, if it is up.
+    pub fn node(&self, i: usize) -> Option<&H::Node> {
+        self.slots[i].node.as_ref()
+    }
+
+    /// True if node `i` is up.
+    pub fn is_up(&self, i: usize) -> bool {
+        self.slots[i].node.is_some()
+    }
+
+    /// Runs `f` on node `i` (if up) at the current time and applies its effects.
+    pub fn call<R>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut H::Node, Time, &mut Out<H>) -> R,
+    ) -> Option<R> {
+        let now = self.now;
+        let mut out = Effects::new();
+        let result = f(self.slots[i].node.as_mut()?, now, &mut out);
+        self.apply(NodeId(i as u32), out);
+        Some(result)
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Running.
+    // ---------------------------------------------------------------------------------
+
+    /// Runs the next scheduled event; false if nothing is scheduled.
+    pub fn step(&mut self) -> bool {
+        let Some(Reverse((at, order))) = self.queue.pop() else {
+            return false;
+        };
+        self.now = self.now.max(at);
+        let pending = self.pending.remove(&order).expect("scheduled event exists");
+        match pending {
+            Pending::Deliver { from, to, msg } => self.deliver(from, to, msg),
+            Pending::Tick { node, incarnation } => self.tick(node, incarnation),
+        }
+        true
+    }
+
+    /// Runs every event up to `now + duration`.
+    pub fn run_for(&mut self, duration: Duration) {
+        let deadline = self.now + duration;
+        while let Some(Reverse((at, _))) = self.queue.peek() {
+            if *at > deadline {
+                break;
+            }
+            self.step();
+        }
+        self.now = self.now.max(deadline);
+    }
+
+    /// Runs until `done` holds (checked every `poll` of virtual time) or `limit` passes;
+    /// returns whether `done` held.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        poll: Duration,
+        mut done: impl FnMut(&Self) -> bool,
+    ) -> bool {
+        let deadline = self.now + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.now >= deadline {
+                return false;
+            }
+            self.run_for(poll);
+        }
+    }
+
+    fn schedule(&mut self, at: Time, pending: Pending<<H::Node as Node>::Msg>) {
+        let order = self.next_order;
+        self.next_order += 1;
+        self.pending.insert(order, pending);
+        self.queue.push(Reverse((at, order)));
+    }
+
+    fn tick(&mut self, node: NodeId, incarnation: u64) {
+        let i = node.index();
+        if self.slots[i].incarnation != incarnation {
+            return;
+        }
+        let now = self.now;
+        let mut out = Effects::new();
+        match self.slots[i].node.as_mut() {
+            Some(n) => n.on_tick(now, &mut out),
+            None => return,
+        }
+        self.apply(node, out);
+        let next = now + self.options.tick;
+        self.schedule(next, Pending::Tick { node, incarnation });
+    }
+
+    fn deliver(&mut self, from: NodeId, to: NodeId, msg: <H::Node as Node>::Msg) {
+        let i = to.index();
+        if self.slots[i].node.is_none() || !self.connected(from, to) {
+            self.record("lost", from, to, &msg);
+            return;
+        }
+        if !H::Node::is_response(&msg) {
+            let unreliable = self.slots[i].unreliable;
+            if self.slots[i].deaf || (unreliable && self.rng.chance(UNRELIABLE_REQUEST_LOSS)) {
+                self.record("refused", from, to, &msg);
+                return;
+            }
+        }
+        self.record("deliver", from, to, &msg);
+        self.slots[i].counters.received += 1;
+        let now = self.now;
+        let mut out = Effects::new();
+        if let Some(n) = self.slots[i].node.as_mut() {
+            n.on_message(now, from, msg, &mut out);
+        }
+        self.apply(to, out);
+    }
+
+    fn apply(&mut self, id: NodeId, out: Out<H>) {
+        let seed = self.seed;
+        let i = id.index();
+        let slot = &mut self.slots[i];
+        if !out.persist.is_empty() {
+            let store = slot.store.as_mut().expect("a running node has a store");
+            let mut appended = false;
+            for p in out.persist {
+                match p {
+                    Persist::Record { kind, payload } => {
+                        store
+                            .append(kind, &payload)
+                            .unwrap_or_else(|e| panic!("seed {seed}: {id} append: {e}"));
+                        appended = true;
+                    }
+                    Persist::Snapshot(data) => {
+                        let index = store.next_index() - 1;
+                        store
+                            .write_snapshot(index, &data)
+                            .unwrap_or_else(|e| panic!("seed {seed}: {id} snapshot: {e}"));
+                        appended = false;
+                    }
+                }
+            }
+            if appended {
+                store
+                    .sync()
+                    .unwrap_or_else(|e| panic!("seed {seed}: {id} sync: {e}"));
+            }
+        }
+        self.slots[i].counters.sent += out.send.len() as u64;
+        for (to, msg) in out.send {
+            self.send(id, to, msg);
+        }
+        if let Some(node) = self.slots[i].node.as_ref() {
+            self.host.observe(id, node, &out.events);
+        }
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, msg: <H::Node as Node>::Msg) {
+        if to.index() >= self.slots.len() || to == from || !self.connected(from, to) {
+            self.record("unreachable", from, to, &msg);
+            return;
+        }
+        if H::Node::is_response(&msg)
+            && self.slots[from.index()].unreliable
+            && self.rng.chance(UNRELIABLE_REPLY_LOSS)
+        {
+            self.record("reply-lost", from, to, &msg);
+            return;
+        }
+        let faults = self.options.faults;
+        if self.rng.chance(faults.drop) {
+            self.record("drop", from, to, &msg);
+            return;
+        }
+        if self.rng.chance(faults.duplicate) {
+            let at = self.arrival(faults);
+            let copy = msg.clone();
+            self.schedule(
+                at,
+                Pending::Deliver {
+                    from,
+                    to,
+                    msg: copy,
+                },
+            );
+        }
+        let at = self.arrival(faults);
+        self.schedule(at, Pending::Deliver { from, to, msg });
+    }
+
+    fn arrival(&mut self, faults: Faults) -> Time {
+        let mut delay = self.rng.range(
+            faults.delay_min.as_micros() as u64,
+            faults.delay_max.as_micros() as u64,
+        );
+        if faults.long_delay > 0.0 && self.rng.chance(faults.long_delay) {
+            delay += self.rng.below(faults.long_delay_max.as_micros() as u64 + 1);
+        }
+        self.now + Duration::from_micros(delay)
+    }
+
+    fn connected(&self, a: NodeId, b: NodeId) -> bool {
+        match &self.groups {
+            None => true,
+            Some(groups) => groups[a.index()] == groups[b.index()],
+        }
+    }
+
+    fn record(&mut self, what: &str, from: NodeId, to: NodeId, msg: &<H::Node as Node>::Msg) {
+        let summary = H::Node::summarize(msg);
+        self.hash_bytes(&self.now.0.to_le_bytes());
+        self.hash_bytes(what.as_bytes());
+        self.hash_bytes(&[from.0 as u8, to.0 as u8]);
+        self.hash_bytes(summary.as_bytes());
+        if self.options.trace_lines > 0 {
+            if self.trace.len() == self.options.trace_lines {
+                self.trace.pop_front();
+            }
+            self.trace
+                .push_back(format!("{} {what} {from}->{to} {summary}", self.now));
+        }
+    }
+
+    fn note(&mut self, line: String) {
+        self.hash_bytes(line.as_bytes());
+        if self.options.trace_lines > 0 {
+            if self.trace.len() == self.options.trace_lines {
+                self.trace.pop_front();
+            }
+            self.trace.push_back(format!("{} {line}", self.now));
+        }
+    }
+
+    fn hash_bytes(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.trace_hash ^= *b as u64;
+            self.trace_hash = self.trace_hash.wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+
+    /// A hash of everything that happened so far (deliveries, losses, faults, timings).
+    pub fn trace_hash(&self) -> u64 {
+        self.trace_hash
+    }
+
+    /// The most recent trace lines (if enabled in [`SimOptions::trace_lines`]).
+    pub fn trace(&self) -> impl Iterator<Item = &String> {
+        self.trace.iter()
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Faults.
+    // ---------------------------------------------------------------------------------
+
+    /// Replaces the network fault knobs.
+    pub fn set_faults(&mut self, faults: Faults) {
+        self.options.faults = faults;
+    }
+
+    /// The current fault knobs.
+    pub fn faults(&self) -> Faults {
+        self.options.faults
+    }
+
+    /// Splits the nodes into groups that can only talk within themselves; nodes listed
+    /// nowhere are isolated.
+    pub fn partition(&mut self, groups: &[&[usize]]) {
+        let n = self.slots.len();
+        let mut assignment: Vec<usize> = (0..n).map(|i| groups.len() + i).collect();
+        for (g, members) in groups.iter().enumerate() {
+            for &m in *members {
+                assignment[m] = g;
+            }
+        }
+        self.note(format!("partition {assignment:?}"));
+        self.groups = Some(assignment);
+    }
+
+    /// Removes every partition.
+    pub fn heal(&mut self) {
+        self.note("heal".into());
+        self.groups = None;
+    }
+
+    /// A deaf node receives no requests (replies to its own requests still arrive).
+    pub fn set_deaf(&mut self, i: usize, deaf: bool) {
+        self.note(format!("deaf n{i} {deaf}"));
+        self.slots[i].deaf = deaf;
+    }
+
+    /// The lab's unreliable mode for node `i`.
+    pub fn set_unreliable(&mut self, i: usize, unreliable: bool) {
+        self.note(format!("unreliable n{i} {unreliable}"));
+        self.slots[i].unreliable = unreliable;
+    }
+
+    /// The lab's unreliable mode for every node.
+    pub fn set_all_unreliable(&mut self, unreliable: bool) {
+        for i in 0..self.slots.len() {
+            self.set_unreliable(i, unreliable);
+        }
+    }
+
+    /// Crashes node `i`: its process state is gone, and its disk keeps only synced bytes
+    /// (plus, with [`Torn::Prefix`], a torn prefix of unsynced ones).
+    pub fn crash(&mut self, i: usize, torn: Torn) {
+        self.note(format!("crash n{i} {torn:?}"));
+        let slot = &mut self.slots[i];
+        slot.node = None;
+        slot.store = None;
+        slot.incarnation += 1;
+        slot.fs.crash(torn);
+    }
+
+    /// Restarts a crashed node from its disk.
+    pub fn restart(&mut self, i: usize) {
+        self.note(format!("restart n{i}"));
+        assert!(self.slots[i].node.is_none(), "restart of a running node");
+        self.boot(NodeId(i as u32), false);
+    }
+
+    /// Crashes node `i` (if up), wipes its disk and restarts it empty.
+    pub fn restart_wiped(&mut self, i: usize) {
+        if self.slots[i].node.is_some() {
+            self.crash(i, Torn::None);
+        }
+        self.note(format!("wipe n{i}"));
+        self.slots[i].fs.wipe();
+        self.boot(NodeId(i as u32), true);
+    }
+
+    fn boot(&mut self, id: NodeId, wiped: bool) {
+        let i = id.index();
+        let fs: Arc<dyn Fs> = Arc::new(self.slots[i].fs.clone());
+        let dir = self.slots[i].dir.clone();
+        let (store, recovered) = Store::open(fs, &dir, self.options.store)
+            .unwrap_or_else(|e| panic!("seed {}: {id} store open: {e}", self.seed));
+        let seed = self.rng.fork();
+        let node = self.host.boot(Boot {
+            id,
+            recovered,
+            wiped,
+            seed,
+            now: self.now,
+        });
+        self.host.booted(id, &node);
+        let slot = &mut self.slots[i];
+        slot.node = Some(node);
+        slot.store = Some(store);
+        slot.incarnation += 1;
+        let incarnation = slot.incarnation;
+        let first = self.rng.below(self.options.tick.as_micros() as u64 + 1);
+        let at = self.now + Duration::from_micros(first);
+        self.schedule(
+            at,
+            Pending::Tick {
+                node: id,
+                incarnation,
+            },
+        );
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Counters.
+    // ---------------------------------------------------------------------------------
+
+    /// Node `i`'s message counters (kept across restarts).
+    pub fn counters(&self, i: usize) -> Counters {
+        self.slots[i].counters
+    }
+
+    /// Messages received by all nodes.
+    pub fn total_received(&self) -> u64 {
+        self.slots.iter().map(|s| s.counters.received).sum()
+    }
+
+    /// Bytes node `i`'s protocol retains in memory (0 if down).
+    pub fn retained_bytes(&self, i: usize) -> u64 {
+        self.slots[i]
+            .node
+            .as_ref()
+            .map_or(0, |n| n.retained_bytes())
+    }
+
+    /// Bytes on node `i`'s disk.
+    pub fn disk_bytes(&self, i: usize) -> u64 {
+        self.slots[i].fs.bytes_under(&self.slots[i].dir)
+    }
+
+    /// Node `i`'s data directory on its disk.
+    pub fn dir(&self, i: usize) -> &Path {
+        &self.slots[i].dir
+    }
+}

@@ -1,0 +1,1 @@
+//! Durability scenarios (in progress).

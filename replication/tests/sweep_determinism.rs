@@ -1,0 +1,1 @@
+//! Sweep determinism (in progress).
