@@ -105,6 +105,14 @@ fn durable_append(c: &mut Criterion) {
                         .mul_f64(iters as f64 / (per_thread * appenders as u64) as f64)
                 })
             });
+            let stats = commit.group_stats();
+            if stats.batches > 0 {
+                eprintln!(
+                "durable_append/{appenders}_appenders/{size}B: {:.1} records per fsync ({} fsyncs)",
+                stats.appends as f64 / stats.batches.max(1) as f64,
+                stats.batches
+                );
+            }
         }
     }
     group.finish();
