@@ -38,6 +38,9 @@ pub enum Record {
     },
     /// The local application called `done(seq)`.
     Done(Seq),
+    /// The peer lost its disk and must not vote (`true`), or has rebuilt and may (`false`).
+    /// Durable so that a crash of a recovering peer does not turn it back into a voter.
+    Recovering(bool),
 }
 
 /// One live instance in a snapshot.
@@ -65,6 +68,8 @@ pub struct SnapshotState {
     pub local_done: Option<Seq>,
     /// The highest instance seen.
     pub max: Option<Seq>,
+    /// The peer is recovering from a lost disk (see [`Record::Recovering`]).
+    pub recovering: bool,
     /// Every instance at or above `min()`.
     pub instances: Vec<(Seq, SnapshotInstance)>,
 }

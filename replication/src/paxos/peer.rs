@@ -92,6 +92,8 @@ pub struct Paxos {
     // Disk accounting.
     log_bytes_since_snapshot: u64,
     min_at_snapshot: Seq,
+    /// Created recovering and the disk does not say so yet.
+    recovering_marker_pending: bool,
 }
 
 impl Paxos {
@@ -118,6 +120,7 @@ impl Paxos {
             pending: BTreeMap::new(),
             log_bytes_since_snapshot: 0,
             min_at_snapshot: Seq::ZERO,
+            recovering_marker_pending: false,
         }
     }
 
@@ -129,6 +132,7 @@ impl Paxos {
         snapshot: Option<&[u8]>,
         records: impl IntoIterator<Item = (u8, &'a [u8])>,
     ) -> Result<Paxos> {
+        let wiped = config.recovering;
         let mut peer = Paxos::new(config, seed);
         if let Some(bytes) = snapshot {
             let state: SnapshotState = codec::decode(bytes)?;
@@ -142,6 +146,11 @@ impl Paxos {
             peer.log_bytes_since_snapshot += payload.len() as u64;
             peer.replay(record)?;
         }
+        if wiped && !peer.config.recovering {
+            // The caller says the disk was lost, whatever (little) is on it now.
+            peer.config.recovering = true;
+        }
+        peer.recovering_marker_pending = wiped;
         peer.highest_seen = peer.promised;
         let min = peer.computed_min();
         peer.drop_below(min);
@@ -162,6 +171,7 @@ impl Paxos {
         self.dones = state.dones;
         self.local_done = state.local_done;
         self.max = state.max;
+        self.config.recovering = state.recovering;
         for (seq, instance) in state.instances {
             let instance = match instance {
                 SnapshotInstance::Accepted { ballot, value } => {
@@ -199,6 +209,7 @@ impl Paxos {
                 };
                 self.instances.insert(seq, Instance::Decided(value));
             }
+            Record::Recovering(on) => self.config.recovering = on,
             Record::Done(seq) => {
                 self.local_done = self.local_done.max(Some(seq));
                 let me = self.config.me.index();
@@ -311,12 +322,23 @@ impl Paxos {
     /// `ballot_floor` and that it will not take part in instances it may have voted on.
     pub fn finish_recovery(&mut self, ballot_floor: Ballot, out: &mut Output) {
         self.config.recovering = false;
+        self.recovering_marker_pending = false;
+        self.persist(Record::Recovering(false), out);
         if ballot_floor > self.promised {
             self.promised = ballot_floor;
             self.persist(Record::Promise(ballot_floor), out);
         }
         self.highest_seen = self.highest_seen.max(ballot_floor);
         self.end_step(out);
+    }
+
+    /// Work to do right after (re)start, before any input: a peer created without its
+    /// disk records durably that it is recovering, so a later crash cannot make it a voter.
+    pub fn on_boot(&mut self, out: &mut Output) {
+        if self.recovering_marker_pending {
+            self.recovering_marker_pending = false;
+            self.persist(Record::Recovering(true), out);
+        }
     }
 
     /// The encoded durable state, as a snapshot would hold it.
@@ -340,6 +362,7 @@ impl Paxos {
             dones: self.dones.clone(),
             local_done: self.local_done,
             max: self.max,
+            recovering: self.config.recovering,
             instances,
         };
         codec::encode(&state).expect("a paxos snapshot always encodes")
@@ -453,11 +476,15 @@ impl Paxos {
         self.leader = Some(ballot.node);
         match self.instances.get(&seq) {
             Some(Instance::Decided(decided)) => {
-                assert_eq!(
-                    decided, &value,
-                    "safety: {seq} decided here but ballot {ballot} proposes another value"
-                );
-                self.raise_promise(ballot, out);
+                // Nothing to accept: tell the proposer the outcome instead. (A lower ballot
+                // than the deciding one may legitimately carry another value.)
+                let commits = vec![Commit {
+                    seq,
+                    ballot: Ballot::ZERO,
+                    value: Some(decided.clone()),
+                }];
+                self.send(out, from, Body::Learned { commits });
+                return;
             }
             Some(Instance::Accepted {
                 ballot: accepted,
@@ -1169,5 +1196,99 @@ impl Paxos {
             kind: RECORD_KIND,
             payload,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paxos::Config;
+
+    fn records(out: &Output) -> Vec<(u8, Vec<u8>)> {
+        out.persist
+            .iter()
+            .filter_map(|p| match p {
+                Persist::Record { kind, payload } => Some((*kind, payload.clone())),
+                Persist::Snapshot(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lone_peer_decides_at_once_and_persists_before_anything_else() {
+        let mut p = Paxos::new(Config::new(NodeId(0), 1), 1);
+        let mut out = Output::new();
+        p.start(Time::ZERO, Seq(3), Bytes::from_static(b"v"), &mut out);
+        assert_eq!(p.status(Seq(3)), Fate::Decided(Bytes::from_static(b"v")));
+        assert_eq!(p.max(), Some(Seq(3)));
+        assert!(out.send.is_empty());
+        assert_eq!(out.events, vec![Event::Decided { seq: Seq(3) }]);
+        // Promise, accept, decide.
+        assert_eq!(records(&out).len(), 3);
+    }
+
+    #[test]
+    fn recovery_from_records_restores_decisions_promise_and_done() {
+        let mut p = Paxos::new(Config::new(NodeId(0), 1), 1);
+        let mut out = Output::new();
+        for s in 0..5 {
+            p.start(Time::ZERO, Seq(s), Bytes::from(vec![s as u8; 4]), &mut out);
+        }
+        p.done(Seq(1), &mut out);
+        let recs = records(&out);
+        let q = Paxos::recover(
+            Config::new(NodeId(0), 1),
+            2,
+            None,
+            recs.iter().map(|(k, v)| (*k, v.as_slice())),
+        )
+        .expect("recover");
+        assert_eq!(q.min(), Seq(2));
+        assert_eq!(q.status(Seq(1)), Fate::Forgotten);
+        assert_eq!(q.status(Seq(4)), Fate::Decided(Bytes::from(vec![4u8; 4])));
+        assert_eq!(q.promised(), p.promised());
+        assert_eq!(q.max(), Some(Seq(4)));
+    }
+
+    #[test]
+    fn recovery_from_a_snapshot_matches_the_live_state() {
+        let mut p = Paxos::new(Config::new(NodeId(0), 1), 1);
+        let mut out = Output::new();
+        for s in 0..3 {
+            p.start(Time::ZERO, Seq(s), Bytes::from(vec![1u8; 8]), &mut out);
+        }
+        let snap = p.snapshot_bytes();
+        let q = Paxos::recover(
+            Config::new(NodeId(0), 1),
+            2,
+            Some(&snap),
+            std::iter::empty(),
+        )
+        .expect("recover");
+        assert_eq!(q.snapshot_bytes(), snap);
+        assert_eq!(q.status(Seq(2)), p.status(Seq(2)));
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_not_a_panic() {
+        let result = Paxos::recover(
+            Config::new(NodeId(0), 1),
+            1,
+            None,
+            [(RECORD_KIND, &[0xff, 0xff, 0xff][..])],
+        );
+        assert!(matches!(result, Err(Error::Codec(_))));
+    }
+
+    #[test]
+    fn a_start_below_min_is_ignored() {
+        let mut p = Paxos::new(Config::new(NodeId(0), 1), 1);
+        let mut out = Output::new();
+        p.start(Time::ZERO, Seq(0), Bytes::from_static(b"a"), &mut out);
+        p.done(Seq(0), &mut out);
+        out.clear();
+        p.start(Time::ZERO, Seq(0), Bytes::from_static(b"b"), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(p.status(Seq(0)), Fate::Forgotten);
     }
 }

@@ -21,6 +21,7 @@
 //! reach the host last.
 
 pub mod paxos;
+pub mod sweep;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -57,6 +58,8 @@ pub trait Node {
         msg: Self::Msg,
         out: &mut Effects<Self::Msg, Self::Event>,
     );
+    /// Runs once right after the node is built, before any input.
+    fn on_boot(&mut self, now: Time, out: &mut Effects<Self::Msg, Self::Event>);
     /// Periodic work.
     fn on_tick(&mut self, now: Time, out: &mut Effects<Self::Msg, Self::Event>);
     /// True for replies (delivered even to deaf nodes; lost by unreliable senders).
@@ -619,6 +622,13 @@ impl<H: Host> Sim<H> {
         let slot = &mut self.slots[i];
         slot.node = Some(node);
         slot.store = Some(store);
+        let now = self.now;
+        let mut out = Effects::new();
+        if let Some(n) = slot.node.as_mut() {
+            n.on_boot(now, &mut out);
+        }
+        self.apply(id, out);
+        let slot = &mut self.slots[i];
         slot.incarnation += 1;
         let incarnation = slot.incarnation;
         let first = self.rng.below(self.options.tick.as_micros() as u64 + 1);

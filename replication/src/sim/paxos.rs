@@ -31,6 +31,10 @@ impl Node for Paxos {
         Paxos::on_message(self, now, from, msg, out)
     }
 
+    fn on_boot(&mut self, _now: Time, out: &mut Effects<Message, Event>) {
+        Paxos::on_boot(self, out)
+    }
+
     fn on_tick(&mut self, now: Time, out: &mut Effects<Message, Event>) {
         Paxos::on_tick(self, now, out)
     }
@@ -79,6 +83,8 @@ pub struct PaxosHost {
     pub config: Config,
     /// The first decided value seen anywhere, per instance.
     pub chosen: BTreeMap<Seq, Bytes>,
+    /// Every [`Event::Behind`] reported: (peer, forgotten below).
+    pub behind: Vec<(NodeId, Seq)>,
 }
 
 impl PaxosHost {
@@ -126,10 +132,13 @@ impl Host for PaxosHost {
 
     fn observe(&mut self, id: NodeId, node: &Paxos, events: &[Event]) {
         for event in events {
-            if let Event::Decided { seq } = event {
-                if let Fate::Decided(value) = node.status(*seq) {
-                    self.check(id, *seq, &value);
+            match event {
+                Event::Decided { seq } => {
+                    if let Fate::Decided(value) = node.status(*seq) {
+                        self.check(id, *seq, &value);
+                    }
                 }
+                Event::Behind { forgotten_below } => self.behind.push((id, *forgotten_below)),
             }
         }
     }
@@ -167,6 +176,7 @@ impl PaxosCluster {
             seed,
             config,
             chosen: BTreeMap::new(),
+            behind: Vec::new(),
         };
         PaxosCluster {
             sim: Sim::new(seed, options, host),
@@ -265,4 +275,23 @@ fn count_decided(sim: &Sim<PaxosHost>, seq: u64) -> usize {
             )
         })
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "SAFETY VIOLATION (seed 9)")]
+    fn the_agreement_checker_panics_with_the_seed_on_a_conflict() {
+        let mut host = PaxosHost {
+            seed: 9,
+            config: Config::new(NodeId(0), 3),
+            chosen: BTreeMap::new(),
+            behind: Vec::new(),
+        };
+        host.check(NodeId(0), Seq(1), &Bytes::from_static(b"a"));
+        host.check(NodeId(1), Seq(1), &Bytes::from_static(b"a"));
+        host.check(NodeId(2), Seq(1), &Bytes::from_static(b"b"));
+    }
 }
