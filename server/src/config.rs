@@ -1,0 +1,364 @@
+//! The cluster file (`cluster.toml`) and data-directory stamps.
+//!
+//! A cluster file lists every node: its id, the address it listens on for peers and
+//! native clients, its RESP (Redis protocol) address, its admin (HTTP) address, and its data
+//! directory (relative paths are relative to the cluster file's directory):
+//!
+//! ```toml
+//! cluster_id = 7302569204810352129
+//!
+//! [[node]]
+//! id = 0
+//! peer = "127.0.0.1:7000"
+//! resp = "127.0.0.1:6380"
+//! admin = "127.0.0.1:9000"
+//! dir = "node-0"
+//! ```
+//!
+//! `kv init` writes the file and *stamps* each data directory with a file naming the
+//! cluster and the node. A node that finds its stamp starts normally (a fresh stamped
+//! directory is a first start). A node whose directory has no stamp has lost its disk: it
+//! starts in the lost-disk rejoin mode, rebuilding from a majority of intact peers before it
+//! votes, and stamps the directory only once that is done.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the stamp file inside a node's data directory.
+pub const STAMP_FILE: &str = "kv-node.stamp";
+/// Name of the cluster file `kv init` writes.
+pub const CLUSTER_FILE: &str = "cluster.toml";
+
+/// Errors reading or writing cluster files and stamps.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cluster file is not valid TOML of the expected shape.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The cluster file is well-formed but makes no sense.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The stamp in a data directory belongs to another cluster or node.
+    #[error("{path}: stamp says cluster {found_cluster} node {found_node}, expected cluster {cluster} node {node}; refusing to use another node's data")]
+    WrongStamp {
+        /// The stamp file.
+        path: PathBuf,
+        /// The cluster it names.
+        found_cluster: u64,
+        /// The node it names.
+        found_node: u32,
+        /// The expected cluster.
+        cluster: u64,
+        /// The expected node.
+        node: u32,
+    },
+}
+
+/// Result alias for configuration.
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// One node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// Node id: `0..n`, dense.
+    pub id: u32,
+    /// Address for peers and native clients.
+    pub peer: SocketAddr,
+    /// Address for Redis-protocol clients.
+    pub resp: SocketAddr,
+    /// Address for HTTP `/metrics`, `/livez`, `/readyz`.
+    pub admin: SocketAddr,
+    /// Data directory; relative to the cluster file's directory.
+    pub dir: PathBuf,
+}
+
+/// The whole cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// Distinguishes clusters, so a node never joins the wrong one or reads another's data.
+    pub cluster_id: u64,
+    /// The nodes, by id.
+    #[serde(rename = "node")]
+    pub nodes: Vec<NodeConfig>,
+    /// Where the file was read from (for resolving relative data directories).
+    #[serde(skip)]
+    pub base: PathBuf,
+}
+
+/// How `kv init` lays out a local cluster.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Number of replicas.
+    pub replicas: u32,
+    /// Host to bind every address on.
+    pub host: std::net::IpAddr,
+    /// First peer port; node i uses `peer_port + i`.
+    pub peer_port: u16,
+    /// First RESP port.
+    pub resp_port: u16,
+    /// First admin port.
+    pub admin_port: u16,
+    /// Cluster id (random unless given).
+    pub cluster_id: u64,
+}
+
+impl ClusterConfig {
+    /// Reads and validates a cluster file.
+    pub fn load(path: &Path) -> Result<ClusterConfig> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: ClusterConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if self.nodes.is_empty() {
+            return Err(invalid("the cluster has no [[node]] entries".into()));
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.id as usize != i {
+                return Err(invalid(format!(
+                    "node ids must be 0..{} in order; entry {i} has id {}",
+                    self.nodes.len(),
+                    node.id
+                )));
+            }
+        }
+        let mut addresses = BTreeSet::new();
+        for node in &self.nodes {
+            for addr in [node.peer, node.resp, node.admin] {
+                if !addresses.insert(addr) {
+                    return Err(invalid(format!("address {addr} is used twice")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the cluster file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = toml::to_string_pretty(self).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let header = "# kv cluster file: every node's id, addresses and data directory.\n\
+                      # Relative directories are relative to this file.\n\n";
+        std::fs::write(path, format!("{header}{text}")).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// A node's entry.
+    pub fn node(&self, id: u32) -> Option<&NodeConfig> {
+        self.nodes.get(id as usize)
+    }
+
+    /// A node's data directory, resolved against the cluster file's directory.
+    pub fn data_dir(&self, id: u32) -> PathBuf {
+        let dir = &self.nodes[id as usize].dir;
+        if dir.is_absolute() {
+            dir.clone()
+        } else {
+            self.base.join(dir)
+        }
+    }
+
+    /// Lays out a local cluster: the config plus one stamped data directory per node, all
+    /// under `dir`. Writes `dir/cluster.toml`.
+    pub fn init(dir: &Path, options: &InitOptions) -> Result<ClusterConfig> {
+        if options.replicas == 0 {
+            return Err(ConfigError::Invalid {
+                path: dir.to_path_buf(),
+                message: "a cluster needs at least one replica".into(),
+            });
+        }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ConfigError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let port = |base: u16, i: u32| -> Result<u16> {
+            base.checked_add(i as u16)
+                .ok_or_else(|| ConfigError::Invalid {
+                    path: dir.to_path_buf(),
+                    message: format!("port {base} + {i} is out of range"),
+                })
+        };
+        let mut nodes = Vec::new();
+        for i in 0..options.replicas {
+            nodes.push(NodeConfig {
+                id: i,
+                peer: SocketAddr::new(options.host, port(options.peer_port, i)?),
+                resp: SocketAddr::new(options.host, port(options.resp_port, i)?),
+                admin: SocketAddr::new(options.host, port(options.admin_port, i)?),
+                dir: PathBuf::from(format!("node-{i}")),
+            });
+        }
+        let config = ClusterConfig {
+            cluster_id: options.cluster_id,
+            nodes,
+            base: dir.to_path_buf(),
+        };
+        config.validate(dir)?;
+        for i in 0..options.replicas {
+            let data = config.data_dir(i);
+            std::fs::create_dir_all(&data).map_err(io(&data))?;
+            write_stamp(&data, config.cluster_id, i)?;
+        }
+        config.save(&dir.join(CLUSTER_FILE))?;
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Stamp {
+    cluster_id: u64,
+    node: u32,
+}
+
+/// Stamps a data directory as belonging to `node` of `cluster_id` (durably: temp file,
+/// fsync, rename, directory fsync).
+pub fn write_stamp(dir: &Path, cluster_id: u64, node: u32) -> Result<()> {
+    let io = |path: PathBuf| move |source| ConfigError::Io { path, source };
+    let path = dir.join(STAMP_FILE);
+    let temp = dir.join(format!("{STAMP_FILE}.tmp"));
+    let text = toml::to_string(&Stamp { cluster_id, node }).expect("a stamp always encodes");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&temp).map_err(io(temp.clone()))?;
+        file.write_all(text.as_bytes()).map_err(io(temp.clone()))?;
+        file.sync_all().map_err(io(temp.clone()))?;
+    }
+    std::fs::rename(&temp, &path).map_err(io(path.clone()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir.to_path_buf()))
+}
+
+/// Whether `dir` carries this node's stamp. `Ok(false)` means no stamp: the disk was lost
+/// (or never initialised). A stamp for another cluster or node is an error.
+pub fn check_stamp(dir: &Path, cluster_id: u64, node: u32) -> Result<bool> {
+    let path = dir.join(STAMP_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(ConfigError::Io { path, source }),
+    };
+    let stamp: Stamp = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    if stamp.cluster_id != cluster_id || stamp.node != node {
+        return Err(ConfigError::WrongStamp {
+            path,
+            found_cluster: stamp.cluster_id,
+            found_node: stamp.node,
+            cluster: cluster_id,
+            node,
+        });
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> InitOptions {
+        InitOptions {
+            replicas: 3,
+            host: "127.0.0.1".parse().unwrap(),
+            peer_port: 17000,
+            resp_port: 16380,
+            admin_port: 19000,
+            cluster_id: 42,
+        }
+    }
+
+    #[test]
+    fn init_writes_a_loadable_cluster_with_stamped_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = ClusterConfig::init(dir.path(), &options()).unwrap();
+        let loaded = ClusterConfig::load(&dir.path().join(CLUSTER_FILE)).unwrap();
+        assert_eq!(made, loaded);
+        assert_eq!(loaded.nodes.len(), 3);
+        assert_eq!(loaded.node(2).unwrap().resp.port(), 16382);
+        for i in 0..3 {
+            assert!(check_stamp(&loaded.data_dir(i), 42, i).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_wiped_directory_has_no_stamp_and_a_foreign_stamp_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ClusterConfig::init(dir.path(), &options()).unwrap();
+        let data = config.data_dir(1);
+        std::fs::remove_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        assert!(!check_stamp(&data, 42, 1).unwrap());
+        write_stamp(&data, 42, 2).unwrap();
+        assert!(matches!(
+            check_stamp(&data, 42, 1),
+            Err(ConfigError::WrongStamp { found_node: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_cluster_files_get_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "cluster_id = \"x\"").unwrap();
+        assert!(matches!(
+            ClusterConfig::load(&path),
+            Err(ConfigError::Parse { .. })
+        ));
+        std::fs::write(
+            &path,
+            "cluster_id = 1\n[[node]]\nid = 1\npeer = \"127.0.0.1:1\"\nresp = \"127.0.0.1:2\"\nadmin = \"127.0.0.1:3\"\ndir = \"d\"\n",
+        )
+        .unwrap();
+        let err = ClusterConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("node ids must be"), "{err}");
+        assert!(matches!(
+            ClusterConfig::load(&dir.path().join("missing.toml")),
+            Err(ConfigError::Io { .. })
+        ));
+    }
+}

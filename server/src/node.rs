@@ -1,0 +1,325 @@
+//! The production driver: runs one protocol core on its own tokio task and applies its
+//! effects in the crate-wide order — durable, then send, then reply.
+//!
+//! # Pipelining without breaking the order
+//! The core never waits for the disk. After each call, its `persist` effects go to the
+//! engine's group-commit writer (a separate thread; the core task never fsyncs), and the
+//! call's sends and client replies wait in an *outbox* as one step. Steps leave the outbox
+//! strictly in order, each only once every persist issued up to and including it is
+//! durable. A step with nothing to persist still waits for earlier steps: its messages may
+//! reveal state whose record is still in flight. So the core keeps handling messages while
+//! fsyncs are in flight, group commit batches many steps into one fsync, and nothing leaves
+//! the node before the state it depends on is on disk.
+//!
+//! # Failure model
+//! A failed fsync poisons the store (see the engine); the node then stops: it cannot make
+//! further promises safely, and its disk state is whatever the last successful sync left,
+//! from which a restart recovers. Peer messages are best-effort: a full per-peer queue drops
+//! messages (the protocols retransmit), so a slow or dead peer cannot exhaust memory.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kv_engine::group::{GroupCommit, GroupOptions};
+use kv_engine::kv::Request;
+use kv_engine::store::Store;
+use kv_replication::effects::{Effects, Persist};
+use kv_replication::types::{NodeId, Time};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::wire::ClientReply;
+
+/// A protocol core the driver can run.
+pub trait Core: Send + 'static {
+    /// Messages between replicas.
+    type Msg: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static;
+    /// Upward notifications.
+    type Event: Send + 'static;
+    /// A client request; the reply must come back as an event carrying `tag`.
+    fn on_request(
+        &mut self,
+        now: Time,
+        tag: u64,
+        request: Request,
+        out: &mut Effects<Self::Msg, Self::Event>,
+    );
+    /// A message from a peer.
+    fn on_message(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        msg: Self::Msg,
+        out: &mut Effects<Self::Msg, Self::Event>,
+    );
+    /// Periodic work.
+    fn on_tick(&mut self, now: Time, out: &mut Effects<Self::Msg, Self::Event>);
+    /// The client reply an event carries, if any.
+    fn reply_of(event: Self::Event) -> Option<(u64, ClientReply)>;
+    /// Status as `(name, value)` pairs, for `kv admin status` and `/metrics`.
+    fn status(&self) -> Vec<(&'static str, String)>;
+    /// Whether the core can serve (false while rebuilding after a lost disk).
+    fn is_ready(&self) -> bool;
+}
+
+/// Tunables of the driver.
+#[derive(Debug, Clone)]
+pub struct DriverOptions {
+    /// How often the core is ticked.
+    pub tick: Duration,
+    /// Bound on queued inputs to the core task.
+    pub inputs_max: usize,
+    /// Group-commit tunables.
+    pub group: GroupOptions,
+}
+
+impl Default for DriverOptions {
+    fn default() -> DriverOptions {
+        DriverOptions {
+            tick: Duration::from_millis(10),
+            inputs_max: 8192,
+            group: GroupOptions::default(),
+        }
+    }
+}
+
+/// An input to the core task.
+pub enum Input<M> {
+    /// A peer's message.
+    Peer {
+        /// Sender.
+        from: NodeId,
+        /// The message.
+        msg: M,
+    },
+    /// A client request and where to send the reply.
+    Client {
+        /// The request.
+        request: Request,
+        /// Completed once the reply is durable and applied.
+        reply: oneshot::Sender<ClientReply>,
+    },
+    /// Status query.
+    Status(oneshot::Sender<Status>),
+}
+
+/// A snapshot of the node's state for operators.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// The core's own figures.
+    pub core: Vec<(&'static str, String)>,
+    /// Bytes of WAL on disk.
+    pub wal_bytes: u64,
+    /// Bytes of snapshots on disk.
+    pub snapshot_bytes: u64,
+    /// Index of the newest snapshot.
+    pub snapshot_index: u64,
+    /// Highest durable WAL index.
+    pub durable_index: u64,
+    /// Fsynced batches so far.
+    pub fsyncs: u64,
+    /// Persist steps those fsyncs carried.
+    pub persisted_steps: u64,
+    /// Peer messages dropped because a peer's queue was full.
+    pub dropped_messages: u64,
+    /// Whether the core can serve.
+    pub ready: bool,
+}
+
+impl Status {
+    /// `name: value` lines.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, value) in &self.core {
+            out.push_str(&format!("{name}: {value}\n"));
+        }
+        out.push_str(&format!(
+            "ready: {}\nwal_bytes: {}\nsnapshot_bytes: {}\nsnapshot_index: {}\ndurable_index: {}\nfsyncs: {}\npersisted_steps: {}\ndropped_peer_messages: {}\n",
+            self.ready,
+            self.wal_bytes,
+            self.snapshot_bytes,
+            self.snapshot_index,
+            self.durable_index,
+            self.fsyncs,
+            self.persisted_steps,
+            self.dropped_messages
+        ));
+        out
+    }
+}
+
+/// Where the core's outgoing peer messages go.
+pub trait PeerSender<M>: Send + 'static {
+    /// Queues `msg` for `to`; returns false if it had to be dropped.
+    fn send(&self, to: NodeId, msg: M) -> bool;
+}
+
+/// One call's sends and replies, waiting for the persist `ticket` to be durable.
+struct Step<M, E> {
+    ticket: u64,
+    send: Vec<(NodeId, M)>,
+    events: Vec<E>,
+}
+
+/// Runs `core` until `shutdown` flips to true or the store fails. Returns the reason it
+/// stopped with an error, if it did.
+pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
+    mut core: C,
+    store: Store,
+    peers: P,
+    mut inputs: mpsc::Receiver<Input<C::Msg>>,
+    mut shutdown: watch::Receiver<bool>,
+    options: DriverOptions,
+    on_ready: Option<Box<dyn FnOnce() + Send>>,
+) -> Result<(), String> {
+    let commit = Arc::new(GroupCommit::start(store, options.group));
+    let (durable_tx, mut durable_rx) = mpsc::unbounded_channel::<Result<u64, String>>();
+    let epoch = Instant::now();
+    let now = || Time(epoch.elapsed().as_micros() as u64);
+    let mut ticker = tokio::time::interval(options.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let mut out: Effects<C::Msg, C::Event> = Effects::new();
+    let mut outbox: VecDeque<Step<C::Msg, C::Event>> = VecDeque::new();
+    let mut issued = 0u64;
+    let mut durable = 0u64;
+    let mut next_tag = 0u64;
+    let mut waiting: BTreeMap<u64, oneshot::Sender<ClientReply>> = BTreeMap::new();
+    let mut dropped = 0u64;
+    let mut on_ready = on_ready;
+
+    loop {
+        tokio::select! {
+            biased;
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+            done = durable_rx.recv() => {
+                match done {
+                    Some(Ok(ticket)) => durable = durable.max(ticket),
+                    Some(Err(reason)) => return Err(format!("storage failed, stopping: {reason}")),
+                    None => return Err("storage writer stopped".into()),
+                }
+            }
+            input = inputs.recv() => {
+                let Some(input) = input else { break };
+                match input {
+                    Input::Peer { from, msg } => core.on_message(now(), from, msg, &mut out),
+                    Input::Client { request, reply } => {
+                        next_tag += 1;
+                        waiting.insert(next_tag, reply);
+                        core.on_request(now(), next_tag, request, &mut out);
+                    }
+                    Input::Status(reply) => {
+                        let stats = commit.stats().unwrap_or_default();
+                        let group = commit.group_stats();
+                        let _ = reply.send(Status {
+                            core: core.status(),
+                            wal_bytes: stats.wal_bytes,
+                            snapshot_bytes: stats.snapshot_bytes,
+                            snapshot_index: stats.snapshot_index,
+                            durable_index: stats.durable_index,
+                            fsyncs: group.batches,
+                            persisted_steps: group.appends,
+                            dropped_messages: dropped,
+                            ready: core.is_ready(),
+                        });
+                    }
+                }
+            }
+            _ = ticker.tick() => core.on_tick(now(), &mut out),
+        }
+
+        // Persist first (asynchronously), then queue this call's sends and replies behind it.
+        if !out.persist.is_empty() {
+            issued += 1;
+            submit(
+                &commit,
+                std::mem::take(&mut out.persist),
+                issued,
+                &durable_tx,
+            )?;
+        }
+        if !out.send.is_empty() || !out.events.is_empty() {
+            outbox.push_back(Step {
+                ticket: issued,
+                send: std::mem::take(&mut out.send),
+                events: std::mem::take(&mut out.events),
+            });
+        }
+        // Release every step whose persists are durable, in order.
+        while outbox.front().is_some_and(|s| s.ticket <= durable) {
+            let step = outbox.pop_front().expect("front exists");
+            for (to, msg) in step.send {
+                if !peers.send(to, msg) {
+                    dropped += 1;
+                }
+            }
+            for event in step.events {
+                if let Some((tag, reply)) = C::reply_of(event) {
+                    if let Some(client) = waiting.remove(&tag) {
+                        let _ = client.send(reply);
+                    }
+                }
+            }
+        }
+        // Forget clients that went away (their request may still be applied: at-most-once).
+        if waiting.len() > 1024 && next_tag.is_multiple_of(1024) {
+            waiting.retain(|_, tx| !tx.is_closed());
+        }
+        if on_ready.is_some() && core.is_ready() {
+            (on_ready.take().expect("checked"))();
+        }
+    }
+    drop(commit);
+    Ok(())
+}
+
+/// Hands one call's persists to the writer; the last completion reports `ticket` durable.
+fn submit(
+    commit: &GroupCommit,
+    persist: Vec<Persist>,
+    ticket: u64,
+    durable: &mpsc::UnboundedSender<Result<u64, String>>,
+) -> Result<(), String> {
+    let count = persist.len();
+    let mut records = Vec::new();
+    for (i, item) in persist.into_iter().enumerate() {
+        let last = i + 1 == count;
+        match item {
+            Persist::Record { kind, payload } => records.push((kind, payload)),
+            Persist::Snapshot(data) => {
+                if !records.is_empty() {
+                    commit
+                        .submit(std::mem::take(&mut records), Box::new(|_| {}))
+                        .map_err(|e| e.to_string())?;
+                }
+                let tx = durable.clone();
+                let done: kv_engine::group::Completion = if last {
+                    Box::new(move |r| drop(tx.send(r.map(|_| ticket).map_err(|e| e.to_string()))))
+                } else {
+                    Box::new(move |r| {
+                        if let Err(e) = r {
+                            let _ = tx.send(Err(e.to_string()));
+                        }
+                    })
+                };
+                commit.snapshot(data, done).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    if !records.is_empty() {
+        let tx = durable.clone();
+        commit
+            .submit(
+                records,
+                Box::new(move |r| drop(tx.send(r.map(|_| ticket).map_err(|e| e.to_string())))),
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
