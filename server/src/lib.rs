@@ -5,9 +5,12 @@
 //! its messages over TCP and answers clients — natively (length-delimited postcard frames)
 //! and over RESP, so redis-cli and every Redis client library work unchanged.
 
+pub mod admin;
+pub mod client;
 pub mod config;
 pub mod node;
 pub mod redis;
 pub mod resp;
+pub mod run;
 pub mod transport;
 pub mod wire;

@@ -189,6 +189,7 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
     let mut waiting: BTreeMap<u64, oneshot::Sender<ClientReply>> = BTreeMap::new();
     let mut dropped = 0u64;
     let mut on_ready = on_ready;
+    let mut ready_at: Option<u64> = None;
 
     loop {
         tokio::select! {
@@ -236,13 +237,19 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
 
         // Persist first (asynchronously), then queue this call's sends and replies behind it.
         if !out.persist.is_empty() {
-            issued += 1;
-            submit(
-                &commit,
-                std::mem::take(&mut out.persist),
-                issued,
-                &durable_tx,
-            )?;
+            let persist = std::mem::take(&mut out.persist);
+            let must_sync = persist.iter().any(|p| match p {
+                Persist::Record { sync, .. } => *sync,
+                Persist::Snapshot(_) => true,
+            });
+            if must_sync {
+                issued += 1;
+                submit(&commit, persist, Some(issued), &durable_tx)?;
+            } else {
+                // Lazy records: appended in order and made durable by some later sync;
+                // this call's sends need not wait for them.
+                submit(&commit, persist, None, &durable_tx)?;
+            }
         }
         if !out.send.is_empty() || !out.events.is_empty() {
             outbox.push_back(Step {
@@ -271,19 +278,26 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
         if waiting.len() > 1024 && next_tag.is_multiple_of(1024) {
             waiting.retain(|_, tx| !tx.is_closed());
         }
-        if on_ready.is_some() && core.is_ready() {
-            (on_ready.take().expect("checked"))();
+        // Report readiness only once the state that made the core ready is durable.
+        if on_ready.is_some() {
+            if ready_at.is_none() && core.is_ready() {
+                ready_at = Some(issued);
+            }
+            if ready_at.is_some_and(|ticket| ticket <= durable) {
+                (on_ready.take().expect("checked"))();
+            }
         }
     }
     drop(commit);
     Ok(())
 }
 
-/// Hands one call's persists to the writer; the last completion reports `ticket` durable.
+/// Hands one call's persists to the writer, in order; the last completion reports
+/// `ticket` durable. Failures are reported whether or not there is a ticket.
 fn submit(
     commit: &GroupCommit,
     persist: Vec<Persist>,
-    ticket: u64,
+    ticket: Option<u64>,
     durable: &mpsc::UnboundedSender<Result<u64, String>>,
 ) -> Result<(), String> {
     let count = persist.len();
@@ -291,35 +305,35 @@ fn submit(
     for (i, item) in persist.into_iter().enumerate() {
         let last = i + 1 == count;
         match item {
-            Persist::Record { kind, payload } => records.push((kind, payload)),
+            Persist::Record { kind, payload, .. } => records.push((kind, payload)),
             Persist::Snapshot(data) => {
                 if !records.is_empty() {
                     commit
-                        .submit(std::mem::take(&mut records), Box::new(|_| {}))
+                        .submit(std::mem::take(&mut records), completion(durable, None))
                         .map_err(|e| e.to_string())?;
                 }
-                let tx = durable.clone();
-                let done: kv_engine::group::Completion = if last {
-                    Box::new(move |r| drop(tx.send(r.map(|_| ticket).map_err(|e| e.to_string()))))
-                } else {
-                    Box::new(move |r| {
-                        if let Err(e) = r {
-                            let _ = tx.send(Err(e.to_string()));
-                        }
-                    })
-                };
+                let done = completion(durable, if last { ticket } else { None });
                 commit.snapshot(data, done).map_err(|e| e.to_string())?;
             }
         }
     }
     if !records.is_empty() {
-        let tx = durable.clone();
         commit
-            .submit(
-                records,
-                Box::new(move |r| drop(tx.send(r.map(|_| ticket).map_err(|e| e.to_string())))),
-            )
+            .submit(records, completion(durable, ticket))
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// A completion that always reports failure, and reports success only with a ticket.
+fn completion(
+    durable: &mpsc::UnboundedSender<Result<u64, String>>,
+    ticket: Option<u64>,
+) -> kv_engine::group::Completion {
+    let tx = durable.clone();
+    Box::new(move |result| match (result, ticket) {
+        (Ok(_), Some(ticket)) => drop(tx.send(Ok(ticket))),
+        (Ok(_), None) => {}
+        (Err(e), _) => drop(tx.send(Err(e.to_string()))),
+    })
 }

@@ -1,0 +1,198 @@
+//! The native client: used by `kv get|put|append|del`, `kv bench` and the end-to-end tests.
+//!
+//! A client is one at-most-once identity: a random client id and a sequence number per
+//! operation, one operation outstanding at a time. An attempt that gets no answer within
+//! [`ClientOptions::attempt_timeout`] (a node in a minority never answers) is retried with
+//! the *same* sequence number on the next node; the replicas' dedup table makes the retry
+//! harmless. After [`ClientOptions::deadline`] without an answer the operation fails with
+//! [`ClientError::Timeout`] — its outcome is then unknown.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use kv_engine::kv::{ClientId, Op, Reply, Request};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::wire::{self, ClientReply, Frame};
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No node answered before the deadline; the operation may or may not have happened.
+    #[error(
+        "no answer from any node within {0:?} (the operation may or may not have been applied)"
+    )]
+    Timeout(Duration),
+    /// A node answered with something that is not a reply.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// Client tunables.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long one node gets to answer before the next is tried.
+    pub attempt_timeout: Duration,
+    /// How long an operation may take in all.
+    pub deadline: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            attempt_timeout: Duration::from_secs(2),
+            deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A connection-per-node native client (the `M` of frames is irrelevant here: `()`).
+pub struct Client {
+    nodes: Vec<SocketAddr>,
+    connections: Vec<Option<Framed<TcpStream, LengthDelimitedCodec>>>,
+    current: usize,
+    id: ClientId,
+    seq: u64,
+    options: ClientOptions,
+}
+
+/// A fresh random client id.
+pub fn random_client_id() -> ClientId {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    ClientId(hasher.finish())
+}
+
+impl Client {
+    /// A client of the nodes at `nodes` (their peer/native addresses), starting at `first`.
+    pub fn new(nodes: Vec<SocketAddr>, first: usize, options: ClientOptions) -> Client {
+        let count = nodes.len().max(1);
+        Client {
+            connections: (0..nodes.len()).map(|_| None).collect(),
+            nodes,
+            current: first % count,
+            id: random_client_id(),
+            seq: 0,
+            options,
+        }
+    }
+
+    /// This client's at-most-once identity.
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// Runs one operation, retrying across nodes until it is applied or the deadline passes.
+    pub async fn execute(&mut self, op: Op) -> Result<Reply, ClientError> {
+        self.seq += 1;
+        let request = Request {
+            client: self.id,
+            seq: self.seq,
+            op,
+        };
+        let started = Instant::now();
+        let mut tag = 0u64;
+        while started.elapsed() < self.options.deadline {
+            tag += 1;
+            let node = self.current;
+            let attempt = tokio::time::timeout(
+                self.options.attempt_timeout,
+                self.attempt(node, tag, request.clone()),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(Some(reply))) => return Ok(reply),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(None)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(_elapsed) => {}
+            }
+            // No answer: drop the connection (a late reply must not be read as the answer
+            // to a later request) and try the next node with the same sequence number.
+            self.connections[node] = None;
+            self.current = (node + 1) % self.nodes.len();
+        }
+        Err(ClientError::Timeout(self.options.deadline))
+    }
+
+    /// One attempt on one node: `Ok(None)` if the node could not be reached or was
+    /// unavailable.
+    async fn attempt(
+        &mut self,
+        node: usize,
+        tag: u64,
+        request: Request,
+    ) -> Result<Option<Reply>, ClientError> {
+        if self.connections[node].is_none() {
+            match TcpStream::connect(self.nodes[node]).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    self.connections[node] = Some(Framed::new(stream, wire::codec()));
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+        let framed = self.connections[node].as_mut().expect("just connected");
+        let frame: Frame<()> = Frame::Request { tag, request };
+        let bytes = wire::encode(&frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if framed.send(bytes).await.is_err() {
+            self.connections[node] = None;
+            return Ok(None);
+        }
+        match framed.next().await {
+            Some(Ok(body)) => match wire::decode::<()>(&body) {
+                Ok(Frame::Reply {
+                    tag: t,
+                    reply: ClientReply::Done(reply),
+                }) if t == tag => Ok(Some(reply)),
+                Ok(Frame::Reply {
+                    reply: ClientReply::Unavailable(_),
+                    ..
+                }) => Ok(None),
+                Ok(other) => Err(ClientError::Protocol(format!("unexpected frame {other:?}"))),
+                Err(e) => Err(ClientError::Protocol(e.to_string())),
+            },
+            _ => {
+                self.connections[node] = None;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Asks one node for its status text.
+pub async fn status(addr: SocketAddr, timeout: Duration) -> Result<String, ClientError> {
+    let ask = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| ClientError::Protocol(format!("{addr}: {e}")))?;
+        let mut framed = Framed::new(stream, wire::codec());
+        let bytes = wire::encode(&Frame::<()>::StatusRequest)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        framed
+            .send(bytes)
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        match framed.next().await {
+            Some(Ok(body)) => match wire::decode::<()>(&body) {
+                Ok(Frame::Status(text)) => Ok(text),
+                other => Err(ClientError::Protocol(format!(
+                    "unexpected answer {other:?}"
+                ))),
+            },
+            _ => Err(ClientError::Protocol(format!("{addr}: connection closed"))),
+        }
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| ClientError::Timeout(timeout))?
+}

@@ -1,0 +1,122 @@
+//! Running one node process: open its data directory, build the core from what it holds,
+//! bind its three listeners (peers + native clients, RESP, admin HTTP), connect to peers,
+//! and drive the core until shutdown.
+//!
+//! Lost-disk detection: a data directory without this node's stamp (see
+//! [`crate::config`]) means the disk was lost. The core is then built in its rejoin mode,
+//! and the directory is stamped again only once the core reports it is ready — so a node
+//! that crashes mid-rebuild is still treated as blank on its next start.
+
+use std::sync::Arc;
+
+use kv_engine::fs::RealFs;
+use kv_engine::store::{Recovered, Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{self, ClusterConfig};
+use crate::node::{self, Core, DriverOptions};
+use crate::{admin, redis, transport};
+
+/// What a core factory is told about the node's disk.
+pub struct Start {
+    /// The node's id.
+    pub id: u32,
+    /// Number of replicas.
+    pub peers: usize,
+    /// What the disk held.
+    pub recovered: Recovered,
+    /// True if the disk was lost (no stamp): the core must rebuild from intact peers.
+    pub wiped: bool,
+}
+
+/// Runs node `id` of `config` until `shutdown` becomes true.
+pub async fn run_node<C, F>(
+    config: ClusterConfig,
+    id: u32,
+    make_core: F,
+    shutdown: watch::Receiver<bool>,
+    options: DriverOptions,
+) -> Result<(), String>
+where
+    C: Core,
+    F: FnOnce(Start) -> Result<C, String>,
+{
+    let me = config
+        .node(id)
+        .ok_or_else(|| {
+            format!(
+                "node {id} is not in the cluster file (it has {} nodes)",
+                config.nodes.len()
+            )
+        })?
+        .clone();
+    let dir = config.data_dir(id);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let stamped = config::check_stamp(&dir, config.cluster_id, id).map_err(|e| e.to_string())?;
+    let (store, recovered) = Store::open(Arc::new(RealFs), &dir, StoreOptions::default())
+        .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+    let wiped = !stamped;
+    if wiped && (recovered.snapshot.is_some() || !recovered.records.is_empty()) {
+        return Err(format!(
+            "{} holds data but no stamp for node {id}; refusing to guess whose it is",
+            dir.display()
+        ));
+    }
+    if wiped {
+        tracing::warn!(node = id, dir = %dir.display(), "data directory has no stamp: lost disk, rebuilding from intact peers");
+    }
+    let core = make_core(Start {
+        id,
+        peers: config.nodes.len(),
+        recovered,
+        wiped,
+    })?;
+
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    let peer_listener = bind(me.peer).await?;
+    let resp_listener = bind(me.resp).await?;
+    let admin_listener = bind(me.admin).await?;
+
+    let (inputs_tx, inputs_rx) = mpsc::channel(options.inputs_max);
+    let addresses: Vec<_> = config.nodes.iter().map(|n| n.peer).collect();
+    let peers = transport::connect_peers(config.cluster_id, id, &addresses, shutdown.clone());
+    tokio::spawn(transport::serve(
+        peer_listener,
+        config.cluster_id,
+        config.nodes.len(),
+        inputs_tx.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(redis::serve(
+        resp_listener,
+        inputs_tx.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(admin::serve(
+        admin_listener,
+        inputs_tx.clone(),
+        shutdown.clone(),
+    ));
+    drop(inputs_tx);
+    tracing::info!(node = id, peer = %me.peer, resp = %me.resp, admin = %me.admin, "node started");
+
+    let on_ready: Option<Box<dyn FnOnce() + Send>> = if wiped {
+        let cluster_id = config.cluster_id;
+        Some(Box::new(move || {
+            match config::write_stamp(&dir, cluster_id, id) {
+                Ok(()) => tracing::info!(node = id, "rebuilt after lost disk; directory stamped"),
+                Err(e) => {
+                    tracing::error!(node = id, error = %e, "could not stamp the data directory")
+                }
+            }
+        }))
+    } else {
+        None
+    };
+    node::run_core(core, store, peers, inputs_rx, shutdown, options, on_ready).await
+}
