@@ -1,0 +1,210 @@
+//! The production driver and its front doors, tested with a minimal single-node core (a test
+//! fixture, not a product: it replicates nothing). It checks the plumbing every replicated
+//! core relies on: persist-before-reply, recovery from the data directory after shutdown,
+//! the native protocol, RESP, and the admin endpoints.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kv_engine::kv::{KvState, Op, Reply, Request};
+use kv_replication::effects::{Effects, Persist};
+use kv_replication::types::{NodeId, Time};
+use kv_server::client::{Client, ClientOptions};
+use kv_server::config::{self, ClusterConfig, NodeConfig};
+use kv_server::node::{Core, DriverOptions};
+use kv_server::run::{run_node, Start};
+use kv_server::wire::ClientReply;
+
+/// Applies each request at once and persists it; the reply rides behind the persist.
+struct Solo {
+    state: KvState,
+}
+
+const RECORD: u8 = 7;
+
+impl Core for Solo {
+    type Msg = ();
+    type Event = (u64, Reply);
+
+    fn on_request(
+        &mut self,
+        _: Time,
+        tag: u64,
+        request: Request,
+        out: &mut Effects<(), (u64, Reply)>,
+    ) {
+        let reply = self.state.apply(&request);
+        out.persist.push(Persist::Record {
+            kind: RECORD,
+            payload: kv_engine::codec::encode(&request).unwrap(),
+            sync: true,
+        });
+        out.events.push((tag, reply));
+    }
+
+    fn on_message(&mut self, _: Time, _: NodeId, _: (), _: &mut Effects<(), (u64, Reply)>) {}
+
+    fn on_tick(&mut self, _: Time, _: &mut Effects<(), (u64, Reply)>) {}
+
+    fn reply_of((tag, reply): (u64, Reply)) -> Option<(u64, ClientReply)> {
+        Some((tag, ClientReply::Done(reply)))
+    }
+
+    fn status(&self) -> Vec<(&'static str, String)> {
+        vec![("keys", self.state.len().to_string())]
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+fn recover(start: Start) -> Result<Solo, String> {
+    let mut state = KvState::new();
+    for record in &start.recovered.records {
+        let request: Request =
+            kv_engine::codec::decode(&record.payload).map_err(|e| e.to_string())?;
+        state.apply(&request);
+    }
+    Ok(Solo { state })
+}
+
+fn port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn cluster(dir: &std::path::Path) -> ClusterConfig {
+    let config = ClusterConfig {
+        cluster_id: 99,
+        nodes: vec![NodeConfig {
+            id: 0,
+            peer: port(),
+            resp: port(),
+            admin: port(),
+            dir: PathBuf::from("n0"),
+        }],
+        base: dir.to_path_buf(),
+    };
+    std::fs::create_dir_all(config.data_dir(0)).unwrap();
+    config::write_stamp(&config.data_dir(0), 99, 0).unwrap();
+    config
+}
+
+/// Runs the node on a background runtime; returns a stopper.
+fn start(
+    config: ClusterConfig,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    std::thread::JoinHandle<Result<(), String>>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(run_node(
+            config,
+            0,
+            recover,
+            stop_rx,
+            DriverOptions::default(),
+        ))
+    });
+    (stop_tx, handle)
+}
+
+fn resp(addr: SocketAddr, request: &[u8], expect_bytes: usize) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(mut stream) = TcpStream::connect(addr) {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            stream.write_all(request).unwrap();
+            let mut out = vec![0u8; expect_bytes];
+            stream.read_exact(&mut out).unwrap();
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "RESP port never opened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn acknowledged_writes_survive_shutdown_and_restart_through_both_front_doors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cluster(dir.path());
+    let node = config.nodes[0].clone();
+
+    let (stop, handle) = start(config.clone());
+    assert_eq!(
+        resp(node.resp, b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$2\r\nv1\r\n", 5),
+        "+OK\r\n"
+    );
+    assert_eq!(resp(node.resp, b"APPEND a -x\r\n", 4), ":4\r\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut client = Client::new(vec![node.peer], 0, ClientOptions::default());
+    assert_eq!(
+        rt.block_on(client.execute(Op::Put {
+            key: "b".into(),
+            value: "native".into()
+        }))
+        .unwrap(),
+        Reply::Ok
+    );
+    assert!(http_get(node.admin, "/livez").starts_with("HTTP/1.1 200"));
+    assert!(http_get(node.admin, "/readyz").starts_with("HTTP/1.1 200"));
+    let metrics = http_get(node.admin, "/metrics");
+    assert!(metrics.contains("kv_keys 2"), "{metrics}");
+    assert!(http_get(node.admin, "/nope").starts_with("HTTP/1.1 404"));
+    stop.send(true).unwrap();
+    handle.join().unwrap().unwrap();
+
+    // A second start on the same directory recovers both writes.
+    let (stop, handle) = start(config);
+    assert_eq!(resp(node.resp, b"GET a\r\n", 10), "$4\r\nv1-x\r\n");
+    let mut client = Client::new(vec![node.peer], 0, ClientOptions::default());
+    assert_eq!(
+        rt.block_on(client.execute(Op::Get { key: "b".into() }))
+            .unwrap(),
+        Reply::Value(Some("native".into()))
+    );
+    let status = rt
+        .block_on(kv_server::client::status(node.peer, Duration::from_secs(5)))
+        .unwrap();
+    assert!(
+        status.contains("keys: 2") && status.contains("ready: true"),
+        "{status}"
+    );
+    stop.send(true).unwrap();
+    handle.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_data_directory_without_a_stamp_but_with_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cluster(dir.path());
+    let (stop, handle) = start(config.clone());
+    let node = config.nodes[0].clone();
+    assert_eq!(resp(node.resp, b"SET k v\r\n", 5), "+OK\r\n");
+    stop.send(true).unwrap();
+    handle.join().unwrap().unwrap();
+    std::fs::remove_file(config.data_dir(0).join(config::STAMP_FILE)).unwrap();
+    let (_stop, handle) = start(config);
+    let err = handle.join().unwrap().unwrap_err();
+    assert!(err.contains("no stamp"), "{err}");
+}
