@@ -7,7 +7,10 @@
 //!
 //! 1. makes every entry of `persist` durable, **in order** (append the records, write the
 //!    snapshot, then sync) — a [`Persist::Snapshot`] supersedes every record persisted
-//!    before it;
+//!    before it. A record with `sync: false` is *lazy*: it is appended in order but need not
+//!    be synced before the sends (a crash may lose it, and with it any later lazy record,
+//!    but never an earlier synced one); the driver syncs only if some record of the call
+//!    has `sync: true`;
 //! 2. only then hands every `send` to the network;
 //! 3. only then delivers `events` (and, for client-facing cores, replies) upward.
 //!
@@ -26,6 +29,8 @@ pub enum Persist {
         kind: u8,
         /// Encoded record.
         payload: Vec<u8>,
+        /// Must be durable before this call's sends (false: lazy, losing it is harmless).
+        sync: bool,
     },
     /// A snapshot of the whole durable state, superseding every record persisted before it
     /// (the driver writes it at the index of the last record appended so far).

@@ -70,6 +70,14 @@ fn whole_group_crash_keeps_every_decision() {
             );
         }
     }
+    // Re-proposing other values changes nothing.
+    for seq in 0..10u64 {
+        for i in 0..n {
+            c.start(i, seq, val("overwrite?"));
+        }
+        assert!(c.waitn(seq, n));
+        assert_eq!(decided(&c, 1, seq), Some(val(seq * 7)));
+    }
     // Whatever instance 10 became, every peer agrees on it, and new values are refused if
     // "interrupted" had been chosen.
     c.start(1, 10, val("late"));

@@ -28,9 +28,13 @@
 //!
 //! # Durability and failure model
 //!
-//! Promises, accepted values, decisions and local `done` calls become [`Persist`] records;
-//! the driver makes them durable before sending the messages of the same call (see
-//! [`crate::effects`]). When `min()` advances and the log since the last snapshot has grown
+//! Promises and accepted values become synced [`Persist`] records: the driver makes them
+//! durable before sending the messages of the same call (see [`crate::effects`]).
+//! Decisions and local `done` calls are *lazy* records (no fsync of their own; they become
+//! durable with the next synced record), so a stable leader pays one fsync per instance.
+//! A decision learned just before a crash may therefore read `Pending` after the restart
+//! until it is learned again; its value cannot change, because a majority holds it as
+//! accepted. When `min()` advances and the log since the last snapshot has grown
 //! past twice the live state, the peer emits a snapshot of its live state, which lets the
 //! store delete the log behind it. [`Paxos::recover`] rebuilds a peer from snapshot + log.
 //! A peer created with [`Config::recovering`] (its disk was lost) neither votes nor

@@ -1190,11 +1190,15 @@ impl Paxos {
     }
 
     fn persist(&mut self, record: Record, out: &mut Output) {
+        // Decisions and done marks can be relearned (from peers) after a crash, so they
+        // need no fsync of their own: they ride on the next synced record.
+        let sync = !matches!(record, Record::Decide { .. } | Record::Done(_));
         let payload = codec::encode(&record).expect("a paxos record always encodes");
         self.log_bytes_since_snapshot += payload.len() as u64;
         out.persist.push(Persist::Record {
             kind: RECORD_KIND,
             payload,
+            sync,
         });
     }
 }
@@ -1208,7 +1212,7 @@ mod tests {
         out.persist
             .iter()
             .filter_map(|p| match p {
-                Persist::Record { kind, payload } => Some((*kind, payload.clone())),
+                Persist::Record { kind, payload, .. } => Some((*kind, payload.clone())),
                 Persist::Snapshot(_) => None,
             })
             .collect()

@@ -397,25 +397,30 @@ impl<H: Host> Sim<H> {
         let slot = &mut self.slots[i];
         if !out.persist.is_empty() {
             let store = slot.store.as_mut().expect("a running node has a store");
-            let mut appended = false;
+            let mut must_sync = false;
             for p in out.persist {
                 match p {
-                    Persist::Record { kind, payload } => {
+                    Persist::Record {
+                        kind,
+                        payload,
+                        sync,
+                    } => {
                         store
                             .append(kind, &payload)
                             .unwrap_or_else(|e| panic!("seed {seed}: {id} append: {e}"));
-                        appended = true;
+                        must_sync |= sync;
                     }
                     Persist::Snapshot(data) => {
+                        // Writing a snapshot syncs the log up to it first.
                         let index = store.next_index() - 1;
                         store
                             .write_snapshot(index, &data)
                             .unwrap_or_else(|e| panic!("seed {seed}: {id} snapshot: {e}"));
-                        appended = false;
+                        must_sync = false;
                     }
                 }
             }
-            if appended {
+            if must_sync {
                 store
                     .sync()
                     .unwrap_or_else(|e| panic!("seed {seed}: {id} sync: {e}"));
