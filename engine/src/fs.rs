@@ -208,6 +208,9 @@ type InodeId = u64;
 struct Inode {
     volatile: Vec<u8>,
     durable: Vec<u8>,
+    /// `volatile[..same]` equals `durable[..same]`: appends leave it alone, truncation
+    /// lowers it. It makes a sync cost the new bytes, not the whole file.
+    same: usize,
 }
 
 #[derive(Debug, Default)]
@@ -337,8 +340,7 @@ impl SimFs {
         for (id, inode) in st.inodes.iter_mut() {
             let mut image = inode.durable.clone();
             if let Some(s) = seed.as_mut() {
-                let extends = inode.volatile.len() > image.len()
-                    && inode.volatile[..image.len()] == image[..];
+                let extends = inode.volatile.len() > image.len() && inode.same >= image.len();
                 if extends {
                     let extra = inode.volatile.len() - image.len();
                     *s = splitmix(*s ^ id.wrapping_mul(0x9E37_79B9));
@@ -347,6 +349,7 @@ impl SimFs {
                 }
             }
             inode.volatile = image.clone();
+            inode.same = image.len();
             inode.durable = image;
         }
         st.drop_orphans();
@@ -449,7 +452,11 @@ impl FsFile for SimFile {
             if st.sync_fails() {
                 return Err(injected());
             }
-            inode.durable = inode.volatile.clone();
+            // Copy only what changed since the last sync.
+            inode.durable.truncate(inode.same);
+            let tail = &inode.volatile[inode.same..];
+            inode.durable.extend_from_slice(tail);
+            inode.same = inode.volatile.len();
             Ok(())
         })
     }
@@ -461,6 +468,7 @@ impl FsFile for SimFile {
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.with(|_, inode| {
             inode.volatile.truncate(len as usize);
+            inode.same = inode.same.min(inode.volatile.len());
             Ok(())
         })
     }
