@@ -56,6 +56,8 @@ pub trait Core: Send + 'static {
     );
     /// Periodic work.
     fn on_tick(&mut self, now: Time, out: &mut Effects<Self::Msg, Self::Event>);
+    /// Work due right after (re)start, before any input.
+    fn on_boot(&mut self, _now: Time, _out: &mut Effects<Self::Msg, Self::Event>) {}
     /// The client reply an event carries, if any.
     fn reply_of(event: Self::Event) -> Option<(u64, ClientReply)>;
     /// Status as `(name, value)` pairs, for `kv admin status` and `/metrics`.
@@ -191,6 +193,7 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
     let mut on_ready = on_ready;
     let mut ready_at: Option<u64> = None;
 
+    core.on_boot(now(), &mut out);
     loop {
         tokio::select! {
             biased;

@@ -32,6 +32,8 @@ use crate::wire::ClientReply;
 
 /// Largest value a client may send, in bytes (one WAL record must hold it with its batch).
 pub const VALUE_BYTES_MAX: usize = 16 << 20;
+/// How long a RESP command keeps being retried after the replica drops it.
+pub const RETRY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Concurrent RESP connections per node.
 pub const CONNECTIONS_MAX: usize = 10_000;
 
@@ -242,7 +244,9 @@ struct Session<M> {
 }
 
 impl<M: Send + 'static> Session<M> {
-    /// Runs one operation through the replicated log.
+    /// Runs one operation through the replicated log. If the replica gives up on it (it is
+    /// rebuilding, or overloaded), the same request — same sequence number, so at most once
+    /// — is sent again with capped backoff; a Redis client should not have to retry.
     async fn run(&mut self, op: Op) -> Result<Reply, String> {
         self.seq += 1;
         let request = Request {
@@ -250,15 +254,28 @@ impl<M: Send + 'static> Session<M> {
             seq: self.seq,
             op,
         };
-        let (tx, rx) = oneshot::channel();
-        self.inputs
-            .send(Input::Client { request, reply: tx })
-            .await
-            .map_err(|_| "node is stopping".to_string())?;
-        match rx.await {
-            Ok(ClientReply::Done(reply)) => Ok(reply),
-            Ok(ClientReply::Unavailable(why)) => Err(why),
-            Err(_) => Err("node is stopping".into()),
+        let started = std::time::Instant::now();
+        let mut backoff = std::time::Duration::from_millis(10);
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.inputs
+                .send(Input::Client {
+                    request: request.clone(),
+                    reply: tx,
+                })
+                .await
+                .map_err(|_| "node is stopping".to_string())?;
+            match rx.await {
+                Ok(ClientReply::Done(reply)) => return Ok(reply),
+                Ok(ClientReply::Unavailable(why)) if started.elapsed() >= RETRY_DEADLINE => {
+                    return Err(why)
+                }
+                Ok(ClientReply::Unavailable(_)) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+                }
+                Err(_) => return Err("node is stopping".into()),
+            }
         }
     }
 
