@@ -25,3 +25,4 @@ pub mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod types;
+pub mod kvgroup;

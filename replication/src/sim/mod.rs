@@ -679,3 +679,4 @@ impl<H: Host> Sim<H> {
         &self.slots[i].dir
     }
 }
+pub mod kv;

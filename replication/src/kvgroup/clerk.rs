@@ -1,0 +1,140 @@
+//! The clerk: the client side of a kv group, sans IO.
+//!
+//! A clerk has a client id, a sequence counter, the list of replicas it may use and the one
+//! it is currently talking to. It keeps at most one request outstanding (the at-most-once
+//! model of [`kv_engine::kv`]); every retry re-sends the *same* request (same seq), so a
+//! replica that already executed it answers from its dedup table.
+//!
+//! The driver calls [`Clerk::begin`] with an op and sends the returned request to the
+//! returned replica; on a reply it calls [`Clerk::on_reply`]; when the call failed (no
+//! answer in time, connection lost, [`super::Event::Dropped`]) it calls
+//! [`Clerk::on_failure`] and sends the same request to the replica that returns. Retries go
+//! on forever, round-robin over the replica list, as in the lab.
+
+use kv_engine::kv::{ClientId, Op, Reply, Request};
+
+use crate::types::NodeId;
+
+/// Misuse of a clerk.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClerkError {
+    /// `begin` while a request is outstanding.
+    #[error("clerk {0} already has a request outstanding")]
+    Busy(ClientId),
+}
+
+/// One client of a kv group. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Clerk {
+    client: ClientId,
+    last_seq: u64,
+    replicas: Vec<NodeId>,
+    target: usize,
+    outstanding: Option<Request>,
+}
+
+impl Clerk {
+    /// A clerk for `client` that tries `replicas` in order, starting with the first.
+    /// Panics on an empty list.
+    pub fn new(client: ClientId, replicas: Vec<NodeId>) -> Clerk {
+        assert!(!replicas.is_empty(), "a clerk needs at least one replica");
+        Clerk {
+            client,
+            last_seq: 0,
+            replicas,
+            target: 0,
+            outstanding: None,
+        }
+    }
+
+    /// The client id.
+    pub fn client(&self) -> ClientId {
+        self.client
+    }
+
+    /// The replica the next send goes to.
+    pub fn target(&self) -> NodeId {
+        self.replicas[self.target]
+    }
+
+    /// The outstanding request, if any.
+    pub fn outstanding(&self) -> Option<&Request> {
+        self.outstanding.as_ref()
+    }
+
+    /// Starts a request for `op`: returns where to send it and what to send.
+    pub fn begin(&mut self, op: Op) -> Result<(NodeId, Request), ClerkError> {
+        if self.outstanding.is_some() {
+            return Err(ClerkError::Busy(self.client));
+        }
+        self.last_seq += 1;
+        let request = Request {
+            client: self.client,
+            seq: self.last_seq,
+            op,
+        };
+        self.outstanding = Some(request.clone());
+        Ok((self.target(), request))
+    }
+
+    /// A reply to the request numbered `seq` arrived. Returns the answer if it completes
+    /// the outstanding request; a reply to anything else (a late duplicate) is ignored.
+    pub fn on_reply(&mut self, seq: u64, reply: Reply) -> Option<Reply> {
+        match &self.outstanding {
+            Some(request) if request.seq == seq => {
+                self.outstanding = None;
+                Some(reply)
+            }
+            _ => None,
+        }
+    }
+
+    /// The last send failed or timed out: returns the next replica and the same request,
+    /// or `None` if nothing is outstanding.
+    pub fn on_failure(&mut self) -> Option<(NodeId, Request)> {
+        let request = self.outstanding.clone()?;
+        self.target = (self.target + 1) % self.replicas.len();
+        Some((self.target(), request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn get() -> Op {
+        Op::Get {
+            key: Bytes::from_static(b"k"),
+        }
+    }
+
+    #[test]
+    fn one_request_at_a_time_with_increasing_seqs() {
+        let mut clerk = Clerk::new(ClientId(4), vec![NodeId(0), NodeId(1)]);
+        let (to, first) = clerk.begin(get()).unwrap();
+        assert_eq!((to, first.seq, first.client), (NodeId(0), 1, ClientId(4)));
+        assert_eq!(clerk.begin(get()), Err(ClerkError::Busy(ClientId(4))));
+        assert_eq!(clerk.on_reply(1, Reply::Ok), Some(Reply::Ok));
+        let (_, second) = clerk.begin(get()).unwrap();
+        assert_eq!(second.seq, 2);
+    }
+
+    #[test]
+    fn retries_resend_the_same_request_round_robin_and_late_replies_are_ignored() {
+        let mut clerk = Clerk::new(ClientId(1), vec![NodeId(2), NodeId(0), NodeId(1)]);
+        let (_, request) = clerk.begin(get()).unwrap();
+        let targets: Vec<NodeId> = (0..4)
+            .map(|_| {
+                let (to, again) = clerk.on_failure().unwrap();
+                assert_eq!(again, request);
+                to
+            })
+            .collect();
+        assert_eq!(targets, vec![NodeId(0), NodeId(1), NodeId(2), NodeId(0)]);
+        assert_eq!(clerk.on_reply(7, Reply::Ok), None);
+        assert!(clerk.outstanding().is_some());
+        assert_eq!(clerk.on_reply(1, Reply::Ok), Some(Reply::Ok));
+        assert_eq!(clerk.on_failure(), None);
+    }
+}
