@@ -19,10 +19,10 @@
 
 pub mod codec;
 pub mod effects;
+pub mod kvgroup;
 pub mod linearizability;
 pub mod paxos;
 pub mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod types;
-pub mod kvgroup;

@@ -20,6 +20,7 @@
 //! and synced (snapshots written) before any message of the same step is sent, and events
 //! reach the host last.
 
+pub mod kv;
 pub mod paxos;
 pub mod sweep;
 
@@ -679,4 +680,3 @@ impl<H: Host> Sim<H> {
         &self.slots[i].dir
     }
 }
-pub mod kv;
