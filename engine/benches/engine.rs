@@ -1,8 +1,9 @@
 //! Engine benchmarks on the real disk: `cargo bench -p kv-engine`.
 //!
-//! - `disk_limits`: what the disk itself can do — 4 KiB append + fdatasync per second, and
-//!   sequential write bandwidth (1 MiB writes, one fsync at the end) — measured with plain
-//!   `std::fs` so the engine's figures can be stated as a share of them.
+//! - `disk_limits`: what the disk itself can do — 4 KiB append + fdatasync per second,
+//!   1 MiB append + fdatasync (durable bandwidth), and sequential write bandwidth (1 MiB
+//!   writes, one fsync at the end) — measured with plain `std::fs` so the engine's figures
+//!   can be stated as a share of them.
 //! - `durable_append`: closed-loop appenders (1, 8, 64) × record size (100 B, 1 KiB,
 //!   16 KiB) through group commit; each append returns only once durable. Reported as
 //!   records/s; MB/s = records/s × size.
@@ -42,6 +43,15 @@ fn disk_limits(c: &mut Criterion) {
     group.bench_function("append_4k_fdatasync", |b| {
         b.iter(|| {
             file.write_all(&block).unwrap();
+            file.sync_data().unwrap();
+        })
+    });
+
+    let mib = vec![6u8; 1 << 20];
+    group.throughput(Throughput::Bytes(1 << 20));
+    group.bench_function("append_1m_fdatasync", |b| {
+        b.iter(|| {
+            file.write_all(&mib).unwrap();
             file.sync_data().unwrap();
         })
     });
