@@ -1,22 +1,29 @@
 //! `kv`: the command-line tool of kv, a persistent, Paxos-replicated, sharded key-value
-//! store. Subcommands grow with the system; today it exercises the storage engine.
+//! store. One binary: `kv up` runs a whole local cluster, `kv node` one node, `kv get|put|
+//! append|del` is the client, `kv admin` administers, `kv bench` loads a cluster.
 
+mod bench;
+mod demo;
+mod up;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use kv_engine::fs::RealFs;
-use kv_engine::group::{GroupCommit, GroupOptions};
-use kv_engine::kv::{ClientId, KvState, Op, Reply, Request};
-use kv_engine::store::{Store, StoreOptions};
+use kv_engine::kv::{Op, Reply};
+use kv_server::client::{Client, ClientOptions};
+use kv_server::config::{ClusterConfig, InitOptions, CLUSTER_FILE};
 
 #[derive(Parser)]
 #[command(
     name = "kv",
     version,
-    about = "kv: a persistent, Paxos-replicated, sharded key-value store"
+    about = "kv: a persistent, Paxos-replicated key-value store",
+    long_about = "kv: a persistent, Paxos-replicated key-value store.\n\n\
+        Start a local 3-node cluster with `kv up`, then talk to it with redis-cli \
+        (`redis-cli -p 6380`) or with `kv get/put/append/del --cluster kv-data/cluster.toml`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,125 +32,268 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a durable single-node engine session on a data directory: recover whatever is
-    /// there, apply a batch of writes through the WAL (group commit, fsync before each
-    /// acknowledgement), snapshot, and report what recovery found and what it cost.
-    /// Run it twice: the second run recovers the first run's state.
-    Demo {
-        /// Data directory (created if missing).
-        #[arg(long, default_value = "./kv-data/demo")]
+    /// Start a complete local cluster (init if needed), one process per node; Ctrl-C stops it.
+    Up {
+        /// Directory for the cluster file and every node's data.
+        #[arg(long, default_value = "./kv-data")]
         dir: PathBuf,
-        /// How many Put/Append operations to apply.
-        #[arg(long, default_value_t = 10_000)]
-        ops: u64,
-        /// Concurrent writers sharing the group-commit log.
-        #[arg(long, default_value_t = 8)]
-        writers: u64,
+        /// Replicas, for a new cluster.
+        #[arg(long, default_value_t = 3)]
+        replicas: u32,
+        /// First RESP port, for a new cluster (node i listens on port + i).
+        #[arg(long, default_value_t = 6380)]
+        resp_port: u16,
+        /// First peer port, for a new cluster.
+        #[arg(long, default_value_t = 7380)]
+        peer_port: u16,
+        /// First admin (HTTP) port, for a new cluster.
+        #[arg(long, default_value_t = 9380)]
+        admin_port: u16,
+    },
+    /// Write DIR/cluster.toml and stamp each node's data directory.
+    Init {
+        /// Directory for the cluster file and every node's data.
+        #[arg(long, default_value = "./kv-data")]
+        dir: PathBuf,
+        /// Number of replicas.
+        #[arg(long, default_value_t = 3)]
+        replicas: u32,
+        /// Host every node binds.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// First RESP port (node i listens on port + i).
+        #[arg(long, default_value_t = 6380)]
+        resp_port: u16,
+        /// First peer port.
+        #[arg(long, default_value_t = 7380)]
+        peer_port: u16,
+        /// First admin (HTTP) port.
+        #[arg(long, default_value_t = 9380)]
+        admin_port: u16,
+    },
+    /// Run one node of a cluster on its data directory.
+    Node {
+        /// The cluster file.
+        #[arg(long, default_value = "./kv-data/cluster.toml")]
+        cluster: PathBuf,
+        /// This node's id.
+        #[arg(long)]
+        id: u32,
+    },
+    /// Read a key.
+    Get {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Append to a key (creating it if missing); prints the new length.
+    Append {
+        /// The key.
+        key: String,
+        /// The bytes to append.
+        value: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a key; prints 1 if it existed, else 0.
+    Del {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Administer a cluster.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Closed-loop load against a cluster: prints ops/s and latency percentiles.
+    Bench(bench::BenchArgs),
+    /// A durable single-node engine session on a data directory (no cluster needed).
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Every node's role, ballot, decided/applied index, WAL and snapshot sizes.
+    Status {
+        /// The cluster file.
+        #[arg(long, default_value = "./kv-data/cluster.toml")]
+        cluster: PathBuf,
     },
 }
 
-const RECORD_OP: u8 = 1;
+/// Which cluster a client command talks to.
+#[derive(clap::Args)]
+struct Target {
+    /// The cluster file.
+    #[arg(long, default_value = "./kv-data/cluster.toml")]
+    cluster: PathBuf,
+    /// Give up after this many seconds without an answer.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Demo { dir, ops, writers } => demo(dir, ops, writers.max(1)),
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Init {
+            dir,
+            replicas,
+            host,
+            resp_port,
+            peer_port,
+            admin_port,
+        } => {
+            let path = dir.join(CLUSTER_FILE);
+            if path.exists() {
+                bail!(
+                    "{} already exists; refusing to overwrite a cluster",
+                    path.display()
+                );
+            }
+            let config = ClusterConfig::init(
+                &dir,
+                &InitOptions {
+                    replicas,
+                    host,
+                    peer_port,
+                    resp_port,
+                    admin_port,
+                    cluster_id: kv_server::config::random_cluster_id(),
+                },
+            )?;
+            println!("wrote {} ({} nodes)", path.display(), config.nodes.len());
+            Ok(())
+        }
+        Command::Up {
+            dir,
+            replicas,
+            resp_port,
+            peer_port,
+            admin_port,
+        } => up::run(up::UpArgs {
+            dir,
+            replicas,
+            resp_port,
+            peer_port,
+            admin_port,
+        }),
+        Command::Node { cluster, id } => run_node(cluster, id),
+        Command::Get { key, target } => client_op(target, Op::Get { key: key.into() }),
+        Command::Put { key, value, target } => client_op(
+            target,
+            Op::Put {
+                key: key.into(),
+                value: value.into(),
+            },
+        ),
+        Command::Append { key, value, target } => client_op(
+            target,
+            Op::Append {
+                key: key.into(),
+                value: value.into(),
+            },
+        ),
+        Command::Del { key, target } => client_op(target, Op::Delete { key: key.into() }),
+        Command::Admin {
+            command: AdminCommand::Status { cluster },
+        } => admin_status(cluster),
+        Command::Bench(args) => bench::run(args),
     }
 }
 
-fn demo(dir: PathBuf, ops: u64, writers: u64) -> Result<()> {
-    let started = Instant::now();
-    let (store, recovered) = Store::open(Arc::new(RealFs), &dir, StoreOptions::default())
-        .with_context(|| format!("opening {}", dir.display()))?;
-    let mut state = match &recovered.snapshot {
-        Some(snapshot) => {
-            KvState::from_snapshot_bytes(&snapshot.data).context("decoding the snapshot")?
-        }
-        None => KvState::new(),
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn node_addresses(config: &ClusterConfig) -> Vec<SocketAddr> {
+    config.nodes.iter().map(|n| n.peer).collect()
+}
+
+fn client_op(target: Target, op: Op) -> Result<()> {
+    let config = ClusterConfig::load(&target.cluster)?;
+    let options = ClientOptions {
+        deadline: Duration::from_secs(target.timeout),
+        ..ClientOptions::default()
     };
-    for record in &recovered.records {
-        let request: Request =
-            kv_engine::codec::decode(&record.payload).context("decoding a log record")?;
-        state.apply(&request);
+    let mut client = Client::new(node_addresses(&config), 0, options);
+    let reply = runtime()?.block_on(client.execute(op))?;
+    match reply {
+        Reply::Value(Some(value)) => println!("{}", String::from_utf8_lossy(&value)),
+        Reply::Value(None) => {
+            eprintln!("(nil)");
+            std::process::exit(1);
+        }
+        Reply::Ok => println!("OK"),
+        Reply::Appended(len) => println!("{len}"),
+        Reply::Deleted(existed) => println!("{}", existed as u8),
+        other => bail!("unexpected reply {other:?}"),
     }
-    println!(
-        "recovered {} keys ({} bytes) from {} in {:?}: snapshot at index {}, {} log records replayed",
-        state.len(),
-        state.live_bytes(),
-        dir.display(),
-        started.elapsed(),
-        recovered.snapshot.as_ref().map_or(0, |s| s.index),
-        recovered.records.len()
-    );
+    Ok(())
+}
 
-    // Every writer is a client with its own dedup sequence. Earlier runs' clients are
-    // 0..dedup_len (each is remembered in the dedup table), so this run's ids are fresh.
-    let first_client = state.dedup_len() as u64;
-    let commit = Arc::new(GroupCommit::start(store, GroupOptions::default()));
-    let started = Instant::now();
-    let per_writer = ops.div_ceil(writers);
-    let handles: Vec<_> = (0..writers)
-        .map(|w| {
-            let commit = commit.clone();
-            std::thread::spawn(move || -> Result<Vec<Request>> {
-                let mut applied = Vec::new();
-                for seq in 1..=per_writer {
-                    let key: bytes::Bytes = format!("key-{:04}", (w * per_writer + seq) % 1000)
-                        .into_bytes()
-                        .into();
-                    let op = if seq % 4 == 0 {
-                        Op::Append {
-                            key,
-                            value: format!(",{w}.{seq}").into_bytes().into(),
-                        }
-                    } else {
-                        Op::Put {
-                            key,
-                            value: format!("v{w}.{seq}").into_bytes().into(),
-                        }
-                    };
-                    let request = Request {
-                        client: ClientId(first_client + w),
-                        seq,
-                        op,
-                    };
-                    commit.append_durable(RECORD_OP, kv_engine::codec::encode(&request)?)?;
-                    applied.push(request);
+fn admin_status(cluster: PathBuf) -> Result<()> {
+    let config = ClusterConfig::load(&cluster)?;
+    let rt = runtime()?;
+    for node in &config.nodes {
+        println!(
+            "node {} (peer {}, resp {}, admin {})",
+            node.id, node.peer, node.resp, node.admin
+        );
+        match rt.block_on(kv_server::client::status(node.peer, Duration::from_secs(3))) {
+            Ok(text) => {
+                for line in text.lines() {
+                    println!("  {line}");
                 }
-                Ok(applied)
-            })
-        })
-        .collect();
-    let mut durable = Vec::new();
-    for handle in handles {
-        durable.extend(handle.join().expect("writer thread")?);
-    }
-    let elapsed = started.elapsed();
-    for request in &durable {
-        if let Reply::Stale { .. } = state.apply(request) {
-            anyhow::bail!("request from client {:?} applied twice", request.client);
+            }
+            Err(e) => println!("  unreachable: {e}"),
         }
     }
-    println!(
-        "{} durable writes from {writers} writers in {elapsed:?}: {:.0} writes/s, each fsynced before it was acknowledged",
-        durable.len(),
-        durable.len() as f64 / elapsed.as_secs_f64()
-    );
-
-    let snapshot = state.snapshot_bytes();
-    let (tx, rx) = std::sync::mpsc::channel();
-    commit.snapshot(snapshot, Box::new(move |r| drop(tx.send(r))))?;
-    let index = rx.recv()??;
-    let stats = commit.stats()?;
-    println!(
-        "snapshot at index {index}: {} keys, {} bytes of live data; on disk now: {} bytes of snapshot, {} bytes of log",
-        state.len(),
-        state.live_bytes(),
-        stats.snapshot_bytes,
-        stats.wal_bytes
-    );
-    println!(
-        "run again to recover this state: kv demo --dir {}",
-        dir.display()
-    );
     Ok(())
+}
+
+fn run_node(cluster: PathBuf, id: u32) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = ClusterConfig::load(&cluster)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+        });
+        kv_server::replica::run(config, id, stop_rx).await
+    })
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

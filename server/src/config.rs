@@ -29,6 +29,14 @@ use serde::{Deserialize, Serialize};
 
 /// Name of the stamp file inside a node's data directory.
 pub const STAMP_FILE: &str = "kv-node.stamp";
+/// Largest cluster id: TOML integers are signed 64-bit.
+pub const CLUSTER_ID_MAX: u64 = i64::MAX as u64;
+
+/// A fresh random cluster id (at most [`CLUSTER_ID_MAX`]).
+pub fn random_cluster_id() -> u64 {
+    crate::client::random_client_id().0 & CLUSTER_ID_MAX
+}
+
 /// Name of the cluster file `kv init` writes.
 pub const CLUSTER_FILE: &str = "cluster.toml";
 
@@ -203,6 +211,15 @@ impl ClusterConfig {
     /// Lays out a local cluster: the config plus one stamped data directory per node, all
     /// under `dir`. Writes `dir/cluster.toml`.
     pub fn init(dir: &Path, options: &InitOptions) -> Result<ClusterConfig> {
+        if options.cluster_id > CLUSTER_ID_MAX {
+            return Err(ConfigError::Invalid {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "cluster id {} is above {CLUSTER_ID_MAX} (TOML integers are signed 64-bit)",
+                    options.cluster_id
+                ),
+            });
+        }
         if options.replicas == 0 {
             return Err(ConfigError::Invalid {
                 path: dir.to_path_buf(),
@@ -338,6 +355,22 @@ mod tests {
             check_stamp(&data, 42, 1),
             Err(ConfigError::WrongStamp { found_node: 2, .. })
         ));
+    }
+
+    #[test]
+    fn cluster_ids_beyond_toml_range_are_refused_and_random_ones_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options();
+        opts.cluster_id = u64::MAX;
+        assert!(matches!(
+            ClusterConfig::init(dir.path(), &opts),
+            Err(ConfigError::Invalid { .. })
+        ));
+        for _ in 0..64 {
+            opts.cluster_id = random_cluster_id();
+            let d = tempfile::tempdir().unwrap();
+            ClusterConfig::init(d.path(), &opts).unwrap();
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod node;
 pub mod redis;
+pub mod replica;
 pub mod resp;
 pub mod run;
 pub mod transport;

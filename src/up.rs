@@ -1,0 +1,188 @@
+//! `kv up`: the main job. Initialises a local cluster if the directory has none, starts
+//! every node as its own child process (`kv node`), prints how to connect, and on Ctrl-C
+//! (or SIGTERM) stops them all gracefully. Run it again and the data is still there.
+//!
+//! A node that exits unexpectedly is reported and restarted after a short pause, like a
+//! process supervisor would; its data directory carries it across the restart.
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use kv_server::config::{ClusterConfig, InitOptions, CLUSTER_FILE};
+
+/// Arguments of `kv up`.
+pub struct UpArgs {
+    pub dir: PathBuf,
+    pub replicas: u32,
+    pub resp_port: u16,
+    pub peer_port: u16,
+    pub admin_port: u16,
+}
+
+/// How long a node gets to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+pub fn run(args: UpArgs) -> Result<()> {
+    let path = args.dir.join(CLUSTER_FILE);
+    let config = if path.exists() {
+        ClusterConfig::load(&path)?
+    } else {
+        let config = ClusterConfig::init(
+            &args.dir,
+            &InitOptions {
+                replicas: args.replicas,
+                host: "127.0.0.1".parse().expect("literal address"),
+                peer_port: args.peer_port,
+                resp_port: args.resp_port,
+                admin_port: args.admin_port,
+                cluster_id: kv_server::config::random_cluster_id(),
+            },
+        )?;
+        println!(
+            "initialised a {}-node cluster in {}",
+            config.nodes.len(),
+            args.dir.display()
+        );
+        config
+    };
+    let exe = std::env::current_exe().context("locating the kv binary")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook_like::SIGINT, signal_hook_like::SIGTERM] {
+        signal_hook_like::flag_on(signal, stop.clone())?;
+    }
+
+    let start = |id: u32| -> Result<Child> {
+        let log = args.dir.join(format!("node-{id}.log"));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        Command::new(&exe)
+            .args(["node", "--cluster"])
+            .arg(&path)
+            .args(["--id", &id.to_string()])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting node {id}"))
+    };
+    let mut children: Vec<Child> = Vec::new();
+    for node in &config.nodes {
+        children.push(start(node.id)?);
+    }
+
+    println!(
+        "kv is up: {} nodes, data in {}",
+        config.nodes.len(),
+        args.dir.display()
+    );
+    for node in &config.nodes {
+        println!(
+            "  node {}: redis-cli -p {}   (peer {}, metrics http://{}/metrics, log {})",
+            node.id,
+            node.resp.port(),
+            node.peer,
+            node.admin,
+            args.dir.join(format!("node-{}.log", node.id)).display()
+        );
+    }
+    println!(
+        "try:  redis-cli -p {} set hello world",
+        config.nodes[0].resp.port()
+    );
+    println!("      kv get hello --cluster {}", path.display());
+    println!("      kv admin status --cluster {}", path.display());
+    println!(
+        "Ctrl-C stops every node; `kv up --dir {}` starts them again on the same data.",
+        args.dir.display()
+    );
+
+    let mut restarts: Vec<Option<Instant>> = vec![None; children.len()];
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        for (id, child) in children.iter_mut().enumerate() {
+            if let Some(due) = restarts[id] {
+                if Instant::now() >= due {
+                    *child = start(id as u32)?;
+                    restarts[id] = None;
+                    println!("node {id} restarted");
+                }
+                continue;
+            }
+            if let Some(status) = child.try_wait()? {
+                println!("node {id} exited ({status}); restarting it in 1 s (see its log)");
+                restarts[id] = Some(Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+
+    println!("stopping {} nodes", children.len());
+    for child in &children {
+        signal_hook_like::terminate(child.id());
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    for (id, child) in children.iter_mut().enumerate() {
+        loop {
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                println!("node {id} did not stop in {STOP_GRACE:?}; killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    println!("stopped; data kept in {}", args.dir.display());
+    Ok(())
+}
+
+/// The two signal operations `kv up` needs, on libc.
+mod signal_hook_like {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
+
+    pub const SIGINT: i32 = libc::SIGINT;
+    pub const SIGTERM: i32 = libc::SIGTERM;
+
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+    extern "C" fn on_signal(_: libc::c_int) {
+        // Only an atomic store: async-signal-safe.
+        if let Some(flag) = FLAG.get() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets `flag` when `signal` arrives (one flag for the whole process).
+    pub fn flag_on(signal: i32, flag: Arc<AtomicBool>) -> std::io::Result<()> {
+        let _ = FLAG.set(flag);
+        let handler: extern "C" fn(libc::c_int) = on_signal;
+        // SAFETY: `on_signal` only performs an atomic store through a `OnceLock` that was
+        // initialised before the handler is installed, which is async-signal-safe; the
+        // handler address is a valid `extern "C" fn(c_int)` for the life of the process.
+        let previous = unsafe { libc::signal(signal, handler as libc::sighandler_t) };
+        if previous == libc::SIG_ERR {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Sends SIGTERM to a child process.
+    pub fn terminate(pid: u32) {
+        // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our own child's id,
+        // which we have not reaped yet, so it cannot refer to an unrelated process.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+}
