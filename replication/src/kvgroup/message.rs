@@ -136,6 +136,9 @@ pub struct Report {
     pub max: Option<Seq>,
     /// The reporter's incarnation vector.
     pub incarnations: Vec<u64>,
+    /// The reporter's Paxos acceptor state (`Paxos::snapshot_bytes`): promise and every
+    /// instance it accepted or knows decided.
+    pub acceptor: Bytes,
     /// The reporter's applied state (see [`Message::Snapshot`]).
     pub image: Bytes,
 }
@@ -197,6 +200,7 @@ mod tests {
                 },
                 max: Some(Seq(17)),
                 incarnations: vec![2, 0, 1],
+                acceptor: Bytes::from_static(b"acceptor"),
                 image: Bytes::from_static(b"image"),
             },
         };

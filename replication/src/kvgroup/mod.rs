@@ -32,11 +32,13 @@
 //!   replaced by combined ones, because a snapshot supersedes every earlier record.
 //! - **Lost disk.** A replica whose disk was wiped neither votes, accepts, proposes nor
 //!   reports state until it has rebuilt from a majority of *intact* peers (never counting
-//!   itself; recovering peers never answer each other). It then raises its promise to the
-//!   highest promise they reported and takes no part in any instance at or below the
-//!   highest instance they reported (the *fence*). An incarnation vector on every Paxos
-//!   message makes every proposer drop promises and acceptances from a peer's earlier
-//!   incarnation (see [`replica`] for the argument).
+//!   itself; recovering peers never answer each other). It then adopts their most advanced
+//!   applied state, raises its promise to the highest promise they reported, and, for every
+//!   instance up to the highest they reported, takes part only with the acceptor state they
+//!   reported (decided value, else highest-ballot accepted value), never with an empty
+//!   memory. An incarnation vector on every Paxos message makes every proposer drop
+//!   promises and acceptances from a peer's earlier incarnation (see [`replica`] for the
+//!   argument).
 //!
 //! # Failure model
 //!
@@ -131,7 +133,8 @@ pub struct ReplicaStatus {
     pub pending_requests: usize,
     /// This replica's incarnation (bumped on every lost-disk rebuild).
     pub incarnation: u64,
-    /// After a lost-disk rebuild: the highest instance this replica takes no part in.
+    /// After a lost-disk rebuild: the highest instance the rebuilding majority reported
+    /// (up to it, this replica's acceptor state is the one they reported).
     pub fence: Option<Seq>,
     /// Clients in the dedup table.
     pub dedup_clients: usize,

@@ -21,6 +21,7 @@
 //! reach the host last.
 
 pub mod kv;
+pub mod kv_sweep;
 pub mod paxos;
 pub mod sweep;
 

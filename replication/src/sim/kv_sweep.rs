@@ -1,0 +1,345 @@
+//! Random fault schedules for a kv group, one per seed (the `sweep --workload kv` workload
+//! and the bounded sweep test).
+//!
+//! Every knob derives from the seed: group size (3 or 5), drop/duplicate/delay rates, the
+//! number of concurrent clients and their mix of Get/Put/Append/Delete, and a safety phase
+//! of random faults: partitions, unreliable replicas, crashes (half of them tearing the last
+//! unsynced write), restarts, and disk wipes of a minority (a wiped replica counts as lost
+//! until it has rebuilt). The host checks after every step that replicas apply the same
+//! log. Then a liveness phase heals everything and restarts every replica; every client
+//! must finish its operation, every replica must converge, and a fresh clerk reads every
+//! key. Finally the whole history is checked for linearizability — which also proves that
+//! no acknowledged write was lost, since the final reads come after every acknowledgement.
+//!
+//! Keys come in two kinds so the checker stays fast: *register* keys get Puts, Deletes and
+//! Gets with unique values; *log* keys get only Appends (unique suffixes) and Gets, so each
+//! Append's reported length pins its place in the final value (see
+//! [`KvCluster::pin_appends`]).
+
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
+
+use kv_engine::fs::Torn;
+use kv_engine::kv::{Op, Reply};
+
+use super::kv::{append, get, put, Action, KvCluster, Script, Scripts};
+use super::{Faults, SimOptions};
+use crate::rng::Rng;
+
+/// Length of the safety phase in virtual time.
+pub const SAFETY_PHASE: Duration = Duration::from_secs(6);
+/// Bound on the liveness phase in virtual time.
+pub const LIVENESS_LIMIT: Duration = Duration::from_secs(60);
+
+const REGISTER_KEYS: [&str; 3] = ["r0", "r1", "r2"];
+const LOG_KEYS: [&str; 2] = ["l0", "l1"];
+
+/// What one seed did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The seed.
+    pub seed: u64,
+    /// Hash of the whole run's trace (same seed, same hash).
+    pub trace_hash: u64,
+    /// Replicas in the group.
+    pub replicas: usize,
+    /// Client operations recorded.
+    pub operations: usize,
+    /// Crashes injected.
+    pub crashes: u32,
+    /// Disks wiped.
+    pub wipes: u32,
+}
+
+/// A failed seed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The seed.
+    pub seed: u64,
+    /// The panic message.
+    pub message: String,
+    /// Every replica's status at the failure.
+    pub replicas: Vec<String>,
+    /// The last trace lines before the failure (if tracing was on).
+    pub trace: Vec<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "kv sweep seed {}: {}", self.seed, self.message)?;
+        for line in &self.replicas {
+            writeln!(f, "  {line}")?;
+        }
+        for line in &self.trace {
+            writeln!(f, "  | {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs one seed; `Ok(trace hash)` if every check passed, else the failure report (seed,
+/// message, replica states).
+pub fn run_seed(seed: u64) -> Result<u64, String> {
+    run(seed, 0)
+        .map(|o| o.trace_hash)
+        .map_err(|f| f.to_string())
+}
+
+/// Runs one seed, keeping the last `trace_lines` trace lines for a failure report.
+pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
+    let mut rng = Rng::new(seed ^ 0x4B56_5357_4545_5021);
+    let replicas = if rng.chance(0.5) { 3 } else { 5 };
+    let mut options = SimOptions::new(replicas);
+    options.trace_lines = trace_lines;
+    options.faults = Faults {
+        drop: rng.unit() * 0.1,
+        duplicate: rng.unit() * 0.05,
+        delay_min: Duration::from_micros(rng.range(100, 1000)),
+        delay_max: Duration::from_micros(rng.range(1000, 10_000)),
+        long_delay: rng.unit() * 0.1,
+        long_delay_max: Duration::from_millis(rng.range(10, 500)),
+    };
+    let mut cluster = KvCluster::with(seed, options, |_| {});
+    let mut schedule = Schedule {
+        rng,
+        crashes: 0,
+        wipes: 0,
+        lost: vec![false; replicas],
+        wiped_down: vec![false; replicas],
+    };
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut scripts = schedule.clients(&mut cluster);
+        schedule.safety_phase(&mut cluster, &mut scripts);
+        schedule.liveness_phase(&mut cluster, &mut scripts);
+    }));
+    match result {
+        Ok(()) => Ok(Outcome {
+            seed,
+            trace_hash: cluster.sim.trace_hash(),
+            replicas,
+            operations: cluster.history.len(),
+            crashes: schedule.crashes,
+            wipes: schedule.wipes,
+        }),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            let replicas = (0..cluster.replicas())
+                .map(|i| match cluster.sim.node(i) {
+                    Some(r) => format!("n{i}: {:?}", r.status()),
+                    None => format!("n{i}: down"),
+                })
+                .collect();
+            Err(Failure {
+                seed,
+                message,
+                replicas,
+                trace: cluster.sim.trace().cloned().collect(),
+            })
+        }
+    }
+}
+
+/// A client issuing random operations with unique values.
+struct RandomClient {
+    clerk: usize,
+    id: usize,
+    rng: Rng,
+    issued: u64,
+    pause: bool,
+}
+
+impl Script for RandomClient {
+    fn next(&mut self, _c: &mut KvCluster, _last: Option<Reply>) -> Action {
+        if self.pause && self.rng.chance(0.5) {
+            self.pause = false;
+            return Action::Sleep(Duration::from_millis(self.rng.below(30)));
+        }
+        self.pause = true;
+        self.issued += 1;
+        let unique = format!("{}.{}", self.id, self.issued);
+        let roll = self.rng.below(100);
+        let op = if roll < 50 {
+            let key = REGISTER_KEYS[self.rng.below(REGISTER_KEYS.len() as u64) as usize];
+            match roll {
+                0..=19 => get(key),
+                20..=44 => put(key, &unique),
+                _ => Op::Delete {
+                    key: bytes::Bytes::from_static(key.as_bytes()),
+                },
+            }
+        } else {
+            let key = LOG_KEYS[self.rng.below(LOG_KEYS.len() as u64) as usize];
+            if roll < 70 {
+                get(key)
+            } else {
+                append(key, &format!("<{unique}>"))
+            }
+        };
+        Action::Run {
+            clerk: self.clerk,
+            op,
+        }
+    }
+}
+
+struct Schedule {
+    rng: Rng,
+    crashes: u32,
+    wipes: u32,
+    /// Wiped and not yet rebuilt.
+    lost: Vec<bool>,
+    /// Down with a lost disk: the next restart boots it blank.
+    wiped_down: Vec<bool>,
+}
+
+impl Schedule {
+    fn clients(&mut self, c: &mut KvCluster) -> Scripts {
+        let n = c.replicas();
+        let mut scripts = Scripts::new();
+        for id in 0..self.rng.range(2, 8) as usize {
+            let mut servers: Vec<usize> = (0..n).collect();
+            for i in (1..n).rev() {
+                servers.swap(i, self.rng.below(i as u64 + 1) as usize);
+            }
+            // A third of the clients stick to one replica, as in the lab's partition tests.
+            if self.rng.chance(0.3) {
+                servers.truncate(1);
+            }
+            let clerk = c.clerk(&servers);
+            scripts.add(RandomClient {
+                clerk,
+                id,
+                rng: Rng::new(self.rng.next_u64()),
+                issued: 0,
+                pause: false,
+            });
+        }
+        scripts
+    }
+
+    fn refresh_lost(&mut self, c: &KvCluster) {
+        for (i, lost) in self.lost.iter_mut().enumerate() {
+            if *lost && c.sim.node(i).is_some_and(|r| r.is_ready()) {
+                *lost = false;
+            }
+        }
+    }
+
+    fn safety_phase(&mut self, c: &mut KvCluster, scripts: &mut Scripts) {
+        let n = c.replicas();
+        let tolerated = (n - 1) / 2;
+        let end = c.sim.now() + SAFETY_PHASE;
+        while c.sim.now() < end {
+            let wait = self.rng.below(100);
+            c.drive(scripts, Duration::from_millis(wait));
+            self.refresh_lost(c);
+            let i = self.rng.below(n as u64) as usize;
+            match self.rng.below(100) {
+                0..=19 => self.repartition(c),
+                20..=29 => {
+                    let on = self.rng.chance(0.4);
+                    c.set_unreliable(i, on);
+                }
+                30..=44 => {
+                    let down = (0..n).filter(|&j| !c.sim.is_up(j)).count();
+                    if c.sim.is_up(i) && (down < tolerated || self.rng.chance(0.1)) {
+                        let torn = if self.rng.chance(0.5) {
+                            Torn::Prefix(self.rng.next_u64())
+                        } else {
+                            Torn::None
+                        };
+                        c.sim.crash(i, torn);
+                        self.crashes += 1;
+                    }
+                }
+                45..=64 if !c.sim.is_up(i) => self.restart(c, i),
+                65..=71 => {
+                    let lost = self.lost.iter().filter(|&&l| l).count();
+                    if lost < tolerated && !self.lost[i] {
+                        // Lose the disk now; half the time come back blank at once, else
+                        // at a later restart.
+                        self.lost[i] = true;
+                        self.wipes += 1;
+                        if c.sim.is_up(i) {
+                            c.sim.crash(i, Torn::None);
+                        }
+                        self.wiped_down[i] = true;
+                        if self.rng.chance(0.5) {
+                            self.restart(c, i);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn restart(&mut self, c: &mut KvCluster, i: usize) {
+        if std::mem::take(&mut self.wiped_down[i]) {
+            c.sim.restart_wiped(i);
+        } else {
+            c.sim.restart(i);
+        }
+    }
+
+    fn repartition(&mut self, c: &mut KvCluster) {
+        if self.rng.chance(0.3) {
+            c.sim.heal();
+            return;
+        }
+        let n = c.replicas();
+        let groups = self.rng.range(2, 3) as usize;
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); groups];
+        for i in 0..n {
+            members[self.rng.below(groups as u64) as usize].push(i);
+        }
+        let refs: Vec<&[usize]> = members.iter().map(|g| g.as_slice()).collect();
+        c.sim.partition(&refs);
+    }
+
+    fn liveness_phase(&mut self, c: &mut KvCluster, scripts: &mut Scripts) {
+        let n = c.replicas();
+        let seed = c.sim.seed();
+        c.sim.heal();
+        c.sim.set_faults(Faults::none());
+        for i in 0..n {
+            c.set_unreliable(i, false);
+            if !c.sim.is_up(i) {
+                self.restart(c, i);
+            }
+        }
+        scripts.stop();
+        assert!(
+            c.drive(scripts, LIVENESS_LIMIT),
+            "liveness: {} clients still waiting {LIVENESS_LIMIT:?} after healing",
+            scripts.unfinished()
+        );
+        let everyone: Vec<usize> = (0..n).collect();
+        assert!(
+            c.wait_applied_equal(&everyone, LIVENESS_LIMIT),
+            "liveness: replicas did not converge after healing"
+        );
+        let reader = c.clerk_all(0);
+        for key in REGISTER_KEYS {
+            c.get(reader, key);
+        }
+        for key in LOG_KEYS {
+            let value = c.get(reader, key).unwrap_or_default();
+            c.pin_appends(key, &value);
+        }
+        assert!(
+            c.wait_applied_equal(&everyone, LIVENESS_LIMIT),
+            "liveness: replicas did not converge after the final reads"
+        );
+        c.assert_replicas_agree(&everyone);
+        c.check_linearizable();
+        assert!(
+            (0..n).all(|i| c.sim.node(i).is_some_and(|r| r.is_ready())),
+            "seed {seed}: a replica is still rebuilding after healing"
+        );
+    }
+}
