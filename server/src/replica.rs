@@ -67,7 +67,11 @@ pub async fn run(
         config,
         id,
         move |start: Start| {
-            let replica_config = ReplicaConfig::new(NodeId(start.id), start.peers);
+            let mut replica_config = ReplicaConfig::new(NodeId(start.id), start.peers);
+            // Send each decision at once rather than on the next accept or tick: followers
+            // answer their own clients only once they learn the decision, so waiting for
+            // the next tick would cap every follower-attached client at one op per tick.
+            replica_config.paxos.piggyback_commits = false;
             Replica::recover(
                 replica_config,
                 start.recovered,
