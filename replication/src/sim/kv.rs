@@ -167,6 +167,8 @@ pub struct KvCluster {
     pub history: History,
     /// A call with no answer for this long is retried at the clerk's next replica.
     pub retry_timeout: Duration,
+    /// Record operations in [`KvCluster::history`] (turn off for long benchmark runs).
+    pub record: bool,
     clerks: Vec<SimClerk>,
     appended: Vec<Appended>,
     tags: BTreeMap<u64, (usize, u64)>,
@@ -196,6 +198,7 @@ impl KvCluster {
             sim: Sim::new(seed, options, host),
             history: History::new(),
             retry_timeout: Duration::from_millis(500),
+            record: true,
             clerks: Vec::new(),
             appended: Vec::new(),
             tags: BTreeMap::new(),
@@ -239,17 +242,17 @@ impl KvCluster {
     /// Starts `op` on clerk `c` (which must be idle) and sends it.
     pub fn begin(&mut self, c: usize, op: Op) {
         let now = self.sim.now();
-        let input = input_of(&op);
+        let input = self.record.then(|| input_of(&op));
         let client = self.clerks[c].clerk.client().0;
         let (to, request) = self.clerks[c]
             .clerk
             .begin(op)
             .unwrap_or_else(|e| panic!("seed {}: {e}", self.sim.seed()));
-        let invocation = self.history.invoke(client, input, now.as_micros());
+        let invocation = input.map(|input| self.history.invoke(client, input, now.as_micros()));
         self.clerks[c].result = None;
         self.clerks[c].call = Some(Call {
             request,
-            invocation: Some(invocation),
+            invocation,
             invoked: now,
             to,
             tag: 0,
@@ -533,7 +536,10 @@ impl KvCluster {
         if let Some(invocation) = call.invocation.take() {
             self.history.complete(invocation, output, now.as_micros());
         }
-        if let (Op::Append { key, .. }, Reply::Appended(len)) = (&call.request.op, &reply) {
+        let record = self.record;
+        if let (true, Op::Append { key, .. }, Reply::Appended(len)) =
+            (record, &call.request.op, &reply)
+        {
             self.appended.push(Appended {
                 client: clerk.clerk.client().0,
                 key: key.clone(),
