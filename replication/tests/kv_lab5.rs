@@ -471,3 +471,37 @@ fn lab5_test_rejoin_mix3() {
     );
     c.check_linearizable();
 }
+
+/// Beyond the lab: a replica that crashes in the middle of rebuilding after a lost disk
+/// must come back still rebuilding (its disk says so), never as a blank voter.
+#[test]
+fn a_rebuild_interrupted_by_a_crash_resumes_after_restart() {
+    let mut c = KvCluster::new(61, 3);
+    let ck = c.clerk(&[0, 1]);
+    let mut keys = Keys::new(61);
+    keys.write(&mut c, ck);
+    // Replica 2 loses its disk while cut off, so its rebuild cannot finish.
+    c.sim.partition(&[&[0, 1], &[2]]);
+    c.sim.restart_wiped(2);
+    c.sleep_ms(500);
+    assert!(!c.sim.node(2).is_some_and(|r| r.is_ready()));
+    kill(&mut c, 2);
+    c.sim.restart(2);
+    assert!(
+        !c.sim.node(2).is_some_and(|r| r.is_ready()),
+        "a replica restarted mid-rebuild came back as a voter"
+    );
+    keys.write(&mut c, ck);
+    c.sim.heal();
+    c.sleep_ms(2000);
+    assert!(
+        c.sim.node(2).is_some_and(|r| r.is_ready()),
+        "rebuild never finished"
+    );
+    // With replica 0 down, replica 2 must now be part of the majority.
+    kill(&mut c, 0);
+    let ck2 = c.clerk(&[1, 2]);
+    keys.write(&mut c, ck2);
+    keys.verify(&mut c, ck2);
+    c.check_linearizable();
+}

@@ -114,10 +114,10 @@ impl Machine {
         }
     }
 
-    /// The answer for a request already executed here, without touching the state: the
-    /// stored reply for a re-sent write, [`Reply::Stale`] for an older one, `None` if the
-    /// request has not been executed (or is a Get, which is never recorded).
-    pub fn executed(&self, request: &Request) -> Option<Reply> {
+    /// The answer for a request already executed here: the stored reply for a re-sent
+    /// write, [`Reply::Stale`] for an older one, `None` if the request has not been
+    /// executed (or is a Get, which is never recorded). Changes nothing.
+    pub fn executed(&mut self, request: &Request) -> Option<Reply> {
         if matches!(request.op, Op::Get { .. }) {
             return None;
         }
@@ -125,12 +125,9 @@ impl Machine {
         if request.seq > last {
             return None;
         }
-        if request.seq < last {
-            return Some(Reply::Stale { last_seq: last });
-        }
-        // A duplicate: `apply` returns the stored reply and changes nothing.
-        let mut probe = self.kv.clone();
-        Some(probe.apply(request))
+        // Not above the last executed seq: `KvState::apply` answers from the dedup table
+        // (the stored reply, or `Stale`) and executes nothing.
+        Some(self.kv.apply(request))
     }
 
     /// The encoded state.

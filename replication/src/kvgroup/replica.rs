@@ -765,14 +765,12 @@ impl Replica {
                 }
             }
         }
-        let executed: Vec<(ClientId, u64, Reply)> = self
-            .waiting
-            .iter()
-            .filter_map(|(client, w)| {
-                let reply = self.machine.executed(&w.request)?;
-                Some((*client, w.request.seq, reply))
-            })
-            .collect();
+        let mut executed = Vec::new();
+        for (client, w) in &self.waiting {
+            if let Some(reply) = self.machine.executed(&w.request) {
+                executed.push((*client, w.request.seq, reply));
+            }
+        }
         for (client, seq, reply) in executed {
             self.answer(client, seq, &reply, out);
         }
@@ -1524,5 +1522,151 @@ mod tests {
         r.on_request(Time::ZERO, 3, put(1, 1, "k", "v"), &mut out);
         assert!(out.events.contains(&Event::Dropped { tag: 3 }));
         assert_eq!(r.status().pending_requests, 1);
+    }
+
+    fn ballot(round: u64, node: u32) -> Ballot {
+        Ballot {
+            round,
+            node: NodeId(node),
+        }
+    }
+
+    fn paxos_msg(body: Body) -> paxos::Message {
+        paxos::Message {
+            dones: vec![None; 3],
+            body,
+        }
+    }
+
+    fn sent_prepare(out: &Output) -> Option<(Ballot, Seq)> {
+        out.send.iter().find_map(|(_, m)| match m {
+            Message::Paxos { msg, .. } => match msg.body {
+                Body::Prepare { ballot, from } => Some((ballot, from)),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn paxos_messages_from_an_older_incarnation_of_their_sender_are_dropped() {
+        let mut r = fresh(0, 3);
+        let prepare = |round| {
+            paxos_msg(Body::Prepare {
+                ballot: ballot(round, 1),
+                from: Seq(0),
+            })
+        };
+        let mut out = Output::new();
+        let msg = Message::Paxos {
+            incarnations: vec![0, 1, 0],
+            msg: prepare(1),
+        };
+        r.on_message(Time::ZERO, NodeId(1), msg, &mut out);
+        assert!(out.persist.iter().any(
+            |p| matches!(p, Persist::Record { kind, sync: true, .. } if *kind == RECORD_KIND)
+        ));
+        assert!(out.send.iter().any(|(to, m)| *to == NodeId(1)
+            && matches!(m, Message::Paxos { msg, .. } if matches!(msg.body, Body::Promise { .. }))));
+        let mut out = Output::new();
+        let stale = Message::Paxos {
+            incarnations: vec![0, 0, 0],
+            msg: prepare(2),
+        };
+        r.on_message(Time::ZERO, NodeId(1), stale, &mut out);
+        assert!(out.send.is_empty() && out.persist.is_empty());
+        assert_eq!(r.status().ballot, ballot(1, 1));
+    }
+
+    #[test]
+    fn learning_that_a_peer_reincarnated_ends_leadership_and_reproposes() {
+        let mut r = fresh(0, 3);
+        let mut out = Output::new();
+        r.on_request(Time::ZERO, 1, put(1, 1, "k", "v"), &mut out);
+        let (b, from) = sent_prepare(&out).expect("a campaign");
+        let promise = paxos_msg(Body::Promise {
+            ballot: b,
+            from,
+            entries: Vec::new(),
+        });
+        let mut out = Output::new();
+        let msg = Message::Paxos {
+            incarnations: vec![0, 0, 0],
+            msg: promise,
+        };
+        r.on_message(Time::ZERO, NodeId(1), msg, &mut out);
+        assert_eq!(r.status().role, Role::Leader);
+        // Replica 2 rebuilt after losing its disk: promises counted so far may be void.
+        let mut out = Output::new();
+        let msg = Message::Paxos {
+            incarnations: vec![0, 0, 1],
+            msg: paxos_msg(Body::Learned {
+                commits: Vec::new(),
+            }),
+        };
+        r.on_message(Time::ZERO, NodeId(1), msg, &mut out);
+        assert_eq!(r.status().role, Role::Follower);
+        let (again, _) = sent_prepare(&out).expect("the batch is proposed again");
+        assert!(again > b);
+        assert_eq!(r.status().pending_requests, 1);
+    }
+
+    #[test]
+    fn a_rebuilt_acceptor_takes_decided_values_else_the_highest_ballot() {
+        let value = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let report = |promised, instances: Vec<(Seq, SnapshotInstance)>, max| {
+            let state = SnapshotState {
+                promised,
+                dones: vec![None; 3],
+                local_done: None,
+                max,
+                recovering: false,
+                instances,
+            };
+            Report {
+                promised,
+                max,
+                incarnations: vec![0; 3],
+                acceptor: Bytes::from(codec::encode(&state).unwrap()),
+                image: Bytes::new(),
+            }
+        };
+        let accepted = |round, v| SnapshotInstance::Accepted {
+            ballot: ballot(round, 1),
+            value: value(v),
+        };
+        let mut reports = BTreeMap::new();
+        reports.insert(
+            NodeId(1),
+            report(
+                ballot(5, 1),
+                vec![(Seq(3), accepted(2, "low")), (Seq(4), accepted(4, "high"))],
+                Some(Seq(4)),
+            ),
+        );
+        reports.insert(
+            NodeId(2),
+            report(
+                ballot(7, 2),
+                vec![
+                    (Seq(3), SnapshotInstance::Decided(value("decided"))),
+                    (Seq(4), accepted(3, "lower")),
+                    (Seq(6), accepted(1, "only")),
+                ],
+                Some(Seq(6)),
+            ),
+        );
+        let merged = merge_acceptors(&reports, 3);
+        assert_eq!(merged.promised, ballot(7, 2));
+        assert_eq!(merged.max, Some(Seq(6)));
+        assert!(!merged.recovering);
+        assert_eq!(
+            merged.instances,
+            vec![
+                (Seq(3), SnapshotInstance::Decided(value("decided"))),
+                (Seq(4), accepted(4, "high")),
+                (Seq(6), accepted(1, "only")),
+            ]
+        );
     }
 }
