@@ -56,7 +56,7 @@
 //!
 //! # Durability
 //!
-//! See [`super::durable`]: one combined snapshot plus WAL records. A snapshot is taken when
+//! See the `durable` module: one combined snapshot plus WAL records. A snapshot is taken when
 //! the log since the last one outgrows both a minimum and the last snapshot's size, after a
 //! state transfer, at the end of a rebuild, and once the replica has been idle for a while
 //! with something new to compact. Paxos `done` is only called for instances the snapshot
