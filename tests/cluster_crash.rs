@@ -191,6 +191,11 @@ fn wiped_node_rejoins_and_the_group_then_survives_killing_another() {
     cluster.wipe_node(1);
     std::thread::sleep(Duration::from_millis(500));
     cluster.start_node(1);
+    // Crash it again almost at once — usually mid-rebuild — and start it once more: it
+    // must resume rebuilding, not come back as a blank voter, and not refuse to start.
+    std::thread::sleep(Duration::from_millis(30));
+    cluster.kill_node(1);
+    cluster.start_node(1);
     cluster.wait_ready(1);
     std::thread::sleep(Duration::from_secs(1));
 

@@ -4,8 +4,10 @@
 //!
 //! Lost-disk detection: a data directory without this node's stamp (see
 //! [`crate::config`]) means the disk was lost. The core is then built in its rejoin mode,
-//! and the directory is stamped again only once the core reports it is ready — so a node
-//! that crashes mid-rebuild is still treated as blank on its next start.
+//! and the directory is stamped again only once the core reports it is ready and that
+//! state is durable — so a node that crashes mid-rebuild starts in rejoin mode again (the
+//! core finds its own "rebuilding" marker and resumes). A directory stamped for another
+//! node or cluster is refused.
 
 use std::sync::Arc;
 
@@ -56,13 +58,10 @@ where
     let stamped = config::check_stamp(&dir, config.cluster_id, id).map_err(|e| e.to_string())?;
     let (store, recovered) = Store::open(Arc::new(RealFs), &dir, StoreOptions::default())
         .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+    // No stamp means the disk was lost — or a rebuild after losing it was interrupted,
+    // which leaves the core's own "rebuilding" marker behind. Either way the core is
+    // started in its lost-disk mode, which trusts nothing else the directory holds.
     let wiped = !stamped;
-    if wiped && (recovered.snapshot.is_some() || !recovered.records.is_empty()) {
-        return Err(format!(
-            "{} holds data but no stamp for node {id}; refusing to guess whose it is",
-            dir.display()
-        ));
-    }
     if wiped {
         tracing::warn!(node = id, dir = %dir.display(), "data directory has no stamp: lost disk, rebuilding from intact peers");
     }

@@ -195,18 +195,37 @@ fn acknowledged_writes_survive_shutdown_and_restart_through_both_front_doors() {
 }
 
 #[test]
-fn a_data_directory_without_a_stamp_but_with_data_is_refused() {
+fn a_directory_without_its_stamp_starts_in_lost_disk_mode_and_a_foreign_stamp_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = cluster(dir.path());
-    let (stop, handle) = start(config.clone());
-    let node = config.nodes[0].clone();
-    assert_eq!(resp(node.resp, b"SET k v\r\n", 5), "+OK\r\n");
-    stop.send(true).unwrap();
-    handle.join().unwrap().unwrap();
-    std::fs::remove_file(config.data_dir(0).join(config::STAMP_FILE)).unwrap();
-    let (_stop, handle) = start(config);
-    let err = handle.join().unwrap().unwrap_err();
-    assert!(err.contains("no stamp"), "{err}");
+    let seen = |config: ClusterConfig| -> Result<bool, String> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(run_node(
+            config,
+            0,
+            move |start: Start| {
+                let wiped = start.wiped;
+                stop_tx.send(true).unwrap();
+                Err::<Solo, String>(format!("wiped={wiped}"))
+            },
+            stop_rx,
+            DriverOptions::default(),
+        ))
+        .map(|()| unreachable!("the factory always refuses"))
+        .or_else(|e| match e.as_str() {
+            "wiped=true" => Ok(true),
+            "wiped=false" => Ok(false),
+            _ => Err(e),
+        })
+    };
+    assert_eq!(seen(config.clone()), Ok(false));
+    let stamp = config.data_dir(0).join(config::STAMP_FILE);
+    std::fs::remove_file(&stamp).unwrap();
+    assert_eq!(seen(config.clone()), Ok(true));
+    config::write_stamp(&config.data_dir(0), 12345, 0).unwrap();
+    let err = seen(config).unwrap_err();
+    assert!(err.contains("refusing"), "{err}");
 }
 
 /// No peers in a one-node test.
