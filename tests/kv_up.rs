@@ -1,0 +1,167 @@
+//! The README's main job, `kv up`, as a user runs it: it starts a 3-node cluster, serves
+//! redis-cli, stops every node gracefully on Ctrl-C (SIGINT; nodes get SIGTERM), and a
+//! second `kv up` on the same directory still has the data.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Hang guard only.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A base port such that base..base+3 are free, for each of the three port ranges.
+fn free_bases() -> (u16, u16, u16) {
+    let mut seed = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut pick = || loop {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let base = 20_000 + ((seed >> 33) % 30_000) as u16;
+        if (base..base + 3).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    };
+    let (a, b, c) = (pick(), pick(), pick());
+    assert!(
+        a.abs_diff(b) >= 3 && b.abs_diff(c) >= 3 && a.abs_diff(c) >= 3,
+        "overlapping bases"
+    );
+    (a, b, c)
+}
+
+struct Up {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Up {
+    fn start(dir: &std::path::Path, (resp, peer, admin): (u16, u16, u16)) -> Up {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kv"))
+            .arg("up")
+            .arg("--dir")
+            .arg(dir)
+            .args(["--resp-port", &resp.to_string()])
+            .args(["--peer-port", &peer.to_string()])
+            .args(["--admin-port", &admin.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn kv up");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut up = Up {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        };
+        up.wait_for_line("kv is up");
+        up
+    }
+
+    fn wait_for_line(&mut self, needle: &str) {
+        let started = Instant::now();
+        while started.elapsed() < TIMEOUT {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        panic!(
+            "`kv up` never printed {needle:?}; it printed:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// Ctrl-C, then wait for a clean exit.
+    fn interrupt(mut self) -> Vec<String> {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.wait_for_line("stopped; data kept");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "kv up exited with {status}");
+                break;
+            }
+            assert!(started.elapsed() < TIMEOUT, "kv up did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::mem::take(&mut self.seen)
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// redis-cli, retried until the cluster answers (nodes elect a leader after starting).
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let started = Instant::now();
+    loop {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli is installed (Debian package redis-tools)");
+        let text = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
+        if out.status.success() && !text.starts_with("ERR") && !text.contains("Could not connect") {
+            return text;
+        }
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "redis-cli {args:?} kept failing: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn kv_up_serves_redis_stops_gracefully_on_ctrl_c_and_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kv-data");
+    let ports = free_bases();
+
+    let up = Up::start(&data, ports);
+    assert_eq!(
+        redis_cli(ports.0, &["SET", "kept", "across restarts"]),
+        "OK"
+    );
+    assert_eq!(redis_cli(ports.0 + 2, &["APPEND", "kept", "!"]), "16");
+    let printed = up.interrupt();
+    assert!(
+        !printed.iter().any(|l| l.contains("did not stop")),
+        "every node should exit on SIGTERM:\n{}",
+        printed.join("\n")
+    );
+    assert!(data.join("cluster.toml").exists());
+
+    let up = Up::start(&data, ports);
+    assert!(
+        !up.seen.iter().any(|l| l.contains("initialised")),
+        "the second run must reuse the cluster"
+    );
+    assert_eq!(redis_cli(ports.0 + 1, &["GET", "kept"]), "across restarts!");
+    up.interrupt();
+}
