@@ -274,6 +274,7 @@ fn run_node(cluster: PathBuf, id: u32) -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = ClusterConfig::load(&cluster)?;
     let rt = runtime()?;

@@ -24,6 +24,10 @@ pub struct UpArgs {
     pub admin_port: u16,
 }
 
+/// A node that exits sooner than this after starting failed to start.
+const QUICK_FAILURE: Duration = Duration::from_secs(3);
+/// Consecutive failed starts of one node before `kv up` gives up.
+const QUICK_FAILURES_MAX: u32 = 3;
 /// How long a node gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -105,18 +109,36 @@ pub fn run(args: UpArgs) -> Result<()> {
     );
 
     let mut restarts: Vec<Option<Instant>> = vec![None; children.len()];
-    while !stop.load(Ordering::Relaxed) {
+    let mut started_at: Vec<Instant> = vec![Instant::now(); children.len()];
+    let mut quick_failures: Vec<u32> = vec![0; children.len()];
+    let mut failed: Option<String> = None;
+    while !stop.load(Ordering::Relaxed) && failed.is_none() {
         std::thread::sleep(Duration::from_millis(100));
         for (id, child) in children.iter_mut().enumerate() {
             if let Some(due) = restarts[id] {
                 if Instant::now() >= due {
                     *child = start(id as u32)?;
+                    started_at[id] = Instant::now();
                     restarts[id] = None;
                     println!("node {id} restarted");
                 }
                 continue;
             }
             if let Some(status) = child.try_wait()? {
+                // A node that dies right after starting cannot start (a port in use, its
+                // directory locked by another kv, a bad cluster file): don't spin on it.
+                if started_at[id].elapsed() < QUICK_FAILURE {
+                    quick_failures[id] += 1;
+                } else {
+                    quick_failures[id] = 0;
+                }
+                if quick_failures[id] >= QUICK_FAILURES_MAX {
+                    failed = Some(format!(
+                        "node {id} failed {QUICK_FAILURES_MAX} times right after starting ({status}); the end of its log:\n{}",
+                        log_tail(&args.dir.join(format!("node-{id}.log")), 8)
+                    ));
+                    break;
+                }
                 println!("node {id} exited ({status}); restarting it in 1 s (see its log)");
                 restarts[id] = Some(Instant::now() + Duration::from_secs(1));
             }
@@ -143,7 +165,17 @@ pub fn run(args: UpArgs) -> Result<()> {
         }
     }
     println!("stopped; data kept in {}", args.dir.display());
-    Ok(())
+    match failed {
+        Some(reason) => anyhow::bail!(reason),
+        None => Ok(()),
+    }
+}
+
+/// The last `lines` lines of a log file.
+fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// The two signal operations `kv up` needs, on libc.

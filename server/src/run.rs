@@ -20,6 +20,9 @@ use crate::config::{self, ClusterConfig};
 use crate::node::{self, Core, DriverOptions};
 use crate::{admin, redis, transport};
 
+/// The lock file in every data directory: held exclusively while a node runs on it.
+pub const LOCK_FILE: &str = "kv-node.lock";
+
 /// What a core factory is told about the node's disk.
 pub struct Start {
     /// The node's id.
@@ -55,6 +58,36 @@ where
         .clone();
     let dir = config.data_dir(id);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // One process per data directory: a second one would run recovery (which may truncate
+    // the log's tail) under a live node. The lock lives as long as the node.
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(format!(
+                "{} is in use by another kv process (node {id} is already running?)",
+                dir.display()
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(format!("locking {}: {e}", lock_path.display()))
+        }
+    }
+    // Ports next, before the store is touched: a port conflict fails fast.
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    let peer_listener = bind(me.peer).await?;
+    let resp_listener = bind(me.resp).await?;
+    let admin_listener = bind(me.admin).await?;
     let stamped = config::check_stamp(&dir, config.cluster_id, id).map_err(|e| e.to_string())?;
     let (store, recovered) = Store::open(Arc::new(RealFs), &dir, StoreOptions::default())
         .map_err(|e| format!("opening {}: {e}", dir.display()))?;
@@ -71,15 +104,6 @@ where
         recovered,
         wiped,
     })?;
-
-    let bind = |addr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))
-    };
-    let peer_listener = bind(me.peer).await?;
-    let resp_listener = bind(me.resp).await?;
-    let admin_listener = bind(me.admin).await?;
 
     let (inputs_tx, inputs_rx) = mpsc::channel(options.inputs_max);
     let addresses: Vec<_> = config.nodes.iter().map(|n| n.peer).collect();
@@ -117,5 +141,7 @@ where
     } else {
         None
     };
-    node::run_core(core, store, peers, inputs_rx, shutdown, options, on_ready).await
+    let result = node::run_core(core, store, peers, inputs_rx, shutdown, options, on_ready).await;
+    drop(lock);
+    result
 }

@@ -334,3 +334,24 @@ fn no_reply_leaves_before_its_record_is_durable() {
         }
     }
 }
+
+#[test]
+fn a_second_node_on_a_live_data_directory_is_refused_before_touching_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cluster(dir.path());
+    let (stop, handle) = start(config.clone());
+    let node = config.nodes[0].clone();
+    assert_eq!(resp(node.resp, b"SET k v\r\n", 5), "+OK\r\n");
+    let (_stop2, second) = start(config.clone());
+    let err = second.join().unwrap().unwrap_err();
+    assert!(err.contains("in use by another kv process"), "{err}");
+    // The live node is unaffected.
+    assert_eq!(resp(node.resp, b"GET k\r\n", 7), "$1\r\nv\r\n");
+    stop.send(true).unwrap();
+    handle.join().unwrap().unwrap();
+    // Once it has stopped, the directory can be opened again.
+    let (stop, handle) = start(config);
+    assert_eq!(resp(node.resp, b"GET k\r\n", 7), "$1\r\nv\r\n");
+    stop.send(true).unwrap();
+    handle.join().unwrap().unwrap();
+}
