@@ -90,6 +90,21 @@ enum Command {
     Stats(SyncSender<StoreStats>),
 }
 
+/// Queues appends to a [`GroupCommit`] without owning it (see [`GroupCommit::submitter`]).
+#[derive(Clone)]
+pub struct Submitter {
+    tx: SyncSender<Command>,
+}
+
+impl Submitter {
+    /// Queues records; `done` runs on the writer thread once they are durable.
+    pub fn submit(&self, records: Vec<(u8, Vec<u8>)>, done: Completion) -> Result<()> {
+        self.tx
+            .send(Command::Append { records, done })
+            .map_err(|_| Error::Closed)
+    }
+}
+
 /// A store driven by a writer thread that batches fsyncs across callers.
 pub struct GroupCommit {
     tx: Option<SyncSender<Command>>,
@@ -125,6 +140,15 @@ impl GroupCommit {
     /// Queues records; `done` runs on the writer thread once they are durable.
     pub fn submit(&self, records: Vec<(u8, Vec<u8>)>, done: Completion) -> Result<()> {
         self.send(Command::Append { records, done })
+    }
+
+    /// A cheap handle that can queue appends from anywhere — including from inside a
+    /// completion, which runs on the writer thread. It does not own the writer: the writer
+    /// stops once the `GroupCommit` and every submitter are gone.
+    pub fn submitter(&self) -> Submitter {
+        Submitter {
+            tx: self.tx.clone().expect("sender lives until shutdown"),
+        }
     }
 
     /// Queues a snapshot covering every record submitted before it; `done` runs once it is
@@ -355,6 +379,41 @@ mod tests {
         let (_, rec) = Store::open(Arc::new(fs), Path::new("/g"), StoreOptions::default()).unwrap();
         assert_eq!(&*rec.snapshot.unwrap().data, b"state");
         assert!(rec.records.is_empty());
+    }
+
+    fn chain(submitter: Submitter, left: u32, finished: mpsc::Sender<()>) {
+        if left == 0 {
+            finished.send(()).unwrap();
+            return;
+        }
+        let next = submitter.clone();
+        submitter
+            .submit(
+                vec![(0, left.to_le_bytes().to_vec())],
+                Box::new(move |r| {
+                    r.unwrap();
+                    chain(next, left - 1, finished);
+                }),
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn completions_can_submit_more_and_shutdown_still_terminates() {
+        let fs = SimFs::new();
+        let group = start(&fs);
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..3 {
+            chain(group.submitter(), 100, tx.clone());
+        }
+        for _ in 0..3 {
+            rx.recv().unwrap();
+        }
+        let stats = group.group_stats();
+        assert!(stats.batches < 300, "three chains share fsyncs: {stats:?}");
+        drop(group.shutdown());
+        let (_, rec) = Store::open(Arc::new(fs), Path::new("/g"), StoreOptions::default()).unwrap();
+        assert_eq!(rec.records.len(), 300);
     }
 
     #[test]
