@@ -86,8 +86,14 @@ fn disk_limits(c: &mut Criterion) {
     group.finish();
 }
 
-fn durable_append(c: &mut Criterion) {
-    let mut group = c.benchmark_group("durable_append");
+/// Runs `iters` closed-loop appends of `size` bytes from `appenders` appenders; returns the
+/// time they took.
+type ClosedLoop = fn(&Arc<GroupCommit>, usize, usize, u64) -> Duration;
+
+/// Benchmarks a closed loop over every (appenders, record size) pair, each on a fresh store,
+/// and prints how many records each fsync carried.
+fn appender_grid(c: &mut Criterion, name: &str, run: ClosedLoop) {
+    let mut group = c.benchmark_group(name);
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(5));
     for &appenders in &[1usize, 8, 64] {
@@ -99,39 +105,42 @@ fn durable_append(c: &mut Criterion) {
             group.throughput(Throughput::Elements(1));
             let id = BenchmarkId::new(format!("{appenders}_appenders"), format!("{size}B"));
             group.bench_function(id, |b| {
-                b.iter_custom(|iters| {
-                    let per_thread = iters.div_ceil(appenders as u64);
-                    let start = Instant::now();
-                    let threads: Vec<_> = (0..appenders)
-                        .map(|_| {
-                            let commit = commit.clone();
-                            std::thread::spawn(move || {
-                                for _ in 0..per_thread {
-                                    commit.append_durable(1, vec![5u8; size]).unwrap();
-                                }
-                            })
-                        })
-                        .collect();
-                    for t in threads {
-                        t.join().unwrap();
-                    }
-                    // Normalise to `iters` records.
-                    start
-                        .elapsed()
-                        .mul_f64(iters as f64 / (per_thread * appenders as u64) as f64)
-                })
+                b.iter_custom(|iters| run(&commit, appenders, size, iters))
             });
             let stats = commit.group_stats();
             if stats.batches > 0 {
                 eprintln!(
-                "durable_append/{appenders}_appenders/{size}B: {:.1} records per fsync ({} fsyncs)",
-                stats.appends as f64 / stats.batches.max(1) as f64,
-                stats.batches
+                    "{name}/{appenders}_appenders/{size}B: {:.1} records per fsync ({} fsyncs)",
+                    stats.appends as f64 / stats.batches as f64,
+                    stats.batches
                 );
             }
         }
     }
     group.finish();
+}
+
+/// One OS thread per appender, each blocking in `append_durable`.
+fn threads_loop(commit: &Arc<GroupCommit>, appenders: usize, size: usize, iters: u64) -> Duration {
+    let per_thread = iters.div_ceil(appenders as u64);
+    let start = Instant::now();
+    let threads: Vec<_> = (0..appenders)
+        .map(|_| {
+            let commit = commit.clone();
+            std::thread::spawn(move || {
+                for _ in 0..per_thread {
+                    commit.append_durable(1, vec![5u8; size]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Normalise to `iters` records.
+    start
+        .elapsed()
+        .mul_f64(iters as f64 / (per_thread * appenders as u64) as f64)
 }
 
 /// One logical appender of the callback-driven closed loop: when its record is durable, the
@@ -159,48 +168,35 @@ fn submit_next(
         .expect("submit");
 }
 
-/// Closed-loop appenders as the server's driver is one: callers that never block a thread,
-/// each submitting its next record from the completion of the previous one. This measures
-/// group commit itself; the thread-per-appender bench above also measures the scheduler
-/// waking 64 OS threads on however many cores there are.
-fn durable_append_callbacks(c: &mut Criterion) {
-    let mut group = c.benchmark_group("durable_append_callbacks");
-    group.sample_size(10);
-    group.measurement_time(Duration::from_secs(5));
-    for &appenders in &[1usize, 8, 64] {
-        for &size in &[100usize, 1024, 16 << 10] {
-            let dir = bench_dir();
-            let (store, _) =
-                Store::open(Arc::new(RealFs), dir.path(), StoreOptions::default()).unwrap();
-            let commit = Arc::new(GroupCommit::start(store, GroupOptions::default()));
-            group.throughput(Throughput::Elements(1));
-            let id = BenchmarkId::new(format!("{appenders}_appenders"), format!("{size}B"));
-            group.bench_function(id, |b| {
-                b.iter_custom(|iters| {
-                    let remaining = Arc::new(std::sync::atomic::AtomicI64::new(iters as i64));
-                    let (done_tx, done_rx) = std::sync::mpsc::channel();
-                    let start = Instant::now();
-                    let submitter = commit.submitter();
-                    for _ in 0..appenders {
-                        submit_next(&submitter, size, remaining.clone(), done_tx.clone());
-                    }
-                    for _ in 0..appenders {
-                        done_rx.recv().expect("appender finished");
-                    }
-                    start.elapsed()
-                })
-            });
-            let stats = commit.group_stats();
-            if stats.batches > 0 {
-                eprintln!(
-                    "durable_append_callbacks/{appenders}_appenders/{size}B: {:.1} records per fsync ({} fsyncs)",
-                    stats.appends as f64 / stats.batches.max(1) as f64,
-                    stats.batches
-                );
-            }
-        }
+/// Appenders as the server's driver is one: callers that never block a thread, each
+/// submitting its next record from the completion of the previous one. This measures group
+/// commit itself; the thread-per-appender loop also measures the scheduler waking 64 OS
+/// threads on however many cores there are.
+fn callbacks_loop(
+    commit: &Arc<GroupCommit>,
+    appenders: usize,
+    size: usize,
+    iters: u64,
+) -> Duration {
+    let remaining = Arc::new(std::sync::atomic::AtomicI64::new(iters as i64));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let start = Instant::now();
+    let submitter = commit.submitter();
+    for _ in 0..appenders {
+        submit_next(&submitter, size, remaining.clone(), done_tx.clone());
     }
-    group.finish();
+    for _ in 0..appenders {
+        done_rx.recv().expect("appender finished");
+    }
+    start.elapsed()
+}
+
+fn durable_append(c: &mut Criterion) {
+    appender_grid(c, "durable_append", threads_loop);
+}
+
+fn durable_append_callbacks(c: &mut Criterion) {
+    appender_grid(c, "durable_append_callbacks", callbacks_loop);
 }
 
 fn wal_replay(c: &mut Criterion) {
