@@ -56,6 +56,15 @@ const LINGER_STEP: Duration = Duration::from_micros(20);
 struct Counters {
     batches: AtomicU64,
     appends: AtomicU64,
+    /// The store's stats as of the writer's last batch or snapshot, so readers never wait
+    /// for the writer (which may be in the middle of an fsync).
+    store: std::sync::Mutex<StoreStats>,
+}
+
+impl Counters {
+    fn publish(&self, store: &Store) {
+        *self.store.lock().expect("stats lock") = store.stats();
+    }
 }
 
 /// Counts of fsynced batches and the append commands they carried.
@@ -83,11 +92,7 @@ enum Command {
         done: Completion,
     },
     /// A snapshot of the state after every record submitted before it.
-    Snapshot {
-        data: Vec<u8>,
-        done: Completion,
-    },
-    Stats(SyncSender<StoreStats>),
+    Snapshot { data: Vec<u8>, done: Completion },
 }
 
 /// Queues appends to a [`GroupCommit`] without owning it (see [`GroupCommit::submitter`]).
@@ -117,6 +122,7 @@ impl GroupCommit {
     pub fn start(store: Store, options: GroupOptions) -> GroupCommit {
         let (tx, rx) = mpsc::sync_channel(options.queue_commands_max.max(1));
         let counters = Arc::new(Counters::default());
+        counters.publish(&store);
         let writer_counters = counters.clone();
         let thread = std::thread::Builder::new()
             .name("kv-wal-writer".into())
@@ -169,11 +175,10 @@ impl GroupCommit {
         rx.recv().map_err(|_| Error::Closed)?
     }
 
-    /// The store's sizes and positions, as of the writer's last completed batch.
-    pub fn stats(&self) -> Result<StoreStats> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Command::Stats(tx))?;
-        rx.recv().map_err(|_| Error::Closed)
+    /// The store's sizes and positions, as of the writer's last completed batch or snapshot.
+    /// Never waits for the writer.
+    pub fn stats(&self) -> StoreStats {
+        *self.counters.store.lock().expect("stats lock")
     }
 
     /// How many batches (fsyncs) and append commands the writer has completed.
@@ -222,7 +227,7 @@ fn writer(
         let mut next = Some(first);
         let mut lingered = Duration::ZERO;
         while let Some(command) = next.take() {
-            batch_bytes += handle(&mut store, command, &mut waiting);
+            batch_bytes += handle(&mut store, command, &mut waiting, &counters);
             if batch_bytes >= options.batch_bytes_max {
                 break;
             }
@@ -244,13 +249,18 @@ fn writer(
                 .appends
                 .fetch_add(waiting.len() as u64, Ordering::Relaxed);
         }
-        finish(&mut store, &mut waiting);
+        finish(&mut store, &mut waiting, &counters);
     }
     store
 }
 
 /// Applies one command; returns the payload bytes it added to the batch.
-fn handle(store: &mut Store, command: Command, waiting: &mut Waiting) -> usize {
+fn handle(
+    store: &mut Store,
+    command: Command,
+    waiting: &mut Waiting,
+    counters: &Counters,
+) -> usize {
     match command {
         Command::Append { records, done } => {
             let bytes = records.iter().map(|(_, p)| p.len()).sum();
@@ -269,24 +279,24 @@ fn handle(store: &mut Store, command: Command, waiting: &mut Waiting) -> usize {
         }
         Command::Snapshot { data, done } => {
             // Everything before the snapshot must be durable (and acknowledged) first.
-            finish(store, waiting);
+            finish(store, waiting, counters);
             let index = store.next_index() - 1;
-            done(store.write_snapshot(index, &data).map(|()| index));
+            let result = store.write_snapshot(index, &data).map(|()| index);
+            counters.publish(store);
+            done(result);
             data.len()
-        }
-        Command::Stats(reply) => {
-            let _ = reply.send(store.stats());
-            0
         }
     }
 }
 
 /// Syncs and completes every waiting command.
-fn finish(store: &mut Store, waiting: &mut Waiting) {
+fn finish(store: &mut Store, waiting: &mut Waiting, counters: &Counters) {
     if waiting.is_empty() {
         return;
     }
-    match store.sync() {
+    let synced = store.sync();
+    counters.publish(store);
+    match synced {
         Ok(_) => {
             for (done, index) in waiting.drain(..) {
                 done(Ok(index));
@@ -371,7 +381,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(rx.recv().unwrap(), Ok(10));
-        let stats = group.stats().unwrap();
+        let stats = group.stats();
         assert_eq!(stats.wal_bytes, 0);
         assert_eq!(stats.snapshot_index, 10);
         let store = group.shutdown();

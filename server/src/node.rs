@@ -219,7 +219,7 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
                         core.on_request(now(), next_tag, request, &mut out);
                     }
                     Input::Status(reply) => {
-                        let stats = commit.stats().unwrap_or_default();
+                        let stats = commit.stats();
                         let group = commit.group_stats();
                         let _ = reply.send(Status {
                             core: core.status(),
