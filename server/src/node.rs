@@ -58,6 +58,11 @@ pub trait Core: Send + 'static {
     fn on_tick(&mut self, now: Time, out: &mut Effects<Self::Msg, Self::Event>);
     /// Work due right after (re)start, before any input.
     fn on_boot(&mut self, _now: Time, _out: &mut Effects<Self::Msg, Self::Event>) {}
+    /// Called before a burst of inputs handled back to back: the core may hold back work
+    /// that batches better once the whole burst is in (e.g. starting a new instance).
+    fn hold(&mut self) {}
+    /// Called after the burst: do what [`Core::hold`] held back.
+    fn release(&mut self, _now: Time, _out: &mut Effects<Self::Msg, Self::Event>) {}
     /// The client reply an event carries, if any.
     fn reply_of(event: Self::Event) -> Option<(u64, ClientReply)>;
     /// Status as `(name, value)` pairs, for `kv admin status` and `/metrics`.
@@ -65,6 +70,9 @@ pub trait Core: Send + 'static {
     /// Whether the core can serve (false while rebuilding after a lost disk).
     fn is_ready(&self) -> bool;
 }
+
+/// Most inputs taken in one burst before the core's held-back work is released.
+const BURST_INPUTS_MAX: usize = 256;
 
 /// Tunables of the driver.
 #[derive(Debug, Clone)]
@@ -211,29 +219,29 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
             }
             input = inputs.recv() => {
                 let Some(input) = input else { break };
-                match input {
-                    Input::Peer { from, msg } => core.on_message(now(), from, msg, &mut out),
-                    Input::Client { request, reply } => {
-                        next_tag += 1;
-                        waiting.insert(next_tag, reply);
-                        core.on_request(now(), next_tag, request, &mut out);
+                // Take the whole burst that is already queued, holding back new batches
+                // until it is in, so one instance (and one fsync) carries all of it.
+                core.hold();
+                let mut next = Some(input);
+                let mut taken = 0;
+                while let Some(input) = next.take() {
+                    match input {
+                        Input::Peer { from, msg } => core.on_message(now(), from, msg, &mut out),
+                        Input::Client { request, reply } => {
+                            next_tag += 1;
+                            waiting.insert(next_tag, reply);
+                            core.on_request(now(), next_tag, request, &mut out);
+                        }
+                        Input::Status(reply) => {
+                            let _ = reply.send(status(&core, &commit, dropped));
+                        }
                     }
-                    Input::Status(reply) => {
-                        let stats = commit.stats();
-                        let group = commit.group_stats();
-                        let _ = reply.send(Status {
-                            core: core.status(),
-                            wal_bytes: stats.wal_bytes,
-                            snapshot_bytes: stats.snapshot_bytes,
-                            snapshot_index: stats.snapshot_index,
-                            durable_index: stats.durable_index,
-                            fsyncs: group.batches,
-                            persisted_steps: group.appends,
-                            dropped_messages: dropped,
-                            ready: core.is_ready(),
-                        });
+                    taken += 1;
+                    if taken < BURST_INPUTS_MAX {
+                        next = inputs.try_recv().ok();
                     }
                 }
+                core.release(now(), &mut out);
             }
             _ = ticker.tick() => core.on_tick(now(), &mut out),
         }
@@ -293,6 +301,23 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
     }
     drop(commit);
     Ok(())
+}
+
+/// The node's status as operators see it.
+fn status<C: Core>(core: &C, commit: &GroupCommit, dropped: u64) -> Status {
+    let stats = commit.stats();
+    let group = commit.group_stats();
+    Status {
+        core: core.status(),
+        wal_bytes: stats.wal_bytes,
+        snapshot_bytes: stats.snapshot_bytes,
+        snapshot_index: stats.snapshot_index,
+        durable_index: stats.durable_index,
+        fsyncs: group.batches,
+        persisted_steps: group.appends,
+        dropped_messages: dropped,
+        ready: core.is_ready(),
+    }
 }
 
 /// Hands one call's persists to the writer, in order; the last completion reports

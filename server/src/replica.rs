@@ -37,6 +37,14 @@ impl Core for Replica {
         Replica::on_boot(self, now, out)
     }
 
+    fn hold(&mut self) {
+        Replica::hold(self)
+    }
+
+    fn release(&mut self, now: Time, out: &mut kvgroup::Output) {
+        Replica::release(self, now, out)
+    }
+
     fn reply_of(event: kvgroup::Event) -> Option<(u64, ClientReply)> {
         match event {
             kvgroup::Event::Reply { tag, reply } => Some((tag, ClientReply::Done(reply))),
@@ -72,6 +80,9 @@ pub async fn run(
             // answer their own clients only once they learn the decision, so waiting for
             // the next tick would cap every follower-attached client at one op per tick.
             replica_config.paxos.piggyback_commits = false;
+            if let Some(v) = std::env::var("KV_INFLIGHT_MAX").ok().and_then(|v| v.parse().ok()) {
+                replica_config.inflight_max = v;
+            }
             Replica::recover(
                 replica_config,
                 start.recovered,

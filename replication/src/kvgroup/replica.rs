@@ -147,6 +147,9 @@ pub struct Replica {
     fence: Option<Seq>,
     recovery: Option<Recovery>,
     boot_pending: bool,
+    /// Set between [`Replica::hold`] and [`Replica::release`]: no batch is proposed or
+    /// forwarded meanwhile.
+    held: bool,
     // Client requests.
     waiting: BTreeMap<ClientId, Waiting>,
     own_queue: VecDeque<ClientId>,
@@ -273,6 +276,7 @@ impl Replica {
             fence,
             recovery: None,
             boot_pending: true,
+            held: false,
             waiting: BTreeMap::new(),
             own_queue: VecDeque::new(),
             relay_queue: VecDeque::new(),
@@ -361,6 +365,20 @@ impl Replica {
                 report,
             } => self.on_recover_reply(now, from, nonce, incarnation, report, out),
         }
+        self.settle(now, out);
+    }
+
+    /// Holds back new batches (proposals and forwards) until [`Replica::release`]. A driver
+    /// that takes a burst of inputs at once brackets it with the two, so the burst's
+    /// requests share one instance, or one forward, instead of each starting its own.
+    /// Everything else (voting, applying, answering) goes on as usual.
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    /// Ends a [`Replica::hold`]: batches what queued up meanwhile.
+    pub fn release(&mut self, now: Time, out: &mut Output) {
+        self.held = false;
         self.settle(now, out);
     }
 
@@ -571,7 +589,7 @@ impl Replica {
     /// Puts queued requests into batches: proposes them (leader, or no live leader known)
     /// or forwards them to the presumed leader. Returns whether anything was proposed.
     fn pump(&mut self, now: Time, out: &mut Output) -> bool {
-        if self.recovery.is_some() {
+        if self.recovery.is_some() || self.held {
             return false;
         }
         let mut proposed = false;

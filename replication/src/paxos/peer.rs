@@ -91,6 +91,9 @@ pub struct Paxos {
     pending: BTreeMap<NodeId, Vec<PendingCommit>>,
     // Disk accounting.
     log_bytes_since_snapshot: u64,
+    /// `log_bytes_since_snapshot` at which the next snapshot check measures the live
+    /// state again (measuring walks every instance, so it is not done on every step).
+    snapshot_check_at: u64,
     min_at_snapshot: Seq,
     /// Created recovering and the disk does not say so yet.
     recovering_marker_pending: bool,
@@ -119,6 +122,7 @@ impl Paxos {
             failures: 0,
             pending: BTreeMap::new(),
             log_bytes_since_snapshot: 0,
+            snapshot_check_at: 0,
             min_at_snapshot: Seq::ZERO,
             recovering_marker_pending: false,
         }
@@ -1148,17 +1152,23 @@ impl Paxos {
     /// Snapshots once forgetting has freed something and the log since the last snapshot
     /// outweighs the live state twice over, so disk stays proportional to live data.
     fn maybe_snapshot(&mut self, out: &mut Output) {
-        if self.min <= self.min_at_snapshot {
+        if self.min <= self.min_at_snapshot
+            || self.log_bytes_since_snapshot < self.config.snapshot_log_bytes_min
+            || self.log_bytes_since_snapshot < self.snapshot_check_at
+        {
             return;
         }
         let estimate =
             self.retained_bytes() + SNAPSHOT_INSTANCE_OVERHEAD_BYTES * self.instances.len() as u64;
-        let threshold = self.config.snapshot_log_bytes_min.max(2 * estimate);
-        if self.log_bytes_since_snapshot < threshold {
+        if self.log_bytes_since_snapshot < 2 * estimate {
+            // Measure again only after the log has grown by a share of what was just
+            // walked, so the check costs O(1) amortised per logged byte.
+            self.snapshot_check_at = self.log_bytes_since_snapshot + (estimate / 8).max(4096);
             return;
         }
         out.persist.push(Persist::Snapshot(self.snapshot_bytes()));
         self.log_bytes_since_snapshot = 0;
+        self.snapshot_check_at = 0;
         self.min_at_snapshot = self.min;
     }
 
