@@ -277,7 +277,13 @@ fn run_node(cluster: PathBuf, id: u32) -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = ClusterConfig::load(&cluster)?;
-    let rt = if std::env::var("KV_MT").is_ok() { runtime()? } else { tokio::runtime::Builder::new_current_thread().enable_all().build()? };
+    let rt = if std::env::var("KV_MT").is_ok() {
+        runtime()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
     rt.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

@@ -154,7 +154,8 @@ impl Direct {
     }
 
     fn drain(&mut self, from: NodeId) {
-        for (to, msg) in self.out.send.drain(..) {
+        let early = self.out.send_early.drain(..);
+        for (to, msg) in early.chain(self.out.send.drain(..)) {
             self.queue.push_back((from, to, msg));
         }
         self.out.persist.clear();

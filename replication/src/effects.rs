@@ -14,7 +14,12 @@
 //! 2. only then hands every `send` to the network;
 //! 3. only then delivers `events` (and, for client-facing cores, replies) upward.
 //!
-//! So no message or reply ever depends on state that a crash could take back. State the
+//! So no message or reply ever depends on state that a crash could take back.
+//!
+//! The one exception is `send_early`: messages the core vouches reveal nothing this call
+//! persists. They may leave once every *earlier* call's persists are durable, without
+//! waiting for this call's own — so a Paxos leader's fsync of its own acceptance overlaps
+//! the followers' (see `paxos::Config::early_accepts` for why that is safe). State the
 //! core exposes through queries (e.g. `Paxos::status`) is likewise meaningful only once the
 //! effects of the call that produced it have been applied.
 
@@ -44,6 +49,8 @@ pub struct Effects<M, E> {
     pub persist: Vec<Persist>,
     /// Then sent.
     pub send: Vec<(NodeId, M)>,
+    /// Sent once earlier calls' persists are durable, not waiting for this call's.
+    pub send_early: Vec<(NodeId, M)>,
     /// Then reported upward.
     pub events: Vec<E>,
 }
@@ -53,6 +60,7 @@ impl<M, E> Default for Effects<M, E> {
         Effects {
             persist: Vec::new(),
             send: Vec::new(),
+            send_early: Vec::new(),
             events: Vec::new(),
         }
     }
@@ -66,13 +74,17 @@ impl<M, E> Effects<M, E> {
 
     /// True if the call produced nothing.
     pub fn is_empty(&self) -> bool {
-        self.persist.is_empty() && self.send.is_empty() && self.events.is_empty()
+        self.persist.is_empty()
+            && self.send.is_empty()
+            && self.send_early.is_empty()
+            && self.events.is_empty()
     }
 
     /// Empties every list.
     pub fn clear(&mut self) {
         self.persist.clear();
         self.send.clear();
+        self.send_early.clear();
         self.events.clear();
     }
 }

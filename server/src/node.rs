@@ -7,7 +7,9 @@
 //! call's sends and client replies wait in an *outbox* as one step. Steps leave the outbox
 //! strictly in order, each only once every persist issued up to and including it is
 //! durable. A step with nothing to persist still waits for earlier steps: its messages may
-//! reveal state whose record is still in flight. So the core keeps handling messages while
+//! reveal state whose record is still in flight. A core's `send_early` messages (a Paxos
+//! leader's accept requests) go out as a step of their own placed *before* the call's
+//! persists: they wait for earlier calls' persists but not for the call's own. So the core keeps handling messages while
 //! fsyncs are in flight, group commit batches many steps into one fsync, and nothing leaves
 //! the node before the state it depends on is on disk.
 //!
@@ -246,6 +248,14 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
             _ = ticker.tick() => core.on_tick(now(), &mut out),
         }
 
+        // Early sends wait only for earlier calls' persists, not this call's.
+        if !out.send_early.is_empty() {
+            outbox.push_back(Step {
+                ticket: issued,
+                send: std::mem::take(&mut out.send_early),
+                events: Vec::new(),
+            });
+        }
         // Persist first (asynchronously), then queue this call's sends and replies behind it.
         if !out.persist.is_empty() {
             let persist = std::mem::take(&mut out.persist);

@@ -834,6 +834,24 @@ impl Replica {
                 },
             ));
         }
+        // Early Paxos messages carry this layer's incarnation vector too: they may only
+        // leave early if nothing this layer persists in the same call (an incarnation
+        // change, a fence, a snapshot and the `done` it implies) is still in flight.
+        let own_state_pending = out.persist.iter().any(|p| match p {
+            Persist::Record { kind, .. } => *kind == RECORD_KIND,
+            Persist::Snapshot(_) => true,
+        });
+        for (to, msg) in p.send_early {
+            let message = Message::Paxos {
+                incarnations: self.incarnations.clone(),
+                msg,
+            };
+            if own_state_pending {
+                out.send.push((to, message));
+            } else {
+                out.send_early.push((to, message));
+            }
+        }
         for event in p.events {
             if let paxos::Event::Behind { forgotten_below } = event {
                 if forgotten_below > self.machine.next() {

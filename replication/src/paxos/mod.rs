@@ -129,6 +129,15 @@ pub struct Config {
     pub piggyback_commits: bool,
     /// Never snapshot for less than this many bytes of log.
     pub snapshot_log_bytes_min: u64,
+    /// A leader in phase 2 sends its accept requests as `send_early`: they leave without
+    /// waiting for the fsync of its own acceptance, which then overlaps the followers'.
+    /// Safe because (1) the leader's promise of its ballot was durable before it sent the
+    /// prepares that won it; (2) its own acceptance counts towards a decision, but every
+    /// message or reply that reveals a decision is an ordinary send, which waits for that
+    /// acceptance to be durable — early accepts carry no decisions; (3) a leader that
+    /// crashes before its acceptance is durable restarts without phase 1 and campaigns
+    /// above its durable promise, so it never reuses the ballot with another value.
+    pub early_accepts: bool,
     /// The peer lost its disk: it must not vote or propose (see module docs).
     pub recovering: bool,
 }
@@ -146,6 +155,7 @@ impl Config {
             backoff_max: Duration::from_millis(500),
             piggyback_commits: true,
             snapshot_log_bytes_min: 256 * 1024,
+            early_accepts: true,
             recovering: false,
         }
     }

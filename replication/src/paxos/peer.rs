@@ -878,7 +878,22 @@ impl Paxos {
             p.deadline = deadline;
         }
         for peer in self.others() {
-            self.send_accept(out, peer, ballot, seq, value.clone());
+            if self.config.early_accepts {
+                // No commits ride along: they would reveal decisions that may count this
+                // peer's own acceptance before it is durable.
+                let message = Message {
+                    dones: self.dones.clone(),
+                    body: Body::Accept {
+                        ballot,
+                        seq,
+                        value: value.clone(),
+                        commits: Vec::new(),
+                    },
+                };
+                out.send_early.push((peer, message));
+            } else {
+                self.send_accept(out, peer, ballot, seq, value.clone());
+            }
         }
         if self.majority() <= 1 {
             self.decide_as_proposer(seq, out);

@@ -98,6 +98,7 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
         delay_max: Duration::from_micros(rng.range(1000, 10_000)),
         long_delay: rng.unit() * 0.1,
         long_delay_max: Duration::from_millis(rng.range(10, 500)),
+        crash_after_early_send: rng.unit() * 0.01,
     };
     let mut cluster = KvCluster::with(seed, options, |_| {});
     let mut schedule = Schedule {

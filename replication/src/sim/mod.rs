@@ -114,6 +114,10 @@ pub struct Faults {
     pub long_delay: f64,
     /// Largest extra long delay.
     pub long_delay_max: Duration,
+    /// Probability that a node, having just sent a call's early messages
+    /// ([`Effects::send_early`]), crashes before that call's persists are durable (and is
+    /// restarted at once): the window early sends open.
+    pub crash_after_early_send: f64,
 }
 
 impl Faults {
@@ -126,6 +130,7 @@ impl Faults {
             delay_max: Duration::from_millis(2),
             long_delay: 0.0,
             long_delay_max: Duration::ZERO,
+            crash_after_early_send: 0.0,
         }
     }
 }
@@ -396,6 +401,19 @@ impl<H: Host> Sim<H> {
     fn apply(&mut self, id: NodeId, out: Out<H>) {
         let seed = self.seed;
         let i = id.index();
+        if !out.send_early.is_empty() {
+            self.slots[i].counters.sent += out.send_early.len() as u64;
+            for (to, msg) in out.send_early {
+                self.send(id, to, msg);
+            }
+            let p = self.options.faults.crash_after_early_send;
+            if p > 0.0 && self.rng.chance(p) {
+                let torn = Torn::Prefix(self.rng.next_u64());
+                self.crash(i, torn);
+                self.restart(i);
+                return;
+            }
+        }
         let slot = &mut self.slots[i];
         if !out.persist.is_empty() {
             let store = slot.store.as_mut().expect("a running node has a store");

@@ -65,6 +65,7 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
         delay_max: Duration::from_micros(rng.range(1000, 20_000)),
         long_delay: rng.unit() * 0.05,
         long_delay_max: Duration::from_millis(rng.range(10, 300)),
+        crash_after_early_send: rng.unit() * 0.02,
     };
     let mut cluster = PaxosCluster::with(seed, options, |_| {});
     let mut schedule = Schedule {
