@@ -16,10 +16,13 @@
 //!
 //! So no message or reply ever depends on state that a crash could take back.
 //!
-//! The one exception is `send_early`: messages the core vouches reveal nothing this call
-//! persists. They may leave once every *earlier* call's persists are durable, without
-//! waiting for this call's own — so a Paxos leader's fsync of its own acceptance overlaps
-//! the followers' (see `paxos::Config::early_accepts` for why that is safe). State the
+//! The one exception is `send_early` and `events_early`: messages and events the core
+//! vouches reveal nothing this call persists. They may go once every *earlier* call's
+//! persists are durable, without waiting for this call's own — so a Paxos leader's fsync of
+//! its own acceptance overlaps the followers', and a decision or a client reply does not
+//! wait for the fsync of the next instance's acceptance (see `paxos::Config::early_accepts`
+//! for why that is safe). A driver may batch several calls into one step; "earlier" then
+//! means earlier steps. State the
 //! core exposes through queries (e.g. `Paxos::status`) is likewise meaningful only once the
 //! effects of the call that produced it have been applied.
 
@@ -53,6 +56,8 @@ pub struct Effects<M, E> {
     pub send_early: Vec<(NodeId, M)>,
     /// Then reported upward.
     pub events: Vec<E>,
+    /// Reported once earlier calls' persists are durable, not waiting for this call's.
+    pub events_early: Vec<E>,
 }
 
 impl<M, E> Default for Effects<M, E> {
@@ -62,6 +67,7 @@ impl<M, E> Default for Effects<M, E> {
             send: Vec::new(),
             send_early: Vec::new(),
             events: Vec::new(),
+            events_early: Vec::new(),
         }
     }
 }
@@ -78,6 +84,7 @@ impl<M, E> Effects<M, E> {
             && self.send.is_empty()
             && self.send_early.is_empty()
             && self.events.is_empty()
+            && self.events_early.is_empty()
     }
 
     /// Empties every list.
@@ -86,5 +93,6 @@ impl<M, E> Effects<M, E> {
         self.send.clear();
         self.send_early.clear();
         self.events.clear();
+        self.events_early.clear();
     }
 }

@@ -9,7 +9,8 @@
 //! durable. A step with nothing to persist still waits for earlier steps: its messages may
 //! reveal state whose record is still in flight. A core's `send_early` messages (a Paxos
 //! leader's accept requests) go out as a step of their own placed *before* the call's
-//! persists: they wait for earlier calls' persists but not for the call's own. So the core keeps handling messages while
+//! persists: they wait for earlier calls' persists but not for the call's own. So do its
+//! `events_early` (a replica's client replies). So the core keeps handling messages while
 //! fsyncs are in flight, group commit batches many steps into one fsync, and nothing leaves
 //! the node before the state it depends on is on disk.
 //!
@@ -249,11 +250,11 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
         }
 
         // Early sends wait only for earlier calls' persists, not this call's.
-        if !out.send_early.is_empty() {
+        if !out.send_early.is_empty() || !out.events_early.is_empty() {
             outbox.push_back(Step {
                 ticket: issued,
                 send: std::mem::take(&mut out.send_early),
-                events: Vec::new(),
+                events: std::mem::take(&mut out.events_early),
             });
         }
         // Persist first (asynchronously), then queue this call's sends and replies behind it.

@@ -329,13 +329,21 @@ impl Replica {
     /// request is applied here (or at once if it was already executed), or as
     /// [`Event::Dropped`] if this replica gives up on it.
     pub fn on_request(&mut self, now: Time, tag: u64, request: Request, out: &mut Output) {
+        let mark = out.events.len();
         self.boot(out);
         self.accept_request(Some(tag), request, false, out);
         self.settle(now, out);
+        self.report(mark, out);
     }
 
     /// A message from replica `from`.
     pub fn on_message(&mut self, now: Time, from: NodeId, msg: Message, out: &mut Output) {
+        let mark = out.events.len();
+        self.on_message_inner(now, from, msg, out);
+        self.report(mark, out);
+    }
+
+    fn on_message_inner(&mut self, now: Time, from: NodeId, msg: Message, out: &mut Output) {
         self.boot(out);
         if from.index() >= self.config.peers || from == self.config.me {
             return;
@@ -378,13 +386,44 @@ impl Replica {
 
     /// Ends a [`Replica::hold`]: batches what queued up meanwhile.
     pub fn release(&mut self, now: Time, out: &mut Output) {
+        let mark = out.events.len();
         self.held = false;
         self.settle(now, out);
+        self.report(mark, out);
+    }
+
+    /// Whether what this call sends or reports may go early (see
+    /// [`crate::effects`]): replies and decisions reveal only decided, applied state —
+    /// durable on a majority, and for a leader's own acceptance durable in the earlier call
+    /// that sent its accepts (see [`paxos::Config::early_accepts`]) — unless this layer's
+    /// own state (an incarnation change, a fence, a snapshot and the `done` it implies) is
+    /// part of what is still being persisted.
+    fn early_ok(&self, out: &Output) -> bool {
+        self.config.paxos.early_accepts
+            && self.config.peers > 1
+            && !out.persist.iter().any(|p| match p {
+                Persist::Record { kind, .. } => *kind == RECORD_KIND,
+                Persist::Snapshot(_) => true,
+            })
+    }
+
+    /// Moves the events this call reported (from `mark` on) to the early list if allowed.
+    fn report(&self, mark: usize, out: &mut Output) {
+        if out.events.len() > mark && self.early_ok(out) {
+            let events: Vec<Event> = out.events.drain(mark..).collect();
+            out.events_early.extend(events);
+        }
     }
 
     /// Periodic work: Paxos retransmissions, forward timeouts, catch-up, hole filling,
     /// `done` gossip, idle snapshots, and the rebuild protocol's retries.
     pub fn on_tick(&mut self, now: Time, out: &mut Output) {
+        let mark = out.events.len();
+        self.on_tick_inner(now, out);
+        self.report(mark, out);
+    }
+
+    fn on_tick_inner(&mut self, now: Time, out: &mut Output) {
         self.boot(out);
         if self.recovery.is_some() {
             self.recovery_tick(now, out);
@@ -675,7 +714,13 @@ impl Replica {
                 requests.push(w.request.clone());
             }
         }
-        out.send.push((leader, Message::Forward { requests }));
+        // Client requests reveal nothing this replica persists.
+        let message = Message::Forward { requests };
+        if self.early_ok(out) {
+            out.send_early.push((leader, message));
+        } else {
+            out.send.push((leader, message));
+        }
     }
 
     /// The lowest instance this replica may start: above everything it has applied, seen,
@@ -835,21 +880,17 @@ impl Replica {
             ));
         }
         // Early Paxos messages carry this layer's incarnation vector too: they may only
-        // leave early if nothing this layer persists in the same call (an incarnation
-        // change, a fence, a snapshot and the `done` it implies) is still in flight.
-        let own_state_pending = out.persist.iter().any(|p| match p {
-            Persist::Record { kind, .. } => *kind == RECORD_KIND,
-            Persist::Snapshot(_) => true,
-        });
+        // leave early if this layer's own state is not part of what is being persisted.
+        let early = self.early_ok(out);
         for (to, msg) in p.send_early {
             let message = Message::Paxos {
                 incarnations: self.incarnations.clone(),
                 msg,
             };
-            if own_state_pending {
-                out.send.push((to, message));
-            } else {
+            if early {
                 out.send_early.push((to, message));
+            } else {
+                out.send.push((to, message));
             }
         }
         for event in p.events {

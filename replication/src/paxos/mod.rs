@@ -131,12 +131,20 @@ pub struct Config {
     pub snapshot_log_bytes_min: u64,
     /// A leader in phase 2 sends its accept requests as `send_early`: they leave without
     /// waiting for the fsync of its own acceptance, which then overlaps the followers'.
-    /// Safe because (1) the leader's promise of its ballot was durable before it sent the
-    /// prepares that won it; (2) its own acceptance counts towards a decision, but every
-    /// message or reply that reveals a decision is an ordinary send, which waits for that
-    /// acceptance to be durable — early accepts carry no decisions; (3) a leader that
-    /// crashes before its acceptance is durable restarts without phase 1 and campaigns
-    /// above its durable promise, so it never reuses the ballot with another value.
+    /// Decisions (`Decided` messages) go early too. Safe because:
+    /// 1. the leader's promise of its ballot was durable before it sent the prepares that
+    ///    won it (an ordinary send);
+    /// 2. its own acceptance counts towards a decision, but the acknowledgements that
+    ///    complete the decision answer accepts sent in an earlier call, so the acceptance
+    ///    (persisted in that call) is durable before anything revealing the decision
+    ///    leaves; early accepts themselves carry no decisions (with a group of one, where
+    ///    a value is decided in the call that proposes it, nothing goes early);
+    /// 3. a leader that crashes before its acceptance is durable restarts not leading and
+    ///    campaigns above its durable promise, so it never reuses the ballot with another
+    ///    value.
+    ///
+    /// The simulator crashes nodes right after early sends
+    /// (`sim::Faults::crash_after_early_send`) to test exactly this window.
     pub early_accepts: bool,
     /// The peer lost its disk: it must not vote or propose (see module docs).
     pub recovering: bool,

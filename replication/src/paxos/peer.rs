@@ -877,8 +877,9 @@ impl Paxos {
             };
             p.deadline = deadline;
         }
+        let early = self.early();
         for peer in self.others() {
-            if self.config.early_accepts {
+            if early {
                 // No commits ride along: they would reveal decisions that may count this
                 // peer's own acceptance before it is durable.
                 let message = Message {
@@ -1103,7 +1104,16 @@ impl Paxos {
         let pending = std::mem::take(&mut self.pending);
         for (peer, list) in pending {
             let commits = self.commits_for(list);
-            if !commits.is_empty() {
+            if commits.is_empty() {
+                continue;
+            }
+            if self.early() {
+                let message = Message {
+                    dones: self.dones.clone(),
+                    body: Body::Decided { commits },
+                };
+                out.send_early.push((peer, message));
+            } else {
                 self.send(out, peer, Body::Decided { commits });
             }
         }
@@ -1202,6 +1212,11 @@ impl Paxos {
             .map(NodeId)
             .filter(|p| *p != self.config.me)
             .collect()
+    }
+
+    /// Whether accepts and decisions go as early sends (see [`Config::early_accepts`]).
+    fn early(&self) -> bool {
+        self.config.early_accepts && self.majority() > 1
     }
 
     fn send(&self, out: &mut Output, to: NodeId, body: Body) {

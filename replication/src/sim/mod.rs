@@ -16,9 +16,10 @@
 //! at equal times run in scheduling order; iteration is over ordered maps. Running a seed
 //! twice gives the same [`Sim::trace_hash`].
 //!
-//! Effects are applied in the crate's order (see [`crate::effects`]): records are appended
-//! and synced (snapshots written) before any message of the same step is sent, and events
-//! reach the host last.
+//! Effects are applied in the crate's order (see [`crate::effects`]): early messages and
+//! events first (optionally followed by a crash, [`Faults::crash_after_early_send`]), then
+//! records are appended and synced (snapshots written) before any other message of the same
+//! step is sent, and the remaining events reach the host last.
 
 pub mod kv;
 pub mod kv_sweep;
@@ -401,10 +402,13 @@ impl<H: Host> Sim<H> {
     fn apply(&mut self, id: NodeId, out: Out<H>) {
         let seed = self.seed;
         let i = id.index();
-        if !out.send_early.is_empty() {
+        if !out.send_early.is_empty() || !out.events_early.is_empty() {
             self.slots[i].counters.sent += out.send_early.len() as u64;
             for (to, msg) in out.send_early {
                 self.send(id, to, msg);
+            }
+            if let Some(node) = self.slots[i].node.as_ref() {
+                self.host.observe(id, node, &out.events_early);
             }
             let p = self.options.faults.crash_after_early_send;
             if p > 0.0 && self.rng.chance(p) {
