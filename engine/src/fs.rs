@@ -17,15 +17,18 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// An open file: appended to at its end, read at any offset.
+/// An open file: written at its end or at any offset, read at any offset.
 pub trait FsFile: Send + Sync {
     /// Appends `buf` at the end of the file (volatile until [`FsFile::sync`]).
     fn append(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Writes `buf` at `offset`, overwriting and/or extending (volatile until
+    /// [`FsFile::sync`]).
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at EOF).
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
     /// Makes every byte appended so far durable (`fdatasync`).
@@ -94,7 +97,13 @@ struct RealFile {
 
 impl FsFile for RealFile {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all(buf)
+        let end = self.file.metadata()?.len();
+        self.write_at(end, buf)
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(buf, offset)
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -126,9 +135,10 @@ impl FsFile for RealFile {
 
 impl Fs for RealFs {
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        // Not O_APPEND: on Linux that would make positional writes append too.
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
             .truncate(false)
             .open(path)?;
@@ -137,7 +147,7 @@ impl Fs for RealFs {
     }
 
     fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let file = OpenOptions::new().read(true).append(true).open(path)?;
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
         Ok(Box::new(RealFile { file }))
     }
 
@@ -208,8 +218,8 @@ type InodeId = u64;
 struct Inode {
     volatile: Vec<u8>,
     durable: Vec<u8>,
-    /// `volatile[..same]` equals `durable[..same]`: appends leave it alone, truncation
-    /// lowers it. It makes a sync cost the new bytes, not the whole file.
+    /// `volatile[..same]` equals `durable[..same]`: appends leave it alone, truncation and
+    /// overwrites lower it. It makes a sync cost the changed bytes, not the whole file.
     same: usize,
 }
 
@@ -325,8 +335,9 @@ impl SimFs {
 
     /// Simulates a crash: every open handle dies, directory entries revert to their durable
     /// set, and each file keeps its durable bytes plus, with [`Torn::Prefix`], a seeded
-    /// random prefix of its unsynced bytes (when the unsynced bytes extend the durable
-    /// image; an unsynced truncation is simply lost).
+    /// random prefix of the unsynced region (everything from the first byte that differs
+    /// from the durable image), laid over the durable bytes as if written in order; an
+    /// unsynced truncation itself is lost.
     pub fn crash(&self, torn: Torn) {
         let mut st = self.lock();
         st.epoch += 1;
@@ -340,12 +351,16 @@ impl SimFs {
         for (id, inode) in st.inodes.iter_mut() {
             let mut image = inode.durable.clone();
             if let Some(s) = seed.as_mut() {
-                let extends = inode.volatile.len() > image.len() && inode.same >= image.len();
-                if extends {
-                    let extra = inode.volatile.len() - image.len();
+                let from = inode.same.min(image.len());
+                if inode.volatile.len() > from {
+                    let extra = inode.volatile.len() - from;
                     *s = splitmix(*s ^ id.wrapping_mul(0x9E37_79B9));
                     let keep = (*s % (extra as u64 + 1)) as usize;
-                    image.extend_from_slice(&inode.volatile[inode.durable.len()..][..keep]);
+                    let end = from + keep;
+                    if image.len() < end {
+                        image.resize(end, 0);
+                    }
+                    image[from..end].copy_from_slice(&inode.volatile[from..end]);
                 }
             }
             inode.volatile = image.clone();
@@ -434,6 +449,19 @@ impl FsFile for SimFile {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
         self.with(|_, inode| {
             inode.volatile.extend_from_slice(buf);
+            Ok(())
+        })
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.with(|_, inode| {
+            let start = offset as usize;
+            let end = start + buf.len();
+            if inode.volatile.len() < end {
+                inode.volatile.resize(end, 0);
+            }
+            inode.volatile[start..end].copy_from_slice(buf);
+            inode.same = inode.same.min(start);
             Ok(())
         })
     }

@@ -279,6 +279,7 @@ mod tests {
         let options = StoreOptions {
             wal: WalOptions {
                 segment_bytes_max: 4096,
+                recycle: true,
             },
             snapshots_retained: 1,
         };

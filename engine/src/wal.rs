@@ -30,6 +30,25 @@
 //! offset; it is never skipped. A flipped bit in a length field of the last segment is
 //! indistinguishable from a torn write and is treated as one.
 //!
+//! # Recycled segments
+//! With [`WalOptions::recycle`], compaction keeps one removed segment file as `spare.wal`
+//! (a name no segment can have), and the next segment is that file renamed, written from
+//! offset 0 over its old bytes. Overwriting blocks a file already owns makes an fdatasync
+//! flush only data — appending to a fresh file also changes its size, which costs a
+//! journal commit per fsync (on this project's ext4 machine, 7,500 instead of 4,800
+//! fdatasyncs/s for 4 KiB writes). The stale bytes past the written end can never pass for
+//! records: each record's checksum covers its index, and a recycled file's old records
+//! all have indexes below the new segment's first. So recovery sees them as a torn tail of
+//! the last segment, and a segment is truncated to its written end (and fsynced) before
+//! the log moves past it, so no other segment ever has stale bytes.
+//!
+//! The price: in a power failure, overwritten sectors of one unsynced batch can reach the
+//! disk out of order, leaving a bad record followed by a good one. Recovery then refuses
+//! with [`Error::Corrupt`] rather than guess — the rule that catches bit rot in
+//! acknowledged records — which is safe (nothing acknowledged is dropped, nothing
+//! unwritten is read); an operator wipes that node's directory and it rejoins through the
+//! lost-disk path. A process crash (`kill -9`) cannot cause it: the page cache survives.
+//!
 //! After any failed write or fsync the log is *poisoned*: every later call returns
 //! [`Error::Poisoned`]. A failed fsync is never retried, because the kernel may already have
 //! dropped the pages it failed to write; the process must reopen (and so re-read) the log.
@@ -48,6 +67,8 @@ pub const RECORD_PAYLOAD_BYTES_MAX: usize = 64 << 20;
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 
 const SEGMENT_SUFFIX: &str = ".wal";
+/// The recycled segment file waiting to become the next segment.
+const SPARE_NAME: &str = "spare.wal";
 
 /// Tunables of a [`Wal`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,12 +76,17 @@ pub struct WalOptions {
     /// A segment is closed once appending the next record would take it past this size
     /// (a single larger record still gets a segment of its own).
     pub segment_bytes_max: u64,
+    /// Keep one compacted segment file as a spare and reuse it for the next segment
+    /// instead of creating a new file (see the module docs). Costs at most one segment
+    /// of disk.
+    pub recycle: bool,
 }
 
 impl Default for WalOptions {
     fn default() -> WalOptions {
         WalOptions {
             segment_bytes_max: SEGMENT_BYTES_DEFAULT,
+            recycle: true,
         }
     }
 }
@@ -92,6 +118,11 @@ pub struct Wal {
     /// Every segment, oldest first; the last is the active one.
     segments: Vec<SegmentMeta>,
     active: Box<dyn FsFile>,
+    /// Length of the active segment's file, which for a recycled file can exceed what the
+    /// log has written to it.
+    active_len: u64,
+    /// Length of the spare file, if there is one.
+    spare: Option<u64>,
     /// Framed records not yet written, with their indexes and end offsets in `buffer`.
     buffer: Vec<u8>,
     buffered: Vec<(u64, usize)>,
@@ -299,12 +330,16 @@ impl Wal {
         let active = fs
             .open(&meta.path)
             .map_err(|e| Error::io("open", &meta.path, e))?;
+        let active_len = active.len().map_err(|e| Error::io("stat", &meta.path, e))?;
+        let spare = Wal::find_spare(&*fs, dir, options)?;
         let wal = Wal {
             fs,
             dir: dir.to_path_buf(),
             options,
             segments,
             active,
+            active_len,
+            spare,
             buffer: Vec::new(),
             buffered: Vec::new(),
             next_index: expected,
@@ -321,6 +356,7 @@ impl Wal {
             .map_err(|e| Error::io("create", &path, e))?;
         fs.sync_dir(dir)
             .map_err(|e| Error::io("sync directory", dir, e))?;
+        let spare = Wal::find_spare(&*fs, dir, options)?;
         Ok(Wal {
             fs,
             dir: dir.to_path_buf(),
@@ -331,12 +367,30 @@ impl Wal {
                 bytes: 0,
             }],
             active,
+            active_len: 0,
+            spare,
             buffer: Vec::new(),
             buffered: Vec::new(),
             next_index: 1,
             durable_index: 0,
             poisoned: None,
         })
+    }
+
+    /// The spare file's length if recycling is on and one exists; without recycling a
+    /// leftover spare is removed.
+    fn find_spare(fs: &dyn Fs, dir: &Path, options: WalOptions) -> Result<Option<u64>> {
+        let path = dir.join(SPARE_NAME);
+        if !fs.exists(&path) {
+            return Ok(None);
+        }
+        if !options.recycle {
+            fs.remove(&path)
+                .map_err(|e| Error::io("remove", &path, e))?;
+            return Ok(None);
+        }
+        let file = fs.open(&path).map_err(|e| Error::io("open", &path, e))?;
+        Ok(Some(file.len().map_err(|e| Error::io("stat", &path, e))?))
     }
 
     fn check_poisoned(&self) -> Result<()> {
@@ -419,23 +473,48 @@ impl Wal {
         }
         let meta = self.segments.last_mut().expect("active segment");
         self.active
-            .append(chunk)
+            .write_at(meta.bytes, chunk)
             .map_err(|e| Error::io("write", &meta.path, e))?;
         meta.bytes += chunk.len() as u64;
+        self.active_len = self.active_len.max(meta.bytes);
         Ok(())
     }
 
-    /// Fsyncs the active segment, then creates and durably names a new one at `first`.
+    /// Cuts the active segment to what was written (a recycled file may be longer), fsyncs
+    /// it, then makes a new one at `first` — the spare renamed, or a new file — and durably
+    /// names it.
     fn start_segment(&mut self, first: u64) -> Result<()> {
-        let old = &self.segments.last().expect("active segment").path;
+        let old = self.segments.last().expect("active segment");
+        if self.active_len > old.bytes {
+            self.active
+                .truncate(old.bytes)
+                .map_err(|e| Error::io("truncate", &old.path, e))?;
+            self.active_len = old.bytes;
+        }
         self.active
             .sync()
-            .map_err(|e| Error::io("fdatasync", old, e))?;
+            .map_err(|e| Error::io("fdatasync", &old.path, e))?;
         let path = self.dir.join(segment_name(first));
-        self.active = self
-            .fs
-            .create(&path)
-            .map_err(|e| Error::io("create", &path, e))?;
+        match self.spare.take() {
+            Some(len) => {
+                let spare = self.dir.join(SPARE_NAME);
+                self.fs
+                    .rename(&spare, &path)
+                    .map_err(|e| Error::io("rename", &spare, e))?;
+                self.active = self
+                    .fs
+                    .open(&path)
+                    .map_err(|e| Error::io("open", &path, e))?;
+                self.active_len = len;
+            }
+            None => {
+                self.active = self
+                    .fs
+                    .create(&path)
+                    .map_err(|e| Error::io("create", &path, e))?;
+                self.active_len = 0;
+            }
+        }
         self.fs
             .sync_dir(&self.dir)
             .map_err(|e| Error::io("sync directory", &self.dir, e))?;
@@ -468,11 +547,18 @@ impl Wal {
         self.check_poisoned()?;
         let mut removed = 0;
         while self.segments.len() > 1 && self.segments[1].first <= upto + 1 {
-            let path = &self.segments[0].path;
-            self.fs
-                .remove(path)
-                .map_err(|e| Error::io("remove", path, e))?;
-            self.segments.remove(0);
+            let segment = self.segments.remove(0);
+            if self.options.recycle && self.spare.is_none() {
+                let spare = self.dir.join(SPARE_NAME);
+                self.fs
+                    .rename(&segment.path, &spare)
+                    .map_err(|e| Error::io("rename", &segment.path, e))?;
+                self.spare = Some(segment.bytes);
+            } else {
+                self.fs
+                    .remove(&segment.path)
+                    .map_err(|e| Error::io("remove", &segment.path, e))?;
+            }
             removed += 1;
         }
         if removed > 0 {
@@ -498,9 +584,12 @@ impl Wal {
         self.segments[0].first
     }
 
-    /// Bytes of all segment files, written or buffered.
+    /// Bytes of all segment files (written or buffered) and of the spare.
     pub fn disk_bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.bytes).sum::<u64>() + self.buffer.len() as u64
+        self.segments.iter().map(|s| s.bytes).sum::<u64>()
+            + self.buffer.len() as u64
+            + (self.active_len - self.segments.last().map_or(0, |s| s.bytes))
+            + self.spare.unwrap_or(0)
     }
 
     /// How many segment files exist.
@@ -531,6 +620,7 @@ mod tests {
     fn small() -> WalOptions {
         WalOptions {
             segment_bytes_max: 64,
+            recycle: false,
         }
     }
 
@@ -734,7 +824,11 @@ mod tests {
     #[test]
     fn rotate_then_compact_leaves_one_empty_segment() {
         let fs = SimFs::new();
-        let (mut wal, _) = open(&fs, WalOptions::default()).unwrap();
+        let options = WalOptions {
+            recycle: false,
+            ..WalOptions::default()
+        };
+        let (mut wal, _) = open(&fs, options).unwrap();
         for _ in 0..5 {
             wal.append(0, b"data").unwrap();
         }
@@ -743,9 +837,84 @@ mod tests {
         assert_eq!(wal.segment_count(), 1);
         assert_eq!(wal.disk_bytes(), 0);
         fs.crash(Torn::None);
-        let (wal, recs) = open(&fs, WalOptions::default()).unwrap();
+        let (wal, recs) = open(&fs, options).unwrap();
         assert!(recs.is_empty());
         assert_eq!(wal.first_index(), 6);
         assert_eq!(wal.next_index(), 6);
+    }
+
+    fn recycling(segment_bytes_max: u64) -> WalOptions {
+        WalOptions {
+            segment_bytes_max,
+            recycle: true,
+        }
+    }
+
+    #[test]
+    fn a_compacted_segment_becomes_the_next_one_and_its_old_bytes_never_read_as_records() {
+        let fs = SimFs::new();
+        let (mut wal, _) = open(&fs, recycling(1 << 20)).unwrap();
+        for i in 0..20u8 {
+            wal.append(1, &[i; 50]).unwrap();
+        }
+        wal.rotate().unwrap();
+        wal.compact(20).unwrap();
+        let names = fs.list(Path::new("/w")).unwrap();
+        assert_eq!(names, vec![segment_name(21), SPARE_NAME.to_string()]);
+        let spare_len = 20 * (RECORD_HEADER_BYTES as u64 + 50);
+        assert_eq!(wal.disk_bytes(), spare_len);
+        // Two records into segment 21, then rotate: the spare becomes segment 23 and is
+        // written over from offset 0.
+        wal.append(1, b"a").unwrap();
+        wal.append(1, b"b").unwrap();
+        wal.rotate().unwrap();
+        wal.append(1, b"c").unwrap();
+        wal.sync().unwrap();
+        let names = fs.list(Path::new("/w")).unwrap();
+        assert_eq!(names, vec![segment_name(21), segment_name(23)]);
+        let active = fs
+            .read_all(&Path::new("/w").join(segment_name(23)))
+            .unwrap();
+        assert_eq!(active.len() as u64, spare_len, "recycled, not recreated");
+        // After a crash the old bytes behind "c" are a torn tail, cut away on reopen.
+        fs.crash(Torn::None);
+        let (wal, recs) = open(&fs, recycling(1 << 20)).unwrap();
+        assert_eq!(
+            payloads(&recs),
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
+        assert_eq!(wal.next_index(), 24);
+        let active = fs
+            .read_all(&Path::new("/w").join(segment_name(23)))
+            .unwrap();
+        assert_eq!(active.len(), RECORD_HEADER_BYTES + 1);
+    }
+
+    #[test]
+    fn a_recycled_segment_is_cut_to_its_records_before_the_log_moves_on() {
+        let fs = SimFs::new();
+        let (mut wal, _) = open(&fs, recycling(1 << 20)).unwrap();
+        for i in 0..20u8 {
+            wal.append(1, &[i; 50]).unwrap();
+        }
+        wal.rotate().unwrap();
+        wal.compact(20).unwrap();
+        wal.rotate().unwrap(); // segment 21 is empty: nothing to rotate
+        wal.append(1, b"x").unwrap();
+        wal.rotate().unwrap(); // 21 holds "x"; the spare becomes 22
+        wal.append(1, b"y").unwrap();
+        wal.rotate().unwrap(); // 22 (recycled) is cut to "y" before 23 starts
+        wal.append(1, b"z").unwrap();
+        wal.sync().unwrap();
+        fs.crash(Torn::None);
+        let (_, recs) = open(&fs, recycling(1 << 20)).unwrap();
+        assert_eq!(
+            payloads(&recs),
+            vec![b"x".to_vec(), b"y".to_vec(), b"z".to_vec()]
+        );
+        let middle = fs
+            .read_all(&Path::new("/w").join(segment_name(22)))
+            .unwrap();
+        assert_eq!(middle.len(), RECORD_HEADER_BYTES + 1);
     }
 }

@@ -71,6 +71,7 @@ fn options(rng: &mut Rng) -> StoreOptions {
     StoreOptions {
         wal: WalOptions {
             segment_bytes_max: [128, 512, 4096][rng.below(3) as usize],
+            recycle: rng.below(2) == 0,
         },
         snapshots_retained: 1 + rng.below(2) as usize,
     }
@@ -235,6 +236,7 @@ fn disk_stays_bounded_under_steady_overwrites_with_crashes() {
     let options = StoreOptions {
         wal: WalOptions {
             segment_bytes_max: 2048,
+            recycle: true,
         },
         snapshots_retained: 1,
     };

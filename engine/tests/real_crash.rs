@@ -23,6 +23,7 @@ fn options() -> StoreOptions {
         // Small segments so rotation happens under the kill too.
         wal: WalOptions {
             segment_bytes_max: 64 << 10,
+            recycle: true,
         },
         snapshots_retained: 1,
     }
