@@ -80,12 +80,6 @@ pub async fn run(
             // answer their own clients only once they learn the decision, so waiting for
             // the next tick would cap every follower-attached client at one op per tick.
             replica_config.paxos.piggyback_commits = false;
-            if let Some(v) = std::env::var("KV_INFLIGHT_MAX")
-                .ok()
-                .and_then(|v| v.parse().ok())
-            {
-                replica_config.inflight_max = v;
-            }
             Replica::recover(
                 replica_config,
                 start.recovered,
