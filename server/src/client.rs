@@ -92,6 +92,16 @@ impl Client {
         self.id
     }
 
+    /// Sends later requests to the node a reply named as leader (saving the hop a follower
+    /// would forward them over).
+    fn follow(&mut self, leader: Option<u32>) {
+        if let Some(leader) = leader.map(|l| l as usize) {
+            if leader < self.nodes.len() {
+                self.current = leader;
+            }
+        }
+    }
+
     /// Runs one operation, retrying across nodes until it is applied or the deadline passes.
     pub async fn execute(&mut self, op: Op) -> Result<Reply, ClientError> {
         self.seq += 1;
@@ -102,6 +112,7 @@ impl Client {
         };
         let started = Instant::now();
         let mut tag = 0u64;
+        let mut redirected = false;
         while started.elapsed() < self.options.deadline {
             tag += 1;
             let node = self.current;
@@ -113,7 +124,13 @@ impl Client {
             match attempt {
                 Ok(Ok(Some(reply))) => return Ok(reply),
                 Ok(Err(e)) => return Err(e),
-                Ok(Ok(None)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Ok(Ok(None)) => {
+                    if self.current != node && !redirected {
+                        redirected = true;
+                        continue; // told where the leader is: go there at once (once)
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
                 Err(_elapsed) => {}
             }
             // No answer: drop the connection (a late reply must not be read as the answer
@@ -153,11 +170,19 @@ impl Client {
                 Ok(Frame::Reply {
                     tag: t,
                     reply: ClientReply::Done(reply),
-                }) if t == tag => Ok(Some(reply)),
+                    leader,
+                }) if t == tag => {
+                    self.follow(leader);
+                    Ok(Some(reply))
+                }
                 Ok(Frame::Reply {
                     reply: ClientReply::Unavailable(_),
+                    leader,
                     ..
-                }) => Ok(None),
+                }) => {
+                    self.follow(leader);
+                    Ok(None)
+                }
                 Ok(other) => Err(ClientError::Protocol(format!("unexpected frame {other:?}"))),
                 Err(e) => Err(ClientError::Protocol(e.to_string())),
             },

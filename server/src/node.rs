@@ -22,6 +22,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,6 +73,11 @@ pub trait Core: Send + 'static {
     fn status(&self) -> Vec<(&'static str, String)>;
     /// Whether the core can serve (false while rebuilding after a lost disk).
     fn is_ready(&self) -> bool;
+    /// The node this core believes leads, if any: told to native clients with each reply
+    /// so they can send there directly and save the forwarding hop.
+    fn leader(&self) -> Option<NodeId> {
+        None
+    }
 }
 
 /// Most inputs taken in one burst before the core's held-back work is released.
@@ -86,6 +92,33 @@ pub struct DriverOptions {
     pub inputs_max: usize,
     /// Group-commit tunables.
     pub group: GroupOptions,
+    /// Where the driver publishes [`Core::leader`] after every step.
+    pub leader: LeaderHint,
+}
+
+/// The core's latest leader hint, shared with the connections that answer clients.
+#[derive(Debug, Clone)]
+pub struct LeaderHint(Arc<AtomicU32>);
+
+impl LeaderHint {
+    const NONE: u32 = u32::MAX;
+
+    /// The node believed to lead, if any.
+    pub fn get(&self) -> Option<u32> {
+        let v = self.0.load(Ordering::Relaxed);
+        (v != Self::NONE).then_some(v)
+    }
+
+    fn set(&self, leader: Option<NodeId>) {
+        self.0
+            .store(leader.map_or(Self::NONE, |n| n.0), Ordering::Relaxed);
+    }
+}
+
+impl Default for LeaderHint {
+    fn default() -> LeaderHint {
+        LeaderHint(Arc::new(AtomicU32::new(Self::NONE)))
+    }
 }
 
 impl Default for DriverOptions {
@@ -94,6 +127,7 @@ impl Default for DriverOptions {
             tick: Duration::from_millis(10),
             inputs_max: 8192,
             group: GroupOptions::default(),
+            leader: LeaderHint::default(),
         }
     }
 }
@@ -296,6 +330,7 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
                 }
             }
         }
+        options.leader.set(core.leader());
         // Forget clients that went away (their request may still be applied: at-most-once).
         if waiting.len() > 1024 && next_tag.is_multiple_of(1024) {
             waiting.retain(|_, tx| !tx.is_closed());

@@ -62,6 +62,10 @@ impl Core for Replica {
     fn is_ready(&self) -> bool {
         Replica::is_ready(self)
     }
+
+    fn leader(&self) -> Option<NodeId> {
+        Replica::leader(self)
+    }
 }
 
 /// Runs node `id` of `config` as a replica of the KV group until `shutdown`.

@@ -113,6 +113,7 @@ where
         config.cluster_id,
         config.nodes.len(),
         inputs_tx.clone(),
+        options.leader.clone(),
         shutdown.clone(),
     ));
     tokio::spawn(redis::serve(

@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_util::codec::Framed;
 
-use crate::node::{Input, PeerSender};
+use crate::node::{Input, LeaderHint, PeerSender};
 use crate::wire::{self, ClientReply, Frame};
 
 /// Messages queued for one peer before new ones are dropped.
@@ -168,6 +168,7 @@ pub async fn serve<M>(
     cluster_id: u64,
     peers: usize,
     inputs: mpsc::Sender<Input<M>>,
+    leader: LeaderHint,
     mut shutdown: watch::Receiver<bool>,
 ) where
     M: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -197,8 +198,11 @@ pub async fn serve<M>(
         };
         let inputs = inputs.clone();
         let shutdown = shutdown.clone();
+        let leader = leader.clone();
         tokio::spawn(async move {
-            if let Err(reason) = connection(stream, cluster_id, peers, inputs, shutdown).await {
+            if let Err(reason) =
+                connection(stream, cluster_id, peers, inputs, leader, shutdown).await
+            {
                 tracing::info!(%remote, %reason, "closed connection");
             }
             drop(permit);
@@ -211,6 +215,7 @@ async fn connection<M>(
     cluster_id: u64,
     peers: usize,
     inputs: mpsc::Sender<Input<M>>,
+    leader: LeaderHint,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String>
 where
@@ -259,7 +264,8 @@ where
                         .unwrap_or_else(|_| ClientReply::Unavailable("node stopping".into())),
                     Err(_) => ClientReply::Unavailable("node stopping".into()),
                 };
-                send_frame(&mut framed, &Frame::<M>::Reply { tag, reply }).await?;
+                let leader = leader.get();
+                send_frame(&mut framed, &Frame::<M>::Reply { tag, reply, leader }).await?;
             }
             (Frame::StatusRequest, None) => {
                 let (tx, rx) = oneshot::channel();

@@ -39,6 +39,8 @@ pub enum Frame<M> {
         tag: u64,
         /// The result.
         reply: ClientReply,
+        /// The node the answering node believes leads (clients may send there directly).
+        leader: Option<u32>,
     },
     /// Asks for the node's status.
     StatusRequest,

@@ -467,6 +467,18 @@ impl Replica {
         }
     }
 
+    /// The replica believed to lead: this one if it holds Paxos phase 1, else the owner of
+    /// the highest ballot seen (None while rebuilding or before any ballot is seen).
+    pub fn leader(&self) -> Option<NodeId> {
+        if self.recovery.is_some() {
+            None
+        } else if self.paxos.is_leader() {
+            Some(self.config.me)
+        } else {
+            self.leader_hint.map(|b| b.node)
+        }
+    }
+
     /// True once the replica can serve (not rebuilding after a lost disk).
     pub fn is_ready(&self) -> bool {
         self.recovery.is_none()
