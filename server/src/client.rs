@@ -87,6 +87,11 @@ impl Client {
         }
     }
 
+    /// The node (index into the address list) the next request goes to first.
+    pub fn node(&self) -> usize {
+        self.current
+    }
+
     /// This client's at-most-once identity.
     pub fn id(&self) -> ClientId {
         self.id
