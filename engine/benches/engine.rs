@@ -10,6 +10,10 @@
 //! - `durable_append_callbacks`: the same closed loops driven by completion callbacks (each
 //!   completion submits that appender's next record), as the server's driver uses the
 //!   engine; no thread per appender.
+//! - `durable_append_steady`: the callback loop with 64 appenders on a log in its steady
+//!   state — a small snapshot every 32 MiB compacts the log behind it, as a replica's
+//!   snapshots do — so new segments reuse compacted files (`WalOptions::recycle`) and the
+//!   disk overwrites blocks instead of allocating them.
 //! - `wal_replay`: reopening a 64 MiB log (page cache warm): scan, CRC and copy.
 //! - `snapshot`: writing (with fsync, rename, dir fsync) and loading (mmap + CRC) 64 MiB.
 //!
@@ -191,6 +195,62 @@ fn callbacks_loop(
     start.elapsed()
 }
 
+/// Snapshots every this many bytes of appended records in the steady-state bench.
+const STEADY_SNAPSHOT_BYTES: u64 = 32 << 20;
+
+/// The callback loop, plus a snapshot whenever another `STEADY_SNAPSHOT_BYTES` of records
+/// are durable, so compaction keeps recycling segment files.
+fn durable_append_steady(c: &mut Criterion) {
+    let mut group = c.benchmark_group("durable_append_steady");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    let appenders = 64;
+    for &size in &[100usize, 16 << 10] {
+        let dir = bench_dir();
+        let (store, _) =
+            Store::open(Arc::new(RealFs), dir.path(), StoreOptions::default()).unwrap();
+        let commit = Arc::new(GroupCommit::start(store, GroupOptions::default()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let snapshotter = {
+            let commit = commit.clone();
+            let stop = stop.clone();
+            let every = STEADY_SNAPSHOT_BYTES / size as u64;
+            std::thread::spawn(move || {
+                let mut last = 0;
+                let mut taken = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let durable = commit.stats().durable_index;
+                    if durable >= last + every {
+                        last = durable;
+                        let (tx, rx) = std::sync::mpsc::channel();
+                        let done = Box::new(move |r: kv_engine::Result<u64>| {
+                            let _ = tx.send(r.is_ok());
+                        });
+                        commit.snapshot(b"state".to_vec(), done).unwrap();
+                        assert!(rx.recv().unwrap(), "snapshot failed");
+                        taken += 1;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                taken
+            })
+        };
+        group.throughput(Throughput::Elements(1));
+        let id = BenchmarkId::new(format!("{appenders}_appenders"), format!("{size}B"));
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| callbacks_loop(&commit, appenders, size, iters))
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let taken = snapshotter.join().unwrap();
+        let stats = commit.group_stats();
+        eprintln!(
+            "durable_append_steady/{appenders}_appenders/{size}B: {:.1} records per fsync, {taken} snapshots",
+            stats.appends as f64 / stats.batches.max(1) as f64,
+        );
+    }
+    group.finish();
+}
+
 fn durable_append(c: &mut Criterion) {
     appender_grid(c, "durable_append", threads_loop);
 }
@@ -254,6 +314,7 @@ criterion_group!(
     disk_limits,
     durable_append,
     durable_append_callbacks,
+    durable_append_steady,
     wal_replay,
     snapshots
 );
