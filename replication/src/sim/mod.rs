@@ -179,6 +179,8 @@ pub struct Counters {
     pub received: u64,
     /// Messages the node asked to send.
     pub sent: u64,
+    /// Crashes injected right after early sends ([`Faults::crash_after_early_send`]).
+    pub early_crashes: u64,
 }
 
 struct Slot<N> {
@@ -415,6 +417,7 @@ impl<H: Host> Sim<H> {
             }
             let p = self.options.faults.crash_after_early_send;
             if p > 0.0 && self.rng.chance(p) {
+                self.slots[i].counters.early_crashes += 1;
                 let torn = Torn::Prefix(self.rng.next_u64());
                 self.crash(i, torn);
                 self.restart(i);
