@@ -850,15 +850,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_compacted_segment_becomes_the_next_one_and_its_old_bytes_never_read_as_records() {
-        let fs = SimFs::new();
-        let (mut wal, _) = open(&fs, recycling(1 << 20)).unwrap();
+    /// A recycling log whose first segment (20 records of 50 bytes) was compacted into the
+    /// spare; the active segment starts at index 21.
+    fn log_with_a_spare(fs: &SimFs) -> Wal {
+        let (mut wal, _) = open(fs, recycling(1 << 20)).unwrap();
         for i in 0..20u8 {
             wal.append(1, &[i; 50]).unwrap();
         }
         wal.rotate().unwrap();
         wal.compact(20).unwrap();
+        wal
+    }
+
+    #[test]
+    fn a_compacted_segment_becomes_the_next_one_and_its_old_bytes_never_read_as_records() {
+        let fs = SimFs::new();
+        let mut wal = log_with_a_spare(&fs);
         let names = fs.list(Path::new("/w")).unwrap();
         assert_eq!(names, vec![segment_name(21), SPARE_NAME.to_string()]);
         let spare_len = 20 * (RECORD_HEADER_BYTES as u64 + 50);
@@ -893,12 +900,7 @@ mod tests {
     #[test]
     fn a_recycled_segment_is_cut_to_its_records_before_the_log_moves_on() {
         let fs = SimFs::new();
-        let (mut wal, _) = open(&fs, recycling(1 << 20)).unwrap();
-        for i in 0..20u8 {
-            wal.append(1, &[i; 50]).unwrap();
-        }
-        wal.rotate().unwrap();
-        wal.compact(20).unwrap();
+        let mut wal = log_with_a_spare(&fs);
         wal.rotate().unwrap(); // segment 21 is empty: nothing to rotate
         wal.append(1, b"x").unwrap();
         wal.rotate().unwrap(); // 21 holds "x"; the spare becomes 22
