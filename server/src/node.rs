@@ -7,12 +7,18 @@
 //! call's sends and client replies wait in an *outbox* as one step. Steps leave the outbox
 //! strictly in order, each only once every persist issued up to and including it is
 //! durable. A step with nothing to persist still waits for earlier steps: its messages may
-//! reveal state whose record is still in flight. A core's `send_early` messages (a Paxos
-//! leader's accept requests) go out as a step of their own placed *before* the call's
-//! persists: they wait for earlier calls' persists but not for the call's own. So do its
-//! `events_early` (a replica's client replies). So the core keeps handling messages while
+//! reveal state whose record is still in flight. So the core keeps handling messages while
 //! fsyncs are in flight, group commit batches many steps into one fsync, and nothing leaves
 //! the node before the state it depends on is on disk.
+//!
+//! What a core marks early (`send_early`, `events_early`: a Paxos leader's accepts and
+//! decisions, forwarded requests, client replies — see `kv_replication::effects`) goes out
+//! as a step of its own placed *before* the step's persists: it waits for earlier steps'
+//! persists but not for its own step's.
+//!
+//! A step is one burst: every input already queued when the task wakes (up to
+//! [`BURST_INPUTS_MAX`]), handled back to back between [`Core::hold`] and
+//! [`Core::release`], so the burst's requests share one instance and one fsync.
 //!
 //! # Failure model
 //! A failed fsync poisons the store (see the engine); the node then stops: it cannot make
