@@ -17,7 +17,7 @@
 //! persists but not for its own step's.
 //!
 //! A step is one burst: every input already queued when the task wakes (up to
-//! [`BURST_INPUTS_MAX`]), handled back to back between [`Core::hold`] and
+//! `BURST_INPUTS_MAX`), handled back to back between [`Core::hold`] and
 //! [`Core::release`], so the burst's requests share one instance and one fsync.
 //!
 //! # Failure model

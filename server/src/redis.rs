@@ -61,11 +61,11 @@ pub enum Command {
     Exists(Vec<Bytes>),
     /// MGET key [key ...]
     MGet(Vec<Bytes>),
-    /// PING [message]
+    /// PING \[message\]
     Ping(Option<Bytes>),
     /// ECHO message
     Echo(Bytes),
-    /// INFO [section]
+    /// INFO \[section\]
     Info,
     /// QUIT
     Quit,
