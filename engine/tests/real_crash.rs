@@ -18,11 +18,14 @@ use kv_engine::wal::WalOptions;
 
 const CHILD_ENV: &str = "KV_REAL_CRASH_CHILD";
 
-fn options() -> StoreOptions {
+fn options(snapshots: bool) -> StoreOptions {
     StoreOptions {
-        // Small segments so rotation happens under the kill too.
         wal: WalOptions {
-            segment_bytes_max: 64 << 10,
+            // Plain: small segments, so rotation happens under the kill too. With
+            // snapshots: segments larger than what a snapshot interval writes, so every
+            // rotation is a snapshot's and reuses the spare the previous one left: the
+            // active segment is (almost) always a recycled file with old bytes behind.
+            segment_bytes_max: if snapshots { 1 << 20 } else { 64 << 10 },
             recycle: true,
         },
         snapshots_retained: 1,
@@ -39,9 +42,34 @@ fn payload(round: u32, writer: u32, seq: u32) -> Vec<u8> {
 }
 
 /// Child: append forever from 4 threads, report `index round writer seq` when durable.
-fn child(dir: &Path, round: u32) {
-    let (store, _) = Store::open(Arc::new(RealFs), dir, options()).expect("open");
+/// With `snapshots`, a fifth thread also takes a small snapshot every 200 records, so the
+/// log is compacted behind it and new segments reuse compacted files.
+fn child(dir: &Path, round: u32, snapshots: bool) {
+    let (store, _) = Store::open(Arc::new(RealFs), dir, options(snapshots)).expect("open");
     let group = Arc::new(GroupCommit::start(store, GroupOptions::default()));
+    if snapshots {
+        let group = group.clone();
+        std::thread::spawn(move || {
+            let mut last = 0;
+            loop {
+                let durable = group.stats().durable_index;
+                if durable >= last + 200 {
+                    last = durable;
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    group
+                        .snapshot(
+                            format!("state at {durable}").into_bytes(),
+                            Box::new(move |r| {
+                                let _ = tx.send(r.is_ok());
+                            }),
+                        )
+                        .expect("queue snapshot");
+                    assert!(rx.recv().expect("snapshot done"), "snapshot failed");
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+    }
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let threads: Vec<_> = (0..4u32)
         .map(|writer| {
@@ -68,14 +96,29 @@ fn child(dir: &Path, round: u32) {
 fn real_crash_child_process() {
     // Only does anything when re-executed by the parent test below.
     if let Ok(spec) = std::env::var(CHILD_ENV) {
-        let (dir, round) = spec.split_once('|').expect("dir|round");
-        child(Path::new(dir), round.parse().expect("round"));
+        let mut parts = spec.split('|');
+        let dir = parts.next().expect("dir");
+        let round = parts.next().expect("round").parse().expect("round");
+        let snapshots = parts.next() == Some("snapshots");
+        child(Path::new(dir), round, snapshots);
     }
 }
 
 #[test]
 fn sigkill_mid_stream_loses_no_reported_record() {
+    sigkill_rounds(false);
+}
+
+#[test]
+fn sigkill_with_snapshots_and_recycled_segments_loses_no_reported_record() {
+    sigkill_rounds(true);
+}
+
+/// Four rounds of: start a child on the same directory, read what it reports durable,
+/// SIGKILL it mid-stream, reopen and check every reported record.
+fn sigkill_rounds(snapshots: bool) {
     let dir = tempfile::tempdir().unwrap();
+    let mode = if snapshots { "snapshots" } else { "plain" };
     let mut reported: Vec<(u64, Vec<u8>)> = Vec::new();
     for round in 0..4u32 {
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -85,7 +128,10 @@ fn sigkill_mid_stream_loses_no_reported_record() {
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env(CHILD_ENV, format!("{}|{round}", dir.path().display()))
+            .env(
+                CHILD_ENV,
+                format!("{}|{round}|{mode}", dir.path().display()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -118,23 +164,41 @@ fn sigkill_mid_stream_loses_no_reported_record() {
         }
         assert!(this_round > 0, "round {round}: the child reported nothing");
 
-        let (_, recovered) = Store::open(Arc::new(RealFs), dir.path(), options()).unwrap();
-        assert!(recovered.snapshot.is_none());
+        let (_, recovered) = Store::open(Arc::new(RealFs), dir.path(), options(snapshots)).unwrap();
+        // Records up to the snapshot are covered by it (and compacted away).
+        let covered = match &recovered.snapshot {
+            Some(snapshot) => {
+                assert!(snapshots, "round {round}: a snapshot nobody took");
+                // It covers every record queued before it: at least the durable index the
+                // snapshotting thread saw.
+                let text = String::from_utf8_lossy(&snapshot.data).into_owned();
+                let seen: u64 = text
+                    .strip_prefix("state at ")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("round {round}: snapshot holds {text:?}"));
+                assert!(seen <= snapshot.index, "{seen} > {}", snapshot.index);
+                snapshot.index
+            }
+            None => 0,
+        };
+        if snapshots && round > 0 {
+            assert!(covered > 0, "round {round}: no snapshot survived");
+        }
         let by_index: std::collections::BTreeMap<u64, &Vec<u8>> = recovered
             .records
             .iter()
             .map(|r| (r.index, &r.payload))
             .collect();
-        for (index, payload) in &reported {
+        for (index, payload) in reported.iter().filter(|(i, _)| *i > covered) {
             assert_eq!(
                 by_index.get(index).copied(),
                 Some(payload),
                 "round {round}: reported-durable record {index} lost or changed"
             );
         }
-        // Contiguous from 1.
+        // Contiguous from just after the snapshot.
         for (i, r) in recovered.records.iter().enumerate() {
-            assert_eq!(r.index, i as u64 + 1);
+            assert_eq!(r.index, covered + i as u64 + 1);
         }
     }
 }
