@@ -170,7 +170,8 @@ pub struct ReplicaConfig {
     /// Most bytes of decided values in one fetch reply.
     pub fetch_bytes_max: usize,
     /// Snapshot when the log since the last snapshot exceeds both this and the size of the
-    /// last snapshot (so snapshot cost stays proportional to the log written).
+    /// applied state's image (so snapshot cost stays proportional to the log written, and
+    /// disk and memory to the live data).
     pub snapshot_log_bytes_min: u64,
     /// Snapshot once nothing was applied for this long and something changed since the
     /// last snapshot (so an idle group's disk shrinks to its live data).
