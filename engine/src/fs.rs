@@ -419,6 +419,15 @@ impl SimFs {
     }
 }
 
+/// Makes room for `more` bytes, starting a growing file at 64 KiB of capacity: a WAL
+/// segment grows in small appends, and doubling from a few KiB would copy it several
+/// times over.
+fn reserve_ahead(image: &mut Vec<u8>, more: usize) {
+    if image.capacity() - image.len() < more {
+        image.reserve(more.max(64 << 10));
+    }
+}
+
 /// One step of SplitMix64: a small, fast, well-mixed deterministic generator.
 pub(crate) fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -457,10 +466,16 @@ impl FsFile for SimFile {
         self.with(|_, inode| {
             let start = offset as usize;
             let end = start + buf.len();
-            if inode.volatile.len() < end {
-                inode.volatile.resize(end, 0);
+            if start == inode.volatile.len() {
+                // The common case, an append: one copy, no zero-fill first.
+                reserve_ahead(&mut inode.volatile, buf.len());
+                inode.volatile.extend_from_slice(buf);
+            } else {
+                if inode.volatile.len() < end {
+                    inode.volatile.resize(end, 0);
+                }
+                inode.volatile[start..end].copy_from_slice(buf);
             }
-            inode.volatile[start..end].copy_from_slice(buf);
             inode.same = inode.same.min(start);
             Ok(())
         })
@@ -483,6 +498,7 @@ impl FsFile for SimFile {
             // Copy only what changed since the last sync.
             inode.durable.truncate(inode.same);
             let tail = &inode.volatile[inode.same..];
+            reserve_ahead(&mut inode.durable, tail.len());
             inode.durable.extend_from_slice(tail);
             inode.same = inode.volatile.len();
             Ok(())
