@@ -23,7 +23,7 @@ use kv_engine::fs::Torn;
 use kv_engine::kv::{Op, Reply};
 
 use super::kv::{append, get, put, Action, KvCluster, Script, Scripts};
-use super::{Faults, SimOptions};
+use super::{panic_message, FaultCeilings, Faults, SimOptions};
 use crate::rng::Rng;
 
 /// Length of the safety phase in virtual time.
@@ -91,15 +91,17 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
     let replicas = if rng.chance(0.5) { 3 } else { 5 };
     let mut options = SimOptions::new(replicas);
     options.trace_lines = trace_lines;
-    options.faults = Faults {
-        drop: rng.unit() * 0.1,
-        duplicate: rng.unit() * 0.05,
-        delay_min: Duration::from_micros(rng.range(100, 1000)),
-        delay_max: Duration::from_micros(rng.range(1000, 10_000)),
-        long_delay: rng.unit() * 0.1,
-        long_delay_max: Duration::from_millis(rng.range(10, 500)),
-        crash_after_early_send: rng.unit() * 0.01,
-    };
+    options.faults = Faults::random(
+        &mut rng,
+        FaultCeilings {
+            drop: 0.1,
+            duplicate: 0.05,
+            delay_max_micros: 10_000,
+            long_delay: 0.1,
+            long_delay_max_millis: 500,
+            crash_after_early_send: 0.01,
+        },
+    );
     let mut cluster = KvCluster::with(seed, options, |_| {});
     let mut schedule = Schedule {
         rng,
@@ -123,11 +125,7 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
             wipes: schedule.wipes,
         }),
         Err(payload) => {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into());
+            let message = panic_message(&*payload);
             let replicas = (0..cluster.replicas())
                 .map(|i| match cluster.sim.node(i) {
                     Some(r) => format!("n{i}: {:?}", r.status()),

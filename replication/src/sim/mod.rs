@@ -134,6 +134,47 @@ impl Faults {
             crash_after_early_send: 0.0,
         }
     }
+
+    /// A random fault mix for a sweep seed: every probability and delay drawn uniformly
+    /// up to its ceiling in `most` (the delay floor from 100 µs to 1 ms, the long-delay
+    /// length from 10 ms).
+    pub fn random(rng: &mut Rng, most: FaultCeilings) -> Faults {
+        Faults {
+            drop: rng.unit() * most.drop,
+            duplicate: rng.unit() * most.duplicate,
+            delay_min: Duration::from_micros(rng.range(100, 1000)),
+            delay_max: Duration::from_micros(rng.range(1000, most.delay_max_micros)),
+            long_delay: rng.unit() * most.long_delay,
+            long_delay_max: Duration::from_millis(rng.range(10, most.long_delay_max_millis)),
+            crash_after_early_send: rng.unit() * most.crash_after_early_send,
+        }
+    }
+}
+
+/// Ceilings for [`Faults::random`].
+#[derive(Debug, Clone, Copy)]
+pub struct FaultCeilings {
+    /// Largest message-loss probability.
+    pub drop: f64,
+    /// Largest duplication probability.
+    pub duplicate: f64,
+    /// Largest ordinary one-way delay, in microseconds.
+    pub delay_max_micros: u64,
+    /// Largest probability of an extra long delay.
+    pub long_delay: f64,
+    /// Largest extra long delay, in milliseconds.
+    pub long_delay_max_millis: u64,
+    /// Largest probability of a crash right after early sends.
+    pub crash_after_early_send: f64,
+}
+
+/// The message of a caught panic (what a sweep reports for a failed seed).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
 }
 
 /// Simulator settings.

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use kv_engine::fs::Torn;
 
 use super::paxos::PaxosCluster;
-use super::{Faults, SimOptions};
+use super::{panic_message, FaultCeilings, Faults, SimOptions};
 use crate::paxos::Fate;
 use crate::rng::Rng;
 
@@ -58,15 +58,17 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
     let peers = if rng.chance(0.5) { 3 } else { 5 };
     let mut options = SimOptions::new(peers);
     options.trace_lines = trace_lines;
-    options.faults = Faults {
-        drop: rng.unit() * 0.15,
-        duplicate: rng.unit() * 0.1,
-        delay_min: Duration::from_micros(rng.range(100, 1000)),
-        delay_max: Duration::from_micros(rng.range(1000, 20_000)),
-        long_delay: rng.unit() * 0.05,
-        long_delay_max: Duration::from_millis(rng.range(10, 300)),
-        crash_after_early_send: rng.unit() * 0.02,
-    };
+    options.faults = Faults::random(
+        &mut rng,
+        FaultCeilings {
+            drop: 0.15,
+            duplicate: 0.1,
+            delay_max_micros: 20_000,
+            long_delay: 0.05,
+            long_delay_max_millis: 300,
+            crash_after_early_send: 0.02,
+        },
+    );
     let mut cluster = PaxosCluster::with(seed, options, |_| {});
     let mut schedule = Schedule {
         rng,
@@ -88,11 +90,7 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
             messages: cluster.rpc_total(),
         }),
         Err(payload) => {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into());
+            let message = panic_message(&*payload);
             Err(Failure {
                 seed,
                 message,
