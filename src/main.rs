@@ -33,43 +33,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start a complete local cluster (init if needed), one process per node; Ctrl-C stops it.
-    Up {
-        /// Directory for the cluster file and every node's data.
-        #[arg(long, default_value = "./kv-data")]
-        dir: PathBuf,
-        /// Replicas, for a new cluster.
-        #[arg(long, default_value_t = 3)]
-        replicas: u32,
-        /// First RESP port, for a new cluster (node i listens on port + i).
-        #[arg(long, default_value_t = 6380)]
-        resp_port: u16,
-        /// First peer port, for a new cluster.
-        #[arg(long, default_value_t = 7380)]
-        peer_port: u16,
-        /// First admin (HTTP) port, for a new cluster.
-        #[arg(long, default_value_t = 9380)]
-        admin_port: u16,
-    },
+    Up(up::UpArgs),
     /// Write DIR/cluster.toml and stamp each node's data directory.
     Init {
-        /// Directory for the cluster file and every node's data.
-        #[arg(long, default_value = "./kv-data")]
-        dir: PathBuf,
-        /// Number of replicas.
-        #[arg(long, default_value_t = 3)]
-        replicas: u32,
+        #[command(flatten)]
+        layout: up::UpArgs,
         /// Host every node binds.
         #[arg(long, default_value = "127.0.0.1")]
         host: std::net::IpAddr,
-        /// First RESP port (node i listens on port + i).
-        #[arg(long, default_value_t = 6380)]
-        resp_port: u16,
-        /// First peer port.
-        #[arg(long, default_value_t = 7380)]
-        peer_port: u16,
-        /// First admin (HTTP) port.
-        #[arg(long, default_value_t = 9380)]
-        admin_port: u16,
     },
     /// Run one node of a cluster on its data directory.
     Node {
@@ -148,14 +119,14 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => demo::run(args),
-        Command::Init {
-            dir,
-            replicas,
-            host,
-            resp_port,
-            peer_port,
-            admin_port,
-        } => {
+        Command::Init { layout, host } => {
+            let up::UpArgs {
+                dir,
+                replicas,
+                resp_port,
+                peer_port,
+                admin_port,
+            } = layout;
             let path = dir.join(CLUSTER_FILE);
             if path.exists() {
                 bail!(
@@ -177,19 +148,7 @@ fn main() -> Result<()> {
             println!("wrote {} ({} nodes)", path.display(), config.nodes.len());
             Ok(())
         }
-        Command::Up {
-            dir,
-            replicas,
-            resp_port,
-            peer_port,
-            admin_port,
-        } => up::run(up::UpArgs {
-            dir,
-            replicas,
-            resp_port,
-            peer_port,
-            admin_port,
-        }),
+        Command::Up(args) => up::run(args),
         Command::Node { cluster, id } => run_node(cluster, id),
         Command::Get { key, target } => client_op(target, Op::Get { key: key.into() }),
         Command::Put { key, value, target } => client_op(

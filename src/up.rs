@@ -15,12 +15,24 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use kv_server::config::{ClusterConfig, InitOptions, CLUSTER_FILE};
 
-/// Arguments of `kv up`.
+/// Where a local cluster lives and how a new one is laid out: the arguments of `kv up`,
+/// and (with a host) of `kv init`.
+#[derive(clap::Args)]
 pub struct UpArgs {
+    /// Directory for the cluster file and every node's data.
+    #[arg(long, default_value = "./kv-data")]
     pub dir: PathBuf,
+    /// Number of replicas of a new cluster.
+    #[arg(long, default_value_t = 3)]
     pub replicas: u32,
+    /// First RESP port of a new cluster (node i listens on port + i).
+    #[arg(long, default_value_t = 6380)]
     pub resp_port: u16,
+    /// First peer port of a new cluster.
+    #[arg(long, default_value_t = 7380)]
     pub peer_port: u16,
+    /// First admin (HTTP) port of a new cluster.
+    #[arg(long, default_value_t = 9380)]
     pub admin_port: u16,
 }
 
