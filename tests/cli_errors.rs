@@ -1,0 +1,52 @@
+//! A user's mistake gets one clear line on stderr and a failing exit status — never a
+//! backtrace, even with RUST_BACKTRACE=1 set (as many Rust users have).
+
+use std::process::Command;
+
+fn kv(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kv"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run kv");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_one_line_error(stderr: &str, needle: &str) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(lines[0].contains(needle), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+}
+
+#[test]
+fn mistakes_get_one_line_and_a_failing_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (ok, _) = kv(&["init", "--dir", d]);
+    assert!(ok, "first init");
+    let (ok, stderr) = kv(&["init", "--dir", d]);
+    assert!(!ok);
+    assert_one_line_error(&stderr, "refusing to overwrite");
+
+    let missing = dir.path().join("nope/cluster.toml");
+    let (ok, stderr) = kv(&["get", "k", "--cluster", missing.to_str().unwrap()]);
+    assert!(!ok);
+    assert_one_line_error(&stderr, "No such file or directory");
+    // The cause is said once, not once per layer of the error.
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+
+    let (ok, stderr) = kv(&[
+        "bench",
+        "--reads",
+        "150",
+        "--cluster",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert_one_line_error(&stderr, "percentage");
+}
