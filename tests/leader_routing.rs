@@ -25,6 +25,14 @@ fn put(key: &str, value: &str) -> Op {
     }
 }
 
+/// The ballot node `id` has promised, from its status.
+fn ballot(cluster: &Cluster, id: u32) -> Option<String> {
+    let text = cluster.status(id)?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("ballot: "))
+        .map(str::to_owned)
+}
+
 /// The node whose status says it leads, waiting up to `limit` for one to say so.
 fn leader(cluster: &Cluster, live: &[u32], limit: Duration) -> u32 {
     let started = Instant::now();
@@ -49,12 +57,26 @@ fn clients_move_to_the_leader_and_follow_it_after_a_failover() {
         .enable_all()
         .build()
         .unwrap();
-    // A first write makes some node lead.
+    // Writes make some node lead; wait until every node knows it (the same ballot
+    // everywhere), or a node that has seen no ballot yet would start its own campaign
+    // for the next request and move the leadership under the test.
     let mut first = cluster.client(0, options());
-    assert_eq!(
-        rt.block_on(first.execute(put("k", "0"))).unwrap(),
-        Reply::Ok
-    );
+    let started = Instant::now();
+    loop {
+        assert_eq!(
+            rt.block_on(first.execute(put("k", "0"))).unwrap(),
+            Reply::Ok
+        );
+        let ballots: Vec<Option<String>> = (0..3).map(|id| ballot(&cluster, id)).collect();
+        if ballots[0].is_some() && ballots.iter().all(|b| *b == ballots[0]) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "ballots {ballots:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let old = leader(&cluster, &[0, 1, 2], Duration::from_secs(10));
 
     for start in 0..3usize {
