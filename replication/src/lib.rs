@@ -25,4 +25,5 @@ pub mod paxos;
 pub mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod timing;
 pub mod types;

@@ -96,6 +96,34 @@ impl Message {
         }
     }
 
+    /// An estimate of the encoded size in bytes (for budgets and the simulator's bandwidth
+    /// model).
+    pub fn wire_bytes(&self) -> usize {
+        const HEADER: usize = 32;
+        const ITEM: usize = 24;
+        match self {
+            Message::Paxos { incarnations, msg } => incarnations.len() * 9 + msg.wire_bytes(),
+            Message::Forward { requests } => {
+                HEADER
+                    + requests
+                        .iter()
+                        .map(|r| ITEM + r.op.key().len() + op_value_bytes(&r.op))
+                        .sum::<usize>()
+            }
+            Message::Fetched { entries } => {
+                HEADER + entries.iter().map(|(_, v)| ITEM + v.len()).sum::<usize>()
+            }
+            Message::Snapshot { image } => HEADER + image.len(),
+            Message::RecoverReply { report, .. } => {
+                HEADER + report.acceptor.len() + report.image.len() + report.incarnations.len() * 9
+            }
+            Message::Fetch { .. }
+            | Message::RecoverProbe { .. }
+            | Message::RecoverProbed { .. }
+            | Message::RecoverRequest { .. } => HEADER,
+        }
+    }
+
     /// A one-line description for traces (no payloads).
     pub fn summary(&self) -> String {
         match self {
@@ -124,6 +152,15 @@ impl Message {
                 report.image.len()
             ),
         }
+    }
+}
+
+fn op_value_bytes(op: &kv_engine::kv::Op) -> usize {
+    match op {
+        kv_engine::kv::Op::Put { value, .. } | kv_engine::kv::Op::Append { value, .. } => {
+            value.len()
+        }
+        kv_engine::kv::Op::Get { .. } | kv_engine::kv::Op::Delete { .. } => 0,
     }
 }
 

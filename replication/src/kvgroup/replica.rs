@@ -64,6 +64,7 @@
 //! Paxos `Learned`) while `min()` lags behind it, so an idle group forgets its log.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use bytes::Bytes;
 use kv_engine::kv::{ClientId, Op, Reply, Request};
@@ -77,6 +78,7 @@ use crate::codec;
 use crate::effects::Persist;
 use crate::paxos::{self, Ballot, Body, Fate, Paxos, Seq, SnapshotInstance, SnapshotState};
 use crate::rng::Rng;
+use crate::timing;
 use crate::types::{NodeId, Time};
 
 /// Most decided values buffered from fetch replies ahead of the apply cursor.
@@ -85,6 +87,8 @@ const FETCH_WINDOW: u64 = 4096;
 const FETCH_ENTRIES_MAX: usize = 1024;
 /// Bound on apply/propose rounds within one call (each round makes progress).
 const SETTLE_ROUNDS_MAX: usize = 64;
+/// Longest wait between two fetches while the apply cursor does not move.
+const FETCH_INTERVAL_MAX: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -164,6 +168,8 @@ pub struct Replica {
     /// The highest `done` any peer announced: instances up to it exist and are decided.
     peer_done: Option<Seq>,
     last_fetch: Option<Time>,
+    /// Fetches sent since the apply cursor last moved (each waits twice as long).
+    fetch_attempts: u32,
     last_noop: Option<Time>,
     fetch_turn: usize,
     image_wanted: bool,
@@ -291,6 +297,7 @@ impl Replica {
             stall: None,
             peer_done: None,
             last_fetch: None,
+            fetch_attempts: 0,
             last_noop: None,
             fetch_turn: 0,
             image_wanted: false,
@@ -625,10 +632,13 @@ impl Replica {
 
     fn expire_forwards(&mut self, now: Time) {
         let timeout = self.config.forward_timeout;
+        let rate = self.config.paxos.transfer_bytes_per_sec;
         let mut expired = Vec::new();
         for (client, w) in self.waiting.iter_mut() {
             if let State::Forwarded { at } = w.state {
-                if now - at >= timeout {
+                // A large request takes longer to reach the leader and its log.
+                let patience = timeout + timing::transfer_time(request_bytes(&w.request), rate);
+                if now - at >= patience {
                     w.state = State::Queued;
                     expired.push(*client);
                 }
@@ -1002,10 +1012,24 @@ impl Replica {
     // Catch-up and state transfer.
     // ---------------------------------------------------------------------------------
 
+    /// Fetches decided values when the next instance to apply is known to be decided
+    /// somewhere (a later instance is decided here, a peer announced it done, a rebuild
+    /// fenced it, or the peers forgot it) or, after a longer wait, merely seen; proposes a
+    /// no-op there if it stays a hole. The instance at the tip of the log, still being
+    /// agreed on, is left alone: fetching it would only move a (possibly large) value twice.
     fn catch_up(&mut self, now: Time, out: &mut Output) {
         let cursor = self.machine.next();
-        let behind = self.image_wanted || self.known_max().is_some_and(|m| m >= cursor);
-        if !behind || matches!(self.paxos.status(cursor), Fate::Decided(_)) {
+        if matches!(self.paxos.status(cursor), Fate::Decided(_)) {
+            self.stall = None;
+            return;
+        }
+        let decided_elsewhere = self.image_wanted
+            || self.peer_done.is_some_and(|d| d >= cursor)
+            || self.fence.is_some_and(|f| f >= cursor)
+            || self.fetched.range(cursor.next()..).next().is_some()
+            || self.paxos.decided_after(cursor);
+        let seen = self.paxos.max().is_some_and(|m| m >= cursor);
+        if !decided_elsewhere && !seen {
             self.stall = None;
             return;
         }
@@ -1013,19 +1037,27 @@ impl Replica {
             Some((seq, since)) if seq == cursor => since,
             _ => {
                 self.stall = Some((cursor, now));
+                self.fetch_attempts = 0;
                 now
             }
         };
         let waited = now - since;
-        let delay = self.config.catchup_delay;
-        if waited >= delay && self.last_fetch.is_none_or(|t| now - t >= delay) {
+        let base = if decided_elsewhere {
+            self.config.catchup_delay
+        } else {
+            self.config.hole_timeout
+        };
+        let gap = timing::backoff(base, self.fetch_attempts, FETCH_INTERVAL_MAX);
+        if waited >= base && self.last_fetch.is_none_or(|t| now - t >= gap) {
             self.last_fetch = Some(now);
+            self.fetch_attempts += 1;
             if let Some(to) = self.fetch_target() {
                 out.send.push((to, Message::Fetch { from: cursor }));
             }
         }
         let hole = self.config.hole_timeout;
-        if waited >= hole
+        if decided_elsewhere
+            && waited >= hole
             && !self.image_wanted
             && !self.inflight.contains_key(&cursor)
             && self.last_noop.is_none_or(|t| now - t >= hole)
@@ -1684,6 +1716,7 @@ mod tests {
             ballot: b,
             from,
             entries: Vec::new(),
+            next: None,
         });
         let mut out = Output::new();
         let msg = Message::Paxos {

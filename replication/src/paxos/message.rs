@@ -53,14 +53,19 @@ pub enum Body {
         /// Lowest instance the proposer wants to lead.
         from: Seq,
     },
-    /// Phase 1b: the acceptor promised `ballot` and reports its instances `>= from`.
+    /// Phase 1b: the acceptor promised `ballot` and reports its instances `>= from`, one
+    /// page at a time: `entries` covers `from..next` (everything from `from` on when `next`
+    /// is `None`), so a promise never grows with the log. The proposer asks for the next
+    /// page with another `Prepare` at the same ballot from `next`.
     Promise {
         /// The promised ballot.
         ballot: Ballot,
         /// Echo of the prepare's `from`.
         from: Seq,
-        /// Accepted or decided instances `>= from`.
+        /// Accepted or decided instances in `from..next`.
         entries: Vec<Entry>,
+        /// Where the next page starts, if this page is not the last.
+        next: Option<Seq>,
     },
     /// Phase 2a, with decision notices for earlier instances riding along.
     Accept {
@@ -110,6 +115,38 @@ pub enum Body {
         /// The decisions, values included.
         commits: Vec<Commit>,
     },
+}
+
+impl Message {
+    /// An estimate of the encoded size in bytes: the values it carries plus a small
+    /// allowance per item (for budgets and for the simulator's bandwidth model).
+    pub fn wire_bytes(&self) -> usize {
+        const HEADER: usize = 32;
+        const ITEM: usize = 24;
+        let values = |values: &mut dyn Iterator<Item = usize>| -> usize {
+            values.map(|len| len + ITEM).sum()
+        };
+        let body = match &self.body {
+            Body::Prepare { .. } | Body::Accepted { .. } | Body::Reject { .. } => 0,
+            Body::Promise { entries, .. } => values(&mut entries.iter().map(|e| e.value.len())),
+            Body::Accept { value, commits, .. } => {
+                value.len() + values(&mut commits.iter().map(Commit::value_bytes))
+            }
+            Body::Decided { commits } | Body::Learned { commits } => {
+                values(&mut commits.iter().map(Commit::value_bytes))
+            }
+            Body::Forward { value, .. } => value.len(),
+            Body::Learn { seqs } => seqs.len() * 8,
+        };
+        HEADER + self.dones.len() * 9 + body
+    }
+}
+
+impl Commit {
+    /// Bytes of value this notice carries (0 when it refers to an accepted value).
+    pub fn value_bytes(&self) -> usize {
+        self.value.as_ref().map_or(0, Bytes::len)
+    }
 }
 
 impl Body {

@@ -116,10 +116,28 @@ pub struct Config {
     pub me: NodeId,
     /// Number of peers; node ids are `0..peers`.
     pub peers: usize,
-    /// How long a proposer waits for replies before resending a prepare or accept.
+    /// How long a proposer first waits for replies before resending a prepare or accept;
+    /// each unanswered resend doubles the wait, up to [`Config::retry_interval_max`], and
+    /// every wait is lengthened by the time the message's payload takes to move at
+    /// [`Config::transfer_bytes_per_sec`] — so a multi-megabyte accept is never resent
+    /// while the first copy is still on its way.
     pub retry_interval: Duration,
-    /// How long a peer that forwarded a value waits for the decision before proposing.
+    /// The longest wait between resends (before the payload allowance).
+    pub retry_interval_max: Duration,
+    /// The rate assumed for moving and persisting a payload when sizing waits: a
+    /// conservative floor for a network plus an fsync, not a measurement.
+    pub transfer_bytes_per_sec: u64,
+    /// How long a peer that forwarded a value waits for the decision before forwarding it
+    /// again (the same doubling and payload allowance as resends apply).
     pub forward_timeout: Duration,
+    /// A follower starts a campaign of its own only if it has not heard from the leader it
+    /// knows (an accept, a decision, a prepare) for this long: a leader that is busy moving
+    /// large values is not deposed for being slow.
+    pub leader_timeout: Duration,
+    /// Soft bound on the bytes of values in one message that bundles several (a promise
+    /// page, a batch of decisions, an answer to `Learn`); a single larger value still goes,
+    /// alone. Keeps every message far below the transport's frame limit.
+    pub message_bytes_max: usize,
     /// Smallest backoff after losing to a higher ballot (doubles per loss, jittered).
     pub backoff_min: Duration,
     /// Largest backoff.
@@ -158,7 +176,11 @@ impl Config {
             me,
             peers,
             retry_interval: Duration::from_millis(50),
+            retry_interval_max: Duration::from_secs(1),
+            transfer_bytes_per_sec: 64 << 20,
             forward_timeout: Duration::from_millis(60),
+            leader_timeout: Duration::from_millis(500),
+            message_bytes_max: 4 << 20,
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(500),
             piggyback_commits: true,

@@ -19,6 +19,7 @@ use super::{Config, Error, Event, Fate, Output, Result};
 use crate::codec;
 use crate::effects::Persist;
 use crate::rng::Rng;
+use crate::timing;
 use crate::types::{NodeId, Time};
 
 /// How many times a value is forwarded to the presumed leader before proposing directly.
@@ -51,13 +52,20 @@ struct Proposal {
     /// When the tick should next act on this proposal.
     deadline: Time,
     forwards: u32,
+    /// Resends of the current accepts so far (each doubles the wait).
+    attempts: u32,
 }
 
 #[derive(Debug)]
 struct Campaign {
     from: Seq,
+    /// Peers whose promise has been received in full (every page).
     promises: BTreeSet<NodeId>,
+    /// Peers that sent some pages: where the next page starts.
+    partial: BTreeMap<NodeId, Seq>,
     deadline: Time,
+    /// Resends of the prepares so far (each doubles the wait).
+    attempts: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +95,8 @@ pub struct Paxos {
     recovered: BTreeMap<Seq, (Ballot, Bytes)>,
     proposals: BTreeMap<Seq, Proposal>,
     leader: Option<NodeId>,
+    /// When this peer last heard from `leader` (an accept, a decision, a prepare).
+    leader_seen: Option<Time>,
     failures: u32,
     pending: BTreeMap<NodeId, Vec<PendingCommit>>,
     // Disk accounting.
@@ -119,6 +129,7 @@ impl Paxos {
             recovered: BTreeMap::new(),
             proposals: BTreeMap::new(),
             leader: None,
+            leader_seen: None,
             failures: 0,
             pending: BTreeMap::new(),
             log_bytes_since_snapshot: 0,
@@ -308,6 +319,19 @@ impl Paxos {
         self.proposals.len()
     }
 
+    /// True if some instance above `seq` is decided here (so `seq` is not merely the tip
+    /// of the log still being agreed on).
+    pub fn decided_after(&self, seq: Seq) -> bool {
+        self.instances
+            .range(seq.next()..)
+            .any(|(_, i)| matches!(i, Instance::Decided(_)))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Every decided instance this peer holds, in order (for checkers).
     pub fn decided(&self) -> impl Iterator<Item = (Seq, &Bytes)> + '_ {
         self.instances.iter().filter_map(|(seq, i)| match i {
@@ -382,13 +406,22 @@ impl Paxos {
             return;
         }
         self.merge_dones(&msg.dones, out);
+        if self.leader == Some(from)
+            && matches!(
+                msg.body,
+                Body::Accept { .. } | Body::Decided { .. } | Body::Learned { .. }
+            )
+        {
+            self.leader_seen = Some(now);
+        }
         match msg.body {
             Body::Prepare { ballot, from: f } => self.on_prepare(now, from, ballot, f, out),
             Body::Promise {
                 ballot,
                 from: f,
                 entries,
-            } => self.on_promise(now, from, ballot, f, entries, out),
+                next,
+            } => self.on_promise(now, from, ballot, f, entries, next, out),
             Body::Accept {
                 ballot,
                 seq,
@@ -441,8 +474,8 @@ impl Paxos {
         }
         self.observe_ballot(now, ballot);
         self.raise_promise(ballot, out);
-        self.leader = Some(ballot.node);
-        let entries = self.entries_from(f);
+        self.set_leader(now, ballot.node);
+        let (entries, next) = self.entries_page(f);
         self.send(
             out,
             from,
@@ -450,6 +483,7 @@ impl Paxos {
                 ballot,
                 from: f,
                 entries,
+                next,
             },
         );
     }
@@ -477,7 +511,7 @@ impl Paxos {
             return;
         }
         self.observe_ballot(now, ballot);
-        self.leader = Some(ballot.node);
+        self.set_leader(now, ballot.node);
         match self.instances.get(&seq) {
             Some(Instance::Decided(decided)) => {
                 // Nothing to accept: tell the proposer the outcome instead. (A lower ballot
@@ -524,21 +558,25 @@ impl Paxos {
     fn entries_from(&self, from: Seq) -> Vec<Entry> {
         self.instances
             .range(from.max(self.min)..)
-            .map(|(seq, i)| match i {
-                Instance::Accepted { ballot, value } => Entry {
-                    seq: *seq,
-                    ballot: *ballot,
-                    value: value.clone(),
-                    decided: false,
-                },
-                Instance::Decided(value) => Entry {
-                    seq: *seq,
-                    ballot: Ballot::ZERO,
-                    value: value.clone(),
-                    decided: true,
-                },
-            })
+            .map(|(seq, i)| entry(*seq, i))
             .collect()
+    }
+
+    /// One promise page: the instances from `from` on until their values reach
+    /// `message_bytes_max` (at least one), and where the next page starts if any remain.
+    fn entries_page(&self, from: Seq) -> (Vec<Entry>, Option<Seq>) {
+        let budget = self.config.message_bytes_max;
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        for (seq, instance) in self.instances.range(from.max(self.min)..) {
+            let size = instance_bytes(instance);
+            if !entries.is_empty() && bytes + size > budget {
+                return (entries, Some(*seq));
+            }
+            bytes += size;
+            entries.push(entry(*seq, instance));
+        }
+        (entries, None)
     }
 
     // ---------------------------------------------------------------------------------
@@ -567,18 +605,26 @@ impl Paxos {
         }
     }
 
+    /// Answers with the decided values asked for, up to `message_bytes_max` (the asker
+    /// asks again for what is still missing).
     fn on_learn(&mut self, from: NodeId, seqs: Vec<Seq>, out: &mut Output) {
-        let commits = seqs
-            .into_iter()
-            .filter_map(|seq| match self.status(seq) {
-                Fate::Decided(value) => Some(Commit {
-                    seq,
-                    ballot: Ballot::ZERO,
-                    value: Some(value),
-                }),
-                _ => None,
-            })
-            .collect();
+        let budget = self.config.message_bytes_max;
+        let mut commits: Vec<Commit> = Vec::new();
+        let mut bytes = 0;
+        for seq in seqs {
+            let Fate::Decided(value) = self.status(seq) else {
+                continue;
+            };
+            if !commits.is_empty() && bytes + value.len() > budget {
+                break;
+            }
+            bytes += value.len();
+            commits.push(Commit {
+                seq,
+                ballot: Ballot::ZERO,
+                value: Some(value),
+            });
+        }
         self.send(out, from, Body::Learned { commits });
     }
 
@@ -640,6 +686,7 @@ impl Paxos {
                 stage: Stage::Waiting,
                 deadline: now,
                 forwards: 0,
+                attempts: 0,
             },
         );
         self.drive(now, seq, out);
@@ -665,19 +712,45 @@ impl Paxos {
         }
         let me = self.config.me;
         let forward_to = self.leader.filter(|l| *l != me);
-        let timeout = self.config.forward_timeout;
-        let Some(proposal) = self.proposals.get_mut(&seq) else {
+        let leader_alive = self.leader_alive(now);
+        let Some(proposal) = self.proposals.get(&seq) else {
             return;
         };
+        let (forwards, bytes) = (proposal.forwards, proposal.value.len());
         match forward_to {
-            Some(leader) if proposal.forwards < FORWARD_ATTEMPTS_MAX => {
+            // Forward once; forward again (waiting longer each time) for as long as the
+            // leader shows signs of life, instead of deposing a leader that is only slow.
+            Some(leader) if forwards < FORWARD_ATTEMPTS_MAX || leader_alive => {
+                let wait = self.patience(self.config.forward_timeout, forwards, bytes);
+                let Some(proposal) = self.proposals.get_mut(&seq) else {
+                    return;
+                };
                 proposal.forwards += 1;
-                proposal.deadline = now + timeout;
+                proposal.deadline = now + wait;
                 let value = proposal.value.clone();
                 self.send(out, leader, Body::Forward { seq, value });
             }
             _ => self.begin_campaign(now, true, out),
         }
+    }
+
+    /// How long to wait before acting again on something sent `attempts` times before,
+    /// whose payload is `bytes` long: `base` doubled per attempt up to
+    /// `retry_interval_max`, plus the payload's transfer time at `transfer_bytes_per_sec`.
+    fn patience(&self, base: Duration, attempts: u32, bytes: usize) -> Duration {
+        timing::backoff(base, attempts, self.config.retry_interval_max)
+            + timing::transfer_time(bytes, self.config.transfer_bytes_per_sec)
+    }
+
+    /// True if the leader this peer knows was heard from within `leader_timeout`.
+    fn leader_alive(&self, now: Time) -> bool {
+        self.leader_seen
+            .is_some_and(|seen| now - seen < self.config.leader_timeout)
+    }
+
+    fn set_leader(&mut self, now: Time, leader: NodeId) {
+        self.leader = Some(leader);
+        self.leader_seen = Some(now);
     }
 
     /// Phase 1 for every instance from the lowest undecided proposal up; with `new_ballot`
@@ -707,7 +780,9 @@ impl Paxos {
         self.campaign = Some(Campaign {
             from,
             promises,
+            partial: BTreeMap::new(),
             deadline: now + self.config.retry_interval,
+            attempts: 0,
         });
         for peer in self.others() {
             self.send(out, peer, Body::Prepare { ballot, from });
@@ -718,23 +793,42 @@ impl Paxos {
     }
 
     fn retry_campaign(&mut self, now: Time, out: &mut Output) {
+        let Some(attempts) = self.campaign.as_ref().map(|c| c.attempts) else {
+            return;
+        };
+        // A promise page may carry up to `message_bytes_max` of values.
+        let wait = self.patience(
+            self.config.retry_interval,
+            attempts + 1,
+            self.config.message_bytes_max,
+        );
         let Some(campaign) = self.campaign.as_mut() else {
             return;
         };
         if campaign.deadline > now {
             return;
         }
-        campaign.deadline = now + self.config.retry_interval;
-        let silent: Vec<NodeId> = (0..self.config.peers as u32)
+        campaign.deadline = now + wait;
+        campaign.attempts += 1;
+        let silent: Vec<(NodeId, Seq)> = (0..self.config.peers as u32)
             .map(NodeId)
             .filter(|p| !campaign.promises.contains(p))
+            .map(|p| {
+                (
+                    p,
+                    campaign.partial.get(&p).copied().unwrap_or(campaign.from),
+                )
+            })
             .collect();
-        let (ballot, from) = (self.ballot, campaign.from);
-        for peer in silent {
+        let ballot = self.ballot;
+        for (peer, from) in silent {
             self.send(out, peer, Body::Prepare { ballot, from });
         }
     }
 
+    /// One page of a promise. A peer's promise counts once every page from the campaign's
+    /// `from` on has arrived; each page asks for the next at once.
+    #[allow(clippy::too_many_arguments)]
     fn on_promise(
         &mut self,
         now: Time,
@@ -742,13 +836,14 @@ impl Paxos {
         ballot: Ballot,
         f: Seq,
         entries: Vec<Entry>,
+        next: Option<Seq>,
         out: &mut Output,
     ) {
         let current = ballot == self.ballot
-            && self
-                .campaign
-                .as_ref()
-                .is_some_and(|c| f <= c.from && !c.promises.contains(&from));
+            && self.campaign.as_ref().is_some_and(|c| {
+                let expected = c.partial.get(&from).copied().unwrap_or(c.from);
+                f <= expected && !c.promises.contains(&from)
+            });
         if !current {
             // Still learn any decisions it reports.
             let decided = entries.into_iter().filter(|e| e.decided).collect();
@@ -760,9 +855,18 @@ impl Paxos {
         let Some(campaign) = self.campaign.as_mut() else {
             return;
         };
-        campaign.promises.insert(from);
-        if campaign.promises.len() >= majority {
-            self.win(now, out);
+        match next {
+            Some(next) => {
+                campaign.partial.insert(from, next);
+                self.send(out, from, Body::Prepare { ballot, from: next });
+            }
+            None => {
+                campaign.partial.remove(&from);
+                campaign.promises.insert(from);
+                if campaign.promises.len() >= majority {
+                    self.win(now, out);
+                }
+            }
         }
     }
 
@@ -774,7 +878,20 @@ impl Paxos {
                 continue;
             }
             if entry.decided {
+                // A proposal of ours settled by what a promise reports: nobody else will
+                // tell the peers that did not know, so this proposer does.
+                let ours = self.proposals.contains_key(&entry.seq)
+                    && !matches!(self.instances.get(&entry.seq), Some(Instance::Decided(_)));
                 self.learn(entry.seq, entry.value, out);
+                if ours {
+                    for peer in self.others() {
+                        self.pending.entry(peer).or_default().push(PendingCommit {
+                            seq: entry.seq,
+                            ballot: Ballot::ZERO,
+                            acked: false,
+                        });
+                    }
+                }
                 continue;
             }
             if matches!(self.instances.get(&entry.seq), Some(Instance::Decided(_))) {
@@ -799,7 +916,7 @@ impl Paxos {
             .map_or(campaign.from, |f| f.min(campaign.from));
         self.prepared_from = Some(from);
         self.failures = 0;
-        self.leader = Some(self.config.me);
+        self.set_leader(now, self.config.me);
         // Finish whatever a previous leader left accepted but undecided.
         let orphans: Vec<(Seq, Bytes)> = self
             .recovered
@@ -815,6 +932,7 @@ impl Paxos {
                     stage: Stage::Waiting,
                     deadline: now,
                     forwards: 0,
+                    attempts: 0,
                 },
             );
         }
@@ -868,7 +986,7 @@ impl Paxos {
         );
         let mut acks = BTreeSet::new();
         acks.insert(self.config.me);
-        let deadline = now + self.config.retry_interval;
+        let deadline = now + self.patience(self.config.retry_interval, 0, value.len());
         if let Some(p) = self.proposals.get_mut(&seq) {
             p.stage = Stage::Accepting {
                 ballot,
@@ -876,6 +994,7 @@ impl Paxos {
                 acks,
             };
             p.deadline = deadline;
+            p.attempts = 0;
         }
         let early = self.early();
         for peer in self.others() {
@@ -978,7 +1097,14 @@ impl Paxos {
 
     fn retry_proposal(&mut self, now: Time, seq: Seq, out: &mut Output) {
         let ballot = self.ballot;
-        let retry = self.config.retry_interval;
+        let Some((attempts, bytes)) = self
+            .proposals
+            .get(&seq)
+            .map(|p| (p.attempts, p.value.len()))
+        else {
+            return;
+        };
+        let wait = self.patience(self.config.retry_interval, attempts + 1, bytes);
         let Some(proposal) = self.proposals.get_mut(&seq) else {
             return;
         };
@@ -993,7 +1119,8 @@ impl Paxos {
                     .map(NodeId)
                     .filter(|p| !acks.contains(p))
                     .collect();
-                proposal.deadline = now + retry;
+                proposal.deadline = now + wait;
+                proposal.attempts += 1;
                 for peer in silent {
                     self.send_accept(out, peer, ballot, seq, value.clone());
                 }
@@ -1032,7 +1159,7 @@ impl Paxos {
         self.campaign = None;
         self.prepared_from = None;
         self.recovered.clear();
-        self.leader = Some(leader);
+        self.set_leader(now, leader);
         self.reset_stages();
         let cap = self.config.backoff_max.as_micros() as u64;
         let base = self.config.backoff_min.as_micros() as u64;
@@ -1093,28 +1220,65 @@ impl Paxos {
             .collect()
     }
 
+    /// The decisions pending for `peer` that fit in one message; the rest stay pending.
     fn take_commits(&mut self, peer: NodeId) -> Vec<Commit> {
         match self.pending.remove(&peer) {
-            Some(list) => self.commits_for(list),
+            Some(list) => {
+                let mut pages = self.commit_pages(list);
+                let first = pages.next().unwrap_or_default();
+                let rest: Vec<Commit> = pages.flatten().collect();
+                if !rest.is_empty() {
+                    // Re-queue by value (they are decided here, so this is exact).
+                    let list = self.pending.entry(peer).or_default();
+                    list.extend(rest.iter().map(|c| PendingCommit {
+                        seq: c.seq,
+                        ballot: c.ballot,
+                        acked: c.value.is_none(),
+                    }));
+                }
+                first
+            }
             None => Vec::new(),
         }
     }
 
+    /// The decisions of `list`, split into messages of at most `message_bytes_max` of
+    /// values each.
+    fn commit_pages(&self, list: Vec<PendingCommit>) -> impl Iterator<Item = Vec<Commit>> {
+        let budget = self.config.message_bytes_max;
+        let mut pages: Vec<Vec<Commit>> = Vec::new();
+        let mut bytes = 0;
+        for commit in self.commits_for(list) {
+            let size = commit.value_bytes();
+            match pages.last_mut() {
+                Some(page) if bytes + size <= budget => {
+                    bytes += size;
+                    page.push(commit);
+                }
+                _ => {
+                    bytes = size;
+                    pages.push(vec![commit]);
+                }
+            }
+        }
+        pages.into_iter()
+    }
+
     fn flush_commits(&mut self, out: &mut Output) {
         let pending = std::mem::take(&mut self.pending);
+        let early = self.early();
         for (peer, list) in pending {
-            let commits = self.commits_for(list);
-            if commits.is_empty() {
-                continue;
-            }
-            if self.early() {
-                let message = Message {
-                    dones: self.dones.clone(),
-                    body: Body::Decided { commits },
-                };
-                out.send_early.push((peer, message));
-            } else {
-                self.send(out, peer, Body::Decided { commits });
+            let pages: Vec<Vec<Commit>> = self.commit_pages(list).collect();
+            for commits in pages {
+                if early {
+                    let message = Message {
+                        dones: self.dones.clone(),
+                        body: Body::Decided { commits },
+                    };
+                    out.send_early.push((peer, message));
+                } else {
+                    self.send(out, peer, Body::Decided { commits });
+                }
             }
         }
     }
@@ -1240,6 +1404,29 @@ impl Paxos {
             payload,
             sync,
         });
+    }
+}
+
+fn entry(seq: Seq, instance: &Instance) -> Entry {
+    match instance {
+        Instance::Accepted { ballot, value } => Entry {
+            seq,
+            ballot: *ballot,
+            value: value.clone(),
+            decided: false,
+        },
+        Instance::Decided(value) => Entry {
+            seq,
+            ballot: Ballot::ZERO,
+            value: value.clone(),
+            decided: true,
+        },
+    }
+}
+
+fn instance_bytes(instance: &Instance) -> usize {
+    match instance {
+        Instance::Accepted { value, .. } | Instance::Decided(value) => value.len(),
     }
 }
 

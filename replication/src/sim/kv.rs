@@ -64,6 +64,10 @@ impl Node for Replica {
         msg.summary()
     }
 
+    fn wire_bytes(msg: &Message) -> usize {
+        msg.wire_bytes()
+    }
+
     fn retained_bytes(&self) -> u64 {
         Replica::retained_bytes(self)
     }

@@ -69,6 +69,9 @@ pub trait Node {
     fn is_response(msg: &Self::Msg) -> bool;
     /// A one-line description for traces (no bulky payloads).
     fn summarize(msg: &Self::Msg) -> String;
+    /// The message's size on the wire (an estimate), for the bandwidth model and the
+    /// message size limit.
+    fn wire_bytes(msg: &Self::Msg) -> usize;
     /// Bytes the protocol keeps in memory.
     fn retained_bytes(&self) -> u64;
 }
@@ -119,6 +122,10 @@ pub struct Faults {
     /// ([`Effects::send_early`]), crashes before that call's persists are durable (and is
     /// restarted at once): the window early sends open.
     pub crash_after_early_send: f64,
+    /// Bytes per second each directed link carries (0: unlimited). Messages on one link are
+    /// transmitted one after another, so a large message delays the ones behind it, as a
+    /// TCP connection does.
+    pub bandwidth: u64,
 }
 
 impl Faults {
@@ -132,6 +139,7 @@ impl Faults {
             long_delay: 0.0,
             long_delay_max: Duration::ZERO,
             crash_after_early_send: 0.0,
+            bandwidth: 0,
         }
     }
 
@@ -147,6 +155,7 @@ impl Faults {
             long_delay: rng.unit() * most.long_delay,
             long_delay_max: Duration::from_millis(rng.range(10, most.long_delay_max_millis)),
             crash_after_early_send: rng.unit() * most.crash_after_early_send,
+            bandwidth: 0,
         }
     }
 }
@@ -190,6 +199,9 @@ pub struct SimOptions {
     pub faults: Faults,
     /// Keep this many recent trace lines (0: none).
     pub trace_lines: usize,
+    /// Messages larger than this are lost, as the transport refuses a frame over its limit
+    /// (and closes the connection).
+    pub message_bytes_max: usize,
 }
 
 impl SimOptions {
@@ -209,6 +221,7 @@ impl SimOptions {
             },
             faults: Faults::none(),
             trace_lines: 0,
+            message_bytes_max: usize::MAX,
         }
     }
 }
@@ -252,6 +265,10 @@ pub struct Sim<H: Host> {
     pending: BTreeMap<u64, Pending<<H::Node as Node>::Msg>>,
     next_order: u64,
     groups: Option<Vec<usize>>,
+    /// Per directed link: when its last transmission ends (bandwidth model).
+    links: BTreeMap<(NodeId, NodeId), Time>,
+    /// Messages lost for being over `message_bytes_max`.
+    oversized: u64,
     trace_hash: u64,
     trace: VecDeque<String>,
 }
@@ -271,6 +288,8 @@ impl<H: Host> Sim<H> {
             pending: BTreeMap::new(),
             next_order: 0,
             groups: None,
+            links: BTreeMap::new(),
+            oversized: 0,
             trace_hash: 0xcbf2_9ce4_8422_2325,
             trace: VecDeque::new(),
             options,
@@ -518,13 +537,19 @@ impl<H: Host> Sim<H> {
             self.record("reply-lost", from, to, &msg);
             return;
         }
+        let bytes = H::Node::wire_bytes(&msg);
+        if bytes > self.options.message_bytes_max {
+            self.oversized += 1;
+            self.record("oversized", from, to, &msg);
+            return;
+        }
         let faults = self.options.faults;
         if self.rng.chance(faults.drop) {
             self.record("drop", from, to, &msg);
             return;
         }
         if self.rng.chance(faults.duplicate) {
-            let at = self.arrival(faults);
+            let at = self.arrival(faults, from, to, bytes);
             let copy = msg.clone();
             self.schedule(
                 at,
@@ -535,11 +560,14 @@ impl<H: Host> Sim<H> {
                 },
             );
         }
-        let at = self.arrival(faults);
+        let at = self.arrival(faults, from, to, bytes);
         self.schedule(at, Pending::Deliver { from, to, msg });
     }
 
-    fn arrival(&mut self, faults: Faults) -> Time {
+    /// When a message of `bytes` sent now on `from -> to` arrives: a random delay, and with
+    /// a bandwidth limit no earlier than the link has transmitted it behind whatever it was
+    /// already carrying.
+    fn arrival(&mut self, faults: Faults, from: NodeId, to: NodeId, bytes: usize) -> Time {
         let mut delay = self.rng.range(
             faults.delay_min.as_micros() as u64,
             faults.delay_max.as_micros() as u64,
@@ -547,7 +575,14 @@ impl<H: Host> Sim<H> {
         if faults.long_delay > 0.0 && self.rng.chance(faults.long_delay) {
             delay += self.rng.below(faults.long_delay_max.as_micros() as u64 + 1);
         }
-        self.now + Duration::from_micros(delay)
+        let at = self.now + Duration::from_micros(delay);
+        if faults.bandwidth == 0 {
+            return at;
+        }
+        let free = self.links.get(&(from, to)).copied().unwrap_or(self.now);
+        let sent = free.max(self.now) + crate::timing::transfer_time(bytes, faults.bandwidth);
+        self.links.insert((from, to), sent);
+        at.max(sent + faults.delay_min)
     }
 
     fn connected(&self, a: NodeId, b: NodeId) -> bool {
@@ -725,6 +760,11 @@ impl<H: Host> Sim<H> {
     /// Node `i`'s message counters (kept across restarts).
     pub fn counters(&self, i: usize) -> Counters {
         self.slots[i].counters
+    }
+
+    /// Messages lost for being larger than [`SimOptions::message_bytes_max`].
+    pub fn oversized_messages(&self) -> u64 {
+        self.oversized
     }
 
     /// Messages received by all nodes.

@@ -50,7 +50,11 @@ impl Node for Paxos {
                 ballot,
                 from,
                 entries,
-            } => format!("promise {ballot} from {from} ({} entries)", entries.len()),
+                next,
+            } => format!(
+                "promise {ballot} from {from} ({} entries, next {next:?})",
+                entries.len()
+            ),
             Body::Accept {
                 ballot,
                 seq,
@@ -72,6 +76,10 @@ impl Node for Paxos {
 
     fn retained_bytes(&self) -> u64 {
         Paxos::retained_bytes(self)
+    }
+
+    fn wire_bytes(msg: &Message) -> usize {
+        msg.wire_bytes()
     }
 }
 
