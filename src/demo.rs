@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use kv_engine::fs::RealFs;
 use kv_engine::group::{GroupCommit, GroupOptions};
-use kv_engine::kv::{ClientId, KvState, Op, Reply, Request};
+use kv_engine::kv::{KvImageBuilder, KvState, Op};
 use kv_engine::store::{Store, StoreOptions};
 
 /// Arguments of `kv demo`.
@@ -36,15 +36,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let (store, recovered) = Store::open(Arc::new(RealFs), &dir, StoreOptions::default())
         .with_context(|| format!("opening {}", dir.display()))?;
     let mut state = match &recovered.snapshot {
-        Some(snapshot) => {
-            KvState::from_snapshot_bytes(&snapshot.data).context("decoding the snapshot")?
-        }
+        Some(snapshot) => restore(&snapshot.data).context("decoding the snapshot")?,
         None => KvState::new(),
     };
     for record in &recovered.records {
-        let request: Request =
-            kv_engine::codec::decode(&record.payload).context("decoding a log record")?;
-        state.apply(&request);
+        let op: Op = kv_engine::codec::decode(&record.payload).context("decoding a log record")?;
+        state.execute(&op);
     }
     println!(
         "recovered {} keys ({} bytes) from {} in {:?}: snapshot at index {}, {} log records replayed",
@@ -56,16 +53,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
         recovered.records.len()
     );
 
-    // Every writer is a client with its own dedup sequence. Earlier runs' clients are
-    // 0..dedup_len (each is remembered in the dedup table), so this run's ids are fresh.
-    let first_client = state.dedup_len() as u64;
     let commit = Arc::new(GroupCommit::start(store, GroupOptions::default()));
     let started = Instant::now();
     let per_writer = ops.div_ceil(writers);
     let handles: Vec<_> = (0..writers)
         .map(|w| {
             let commit = commit.clone();
-            std::thread::spawn(move || -> Result<Vec<Request>> {
+            std::thread::spawn(move || -> Result<Vec<Op>> {
                 let mut applied = Vec::new();
                 for seq in 1..=per_writer {
                     let key: bytes::Bytes = format!("key-{:04}", (w * per_writer + seq) % 1000)
@@ -82,13 +76,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
                             value: format!("v{w}.{seq}").into_bytes().into(),
                         }
                     };
-                    let request = Request {
-                        client: ClientId(first_client + w),
-                        seq,
-                        op,
-                    };
-                    commit.append_durable(RECORD_OP, kv_engine::codec::encode(&request)?)?;
-                    applied.push(request);
+                    commit.append_durable(RECORD_OP, kv_engine::codec::encode(&op)?)?;
+                    applied.push(op);
                 }
                 Ok(applied)
             })
@@ -99,10 +88,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         durable.extend(handle.join().expect("writer thread")?);
     }
     let elapsed = started.elapsed();
-    for request in &durable {
-        if let Reply::Stale { .. } = state.apply(request) {
-            anyhow::bail!("request from client {:?} applied twice", request.client);
-        }
+    for op in &durable {
+        state.execute(op);
     }
     println!(
         "{} durable writes from {writers} writers in {elapsed:?}: {:.0} writes/s, each fsynced before it was acknowledged",
@@ -110,9 +97,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
         durable.len() as f64 / elapsed.as_secs_f64()
     );
 
-    let snapshot = state.snapshot_bytes();
+    let snapshot = kv_engine::codec::encode(&state.image_bytes())?;
     let (tx, rx) = std::sync::mpsc::channel();
-    commit.snapshot(snapshot, Box::new(move |r| drop(tx.send(r))))?;
+    commit.snapshot(Arc::new(snapshot), Box::new(move |r| drop(tx.send(r))))?;
     let index = rx.recv()??;
     let stats = commit.stats();
     println!(
@@ -127,4 +114,14 @@ pub fn run(args: DemoArgs) -> Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// Rebuilds the state from a snapshot: its image pieces, in order.
+fn restore(bytes: &[u8]) -> Result<KvState> {
+    let pieces: Vec<Vec<u8>> = kv_engine::codec::decode(bytes)?;
+    let mut builder = KvImageBuilder::new();
+    for piece in &pieces {
+        builder.add(piece)?;
+    }
+    Ok(builder.finish()?)
 }

@@ -226,7 +226,9 @@ fn durable_append_steady(c: &mut Criterion) {
                         let done = Box::new(move |r: kv_engine::Result<u64>| {
                             let _ = tx.send(r.is_ok());
                         });
-                        commit.snapshot(b"state".to_vec(), done).unwrap();
+                        commit
+                            .snapshot(std::sync::Arc::new(b"state".to_vec()), done)
+                            .unwrap();
                         assert!(rx.recv().unwrap(), "snapshot failed");
                         taken += 1;
                     }

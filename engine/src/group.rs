@@ -20,17 +20,26 @@
 //! [`GroupOptions::linger_max`], far below one fsync — for the rest. A lone writer never
 //! waits. This wait is the only place the engine reads the clock.
 //!
-//! Failure model: if a sync fails, every command in the batch and every later one is
-//! completed with [`Error::Poisoned`]; the store is never retried.
+//! Snapshots do not stop the log. The writer closes the log at the snapshot's index (a
+//! quick fsync and rotation), hands the file to a second thread, `kv-snapshot`, which
+//! streams it from its [`SnapshotSource`], and goes on appending; when the file is durable,
+//! the writer installs it (deletes what it supersedes) and runs its completion. At most one
+//! snapshot is written at a time; a snapshot submitted while another is being written
+//! waits, and a newer one replaces it (its completion then runs when the newer one is
+//! installed: a later snapshot covers everything an earlier one would have).
+//!
+//! Failure model: if a sync or a snapshot write fails, every command in the batch and every
+//! later one is completed with [`Error::Poisoned`]; the store is never retried.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::store::{Store, StoreStats};
+use crate::snapshot::SnapshotSource;
+use crate::store::{SnapshotJob, Store, StoreStats};
 
 /// Called once a command is durable (with the index of its last record) or has failed.
 pub type Completion = Box<dyn FnOnce(Result<u64>) + Send>;
@@ -50,6 +59,8 @@ pub struct GroupOptions {
 /// Steps in which the linger is taken, so a batch stops waiting soon after the last
 /// expected writer is back.
 const LINGER_STEP: Duration = Duration::from_micros(20);
+/// How often an idle writer looks for a finished snapshot while one is being written.
+const SNAPSHOT_POLL: Duration = Duration::from_millis(1);
 
 /// What the writer has done, for status reports and benchmarks.
 #[derive(Debug, Default)]
@@ -92,7 +103,118 @@ enum Command {
         done: Completion,
     },
     /// A snapshot of the state after every record submitted before it.
-    Snapshot { data: Vec<u8>, done: Completion },
+    Snapshot {
+        source: Arc<dyn SnapshotSource>,
+        done: Completion,
+    },
+}
+
+/// A snapshot file for the snapshot thread to write.
+struct Job {
+    job: SnapshotJob,
+    source: Arc<dyn SnapshotSource>,
+}
+
+/// The writer's side of the snapshot thread.
+struct Snapshots {
+    jobs: Option<Sender<Job>>,
+    results: Receiver<(u64, Result<u64>)>,
+    thread: Option<JoinHandle<()>>,
+    /// Completions of the snapshot being written.
+    busy: Option<Vec<Completion>>,
+    /// The snapshot to write next, and every completion it answers for.
+    pending: Option<(Job, Vec<Completion>)>,
+}
+
+impl Snapshots {
+    fn start() -> Snapshots {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (tx, results) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("kv-snapshot".into())
+            .spawn(move || {
+                for Job { job, source } in rx {
+                    let written = job.write(&*source);
+                    drop(source);
+                    if tx.send((job.index(), written)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawn snapshot thread");
+        Snapshots {
+            jobs: Some(jobs),
+            results,
+            thread: Some(thread),
+            busy: None,
+            pending: None,
+        }
+    }
+
+    /// Queues a snapshot: written now if none is, else after the current one (replacing
+    /// any that was waiting).
+    fn submit(&mut self, job: Job, done: Completion) {
+        if self.busy.is_none() {
+            self.busy = Some(vec![done]);
+            self.send(job);
+            return;
+        }
+        let mut completions = match self.pending.take() {
+            Some((_, earlier)) => earlier,
+            None => Vec::new(),
+        };
+        completions.push(done);
+        self.pending = Some((job, completions));
+    }
+
+    fn send(&mut self, job: Job) {
+        let jobs = self
+            .jobs
+            .as_ref()
+            .expect("snapshot thread runs until the writer ends");
+        if jobs.send(job).is_err() {
+            // The thread is gone only if it panicked: fail the snapshot rather than hang.
+            for done in self.busy.take().unwrap_or_default() {
+                done(Err(Error::Closed));
+            }
+        }
+    }
+
+    /// Installs a finished snapshot (if `block`, waits for the one being written); returns
+    /// whether one was installed.
+    fn collect(&mut self, store: &mut Store, counters: &Counters, block: bool) -> bool {
+        if self.busy.is_none() {
+            return false;
+        }
+        let result = if block {
+            self.results.recv().map_err(|_| ())
+        } else {
+            self.results.try_recv().map_err(|_| ())
+        };
+        let Ok((index, written)) = result else {
+            return false;
+        };
+        let installed = store.finish_snapshot(index, written).map(|()| index);
+        counters.publish(store);
+        for done in self.busy.take().unwrap_or_default() {
+            done(match &installed {
+                Ok(index) => Ok(*index),
+                Err(e) => Err(Error::Poisoned(e.to_string())),
+            });
+        }
+        if let Some((job, completions)) = self.pending.take() {
+            self.busy = Some(completions);
+            self.send(job);
+        }
+        true
+    }
+
+    fn stop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Queues appends to a [`GroupCommit`] without owning it (see [`GroupCommit::submitter`]).
@@ -158,9 +280,10 @@ impl GroupCommit {
     }
 
     /// Queues a snapshot covering every record submitted before it; `done` runs once it is
-    /// durable and the log behind it compacted.
-    pub fn snapshot(&self, data: Vec<u8>, done: Completion) -> Result<()> {
-        self.send(Command::Snapshot { data, done })
+    /// durable and the log behind it compacted. The payload is streamed from `source` on the
+    /// snapshot thread while appends go on.
+    pub fn snapshot(&self, source: Arc<dyn SnapshotSource>, done: Completion) -> Result<()> {
+        self.send(Command::Snapshot { source, done })
     }
 
     /// Appends one record and blocks until it is durable; returns its index.
@@ -219,15 +342,33 @@ fn writer(
     counters: Arc<Counters>,
 ) -> Store {
     let mut waiting: Waiting = Vec::new();
+    let mut snapshots = Snapshots::start();
     // How many appends the previous batch carried: the writers it completed are likely to
     // be back with their next record within a few microseconds.
     let mut previous_batch = 0usize;
-    while let Ok(first) = rx.recv() {
+    loop {
+        snapshots.collect(&mut store, &counters, false);
+        let first = if snapshots.busy.is_some() {
+            match rx.recv_timeout(SNAPSHOT_POLL) {
+                Ok(command) => command,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Nothing more will come: finish the snapshots under way, then stop.
+                    while snapshots.collect(&mut store, &counters, true) {}
+                    break;
+                }
+            }
+        } else {
+            match rx.recv() {
+                Ok(command) => command,
+                Err(_) => break,
+            }
+        };
         let mut batch_bytes = 0usize;
         let mut next = Some(first);
         let mut lingered = Duration::ZERO;
         while let Some(command) = next.take() {
-            batch_bytes += handle(&mut store, command, &mut waiting, &counters);
+            batch_bytes += handle(&mut store, command, &mut waiting, &counters, &mut snapshots);
             if batch_bytes >= options.batch_bytes_max {
                 break;
             }
@@ -251,6 +392,7 @@ fn writer(
         }
         finish(&mut store, &mut waiting, &counters);
     }
+    snapshots.stop();
     store
 }
 
@@ -260,6 +402,7 @@ fn handle(
     command: Command,
     waiting: &mut Waiting,
     counters: &Counters,
+    snapshots: &mut Snapshots,
 ) -> usize {
     match command {
         Command::Append { records, done } => {
@@ -277,14 +420,16 @@ fn handle(
             }
             bytes
         }
-        Command::Snapshot { data, done } => {
+        Command::Snapshot { source, done } => {
             // Everything before the snapshot must be durable (and acknowledged) first.
             finish(store, waiting, counters);
             let index = store.next_index() - 1;
-            let result = store.write_snapshot(index, &data).map(|()| index);
+            match store.begin_snapshot(index) {
+                Ok(job) => snapshots.submit(Job { job, source }, done),
+                Err(e) => done(Err(e)),
+            }
             counters.publish(store);
-            done(result);
-            data.len()
+            0
         }
     }
 }
@@ -376,7 +521,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         group
             .snapshot(
-                b"state".to_vec(),
+                Arc::new(b"state".to_vec()),
                 Box::new(move |r| tx.send(r.map_err(|e| e.to_string())).unwrap()),
             )
             .unwrap();
@@ -389,6 +534,64 @@ mod tests {
         drop(store);
         let (_, rec) = Store::open(Arc::new(fs), Path::new("/g"), StoreOptions::default()).unwrap();
         assert_eq!(&*rec.snapshot.unwrap().data, b"state");
+        assert!(rec.records.is_empty());
+    }
+
+    /// A snapshot source that waits for a go-ahead before writing.
+    struct Gated {
+        go: std::sync::Mutex<Receiver<()>>,
+        data: Vec<u8>,
+    }
+
+    impl SnapshotSource for Gated {
+        fn write_payload(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+            self.go.lock().unwrap().recv().unwrap();
+            out.write_all(&self.data)
+        }
+    }
+
+    #[test]
+    fn appends_go_on_while_a_snapshot_is_written_and_waiting_snapshots_coalesce() {
+        let fs = SimFs::new();
+        let group = start(&fs);
+        group.append_durable(0, b"before".to_vec()).unwrap();
+        let (go, gate) = mpsc::channel();
+        let (tx, rx) = mpsc::channel();
+        let report =
+            |tx: &mpsc::Sender<(u8, std::result::Result<u64, String>)>, n: u8| -> Completion {
+                let tx = tx.clone();
+                Box::new(move |r| tx.send((n, r.map_err(|e| e.to_string()))).unwrap())
+            };
+        let slow = Gated {
+            go: std::sync::Mutex::new(gate),
+            data: b"first".to_vec(),
+        };
+        group.snapshot(Arc::new(slow), report(&tx, 1)).unwrap();
+        // The log goes on while the first snapshot is held up.
+        for i in 0..20u8 {
+            group.append_durable(0, vec![i; 10]).unwrap();
+        }
+        group
+            .snapshot(Arc::new(b"second".to_vec()), report(&tx, 2))
+            .unwrap();
+        group.append_durable(0, b"between".to_vec()).unwrap();
+        group
+            .snapshot(Arc::new(b"third".to_vec()), report(&tx, 3))
+            .unwrap();
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing completes before the first file is written"
+        );
+        go.send(()).unwrap();
+        let mut done: Vec<(u8, std::result::Result<u64, String>)> =
+            (0..3).map(|_| rx.recv().unwrap()).collect();
+        done.sort();
+        // The second was replaced by the third, which covers it: both report its index.
+        assert_eq!(done, vec![(1, Ok(1)), (2, Ok(22)), (3, Ok(22))]);
+        drop(group.shutdown());
+        let (_, rec) = Store::open(Arc::new(fs), Path::new("/g"), StoreOptions::default()).unwrap();
+        let snapshot = rec.snapshot.unwrap();
+        assert_eq!((snapshot.index, &*snapshot.data), (22, &b"third"[..]));
         assert!(rec.records.is_empty());
     }
 

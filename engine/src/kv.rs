@@ -1,64 +1,57 @@
-//! `KvState`: the deterministic key-value state machine that every kv replica kind
-//! (kvpaxos, primary/backup, shard groups) applies decided requests to.
+//! `KvState`: the deterministic key-value data that every kv replica kind (the Paxos
+//! group, shard groups, primary/backup) applies decided operations to.
 //!
-//! A replica feeds [`KvState::apply`] the requests its log decided, in log order, and
-//! answers clients with the returned [`Reply`]. Keys are split into [`SHARDS`] shards by
-//! [`shard_of`] (lab 4's `key2shard`); each shard is an ordered map that serialises on its
-//! own ([`KvState::export_shard`] / [`KvState::import_shard`]) so shard groups can hand a
-//! shard, with the dedup table, to its new owner. The whole state serialises for snapshots
-//! ([`KvState::snapshot_bytes`] / [`KvState::from_snapshot_bytes`]).
+//! A replica feeds [`KvState::execute`] the operations its log decided, in log order, and
+//! answers clients with the returned [`Reply`]. Keys are split into shards by [`shard_of`]
+//! (lab 4's `key2shard`); each shard is an ordered map that moves
+//! on its own ([`KvState::export_shard`] / [`KvState::import_shard`]) so shard groups can
+//! hand a shard to its new owner. At-most-once execution (the client dedup table) is not
+//! here: it belongs to the replicated state of the replication library, which travels
+//! with shards too.
 //!
 //! # Invariants
-//! - **Determinism.** `apply` reads only its argument and `self`: no clock, no RNG, no IO,
-//!   and every map is a `BTreeMap`. Replicas that apply the same requests in the same order
-//!   hold equal states and produce byte-identical snapshots.
-//! - **At-most-once.** The client model is the labs': a client has at most one request
-//!   outstanding and numbers its requests with strictly increasing `seq` (one counter
-//!   across all shards). A request executes only if its `seq` is above the last executed
-//!   `seq` of its client; a re-sent request gets the reply stored when it first executed;
-//!   an older one gets [`Reply::Stale`]. Gets are deduplicated too: they are in the log.
+//! - **Determinism.** `execute` reads only its argument and `self`: no clock, no RNG, no
+//!   IO, and every map is ordered. Replicas that execute the same operations in the same
+//!   order hold equal states and produce byte-identical images.
 //! - **Placement.** Every stored key lives in shard `shard_of(key)`, and only held shards
-//!   have data. A request on a shard that is not held is refused with [`Reply::NotHeld`]
-//!   (lab 4's `ErrWrongGroup`) and changes nothing, not even the dedup table, so the client
-//!   may send the same `seq` to the shard's new owner.
-//! - **Ownership of bytes.** Keys and values written by `apply` are copied into their own
-//!   allocations, so the map never pins a larger caller buffer (a network read buffer, a
-//!   memory-mapped snapshot) in memory. Decoding also copies.
+//!   have data. An operation on a shard that is not held is refused with
+//!   [`Reply::NotHeld`] (lab 4's `ErrWrongGroup`) and changes nothing.
+//! - **Ownership of bytes.** Keys and values written by `execute` are copied into their
+//!   own allocations, so the map never pins a larger caller buffer (a network read buffer,
+//!   a memory-mapped snapshot) in memory. Decoding also copies.
+//! - **Cheap copies.** Each shard is a persistent (structurally shared) ordered map, so
+//!   cloning the state is O(shards): a frozen copy can be streamed to disk or to a peer
+//!   while the original keeps changing, sharing everything that did not change.
 //! - **Accounting.** Each shard tracks the sum of its key and value lengths, so
 //!   [`KvState::live_bytes`] is exact and cheap.
 //!
-//! # Failure model
-//! `apply` cannot fail and never panics on any request. Bytes that come from outside —
-//! snapshots and shard transfers — are validated before they change anything (shard in
-//! range, every key in the shard it claims, shard not already held); a bad input is an
-//! [`Error::Invalid`] or [`Error::Codec`] and leaves the state untouched. Misuse of the
-//! shard calls (importing a shard already held, creating one twice) is also an `Err`
-//! rather than a panic: every replica applies the same log, so a panic here would stop
-//! the whole group at the same index.
+//! # Images
+//! The whole state is written and read as a sequence of *pieces* ([`KvState::encode_piece`],
+//! [`KvImageBuilder`]): first the list of held shards, then each shard's entries in key
+//! order, a bounded number of bytes per piece. Nothing ever holds the whole encoded state:
+//! snapshots stream pieces to a file and state transfer streams them to a peer.
 //!
-//! # Dedup table growth
-//! The dedup table holds one entry (last seq + its reply) per client ever seen, and a
-//! shard export carries the whole table (a client's seq counter spans shards, so any entry
-//! may matter to the new owner). It is trimmed only by [`KvState::forget_client`], which
-//! the replica layer must itself apply through the log (for example when a client session
-//! ends) so that every replica forgets at the same point.
+//! # Failure model
+//! `execute` cannot fail and never panics on any operation. Bytes that come from outside —
+//! image pieces and shard transfers — are validated before they change anything (shard in
+//! range, every key in the shard it claims and in ascending order, shard not already held);
+//! a bad input is an [`Error::Invalid`] or [`Error::Codec`]. Misuse of the shard calls
+//! (importing a shard already held, creating one twice) is also an `Err` rather than a
+//! panic: every replica applies the same log, so a panic here would stop the whole group
+//! at the same index.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::{Bytes, BytesMut};
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode};
 use crate::{Error, Result};
 
-/// Number of shards the key space is split into (lab 4's `NShards`).
+/// Number of shards the key space is split into in the labs (lab 4's `NShards`).
 pub const SHARDS: u32 = 10;
-
-/// Identifies a client for at-most-once deduplication.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ClientId(pub u64);
 
 /// Identifies a shard; valid ids are `0..SHARDS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -68,12 +61,6 @@ impl ShardId {
     /// Every valid shard id, in ascending order.
     pub fn all() -> impl Iterator<Item = ShardId> {
         (0..SHARDS).map(ShardId)
-    }
-}
-
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
     }
 }
 
@@ -133,20 +120,22 @@ impl Op {
     pub fn shard(&self) -> ShardId {
         shard_of(self.key())
     }
+
+    /// True for operations that change nothing.
+    pub fn is_read(&self) -> bool {
+        matches!(self, Op::Get { .. })
+    }
+
+    /// Bytes of key and value the operation carries.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Op::Get { key } | Op::Delete { key } => key.len(),
+            Op::Put { key, value } | Op::Append { key, value } => key.len() + value.len(),
+        }
+    }
 }
 
-/// A client's request: the unit of at-most-once execution.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    /// Who sent it.
-    pub client: ClientId,
-    /// The client's sequence number; strictly increasing per client.
-    pub seq: u64,
-    /// What to do.
-    pub op: Op,
-}
-
-/// The result of applying a [`Request`]; shaped for a Redis front end.
+/// The result of executing an [`Op`]; shaped for a Redis front end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     /// A Get's result: `None` if the key is missing (Redis nil).
@@ -169,53 +158,27 @@ pub enum Reply {
     NotHeld(ShardId),
 }
 
-/// The at-most-once record for one client: its last executed seq and that request's reply.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DedupEntry {
-    /// The last seq executed for the client.
-    pub seq: u64,
-    /// The reply that request produced, returned again if it is re-sent.
-    pub reply: Reply,
-}
-
-/// One shard's contents plus the dedup table, as handed to a shard's new owner.
-///
-/// Produced by [`KvState::export_shard`], consumed by [`KvState::import_shard`]; encoded
-/// on its own with [`ShardData::to_bytes`] / [`ShardData::from_bytes`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One shard's contents, as handed to a shard's new owner. Cheap to copy (the map is
+/// persistent).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardData {
     /// Which shard this is.
     pub shard: ShardId,
     /// The shard's keys and values.
-    pub entries: BTreeMap<Bytes, Bytes>,
-    /// The exporter's whole dedup table (see the module docs for why it is whole).
-    pub dedup: BTreeMap<ClientId, DedupEntry>,
+    pub entries: OrdMap<Bytes, Bytes>,
 }
 
 impl ShardData {
-    /// Encodes the shard for transfer or logging.
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        encode(self)
-    }
-
-    /// Decodes and validates a shard encoded by [`ShardData::to_bytes`].
-    pub fn from_bytes(bytes: &[u8]) -> Result<ShardData> {
-        let data: ShardData = decode(bytes)?;
-        validate_shard(data.shard, &data.entries)?;
-        Ok(data)
-    }
-
     /// Sum of key and value lengths in this shard.
     pub fn live_bytes(&self) -> u64 {
         self.entries.iter().map(|(k, v)| entry_bytes(k, v)).sum()
     }
 }
 
-/// The replicated key-value state: held shards plus the client dedup table.
+/// The replicated key-value data: the held shards.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvState {
     shards: BTreeMap<ShardId, Shard>,
-    dedup: BTreeMap<ClientId, DedupEntry>,
 }
 
 impl Default for KvState {
@@ -224,13 +187,36 @@ impl Default for KvState {
     }
 }
 
+/// Where the next image piece starts (see [`KvState::encode_piece`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvCursor {
+    shard: ShardId,
+    /// Entries strictly after this key (from the first one if `None`).
+    after: Option<Bytes>,
+}
+
+/// One piece of an image. An enum so the first byte tags the format.
+#[derive(Serialize, Deserialize, Debug)]
+enum Piece {
+    /// The first piece: which shards are held (so empty ones exist after a restore).
+    Shards(Vec<ShardId>),
+    /// Entries of one shard, in ascending key order, each key above every key of that
+    /// shard in earlier pieces.
+    Entries {
+        shard: ShardId,
+        entries: Vec<(Bytes, Bytes)>,
+    },
+}
+
+/// Per-entry allowance for encoding overhead when sizing pieces.
+const PIECE_ENTRY_OVERHEAD: usize = 16;
+
 impl KvState {
     /// An empty state holding every shard: what a single-group replica (kvpaxos,
     /// primary/backup) starts from.
     pub fn new() -> KvState {
         KvState {
             shards: ShardId::all().map(|s| (s, Shard::default())).collect(),
-            dedup: BTreeMap::new(),
         }
     }
 
@@ -240,41 +226,22 @@ impl KvState {
     pub fn without_shards() -> KvState {
         KvState {
             shards: BTreeMap::new(),
-            dedup: BTreeMap::new(),
         }
     }
 
-    /// Applies one decided request, at most once per `(client, seq)`, and returns its reply.
-    ///
-    /// Order of checks: shard held (else [`Reply::NotHeld`], nothing recorded); then dedup
-    /// (equal seq: the stored reply; lower seq: [`Reply::Stale`]); then execute and record.
-    pub fn apply(&mut self, request: &Request) -> Reply {
-        let shard_id = request.op.shard();
-        let Some(shard) = self.shards.get_mut(&shard_id) else {
-            return Reply::NotHeld(shard_id);
-        };
-        if let Some(entry) = self.dedup.get(&request.client) {
-            if request.seq == entry.seq {
-                return entry.reply.clone();
-            }
-            if request.seq < entry.seq {
-                return Reply::Stale {
-                    last_seq: entry.seq,
-                };
-            }
+    /// Executes one decided operation and returns its reply ([`Reply::NotHeld`], changing
+    /// nothing, if its shard is not held).
+    pub fn execute(&mut self, op: &Op) -> Reply {
+        let shard_id = op.shard();
+        match self.shards.get_mut(&shard_id) {
+            Some(shard) => shard.execute(op),
+            None => Reply::NotHeld(shard_id),
         }
-        let reply = shard.execute(&request.op);
-        let entry = DedupEntry {
-            seq: request.seq,
-            reply: reply.clone(),
-        };
-        self.dedup.insert(request.client, entry);
-        reply
     }
 
-    /// Reads a key without going through the log or the dedup table (for read paths that
-    /// are already linearised some other way, tests, and tools). `None` if the key is
-    /// missing or its shard is not held.
+    /// Reads a key without going through a log (for read paths that are already
+    /// linearised some other way, tests, and tools). `None` if the key is missing or its
+    /// shard is not held.
     pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
         self.shards.get(&shard_of(key))?.entries.get(key)
     }
@@ -292,69 +259,42 @@ impl KvState {
     /// Starts holding `shard`, empty (a shard that no group held before, as in lab 4's
     /// first configuration). Errors if the id is out of range or the shard is already held.
     pub fn create_shard(&mut self, shard: ShardId) -> Result<()> {
-        validate_shard(shard, &BTreeMap::new())?;
+        check_shard_id(shard)?;
         self.refuse_held(shard)?;
         self.shards.insert(shard, Shard::default());
         Ok(())
     }
 
-    /// A copy of `shard`'s data plus the whole dedup table, or `None` if it is not held.
-    /// The shard stays held; call [`KvState::drop_shard`] once the new owner has it.
-    /// Cheap: keys and values are reference-counted, not copied.
+    /// A copy of `shard`'s data, or `None` if it is not held. The shard stays held; call
+    /// [`KvState::drop_shard`] once the new owner has it. Cheap: the map is shared.
     pub fn export_shard(&self, shard: ShardId) -> Option<ShardData> {
         let held = self.shards.get(&shard)?;
         Some(ShardData {
             shard,
             entries: held.entries.clone(),
-            dedup: self.dedup.clone(),
         })
     }
 
-    /// Starts holding the shard in `data`, and merges its dedup table into ours keeping, per
-    /// client, the entry with the higher seq (ours on a tie).
-    ///
-    /// Errors, changing nothing, if the shard id is out of range, a key does not belong to
-    /// the shard, or the shard is already held (drop it first: an import never overwrites
-    /// data silently).
+    /// Starts holding the shard in `data`. Errors, changing nothing, if the shard id is out
+    /// of range, a key does not belong to the shard, or the shard is already held (drop it
+    /// first: an import never overwrites data silently).
     pub fn import_shard(&mut self, data: ShardData) -> Result<()> {
-        validate_shard(data.shard, &data.entries)?;
+        check_shard_id(data.shard)?;
+        if let Some(key) = data.entries.keys().find(|key| shard_of(key) != data.shard) {
+            return Err(misplaced(key, data.shard));
+        }
         self.refuse_held(data.shard)?;
         self.shards
             .insert(data.shard, Shard::from_entries(data.entries));
-        for (client, incoming) in data.dedup {
-            self.merge_dedup(client, incoming);
-        }
         Ok(())
     }
 
-    /// Stops holding `shard` and frees its data. Returns whether it was held. The dedup
-    /// table is kept: other shards' clients may still need it.
+    /// Stops holding `shard` and frees its data. Returns whether it was held.
     pub fn drop_shard(&mut self, shard: ShardId) -> bool {
         self.shards.remove(&shard).is_some()
     }
 
-    /// The last seq executed for `client`, if it has an entry.
-    pub fn last_seq(&self, client: ClientId) -> Option<u64> {
-        self.dedup.get(&client).map(|entry| entry.seq)
-    }
-
-    /// Removes `client`'s dedup entry, returning whether it had one. This is how the dedup
-    /// table stays bounded.
-    ///
-    /// After this, a re-sent request from that client would execute again, so forget only
-    /// clients that will send nothing more (a closed session, an expired lease), and do it
-    /// through the log so every replica forgets at the same point.
-    pub fn forget_client(&mut self, client: ClientId) -> bool {
-        self.dedup.remove(&client).is_some()
-    }
-
-    /// Number of clients in the dedup table.
-    pub fn dedup_len(&self) -> usize {
-        self.dedup.len()
-    }
-
-    /// Sum of key and value lengths over all held shards (excludes the dedup table and
-    /// allocator slack).
+    /// Sum of key and value lengths over all held shards (excludes allocator slack).
     pub fn live_bytes(&self) -> u64 {
         self.shards.values().map(|shard| shard.live_bytes).sum()
     }
@@ -369,38 +309,80 @@ impl KvState {
         self.shards.values().all(|shard| shard.entries.is_empty())
     }
 
-    /// Encodes the whole state (held shards and dedup table). Equal states give equal
-    /// bytes. The encoding starts with a format tag, so later formats can still read it.
-    pub fn snapshot_bytes(&self) -> Vec<u8> {
-        let shards = self
-            .shards
-            .iter()
-            .map(|(&shard, held)| ShardImage {
-                shard,
-                entries: Cow::Borrowed(&held.entries),
-            })
-            .collect();
-        let image = StateImage::V1 {
-            shards,
-            dedup: Cow::Borrowed(&self.dedup),
+    /// Appends to `out` the image piece that starts at `from` (`None`: the first piece),
+    /// holding entries until their bytes reach `budget` (at least one entry); returns where
+    /// the next piece starts, or `None` after the last piece. Equal states give equal
+    /// pieces.
+    pub fn encode_piece(
+        &self,
+        from: Option<&KvCursor>,
+        budget: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<KvCursor> {
+        let Some(from) = from else {
+            let held = self.shards.keys().copied().collect();
+            out.extend(encode(&Piece::Shards(held)).expect("a piece always encodes"));
+            return self.cursor_at(None);
         };
-        // Postcard fails only on types it cannot express (e.g. sequences of unknown
-        // length); this image has none, so a failure is a bug, not an operating condition.
-        encode(&image).expect("encoding a KvState snapshot image cannot fail")
+        let shard = self.shards.get(&from.shard)?;
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let range = match &from.after {
+            Some(after) => shard
+                .entries
+                .range::<_, Bytes>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => shard.entries.range::<_, Bytes>(..),
+        };
+        let mut more = false;
+        for (key, value) in range {
+            if !entries.is_empty() && bytes >= budget {
+                more = true;
+                break;
+            }
+            bytes += entry_bytes(key, value) as usize + PIECE_ENTRY_OVERHEAD;
+            entries.push((key.clone(), value.clone()));
+        }
+        let last = entries.last().map(|(k, _)| k.clone());
+        let piece = Piece::Entries {
+            shard: from.shard,
+            entries,
+        };
+        out.extend(encode(&piece).expect("a piece always encodes"));
+        if more {
+            Some(KvCursor {
+                shard: from.shard,
+                after: last,
+            })
+        } else {
+            self.cursor_at(Some(from.shard))
+        }
     }
 
-    /// Decodes and validates bytes from [`KvState::snapshot_bytes`].
-    pub fn from_snapshot_bytes(bytes: &[u8]) -> Result<KvState> {
-        let StateImage::V1 { shards, dedup } = decode::<StateImage<'static>>(bytes)?;
-        let mut state = KvState::without_shards();
-        for image in shards {
-            validate_shard(image.shard, &image.entries)?;
-            state.refuse_held(image.shard)?;
-            let held = Shard::from_entries(image.entries.into_owned());
-            state.shards.insert(image.shard, held);
+    /// The cursor at the start of the first held shard after `after` (or the first one).
+    fn cursor_at(&self, after: Option<ShardId>) -> Option<KvCursor> {
+        let next = match after {
+            None => self.shards.keys().next(),
+            Some(shard) => self
+                .shards
+                .range((std::ops::Bound::Excluded(shard), std::ops::Bound::Unbounded))
+                .map(|(s, _)| s)
+                .next(),
+        };
+        next.map(|&shard| KvCursor { shard, after: None })
+    }
+
+    /// The whole image as one buffer (for tests and small states; replicas stream pieces).
+    pub fn image_bytes(&self) -> Vec<Vec<u8>> {
+        let mut pieces = Vec::new();
+        let mut cursor = None;
+        loop {
+            let mut piece = Vec::new();
+            cursor = self.encode_piece(cursor.as_ref(), 1 << 20, &mut piece);
+            pieces.push(piece);
+            if cursor.is_none() {
+                return pieces;
+            }
         }
-        state.dedup = dedup.into_owned();
-        Ok(state)
     }
 
     fn refuse_held(&self, shard: ShardId) -> Result<()> {
@@ -409,27 +391,88 @@ impl KvState {
         }
         Ok(())
     }
+}
 
-    fn merge_dedup(&mut self, client: ClientId, incoming: DedupEntry) {
-        let newer = match self.dedup.get(&client) {
-            Some(ours) => incoming.seq > ours.seq,
-            None => true,
-        };
-        if newer {
-            self.dedup.insert(client, incoming);
+/// Rebuilds a [`KvState`] from image pieces, in order, validating each.
+#[derive(Debug)]
+pub struct KvImageBuilder {
+    state: KvState,
+    started: bool,
+}
+
+impl Default for KvImageBuilder {
+    fn default() -> Self {
+        KvImageBuilder::new()
+    }
+}
+
+impl KvImageBuilder {
+    /// A builder expecting the first piece.
+    pub fn new() -> KvImageBuilder {
+        KvImageBuilder {
+            state: KvState::without_shards(),
+            started: false,
         }
+    }
+
+    /// Adds the next piece. Errors if it does not decode, or would misplace a key, hold a
+    /// shard twice, or break key order.
+    pub fn add(&mut self, piece: &[u8]) -> Result<()> {
+        match decode::<Piece>(piece)? {
+            Piece::Shards(shards) => {
+                if self.started {
+                    return Err(Error::Invalid("a second list of shards".into()));
+                }
+                self.started = true;
+                for shard in shards {
+                    self.state.create_shard(shard)?;
+                }
+            }
+            Piece::Entries { shard, entries } => {
+                if !self.started {
+                    return Err(Error::Invalid("entries before the list of shards".into()));
+                }
+                let Some(held) = self.state.shards.get_mut(&shard) else {
+                    return Err(Error::Invalid(format!(
+                        "entries of shard {shard}, not held"
+                    )));
+                };
+                for (key, value) in entries {
+                    if shard_of(&key) != shard {
+                        return Err(misplaced(&key, shard));
+                    }
+                    if held.entries.get_max().is_some_and(|(last, _)| *last >= key) {
+                        return Err(Error::Invalid(format!(
+                            "keys of shard {shard} out of order"
+                        )));
+                    }
+                    held.live_bytes += entry_bytes(&key, &value);
+                    held.entries
+                        .insert(Bytes::copy_from_slice(&key), Bytes::copy_from_slice(&value));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The state, once every piece was added.
+    pub fn finish(self) -> Result<KvState> {
+        if !self.started {
+            return Err(Error::Invalid("an image without its list of shards".into()));
+        }
+        Ok(self.state)
     }
 }
 
 /// One held shard: its ordered map and the sum of its key and value lengths.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Shard {
-    entries: BTreeMap<Bytes, Bytes>,
+    entries: OrdMap<Bytes, Bytes>,
     live_bytes: u64,
 }
 
 impl Shard {
-    fn from_entries(entries: BTreeMap<Bytes, Bytes>) -> Shard {
+    fn from_entries(entries: OrdMap<Bytes, Bytes>) -> Shard {
         let live_bytes = entries.iter().map(|(k, v)| entry_bytes(k, v)).sum();
         Shard {
             entries,
@@ -463,8 +506,9 @@ impl Shard {
         }
     }
 
-    /// Appends and returns the new length. When no reply shares the old value, its buffer
-    /// is extended in place (amortised growth), so repeated appends are not quadratic.
+    /// Appends and returns the new length. When nothing else shares the old value (a
+    /// reply, a frozen copy of the state), its buffer is extended in place (amortised
+    /// growth), so repeated appends are not quadratic.
     fn append(&mut self, key: &[u8], suffix: &[u8]) -> u64 {
         let Some(slot) = self.entries.get_mut(key) else {
             self.put(key, suffix);
@@ -495,38 +539,21 @@ impl Shard {
     }
 }
 
-/// The snapshot encoding. An enum so its first byte tags the format: a later format is a
-/// new variant, and old snapshots still decode.
-#[derive(Serialize, Deserialize)]
-enum StateImage<'a> {
-    V1 {
-        shards: Vec<ShardImage<'a>>,
-        dedup: Cow<'a, BTreeMap<ClientId, DedupEntry>>,
-    },
-}
-
-#[derive(Serialize, Deserialize)]
-struct ShardImage<'a> {
-    shard: ShardId,
-    entries: Cow<'a, BTreeMap<Bytes, Bytes>>,
-}
-
-/// Checks what a shard from outside must satisfy: its id is in range and every key
-/// belongs to it.
-fn validate_shard(shard: ShardId, entries: &BTreeMap<Bytes, Bytes>) -> Result<()> {
+fn check_shard_id(shard: ShardId) -> Result<()> {
     if shard.0 >= SHARDS {
         return Err(Error::Invalid(format!(
             "shard {shard} out of range (SHARDS = {SHARDS})"
         )));
     }
-    if let Some(key) = entries.keys().find(|key| shard_of(key) != shard) {
-        return Err(Error::Invalid(format!(
-            "key of {} bytes belongs to shard {}, found in shard {shard}",
-            key.len(),
-            shard_of(key)
-        )));
-    }
     Ok(())
+}
+
+fn misplaced(key: &[u8], shard: ShardId) -> Error {
+    Error::Invalid(format!(
+        "key of {} bytes belongs to shard {}, found in shard {shard}",
+        key.len(),
+        shard_of(key)
+    ))
 }
 
 fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
@@ -542,37 +569,29 @@ fn len_u64(bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
-    fn request(client: u64, seq: u64, op: Op) -> Request {
-        Request {
-            client: ClientId(client),
-            seq,
-            op,
-        }
-    }
-
-    fn get(key: &'static [u8]) -> Op {
+    fn get(key: &[u8]) -> Op {
         Op::Get {
-            key: Bytes::from_static(key),
+            key: Bytes::copy_from_slice(key),
         }
     }
 
-    fn put(key: &'static [u8], value: &'static [u8]) -> Op {
+    fn put(key: &[u8], value: &[u8]) -> Op {
         Op::Put {
-            key: Bytes::from_static(key),
-            value: Bytes::from_static(value),
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
         }
     }
 
-    fn append(key: &'static [u8], value: &'static [u8]) -> Op {
+    fn append(key: &[u8], value: &[u8]) -> Op {
         Op::Append {
-            key: Bytes::from_static(key),
-            value: Bytes::from_static(value),
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
         }
     }
 
-    fn delete(key: &'static [u8]) -> Op {
+    fn delete(key: &[u8]) -> Op {
         Op::Delete {
-            key: Bytes::from_static(key),
+            key: Bytes::copy_from_slice(key),
         }
     }
 
@@ -581,10 +600,22 @@ mod tests {
         Bytes::from(vec![u8::try_from(shard).unwrap(), b'k'])
     }
 
+    fn rebuild(kv: &KvState, budget: usize) -> Result<KvState> {
+        let mut builder = KvImageBuilder::new();
+        let mut cursor = None;
+        loop {
+            let mut piece = Vec::new();
+            cursor = kv.encode_piece(cursor.as_ref(), budget, &mut piece);
+            builder.add(&piece)?;
+            if cursor.is_none() {
+                return builder.finish();
+            }
+        }
+    }
+
     #[test]
     fn shard_of_is_first_byte_mod_shards_and_empty_key_is_shard_zero() {
         assert_eq!(shard_of(b""), ShardId(0));
-        assert_eq!(shard_of(b"a"), ShardId(u32::from(b'a') % SHARDS));
         assert_eq!(shard_of(b"a"), ShardId(7));
         assert_eq!(shard_of(&[255, 1, 2]), ShardId(5));
         assert_eq!(shard_of(&[10]), ShardId(0));
@@ -594,114 +625,49 @@ mod tests {
     #[test]
     fn get_of_missing_key_is_nil_and_put_then_get_reads_it() {
         let mut kv = KvState::new();
-        assert_eq!(kv.apply(&request(1, 1, get(b"x"))), Reply::Value(None));
-        assert_eq!(kv.apply(&request(1, 2, put(b"x", b"1"))), Reply::Ok);
+        assert_eq!(kv.execute(&get(b"x")), Reply::Value(None));
+        assert_eq!(kv.execute(&put(b"x", b"1")), Reply::Ok);
         let value = Some(Bytes::from_static(b"1"));
-        assert_eq!(kv.apply(&request(1, 3, get(b"x"))), Reply::Value(value));
+        assert_eq!(kv.execute(&get(b"x")), Reply::Value(value));
     }
 
     #[test]
     fn append_on_missing_key_creates_it_and_returns_new_length() {
         let mut kv = KvState::new();
-        assert_eq!(
-            kv.apply(&request(1, 1, append(b"k", b"ab"))),
-            Reply::Appended(2)
-        );
-        assert_eq!(
-            kv.apply(&request(1, 2, append(b"k", b"cde"))),
-            Reply::Appended(5)
-        );
+        assert_eq!(kv.execute(&append(b"k", b"ab")), Reply::Appended(2));
+        assert_eq!(kv.execute(&append(b"k", b"cde")), Reply::Appended(5));
         assert_eq!(kv.get(b"k").map(|v| &v[..]), Some(&b"abcde"[..]));
     }
 
     #[test]
-    fn append_copies_when_a_stored_get_reply_shares_the_value() {
+    fn append_copies_when_a_reply_or_a_frozen_copy_shares_the_value() {
         let mut kv = KvState::new();
-        kv.apply(&request(1, 1, put(b"k", b"ab")));
-        let before = kv.apply(&request(2, 1, get(b"k")));
-        kv.apply(&request(1, 2, append(b"k", b"c")));
-        // The earlier reply (and client 2's dedup entry) still see the old value.
+        kv.execute(&put(b"k", b"ab"));
+        let before = kv.execute(&get(b"k"));
+        let frozen = kv.clone();
+        kv.execute(&append(b"k", b"c"));
         assert_eq!(before, Reply::Value(Some(Bytes::from_static(b"ab"))));
-        assert_eq!(kv.apply(&request(2, 1, get(b"k"))), before);
+        assert_eq!(frozen.get(b"k").map(|v| &v[..]), Some(&b"ab"[..]));
         assert_eq!(kv.get(b"k").map(|v| &v[..]), Some(&b"abc"[..]));
     }
 
     #[test]
     fn delete_reports_whether_the_key_existed() {
         let mut kv = KvState::new();
-        assert_eq!(
-            kv.apply(&request(1, 1, delete(b"k"))),
-            Reply::Deleted(false)
-        );
-        kv.apply(&request(1, 2, put(b"k", b"v")));
-        assert_eq!(kv.apply(&request(1, 3, delete(b"k"))), Reply::Deleted(true));
+        assert_eq!(kv.execute(&delete(b"k")), Reply::Deleted(false));
+        kv.execute(&put(b"k", b"v"));
+        assert_eq!(kv.execute(&delete(b"k")), Reply::Deleted(true));
         assert_eq!(kv.get(b"k"), None);
         assert!(kv.is_empty());
     }
 
     #[test]
-    fn resent_request_returns_stored_reply_without_reexecuting() {
-        let mut kv = KvState::new();
-        let first = request(1, 1, append(b"k", b"x"));
-        assert_eq!(kv.apply(&first), Reply::Appended(1));
-        assert_eq!(kv.apply(&first), Reply::Appended(1));
-        assert_eq!(kv.get(b"k").map(|v| &v[..]), Some(&b"x"[..]));
-        assert_eq!(kv.last_seq(ClientId(1)), Some(1));
-    }
-
-    #[test]
-    fn dedup_matches_on_client_and_seq_only_not_on_the_op() {
-        let mut kv = KvState::new();
-        kv.apply(&request(1, 4, put(b"k", b"v")));
-        // Same seq, different op: still a duplicate of seq 4.
-        assert_eq!(kv.apply(&request(1, 4, delete(b"k"))), Reply::Ok);
-        assert!(kv.get(b"k").is_some());
-    }
-
-    #[test]
-    fn older_seq_is_stale_and_not_executed() {
-        let mut kv = KvState::new();
-        kv.apply(&request(1, 5, put(b"k", b"v")));
-        let reply = kv.apply(&request(1, 3, delete(b"k")));
-        assert_eq!(reply, Reply::Stale { last_seq: 5 });
-        assert!(kv.get(b"k").is_some());
-        assert_eq!(kv.last_seq(ClientId(1)), Some(5));
-    }
-
-    #[test]
-    fn clients_are_deduplicated_independently() {
-        let mut kv = KvState::new();
-        assert_eq!(
-            kv.apply(&request(1, 1, append(b"k", b"a"))),
-            Reply::Appended(1)
-        );
-        assert_eq!(
-            kv.apply(&request(2, 1, append(b"k", b"b"))),
-            Reply::Appended(2)
-        );
-        assert_eq!(kv.dedup_len(), 2);
-    }
-
-    #[test]
-    fn gets_go_through_dedup_and_a_resent_get_returns_the_first_value() {
-        let mut kv = KvState::new();
-        kv.apply(&request(1, 1, put(b"k", b"old")));
-        let read = request(2, 1, get(b"k"));
-        let first = kv.apply(&read);
-        kv.apply(&request(1, 2, put(b"k", b"new")));
-        assert_eq!(kv.apply(&read), first);
-        assert_eq!(first, Reply::Value(Some(Bytes::from_static(b"old"))));
-    }
-
-    #[test]
-    fn request_on_unheld_shard_is_refused_and_not_recorded() {
+    fn an_operation_on_an_unheld_shard_is_refused_and_changes_nothing() {
         let mut kv = KvState::without_shards();
-        let req = request(1, 1, put(b"a", b"v"));
-        assert_eq!(kv.apply(&req), Reply::NotHeld(ShardId(7)));
-        assert_eq!(kv.last_seq(ClientId(1)), None);
+        assert_eq!(kv.execute(&put(b"a", b"v")), Reply::NotHeld(ShardId(7)));
+        assert!(kv.is_empty());
         kv.create_shard(ShardId(7)).unwrap();
-        // The same seq now executes: the refusal did not consume it.
-        assert_eq!(kv.apply(&req), Reply::Ok);
+        assert_eq!(kv.execute(&put(b"a", b"v")), Reply::Ok);
         assert_eq!(kv.len(), 1);
     }
 
@@ -724,175 +690,107 @@ mod tests {
     #[test]
     fn live_bytes_and_len_track_put_overwrite_append_and_delete() {
         let mut kv = KvState::new();
-        kv.apply(&request(1, 1, put(b"ab", b"xyz")));
+        kv.execute(&put(b"ab", b"xyz"));
         assert_eq!((kv.live_bytes(), kv.len()), (5, 1));
-        kv.apply(&request(1, 2, put(b"ab", b"q")));
+        kv.execute(&put(b"ab", b"q"));
         assert_eq!((kv.live_bytes(), kv.len()), (3, 1));
-        kv.apply(&request(1, 3, append(b"ab", b"rs")));
+        kv.execute(&append(b"ab", b"rs"));
         assert_eq!((kv.live_bytes(), kv.len()), (5, 1));
-        kv.apply(&request(1, 4, append(b"c", b"")));
+        kv.execute(&append(b"c", b""));
         assert_eq!((kv.live_bytes(), kv.len()), (6, 2));
-        kv.apply(&request(1, 5, delete(b"ab")));
+        kv.execute(&delete(b"ab"));
         assert_eq!((kv.live_bytes(), kv.len()), (1, 1));
     }
 
     #[test]
-    fn export_import_moves_a_shard_with_its_dedup_entries() {
+    fn export_import_moves_a_shard() {
         let mut from = KvState::new();
         let key = key_in(3);
-        let req = request(
-            9,
-            1,
-            Op::Append {
-                key: key.clone(),
-                value: Bytes::from_static(b"v"),
-            },
-        );
-        from.apply(&req);
+        from.execute(&append(&key, b"v"));
         let data = from.export_shard(ShardId(3)).unwrap();
         assert_eq!(data.live_bytes(), 3);
         let mut to = KvState::without_shards();
         to.import_shard(data).unwrap();
         assert_eq!(to.get(&key), from.get(&key));
-        // The re-sent append is recognised at the new owner.
-        assert_eq!(to.apply(&req), Reply::Appended(1));
         assert_eq!(to.live_bytes(), 3);
         assert!(from.drop_shard(ShardId(3)));
-        assert_eq!(from.apply(&req), Reply::NotHeld(ShardId(3)));
+        assert_eq!(from.execute(&get(&key)), Reply::NotHeld(ShardId(3)));
         assert!(from.export_shard(ShardId(3)).is_none());
     }
 
     #[test]
-    fn import_merge_keeps_the_higher_seq_per_client() {
-        let mut exporter = KvState::new();
-        exporter.apply(&request(1, 5, put(&[3], b"e")));
-        exporter.apply(&request(2, 2, put(&[3], b"f")));
-        let data = exporter.export_shard(ShardId(3)).unwrap();
-
-        let mut importer = KvState::without_shards();
-        importer.create_shard(ShardId(4)).unwrap();
-        importer.apply(&request(1, 7, put(&[4], b"i")));
-        importer.apply(&request(2, 1, put(&[4], b"j")));
-        importer.import_shard(data).unwrap();
-        assert_eq!(importer.last_seq(ClientId(1)), Some(7));
-        assert_eq!(importer.last_seq(ClientId(2)), Some(2));
-    }
-
-    #[test]
-    fn import_refuses_a_held_shard_and_leaves_state_unchanged() {
+    fn import_refuses_a_held_shard_or_misplaced_keys_and_changes_nothing() {
         let mut kv = KvState::new();
-        kv.apply(&request(1, 1, put(&[3], b"v")));
+        kv.execute(&put(&[3], b"v"));
         let data = kv.export_shard(ShardId(3)).unwrap();
         let before = kv.clone();
         assert!(matches!(kv.import_shard(data), Err(Error::Invalid(_))));
         assert_eq!(kv, before);
-    }
-
-    #[test]
-    fn import_refuses_keys_outside_the_shard() {
-        let mut entries = BTreeMap::new();
+        let mut entries = OrdMap::new();
         entries.insert(key_in(4), Bytes::from_static(b"v"));
+        let mut empty = KvState::without_shards();
         let data = ShardData {
             shard: ShardId(3),
             entries,
-            dedup: BTreeMap::new(),
         };
-        let mut kv = KvState::without_shards();
-        assert!(matches!(
-            kv.import_shard(data.clone()),
-            Err(Error::Invalid(_))
-        ));
-        assert!(!kv.holds(ShardId(3)));
-        let bytes = data.to_bytes().unwrap();
-        assert!(matches!(
-            ShardData::from_bytes(&bytes),
-            Err(Error::Invalid(_))
-        ));
+        assert!(matches!(empty.import_shard(data), Err(Error::Invalid(_))));
+        assert!(!empty.holds(ShardId(3)));
     }
 
     #[test]
-    fn shard_data_bytes_round_trip() {
-        let mut kv = KvState::new();
-        kv.apply(&request(1, 1, put(&[3, 1], b"v")));
-        kv.apply(&request(2, 1, get(&[3, 1])));
-        let data = kv.export_shard(ShardId(3)).unwrap();
-        let decoded = ShardData::from_bytes(&data.to_bytes().unwrap()).unwrap();
-        assert_eq!(decoded, data);
-    }
-
-    #[test]
-    fn forget_client_drops_its_entry_so_a_resend_would_execute_again() {
-        let mut kv = KvState::new();
-        let req = request(1, 1, append(b"k", b"x"));
-        kv.apply(&req);
-        assert!(kv.forget_client(ClientId(1)));
-        assert!(!kv.forget_client(ClientId(1)));
-        assert_eq!(kv.dedup_len(), 0);
-        assert_eq!(kv.apply(&req), Reply::Appended(2));
-    }
-
-    #[test]
-    fn snapshot_round_trips_and_is_deterministic() {
+    fn images_round_trip_piece_by_piece_and_are_deterministic() {
         let mut kv = KvState::without_shards();
         kv.create_shard(ShardId(7)).unwrap();
         kv.create_shard(ShardId(0)).unwrap();
-        kv.apply(&request(1, 1, put(b"a", b"1")));
-        kv.apply(&request(2, 1, append(b"", b"zz")));
-        kv.apply(&request(3, 1, get(b"a")));
-        let bytes = kv.snapshot_bytes();
-        let restored = KvState::from_snapshot_bytes(&bytes).unwrap();
-        assert_eq!(restored, kv);
-        assert_eq!(restored.snapshot_bytes(), bytes);
-        assert_eq!(restored.live_bytes(), kv.live_bytes());
+        kv.create_shard(ShardId(4)).unwrap();
+        for i in 0..500u32 {
+            let key = [b'a', (i >> 8) as u8, i as u8];
+            kv.execute(&put(&key, &vec![i as u8; (i % 40) as usize]));
+            kv.execute(&append(&[10, i as u8], b"zz"));
+        }
+        for budget in [1, 100, 1 << 20] {
+            let restored = rebuild(&kv, budget).unwrap();
+            assert_eq!(restored, kv, "budget {budget}");
+            assert_eq!(restored.image_bytes(), kv.image_bytes());
+            assert_eq!(restored.live_bytes(), kv.live_bytes());
+        }
+        assert!(rebuild(&kv, 1).is_ok());
+        // Small budgets give many pieces; an empty shard still comes back.
+        assert!(kv.image_bytes().len() >= 4);
+        assert!(rebuild(&KvState::new(), 10).unwrap().holds(ShardId(9)));
     }
 
     #[test]
-    fn snapshot_decoding_refuses_garbage_and_truncation() {
-        let mut kv = KvState::new();
-        kv.apply(&request(1, 1, put(b"a", b"1")));
-        let bytes = kv.snapshot_bytes();
-        assert!(KvState::from_snapshot_bytes(&bytes[..bytes.len() - 1]).is_err());
-        assert!(KvState::from_snapshot_bytes(&[0xff, 0xff, 0xff]).is_err());
-        let mut trailing = bytes.clone();
-        trailing.push(0);
-        assert!(KvState::from_snapshot_bytes(&trailing).is_err());
-    }
-
-    #[test]
-    fn snapshot_decoding_refuses_misplaced_keys_and_duplicate_shards() {
-        let mut misplaced = BTreeMap::new();
-        misplaced.insert(key_in(4), Bytes::new());
-        let image = StateImage::V1 {
-            shards: vec![ShardImage {
-                shard: ShardId(3),
-                entries: Cow::Owned(misplaced),
-            }],
-            dedup: Cow::Owned(BTreeMap::new()),
+    fn image_building_refuses_garbage_misplaced_keys_disorder_and_missing_headers() {
+        let entries = |shard: u32, keys: &[&[u8]]| {
+            encode(&Piece::Entries {
+                shard: ShardId(shard),
+                entries: keys
+                    .iter()
+                    .map(|k| (Bytes::copy_from_slice(k), Bytes::new()))
+                    .collect(),
+            })
+            .unwrap()
         };
-        let bytes = encode(&image).unwrap();
-        assert!(matches!(
-            KvState::from_snapshot_bytes(&bytes),
-            Err(Error::Invalid(_))
-        ));
-
-        let image = StateImage::V1 {
-            shards: vec![
-                ShardImage {
-                    shard: ShardId(3),
-                    entries: Cow::Owned(BTreeMap::new()),
-                },
-                ShardImage {
-                    shard: ShardId(3),
-                    entries: Cow::Owned(BTreeMap::new()),
-                },
-            ],
-            dedup: Cow::Owned(BTreeMap::new()),
+        let header = |shards: &[u32]| {
+            encode(&Piece::Shards(shards.iter().map(|&s| ShardId(s)).collect())).unwrap()
         };
-        let bytes = encode(&image).unwrap();
-        assert!(matches!(
-            KvState::from_snapshot_bytes(&bytes),
-            Err(Error::Invalid(_))
-        ));
+        let mut b = KvImageBuilder::new();
+        assert!(b.add(&[0xff, 0xff, 0xff]).is_err());
+        assert!(
+            b.add(&entries(3, &[&[3]])).is_err(),
+            "entries before shards"
+        );
+        let mut b = KvImageBuilder::new();
+        b.add(&header(&[3])).unwrap();
+        assert!(b.add(&header(&[4])).is_err(), "a second header");
+        assert!(b.add(&entries(3, &[&[4]])).is_err(), "misplaced key");
+        assert!(b.add(&entries(5, &[&[5]])).is_err(), "unheld shard");
+        b.add(&entries(3, &[&[3, 2]])).unwrap();
+        assert!(b.add(&entries(3, &[&[3, 1]])).is_err(), "out of order");
+        assert!(KvImageBuilder::new().finish().is_err());
+        let mut b = KvImageBuilder::new();
+        assert!(b.add(&header(&[3, 3])).is_err(), "a shard held twice");
     }
 
     #[test]
@@ -903,7 +801,8 @@ mod tests {
             key: buffer.slice(0..1),
             value: buffer.slice(1..4),
         };
-        kv.apply(&request(1, 1, op));
+        kv.execute(&op);
+        drop(op);
         // Only our handle remains on the caller's buffer, so it is unique again.
         assert!(buffer.try_into_mut().is_ok());
     }

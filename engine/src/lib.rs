@@ -7,8 +7,8 @@
 //! - [`snapshot`]: atomic, checksummed snapshot files (temp → fsync → rename → fsync dir).
 //! - [`store`]: the facade a replica opens: newest valid snapshot plus the WAL records
 //!   after it; writing a snapshot compacts the WAL behind it.
-//! - [`kv`]: `KvState`, the deterministic key-value state machine with its at-most-once
-//!   dedup table, shared by every replica kind.
+//! - [`kv`]: `KvState`, the deterministic key-value data every replica kind applies
+//!   decided operations to, in persistent maps that stream as image pieces.
 //!
 //! The engine never uses tokio or a global RNG. Only the group-commit writer thread reads
 //! the clock, to bound how long a batch waits for more writers.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::fs::Fs;
-use crate::snapshot::{self, Snapshot};
+use crate::snapshot::{self, Snapshot, SnapshotSource};
 use crate::wal::{Wal, WalOptions, WalRecord};
 
 /// Tunables of a [`Store`].
@@ -61,6 +61,25 @@ pub struct StoreStats {
     pub durable_index: u64,
     /// Index the next record will get.
     pub next_index: u64,
+}
+
+/// A snapshot file to write, detached from the store (see [`Store::begin_snapshot`]).
+pub struct SnapshotJob {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    index: u64,
+}
+
+impl SnapshotJob {
+    /// The log index the snapshot covers.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Writes the snapshot file atomically and durably; returns its size in bytes.
+    pub fn write(&self, source: &dyn SnapshotSource) -> Result<u64> {
+        snapshot::write_from(&*self.fs, &self.dir, self.index, source)
+    }
 }
 
 /// A data directory: WAL plus snapshots.
@@ -158,6 +177,21 @@ impl Store {
     /// deletes the snapshots and log segments it supersedes. Syncs the log first, so a
     /// snapshot never covers records that a crash could still take back.
     pub fn write_snapshot(&mut self, index: u64, data: &[u8]) -> Result<()> {
+        self.write_snapshot_from(index, &data)
+    }
+
+    /// [`Store::write_snapshot`] with the payload streamed from `source`.
+    pub fn write_snapshot_from(&mut self, index: u64, source: &dyn SnapshotSource) -> Result<()> {
+        let job = self.begin_snapshot(index)?;
+        let written = job.write(source);
+        self.finish_snapshot(index, written)
+    }
+
+    /// The first of the three steps of a snapshot that is written while the log goes on
+    /// (see [`crate::group`]): checks `index`, and makes the log up to it durable and
+    /// closed, so the snapshot never covers records a crash could take back. The returned
+    /// job writes the file on any thread; [`Store::finish_snapshot`] then installs it.
+    pub fn begin_snapshot(&mut self, index: u64) -> Result<SnapshotJob> {
         self.check_poisoned()?;
         let last = self.wal.next_index() - 1;
         if index > last {
@@ -172,24 +206,37 @@ impl Store {
                 )));
             }
         }
-        let result = self.write_snapshot_inner(index, data);
+        let prepared = if index == last {
+            // Close the active segment so the whole log so far can be compacted.
+            self.wal.rotate()
+        } else {
+            self.wal.sync().map(|_| ())
+        };
+        if let Err(e) = prepared {
+            self.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        Ok(SnapshotJob {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+            index,
+        })
+    }
+
+    /// Installs a snapshot whose file [`SnapshotJob::write`] wrote (`written`: its bytes, or
+    /// the error that stopped it): deletes what it supersedes. Any error poisons the store.
+    pub fn finish_snapshot(&mut self, index: u64, written: Result<u64>) -> Result<()> {
+        self.check_poisoned()?;
+        let result = written.and_then(|bytes| {
+            self.snapshots.retain(|&(i, _)| i != index);
+            self.snapshots.push((index, bytes));
+            self.snapshots.sort_unstable();
+            self.trim_snapshots()
+        });
         if let Err(e) = &result {
             self.poisoned = Some(e.to_string());
         }
         result
-    }
-
-    fn write_snapshot_inner(&mut self, index: u64, data: &[u8]) -> Result<()> {
-        if index == self.wal.next_index() - 1 {
-            // Close the active segment so the whole log so far can be compacted.
-            self.wal.rotate()?;
-        } else {
-            self.wal.sync()?;
-        }
-        let bytes = snapshot::write(&*self.fs, &self.dir, index, data)?;
-        self.snapshots.retain(|&(i, _)| i != index);
-        self.snapshots.push((index, bytes));
-        self.trim_snapshots()
     }
 
     /// Deletes snapshots beyond the retention count, then the log they no longer need.

@@ -58,7 +58,7 @@ fn child(dir: &Path, round: u32, snapshots: bool) {
                     let (tx, rx) = std::sync::mpsc::channel();
                     group
                         .snapshot(
-                            format!("state at {durable}").into_bytes(),
+                            std::sync::Arc::new(format!("state at {durable}").into_bytes()),
                             Box::new(move |r| {
                                 let _ = tx.send(r.is_ok());
                             }),

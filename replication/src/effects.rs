@@ -26,10 +26,15 @@
 //! core exposes through queries (e.g. `Paxos::status`) is likewise meaningful only once the
 //! effects of the call that produced it have been applied.
 
+use std::fmt;
+use std::sync::Arc;
+
+use kv_engine::snapshot::SnapshotSource;
+
 use crate::types::NodeId;
 
 /// Something that must be durable before the accompanying sends leave.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Persist {
     /// Append one WAL record.
     Record {
@@ -41,8 +46,49 @@ pub enum Persist {
         sync: bool,
     },
     /// A snapshot of the whole durable state, superseding every record persisted before it
-    /// (the driver writes it at the index of the last record appended so far).
-    Snapshot(Vec<u8>),
+    /// (the driver writes it at the index of the last record appended so far). The source
+    /// is a frozen copy that writes itself: the driver may stream it on another thread
+    /// while the core goes on.
+    Snapshot(Arc<dyn SnapshotSource>),
+}
+
+impl fmt::Debug for Persist {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Persist::Record {
+                kind,
+                payload,
+                sync,
+            } => f
+                .debug_struct("Record")
+                .field("kind", kind)
+                .field("bytes", &payload.len())
+                .field("sync", sync)
+                .finish(),
+            Persist::Snapshot(_) => f.write_str("Snapshot"),
+        }
+    }
+}
+
+impl PartialEq for Persist {
+    fn eq(&self, other: &Persist) -> bool {
+        match (self, other) {
+            (
+                Persist::Record {
+                    kind: a,
+                    payload: p,
+                    sync: s,
+                },
+                Persist::Record {
+                    kind: b,
+                    payload: q,
+                    sync: t,
+                },
+            ) => a == b && p == q && s == t,
+            (Persist::Snapshot(a), Persist::Snapshot(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 /// Output of one call into a core.

@@ -22,6 +22,7 @@ pub mod effects;
 pub mod kvgroup;
 pub mod linearizability;
 pub mod paxos;
+pub mod replica;
 pub mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -1,4 +1,5 @@
-//! Domain numbers shared by every protocol core: node identities and virtual time.
+//! Domain numbers shared by every protocol core: node and client identities, and virtual
+//! time.
 //!
 //! Invariant: `Time` only moves forward within one driver; cores never read a clock, they
 //! are handed `now`.
@@ -23,6 +24,16 @@ impl NodeId {
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "n{}", self.0)
+    }
+}
+
+/// Identifies a client for at-most-once execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClientId(pub u64);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
     }
 }
 

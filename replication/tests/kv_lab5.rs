@@ -535,7 +535,7 @@ fn steady_overwrites_keep_every_disk_proportional_to_live_data() {
         }
         if round % 100 == 99 {
             for i in 0..3 {
-                let live = c.sim.node(i).map_or(0, |r| r.kv().live_bytes()).max(1);
+                let live = c.sim.node(i).map_or(0, |r| r.machine().live_bytes()).max(1);
                 worst = worst.max(c.sim.disk_bytes(i) as f64 / live as f64);
             }
         }

@@ -13,7 +13,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use kv_engine::kv::{ClientId, Op, Reply, Request};
+use kv_engine::kv::{Op, Reply};
+use kv_replication::kvgroup::Request;
+use kv_replication::types::ClientId;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -113,7 +115,7 @@ impl Client {
         let request = Request {
             client: self.id,
             seq: self.seq,
-            op,
+            command: op,
         };
         let started = Instant::now();
         let mut tag = 0u64;

@@ -33,9 +33,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kv_engine::group::{GroupCommit, GroupOptions};
-use kv_engine::kv::Request;
 use kv_engine::store::Store;
 use kv_replication::effects::{Effects, Persist};
+use kv_replication::kvgroup::Request;
 use kv_replication::types::{NodeId, Time};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};

@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use kv_engine::kv::{ClientId, Op, Reply, Request};
+use kv_engine::kv::{Op, Reply};
+use kv_replication::kvgroup::Request;
+use kv_replication::types::ClientId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -252,7 +254,7 @@ impl<M: Send + 'static> Session<M> {
         let request = Request {
             client: self.client,
             seq: self.seq,
-            op,
+            command: op,
         };
         let started = std::time::Instant::now();
         let mut backoff = std::time::Duration::from_millis(10);

@@ -1,7 +1,7 @@
 //! Runs the Paxos-replicated KV group core ([`kv_replication::kvgroup::Replica`]) under the
 //! production driver: the adapter between the core's API and the driver's [`Core`] trait.
 
-use kv_engine::kv::Request;
+use kv_replication::kvgroup::Request;
 use kv_replication::kvgroup::{self, Replica, ReplicaConfig};
 use kv_replication::types::{NodeId, Time};
 use tokio::sync::watch;
@@ -52,6 +52,10 @@ impl Core for Replica {
                 tag,
                 ClientReply::Unavailable("the replica dropped the request; retry".into()),
             )),
+            kvgroup::Event::Halted { reason } => {
+                tracing::error!(%reason, "the replica halted: it cannot apply the log");
+                None
+            }
         }
     }
 

@@ -7,7 +7,8 @@
 //! never affects any other connection or the node.
 
 use bytes::Bytes;
-use kv_engine::kv::{Reply, Request};
+use kv_engine::kv::Reply;
+use kv_replication::kvgroup::Request;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
@@ -78,7 +79,8 @@ pub fn decode<M: DeserializeOwned>(body: &[u8]) -> Result<Frame<M>, postcard::Er
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kv_engine::kv::{ClientId, Op};
+    use kv_engine::kv::Op;
+    use kv_replication::types::ClientId;
 
     #[test]
     fn frames_round_trip() {
@@ -87,7 +89,7 @@ mod tests {
             request: Request {
                 client: ClientId(3),
                 seq: 4,
-                op: Op::Put {
+                command: Op::Put {
                     key: Bytes::from_static(b"k"),
                     value: Bytes::from_static(b"v"),
                 },

@@ -8,8 +8,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kv_engine::kv::{KvState, Op, Reply, Request};
+use kv_engine::kv::{KvState, Op, Reply};
 use kv_replication::effects::{Effects, Persist};
+use kv_replication::kvgroup::Request;
 use kv_replication::types::{NodeId, Time};
 use kv_server::client::{Client, ClientOptions};
 use kv_server::config::{self, ClusterConfig, NodeConfig};
@@ -35,7 +36,7 @@ impl Core for Solo {
         request: Request,
         out: &mut Effects<(), (u64, Reply)>,
     ) {
-        let reply = self.state.apply(&request);
+        let reply = self.state.execute(&request.command);
         out.persist.push(Persist::Record {
             kind: RECORD,
             payload: kv_engine::codec::encode(&request).unwrap(),
@@ -66,7 +67,7 @@ fn recover(start: Start) -> Result<Solo, String> {
     for record in &start.recovered.records {
         let request: Request =
             kv_engine::codec::decode(&record.payload).map_err(|e| e.to_string())?;
-        state.apply(&request);
+        state.execute(&request.command);
     }
     Ok(Solo { state })
 }
@@ -240,8 +241,8 @@ impl kv_server::node::PeerSender<()> for NoPeers {
 #[test]
 fn no_reply_leaves_before_its_record_is_durable() {
     use kv_engine::fs::{SimFs, Torn};
-    use kv_engine::kv::ClientId;
     use kv_engine::store::{Store, StoreOptions};
+    use kv_replication::types::ClientId;
     use kv_server::node::{run_core, Input};
     use std::sync::{Arc, Mutex};
 
@@ -274,7 +275,7 @@ fn no_reply_leaves_before_its_record_is_durable() {
                         let request = Request {
                             client: ClientId(c),
                             seq,
-                            op: Op::Put {
+                            command: Op::Put {
                                 key: format!("k{c}").into(),
                                 value: format!("{seq}").into(),
                             },

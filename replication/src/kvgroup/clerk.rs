@@ -11,7 +11,10 @@
 //! [`Clerk::on_failure`] and sends the same request to the replica that returns. Retries go
 //! on forever, round-robin over the replica list, as in the lab.
 
-use kv_engine::kv::{ClientId, Op, Reply, Request};
+use kv_engine::kv::{Op, Reply};
+
+use super::Request;
+use crate::types::ClientId;
 
 use crate::types::NodeId;
 
@@ -71,7 +74,7 @@ impl Clerk {
         let request = Request {
             client: self.client,
             seq: self.last_seq,
-            op,
+            command: op,
         };
         self.outstanding = Some(request.clone());
         Ok((self.target(), request))

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::ids::{Ballot, Seq};
 
 /// The WAL record kind Paxos uses (records of other kinds are ignored on recovery, so a
-/// store may be shared with a layer above).
-pub const RECORD_KIND: u8 = 1;
+/// store may be shared with a layer above). The kind is also the format's version: kind 1
+/// was the first, unversioned format, which this build refuses to read.
+pub const RECORD_KIND: u8 = 3;
 
 /// One WAL record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +71,107 @@ pub struct SnapshotState {
     pub max: Option<Seq>,
     /// The peer is recovering from a lost disk (see [`Record::Recovering`]).
     pub recovering: bool,
+    /// Instances below this were forgotten whatever the peers' `done` values.
+    pub floor: Seq,
     /// Every instance at or above `min()`.
     pub instances: Vec<(Seq, SnapshotInstance)>,
+}
+
+/// The parts of a [`SnapshotState`] as frames of bounded size, for snapshots and state
+/// transfer (see `replica::frames`). An enum so the first byte tags the kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AcceptorFrame {
+    /// Everything but the instances; first.
+    Header {
+        /// See [`SnapshotState::promised`].
+        promised: Ballot,
+        /// See [`SnapshotState::dones`].
+        dones: Vec<Option<Seq>>,
+        /// See [`SnapshotState::local_done`].
+        local_done: Option<Seq>,
+        /// See [`SnapshotState::max`].
+        max: Option<Seq>,
+        /// See [`SnapshotState::recovering`].
+        recovering: bool,
+        /// See [`SnapshotState::floor`].
+        floor: Seq,
+    },
+    /// Instances, ascending, continuing the previous frame's.
+    Instances(Vec<(Seq, SnapshotInstance)>),
+}
+
+impl SnapshotState {
+    /// The state as frames whose instances carry about `budget` bytes of values each.
+    pub fn frames(&self, budget: usize) -> Vec<AcceptorFrame> {
+        let mut frames = vec![AcceptorFrame::Header {
+            promised: self.promised,
+            dones: self.dones.clone(),
+            local_done: self.local_done,
+            max: self.max,
+            recovering: self.recovering,
+            floor: self.floor,
+        }];
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for (seq, instance) in &self.instances {
+            if !batch.is_empty() && bytes >= budget {
+                frames.push(AcceptorFrame::Instances(std::mem::take(&mut batch)));
+                bytes = 0;
+            }
+            bytes += instance.value().len() + 16;
+            batch.push((*seq, instance.clone()));
+        }
+        if !batch.is_empty() {
+            frames.push(AcceptorFrame::Instances(batch));
+        }
+        frames
+    }
+
+    /// Rebuilds a state from its frames, checking the order.
+    pub fn from_frames(
+        frames: impl IntoIterator<Item = AcceptorFrame>,
+    ) -> Result<SnapshotState, String> {
+        let mut frames = frames.into_iter();
+        let Some(AcceptorFrame::Header {
+            promised,
+            dones,
+            local_done,
+            max,
+            recovering,
+            floor,
+        }) = frames.next()
+        else {
+            return Err("acceptor state without its header".into());
+        };
+        let mut state = SnapshotState {
+            promised,
+            dones,
+            local_done,
+            max,
+            recovering,
+            floor,
+            instances: Vec::new(),
+        };
+        for frame in frames {
+            let AcceptorFrame::Instances(instances) = frame else {
+                return Err("a second acceptor header".into());
+            };
+            for (seq, instance) in instances {
+                if state.instances.last().is_some_and(|(last, _)| *last >= seq) {
+                    return Err("acceptor instances out of order".into());
+                }
+                state.instances.push((seq, instance));
+            }
+        }
+        Ok(state)
+    }
+}
+
+impl SnapshotInstance {
+    /// The value (accepted or decided).
+    pub fn value(&self) -> &Bytes {
+        match self {
+            SnapshotInstance::Accepted { value, .. } | SnapshotInstance::Decided(value) => value,
+        }
+    }
 }

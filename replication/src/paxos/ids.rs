@@ -36,6 +36,12 @@ pub struct Ballot {
     pub node: NodeId,
 }
 
+impl Default for Ballot {
+    fn default() -> Ballot {
+        Ballot::ZERO
+    }
+}
+
 impl Ballot {
     /// Below every real ballot.
     pub const ZERO: Ballot = Ballot {

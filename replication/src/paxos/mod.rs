@@ -51,7 +51,7 @@ mod ids;
 mod message;
 mod peer;
 
-pub use durable::{Record, SnapshotInstance, SnapshotState, RECORD_KIND};
+pub use durable::{AcceptorFrame, Record, SnapshotInstance, SnapshotState, RECORD_KIND};
 pub use ids::{Ballot, Seq};
 pub use message::{Body, Commit, Entry, Message};
 pub use peer::Paxos;

@@ -107,6 +107,14 @@ pub struct Paxos {
     min_at_snapshot: Seq,
     /// Created recovering and the disk does not say so yet.
     recovering_marker_pending: bool,
+    /// Neither votes nor proposes for now (not durable: a restarted replica verifying that
+    /// its disk is current, see `replica`).
+    passive: bool,
+    /// Instances below this were forgotten by [`Paxos::forget_below`] whatever the peers'
+    /// `done` values (they catch up by state transfer); durable in snapshots.
+    floor: Seq,
+    /// Bytes of values in `instances`, kept up to date (so nothing walks the map to ask).
+    instance_bytes: u64,
 }
 
 impl Paxos {
@@ -136,6 +144,9 @@ impl Paxos {
             snapshot_check_at: 0,
             min_at_snapshot: Seq::ZERO,
             recovering_marker_pending: false,
+            passive: false,
+            floor: Seq::ZERO,
+            instance_bytes: 0,
         }
     }
 
@@ -147,10 +158,23 @@ impl Paxos {
         snapshot: Option<&[u8]>,
         records: impl IntoIterator<Item = (u8, &'a [u8])>,
     ) -> Result<Paxos> {
+        let state = match snapshot {
+            Some(bytes) => Some(codec::decode::<SnapshotState>(bytes)?),
+            None => None,
+        };
+        Paxos::from_state(config, seed, state, records)
+    }
+
+    /// [`Paxos::recover`] from an already decoded snapshot state.
+    pub fn from_state<'a>(
+        config: Config,
+        seed: u64,
+        snapshot: Option<SnapshotState>,
+        records: impl IntoIterator<Item = (u8, &'a [u8])>,
+    ) -> Result<Paxos> {
         let wiped = config.recovering;
         let mut peer = Paxos::new(config, seed);
-        if let Some(bytes) = snapshot {
-            let state: SnapshotState = codec::decode(bytes)?;
+        if let Some(state) = snapshot {
             peer.install_snapshot(state)?;
         }
         for (kind, payload) in records {
@@ -186,15 +210,23 @@ impl Paxos {
         self.dones = state.dones;
         self.local_done = state.local_done;
         self.max = state.max;
+        self.floor = state.floor;
         self.config.recovering = state.recovering;
         for (seq, instance) in state.instances {
+            self.note_seq(seq);
             let instance = match instance {
                 SnapshotInstance::Accepted { ballot, value } => {
+                    if ballot > self.promised {
+                        return Err(Error::Corrupt(format!(
+                            "{seq} accepted at {ballot}, above the promise {}",
+                            self.promised
+                        )));
+                    }
                     Instance::Accepted { ballot, value }
                 }
                 SnapshotInstance::Decided(value) => Instance::Decided(value),
             };
-            self.instances.insert(seq, instance);
+            self.insert_instance(seq, instance);
         }
         Ok(())
     }
@@ -206,8 +238,7 @@ impl Paxos {
                 self.promised = self.promised.max(ballot);
                 self.note_seq(seq);
                 if !matches!(self.instances.get(&seq), Some(Instance::Decided(_))) {
-                    self.instances
-                        .insert(seq, Instance::Accepted { ballot, value });
+                    self.insert_instance(seq, Instance::Accepted { ballot, value });
                 }
             }
             Record::Decide { seq, value } => {
@@ -222,7 +253,7 @@ impl Paxos {
                         )))
                     }
                 };
-                self.instances.insert(seq, Instance::Decided(value));
+                self.insert_instance(seq, Instance::Decided(value));
             }
             Record::Recovering(on) => self.config.recovering = on,
             Record::Done(seq) => {
@@ -276,6 +307,11 @@ impl Paxos {
         self.max
     }
 
+    /// Every peer's `done`, as far as this peer knows (index = node id).
+    pub fn dones(&self) -> &[Option<Seq>] {
+        &self.dones
+    }
+
     /// One more than the minimum `done` over all peers (as far as this peer knows).
     pub fn min(&self) -> Seq {
         self.min
@@ -292,16 +328,14 @@ impl Paxos {
 
     /// Bytes of values this peer holds in memory (accepted, decided, proposed).
     pub fn retained_bytes(&self) -> u64 {
-        let instances: usize = self
-            .instances
-            .values()
-            .map(|i| match i {
-                Instance::Accepted { value, .. } | Instance::Decided(value) => value.len(),
-            })
-            .sum();
         let proposals: usize = self.proposals.values().map(|p| p.value.len()).sum();
         let recovered: usize = self.recovered.values().map(|(_, v)| v.len()).sum();
-        (instances + proposals + recovered) as u64
+        self.instance_bytes + (proposals + recovered) as u64
+    }
+
+    /// Bytes of accepted and decided values held (instances at or above `min()`); O(1).
+    pub fn instance_bytes(&self) -> u64 {
+        self.instance_bytes
     }
 
     /// True while this peer holds phase 1 for some range of instances.
@@ -345,32 +379,53 @@ impl Paxos {
         self.config.recovering
     }
 
-    /// Lets a recovering peer vote and propose again. The caller must have established
-    /// that every ballot this peer could have promised before losing its disk is below
-    /// `ballot_floor` and that it will not take part in instances it may have voted on.
-    pub fn finish_recovery(&mut self, ballot_floor: Ballot, out: &mut Output) {
-        self.config.recovering = false;
-        self.recovering_marker_pending = false;
-        self.persist(Record::Recovering(false), out);
-        if ballot_floor > self.promised {
-            self.promised = ballot_floor;
-            self.persist(Record::Promise(ballot_floor), out);
+    /// Makes the peer passive (it neither votes nor proposes, but still learns decisions)
+    /// or active again. Not durable: the layer above decides it at every start.
+    pub fn set_passive(&mut self, passive: bool) {
+        self.passive = passive;
+        if passive {
+            self.campaign = None;
+            self.prepared_from = None;
+            self.recovered.clear();
+            self.reset_stages();
         }
-        self.highest_seen = self.highest_seen.max(ballot_floor);
+    }
+
+    /// True while the peer may not vote or propose (recovering or passive).
+    pub fn is_silent(&self) -> bool {
+        self.config.recovering || self.passive
+    }
+
+    /// Like [`Paxos::done`], but writes no record: for a caller whose snapshot, persisted
+    /// right after this call, holds this peer's state (so `done` never becomes durable
+    /// before the state that justifies it).
+    pub fn done_in_snapshot(&mut self, seq: Seq, out: &mut Output) {
+        if self.local_done < Some(seq) {
+            self.local_done = Some(seq);
+            let me = self.config.me.index();
+            self.dones[me] = self.dones[me].max(Some(seq));
+            self.advance_min(out);
+        }
         self.end_step(out);
     }
 
-    /// Work to do right after (re)start, before any input: a peer created without its
-    /// disk records durably that it is recovering, so a later crash cannot make it a voter.
-    pub fn on_boot(&mut self, out: &mut Output) {
-        if self.recovering_marker_pending {
-            self.recovering_marker_pending = false;
-            self.persist(Record::Recovering(true), out);
+    /// Forgets every instance below `floor` whatever the other peers' `done` values —
+    /// bounding what is kept for a lagging peer, which then catches up by state transfer.
+    /// `floor` may not pass this peer's own `done` (instances not applied here must stay).
+    /// Like [`Paxos::done_in_snapshot`], durable only through the caller's next snapshot;
+    /// below the floor this peer never accepts or reports anything again.
+    pub fn forget_below(&mut self, floor: Seq, out: &mut Output) {
+        let limit = self.local_done.map_or(Seq::ZERO, Seq::next);
+        let floor = floor.min(limit);
+        if floor > self.floor {
+            self.floor = floor;
+            self.advance_min(out);
         }
+        self.end_step(out);
     }
 
-    /// The encoded durable state, as a snapshot would hold it.
-    pub fn snapshot_bytes(&self) -> Vec<u8> {
+    /// The durable state as of now (a snapshot holds exactly this).
+    pub fn durable_state(&self) -> SnapshotState {
         let instances = self
             .instances
             .iter()
@@ -385,15 +440,29 @@ impl Paxos {
                 (*seq, i)
             })
             .collect();
-        let state = SnapshotState {
+        SnapshotState {
             promised: self.promised,
             dones: self.dones.clone(),
             local_done: self.local_done,
             max: self.max,
             recovering: self.config.recovering,
+            floor: self.floor,
             instances,
-        };
-        codec::encode(&state).expect("a paxos snapshot always encodes")
+        }
+    }
+
+    /// Work to do right after (re)start, before any input: a peer created without its
+    /// disk records durably that it is recovering, so a later crash cannot make it a voter.
+    pub fn on_boot(&mut self, out: &mut Output) {
+        if self.recovering_marker_pending {
+            self.recovering_marker_pending = false;
+            self.persist(Record::Recovering(true), out);
+        }
+    }
+
+    /// The encoded durable state, as a snapshot would hold it.
+    pub fn snapshot_bytes(&self) -> Vec<u8> {
+        codec::encode(&self.durable_state()).expect("a paxos snapshot always encodes")
     }
 
     // ---------------------------------------------------------------------------------
@@ -464,7 +533,7 @@ impl Paxos {
     // ---------------------------------------------------------------------------------
 
     fn on_prepare(&mut self, now: Time, from: NodeId, ballot: Ballot, f: Seq, out: &mut Output) {
-        if self.config.recovering {
+        if self.is_silent() {
             return;
         }
         if ballot < self.promised {
@@ -497,7 +566,7 @@ impl Paxos {
         value: Bytes,
         out: &mut Output,
     ) {
-        if self.config.recovering {
+        if self.is_silent() {
             return;
         }
         self.note_seq(seq);
@@ -535,7 +604,7 @@ impl Paxos {
             }
             _ => {
                 self.promised = ballot;
-                self.instances.insert(
+                self.insert_instance(
                     seq,
                     Instance::Accepted {
                         ballot,
@@ -560,6 +629,28 @@ impl Paxos {
             .range(from.max(self.min)..)
             .map(|(seq, i)| entry(*seq, i))
             .collect()
+    }
+
+    /// The instances from `from` on (accepted or decided) until their values reach
+    /// `message_bytes_max` (at least one), and where the next page starts if any remain:
+    /// what a rebuilding peer reads of this acceptor.
+    pub fn instances_page(&self, from: Seq) -> (Vec<(Seq, SnapshotInstance)>, Option<Seq>) {
+        let (entries, next) = self.entries_page(from);
+        let instances = entries
+            .into_iter()
+            .map(|e| {
+                let instance = if e.decided {
+                    SnapshotInstance::Decided(e.value)
+                } else {
+                    SnapshotInstance::Accepted {
+                        ballot: e.ballot,
+                        value: e.value,
+                    }
+                };
+                (e.seq, instance)
+            })
+            .collect();
+        (instances, next)
     }
 
     /// One promise page: the instances from `from` on until their values reach
@@ -658,7 +749,7 @@ impl Paxos {
             },
             out,
         );
-        self.instances.insert(seq, Instance::Decided(value));
+        self.insert_instance(seq, Instance::Decided(value));
         self.proposals.remove(&seq);
         self.recovered.remove(&seq);
         out.events.push(Event::Decided { seq });
@@ -673,7 +764,7 @@ impl Paxos {
     }
 
     fn add_proposal(&mut self, now: Time, seq: Seq, value: Bytes, out: &mut Output) {
-        if self.config.recovering
+        if self.is_silent()
             || self.proposals.contains_key(&seq)
             || matches!(self.instances.get(&seq), Some(Instance::Decided(_)))
         {
@@ -695,7 +786,7 @@ impl Paxos {
     /// Moves a waiting proposal forward: phase 2 if this peer leads its range, else a
     /// forward to the presumed leader, else a campaign (phase 1).
     fn drive(&mut self, now: Time, seq: Seq, out: &mut Output) {
-        if self.config.recovering {
+        if self.is_silent() {
             return;
         }
         if self.prepared_from.is_some_and(|from| seq >= from) {
@@ -969,7 +1060,7 @@ impl Paxos {
             Some((_, v)) => v.clone(),
             None => proposal.value.clone(),
         };
-        self.instances.insert(
+        self.insert_instance(
             seq,
             Instance::Accepted {
                 ballot,
@@ -1300,12 +1391,14 @@ impl Paxos {
         }
     }
 
+    /// One more than the minimum `done` of all peers, or the floor if that is higher.
     fn computed_min(&self) -> Seq {
         self.dones
             .iter()
             .map(|d| d.map_or(Seq::ZERO, Seq::next))
             .min()
             .unwrap_or(Seq::ZERO)
+            .max(self.floor)
     }
 
     fn advance_min(&mut self, out: &mut Output) {
@@ -1323,7 +1416,9 @@ impl Paxos {
     }
 
     fn drop_below(&mut self, min: Seq) {
-        self.instances = self.instances.split_off(&min);
+        let kept = self.instances.split_off(&min);
+        let dropped = std::mem::replace(&mut self.instances, kept);
+        self.instance_bytes -= dropped.values().map(instance_bytes).sum::<usize>() as u64;
         self.proposals = self.proposals.split_off(&min);
         self.recovered = self.recovered.split_off(&min);
         for list in self.pending.values_mut() {
@@ -1355,7 +1450,9 @@ impl Paxos {
             self.snapshot_check_at = self.log_bytes_since_snapshot + (estimate / 8).max(4096);
             return;
         }
-        out.persist.push(Persist::Snapshot(self.snapshot_bytes()));
+        out.persist.push(Persist::Snapshot(std::sync::Arc::new(
+            self.snapshot_bytes(),
+        )));
         self.log_bytes_since_snapshot = 0;
         self.snapshot_check_at = 0;
         self.min_at_snapshot = self.min;
@@ -1364,6 +1461,14 @@ impl Paxos {
     // ---------------------------------------------------------------------------------
     // Helpers.
     // ---------------------------------------------------------------------------------
+
+    /// Inserts or replaces an instance, keeping `instance_bytes` exact.
+    fn insert_instance(&mut self, seq: Seq, instance: Instance) {
+        self.instance_bytes += instance_bytes(&instance) as u64;
+        if let Some(old) = self.instances.insert(seq, instance) {
+            self.instance_bytes -= instance_bytes(&old) as u64;
+        }
+    }
 
     fn note_seq(&mut self, seq: Seq) {
         if self.max < Some(seq) {

@@ -24,113 +24,18 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kv_engine::kv::{ClientId, Op, Reply};
+use kv_engine::kv::{KvState, Op, Reply};
 
-use super::{Boot, Host, Node, Sim, SimOptions, UNRELIABLE_REPLY_LOSS, UNRELIABLE_REQUEST_LOSS};
-use crate::effects::Effects;
-use crate::kvgroup::{Clerk, Event, Message, Replica, ReplicaConfig};
+use super::replica::ReplicaHost;
+use super::{Sim, SimOptions, UNRELIABLE_REPLY_LOSS, UNRELIABLE_REQUEST_LOSS};
+use crate::kvgroup::{Clerk, Event, ReplicaConfig, Request};
 use crate::linearizability::{self, Budget, CheckResult, History, Input, Invocation, Output};
 use crate::paxos::Seq;
 use crate::rng::Rng;
-use crate::types::{NodeId, Time};
+use crate::types::{ClientId, NodeId, Time};
 
-impl Node for Replica {
-    type Msg = Message;
-    type Event = Event;
-
-    fn on_message(
-        &mut self,
-        now: Time,
-        from: NodeId,
-        msg: Message,
-        out: &mut Effects<Message, Event>,
-    ) {
-        Replica::on_message(self, now, from, msg, out)
-    }
-
-    fn on_boot(&mut self, now: Time, out: &mut Effects<Message, Event>) {
-        Replica::on_boot(self, now, out)
-    }
-
-    fn on_tick(&mut self, now: Time, out: &mut Effects<Message, Event>) {
-        Replica::on_tick(self, now, out)
-    }
-
-    fn is_response(msg: &Message) -> bool {
-        msg.is_response()
-    }
-
-    fn summarize(msg: &Message) -> String {
-        msg.summary()
-    }
-
-    fn wire_bytes(msg: &Message) -> usize {
-        msg.wire_bytes()
-    }
-
-    fn retained_bytes(&self) -> u64 {
-        Replica::retained_bytes(self)
-    }
-}
-
-/// Boots replicas and checks that they apply the same log.
-pub struct KvHost {
-    /// The run's seed (printed on violations).
-    pub seed: u64,
-    /// Replica configuration template (`me` is set per boot).
-    pub config: ReplicaConfig,
-    /// Events from every replica, in order, not yet taken by the harness.
-    pub events: Vec<(NodeId, Event)>,
-    /// Digest of the applied log per apply cursor, as first reported by any replica.
-    digests: BTreeMap<Seq, (NodeId, u64)>,
-}
-
-impl KvHost {
-    /// A host for replicas configured like `config`.
-    pub fn new(seed: u64, config: ReplicaConfig) -> KvHost {
-        KvHost {
-            seed,
-            config,
-            events: Vec::new(),
-            digests: BTreeMap::new(),
-        }
-    }
-
-    fn check(&mut self, id: NodeId, node: &Replica) {
-        let (next, digest) = node.applied_digest();
-        match self.digests.get(&next) {
-            None => {
-                self.digests.insert(next, (id, digest));
-            }
-            Some(&(first, expected)) => assert_eq!(
-                expected, digest,
-                "SAFETY VIOLATION (seed {}): {id} applied a different log than {first} up to {next}",
-                self.seed
-            ),
-        }
-    }
-}
-
-impl Host for KvHost {
-    type Node = Replica;
-
-    fn boot(&mut self, boot: Boot) -> Replica {
-        let mut config = self.config.clone();
-        config.me = boot.id;
-        config.paxos.me = boot.id;
-        Replica::recover(config, boot.recovered, boot.wiped, boot.seed, boot.now)
-            .unwrap_or_else(|e| panic!("seed {}: recovering {}: {e}", self.seed, boot.id))
-    }
-
-    fn observe(&mut self, id: NodeId, node: &Replica, events: &[Event]) {
-        self.check(id, node);
-        self.events.extend(events.iter().map(|e| (id, e.clone())));
-    }
-
-    fn booted(&mut self, id: NodeId, node: &Replica) {
-        self.check(id, node);
-    }
-}
+/// The host of a kv group's replicas.
+pub type KvHost = ReplicaHost<KvState>;
 
 /// How long a failed call waits before the clerk retries (a refused connection).
 const REDIAL: Duration = Duration::from_millis(10);
@@ -140,7 +45,7 @@ const POLL: Duration = Duration::from_millis(1);
 pub const OP_LIMIT: Duration = Duration::from_secs(30);
 
 struct Call {
-    request: kv_engine::kv::Request,
+    request: Request,
     invocation: Option<Invocation>,
     invoked: Time,
     to: NodeId,
@@ -427,7 +332,7 @@ impl KvCluster {
     /// Panics unless the up replicas in `replicas` applied the same log up to the same
     /// point and hold equal states.
     pub fn assert_replicas_agree(&self, replicas: &[usize]) {
-        let mut first: Option<(usize, Bytes)> = None;
+        let mut first: Option<(usize, Vec<u8>)> = None;
         for &i in replicas {
             let Some(node) = self.sim.node(i) else {
                 continue;
@@ -511,6 +416,9 @@ impl KvCluster {
                         self.fail_if_current(c, tag, now);
                     }
                 }
+                Event::Halted { reason } => {
+                    panic!("seed {}: {node} halted: {reason}", self.sim.seed())
+                }
             }
         }
     }
@@ -541,15 +449,15 @@ impl KvCluster {
             self.history.complete(invocation, output, now.as_micros());
         }
         let record = self.record;
-        if let (true, Op::Append { key, .. }, Reply::Appended(len)) =
-            (record, &call.request.op, &reply)
+        if let (true, Op::Append { key, .. }, &Reply::Appended(len)) =
+            (record, &call.request.command, &reply)
         {
             self.appended.push(Appended {
                 client: clerk.clerk.client().0,
                 key: key.clone(),
                 invoked: call.invoked,
                 returned: now,
-                len: *len,
+                len,
             });
         }
         clerk.result = Some(reply);

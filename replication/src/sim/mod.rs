@@ -24,6 +24,7 @@
 pub mod kv;
 pub mod kv_sweep;
 pub mod paxos;
+pub mod replica;
 pub mod sweep;
 
 use std::cmp::Reverse;
@@ -500,11 +501,11 @@ impl<H: Host> Sim<H> {
                             .unwrap_or_else(|e| panic!("seed {seed}: {id} append: {e}"));
                         must_sync |= sync;
                     }
-                    Persist::Snapshot(data) => {
+                    Persist::Snapshot(source) => {
                         // Writing a snapshot syncs the log up to it first.
                         let index = store.next_index() - 1;
                         store
-                            .write_snapshot(index, &data)
+                            .write_snapshot_from(index, &*source)
                             .unwrap_or_else(|e| panic!("seed {seed}: {id} snapshot: {e}"));
                         must_sync = false;
                     }
@@ -783,6 +784,11 @@ impl<H: Host> Sim<H> {
     /// Bytes on node `i`'s disk.
     pub fn disk_bytes(&self, i: usize) -> u64 {
         self.slots[i].fs.bytes_under(&self.slots[i].dir)
+    }
+
+    /// Node `i`'s disk.
+    pub fn fs(&self, i: usize) -> &SimFs {
+        &self.slots[i].fs
     }
 
     /// Node `i`'s data directory on its disk.

@@ -1,0 +1,118 @@
+//! Compaction: snapshots, Paxos `done`, and how much log is kept for peers.
+//!
+//! A snapshot is taken when the log since the last one outgrows both a minimum and the
+//! live state (so its cost stays proportional to the log written, and disk and memory to
+//! the live data), after a state transfer, at the end of a rebuild, and once the replica
+//! has been idle for a while with something new to compact. Taking one costs a few frozen
+//! clones; the driver streams it to disk (see `durable`).
+//!
+//! With the snapshot, the replica marks every applied instance `done` in Paxos — without a
+//! record of its own, so `done` is durable exactly when the snapshot is. Paxos forgets an
+//! instance once every peer is done with it; a peer that is down would so make the others
+//! keep the log forever. Past [`ReplicaConfig::retain_bytes_max`](super::ReplicaConfig)
+//! (or the live state's size, if larger) of kept values, the replica forgets what it has
+//! applied anyway, and a peer that needs it later catches up by state transfer — one
+//! transfer, one snapshot on the receiver, however far behind it is.
+//!
+//! Paxos is silent while idle, so the replica re-announces its `done` (an empty Paxos
+//! `Learned`) while `min()` lags behind it: an idle group forgets its log too.
+
+use std::sync::Arc;
+
+use super::durable::{DurableSnapshot, Header, SNAPSHOT_VERSION};
+use super::machine::StateMachine;
+use super::message::Message;
+use super::{Output, Replica};
+use crate::effects::Persist;
+use crate::paxos::{self, Body, Seq};
+use crate::types::{NodeId, Time};
+
+impl<M: StateMachine> Replica<M> {
+    pub(super) fn maybe_snapshot(&mut self, now: Time, out: &mut Output<M>) {
+        if !self.phase.applies() {
+            return;
+        }
+        let live = self.applied.machine.live_bytes();
+        let size_due = self.log_bytes >= self.config.snapshot_log_bytes_min.max(live);
+        let changed =
+            self.applied.next > self.snapshot_next || self.paxos.min() > self.snapshot_min;
+        let idle = self.config.snapshot_idle;
+        let idle_due = changed && now - self.last_apply >= idle && now - self.last_snapshot >= idle;
+        if self.snapshot_wanted || size_due || idle_due {
+            self.take_snapshot(now, out);
+        }
+    }
+
+    /// Marks every applied instance done in Paxos (forgetting beyond the retention bound),
+    /// then persists the combined snapshot, which supersedes every earlier record.
+    pub(super) fn take_snapshot(&mut self, now: Time, out: &mut Output<M>) {
+        let next = self.applied.next;
+        if let Some(done) = next.0.checked_sub(1).map(Seq) {
+            let mut p = paxos::Output::new();
+            self.paxos.done_in_snapshot(done, &mut p);
+            let keep = self
+                .config
+                .retain_bytes_max
+                .max(self.applied.machine.live_bytes());
+            if self.paxos.instance_bytes() > keep {
+                self.paxos.forget_below(next, &mut p);
+            }
+            self.absorb(p, out);
+            if self.done < Some(done) {
+                self.done = Some(done);
+                self.gossip_now = true;
+            }
+        }
+        let snapshot = DurableSnapshot {
+            header: Header {
+                version: SNAPSHOT_VERSION,
+                peers: self.peers.clone(),
+                fence: self.fence,
+            },
+            acceptor: self.paxos.durable_state(),
+            applied: self.applied.clone(),
+        };
+        self.log_bytes = 0;
+        self.snapshot_wanted = false;
+        self.snapshot_next = next;
+        self.snapshot_min = self.paxos.min();
+        self.last_snapshot = now;
+        out.persist.push(Persist::Snapshot(Arc::new(snapshot)));
+    }
+
+    /// Re-announces this replica's `done` while the group's `min()` lags behind it.
+    pub(super) fn gossip(&mut self, now: Time, out: &mut Output<M>) {
+        let Some(done) = self.done else {
+            return;
+        };
+        // Announce a new `done` once even if every peer seems done already (they may not
+        // know ours), and keep announcing while some peer seems to lag.
+        let lagging = self.paxos.min() <= done;
+        let due = lagging
+            && self
+                .last_gossip
+                .is_none_or(|t| now - t >= self.config.gossip_interval);
+        if !(self.gossip_now || due) {
+            return;
+        }
+        self.gossip_now = false;
+        self.last_gossip = Some(now);
+        let msg = paxos::Message {
+            dones: self.paxos.dones().to_vec(),
+            body: Body::Learned {
+                commits: Vec::new(),
+            },
+        };
+        let incarnations = self.incarnations();
+        let peers: Vec<NodeId> = self.others().collect();
+        for peer in peers {
+            out.send.push((
+                peer,
+                Message::Paxos {
+                    incarnations: incarnations.clone(),
+                    msg: msg.clone(),
+                },
+            ));
+        }
+    }
+}

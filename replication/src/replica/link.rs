@@ -1,0 +1,167 @@
+//! The Paxos link: moving a Paxos peer's effects into the replica's, and Paxos messages
+//! from the wire into the peer.
+//!
+//! Outgoing Paxos messages are wrapped with this replica's incarnation vector. Incoming
+//! ones from an older incarnation of their sender are dropped; a newer incarnation of any
+//! replica, learned from any message, is adopted durably and voids every campaign and
+//! proposal that may count the old incarnation's votes (the Paxos peer is rebuilt from its
+//! own durable state and this replica's in-flight batches are started again). Promises,
+//! acceptances and rejections are noted as witness facts about their sender (see `peers`).
+//! Paxos's own snapshots are intercepted: this layer's combined snapshot replaces them.
+
+use bytes::Bytes;
+
+use super::durable::{Record, RECORD_KIND};
+use super::machine::StateMachine;
+use super::message::Message;
+use super::{Output, Replica};
+use crate::effects::Persist;
+use crate::paxos::{self, Body, Paxos, Seq};
+use crate::types::{NodeId, Time};
+
+impl<M: StateMachine> Replica<M> {
+    /// This replica's incarnation vector.
+    pub(super) fn incarnations(&self) -> Vec<u64> {
+        self.peers.iter().map(|p| p.incarnation).collect()
+    }
+
+    /// Moves a Paxos call's effects into ours: records pass through (Paxos snapshots are
+    /// replaced by a combined snapshot at the end of the step), messages are wrapped with
+    /// the incarnation vector, and events are noted.
+    pub(super) fn absorb(&mut self, p: paxos::Output, out: &mut Output<M>) {
+        for persist in p.persist {
+            match persist {
+                Persist::Record { ref payload, .. } => {
+                    self.log_bytes += payload.len() as u64;
+                    out.persist.push(persist);
+                }
+                Persist::Snapshot(_) => self.snapshot_wanted = true,
+            }
+        }
+        let incarnations = self.incarnations();
+        for (to, msg) in p.send {
+            out.send.push((
+                to,
+                Message::Paxos {
+                    incarnations: incarnations.clone(),
+                    msg,
+                },
+            ));
+        }
+        // Early Paxos messages carry this layer's incarnation vector too: they may only
+        // leave early if this layer's own state is not part of what is being persisted.
+        let early = self.early_ok(out);
+        for (to, msg) in p.send_early {
+            let message = Message::Paxos {
+                incarnations: incarnations.clone(),
+                msg,
+            };
+            if early {
+                out.send_early.push((to, message));
+            } else {
+                out.send.push((to, message));
+            }
+        }
+        for event in p.events {
+            if let paxos::Event::Behind { forgotten_below } = event {
+                if forgotten_below > self.applied.next {
+                    self.image_wanted = true;
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_paxos(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        incarnations: Vec<u64>,
+        msg: paxos::Message,
+        out: &mut Output<M>,
+    ) {
+        if self.phase.is_rebuilding() || incarnations.len() != self.config.peers {
+            return;
+        }
+        if incarnations[from.index()] < self.peers[from.index()].incarnation {
+            return; // from an incarnation of the sender that lost its disk since
+        }
+        self.merge_incarnations(now, &incarnations, out);
+        self.note_leader(&msg.body);
+        self.note_witness(from, &msg.body);
+        let announced = msg.dones.iter().flatten().max().copied();
+        self.peer_done = self.peer_done.max(announced);
+        let mut p = paxos::Output::new();
+        self.paxos.on_message(now, from, msg, &mut p);
+        self.absorb(p, out);
+    }
+
+    /// Adopts newer incarnations of other replicas. If any replica reincarnated, its old
+    /// promises and acceptances must not be counted any more: the Paxos peer is rebuilt
+    /// from its own durable state, which drops every campaign and proposal in progress
+    /// (our in-flight batches are then started again).
+    pub(super) fn merge_incarnations(&mut self, now: Time, theirs: &[u64], out: &mut Output<M>) {
+        let me = self.config.me.index();
+        let mut changed = false;
+        for (j, (mine, theirs)) in self.peers.iter_mut().zip(theirs).enumerate() {
+            if j != me && *theirs > mine.incarnation {
+                mine.reincarnate(*theirs);
+                changed = true;
+            }
+        }
+        if changed {
+            self.persist_peers(out);
+            self.reset_paxos(now, out);
+        }
+    }
+
+    /// Persists the peer memory table (synced: answers that depend on it wait for it).
+    pub(super) fn persist_peers(&mut self, out: &mut Output<M>) {
+        let payload = Record::Peers(self.peers.clone()).encode();
+        self.log_bytes += payload.len() as u64;
+        out.persist.push(Persist::Record {
+            kind: RECORD_KIND,
+            payload,
+            sync: true,
+        });
+    }
+
+    pub(super) fn reset_paxos(&mut self, now: Time, out: &mut Output<M>) {
+        let state = self.paxos.durable_state();
+        let config = super::paxos_config(&self.config);
+        let passive = !self.phase.is_active();
+        self.paxos = Paxos::from_state(config, self.rng.fork(), Some(state), std::iter::empty())
+            .expect("a peer's own durable state always installs");
+        self.paxos.set_passive(passive);
+        let restart: Vec<(Seq, Bytes)> = self
+            .inflight
+            .iter()
+            .map(|(slot, f)| (*slot, f.value.clone()))
+            .collect();
+        for (slot, value) in restart {
+            let mut p = paxos::Output::new();
+            self.paxos.start(now, slot, value, &mut p);
+            self.absorb(p, out);
+        }
+    }
+
+    fn note_leader(&mut self, body: &Body) {
+        let ballot = match body {
+            Body::Prepare { ballot, .. } | Body::Accept { ballot, .. } => *ballot,
+            _ => return,
+        };
+        if self.leader_hint.is_none_or(|b| ballot >= b) {
+            self.leader_hint = Some(ballot);
+        }
+    }
+
+    /// Notes what `from` told us of its own durable acceptor state.
+    fn note_witness(&mut self, from: NodeId, body: &Body) {
+        let memory = &mut self.peers[from.index()];
+        match body {
+            Body::Promise { ballot, .. } => memory.saw_promise(*ballot),
+            Body::Accepted { ballot, seq } => memory.saw_accept(*ballot, *seq),
+            Body::Reject { promised, .. } => memory.saw_promise(*promised),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! Client requests: from arrival to answer.
+//!
+//! A request goes into `waiting` (one per client: the lab's one-outstanding-request rule).
+//! The leader (the peer holding Paxos phase 1) batches waiting requests into one value per
+//! instance, keeping up to `inflight_max` instances started and undecided; a follower
+//! forwards its clients' requests to the replica it believes leads (the owner of the highest
+//! ballot seen in an accept or prepare), and proposes them itself if they are not applied
+//! within `forward_timeout` (plus their transfer time). Requests forwarded *to* a replica
+//! are always proposed there, never forwarded again, so forwarding cannot loop. Every
+//! replica applies every decided instance in order and answers the requests it holds when
+//! their instance is applied.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+
+use super::applied::Applied;
+use super::machine::{Request, StateMachine};
+use super::message::{Batch, Message};
+use super::rebuild::Phase;
+use super::{Event, Output, Replica};
+use crate::paxos::{self, Fate, Seq};
+use crate::timing;
+use crate::types::{ClientId, NodeId, Time};
+
+/// Bound on apply/propose rounds within one call (each round makes progress).
+const SETTLE_ROUNDS_MAX: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    /// Waiting to be put in a batch.
+    Queued,
+    /// Handed to the presumed leader at `at`.
+    Forwarded { at: Time },
+    /// In the batch this replica proposed for `slot`.
+    Proposed { slot: Seq },
+}
+
+#[derive(Debug)]
+pub(super) struct Waiting<C> {
+    pub request: Request<C>,
+    /// The driver's tags to answer (empty for requests forwarded here by a peer).
+    pub tags: Vec<u64>,
+    pub state: State,
+    /// Forwarded here by a peer: always proposed here, never forwarded again.
+    pub relayed: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct InFlight {
+    pub value: Bytes,
+    pub requests: Vec<(ClientId, u64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    Propose,
+    Forward(NodeId),
+}
+
+impl<M: StateMachine> Replica<M> {
+    pub(super) fn accept_request(
+        &mut self,
+        tag: Option<u64>,
+        request: Request<M::Command>,
+        relayed: bool,
+        out: &mut Output<M>,
+    ) {
+        if !self.phase.serves_requests() {
+            drop_tag::<M>(tag, out);
+            return;
+        }
+        if let Some(reply) = self.applied.executed(&request) {
+            if let Some(tag) = tag {
+                out.events.push(Event::Reply { tag, reply });
+            }
+            return;
+        }
+        let client = request.client;
+        match self.waiting.get_mut(&client) {
+            Some(w) if w.request.seq == request.seq => {
+                w.tags.extend(tag);
+                return;
+            }
+            Some(w) if w.request.seq > request.seq => {
+                drop_tag::<M>(tag, out);
+                return;
+            }
+            Some(_) => {
+                if let Some(old) = self.waiting.remove(&client) {
+                    for tag in old.tags {
+                        out.events.push(Event::Dropped { tag });
+                    }
+                }
+            }
+            None => {}
+        }
+        if self.waiting.len() >= self.config.pending_max {
+            drop_tag::<M>(tag, out);
+            return;
+        }
+        self.waiting.insert(
+            client,
+            Waiting {
+                request,
+                tags: tag.into_iter().collect(),
+                state: State::Queued,
+                relayed,
+            },
+        );
+        self.queue_of(relayed).push_back(client);
+    }
+
+    fn queue_of(&mut self, relayed: bool) -> &mut VecDeque<ClientId> {
+        if relayed {
+            &mut self.relay_queue
+        } else {
+            &mut self.own_queue
+        }
+    }
+
+    /// Answers the waiting request of `client` if it is number `seq`; drops it if the
+    /// client has moved past it.
+    fn answer(&mut self, client: ClientId, seq: u64, reply: &M::Reply, out: &mut Output<M>) {
+        let Some(w) = self.waiting.get(&client) else {
+            return;
+        };
+        if w.request.seq > seq {
+            return;
+        }
+        let answered = w.request.seq == seq;
+        let Some(w) = self.waiting.remove(&client) else {
+            return;
+        };
+        for tag in w.tags {
+            out.events.push(if answered {
+                Event::Reply {
+                    tag,
+                    reply: reply.clone(),
+                }
+            } else {
+                Event::Dropped { tag }
+            });
+        }
+    }
+
+    fn requeue_if_proposed(&mut self, client: ClientId, seq: u64, slot: Seq) {
+        let Some(w) = self.waiting.get_mut(&client) else {
+            return;
+        };
+        if w.request.seq == seq && w.state == (State::Proposed { slot }) {
+            w.state = State::Queued;
+            let relayed = w.relayed;
+            self.queue_of(relayed).push_front(client);
+        }
+    }
+
+    pub(super) fn expire_forwards(&mut self, now: Time) {
+        let timeout = self.config.forward_timeout;
+        let rate = self.config.paxos.transfer_bytes_per_sec;
+        let mut expired = Vec::new();
+        for (client, w) in self.waiting.iter_mut() {
+            if let State::Forwarded { at } = w.state {
+                // A large request takes longer to reach the leader and its log.
+                let bytes = M::command_bytes(&w.request.command);
+                if now - at >= timeout + timing::transfer_time(bytes, rate) {
+                    w.state = State::Queued;
+                    expired.push(*client);
+                }
+            }
+        }
+        if !expired.is_empty() {
+            // The presumed leader did not get them decided: propose ourselves for a while.
+            self.propose_locally_until = now + timeout;
+            self.own_queue.extend(expired);
+        }
+    }
+
+    /// Puts queued requests into batches: proposes them (leader, or no live leader known)
+    /// or forwards them to the presumed leader. Returns whether anything was proposed.
+    fn pump(&mut self, now: Time, out: &mut Output<M>) -> bool {
+        if !self.phase.is_active() || self.held {
+            return false;
+        }
+        let mut proposed = false;
+        loop {
+            if self.inflight.len() >= self.config.inflight_max {
+                break;
+            }
+            let relayed = take_batch::<M>(
+                &mut self.relay_queue,
+                &self.waiting,
+                self.config.batch_ops_max,
+                self.config.batch_bytes_max,
+            );
+            if !relayed.is_empty() {
+                self.propose(now, relayed, out);
+                proposed = true;
+                continue;
+            }
+            let route = self.route(now);
+            let own = take_batch::<M>(
+                &mut self.own_queue,
+                &self.waiting,
+                self.config.batch_ops_max,
+                self.config.batch_bytes_max,
+            );
+            if own.is_empty() {
+                break;
+            }
+            match route {
+                Route::Propose => {
+                    self.propose(now, own, out);
+                    proposed = true;
+                }
+                Route::Forward(leader) => self.forward(now, leader, own, out),
+            }
+        }
+        proposed
+    }
+
+    fn route(&self, now: Time) -> Route {
+        if self.paxos.is_leader() || now < self.propose_locally_until {
+            return Route::Propose;
+        }
+        match self.leader_hint {
+            Some(ballot) if ballot.node != self.config.me => Route::Forward(ballot.node),
+            _ => Route::Propose,
+        }
+    }
+
+    fn propose(&mut self, now: Time, clients: Vec<ClientId>, out: &mut Output<M>) {
+        let slot = self.free_slot();
+        let mut requests = Vec::with_capacity(clients.len());
+        let mut ids = Vec::with_capacity(clients.len());
+        for client in clients {
+            if let Some(w) = self.waiting.get_mut(&client) {
+                w.state = State::Proposed { slot };
+                ids.push((client, w.request.seq));
+                requests.push(w.request.clone());
+            }
+        }
+        let value = Batch::encode(self.config.me, requests);
+        self.inflight.insert(
+            slot,
+            InFlight {
+                value: value.clone(),
+                requests: ids,
+            },
+        );
+        let mut p = paxos::Output::new();
+        self.paxos.start(now, slot, value, &mut p);
+        self.absorb(p, out);
+    }
+
+    fn forward(&mut self, now: Time, leader: NodeId, clients: Vec<ClientId>, out: &mut Output<M>) {
+        let mut requests = Vec::with_capacity(clients.len());
+        for client in clients {
+            if let Some(w) = self.waiting.get_mut(&client) {
+                w.state = State::Forwarded { at: now };
+                requests.push(w.request.clone());
+            }
+        }
+        // Client requests reveal nothing this replica persists.
+        let message = Message::Forward { requests };
+        if self.early_ok(out) {
+            out.send_early.push((leader, message));
+        } else {
+            out.send.push((leader, message));
+        }
+    }
+
+    /// The lowest instance this replica may start: above everything it has applied, seen,
+    /// fetched, fenced off or started.
+    fn free_slot(&mut self) -> Seq {
+        let mut slot = self
+            .next_slot
+            .max(self.applied.next)
+            .max(self.known_max().map_or(Seq::ZERO, Seq::next));
+        while self.inflight.contains_key(&slot) {
+            slot = slot.next();
+        }
+        self.next_slot = slot.next();
+        slot
+    }
+
+    /// The highest instance known to exist: seen by Paxos, fetched, reported at the last
+    /// rebuild, or marked done by a peer.
+    pub(super) fn known_max(&self) -> Option<Seq> {
+        let fetched = self.fetched.keys().next_back().copied();
+        self.paxos
+            .max()
+            .max(fetched)
+            .max(self.fence)
+            .max(self.peer_done)
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Applying.
+    // ---------------------------------------------------------------------------------
+
+    /// Applies and proposes until nothing changes, then snapshots if due.
+    pub(super) fn settle(&mut self, now: Time, out: &mut Output<M>) {
+        for _ in 0..SETTLE_ROUNDS_MAX {
+            let applied = self.apply_ready(now, out);
+            let proposed = self.pump(now, out);
+            if !applied && !proposed {
+                break;
+            }
+        }
+        self.maybe_snapshot(now, out);
+    }
+
+    fn apply_ready(&mut self, now: Time, out: &mut Output<M>) -> bool {
+        if !self.phase.applies() {
+            return false;
+        }
+        let mut applied = false;
+        loop {
+            let seq = self.applied.next;
+            let fate = self.paxos.status(seq);
+            let value = match fate {
+                Fate::Decided(value) => {
+                    self.fetched.remove(&seq);
+                    value
+                }
+                Fate::Pending | Fate::Forgotten => match self.fetched.remove(&seq) {
+                    Some(value) => value,
+                    None => {
+                        if fate == Fate::Forgotten {
+                            self.image_wanted = true;
+                        }
+                        break;
+                    }
+                },
+            };
+            if !self.apply_value(now, seq, &value, out) {
+                break;
+            }
+            applied = true;
+        }
+        applied
+    }
+
+    /// Applies one decided value; false (and halted) if it does not decode.
+    fn apply_value(&mut self, now: Time, seq: Seq, value: &[u8], out: &mut Output<M>) -> bool {
+        let requests = match Batch::<M::Command>::decode(value) {
+            Ok(requests) => requests,
+            Err(e) => {
+                let reason = format!("the value decided for {seq} does not decode: {e}");
+                out.events.push(Event::Halted {
+                    reason: reason.clone(),
+                });
+                self.phase = Phase::Halted(reason);
+                return false;
+            }
+        };
+        let replies = self.applied.apply(seq, value, &requests);
+        for (request, reply) in requests.iter().zip(&replies) {
+            self.answer(request.client, request.seq, reply, out);
+        }
+        if let Some(flight) = self.inflight.remove(&seq) {
+            for (client, s) in flight.requests {
+                self.requeue_if_proposed(client, s, seq);
+            }
+        }
+        self.last_apply = now;
+        self.stall = None;
+        self.image_wanted = false;
+        true
+    }
+
+    /// Adopts a more advanced applied state (state transfer).
+    pub(super) fn install(&mut self, now: Time, applied: Applied<M>, out: &mut Output<M>) {
+        let next = applied.next;
+        self.applied = applied;
+        self.fetched = self.fetched.split_off(&next);
+        let passed: Vec<Seq> = self.inflight.range(..next).map(|(s, _)| *s).collect();
+        for slot in passed {
+            if let Some(flight) = self.inflight.remove(&slot) {
+                for (client, s) in flight.requests {
+                    self.requeue_if_proposed(client, s, slot);
+                }
+            }
+        }
+        let mut executed = Vec::new();
+        for (client, w) in &self.waiting {
+            if let Some(reply) = self.applied.executed(&w.request) {
+                executed.push((*client, w.request.seq, reply));
+            }
+        }
+        for (client, seq, reply) in executed {
+            self.answer(client, seq, &reply, out);
+        }
+        self.next_slot = self.next_slot.max(next);
+        self.image_wanted = false;
+        self.stall = None;
+        self.last_apply = now;
+        self.take_snapshot(now, out);
+    }
+
+    /// Drops every waiting request (the replica stopped serving).
+    pub(super) fn drop_waiting(&mut self, out: &mut Output<M>) {
+        for (_, w) in std::mem::take(&mut self.waiting) {
+            for tag in w.tags {
+                out.events.push(Event::Dropped { tag });
+            }
+        }
+        self.own_queue.clear();
+        self.relay_queue.clear();
+        self.inflight.clear();
+    }
+}
+
+fn drop_tag<M: StateMachine>(tag: Option<u64>, out: &mut Output<M>) {
+    if let Some(tag) = tag {
+        out.events.push(Event::Dropped { tag });
+    }
+}
+
+/// Pops queued requests (skipping entries no longer queued) into one batch.
+fn take_batch<M: StateMachine>(
+    queue: &mut VecDeque<ClientId>,
+    waiting: &BTreeMap<ClientId, Waiting<M::Command>>,
+    ops_max: usize,
+    bytes_max: usize,
+) -> Vec<ClientId> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    while let Some(&client) = queue.front() {
+        let Some(w) = waiting.get(&client).filter(|w| w.state == State::Queued) else {
+            queue.pop_front();
+            continue;
+        };
+        if batch.contains(&client) {
+            queue.pop_front();
+            continue;
+        }
+        let size = M::command_bytes(&w.request.command);
+        if !batch.is_empty() && (batch.len() >= ops_max || bytes + size > bytes_max) {
+            break;
+        }
+        queue.pop_front();
+        batch.push(client);
+        bytes += size;
+    }
+    batch
+}

@@ -1,0 +1,280 @@
+//! The at-most-once table: per client, the last write executed and its reply.
+//!
+//! Part of the replicated state, so every replica holds the same table at the same log
+//! position, and it travels in snapshots, state transfers and (for the clients of a moving
+//! shard) shard handoffs. The client model is the labs': one request outstanding per
+//! client, numbered by a strictly increasing `seq` (one counter across all its requests).
+//! A request whose seq equals the client's last executed one gets the stored reply again;
+//! an older one is stale; a newer one executes.
+//!
+//! # Bounded
+//! Each entry carries its *age*: the log position of the client's last write. Beyond
+//! [`Sessions::CLIENTS_MAX`] clients, the oldest is forgotten — a deterministic rule every
+//! replica applies at the same log position. A client idle that long that re-sends an old
+//! write would run it again; the bound is a trade of memory for that window.
+//!
+//! Imported entries (a shard's clients arriving from another group) are merged, never
+//! replacing a newer entry: per client the higher seq wins, and an adopted entry's age
+//! becomes the position of the import in *this* group's log — the exporter's positions
+//! mean nothing here.
+//!
+//! Both maps are persistent, so a frozen copy of the table (for a snapshot or a transfer)
+//! costs nothing up front.
+
+use imbl::{OrdMap, OrdSet};
+use serde::{Deserialize, Serialize};
+
+use crate::paxos::Seq;
+use crate::types::ClientId;
+
+/// One client's entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session<R> {
+    /// The last seq executed for the client.
+    pub seq: u64,
+    /// That request's reply, returned again if it is re-sent.
+    pub reply: R,
+    /// The log position that executed it (or adopted the entry).
+    pub age: Seq,
+}
+
+/// What the table says about a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen<R> {
+    /// Not executed yet: execute it.
+    New,
+    /// Already executed: this is its reply.
+    Duplicate(R),
+    /// Older than the last executed request, whose seq this is.
+    Stale(u64),
+}
+
+/// The table. See the module docs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sessions<R: Clone> {
+    entries: OrdMap<ClientId, Session<R>>,
+    by_age: OrdSet<(Seq, ClientId)>,
+}
+
+impl<R: Clone> Default for Sessions<R> {
+    fn default() -> Self {
+        Sessions {
+            entries: OrdMap::new(),
+            by_age: OrdSet::new(),
+        }
+    }
+}
+
+impl<R: Clone> Sessions<R> {
+    /// Most clients remembered. A constant, not a tunable: every replica must apply the
+    /// same rule or their states diverge.
+    pub const CLIENTS_MAX: usize = 10_000;
+
+    /// An empty table.
+    pub fn new() -> Sessions<R> {
+        Sessions::default()
+    }
+
+    /// What the table says about request `seq` of `client`.
+    pub fn seen(&self, client: ClientId, seq: u64) -> Seen<R> {
+        match self.entries.get(&client) {
+            Some(entry) if seq == entry.seq => Seen::Duplicate(entry.reply.clone()),
+            Some(entry) if seq < entry.seq => Seen::Stale(entry.seq),
+            _ => Seen::New,
+        }
+    }
+
+    /// The last seq executed for `client`, if it has an entry.
+    pub fn last_seq(&self, client: ClientId) -> Option<u64> {
+        self.entries.get(&client).map(|e| e.seq)
+    }
+
+    /// Records that `client`'s request `seq` executed at `at` with `reply`, then forgets
+    /// the oldest clients beyond the bound.
+    pub fn record(&mut self, client: ClientId, seq: u64, reply: R, at: Seq) {
+        self.put(
+            client,
+            Session {
+                seq,
+                reply,
+                age: at,
+            },
+        );
+        self.trim();
+    }
+
+    /// Merges an entry from another group's table (see the module docs); `at` is the
+    /// position of the import in this log. Returns whether it was adopted.
+    pub fn merge(&mut self, client: ClientId, seq: u64, reply: R, at: Seq) -> bool {
+        if self.last_seq(client).is_some_and(|ours| ours >= seq) {
+            return false;
+        }
+        self.put(
+            client,
+            Session {
+                seq,
+                reply,
+                age: at,
+            },
+        );
+        self.trim();
+        true
+    }
+
+    fn put(&mut self, client: ClientId, session: Session<R>) {
+        let age = session.age;
+        if let Some(old) = self.entries.insert(client, session) {
+            self.by_age.remove(&(old.age, client));
+        }
+        self.by_age.insert((age, client));
+    }
+
+    fn trim(&mut self) {
+        while self.entries.len() > Self::CLIENTS_MAX {
+            let Some((_, client)) = self.by_age.remove_min() else {
+                break;
+            };
+            self.entries.remove(&client);
+        }
+    }
+
+    /// Number of clients remembered.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if no client is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every entry, by client id.
+    pub fn iter(&self) -> impl Iterator<Item = (ClientId, &Session<R>)> {
+        self.entries.iter().map(|(c, s)| (*c, s))
+    }
+
+    /// Entries after `after` (from the first if `None`), at most `count`.
+    pub fn range_after(
+        &self,
+        after: Option<ClientId>,
+        count: usize,
+    ) -> Vec<(ClientId, Session<R>)> {
+        let iter: Box<dyn Iterator<Item = (&ClientId, &Session<R>)>> = match after {
+            Some(after) => Box::new(
+                self.entries
+                    .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            ),
+            None => Box::new(self.entries.iter()),
+        };
+        iter.take(count).map(|(c, s)| (*c, s.clone())).collect()
+    }
+
+    /// Adds an entry read back from an image. Errors on a client that is already present
+    /// or an age at or after `next` (the image's apply cursor).
+    pub fn restore(
+        &mut self,
+        client: ClientId,
+        session: Session<R>,
+        next: Seq,
+    ) -> Result<(), String> {
+        if self.entries.contains_key(&client) {
+            return Err(format!("client {client} appears twice in the image"));
+        }
+        if session.age >= next {
+            return Err(format!(
+                "client {client} was last written at {}, but the image is applied only up to {next}",
+                session.age
+            ));
+        }
+        self.put(client, session);
+        Ok(())
+    }
+
+    /// Forgets every entry (for a state that is being replaced wholesale).
+    pub fn clear(&mut self) {
+        *self = Sessions::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resent_request_gets_its_reply_an_older_one_is_stale_a_newer_one_is_new() {
+        let mut s: Sessions<&'static str> = Sessions::new();
+        assert_eq!(s.seen(ClientId(1), 1), Seen::New);
+        s.record(ClientId(1), 5, "five", Seq(0));
+        assert_eq!(s.seen(ClientId(1), 5), Seen::Duplicate("five"));
+        assert_eq!(s.seen(ClientId(1), 4), Seen::Stale(5));
+        assert_eq!(s.seen(ClientId(1), 6), Seen::New);
+        assert_eq!(s.seen(ClientId(2), 5), Seen::New);
+    }
+
+    #[test]
+    fn beyond_the_bound_the_least_recently_written_client_is_forgotten() {
+        let mut s: Sessions<u8> = Sessions::new();
+        let max = Sessions::<u8>::CLIENTS_MAX as u64;
+        for c in 0..max {
+            s.record(ClientId(c), 1, 0, Seq(c));
+        }
+        // Client 0 writes again: it is now the youngest.
+        s.record(ClientId(0), 2, 0, Seq(max));
+        for c in max..max + 5 {
+            s.record(ClientId(c), 1, 0, Seq(c + 1));
+        }
+        assert_eq!(s.len(), Sessions::<u8>::CLIENTS_MAX);
+        assert_eq!(s.last_seq(ClientId(0)), Some(2));
+        for c in 1..6 {
+            assert_eq!(s.last_seq(ClientId(c)), None, "client {c}");
+        }
+        assert_eq!(s.last_seq(ClientId(6)), Some(1));
+    }
+
+    #[test]
+    fn a_merge_keeps_the_higher_seq_and_ages_adopted_entries_at_the_import() {
+        let mut s: Sessions<&'static str> = Sessions::new();
+        s.record(ClientId(1), 7, "ours", Seq(3));
+        s.record(ClientId(2), 1, "ours", Seq(4));
+        assert!(!s.merge(ClientId(1), 5, "theirs", Seq(10)));
+        assert!(!s.merge(ClientId(1), 7, "theirs", Seq(10)));
+        assert!(s.merge(ClientId(2), 2, "theirs", Seq(10)));
+        assert!(s.merge(ClientId(3), 9, "theirs", Seq(10)));
+        assert_eq!(s.seen(ClientId(1), 7), Seen::Duplicate("ours"));
+        assert_eq!(s.seen(ClientId(2), 2), Seen::Duplicate("theirs"));
+        let ages: Vec<(ClientId, Seq)> = s.iter().map(|(c, e)| (c, e.age)).collect();
+        assert_eq!(
+            ages,
+            vec![
+                (ClientId(1), Seq(3)),
+                (ClientId(2), Seq(10)),
+                (ClientId(3), Seq(10))
+            ]
+        );
+    }
+
+    #[test]
+    fn restoring_refuses_duplicates_and_ages_from_the_future() {
+        let mut s: Sessions<u8> = Sessions::new();
+        let entry = |age| Session {
+            seq: 1,
+            reply: 0,
+            age: Seq(age),
+        };
+        s.restore(ClientId(1), entry(3), Seq(5)).unwrap();
+        assert!(s.restore(ClientId(1), entry(3), Seq(5)).is_err());
+        assert!(s.restore(ClientId(2), entry(5), Seq(5)).is_err());
+        assert_eq!(s.range_after(None, 10).len(), 1);
+        assert!(s.range_after(Some(ClientId(1)), 10).is_empty());
+    }
+
+    #[test]
+    fn a_frozen_copy_does_not_see_later_writes() {
+        let mut s: Sessions<u8> = Sessions::new();
+        s.record(ClientId(1), 1, 1, Seq(0));
+        let frozen = s.clone();
+        s.record(ClientId(1), 2, 2, Seq(1));
+        assert_eq!(frozen.last_seq(ClientId(1)), Some(1));
+        assert_eq!(s.last_seq(ClientId(1)), Some(2));
+    }
+}

@@ -1,0 +1,115 @@
+//! Replicas of the library ([`Replica`], over any [`StateMachine`]) on the simulator: the
+//! [`Node`] binding and the [`ReplicaHost`] that boots replicas from their disks and checks,
+//! after every step, that replicas which applied the same number of instances applied the
+//! same values (equal hash chains), and that no replica halts.
+
+use std::collections::BTreeMap;
+
+use super::{Boot, Host, Node};
+use crate::effects::Effects;
+use crate::paxos::Seq;
+use crate::replica::{Event, Message, Replica, ReplicaConfig, StateMachine};
+use crate::types::{NodeId, Time};
+
+impl<M: StateMachine> Node for Replica<M> {
+    type Msg = Message<M::Command>;
+    type Event = Event<M::Reply>;
+
+    fn on_message(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        msg: Self::Msg,
+        out: &mut Effects<Self::Msg, Self::Event>,
+    ) {
+        Replica::on_message(self, now, from, msg, out)
+    }
+
+    fn on_boot(&mut self, now: Time, out: &mut Effects<Self::Msg, Self::Event>) {
+        Replica::on_boot(self, now, out)
+    }
+
+    fn on_tick(&mut self, now: Time, out: &mut Effects<Self::Msg, Self::Event>) {
+        Replica::on_tick(self, now, out)
+    }
+
+    fn is_response(msg: &Self::Msg) -> bool {
+        msg.is_response()
+    }
+
+    fn summarize(msg: &Self::Msg) -> String {
+        msg.summary()
+    }
+
+    fn wire_bytes(msg: &Self::Msg) -> usize {
+        msg.wire_bytes(M::command_bytes)
+    }
+
+    fn retained_bytes(&self) -> u64 {
+        Replica::retained_bytes(self)
+    }
+}
+
+/// Boots replicas and checks that they apply the same log.
+pub struct ReplicaHost<M: StateMachine> {
+    /// The run's seed (printed on violations).
+    pub seed: u64,
+    /// Replica configuration template (`me` is set per boot).
+    pub config: ReplicaConfig,
+    /// Events from every replica, in order, not yet taken by the harness.
+    pub events: Vec<(NodeId, Event<M::Reply>)>,
+    /// Digest of the applied log per apply cursor, as first reported by any replica.
+    digests: BTreeMap<Seq, (NodeId, u64)>,
+}
+
+impl<M: StateMachine> ReplicaHost<M> {
+    /// A host for replicas configured like `config`.
+    pub fn new(seed: u64, config: ReplicaConfig) -> ReplicaHost<M> {
+        ReplicaHost {
+            seed,
+            config,
+            events: Vec::new(),
+            digests: BTreeMap::new(),
+        }
+    }
+
+    fn check(&mut self, id: NodeId, node: &Replica<M>) {
+        let (next, digest) = node.applied_digest();
+        match self.digests.get(&next) {
+            None => {
+                self.digests.insert(next, (id, digest));
+            }
+            Some(&(first, expected)) => assert_eq!(
+                expected, digest,
+                "SAFETY VIOLATION (seed {}): {id} applied a different log than {first} up to {next}",
+                self.seed
+            ),
+        }
+    }
+}
+
+impl<M: StateMachine> Host for ReplicaHost<M> {
+    type Node = Replica<M>;
+
+    fn boot(&mut self, boot: Boot) -> Replica<M> {
+        let mut config = self.config.clone();
+        config.me = boot.id;
+        config.paxos.me = boot.id;
+        Replica::recover(config, boot.recovered, boot.wiped, boot.seed, boot.now)
+            .unwrap_or_else(|e| panic!("seed {}: recovering {}: {e}", self.seed, boot.id))
+    }
+
+    fn observe(&mut self, id: NodeId, node: &Replica<M>, events: &[Event<M::Reply>]) {
+        self.check(id, node);
+        for event in events {
+            if let Event::Halted { reason } = event {
+                panic!("seed {}: {id} halted: {reason}", self.seed);
+            }
+        }
+        self.events.extend(events.iter().map(|e| (id, e.clone())));
+    }
+
+    fn booted(&mut self, id: NodeId, node: &Replica<M>) {
+        self.check(id, node);
+    }
+}
