@@ -281,6 +281,13 @@ pub enum Torn {
     Prefix(u64),
 }
 
+/// A copy of a [`SimFs`]'s durable contents (see [`SimFs::durable_image`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskImage {
+    files: BTreeMap<PathBuf, Vec<u8>>,
+    dirs: Vec<PathBuf>,
+}
+
 /// An in-memory, crashable file system. Cloning gives another handle to the same disk.
 #[derive(Debug, Default, Clone)]
 pub struct SimFs {
@@ -368,6 +375,47 @@ impl SimFs {
             inode.durable = image;
         }
         st.drop_orphans();
+    }
+
+    /// A copy of the disk's durable contents: what a backup of it taken now would hold.
+    pub fn durable_image(&self) -> DiskImage {
+        let st = self.lock();
+        DiskImage {
+            files: st
+                .durable_names
+                .iter()
+                .map(|(path, id)| (path.clone(), st.inodes[id].durable.clone()))
+                .collect(),
+            dirs: st.dirs.keys().cloned().collect(),
+        }
+    }
+
+    /// Replaces the disk's contents with `image` (an operator restoring a backup): every
+    /// open handle dies, as in a crash, and the image is what is durable from now on.
+    pub fn restore(&self, image: &DiskImage) {
+        let mut st = self.lock();
+        let epoch = st.epoch + 1;
+        *st = SimState {
+            epoch,
+            ..SimState::default()
+        };
+        for (path, bytes) in &image.files {
+            let id = st.next_inode;
+            st.next_inode += 1;
+            st.inodes.insert(
+                id,
+                Inode {
+                    volatile: bytes.clone(),
+                    durable: bytes.clone(),
+                    same: bytes.len(),
+                },
+            );
+            st.names.insert(path.clone(), id);
+            st.durable_names.insert(path.clone(), id);
+        }
+        for dir in &image.dirs {
+            st.dirs.insert(dir.clone(), ());
+        }
     }
 
     /// Wipes the disk entirely (a lost disk).

@@ -578,6 +578,9 @@ mod tests {
         group
             .snapshot(Arc::new(b"third".to_vec()), report(&tx, 3))
             .unwrap();
+        // Commands run in order: once this append is durable, the writer has taken all three
+        // snapshots in (and still holds the first at the gate).
+        group.append_durable(0, b"after".to_vec()).unwrap();
         assert!(
             rx.try_recv().is_err(),
             "nothing completes before the first file is written"
@@ -592,7 +595,7 @@ mod tests {
         let (_, rec) = Store::open(Arc::new(fs), Path::new("/g"), StoreOptions::default()).unwrap();
         let snapshot = rec.snapshot.unwrap();
         assert_eq!((snapshot.index, &*snapshot.data), (22, &b"third"[..]));
-        assert!(rec.records.is_empty());
+        assert_eq!(rec.records.len(), 1, "the record after the last snapshot");
     }
 
     fn chain(submitter: Submitter, left: u32, finished: mpsc::Sender<()>) {

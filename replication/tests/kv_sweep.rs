@@ -1,5 +1,6 @@
 //! The kv sweep on the simulator: random fault schedules (partitions, unreliable replicas,
-//! crashes with torn writes, minority disk wipes) under concurrent clients, each seed
+//! crashes with torn writes, minority disk wipes, disks restored from old backups) under
+//! concurrent clients, each seed
 //! checked for linearizability and convergence; and the same seed replays identically.
 //!
 //! `KV_SWEEP_SEEDS=A..B` overrides the bounded range (e.g. a long run in release mode).
@@ -28,7 +29,7 @@ fn seeds() -> Range<u64> {
 #[test]
 fn kv_sweep_bounded_seeds_are_linearizable_and_converge() {
     let seeds = seeds();
-    let (mut operations, mut crashes, mut wipes) = (0, 0, 0);
+    let (mut operations, mut crashes, mut wipes, mut restores) = (0, 0, 0, 0);
     for seed in seeds.clone() {
         let outcome = kv_sweep::run(seed, 0).unwrap_or_else(|failure| {
             let traced = kv_sweep::run(seed, 200).err().unwrap_or(failure);
@@ -38,8 +39,16 @@ fn kv_sweep_bounded_seeds_are_linearizable_and_converge() {
         operations += outcome.operations;
         crashes += outcome.crashes;
         wipes += outcome.wipes;
+        restores += outcome.restores;
     }
-    eprintln!("kv sweep {seeds:?}: {operations} operations, {crashes} crashes, {wipes} disk wipes");
+    eprintln!(
+        "kv sweep {seeds:?}: {operations} operations, {crashes} crashes, {wipes} disk wipes, \
+         {restores} restored backups"
+    );
+    assert!(
+        restores > 0,
+        "the bounded sweep restored no backup: the fault is not exercised"
+    );
     assert!(wipes > 0, "no seed wiped a disk");
 }
 

@@ -237,7 +237,11 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
     let mut out: Effects<C::Msg, C::Event> = Effects::new();
     let mut outbox: VecDeque<Step<C::Msg, C::Event>> = VecDeque::new();
     let mut issued = 0u64;
+    // Every ticket up to `durable` is durable. Tickets may complete out of order (a
+    // snapshot is written on its own thread while later appends are synced), so later
+    // ones wait in `completed` until the gap closes.
     let mut durable = 0u64;
+    let mut completed = std::collections::BTreeSet::new();
     let mut next_tag = 0u64;
     let mut waiting: BTreeMap<u64, oneshot::Sender<ClientReply>> = BTreeMap::new();
     let mut dropped = 0u64;
@@ -255,7 +259,12 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
             }
             done = durable_rx.recv() => {
                 match done {
-                    Some(Ok(ticket)) => durable = durable.max(ticket),
+                    Some(Ok(ticket)) => {
+                        completed.insert(ticket);
+                        while completed.remove(&(durable + 1)) {
+                            durable += 1;
+                        }
+                    }
                     Some(Err(reason)) => return Err(format!("storage failed, stopping: {reason}")),
                     None => return Err("storage writer stopped".into()),
                 }

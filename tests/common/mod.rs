@@ -23,12 +23,8 @@ pub struct Cluster {
     children: Vec<Option<Child>>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local address")
-        .port()
+fn free_listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port")
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -39,15 +35,19 @@ impl Cluster {
     /// Lays out and starts an `n`-node cluster, and waits until every node is ready.
     pub fn start(n: u32) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        // Hold every listener until all ports are chosen, so no two are the same.
+        let held: Vec<TcpListener> = (0..3 * n).map(|_| free_listener()).collect();
+        let port = |i: u32| loopback(held[i as usize].local_addr().expect("address").port());
         let nodes = (0..n)
             .map(|id| NodeConfig {
                 id,
-                peer: loopback(free_port()),
-                resp: loopback(free_port()),
-                admin: loopback(free_port()),
+                peer: port(3 * id),
+                resp: port(3 * id + 1),
+                admin: port(3 * id + 2),
                 dir: PathBuf::from(format!("node-{id}")),
             })
             .collect();
+        drop(held);
         let mut config = ClusterConfig {
             cluster_id: 0x6b76_7465_7374 ^ u64::from(std::process::id()),
             nodes,

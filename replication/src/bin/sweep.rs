@@ -139,8 +139,8 @@ fn kv_replay(seed: u64) -> ExitCode {
     match kv_sweep::run(seed, trace_lines()) {
         Ok(o) => {
             println!(
-                "seed {seed}: ok, {} replicas, {} operations, {} crashes, {} wipes, trace hash {:016x}",
-                o.replicas, o.operations, o.crashes, o.wipes, o.trace_hash
+                "seed {seed}: ok, {} replicas, {} operations, {} crashes, {} wipes, {} restores, trace hash {:016x}",
+                o.replicas, o.operations, o.crashes, o.wipes, o.restores, o.trace_hash
             );
             ExitCode::SUCCESS
         }
@@ -156,19 +156,20 @@ fn kv_replay(seed: u64) -> ExitCode {
 
 fn kv_sweep_range(seeds: Range<u64>) -> ExitCode {
     let began = Instant::now();
-    let (mut operations, mut crashes, mut wipes) = (0, 0, 0);
+    let (mut operations, mut crashes, mut wipes, mut restores) = (0, 0, 0, 0);
     for seed in seeds.clone() {
         match kv_sweep::run(seed, 0) {
             Ok(o) => {
                 operations += o.operations;
                 crashes += o.crashes as u64;
                 wipes += o.wipes as u64;
+                restores += o.restores as u64;
             }
             Err(_) => return kv_replay(seed),
         }
     }
     println!(
-        "kv seeds {}..{}: all ok ({operations} operations, {crashes} crashes, {wipes} wipes) in {:.1?}",
+        "kv seeds {}..{}: all ok ({operations} operations, {crashes} crashes, {wipes} wipes, {restores} restores of old backups) in {:.1?}",
         seeds.start,
         seeds.end,
         began.elapsed()

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use super::durable::{Record, RECORD_KIND};
 use super::machine::StateMachine;
 use super::message::Message;
+use super::peers::PeerMemory;
 use super::{Output, Replica};
 use crate::effects::Persist;
 use crate::paxos::{self, Body, Paxos, Seq};
@@ -157,11 +158,49 @@ impl<M: StateMachine> Replica<M> {
     /// Notes what `from` told us of its own durable acceptor state.
     fn note_witness(&mut self, from: NodeId, body: &Body) {
         let memory = &mut self.peers[from.index()];
+        let before = *memory;
         match body {
             Body::Promise { ballot, .. } => memory.saw_promise(*ballot),
             Body::Accepted { ballot, seq } => memory.saw_accept(*ballot, *seq),
             Body::Reject { promised, .. } => memory.saw_promise(*promised),
             _ => {}
+        }
+        self.witness_changed |= *memory != before;
+    }
+
+    /// Takes in what another replica remembers (of every replica but this one).
+    pub(super) fn on_witness(&mut self, table: &[PeerMemory]) {
+        if table.len() != self.config.peers || self.phase.is_rebuilding() {
+            return;
+        }
+        let me = self.config.me.index();
+        for (j, theirs) in table.iter().enumerate() {
+            if j != me && self.peers[j].absorb(theirs) {
+                self.witness_changed = true;
+            }
+        }
+    }
+
+    /// Shares this replica's memory with every peer, at most once per gossip interval and
+    /// only when it changed.
+    pub(super) fn share_witness(&mut self, now: Time, out: &mut Output<M>) {
+        if !self.witness_changed
+            || self
+                .last_witness
+                .is_some_and(|t| now - t < self.config.gossip_interval)
+        {
+            return;
+        }
+        self.witness_changed = false;
+        self.last_witness = Some(now);
+        let peers: Vec<NodeId> = self.others().collect();
+        for peer in peers {
+            out.send.push((
+                peer,
+                Message::Witness {
+                    peers: self.peers.clone(),
+                },
+            ));
         }
     }
 }

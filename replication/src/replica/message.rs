@@ -122,6 +122,12 @@ pub enum Message<C> {
         /// Where the next page starts.
         next: Option<Seq>,
     },
+    /// What the sender remembers of every replica (see `peers`), shared so that each
+    /// witnessed fact reaches every peer.
+    Witness {
+        /// The sender's peer memory table.
+        peers: Vec<PeerMemory>,
+    },
     /// A restarted replica asks to be checked before it votes again (see `rebuild`).
     RestartCheck {
         /// Identifies this check.
@@ -158,6 +164,7 @@ impl<C> Message<C> {
             | Message::RecoverProbe { .. }
             | Message::RecoverRequest { .. }
             | Message::AcceptorPageRequest { .. }
+            | Message::Witness { .. }
             | Message::RestartCheck { .. } => false,
         }
     }
@@ -177,6 +184,7 @@ impl<C> Message<C> {
                 Message::Fetched { entries } => entries.iter().map(|(_, v)| ITEM + v.len()).sum(),
                 Message::ImageChunk { frames, .. } => frames.len(),
                 Message::RecoverReply { report, .. } => report.peers.len() * 40,
+                Message::Witness { peers } => peers.len() * 40,
                 Message::AcceptorPage { instances, .. } => {
                     instances.iter().map(|(_, i)| ITEM + i.value().len()).sum()
                 }
@@ -244,6 +252,7 @@ impl<C> Message<C> {
                 "acceptor-page {nonce:x} from {from} ({} instances, next {next:?})",
                 instances.len()
             ),
+            Message::Witness { peers } => format!("witness ({} peers)", peers.len()),
             Message::RestartCheck { nonce, claim } => format!(
                 "restart-check {nonce:x} inc {} boot {} promised {} max {:?}",
                 claim.incarnation, claim.boot.count, claim.promised, claim.max

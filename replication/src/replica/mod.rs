@@ -285,6 +285,9 @@ pub struct Replica<M: StateMachine> {
     peers: Vec<PeerMemory>,
     /// After a rebuild: the highest instance the rebuilding majority reported.
     fence: Option<Seq>,
+    /// The peer memory changed since it was last shared.
+    witness_changed: bool,
+    last_witness: Option<Time>,
     phase: Phase,
     /// Work due at the first call after (re)start.
     boot_pending: bool,
@@ -436,6 +439,8 @@ impl<M: StateMachine> Replica<M> {
             applied,
             peers,
             fence,
+            witness_changed: false,
+            last_witness: None,
             phase: Phase::Active,
             boot_pending: true,
             held: false,
@@ -560,6 +565,7 @@ impl<M: StateMachine> Replica<M> {
                 instances,
                 next,
             } => self.on_acceptor_page(now, from, nonce, first, instances, next, out),
+            Message::Witness { peers } => self.on_witness(&peers),
             Message::RestartCheck { nonce, claim } => {
                 self.on_restart_check(now, from, nonce, claim, out)
             }
@@ -603,6 +609,7 @@ impl<M: StateMachine> Replica<M> {
                 self.expire_forwards(now);
                 self.catch_up(now, out);
                 self.gossip(now, out);
+                self.share_witness(now, out);
                 self.settle(now, out);
             }
         }

@@ -6,11 +6,18 @@
 //!   the sender's vector; votes from an earlier incarnation are dropped (see `rebuild`).
 //! - **Boot**: a replica counts its starts and draws a random nonce at each; both are
 //!   durable before it says anything. A copy of its directory restored later starts with
-//!   a count a peer has already seen (with another nonce), or lower.
+//!   a count a peer has already seen (with another nonce), or lower. A start its peers
+//!   never confirmed is not counted again: the next start repeats it exactly.
 //! - **Witness**: the highest ballot a peer promised and the highest instance it accepted,
 //!   as it told *us* (in promises, acceptances and rejections). A replica's genuine disk
 //!   always holds at least that much (it persists before it replies); a disk restored from
 //!   an older copy may not.
+//!
+//! Replicas share what they remember (a small [`super::Message::Witness`] every gossip
+//! interval while it changes), so a fact one peer witnessed — a follower's acceptance,
+//! seen only by the leader — soon reaches every peer: whoever answers a restart check
+//! knows it. A fact about a replica, learned from anyone, is still a fact about that
+//! replica's genuine disk.
 //!
 //! A restarted replica asks its peers to check its boot and durable state against what
 //! they remember before it votes again (see `rebuild`). Boots are recorded durably when a
@@ -42,6 +49,10 @@ pub struct PeerMemory {
     pub promised: Ballot,
     /// The highest instance it told us it accepted.
     pub accepted: Option<Seq>,
+    /// For this replica's own entry: its current start was confirmed by its peers. A start
+    /// that was not is repeated as it was (same count, same nonce) at the next start, so a
+    /// restored copy cannot climb past the starts its peers saw by restarting over and over.
+    pub verified: bool,
 }
 
 /// What a restarted replica claims about itself when it asks to be checked.
@@ -76,6 +87,22 @@ impl PeerMemory {
     pub fn saw_accept(&mut self, ballot: Ballot, seq: Seq) {
         self.saw_promise(ballot);
         self.accepted = self.accepted.max(Some(seq));
+    }
+
+    /// Takes in what another replica remembers of the same replica (same incarnation):
+    /// the higher promise, the higher acceptance, the later confirmed start. Returns
+    /// whether anything changed.
+    pub fn absorb(&mut self, theirs: &PeerMemory) -> bool {
+        if theirs.incarnation != self.incarnation {
+            return false;
+        }
+        let before = *self;
+        self.saw_promise(theirs.promised);
+        self.accepted = self.accepted.max(theirs.accepted);
+        if theirs.boot.count > self.boot.count {
+            self.boot = theirs.boot;
+        }
+        *self != before
     }
 
     /// Forgets everything but the incarnation (the replica rebuilt: its new state is

@@ -186,14 +186,17 @@ impl<M: StateMachine> Replica<M> {
         self.absorb(p, out);
         if self.phase.is_verifying() {
             let me = self.config.me.index();
-            let count = self.peers[me].boot.count + 1;
-            self.peers[me].boot = Boot {
-                count,
-                nonce: self.rng.next_u64(),
-            };
-            self.persist_peers(out);
+            let own = self.peers[me];
+            if own.verified || own.boot.count == 0 {
+                self.peers[me].boot = Boot {
+                    count: own.boot.count + 1,
+                    nonce: self.rng.next_u64(),
+                };
+                self.peers[me].verified = false;
+                self.persist_peers(out);
+            }
             if self.config.majority() <= 1 {
-                self.phase = Phase::Active;
+                self.become_verified(out);
             } else {
                 self.paxos.set_passive(true);
                 self.check_tick(now, out);
@@ -252,6 +255,7 @@ impl<M: StateMachine> Replica<M> {
             Verdict::Current => {
                 // The boot (and perhaps a newer incarnation) is recorded before answering.
                 self.persist_peers(out);
+                self.witness_changed = true;
                 if claim.incarnation > known {
                     // It rebuilt since: its old votes must not count any more.
                     self.reset_paxos(now, out);
@@ -285,9 +289,24 @@ impl<M: StateMachine> Replica<M> {
         }
         check.confirmed.insert(from);
         if check.confirmed.len() >= needed {
-            self.phase = Phase::Active;
-            self.paxos.set_passive(false);
+            self.become_verified(out);
         }
+    }
+
+    /// The peers confirmed this start: vote again. (That the start was confirmed need not
+    /// be durable at once: if it is lost, the next start merely repeats this one.)
+    fn become_verified(&mut self, out: &mut Output<M>) {
+        self.phase = Phase::Active;
+        self.paxos.set_passive(false);
+        let me = self.config.me.index();
+        self.peers[me].verified = true;
+        let payload = super::durable::Record::Peers(self.peers.clone()).encode();
+        self.log_bytes += payload.len() as u64;
+        out.persist.push(crate::effects::Persist::Record {
+            kind: super::durable::RECORD_KIND,
+            payload,
+            sync: false,
+        });
     }
 
     /// The disk turned out older than what this replica told its peers: everything on it
@@ -545,6 +564,7 @@ impl<M: StateMachine> Replica<M> {
                 count,
                 nonce: self.rng.next_u64(),
             },
+            verified: true,
             ..PeerMemory::default()
         };
         let acceptor = merge_acceptors(complete.iter().map(|(_, c)| c), self.config.peers);

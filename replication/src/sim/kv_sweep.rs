@@ -4,8 +4,12 @@
 //! Every knob derives from the seed: group size (3 or 5), drop/duplicate/delay rates, the
 //! number of concurrent clients and their mix of Get/Put/Append/Delete, and a safety phase
 //! of random faults: partitions, unreliable replicas, crashes (half of them tearing the last
-//! unsynced write), restarts, and disk wipes of a minority (a wiped replica counts as lost
-//! until it has rebuilt). The host checks after every step that replicas apply the same
+//! unsynced write), restarts, disk wipes of a minority (a wiped replica counts as lost
+//! until it has rebuilt), and disks restored from an older backup of themselves. A backup
+//! is restored only once every other replica has confirmed a later start of its replica
+//! (or a later incarnation) — the condition under which the restart check guarantees the
+//! restore is caught, whichever peers answer first; the restored replica then counts as
+//! lost until it has rebuilt. The host checks after every step that replicas apply the same
 //! log. Then a liveness phase heals everything and restarts every replica; every client
 //! must finish its operation, every replica must converge, and a fresh clerk reads every
 //! key. Finally the whole history is checked for linearizability — which also proves that
@@ -19,12 +23,13 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
-use kv_engine::fs::Torn;
+use kv_engine::fs::{DiskImage, Torn};
 use kv_engine::kv::{Op, Reply};
 
 use super::kv::{append, get, put, Action, KvCluster, Script, Scripts};
 use super::{panic_message, FaultCeilings, Faults, SimOptions};
 use crate::rng::Rng;
+use crate::types::NodeId;
 
 /// Length of the safety phase in virtual time.
 pub const SAFETY_PHASE: Duration = Duration::from_secs(6);
@@ -49,6 +54,8 @@ pub struct Outcome {
     pub crashes: u32,
     /// Disks wiped.
     pub wipes: u32,
+    /// Disks restored from an older backup.
+    pub restores: u32,
 }
 
 /// A failed seed.
@@ -107,8 +114,10 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
         rng,
         crashes: 0,
         wipes: 0,
+        restores: 0,
         lost: vec![false; replicas],
         wiped_down: vec![false; replicas],
+        backups: Vec::new(),
     };
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut scripts = schedule.clients(&mut cluster);
@@ -123,6 +132,7 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
             operations: cluster.history.len(),
             crashes: schedule.crashes,
             wipes: schedule.wipes,
+            restores: schedule.restores,
         }),
         Err(payload) => {
             let message = panic_message(&*payload);
@@ -185,10 +195,20 @@ impl Script for RandomClient {
     }
 }
 
+/// A copy of a replica's disk, with what the replica was when it was taken.
+struct Backup {
+    node: usize,
+    image: DiskImage,
+    incarnation: u64,
+    boots: u64,
+}
+
 struct Schedule {
     rng: Rng,
     crashes: u32,
     wipes: u32,
+    restores: u32,
+    backups: Vec<Backup>,
     /// Wiped and not yet rebuilt.
     lost: Vec<bool>,
     /// Down with a lost disk: the next restart boots it blank.
@@ -272,9 +292,59 @@ impl Schedule {
                         }
                     }
                 }
+                72..=74 => self.back_up(c, i),
+                75..=77 => {
+                    let lost = self.lost.iter().filter(|&&l| l).count();
+                    if lost < tolerated {
+                        self.restore_backup(c);
+                    }
+                }
                 _ => {}
             }
         }
+    }
+
+    /// Copies replica `i`'s disk (if it is up and serving, so its start is known).
+    fn back_up(&mut self, c: &KvCluster, i: usize) {
+        let Some(status) = c.sim.node(i).filter(|r| r.is_ready()).map(|r| r.status()) else {
+            return;
+        };
+        if self.backups.len() >= 4 {
+            self.backups.remove(0);
+        }
+        self.backups.push(Backup {
+            node: i,
+            image: c.sim.disk_image(i),
+            incarnation: status.incarnation,
+            boots: status.boots,
+        });
+    }
+
+    /// Restores a backup whose replica every other replica has since seen start again (or
+    /// reincarnate): the restore is then caught by whichever peers check it.
+    fn restore_backup(&mut self, c: &mut KvCluster) {
+        let n = c.replicas();
+        let Some(index) = (0..self.backups.len()).find(|&b| {
+            let backup = &self.backups[b];
+            !self.lost[backup.node]
+                && (0..n).filter(|&o| o != backup.node).all(|o| {
+                    c.sim
+                        .node(o)
+                        .and_then(|r| r.peer_memory(NodeId(backup.node as u32)))
+                        .is_some_and(|m| {
+                            m.incarnation > backup.incarnation
+                                || (m.incarnation == backup.incarnation
+                                    && m.boot.count > backup.boots)
+                        })
+                })
+        }) else {
+            return;
+        };
+        let backup = self.backups.remove(index);
+        self.lost[backup.node] = true;
+        self.wiped_down[backup.node] = false;
+        self.restores += 1;
+        c.sim.restore_disk(backup.node, &backup.image);
     }
 
     fn restart(&mut self, c: &mut KvCluster, i: usize) {

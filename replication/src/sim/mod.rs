@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kv_engine::fs::{Fs, SimFs, Torn};
+use kv_engine::fs::{DiskImage, Fs, SimFs, Torn};
 use kv_engine::store::{Recovered, Store, StoreOptions};
 use kv_engine::wal::WalOptions;
 
@@ -703,6 +703,22 @@ impl<H: Host> Sim<H> {
     pub fn restart(&mut self, i: usize) {
         self.note(format!("restart n{i}"));
         assert!(self.slots[i].node.is_none(), "restart of a running node");
+        self.boot(NodeId(i as u32), false);
+    }
+
+    /// What node `i`'s disk durably holds now (a backup an operator could restore later).
+    pub fn disk_image(&self, i: usize) -> DiskImage {
+        self.slots[i].fs.durable_image()
+    }
+
+    /// Crashes node `i` (if up), replaces its disk with `image` (an older copy of it, as an
+    /// operator restoring a backup would) and restarts it on that.
+    pub fn restore_disk(&mut self, i: usize, image: &DiskImage) {
+        if self.slots[i].node.is_some() {
+            self.crash(i, Torn::None);
+        }
+        self.note(format!("restore n{i}"));
+        self.slots[i].fs.restore(image);
         self.boot(NodeId(i as u32), false);
     }
 
