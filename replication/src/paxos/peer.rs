@@ -409,14 +409,23 @@ impl Paxos {
         self.end_step(out);
     }
 
-    /// Forgets every instance below `floor` whatever the other peers' `done` values —
-    /// bounding what is kept for a lagging peer, which then catches up by state transfer.
-    /// `floor` may not pass this peer's own `done` (instances not applied here must stay).
-    /// Like [`Paxos::done_in_snapshot`], durable only through the caller's next snapshot;
-    /// below the floor this peer never accepts or reports anything again.
-    pub fn forget_below(&mut self, floor: Seq, out: &mut Output) {
+    /// Forgets the oldest instances, whatever the other peers' `done` values, until the
+    /// values kept fit in `bytes_max` — bounding what is kept for a lagging peer, which then
+    /// catches up by state transfer, while a peer only a little behind still gets the
+    /// recent instances it needs. Only instances this peer's own `done` covers are
+    /// forgotten. Like [`Paxos::done_in_snapshot`], durable only through the caller's next
+    /// snapshot; below the new floor this peer never accepts or reports anything again.
+    pub fn forget_to_fit(&mut self, bytes_max: u64, out: &mut Output) {
         let limit = self.local_done.map_or(Seq::ZERO, Seq::next);
-        let floor = floor.min(limit);
+        let mut excess = self.instance_bytes.saturating_sub(bytes_max);
+        let mut floor = self.floor;
+        for (seq, instance) in self.instances.range(..limit) {
+            if excess == 0 {
+                break;
+            }
+            excess = excess.saturating_sub(instance_bytes(instance) as u64);
+            floor = seq.next();
+        }
         if floor > self.floor {
             self.floor = floor;
             self.advance_min(out);

@@ -10,8 +10,9 @@
 //! record of its own, so `done` is durable exactly when the snapshot is. Paxos forgets an
 //! instance once every peer is done with it; a peer that is down would so make the others
 //! keep the log forever. Past [`ReplicaConfig::retain_bytes_max`](super::ReplicaConfig)
-//! (or the live state's size, if larger) of kept values, the replica forgets what it has
-//! applied anyway, and a peer that needs it later catches up by state transfer — one
+//! (or the live state's size, if larger) of kept values, the replica forgets the oldest
+//! instances it has applied anyway (a peer only a little behind still finds the recent
+//! ones), and a peer that needs a forgotten one catches up by state transfer — one
 //! transfer, one snapshot on the receiver, however far behind it is.
 //!
 //! Paxos is silent while idle, so the replica re-announces its `done` (an empty Paxos
@@ -55,7 +56,7 @@ impl<M: StateMachine> Replica<M> {
                 .retain_bytes_max
                 .max(self.applied.machine.live_bytes());
             if self.paxos.instance_bytes() > keep {
-                self.paxos.forget_below(next, &mut p);
+                self.paxos.forget_to_fit(keep, &mut p);
             }
             self.absorb(p, out);
             if self.done < Some(done) {

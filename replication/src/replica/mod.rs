@@ -168,6 +168,8 @@ pub struct ReplicaStatus {
     pub live_bytes: u64,
     /// State transfers being received (0 or 1) and served.
     pub transfers: (usize, usize),
+    /// State transfers installed since this replica started.
+    pub installs: u64,
     /// Why the replica halted, if it did.
     pub halted: Option<String>,
     /// The machine's own fields.
@@ -315,6 +317,7 @@ pub struct Replica<M: StateMachine> {
     image_from: Option<NodeId>,
     incoming: Option<Incoming<ImageAssembler<M>>>,
     outgoing: Outgoing<ImageStream<M>>,
+    installs: u64,
     // Snapshots and done (`compaction.rs`).
     done: Option<Seq>,
     log_bytes: u64,
@@ -462,6 +465,7 @@ impl<M: StateMachine> Replica<M> {
             image_from: None,
             incoming: None,
             outgoing: Outgoing::default(),
+            installs: 0,
             done: None,
             log_bytes: 0,
             snapshot_next,
@@ -666,6 +670,7 @@ impl<M: StateMachine> Replica<M> {
             sessions: self.applied.sessions.len(),
             live_bytes: self.applied.machine.live_bytes(),
             transfers: (usize::from(self.incoming.is_some()), self.outgoing.len()),
+            installs: self.installs,
             halted: match &self.phase {
                 Phase::Halted(reason) => Some(reason.clone()),
                 _ => None,
@@ -767,6 +772,7 @@ impl ReplicaStatus {
             ("live_bytes", self.live_bytes.to_string()),
             ("transfers_in", self.transfers.0.to_string()),
             ("transfers_out", self.transfers.1.to_string()),
+            ("installs", self.installs.to_string()),
         ];
         if let Some(reason) = &self.halted {
             fields.push(("halted", reason.clone()));

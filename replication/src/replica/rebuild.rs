@@ -408,6 +408,7 @@ impl<M: StateMachine> Replica<M> {
             return;
         };
         if applied.next >= acceptor.floor {
+            self.installs += 1;
             self.applied = applied;
             self.complete_rebuild(now, out);
         }

@@ -372,6 +372,7 @@ impl<M: StateMachine> Replica<M> {
 
     /// Adopts a more advanced applied state (state transfer).
     pub(super) fn install(&mut self, now: Time, applied: Applied<M>, out: &mut Output<M>) {
+        self.installs += 1;
         let next = applied.next;
         self.applied = applied;
         self.fetched = self.fetched.split_off(&next);
