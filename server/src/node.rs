@@ -21,9 +21,13 @@
 //! [`Core::release`], so the burst's requests share one instance and one fsync.
 //!
 //! # Failure model
-//! A failed fsync poisons the store (see the engine); the node then stops: it cannot make
-//! further promises safely, and its disk state is whatever the last successful sync left,
-//! from which a restart recovers. Peer messages are best-effort: a full per-peer queue drops
+//! A failed write or fsync poisons the store (see the engine); the node then stops: it
+//! cannot make further promises safely, and its disk state is whatever the last successful
+//! sync left, from which a restart recovers. Before it stops it answers every client
+//! request it holds, and for [`STORAGE_FAILED_LINGER`] every new one, with
+//! [`ClientReply::StorageFailed`] — a RESP client reads `-MISCONF`, a native client moves
+//! to another node — so no client is left with a connection closed under it. Nothing it
+//! had not made durable is sent. Peer messages are best-effort: a full per-peer queue drops
 //! messages (the protocols retransmit), so a slow or dead peer cannot exhaust memory.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -88,6 +92,9 @@ pub trait Core: Send + 'static {
 
 /// Most inputs taken in one burst before the core's held-back work is released.
 const BURST_INPUTS_MAX: usize = 256;
+/// How long a node whose storage failed keeps answering clients with
+/// [`ClientReply::StorageFailed`] before it stops.
+pub const STORAGE_FAILED_LINGER: Duration = Duration::from_secs(2);
 
 /// Tunables of the driver.
 #[derive(Debug, Clone)]
@@ -179,6 +186,8 @@ pub struct Status {
     pub dropped_messages: u64,
     /// Whether the core can serve.
     pub ready: bool,
+    /// Why the node stopped serving, if its storage failed.
+    pub storage_failed: Option<String>,
 }
 
 impl Status {
@@ -199,6 +208,9 @@ impl Status {
             self.persisted_steps,
             self.dropped_messages
         ));
+        if let Some(reason) = &self.storage_failed {
+            out.push_str(&format!("storage_failed: {reason}\n"));
+        }
         out
     }
 }
@@ -243,6 +255,8 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
     let mut dropped = 0u64;
     let mut on_ready = on_ready;
     let mut ready_at: Option<u64> = None;
+    // Why storage failed, once it has: the loop ends and the node stops.
+    let mut failed: Option<String> = None;
 
     core.on_boot(now(), &mut out);
     loop {
@@ -256,8 +270,14 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
             done = durable_rx.recv() => {
                 match done {
                     Some(Ok(ticket)) => durable = durable.max(ticket),
-                    Some(Err(reason)) => return Err(format!("storage failed, stopping: {reason}")),
-                    None => return Err("storage writer stopped".into()),
+                    Some(Err(reason)) => {
+                        failed = Some(reason);
+                        break;
+                    }
+                    None => {
+                        failed = Some("the storage writer stopped".into());
+                        break;
+                    }
                 }
             }
             input = inputs.recv() => {
@@ -304,13 +324,15 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
                 Persist::Record { sync, .. } => *sync,
                 Persist::Snapshot(_) => true,
             });
-            if must_sync {
+            let ticket = must_sync.then(|| {
                 issued += 1;
-                submit(&commit, persist, Some(issued), &durable_tx)?;
-            } else {
-                // Lazy records: appended in order and made durable by some later sync;
-                // this call's sends need not wait for them.
-                submit(&commit, persist, None, &durable_tx)?;
+                issued
+            });
+            // Lazy records (no ticket) are appended in order and made durable by some
+            // later sync; this call's sends need not wait for them.
+            if let Err(reason) = submit(&commit, persist, ticket, &durable_tx) {
+                failed = Some(reason);
+                break;
             }
         }
         if !out.send.is_empty() || !out.events.is_empty() {
@@ -352,7 +374,48 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
         }
     }
     drop(commit);
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(reason) => {
+            tracing::error!(%reason, "storage failed; answering clients with errors, then stopping");
+            for (_, client) in std::mem::take(&mut waiting) {
+                let _ = client.send(ClientReply::StorageFailed(reason.clone()));
+            }
+            refuse_inputs(&mut inputs, &mut shutdown, &reason).await;
+            Err(format!("storage failed, stopping: {reason}"))
+        }
+    }
+}
+
+/// Answers every input with the storage failure for [`STORAGE_FAILED_LINGER`] (or until
+/// shutdown), so clients read an error instead of a closed connection.
+async fn refuse_inputs<M>(
+    inputs: &mut mpsc::Receiver<Input<M>>,
+    shutdown: &mut watch::Receiver<bool>,
+    reason: &str,
+) {
+    let deadline = tokio::time::sleep(STORAGE_FAILED_LINGER);
+    tokio::pin!(deadline);
+    loop {
+        let input = tokio::select! {
+            _ = &mut deadline => return,
+            _ = shutdown.changed() => return,
+            input = inputs.recv() => input,
+        };
+        match input {
+            None => return,
+            Some(Input::Client { reply, .. }) => {
+                let _ = reply.send(ClientReply::StorageFailed(reason.to_string()));
+            }
+            Some(Input::Status(reply)) => {
+                let _ = reply.send(Status {
+                    storage_failed: Some(reason.to_string()),
+                    ..Status::default()
+                });
+            }
+            Some(Input::Peer { .. }) => {}
+        }
+    }
 }
 
 /// The node's status as operators see it.
@@ -369,6 +432,7 @@ fn status<C: Core>(core: &C, commit: &GroupCommit, dropped: u64) -> Status {
         persisted_steps: group.appends,
         dropped_messages: dropped,
         ready: core.is_ready(),
+        storage_failed: None,
     }
 }
 

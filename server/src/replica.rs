@@ -7,8 +7,8 @@ use kv_replication::types::{NodeId, Time};
 use tokio::sync::watch;
 
 use crate::config::ClusterConfig;
-use crate::node::{Core, DriverOptions};
-use crate::run::{run_node, Start};
+use crate::node::Core;
+use crate::run::{run_node, NodeOptions, Start};
 use crate::wire::ClientReply;
 
 impl Core for Replica {
@@ -94,7 +94,7 @@ pub async fn run(
             .map_err(|e| format!("recovering node {id}: {e}"))
         },
         shutdown,
-        DriverOptions::default(),
+        NodeOptions::default(),
     )
     .await
 }
