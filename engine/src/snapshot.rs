@@ -137,8 +137,11 @@ pub fn read(fs: &dyn Fs, path: &Path) -> Result<Snapshot> {
     })
 }
 
-/// Indexes of the snapshot files in `dir`, ascending.
+/// Indexes of the snapshot files in `dir`, ascending (none if `dir` does not exist).
 pub fn list(fs: &dyn Fs, dir: &Path) -> Result<Vec<u64>> {
+    if !fs.exists(dir) {
+        return Ok(Vec::new());
+    }
     let mut indexes: Vec<u64> = fs
         .list(dir)
         .map_err(|e| Error::io("list", dir, e))?
@@ -149,21 +152,21 @@ pub fn list(fs: &dyn Fs, dir: &Path) -> Result<Vec<u64>> {
     Ok(indexes)
 }
 
-/// Removes stray temp files left by a crash mid-write.
-pub fn remove_temps(fs: &dyn Fs, dir: &Path) -> Result<()> {
+/// Removes stray temp files left by a crash mid-write; returns their paths.
+pub fn remove_temps(fs: &dyn Fs, dir: &Path) -> Result<Vec<PathBuf>> {
     let names = fs.list(dir).map_err(|e| Error::io("list", dir, e))?;
-    let mut removed = false;
+    let mut removed = Vec::new();
     for name in names.iter().filter(|n| n.ends_with(TEMP_SUFFIX)) {
         let path = dir.join(name);
         fs.remove(&path)
             .map_err(|e| Error::io("remove", &path, e))?;
-        removed = true;
+        removed.push(path);
     }
-    if removed {
+    if !removed.is_empty() {
         fs.sync_dir(dir)
             .map_err(|e| Error::io("sync directory", dir, e))?;
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// The newest snapshot in `dir` that validates, with the errors of newer ones that did not.
