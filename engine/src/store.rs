@@ -467,7 +467,9 @@ mod tests {
         let mut file = fs.open(&active).unwrap();
         file.append(&[7u8; 5]).unwrap(); // a torn record header
         file.sync().unwrap();
-        let mut temp = fs.create(&dir.join("00000000000000000009.snap.tmp")).unwrap();
+        let mut temp = fs
+            .create(&dir.join("00000000000000000009.snap.tmp"))
+            .unwrap();
         temp.append(b"half").unwrap();
         temp.sync().unwrap();
         fs.sync_dir(dir).unwrap();
@@ -500,7 +502,9 @@ mod tests {
         let mut file = fs.open(&active).unwrap();
         file.append(&[0u8; 12]).unwrap();
         file.sync().unwrap();
-        let mut temp = fs.create(&dir.join("00000000000000000009.snap.tmp")).unwrap();
+        let mut temp = fs
+            .create(&dir.join("00000000000000000009.snap.tmp"))
+            .unwrap();
         temp.append(b"half").unwrap();
         fs.sync_dir(dir).unwrap();
 

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use kv_engine::fs::{Fs, RealFs};
-use kv_engine::store::{Recovered, Store, StoreOptions};
+use kv_engine::store::{Recovered, RecoveryReport, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -52,6 +52,27 @@ impl Default for NodeOptions {
             driver: DriverOptions::default(),
             fs: Arc::new(RealFs),
         }
+    }
+}
+
+/// Logs what opening the store had to skip or repair: each a warning, since each means
+/// the disk held something other than what the node last wrote durably.
+fn log_recovery(id: u32, report: &RecoveryReport) {
+    for skipped in &report.skipped_snapshots {
+        tracing::warn!(node = id, error = %skipped, "skipped an invalid snapshot; recovering from an older one");
+    }
+    if let Some(tail) = &report.truncated_tail {
+        tracing::warn!(
+            node = id,
+            file = %tail.file.display(),
+            offset = tail.offset,
+            bytes = tail.bytes,
+            found = %tail.reason,
+            "cut a torn tail off the write-ahead log (bytes never reported durable)"
+        );
+    }
+    for temp in &report.removed_temps {
+        tracing::warn!(node = id, file = %temp.display(), "removed the temporary file of an interrupted snapshot");
     }
 }
 
@@ -117,6 +138,7 @@ where
     let stamped = config::check_stamp(&dir, config.cluster_id, id).map_err(|e| e.to_string())?;
     let (store, recovered) = Store::open(options.fs.clone(), &dir, StoreOptions::default())
         .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+    log_recovery(id, store.recovery_report());
     // No stamp means the disk was lost — or a rebuild after losing it was interrupted,
     // which leaves the core's own "rebuilding" marker behind. Either way the core is
     // started in its lost-disk mode, which trusts nothing else the directory holds.

@@ -142,6 +142,27 @@ impl Cluster {
         kib * 1024
     }
 
+    /// Waits for a node that is expected to exit (a refused start) and returns whether it
+    /// exited successfully.
+    pub fn wait_exit(&mut self, id: u32) -> bool {
+        let started = Instant::now();
+        loop {
+            let child = self.children[id as usize]
+                .as_mut()
+                .unwrap_or_else(|| panic!("node {id} is not running"));
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.children[id as usize] = None;
+                return status.success();
+            }
+            assert!(
+                started.elapsed() < READY_TIMEOUT,
+                "node {id} still running after {READY_TIMEOUT:?}; log:\n{}",
+                self.log(id)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn is_running(&mut self, id: u32) -> bool {
         match self.children[id as usize].as_mut() {
             Some(child) => child.try_wait().expect("try_wait").is_none(),
