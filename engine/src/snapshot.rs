@@ -83,10 +83,28 @@ pub fn path_of(dir: &Path, index: u64) -> PathBuf {
     dir.join(file_name(index))
 }
 
+/// Bytes of the snapshot file for a payload of `payload_bytes`.
+pub fn file_bytes(payload_bytes: usize) -> u64 {
+    (SNAPSHOT_HEADER_BYTES + payload_bytes) as u64
+}
+
+/// The temporary file a snapshot at `index` is written to before it is renamed.
+pub fn temp_path_of(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("{index:020}{TEMP_SUFFIX}"))
+}
+
 /// Writes a snapshot atomically and durably; returns the bytes written.
 pub fn write(fs: &dyn Fs, dir: &Path, index: u64, payload: &[u8]) -> Result<u64> {
-    let temp = dir.join(format!("{index:020}{TEMP_SUFFIX}"));
-    let path = path_of(dir, index);
+    let bytes = write_temp(fs, dir, index, payload)?;
+    publish(fs, dir, index)?;
+    Ok(bytes)
+}
+
+/// The first half of [`write`]: the snapshot written and fsynced under its temporary name
+/// ([`temp_path_of`]). A failure here leaves at most that temporary file, which nothing
+/// reads; returns the bytes written.
+pub fn write_temp(fs: &dyn Fs, dir: &Path, index: u64, payload: &[u8]) -> Result<u64> {
+    let temp = temp_path_of(dir, index);
     let mut header = Vec::with_capacity(SNAPSHOT_HEADER_BYTES);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&index.to_le_bytes());
@@ -100,12 +118,17 @@ pub fn write(fs: &dyn Fs, dir: &Path, index: u64, payload: &[u8]) -> Result<u64>
     file.append(payload)
         .map_err(|e| Error::io("write", &temp, e))?;
     file.sync().map_err(|e| Error::io("fdatasync", &temp, e))?;
-    drop(file);
-    fs.rename(&temp, &path)
+    Ok(file_bytes(payload.len()))
+}
+
+/// The second half of [`write`]: the temporary file renamed into place and the directory
+/// fsynced, after which the snapshot survives a crash.
+pub fn publish(fs: &dyn Fs, dir: &Path, index: u64) -> Result<()> {
+    let temp = temp_path_of(dir, index);
+    fs.rename(&temp, &path_of(dir, index))
         .map_err(|e| Error::io("rename", &temp, e))?;
     fs.sync_dir(dir)
-        .map_err(|e| Error::io("sync directory", dir, e))?;
-    Ok((SNAPSHOT_HEADER_BYTES + payload.len()) as u64)
+        .map_err(|e| Error::io("sync directory", dir, e))
 }
 
 /// Reads and verifies one snapshot file.

@@ -10,7 +10,12 @@
 //! Failure model: the WAL's (see [`crate::wal`]); in addition, if the WAL no longer reaches
 //! back to the newest valid snapshot (for example because a newer snapshot is corrupt and
 //! the log behind it was already compacted), open fails with [`Error::Corrupt`] rather than
-//! silently returning a state with a hole in it. Any failed snapshot write poisons the store.
+//! silently returning a state with a hole in it. A snapshot that cannot be written under
+//! its temporary name — no room for it, or the write or fsync of that file fails — is
+//! skipped, its temporary file removed, and the store goes on as it was
+//! ([`Error::SnapshotSkipped`]): the log it would have compacted still holds everything. A
+//! failure after that (the rename, the directory sync) or while compacting poisons the
+//! store, as does any failure of the log itself.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +24,11 @@ use crate::error::{Error, Result};
 use crate::fs::Fs;
 use crate::snapshot::{self, Snapshot};
 use crate::wal::{TruncatedTail, Wal, WalOptions, WalRecord, WalScan};
+
+/// Free space a snapshot must leave behind it, beyond its own size, or it is skipped: room
+/// for the log to go on while the snapshot is written and the files it supersedes are
+/// removed.
+pub const SNAPSHOT_SPACE_RESERVE_BYTES: u64 = 1 << 20;
 
 /// Tunables of a [`Store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +249,11 @@ impl Store {
     /// Durably records `data` as the state after applying every record `<= index`, then
     /// deletes the snapshots and log segments it supersedes. Syncs the log first, so a
     /// snapshot never covers records that a crash could still take back.
+    ///
+    /// A snapshot the disk has no room for (or whose temporary file cannot be written) is
+    /// skipped with [`Error::SnapshotSkipped`], which leaves the store usable: snapshots
+    /// only compact, so a full disk costs compaction, not the node. Any other failure
+    /// poisons the store.
     pub fn write_snapshot(&mut self, index: u64, data: &[u8]) -> Result<()> {
         self.check_poisoned()?;
         let last = self.wal.next_index() - 1;
@@ -255,8 +270,9 @@ impl Store {
             }
         }
         let result = self.write_snapshot_inner(index, data);
-        if let Err(e) = &result {
-            self.poisoned = Some(e.to_string());
+        match &result {
+            Ok(()) | Err(Error::SnapshotSkipped { .. }) => {}
+            Err(e) => self.poisoned = Some(e.to_string()),
         }
         result
     }
@@ -268,10 +284,41 @@ impl Store {
         } else {
             self.wal.sync()?;
         }
-        let bytes = snapshot::write(&*self.fs, &self.dir, index, data)?;
+        let bytes = self.write_snapshot_temp(index, data)?;
+        snapshot::publish(&*self.fs, &self.dir, index)?;
         self.snapshots.retain(|&(i, _)| i != index);
         self.snapshots.push((index, bytes));
         self.trim_snapshots()
+    }
+
+    /// Writes the snapshot under its temporary name if the file system has room for it
+    /// and [`SNAPSHOT_SPACE_RESERVE_BYTES`] more. Otherwise, or if writing fails, the
+    /// temporary file is removed and the snapshot skipped: the log it would have
+    /// compacted still holds everything, so the store is as good as before.
+    fn write_snapshot_temp(&mut self, index: u64, data: &[u8]) -> Result<u64> {
+        let skipped = |source: Error| Error::SnapshotSkipped {
+            index,
+            source: Box::new(source),
+        };
+        let needed = snapshot::file_bytes(data.len()) + SNAPSHOT_SPACE_RESERVE_BYTES;
+        let available = self
+            .fs
+            .available_bytes(&self.dir)
+            .map_err(|e| skipped(Error::io("measure free space", &self.dir, e)))?;
+        if let Some(available) = available.filter(|&a| a < needed) {
+            return Err(skipped(Error::NoSpace {
+                dir: self.dir.clone(),
+                needed,
+                available,
+            }));
+        }
+        snapshot::write_temp(&*self.fs, &self.dir, index, data).map_err(|e| {
+            let temp = snapshot::temp_path_of(&self.dir, index);
+            if self.fs.exists(&temp) {
+                let _ = self.fs.remove(&temp);
+            }
+            skipped(e)
+        })
     }
 
     /// Deletes snapshots beyond the retention count, then the log they no longer need.
@@ -543,6 +590,74 @@ mod tests {
         assert_eq!(&*rec.snapshot.unwrap().data, b"s1");
         assert_eq!(rec.records.len(), 1);
         assert_eq!(rec.records[0].payload, b"2");
+    }
+
+    fn tight(fs: &SimFs, spare_bytes: u64) {
+        let used = fs.bytes_under(Path::new("/data"));
+        fs.set_capacity(Some(used + spare_bytes));
+    }
+
+    #[test]
+    fn a_snapshot_the_disk_has_no_room_for_is_skipped_and_the_store_goes_on() {
+        let fs = SimFs::new();
+        let (mut store, _) = open(&fs, StoreOptions::default()).unwrap();
+        for i in 0..10u8 {
+            store.append(0, &[i; 100]).unwrap();
+        }
+        store.sync().unwrap();
+        // Room for more records, not for a snapshot and its reserve.
+        tight(&fs, SNAPSHOT_SPACE_RESERVE_BYTES);
+        let before = disk(&fs);
+        let index = store.next_index() - 1;
+        match store.write_snapshot(index, &[7u8; 4096]) {
+            Err(Error::SnapshotSkipped { index: i, source }) => {
+                assert_eq!(i, index);
+                assert!(matches!(*source, Error::NoSpace { .. }), "{source}");
+            }
+            other => panic!("expected SnapshotSkipped, got {other:?}"),
+        }
+        assert_eq!(
+            disk(&fs).len(),
+            before.len() + 1,
+            "only the rotation's new segment"
+        );
+        let after = store.append(0, b"after").unwrap();
+        store.sync().unwrap();
+        // Once there is room, snapshots work again and compact the log.
+        fs.set_capacity(None);
+        store.write_snapshot(after, b"state").unwrap();
+        fs.crash(Torn::None);
+        let (_, recovered) = open(&fs, StoreOptions::default()).unwrap();
+        assert_eq!(&*recovered.snapshot.unwrap().data, b"state");
+        assert!(recovered.records.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_whose_temporary_file_fails_is_removed_and_skipped_not_poisoning() {
+        let fs = SimFs::new();
+        let (mut store, _) = open(&fs, StoreOptions::default()).unwrap();
+        let i = store.append(0, b"kept").unwrap();
+        store.sync().unwrap();
+        // The rotation's segment and directory fsyncs pass; the temporary file's fails
+        // (as it would on a disk that filled up under the write).
+        fs.fail_sync_after(2);
+        let result = store.write_snapshot(i, &[1u8; 8192]);
+        assert!(
+            matches!(result, Err(Error::SnapshotSkipped { .. })),
+            "{result:?}"
+        );
+        let names = fs.list(Path::new("/data")).unwrap();
+        assert!(
+            !names.iter().any(|n| n.contains(".snap")),
+            "a snapshot file was left behind: {names:?}"
+        );
+        store.append(0, b"after").unwrap();
+        store.sync().unwrap();
+        fs.crash(Torn::None);
+        let (_, recovered) = open(&fs, StoreOptions::default()).unwrap();
+        assert!(recovered.snapshot.is_none());
+        let payloads: Vec<&[u8]> = recovered.records.iter().map(|r| &r.payload[..]).collect();
+        assert_eq!(payloads, vec![&b"kept"[..], b"after"]);
     }
 
     #[test]

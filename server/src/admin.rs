@@ -90,6 +90,10 @@ pub fn metrics(status: &Status) -> String {
     gauge("wal_bytes", status.wal_bytes.to_string());
     gauge("snapshot_bytes", status.snapshot_bytes.to_string());
     gauge("snapshot_index", status.snapshot_index.to_string());
+    gauge(
+        "snapshots_skipped_total",
+        status.snapshots_skipped.to_string(),
+    );
     gauge("durable_index", status.durable_index.to_string());
     gauge("fsyncs_total", status.fsyncs.to_string());
     gauge("persisted_steps_total", status.persisted_steps.to_string());

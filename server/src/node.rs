@@ -21,18 +21,21 @@
 //! [`Core::release`], so the burst's requests share one instance and one fsync.
 //!
 //! # Failure model
-//! A failed write or fsync poisons the store (see the engine); the node then stops: it
-//! cannot make further promises safely, and its disk state is whatever the last successful
-//! sync left, from which a restart recovers. Before it stops it answers every client
-//! request it holds, and for [`STORAGE_FAILED_LINGER`] every new one, with
-//! [`ClientReply::StorageFailed`] — a RESP client reads `-MISCONF`, a native client moves
-//! to another node — so no client is left with a connection closed under it. Nothing it
-//! had not made durable is sent. Peer messages are best-effort: a full per-peer queue drops
-//! messages (the protocols retransmit), so a slow or dead peer cannot exhaust memory.
+//! A snapshot the store skips for want of room is counted, logged, and the node goes on:
+//! snapshots only compact, so a nearly full disk costs compaction, never the node, and
+//! starting needs no room for one. Any other failed write or fsync poisons the store (see
+//! the engine); the node then stops: it cannot make further promises safely, and its disk
+//! state is whatever the last successful sync left, from which a restart recovers. Before
+//! it stops it answers every client request it holds, and for [`STORAGE_FAILED_LINGER`]
+//! every new one, with [`ClientReply::StorageFailed`] — a RESP client reads `-MISCONF`, a
+//! native client moves to another node — so no client is left with a connection closed
+//! under it. Nothing it had not made durable is sent. Peer messages are best-effort: a
+//! full per-peer queue drops messages (the protocols retransmit), so a slow or dead peer
+//! cannot exhaust memory.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -186,6 +189,8 @@ pub struct Status {
     pub dropped_messages: u64,
     /// Whether the core can serve.
     pub ready: bool,
+    /// Snapshots skipped for want of room (see the failure model).
+    pub snapshots_skipped: u64,
     /// Why the node stopped serving, if its storage failed.
     pub storage_failed: Option<String>,
 }
@@ -198,11 +203,12 @@ impl Status {
             out.push_str(&format!("{name}: {value}\n"));
         }
         out.push_str(&format!(
-            "ready: {}\nwal_bytes: {}\nsnapshot_bytes: {}\nsnapshot_index: {}\ndurable_index: {}\nfsyncs: {}\npersisted_steps: {}\ndropped_peer_messages: {}\n",
+            "ready: {}\nwal_bytes: {}\nsnapshot_bytes: {}\nsnapshot_index: {}\nsnapshots_skipped: {}\ndurable_index: {}\nfsyncs: {}\npersisted_steps: {}\ndropped_peer_messages: {}\n",
             self.ready,
             self.wal_bytes,
             self.snapshot_bytes,
             self.snapshot_index,
+            self.snapshots_skipped,
             self.durable_index,
             self.fsyncs,
             self.persisted_steps,
@@ -241,6 +247,10 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
 ) -> Result<(), String> {
     let commit = Arc::new(GroupCommit::start(store, options.group));
     let (durable_tx, mut durable_rx) = mpsc::unbounded_channel::<Result<u64, String>>();
+    let reports = Reports {
+        durable: durable_tx,
+        snapshots_skipped: Arc::default(),
+    };
     let epoch = Instant::now();
     let now = || Time(epoch.elapsed().as_micros() as u64);
     let mut ticker = tokio::time::interval(options.tick);
@@ -296,7 +306,7 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
                             core.on_request(now(), next_tag, request, &mut out);
                         }
                         Input::Status(reply) => {
-                            let _ = reply.send(status(&core, &commit, dropped));
+                            let _ = reply.send(status(&core, &commit, &reports, dropped));
                         }
                     }
                     taken += 1;
@@ -330,7 +340,7 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
             });
             // Lazy records (no ticket) are appended in order and made durable by some
             // later sync; this call's sends need not wait for them.
-            if let Err(reason) = submit(&commit, persist, ticket, &durable_tx) {
+            if let Err(reason) = submit(&commit, persist, ticket, &reports) {
                 failed = Some(reason);
                 break;
             }
@@ -419,7 +429,7 @@ async fn refuse_inputs<M>(
 }
 
 /// The node's status as operators see it.
-fn status<C: Core>(core: &C, commit: &GroupCommit, dropped: u64) -> Status {
+fn status<C: Core>(core: &C, commit: &GroupCommit, reports: &Reports, dropped: u64) -> Status {
     let stats = commit.stats();
     let group = commit.group_stats();
     Status {
@@ -432,8 +442,16 @@ fn status<C: Core>(core: &C, commit: &GroupCommit, dropped: u64) -> Status {
         persisted_steps: group.appends,
         dropped_messages: dropped,
         ready: core.is_ready(),
+        snapshots_skipped: reports.snapshots_skipped.load(Ordering::Relaxed),
         storage_failed: None,
     }
+}
+
+/// Where the writer's completions report: durable tickets (or the failure), and how many
+/// snapshots it skipped.
+struct Reports {
+    durable: mpsc::UnboundedSender<Result<u64, String>>,
+    snapshots_skipped: Arc<AtomicU64>,
 }
 
 /// Hands one call's persists to the writer, in order; the last completion reports
@@ -442,7 +460,7 @@ fn submit(
     commit: &GroupCommit,
     persist: Vec<Persist>,
     ticket: Option<u64>,
-    durable: &mpsc::UnboundedSender<Result<u64, String>>,
+    reports: &Reports,
 ) -> Result<(), String> {
     let count = persist.len();
     let mut records = Vec::new();
@@ -453,20 +471,40 @@ fn submit(
             Persist::Snapshot(data) => {
                 if !records.is_empty() {
                     commit
-                        .submit(std::mem::take(&mut records), completion(durable, None))
+                        .submit(
+                            std::mem::take(&mut records),
+                            completion(&reports.durable, None),
+                        )
                         .map_err(|e| e.to_string())?;
                 }
-                let done = completion(durable, if last { ticket } else { None });
+                let done = snapshot_completion(reports, if last { ticket } else { None });
+                tracing::debug!(bytes = data.len(), "writing a snapshot");
                 commit.snapshot(data, done).map_err(|e| e.to_string())?;
             }
         }
     }
     if !records.is_empty() {
         commit
-            .submit(records, completion(durable, ticket))
+            .submit(records, completion(&reports.durable, ticket))
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// A snapshot's completion: like [`completion`], except that a snapshot the store skipped
+/// (no room for it) is counted, logged, and counts as done. Writing it synced every record
+/// before it, which is all its ticket promises; the log it would have compacted stays.
+fn snapshot_completion(reports: &Reports, ticket: Option<u64>) -> kv_engine::group::Completion {
+    let done = completion(&reports.durable, ticket);
+    let skipped = reports.snapshots_skipped.clone();
+    Box::new(move |result| match result {
+        Err(skip @ kv_engine::Error::SnapshotSkipped { .. }) => {
+            skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %skip, "snapshot skipped; the node goes on with a longer log");
+            done(Ok(0))
+        }
+        other => done(other),
+    })
 }
 
 /// A completion that always reports failure, and reports success only with a ticket.

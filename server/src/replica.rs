@@ -74,6 +74,16 @@ pub async fn run(
     id: u32,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
+    run_with(config, id, shutdown, NodeOptions::default()).await
+}
+
+/// [`run`] with the node's options (a simulated disk, in tests).
+pub async fn run_with(
+    config: ClusterConfig,
+    id: u32,
+    shutdown: watch::Receiver<bool>,
+    options: NodeOptions,
+) -> Result<(), String> {
     let seed = kv_engine_seed(config.cluster_id, id);
     run_node(
         config,
@@ -94,7 +104,7 @@ pub async fn run(
             .map_err(|e| format!("recovering node {id}: {e}"))
         },
         shutdown,
-        NodeOptions::default(),
+        options,
     )
     .await
 }
