@@ -28,8 +28,8 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
-    /// An earlier fsync failed; the log refuses all further work.
-    #[error("write-ahead log is poisoned by an earlier failed fsync: {0}")]
+    /// An earlier write or fsync failed; the log refuses all further work.
+    #[error("write-ahead log is poisoned by an earlier failed write or fsync: {0}")]
     Poisoned(String),
     /// A record or argument was refused (too large, out of range, ...).
     #[error("invalid: {0}")]

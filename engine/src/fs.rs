@@ -221,7 +221,8 @@ impl Fs for RealFs {
             return Err(io::Error::last_os_error());
         }
         // What an unprivileged writer may use (root may dip into reserved blocks, but a
-        // node should not count on them).
+        // node should not count on them). The fields are u64 here, narrower elsewhere.
+        #[allow(clippy::useless_conversion)]
         Ok(Some(
             u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)),
         ))
