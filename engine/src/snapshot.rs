@@ -100,7 +100,7 @@ pub fn write(fs: &dyn Fs, dir: &Path, index: u64, payload: &[u8]) -> Result<u64>
     Ok(bytes)
 }
 
-/// The first half of [`write`]: the snapshot written and fsynced under its temporary name
+/// The first half of [`write()`]: the snapshot written and fsynced under its temporary name
 /// ([`temp_path_of`]). A failure here leaves at most that temporary file, which nothing
 /// reads; returns the bytes written.
 pub fn write_temp(fs: &dyn Fs, dir: &Path, index: u64, payload: &[u8]) -> Result<u64> {
@@ -121,7 +121,7 @@ pub fn write_temp(fs: &dyn Fs, dir: &Path, index: u64, payload: &[u8]) -> Result
     Ok(file_bytes(payload.len()))
 }
 
-/// The second half of [`write`]: the temporary file renamed into place and the directory
+/// The second half of [`write()`]: the temporary file renamed into place and the directory
 /// fsynced, after which the snapshot survives a crash.
 pub fn publish(fs: &dyn Fs, dir: &Path, index: u64) -> Result<()> {
     let temp = temp_path_of(dir, index);
