@@ -379,3 +379,116 @@ impl<M> Peers<M> {
         self.dropped.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Admitted;
+    use tokio::io::AsyncWriteExt;
+
+    fn listener() -> (Listener<()>, mpsc::Receiver<Input<()>>) {
+        let (inputs, rx) = mpsc::channel(16);
+        let this = Listener {
+            cluster_id: 5,
+            peers: 3,
+            inputs,
+            leader: LeaderHint::default(),
+        };
+        (this, rx)
+    }
+
+    /// A client socket and the connection the gate admitted for it.
+    async fn admit(gate: &mut Gate, socket: &TcpListener) -> (TcpStream, Admitted) {
+        let (_stop, mut shutdown) = watch::channel(false);
+        let (client, admitted) = tokio::join!(
+            TcpStream::connect(socket.local_addr().unwrap()),
+            gate.accept(socket, &mut shutdown)
+        );
+        (client.unwrap(), admitted.unwrap())
+    }
+
+    async fn send(client: &mut TcpStream, frame: &Frame<()>) {
+        let body = wire::encode(frame).unwrap();
+        client
+            .write_all(&(body.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        client.write_all(&body).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_does_not_say_who_it_is_is_closed_after_the_hello_timeout() {
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut gate = Gate::new("test", 1);
+        let (_client, admitted) = admit(&mut gate, &socket).await;
+        let (this, _inputs) = listener();
+        let (_stop, shutdown) = watch::channel(false);
+        let started = tokio::time::Instant::now();
+        let result = this
+            .connection(admitted.stream, &admitted.permit, shutdown)
+            .await;
+        assert!(
+            result.as_ref().is_err_and(|e| e.contains("no Hello")),
+            "{result:?}"
+        );
+        assert!(started.elapsed() >= HELLO_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn the_slots_kept_for_peers_refuse_clients_and_admit_peers() {
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut gate = Gate::new("test", 0).with_reserve(2);
+        let (this, mut inputs) = listener();
+
+        let (mut client, admitted) = admit(&mut gate, &socket).await;
+        assert!(admitted.permit.reserved);
+        send(&mut client, &Frame::ClientHello { cluster_id: 5 }).await;
+        let (_stop, shutdown) = watch::channel(false);
+        let result = this
+            .connection(admitted.stream, &admitted.permit, shutdown.clone())
+            .await;
+        assert_eq!(result, Err("client connection limit reached".to_string()));
+
+        let (mut peer, admitted) = admit(&mut gate, &socket).await;
+        assert!(admitted.permit.reserved);
+        send(
+            &mut peer,
+            &Frame::Hello {
+                cluster_id: 5,
+                node: 1,
+            },
+        )
+        .await;
+        send(&mut peer, &Frame::Peer(())).await;
+        drop(peer);
+        let result = this
+            .connection(admitted.stream, &admitted.permit, shutdown)
+            .await;
+        assert_eq!(result, Ok(()));
+        assert!(matches!(
+            inputs.try_recv(),
+            Ok(Input::Peer {
+                from: NodeId(1),
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_stranger_cannot_announce_a_frame_larger_than_a_hello() {
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut gate = Gate::new("test", 1);
+        let (mut client, admitted) = admit(&mut gate, &socket).await;
+        let announced = wire::HELLO_FRAME_BYTES_MAX as u32 + 1;
+        client.write_all(&announced.to_be_bytes()).await.unwrap();
+        let (this, _inputs) = listener();
+        let (_stop, shutdown) = watch::channel(false);
+        let result = this
+            .connection(admitted.stream, &admitted.permit, shutdown)
+            .await;
+        assert!(
+            result.as_ref().is_err_and(|e| e.contains("bad frame")),
+            "{result:?}"
+        );
+    }
+}
