@@ -458,6 +458,10 @@ fn hello_3_switches_a_connection_to_resp3_replies_and_hello_2_back() {
     let mut other = resp_connect(node.resp);
     other.write_all(b"GET nope\r\nPING\r\n").unwrap();
     assert_eq!(read_until(&mut other, b"+PONG\r\n"), b"$-1\r\n+PONG\r\n");
+    other.write_all(b"INFO\r\nPING\r\n").unwrap();
+    let info = read_until(&mut other, b"+PONG\r\n");
+    let info = String::from_utf8_lossy(&info);
+    assert!(info.contains("connected_clients:2\r\n"), "{info}");
 
     // Back to RESP2; an unknown version is refused and changes nothing.
     stream
