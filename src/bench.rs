@@ -60,9 +60,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .map(|i| {
                 let nodes = nodes.clone();
                 let value = value.clone();
+                let cluster_id = config.cluster_id;
                 let (keys, reads) = (args.keys, args.reads as u64);
                 tokio::spawn(async move {
-                    let mut client = Client::new(nodes, i, ClientOptions::default());
+                    let mut client = Client::new(cluster_id, nodes, i, ClientOptions::default());
                     let mut rng =
                         0x9E37_79B9_7F4A_7C15u64 ^ (i as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
                     let mut outcome = Outcome {

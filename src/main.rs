@@ -218,7 +218,7 @@ fn client_op(target: Target, op: Op) -> Result<()> {
         deadline: Duration::from_secs(target.timeout),
         ..ClientOptions::default()
     };
-    let mut client = Client::new(node_addresses(&config), 0, options);
+    let mut client = Client::new(config.cluster_id, node_addresses(&config), 0, options);
     let reply = runtime()?.block_on(client.execute(op))?;
     match reply {
         Reply::Value(Some(value)) => println!("{}", String::from_utf8_lossy(&value)),
@@ -242,7 +242,11 @@ fn admin_status(cluster: PathBuf) -> Result<()> {
             "node {} (peer {}, resp {}, admin {})",
             node.id, node.peer, node.resp, node.admin
         );
-        match rt.block_on(kv_server::client::status(node.peer, Duration::from_secs(3))) {
+        match rt.block_on(kv_server::client::status(
+            config.cluster_id,
+            node.peer,
+            Duration::from_secs(3),
+        )) {
             Ok(text) => {
                 for line in text.lines() {
                     println!("  {line}");

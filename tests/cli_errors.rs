@@ -49,4 +49,14 @@ fn mistakes_get_one_line_and_a_failing_status() {
     ]);
     assert!(!ok);
     assert_one_line_error(&stderr, "percentage");
+
+    // A refused init leaves nothing behind: the next init with the right flags works.
+    let fresh = dir.path().join("fresh");
+    let f = fresh.to_str().unwrap();
+    let (ok, stderr) = kv(&["init", "--dir", f, "--peer-port", "65535"]);
+    assert!(!ok);
+    assert_one_line_error(&stderr, "out of range");
+    assert!(!fresh.exists(), "a failed init left {f} behind");
+    let (ok, stderr) = kv(&["init", "--dir", f]);
+    assert!(ok, "{stderr}");
 }

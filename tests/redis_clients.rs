@@ -1,6 +1,7 @@
 //! Real Redis clients against a real 3-node kv cluster: redis-cli, redis-benchmark (from
-//! Debian's redis-tools, which `.ci/run` installs) and the `redis` client library. Also:
-//! garbage and truncated frames on the peer and RESP ports never take a node down.
+//! Debian's redis-tools, which `.ci/run` installs), the `redis` Rust crate, and redis-py
+//! with its default settings (RESP3; `.ci/run` installs it with pip). Also: garbage and
+//! truncated frames on the peer and RESP ports never take a node down.
 
 mod common;
 
@@ -93,6 +94,37 @@ fn redis_cli_redis_benchmark_and_a_client_library_work_unchanged() {
     assert_eq!(both, vec![Some("rust-redis".to_string()), None]);
     let err = redis::cmd("NOSUCH").query::<String>(&mut con).unwrap_err();
     assert!(err.to_string().contains("unknown command"), "{err}");
+}
+
+/// Runs `tests/python/redis_py.py` against `port`; extra arguments go to the script.
+fn redis_py(port: u16, extra: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/redis_py.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .args(extra)
+        .output()
+        .expect("python3 is installed (.ci/run installs it with redis-py in a venv)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named 'redis'"),
+        "redis-py is missing: `pip install 'redis>=6'` (.ci/run does, in a venv)"
+    );
+    assert!(
+        out.status.success() && stdout.ends_with("ok\n"),
+        "redis-py {extra:?} failed:\n{stdout}{stderr}"
+    );
+    stdout
+}
+
+#[test]
+fn redis_py_works_with_its_default_settings_which_speak_resp3() {
+    let cluster = Cluster::start(3);
+    let out = redis_py(cluster.node(1).resp.port(), &[]);
+    assert!(out.contains("protocol 3"), "{out}");
+    let out = redis_py(cluster.node(2).resp.port(), &["2"]);
+    assert!(out.contains("protocol 2"), "{out}");
 }
 
 fn send_and_read(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {

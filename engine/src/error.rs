@@ -28,8 +28,8 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
-    /// An earlier fsync failed; the log refuses all further work.
-    #[error("write-ahead log is poisoned by an earlier failed fsync: {0}")]
+    /// An earlier write or fsync failed; the log refuses all further work.
+    #[error("write-ahead log is poisoned by an earlier failed write or fsync: {0}")]
     Poisoned(String),
     /// A record or argument was refused (too large, out of range, ...).
     #[error("invalid: {0}")]
@@ -40,6 +40,27 @@ pub enum Error {
     /// The group-commit writer thread is gone.
     #[error("write-ahead log writer has stopped")]
     Closed,
+    /// The file system has too little room for what was about to be written.
+    #[error("{dir}: {needed} bytes needed, {available} available")]
+    NoSpace {
+        /// Where it would have been written.
+        dir: PathBuf,
+        /// Bytes it needs, reserve included.
+        needed: u64,
+        /// Bytes the file system has left.
+        available: u64,
+    },
+    /// A snapshot was not written (no room for it, or writing its temporary file failed).
+    /// Nothing else changed: the log it would have compacted is kept, its temporary file
+    /// is gone, and the store goes on (this is not a poisoning failure).
+    #[error("snapshot at index {index} not written, the log is kept instead: {source}")]
+    SnapshotSkipped {
+        /// The index the snapshot would have covered.
+        index: u64,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 /// Result alias for the engine.

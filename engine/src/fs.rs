@@ -81,6 +81,8 @@ pub trait Fs: Send + Sync {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Whether `path` exists.
     fn exists(&self, path: &Path) -> bool;
+    /// Bytes that can still be written in `dir`'s file system, if it has a known bound.
+    fn available_bytes(&self, dir: &Path) -> io::Result<Option<u64>>;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -206,6 +208,25 @@ impl Fs for RealFs {
     fn exists(&self, path: &Path) -> bool {
         path.exists()
     }
+
+    fn available_bytes(&self, dir: &Path) -> io::Result<Option<u64>> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: all-zero bytes are a valid `statvfs` (a plain C struct of integers).
+        let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `path` is NUL-terminated and outlives the call; `stats` is a valid,
+        // exclusive pointer to a `statvfs` the call fills in.
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // What an unprivileged writer may use (root may dip into reserved blocks, but a
+        // node should not count on them). The fields are u64 here, narrower elsewhere.
+        #[allow(clippy::useless_conversion)]
+        Ok(Some(
+            u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)),
+        ))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -239,9 +260,33 @@ struct SimState {
     /// Bumped on every crash: handles opened before it are dead.
     epoch: u64,
     syncs: u64,
+    /// Most bytes all files together may hold (as a running process sees them); a write
+    /// past it fails with "no space left on device". `None`: unbounded.
+    capacity: Option<u64>,
 }
 
 impl SimState {
+    /// Bytes of every named file in the inode table, as a running process sees them (a
+    /// file being written is taken out of the table meanwhile, see [`SimFile::with`]).
+    fn used_bytes(&self) -> u64 {
+        self.names
+            .values()
+            .filter_map(|id| self.inodes.get(id))
+            .map(|inode| inode.volatile.len() as u64)
+            .sum()
+    }
+
+    /// Refuses to let the file being written (out of the table) grow to `file_bytes` if
+    /// that takes the disk past its capacity, as a full disk does.
+    fn make_room(&self, file_bytes: u64) -> io::Result<()> {
+        match self.capacity {
+            Some(capacity) if self.used_bytes() + file_bytes > capacity => {
+                Err(io::Error::from_raw_os_error(libc::ENOSPC))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Decides whether the sync being attempted fails (by injection); counts it if not.
     fn sync_fails(&mut self) -> bool {
         if self.failing_syncs > 0 {
@@ -328,6 +373,12 @@ impl SimFs {
     /// Makes the next `n` calls of `sync` or `sync_dir` fail.
     pub fn fail_next_syncs(&self, n: u32) {
         self.lock().failing_syncs = n;
+    }
+
+    /// Bounds the disk: writes that would take all files together past `capacity` bytes
+    /// fail with "no space left on device" (`None` lifts the bound). A crash keeps it.
+    pub fn set_capacity(&self, capacity: Option<u64>) {
+        self.lock().capacity = capacity;
     }
 
     /// Lets `ok` more syncs (file or directory) succeed, then fails the next one.
@@ -422,8 +473,10 @@ impl SimFs {
     pub fn wipe(&self) {
         let mut st = self.lock();
         let epoch = st.epoch + 1;
+        let capacity = st.capacity;
         *st = SimState {
             epoch,
+            capacity,
             ..SimState::default()
         };
     }
@@ -504,16 +557,18 @@ impl SimFile {
 
 impl FsFile for SimFile {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.with(|_, inode| {
+        self.with(|st, inode| {
+            st.make_room((inode.volatile.len() + buf.len()) as u64)?;
             inode.volatile.extend_from_slice(buf);
             Ok(())
         })
     }
 
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.with(|_, inode| {
+        self.with(|st, inode| {
             let start = offset as usize;
             let end = start + buf.len();
+            st.make_room(end.max(inode.volatile.len()) as u64)?;
             if start == inode.volatile.len() {
                 // The common case, an append: one copy, no zero-fill first.
                 reserve_ahead(&mut inode.volatile, buf.len());
@@ -679,6 +734,11 @@ impl Fs for SimFs {
     fn exists(&self, path: &Path) -> bool {
         let st = self.lock();
         st.names.contains_key(path) || st.dirs.contains_key(path)
+    }
+
+    fn available_bytes(&self, _dir: &Path) -> io::Result<Option<u64>> {
+        let st = self.lock();
+        Ok(st.capacity.map(|c| c.saturating_sub(st.used_bytes())))
     }
 }
 

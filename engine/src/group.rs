@@ -199,6 +199,11 @@ impl Snapshots {
         for done in self.busy.take().unwrap_or_default() {
             done(match &installed {
                 Ok(index) => Ok(*index),
+                // Skipped for want of room: the store goes on, and says so to each waiter.
+                Err(Error::SnapshotSkipped { index, source }) => Err(Error::SnapshotSkipped {
+                    index: *index,
+                    source: Box::new(Error::Invalid(source.to_string())),
+                }),
                 Err(e) => Err(Error::Poisoned(e.to_string())),
             });
         }
@@ -596,6 +601,30 @@ mod tests {
         let snapshot = rec.snapshot.unwrap();
         assert_eq!((snapshot.index, &*snapshot.data), (22, &b"third"[..]));
         assert_eq!(rec.records.len(), 1, "the record after the last snapshot");
+    }
+
+    #[test]
+    fn a_snapshot_without_room_is_skipped_and_the_log_goes_on() {
+        let fs = SimFs::new();
+        let group = start(&fs);
+        for i in 0..10u8 {
+            group.append_durable(0, vec![i; 100]).unwrap();
+        }
+        fs.set_capacity(Some(fs.total_bytes() + 4096));
+        let (tx, rx) = mpsc::channel();
+        group
+            .snapshot(
+                Arc::new(vec![7u8; 1 << 20]),
+                Box::new(move |r| tx.send(r).unwrap()),
+            )
+            .unwrap();
+        assert!(matches!(
+            rx.recv().unwrap(),
+            Err(Error::SnapshotSkipped { index: 10, .. })
+        ));
+        // Not poisoned: the log goes on.
+        assert_eq!(group.append_durable(0, b"more".to_vec()).unwrap(), 11);
+        assert_eq!(group.stats().snapshot_index, 0);
     }
 
     fn chain(submitter: Submitter, left: u32, finished: mpsc::Sender<()>) {

@@ -43,17 +43,30 @@ const WRITE_BUFFER_BYTES: usize = 1 << 20;
 pub trait SnapshotSource: Send + Sync {
     /// Writes the whole payload, in order, to `out`.
     fn write_payload(&self, out: &mut dyn Write) -> io::Result<()>;
+
+    /// About how many bytes the payload will be, if known (to check for room first).
+    fn size_hint(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl SnapshotSource for Vec<u8> {
     fn write_payload(&self, out: &mut dyn Write) -> io::Result<()> {
         out.write_all(self)
     }
+
+    fn size_hint(&self) -> Option<u64> {
+        Some(self.len() as u64)
+    }
 }
 
 impl SnapshotSource for &[u8] {
     fn write_payload(&self, out: &mut dyn Write) -> io::Result<()> {
         out.write_all(self)
+    }
+
+    fn size_hint(&self) -> Option<u64> {
+        Some(self.len() as u64)
     }
 }
 /// Bytes before the payload: magic, index, length, checksum.
@@ -158,6 +171,16 @@ pub fn path_of(dir: &Path, index: u64) -> PathBuf {
     dir.join(file_name(index))
 }
 
+/// Bytes of the snapshot file for a payload of `payload_bytes`.
+pub fn file_bytes(payload_bytes: usize) -> u64 {
+    (SNAPSHOT_HEADER_BYTES + payload_bytes) as u64
+}
+
+/// The temporary file a snapshot at `index` is written to before it is renamed.
+pub fn temp_path_of(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("{index:020}{TEMP_SUFFIX}"))
+}
+
 /// Writes a snapshot atomically and durably; returns the bytes written.
 pub fn write(fs: &dyn Fs, dir: &Path, index: u64, payload: &[u8]) -> Result<u64> {
     write_from(fs, dir, index, &payload)
@@ -166,8 +189,16 @@ pub fn write(fs: &dyn Fs, dir: &Path, index: u64, payload: &[u8]) -> Result<u64>
 /// Writes the snapshot `source` produces, atomically and durably, streaming it to the file;
 /// returns the bytes written.
 pub fn write_from(fs: &dyn Fs, dir: &Path, index: u64, source: &dyn SnapshotSource) -> Result<u64> {
-    let temp = dir.join(format!("{index:020}{TEMP_SUFFIX}"));
-    let path = path_of(dir, index);
+    let bytes = write_temp(fs, dir, index, source)?;
+    publish(fs, dir, index)?;
+    Ok(bytes)
+}
+
+/// The first half of [`write_from`]: the snapshot streamed, written and fsynced under its
+/// temporary name ([`temp_path_of`]). A failure here leaves at most that temporary file,
+/// which nothing reads; returns the bytes written.
+pub fn write_temp(fs: &dyn Fs, dir: &Path, index: u64, source: &dyn SnapshotSource) -> Result<u64> {
+    let temp = temp_path_of(dir, index);
     let mut file = fs
         .create(&temp)
         .map_err(|e| Error::io("create", &temp, e))?;
@@ -199,12 +230,17 @@ pub fn write_from(fs: &dyn Fs, dir: &Path, index: u64, source: &dyn SnapshotSour
     file.write_at(0, &header)
         .map_err(|e| Error::io("write", &temp, e))?;
     file.sync().map_err(|e| Error::io("fdatasync", &temp, e))?;
-    drop(file);
-    fs.rename(&temp, &path)
+    Ok(SNAPSHOT_HEADER_BYTES as u64 + len)
+}
+
+/// The second half of [`write_from`]: the temporary file renamed into place and the
+/// directory fsynced, after which the snapshot survives a crash.
+pub fn publish(fs: &dyn Fs, dir: &Path, index: u64) -> Result<()> {
+    let temp = temp_path_of(dir, index);
+    fs.rename(&temp, &path_of(dir, index))
         .map_err(|e| Error::io("rename", &temp, e))?;
     fs.sync_dir(dir)
-        .map_err(|e| Error::io("sync directory", dir, e))?;
-    Ok(SNAPSHOT_HEADER_BYTES as u64 + len)
+        .map_err(|e| Error::io("sync directory", dir, e))
 }
 
 /// Reads and verifies one snapshot file.
@@ -238,8 +274,11 @@ pub fn read(fs: &dyn Fs, path: &Path) -> Result<Snapshot> {
     })
 }
 
-/// Indexes of the snapshot files in `dir`, ascending.
+/// Indexes of the snapshot files in `dir`, ascending (none if `dir` does not exist).
 pub fn list(fs: &dyn Fs, dir: &Path) -> Result<Vec<u64>> {
+    if !fs.exists(dir) {
+        return Ok(Vec::new());
+    }
     let mut indexes: Vec<u64> = fs
         .list(dir)
         .map_err(|e| Error::io("list", dir, e))?
@@ -250,21 +289,21 @@ pub fn list(fs: &dyn Fs, dir: &Path) -> Result<Vec<u64>> {
     Ok(indexes)
 }
 
-/// Removes stray temp files left by a crash mid-write.
-pub fn remove_temps(fs: &dyn Fs, dir: &Path) -> Result<()> {
+/// Removes stray temp files left by a crash mid-write; returns their paths.
+pub fn remove_temps(fs: &dyn Fs, dir: &Path) -> Result<Vec<PathBuf>> {
     let names = fs.list(dir).map_err(|e| Error::io("list", dir, e))?;
-    let mut removed = false;
+    let mut removed = Vec::new();
     for name in names.iter().filter(|n| n.ends_with(TEMP_SUFFIX)) {
         let path = dir.join(name);
         fs.remove(&path)
             .map_err(|e| Error::io("remove", &path, e))?;
-        removed = true;
+        removed.push(path);
     }
-    if removed {
+    if !removed.is_empty() {
         fs.sync_dir(dir)
             .map_err(|e| Error::io("sync directory", dir, e))?;
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// The newest snapshot in `dir` that validates, with the errors of newer ones that did not.

@@ -10,7 +10,12 @@
 //! Failure model: the WAL's (see [`crate::wal`]); in addition, if the WAL no longer reaches
 //! back to the newest valid snapshot (for example because a newer snapshot is corrupt and
 //! the log behind it was already compacted), open fails with [`Error::Corrupt`] rather than
-//! silently returning a state with a hole in it. Any failed snapshot write poisons the store.
+//! silently returning a state with a hole in it. A snapshot that cannot be written under
+//! its temporary name — no room for it, or the write or fsync of that file fails — is
+//! skipped, its temporary file removed, and the store goes on as it was
+//! ([`Error::SnapshotSkipped`]): the log it would have compacted still holds everything. A
+//! failure after that (the rename, the directory sync) or while compacting poisons the
+//! store, as does any failure of the log itself.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +23,12 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::fs::Fs;
 use crate::snapshot::{self, Snapshot, SnapshotSource};
-use crate::wal::{Wal, WalOptions, WalRecord};
+use crate::wal::{TruncatedTail, Wal, WalOptions, WalRecord, WalScan};
+
+/// Free space a snapshot must leave behind it, beyond its own size, or it is skipped: room
+/// for the log to go on while the snapshot is written and the files it supersedes are
+/// removed.
+pub const SNAPSHOT_SPACE_RESERVE_BYTES: u64 = 1 << 20;
 
 /// Tunables of a [`Store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,9 +86,40 @@ impl SnapshotJob {
         self.index
     }
 
-    /// Writes the snapshot file atomically and durably; returns its size in bytes.
+    /// Writes the snapshot file atomically and durably; returns its size in bytes. If the
+    /// file system has no room for it and [`SNAPSHOT_SPACE_RESERVE_BYTES`] more (as far as
+    /// the source can tell its size), or writing the temporary file fails, the temporary
+    /// file is removed and the snapshot skipped ([`Error::SnapshotSkipped`]): the log it
+    /// would have compacted still holds everything. A failure to publish it is not a skip.
     pub fn write(&self, source: &dyn SnapshotSource) -> Result<u64> {
-        snapshot::write_from(&*self.fs, &self.dir, self.index, source)
+        let index = self.index;
+        let skipped = |source: Error| Error::SnapshotSkipped {
+            index,
+            source: Box::new(source),
+        };
+        if let Some(size) = source.size_hint() {
+            let needed = snapshot::file_bytes(size as usize) + SNAPSHOT_SPACE_RESERVE_BYTES;
+            let available = self
+                .fs
+                .available_bytes(&self.dir)
+                .map_err(|e| skipped(Error::io("measure free space", &self.dir, e)))?;
+            if let Some(available) = available.filter(|&a| a < needed) {
+                return Err(skipped(Error::NoSpace {
+                    dir: self.dir.clone(),
+                    needed,
+                    available,
+                }));
+            }
+        }
+        let bytes = snapshot::write_temp(&*self.fs, &self.dir, index, source).map_err(|e| {
+            let temp = snapshot::temp_path_of(&self.dir, index);
+            if self.fs.exists(&temp) {
+                let _ = self.fs.remove(&temp);
+            }
+            skipped(e)
+        })?;
+        snapshot::publish(&*self.fs, &self.dir, index)?;
+        Ok(bytes)
     }
 }
 
@@ -91,43 +132,114 @@ pub struct Store {
     /// Retained snapshots, oldest first: (index, file bytes).
     snapshots: Vec<(u64, u64)>,
     poisoned: Option<String>,
+    report: RecoveryReport,
+}
+
+/// What recovery had to skip or repair to open a store. The engine does no logging; the
+/// node logs this (a simulator opening stores thousands of times does not).
+#[derive(Debug, Default)]
+pub struct RecoveryReport {
+    /// Snapshots that failed validation and were passed over for an older one, newest
+    /// first; each an [`Error::Corrupt`] naming the `.snap` file and the bad offset.
+    pub skipped_snapshots: Vec<Error>,
+    /// The torn tail cut off the last WAL segment, if any.
+    pub truncated_tail: Option<TruncatedTail>,
+    /// Temporary files of a snapshot write a crash interrupted, removed.
+    pub removed_temps: Vec<PathBuf>,
+}
+
+/// Refuses a log that does not reach back to the newest valid snapshot (or that ends
+/// before it), naming the file to blame: the invalid snapshot that was skipped, the
+/// first segment when a snapshot is missing, or the snapshot when the log after it is.
+fn check_log_reaches(
+    dir: &Path,
+    snapshot_index: u64,
+    skipped: &[Error],
+    scan: &WalScan,
+) -> Result<()> {
+    let covered = if snapshot_index == 0 {
+        "there is no valid snapshot".to_string()
+    } else {
+        format!("the newest valid snapshot covers only up to index {snapshot_index}")
+    };
+    let first = scan.first_index();
+    if first > snapshot_index + 1 {
+        return Err(match skipped.first() {
+            Some(Error::Corrupt {
+                file,
+                offset,
+                reason,
+            }) => Error::Corrupt {
+                file: file.clone(),
+                offset: *offset,
+                reason: format!(
+                    "{reason}; nothing can replace this snapshot: the log starts at index \
+                     {first} and {covered}"
+                ),
+            },
+            _ => Error::Corrupt {
+                file: scan
+                    .first_segment()
+                    .map_or_else(|| dir.to_path_buf(), Path::to_path_buf),
+                offset: 0,
+                reason: format!(
+                    "the log starts at index {first} but {covered}: a snapshot file is missing"
+                ),
+            },
+        });
+    }
+    if snapshot_index >= scan.next_index() {
+        let reason = if scan.is_fresh() {
+            format!(
+                "snapshot covers index {snapshot_index} but there is no WAL segment at all: \
+                 the log after it is missing (a segment named {} or earlier)",
+                crate::wal::segment_name(snapshot_index + 1)
+            )
+        } else {
+            format!(
+                "snapshot covers index {snapshot_index} but the log ends at {}: the \
+                 segment holding index {} is missing",
+                scan.next_index() - 1,
+                scan.next_index()
+            )
+        };
+        return Err(Error::Corrupt {
+            file: snapshot::path_of(dir, snapshot_index),
+            offset: 0,
+            reason,
+        });
+    }
+    Ok(())
 }
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
+    ///
+    /// Opening first reads everything and decides whether the directory is usable,
+    /// changing nothing; only a directory it accepts is then made ready (created, a stray
+    /// temporary snapshot removed, a torn WAL tail cut, a first segment created). So a
+    /// refused directory is left exactly as it was: fixing what was wrong (putting a
+    /// missing file back) is enough. What recovery skipped or cut is in
+    /// [`Store::recovery_report`].
     pub fn open(fs: Arc<dyn Fs>, dir: &Path, options: StoreOptions) -> Result<(Store, Recovered)> {
         if options.snapshots_retained == 0 {
             return Err(Error::Invalid(
                 "snapshots_retained must be at least 1".into(),
             ));
         }
-        fs.create_dir_all(dir)
-            .map_err(|e| Error::io("create directory", dir, e))?;
-        snapshot::remove_temps(&*fs, dir)?;
-        let (snapshot, _skipped) = snapshot::newest_valid(&*fs, dir)?;
-        let (wal, records) = Wal::open(fs.clone(), dir, options.wal)?;
+        // Look, changing nothing.
+        let (snapshot, skipped_snapshots) = snapshot::newest_valid(&*fs, dir)?;
+        let scan = Wal::scan(&*fs, dir, options.wal)?;
         let snapshot_index = snapshot.as_ref().map_or(0, |s| s.index);
-        if wal.first_index() > snapshot_index + 1 {
-            return Err(Error::Corrupt {
-                file: dir.to_path_buf(),
-                offset: 0,
-                reason: format!(
-                    "log starts at index {} but the newest valid snapshot covers only up to {}",
-                    wal.first_index(),
-                    snapshot_index
-                ),
-            });
-        }
-        if snapshot_index >= wal.next_index() {
-            return Err(Error::Corrupt {
-                file: snapshot::path_of(dir, snapshot_index),
-                offset: 0,
-                reason: format!(
-                    "snapshot covers index {snapshot_index} but the log ends at {}",
-                    wal.next_index() - 1
-                ),
-            });
-        }
+        check_log_reaches(dir, snapshot_index, &skipped_snapshots, &scan)?;
+
+        // The directory is good: make it ready.
+        let removed_temps = if fs.exists(dir) {
+            snapshot::remove_temps(&*fs, dir)?
+        } else {
+            Vec::new()
+        };
+        let (wal, records) = Wal::open_scanned(fs.clone(), dir, options.wal, scan)?;
         let records = records
             .into_iter()
             .filter(|r| r.index > snapshot_index)
@@ -142,6 +254,11 @@ impl Store {
                 snapshots.push((index, bytes));
             }
         }
+        let report = RecoveryReport {
+            skipped_snapshots,
+            truncated_tail: wal.truncated_tail().cloned(),
+            removed_temps,
+        };
         let mut store = Store {
             fs,
             dir: dir.to_path_buf(),
@@ -149,9 +266,15 @@ impl Store {
             wal,
             snapshots,
             poisoned: None,
+            report,
         };
         store.trim_snapshots()?;
         Ok((store, Recovered { snapshot, records }))
+    }
+
+    /// What opening this store skipped or repaired, for the operator's log.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
     }
 
     fn check_poisoned(&self) -> Result<()> {
@@ -176,6 +299,11 @@ impl Store {
     /// Durably records `data` as the state after applying every record `<= index`, then
     /// deletes the snapshots and log segments it supersedes. Syncs the log first, so a
     /// snapshot never covers records that a crash could still take back.
+    ///
+    /// A snapshot the disk has no room for (or whose temporary file cannot be written) is
+    /// skipped with [`Error::SnapshotSkipped`], which leaves the store usable: snapshots
+    /// only compact, so a full disk costs compaction, not the node. Any other failure
+    /// poisons the store.
     pub fn write_snapshot(&mut self, index: u64, data: &[u8]) -> Result<()> {
         self.write_snapshot_from(index, &data)
     }
@@ -224,7 +352,9 @@ impl Store {
     }
 
     /// Installs a snapshot whose file [`SnapshotJob::write`] wrote (`written`: its bytes, or
-    /// the error that stopped it): deletes what it supersedes. Any error poisons the store.
+    /// the error that stopped it): deletes what it supersedes. A snapshot that was skipped
+    /// ([`Error::SnapshotSkipped`]: no room) leaves the store as it was; any other error
+    /// poisons it.
     pub fn finish_snapshot(&mut self, index: u64, written: Result<u64>) -> Result<()> {
         self.check_poisoned()?;
         let result = written.and_then(|bytes| {
@@ -233,8 +363,9 @@ impl Store {
             self.snapshots.sort_unstable();
             self.trim_snapshots()
         });
-        if let Err(e) = &result {
-            self.poisoned = Some(e.to_string());
+        match &result {
+            Ok(()) | Err(Error::SnapshotSkipped { .. }) => {}
+            Err(e) => self.poisoned = Some(e.to_string()),
         }
         result
     }
@@ -346,18 +477,147 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_newest_snapshot_with_compacted_log_is_refused() {
+    fn corrupt_newest_snapshot_with_compacted_log_is_refused_naming_the_file_and_offset() {
         let fs = SimFs::new();
         let (mut store, _) = open(&fs, StoreOptions::default()).unwrap();
         let i = store.append(0, b"x").unwrap();
         store.write_snapshot(i, b"state").unwrap();
         drop(store);
-        fs.flip_bit(&snapshot::path_of(Path::new("/data"), i), 30, 1)
+        let snap = snapshot::path_of(Path::new("/data"), i);
+        fs.flip_bit(&snap, 30, 1).unwrap();
+        match open(&fs, StoreOptions::default()) {
+            Err(Error::Corrupt {
+                file,
+                offset,
+                reason,
+            }) => {
+                assert_eq!(file, snap);
+                assert_eq!(offset, snapshot::SNAPSHOT_HEADER_BYTES as u64);
+                assert!(reason.contains("checksum mismatch"), "{reason}");
+                assert!(reason.contains("log starts at index 2"), "{reason}");
+            }
+            other => panic!("expected Corrupt, got {:?}", other.map(|(_, r)| r)),
+        }
+    }
+
+    /// Every file's name and bytes under `/data`.
+    fn disk(fs: &SimFs) -> Vec<(String, Vec<u8>)> {
+        let dir = Path::new("/data");
+        fs.list(dir)
+            .unwrap()
+            .into_iter()
+            .map(|name| {
+                let bytes = fs.read_all(&dir.join(&name)).unwrap().to_vec();
+                (name, bytes)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_refused_open_changes_nothing_and_putting_the_missing_segment_back_is_enough() {
+        let fs = SimFs::new();
+        let (mut store, _) = open(&fs, StoreOptions::default()).unwrap();
+        for round in 0..3u8 {
+            let i = store.append(0, &[round; 10]).unwrap();
+            store.write_snapshot(i, &[round]).unwrap();
+        }
+        store.append(0, b"after").unwrap();
+        store.sync().unwrap();
+        drop(store);
+        // The newest segment goes missing (with the spare, it is the only one).
+        let newest = Path::new("/data").join(crate::wal::segment_name(4));
+        let kept = fs.read_all(&newest).unwrap().to_vec();
+        fs.remove(&newest).unwrap();
+        let before = disk(&fs);
+        for _ in 0..2 {
+            match open(&fs, StoreOptions::default()) {
+                Err(Error::Corrupt { file, reason, .. }) => {
+                    assert_eq!(file, snapshot::path_of(Path::new("/data"), 3));
+                    assert!(reason.contains("no WAL segment"), "{reason}");
+                    assert!(reason.contains(&crate::wal::segment_name(4)), "{reason}");
+                }
+                other => panic!("expected Corrupt, got {:?}", other.map(|(_, r)| r)),
+            }
+            assert_eq!(disk(&fs), before, "a refused open changed the directory");
+        }
+        let mut file = fs.create(&newest).unwrap();
+        file.append(&kept).unwrap();
+        file.sync().unwrap();
+        let (_, recovered) = open(&fs, StoreOptions::default()).unwrap();
+        assert_eq!(recovered.snapshot.unwrap().index, 3);
+        assert_eq!(recovered.records.len(), 1);
+        assert_eq!(recovered.records[0].payload, b"after");
+    }
+
+    #[test]
+    fn a_refused_open_does_not_cut_a_torn_tail_or_remove_temporary_files() {
+        let fs = SimFs::new();
+        let (mut store, _) = open(&fs, StoreOptions::default()).unwrap();
+        let i = store.append(0, b"x").unwrap();
+        store.write_snapshot(i, b"state").unwrap();
+        store.append(0, b"y").unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let dir = Path::new("/data");
+        let active = dir.join(crate::wal::segment_name(i + 1));
+        let mut file = fs.open(&active).unwrap();
+        file.append(&[7u8; 5]).unwrap(); // a torn record header
+        file.sync().unwrap();
+        let mut temp = fs
+            .create(&dir.join("00000000000000000009.snap.tmp"))
             .unwrap();
+        temp.append(b"half").unwrap();
+        temp.sync().unwrap();
+        fs.sync_dir(dir).unwrap();
+        fs.flip_bit(&snapshot::path_of(dir, i), 30, 1).unwrap();
+        let before = disk(&fs);
+        assert!(open(&fs, StoreOptions::default()).is_err());
+        assert_eq!(disk(&fs), before, "a refused open changed the directory");
+    }
+
+    #[test]
+    fn what_recovery_skips_or_cuts_is_reported() {
+        let fs = SimFs::new();
+        let options = StoreOptions {
+            snapshots_retained: 2,
+            ..StoreOptions::default()
+        };
+        let (mut store, _) = open(&fs, options).unwrap();
+        assert!(store.recovery_report().skipped_snapshots.is_empty());
+        let a = store.append(0, b"1").unwrap();
+        store.write_snapshot(a, b"s1").unwrap();
+        let b = store.append(0, b"2").unwrap();
+        store.write_snapshot(b, b"s2").unwrap();
+        store.append(0, b"3").unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let dir = Path::new("/data");
+        fs.flip_bit(&snapshot::path_of(dir, b), 29, 1).unwrap();
+        let active = dir.join(crate::wal::segment_name(b + 1));
+        let valid = fs.read_all(&active).unwrap().len() as u64;
+        let mut file = fs.open(&active).unwrap();
+        file.append(&[0u8; 12]).unwrap();
+        file.sync().unwrap();
+        let mut temp = fs
+            .create(&dir.join("00000000000000000009.snap.tmp"))
+            .unwrap();
+        temp.append(b"half").unwrap();
+        fs.sync_dir(dir).unwrap();
+
+        let (store, recovered) = open(&fs, options).unwrap();
+        assert_eq!(recovered.snapshot.unwrap().index, a);
+        let report = store.recovery_report();
         assert!(matches!(
-            open(&fs, StoreOptions::default()),
-            Err(Error::Corrupt { .. })
+            &report.skipped_snapshots[..],
+            [Error::Corrupt { file, offset, .. }]
+                if *file == snapshot::path_of(dir, b) && *offset == snapshot::SNAPSHOT_HEADER_BYTES as u64
         ));
+        let tail = report.truncated_tail.as_ref().expect("a torn tail was cut");
+        assert_eq!((&tail.file, tail.offset, tail.bytes), (&active, valid, 12));
+        assert_eq!(
+            report.removed_temps,
+            vec![dir.join("00000000000000000009.snap.tmp")]
+        );
     }
 
     #[test]
@@ -379,6 +639,74 @@ mod tests {
         assert_eq!(&*rec.snapshot.unwrap().data, b"s1");
         assert_eq!(rec.records.len(), 1);
         assert_eq!(rec.records[0].payload, b"2");
+    }
+
+    fn tight(fs: &SimFs, spare_bytes: u64) {
+        let used = fs.bytes_under(Path::new("/data"));
+        fs.set_capacity(Some(used + spare_bytes));
+    }
+
+    #[test]
+    fn a_snapshot_the_disk_has_no_room_for_is_skipped_and_the_store_goes_on() {
+        let fs = SimFs::new();
+        let (mut store, _) = open(&fs, StoreOptions::default()).unwrap();
+        for i in 0..10u8 {
+            store.append(0, &[i; 100]).unwrap();
+        }
+        store.sync().unwrap();
+        // Room for more records, not for a snapshot and its reserve.
+        tight(&fs, SNAPSHOT_SPACE_RESERVE_BYTES);
+        let before = disk(&fs);
+        let index = store.next_index() - 1;
+        match store.write_snapshot(index, &[7u8; 4096]) {
+            Err(Error::SnapshotSkipped { index: i, source }) => {
+                assert_eq!(i, index);
+                assert!(matches!(*source, Error::NoSpace { .. }), "{source}");
+            }
+            other => panic!("expected SnapshotSkipped, got {other:?}"),
+        }
+        assert_eq!(
+            disk(&fs).len(),
+            before.len() + 1,
+            "only the rotation's new segment"
+        );
+        let after = store.append(0, b"after").unwrap();
+        store.sync().unwrap();
+        // Once there is room, snapshots work again and compact the log.
+        fs.set_capacity(None);
+        store.write_snapshot(after, b"state").unwrap();
+        fs.crash(Torn::None);
+        let (_, recovered) = open(&fs, StoreOptions::default()).unwrap();
+        assert_eq!(&*recovered.snapshot.unwrap().data, b"state");
+        assert!(recovered.records.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_whose_temporary_file_fails_is_removed_and_skipped_not_poisoning() {
+        let fs = SimFs::new();
+        let (mut store, _) = open(&fs, StoreOptions::default()).unwrap();
+        let i = store.append(0, b"kept").unwrap();
+        store.sync().unwrap();
+        // The rotation's segment and directory fsyncs pass; the temporary file's fails
+        // (as it would on a disk that filled up under the write).
+        fs.fail_sync_after(2);
+        let result = store.write_snapshot(i, &[1u8; 8192]);
+        assert!(
+            matches!(result, Err(Error::SnapshotSkipped { .. })),
+            "{result:?}"
+        );
+        let names = fs.list(Path::new("/data")).unwrap();
+        assert!(
+            !names.iter().any(|n| n.contains(".snap")),
+            "a snapshot file was left behind: {names:?}"
+        );
+        store.append(0, b"after").unwrap();
+        store.sync().unwrap();
+        fs.crash(Torn::None);
+        let (_, recovered) = open(&fs, StoreOptions::default()).unwrap();
+        assert!(recovered.snapshot.is_none());
+        let payloads: Vec<&[u8]> = recovered.records.iter().map(|r| &r.payload[..]).collect();
+        assert_eq!(payloads, vec![&b"kept"[..], b"after"]);
     }
 
     #[test]

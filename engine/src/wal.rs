@@ -22,7 +22,9 @@
 //!   group-commit writer ([`crate::group`]) give many callers one fsync.
 //!
 //! # Recovery and failure model
-//! [`Wal::open`] scans segments in order. In the last segment, a torn tail (a header or
+//! [`Wal::open`] scans segments in order, first without changing anything
+//! ([`Wal::scan`]): a log it refuses is left exactly as it was found, so putting a missing
+//! segment back is enough to open it. In the last segment, a torn tail (a header or
 //! payload cut short, a zeroed region, or a bad checksum *not* followed by a valid record)
 //! is truncated away and the truncation synced: those bytes were never reported durable.
 //! A bad record anywhere else — in a non-last segment, or one followed by a valid record —
@@ -129,9 +131,12 @@ pub struct Wal {
     next_index: u64,
     durable_index: u64,
     poisoned: Option<String>,
+    /// What opening cut off the last segment, if anything.
+    truncated: Option<TruncatedTail>,
 }
 
-fn segment_name(first: u64) -> String {
+/// The file name of the segment whose first record has index `first`.
+pub fn segment_name(first: u64) -> String {
     format!("{first:020}{SEGMENT_SUFFIX}")
 }
 
@@ -254,30 +259,83 @@ fn followed_by_valid_record(bytes: &[u8], offset: usize, index: u64) -> bool {
     next < bytes.len() && decode_at(bytes, next, index + 1).is_ok()
 }
 
+/// The torn tail recovery cut off the last segment (see the module docs): bytes that were
+/// never reported durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TruncatedTail {
+    /// The segment.
+    pub file: PathBuf,
+    /// Where the first bad record started (the segment's new length).
+    pub offset: u64,
+    /// How many bytes were cut.
+    pub bytes: u64,
+    /// What was found at `offset`.
+    pub reason: String,
+}
+
+/// What [`Wal::scan`] found in a directory, read without changing anything: every
+/// segment checked, and what opening the log will have to do.
+#[derive(Debug)]
+pub struct WalScan {
+    segments: Vec<SegmentMeta>,
+    records: Vec<WalRecord>,
+    next_index: u64,
+    truncate: Option<TruncatedTail>,
+}
+
+impl WalScan {
+    /// The lowest index the log holds (equals [`WalScan::next_index`] when it holds none;
+    /// 1 when there are no segments at all).
+    pub fn first_index(&self) -> u64 {
+        self.segments.first().map_or(1, |s| s.first)
+    }
+
+    /// The index the next record will get.
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// Whether the directory holds no segment (opening creates the first).
+    pub fn is_fresh(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// The first segment, if there is one.
+    pub fn first_segment(&self) -> Option<&Path> {
+        self.segments.first().map(|s| s.path.as_path())
+    }
+}
+
 impl Wal {
     /// Opens (creating if needed) the log in `dir` and returns it with every record it holds.
+    /// Nothing on disk changes unless every segment checks out (see [`Wal::scan`]).
     pub fn open(fs: Arc<dyn Fs>, dir: &Path, options: WalOptions) -> Result<(Wal, Vec<WalRecord>)> {
+        let scan = Wal::scan(&*fs, dir, options)?;
+        Wal::open_scanned(fs, dir, options, scan)
+    }
+
+    /// Reads and checks every segment in `dir` without changing anything: a log that
+    /// cannot be opened is refused here, before anything is created, truncated or
+    /// removed. A missing directory is an empty log.
+    pub fn scan(fs: &dyn Fs, dir: &Path, options: WalOptions) -> Result<WalScan> {
         if options.segment_bytes_max == 0 {
             return Err(Error::Invalid("segment_bytes_max must be positive".into()));
         }
-        fs.create_dir_all(dir)
-            .map_err(|e| Error::io("create directory", dir, e))?;
-        let mut firsts: Vec<u64> = fs
-            .list(dir)
-            .map_err(|e| Error::io("list", dir, e))?
+        let names = if fs.exists(dir) {
+            fs.list(dir).map_err(|e| Error::io("list", dir, e))?
+        } else {
+            Vec::new()
+        };
+        let mut firsts: Vec<u64> = names
             .iter()
             .filter_map(|name| parse_segment_name(name))
             .collect();
         firsts.sort_unstable();
 
-        if firsts.is_empty() {
-            let wal = Wal::create_fresh(fs, dir, options)?;
-            return Ok((wal, Vec::new()));
-        }
-
         let mut records = Vec::new();
         let mut segments = Vec::with_capacity(firsts.len());
-        let mut expected = firsts[0];
+        let mut truncate = None;
+        let mut expected = firsts.first().copied().unwrap_or(1);
         for (i, &first) in firsts.iter().enumerate() {
             let path = dir.join(segment_name(first));
             if first != expected {
@@ -307,6 +365,12 @@ impl Wal {
                         reason: format!("bad record ({bad:?})"),
                     });
                 }
+                truncate = Some(TruncatedTail {
+                    file: path.clone(),
+                    offset: *offset,
+                    bytes: bytes.len() as u64 - offset,
+                    reason: format!("{bad:?}"),
+                });
             }
             expected = first + scanned.records.len() as u64;
             records.extend(scanned.records);
@@ -315,18 +379,44 @@ impl Wal {
                 path,
                 bytes: scanned.valid_bytes,
             });
-            if last && scanned.valid_bytes < bytes.len() as u64 {
-                let meta = segments.last().expect("just pushed");
-                let mut file = fs
-                    .open(&meta.path)
-                    .map_err(|e| Error::io("open", &meta.path, e))?;
-                file.truncate(meta.bytes)
-                    .map_err(|e| Error::io("truncate", &meta.path, e))?;
-                file.sync().map_err(|e| Error::io("sync", &meta.path, e))?;
-            }
         }
+        Ok(WalScan {
+            segments,
+            records,
+            next_index: expected,
+            truncate,
+        })
+    }
 
+    /// Opens the log a [`Wal::scan`] of `dir` found, making the changes recovery needs: the
+    /// directory and a first segment for a fresh log, the torn tail cut (and synced).
+    pub fn open_scanned(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        options: WalOptions,
+        scan: WalScan,
+    ) -> Result<(Wal, Vec<WalRecord>)> {
+        fs.create_dir_all(dir)
+            .map_err(|e| Error::io("create directory", dir, e))?;
+        if scan.is_fresh() {
+            let wal = Wal::create_fresh(fs, dir, options)?;
+            return Ok((wal, Vec::new()));
+        }
+        let WalScan {
+            segments,
+            records,
+            next_index,
+            truncate,
+        } = scan;
         let meta = segments.last().expect("at least one segment");
+        if truncate.is_some() {
+            let mut file = fs
+                .open(&meta.path)
+                .map_err(|e| Error::io("open", &meta.path, e))?;
+            file.truncate(meta.bytes)
+                .map_err(|e| Error::io("truncate", &meta.path, e))?;
+            file.sync().map_err(|e| Error::io("sync", &meta.path, e))?;
+        }
         let active = fs
             .open(&meta.path)
             .map_err(|e| Error::io("open", &meta.path, e))?;
@@ -342,9 +432,10 @@ impl Wal {
             spare,
             buffer: Vec::new(),
             buffered: Vec::new(),
-            next_index: expected,
-            durable_index: expected - 1,
+            next_index,
+            durable_index: next_index - 1,
             poisoned: None,
+            truncated: truncate,
         };
         Ok((wal, records))
     }
@@ -374,6 +465,7 @@ impl Wal {
             next_index: 1,
             durable_index: 0,
             poisoned: None,
+            truncated: None,
         })
     }
 
@@ -595,6 +687,11 @@ impl Wal {
     /// How many segment files exist.
     pub fn segment_count(&self) -> usize {
         self.segments.len()
+    }
+
+    /// The torn tail opening cut off the last segment, if it cut one.
+    pub fn truncated_tail(&self) -> Option<&TruncatedTail> {
+        self.truncated.as_ref()
     }
 
     /// Whether an earlier failure poisoned the log.

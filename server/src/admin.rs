@@ -2,7 +2,8 @@
 //! not rebuilding after a lost disk) and `/metrics` (Prometheus text format).
 //!
 //! A deliberately small HTTP/1.1 responder: it reads one request head (bounded), answers,
-//! and closes. Anything else gets 404; a malformed or oversized head gets 400.
+//! and closes. Anything else gets 404; a malformed or oversized head gets 400. At most
+//! `connections_max` connections are open at once, each for at most [`REQUEST_TIMEOUT`].
 
 use std::time::Duration;
 
@@ -10,29 +11,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::limits::Gate;
 use crate::node::{Input, Status};
 
 /// Largest request head read.
 pub const HEAD_BYTES_MAX: usize = 8 * 1024;
+/// Longest an admin connection stays open.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves admin HTTP until shutdown.
+/// Serves admin HTTP until shutdown, at most `connections_max` connections at once.
 pub async fn serve<M: Send + 'static>(
     listener: TcpListener,
     inputs: mpsc::Sender<Input<M>>,
     mut shutdown: watch::Receiver<bool>,
+    connections_max: usize,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.changed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((stream, _)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
-        };
+    let mut gate = Gate::new("admin", connections_max);
+    while let Some(admitted) = gate.accept(&listener, &mut shutdown).await {
         let inputs = inputs.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), respond(stream, inputs)).await;
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(admitted.stream, inputs)).await;
+            drop(admitted.permit);
         });
     }
 }
@@ -91,6 +90,10 @@ pub fn metrics(status: &Status) -> String {
     gauge("wal_bytes", status.wal_bytes.to_string());
     gauge("snapshot_bytes", status.snapshot_bytes.to_string());
     gauge("snapshot_index", status.snapshot_index.to_string());
+    gauge(
+        "snapshots_skipped_total",
+        status.snapshots_skipped.to_string(),
+    );
     gauge("durable_index", status.durable_index.to_string());
     gauge("fsyncs_total", status.fsyncs.to_string());
     gauge("persisted_steps_total", status.persisted_steps.to_string());

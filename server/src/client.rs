@@ -1,7 +1,8 @@
 //! The native client: used by `kv get|put|append|del`, `kv bench` and the end-to-end tests.
 //!
 //! A client is one at-most-once identity: a random client id and a sequence number per
-//! operation, one operation outstanding at a time. An attempt that gets no answer within
+//! operation, one operation outstanding at a time. Each connection starts with a
+//! `ClientHello` naming the cluster (see [`crate::wire`]). An attempt that gets no answer within
 //! [`ClientOptions::attempt_timeout`] (a node in a minority never answers) is retried with
 //! the *same* sequence number on the next node; the replicas' dedup table makes the retry
 //! harmless. After [`ClientOptions::deadline`] without an answer the operation fails with
@@ -54,6 +55,7 @@ impl Default for ClientOptions {
 
 /// A connection-per-node native client (the `M` of frames is irrelevant here: `()`).
 pub struct Client {
+    cluster_id: u64,
     nodes: Vec<SocketAddr>,
     connections: Vec<Option<Framed<TcpStream, LengthDelimitedCodec>>>,
     current: usize,
@@ -76,10 +78,17 @@ pub fn random_client_id() -> ClientId {
 }
 
 impl Client {
-    /// A client of the nodes at `nodes` (their peer/native addresses), starting at `first`.
-    pub fn new(nodes: Vec<SocketAddr>, first: usize, options: ClientOptions) -> Client {
+    /// A client of cluster `cluster_id`, whose nodes are at `nodes` (their peer/native
+    /// addresses), starting at `first`.
+    pub fn new(
+        cluster_id: u64,
+        nodes: Vec<SocketAddr>,
+        first: usize,
+        options: ClientOptions,
+    ) -> Client {
         let count = nodes.len().max(1);
         Client {
+            cluster_id,
             connections: (0..nodes.len()).map(|_| None).collect(),
             nodes,
             current: first % count,
@@ -157,11 +166,8 @@ impl Client {
         request: Request,
     ) -> Result<Option<Reply>, ClientError> {
         if self.connections[node].is_none() {
-            match TcpStream::connect(self.nodes[node]).await {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    self.connections[node] = Some(Framed::new(stream, wire::codec()));
-                }
+            match connect(self.cluster_id, self.nodes[node]).await {
+                Ok(framed) => self.connections[node] = Some(framed),
                 Err(_) => return Ok(None),
             }
         }
@@ -183,7 +189,7 @@ impl Client {
                     Ok(Some(reply))
                 }
                 Ok(Frame::Reply {
-                    reply: ClientReply::Unavailable(_),
+                    reply: ClientReply::Unavailable(_) | ClientReply::StorageFailed(_),
                     leader,
                     ..
                 }) => {
@@ -201,13 +207,30 @@ impl Client {
     }
 }
 
-/// Asks one node for its status text.
-pub async fn status(addr: SocketAddr, timeout: Duration) -> Result<String, ClientError> {
+/// Connects to a node and introduces this client to it.
+async fn connect(
+    cluster_id: u64,
+    addr: SocketAddr,
+) -> std::io::Result<Framed<TcpStream, LengthDelimitedCodec>> {
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    let mut framed = Framed::new(stream, wire::codec());
+    let hello =
+        wire::encode(&Frame::<()>::ClientHello { cluster_id }).map_err(std::io::Error::other)?;
+    framed.send(hello).await?;
+    Ok(framed)
+}
+
+/// Asks one node of cluster `cluster_id` for its status text.
+pub async fn status(
+    cluster_id: u64,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<String, ClientError> {
     let ask = async {
-        let stream = TcpStream::connect(addr)
+        let mut framed = connect(cluster_id, addr)
             .await
             .map_err(|e| ClientError::Protocol(format!("{addr}: {e}")))?;
-        let mut framed = Framed::new(stream, wire::codec());
         let bytes = wire::encode(&Frame::<()>::StatusRequest)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         framed

@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 
 /// Name of the stamp file inside a node's data directory.
 pub const STAMP_FILE: &str = "kv-node.stamp";
+/// The stamp's temporary name while it is written (then renamed to [`STAMP_FILE`]).
+const STAMP_TEMP_FILE: &str = "kv-node.stamp.tmp";
 /// Largest cluster id: TOML integers are signed 64-bit.
 pub const CLUSTER_ID_MAX: u64 = i64::MAX as u64;
 
@@ -210,33 +212,42 @@ impl ClusterConfig {
 
     /// Lays out a local cluster: the config plus one stamped data directory per node, all
     /// under `dir`. Writes `dir/cluster.toml`.
+    ///
+    /// Everything is checked before anything is created, and if creating fails part-way
+    /// (a stamp or the cluster file cannot be written) what was created is removed again:
+    /// a failed `init` leaves the disk as it found it.
     pub fn init(dir: &Path, options: &InitOptions) -> Result<ClusterConfig> {
+        let config = ClusterConfig::layout(dir, options)?;
+        let mut created = Created::default();
+        match config.create(dir, &mut created) {
+            Ok(()) => Ok(config),
+            Err(e) => {
+                created.undo();
+                Err(e)
+            }
+        }
+    }
+
+    /// The configuration `init` would write, checked, without touching the disk.
+    fn layout(dir: &Path, options: &InitOptions) -> Result<ClusterConfig> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: dir.to_path_buf(),
+            message,
+        };
         if options.cluster_id > CLUSTER_ID_MAX {
-            return Err(ConfigError::Invalid {
-                path: dir.to_path_buf(),
-                message: format!(
-                    "cluster id {} is above {CLUSTER_ID_MAX} (TOML integers are signed 64-bit)",
-                    options.cluster_id
-                ),
-            });
+            return Err(invalid(format!(
+                "cluster id {} is above {CLUSTER_ID_MAX} (TOML integers are signed 64-bit)",
+                options.cluster_id
+            )));
         }
         if options.replicas == 0 {
-            return Err(ConfigError::Invalid {
-                path: dir.to_path_buf(),
-                message: "a cluster needs at least one replica".into(),
-            });
+            return Err(invalid("a cluster needs at least one replica".into()));
         }
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ConfigError::Io { path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
         let port = |base: u16, i: u32| -> Result<u16> {
-            base.checked_add(i as u16)
-                .ok_or_else(|| ConfigError::Invalid {
-                    path: dir.to_path_buf(),
-                    message: format!("port {base} + {i} is out of range"),
-                })
+            u16::try_from(i)
+                .ok()
+                .and_then(|i| base.checked_add(i))
+                .ok_or_else(|| invalid(format!("port {base} + {i} is out of range")))
         };
         let mut nodes = Vec::new();
         for i in 0..options.replicas {
@@ -254,13 +265,67 @@ impl ClusterConfig {
             base: dir.to_path_buf(),
         };
         config.validate(dir)?;
-        for i in 0..options.replicas {
-            let data = config.data_dir(i);
-            std::fs::create_dir_all(&data).map_err(io(&data))?;
-            write_stamp(&data, config.cluster_id, i)?;
-        }
-        config.save(&dir.join(CLUSTER_FILE))?;
         Ok(config)
+    }
+
+    /// Creates the directories, stamps and cluster file of a checked layout, noting each
+    /// thing it creates in `created`.
+    fn create(&self, dir: &Path, created: &mut Created) -> Result<()> {
+        created.dir_all(dir)?;
+        for node in &self.nodes {
+            let data = self.data_dir(node.id);
+            created.dir_all(&data)?;
+            created.file(data.join(STAMP_TEMP_FILE));
+            created.file(data.join(STAMP_FILE));
+            write_stamp(&data, self.cluster_id, node.id)?;
+        }
+        let path = dir.join(CLUSTER_FILE);
+        created.file(path.clone());
+        self.save(&path)
+    }
+}
+
+/// What a failing [`ClusterConfig::init`] must remove again: the outermost directories it
+/// created and the files it wrote into directories that were already there.
+#[derive(Default)]
+struct Created {
+    dirs: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+}
+
+impl Created {
+    /// `create_dir_all`, remembering the outermost directory that did not exist.
+    fn dir_all(&mut self, dir: &Path) -> Result<()> {
+        let outermost_new = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .last()
+            .map(Path::to_path_buf);
+        std::fs::create_dir_all(dir).map_err(|source| ConfigError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        self.dirs.extend(outermost_new);
+        Ok(())
+    }
+
+    /// Notes a file about to be written (it is removed on undo unless a directory that
+    /// holds it is).
+    fn file(&mut self, path: PathBuf) {
+        self.files.push(path);
+    }
+
+    /// Removes everything noted, newest first. Best effort: the error being reported is
+    /// the one that made `init` fail.
+    fn undo(self) {
+        for file in self.files.iter().rev() {
+            if !self.dirs.iter().any(|d| file.starts_with(d)) {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+        for dir in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -275,7 +340,7 @@ struct Stamp {
 pub fn write_stamp(dir: &Path, cluster_id: u64, node: u32) -> Result<()> {
     let io = |path: PathBuf| move |source| ConfigError::Io { path, source };
     let path = dir.join(STAMP_FILE);
-    let temp = dir.join(format!("{STAMP_FILE}.tmp"));
+    let temp = dir.join(STAMP_TEMP_FILE);
     let text = toml::to_string(&Stamp { cluster_id, node }).expect("a stamp always encodes");
     {
         use std::io::Write;
@@ -371,6 +436,53 @@ mod tests {
             let d = tempfile::tempdir().unwrap();
             ClusterConfig::init(d.path(), &opts).unwrap();
         }
+    }
+
+    #[test]
+    fn a_refused_init_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("new/cluster");
+        let mut opts = options();
+        opts.peer_port = u16::MAX;
+        let err = ClusterConfig::init(&target, &opts).unwrap_err().to_string();
+        assert!(err.contains("out of range"), "{err}");
+        assert!(!dir.path().join("new").exists());
+    }
+
+    #[test]
+    fn an_init_that_fails_part_way_removes_what_it_created() {
+        let dir = tempfile::tempdir().unwrap();
+        // Node 1's data directory cannot be made: a file has its name.
+        std::fs::write(dir.path().join("node-1"), b"in the way").unwrap();
+        let err = ClusterConfig::init(dir.path(), &options()).unwrap_err();
+        assert!(matches!(err, ConfigError::Io { .. }), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("node-1")]);
+        assert_eq!(
+            std::fs::read(dir.path().join("node-1")).unwrap(),
+            b"in the way"
+        );
+
+        // A stamped node directory that was already there loses only the new stamp.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("node-0")).unwrap();
+        std::fs::write(dir.path().join("node-0/keep"), b"x").unwrap();
+        std::fs::write(dir.path().join("node-2"), b"in the way").unwrap();
+        assert!(ClusterConfig::init(dir.path(), &options()).is_err());
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["node-0", "node-2"]);
+        let node0: Vec<_> = std::fs::read_dir(dir.path().join("node-0"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(node0, vec![std::ffi::OsString::from("keep")]);
     }
 
     #[test]

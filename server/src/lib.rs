@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod client;
 pub mod config;
+pub mod limits;
 pub mod node;
 pub mod redis;
 pub mod replica;

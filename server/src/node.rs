@@ -21,14 +21,21 @@
 //! [`Core::release`], so the burst's requests share one instance and one fsync.
 //!
 //! # Failure model
-//! A failed fsync poisons the store (see the engine); the node then stops: it cannot make
-//! further promises safely, and its disk state is whatever the last successful sync left,
-//! from which a restart recovers. Peer messages are best-effort: a full per-peer queue drops
-//! messages (the protocols retransmit), so a slow or dead peer cannot exhaust memory.
+//! A snapshot the store skips for want of room is counted, logged, and the node goes on:
+//! snapshots only compact, so a nearly full disk costs compaction, never the node, and
+//! starting needs no room for one. Any other failed write or fsync poisons the store (see
+//! the engine); the node then stops: it cannot make further promises safely, and its disk
+//! state is whatever the last successful sync left, from which a restart recovers. Before
+//! it stops it answers every client request it holds, and for [`STORAGE_FAILED_LINGER`]
+//! every new one, with [`ClientReply::StorageFailed`] — a RESP client reads `-MISCONF`, a
+//! native client moves to another node — so no client is left with a connection closed
+//! under it. Nothing it had not made durable is sent. Peer messages are best-effort: a
+//! full per-peer queue drops messages (the protocols retransmit), so a slow or dead peer
+//! cannot exhaust memory.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,6 +95,9 @@ pub trait Core: Send + 'static {
 
 /// Most inputs taken in one burst before the core's held-back work is released.
 const BURST_INPUTS_MAX: usize = 256;
+/// How long a node whose storage failed keeps answering clients with
+/// [`ClientReply::StorageFailed`] before it stops.
+pub const STORAGE_FAILED_LINGER: Duration = Duration::from_secs(2);
 
 /// Tunables of the driver.
 #[derive(Debug, Clone)]
@@ -179,6 +189,10 @@ pub struct Status {
     pub dropped_messages: u64,
     /// Whether the core can serve.
     pub ready: bool,
+    /// Snapshots skipped for want of room (see the failure model).
+    pub snapshots_skipped: u64,
+    /// Why the node stopped serving, if its storage failed.
+    pub storage_failed: Option<String>,
 }
 
 impl Status {
@@ -189,16 +203,20 @@ impl Status {
             out.push_str(&format!("{name}: {value}\n"));
         }
         out.push_str(&format!(
-            "ready: {}\nwal_bytes: {}\nsnapshot_bytes: {}\nsnapshot_index: {}\ndurable_index: {}\nfsyncs: {}\npersisted_steps: {}\ndropped_peer_messages: {}\n",
+            "ready: {}\nwal_bytes: {}\nsnapshot_bytes: {}\nsnapshot_index: {}\nsnapshots_skipped: {}\ndurable_index: {}\nfsyncs: {}\npersisted_steps: {}\ndropped_peer_messages: {}\n",
             self.ready,
             self.wal_bytes,
             self.snapshot_bytes,
             self.snapshot_index,
+            self.snapshots_skipped,
             self.durable_index,
             self.fsyncs,
             self.persisted_steps,
             self.dropped_messages
         ));
+        if let Some(reason) = &self.storage_failed {
+            out.push_str(&format!("storage_failed: {reason}\n"));
+        }
         out
     }
 }
@@ -229,6 +247,10 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
 ) -> Result<(), String> {
     let commit = Arc::new(GroupCommit::start(store, options.group));
     let (durable_tx, mut durable_rx) = mpsc::unbounded_channel::<Result<u64, String>>();
+    let reports = Reports {
+        durable: durable_tx,
+        snapshots_skipped: Arc::default(),
+    };
     let epoch = Instant::now();
     let now = || Time(epoch.elapsed().as_micros() as u64);
     let mut ticker = tokio::time::interval(options.tick);
@@ -247,6 +269,8 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
     let mut dropped = 0u64;
     let mut on_ready = on_ready;
     let mut ready_at: Option<u64> = None;
+    // Why storage failed, once it has: the loop ends and the node stops.
+    let mut failed: Option<String> = None;
 
     core.on_boot(now(), &mut out);
     loop {
@@ -265,8 +289,14 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
                             durable += 1;
                         }
                     }
-                    Some(Err(reason)) => return Err(format!("storage failed, stopping: {reason}")),
-                    None => return Err("storage writer stopped".into()),
+                    Some(Err(reason)) => {
+                        failed = Some(reason);
+                        break;
+                    }
+                    None => {
+                        failed = Some("the storage writer stopped".into());
+                        break;
+                    }
                 }
             }
             input = inputs.recv() => {
@@ -285,7 +315,7 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
                             core.on_request(now(), next_tag, request, &mut out);
                         }
                         Input::Status(reply) => {
-                            let _ = reply.send(status(&core, &commit, dropped));
+                            let _ = reply.send(status(&core, &commit, &reports, dropped));
                         }
                     }
                     taken += 1;
@@ -313,13 +343,15 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
                 Persist::Record { sync, .. } => *sync,
                 Persist::Snapshot(_) => true,
             });
-            if must_sync {
+            let ticket = must_sync.then(|| {
                 issued += 1;
-                submit(&commit, persist, Some(issued), &durable_tx)?;
-            } else {
-                // Lazy records: appended in order and made durable by some later sync;
-                // this call's sends need not wait for them.
-                submit(&commit, persist, None, &durable_tx)?;
+                issued
+            });
+            // Lazy records (no ticket) are appended in order and made durable by some
+            // later sync; this call's sends need not wait for them.
+            if let Err(reason) = submit(&commit, persist, ticket, &reports) {
+                failed = Some(reason);
+                break;
             }
         }
         if !out.send.is_empty() || !out.events.is_empty() {
@@ -361,11 +393,52 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
         }
     }
     drop(commit);
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(reason) => {
+            tracing::error!(%reason, "storage failed; answering clients with errors, then stopping");
+            for (_, client) in std::mem::take(&mut waiting) {
+                let _ = client.send(ClientReply::StorageFailed(reason.clone()));
+            }
+            refuse_inputs(&mut inputs, &mut shutdown, &reason).await;
+            Err(format!("storage failed, stopping: {reason}"))
+        }
+    }
+}
+
+/// Answers every input with the storage failure for [`STORAGE_FAILED_LINGER`] (or until
+/// shutdown), so clients read an error instead of a closed connection.
+async fn refuse_inputs<M>(
+    inputs: &mut mpsc::Receiver<Input<M>>,
+    shutdown: &mut watch::Receiver<bool>,
+    reason: &str,
+) {
+    let deadline = tokio::time::sleep(STORAGE_FAILED_LINGER);
+    tokio::pin!(deadline);
+    loop {
+        let input = tokio::select! {
+            _ = &mut deadline => return,
+            _ = shutdown.changed() => return,
+            input = inputs.recv() => input,
+        };
+        match input {
+            None => return,
+            Some(Input::Client { reply, .. }) => {
+                let _ = reply.send(ClientReply::StorageFailed(reason.to_string()));
+            }
+            Some(Input::Status(reply)) => {
+                let _ = reply.send(Status {
+                    storage_failed: Some(reason.to_string()),
+                    ..Status::default()
+                });
+            }
+            Some(Input::Peer { .. }) => {}
+        }
+    }
 }
 
 /// The node's status as operators see it.
-fn status<C: Core>(core: &C, commit: &GroupCommit, dropped: u64) -> Status {
+fn status<C: Core>(core: &C, commit: &GroupCommit, reports: &Reports, dropped: u64) -> Status {
     let stats = commit.stats();
     let group = commit.group_stats();
     Status {
@@ -378,7 +451,16 @@ fn status<C: Core>(core: &C, commit: &GroupCommit, dropped: u64) -> Status {
         persisted_steps: group.appends,
         dropped_messages: dropped,
         ready: core.is_ready(),
+        snapshots_skipped: reports.snapshots_skipped.load(Ordering::Relaxed),
+        storage_failed: None,
     }
+}
+
+/// Where the writer's completions report: durable tickets (or the failure), and how many
+/// snapshots it skipped.
+struct Reports {
+    durable: mpsc::UnboundedSender<Result<u64, String>>,
+    snapshots_skipped: Arc<AtomicU64>,
 }
 
 /// Hands one call's persists to the writer, in order; the last completion reports
@@ -387,7 +469,7 @@ fn submit(
     commit: &GroupCommit,
     persist: Vec<Persist>,
     ticket: Option<u64>,
-    durable: &mpsc::UnboundedSender<Result<u64, String>>,
+    reports: &Reports,
 ) -> Result<(), String> {
     let count = persist.len();
     let mut records = Vec::new();
@@ -398,20 +480,40 @@ fn submit(
             Persist::Snapshot(data) => {
                 if !records.is_empty() {
                     commit
-                        .submit(std::mem::take(&mut records), completion(durable, None))
+                        .submit(
+                            std::mem::take(&mut records),
+                            completion(&reports.durable, None),
+                        )
                         .map_err(|e| e.to_string())?;
                 }
-                let done = completion(durable, if last { ticket } else { None });
+                let done = snapshot_completion(reports, if last { ticket } else { None });
+                tracing::debug!(bytes = ?data.size_hint(), "writing a snapshot");
                 commit.snapshot(data, done).map_err(|e| e.to_string())?;
             }
         }
     }
     if !records.is_empty() {
         commit
-            .submit(records, completion(durable, ticket))
+            .submit(records, completion(&reports.durable, ticket))
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// A snapshot's completion: like [`completion`], except that a snapshot the store skipped
+/// (no room for it) is counted, logged, and counts as done. Writing it synced every record
+/// before it, which is all its ticket promises; the log it would have compacted stays.
+fn snapshot_completion(reports: &Reports, ticket: Option<u64>) -> kv_engine::group::Completion {
+    let done = completion(&reports.durable, ticket);
+    let skipped = reports.snapshots_skipped.clone();
+    Box::new(move |result| match result {
+        Err(skip @ kv_engine::Error::SnapshotSkipped { .. }) => {
+            skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %skip, "snapshot skipped; the node goes on with a longer log");
+            done(Ok(0))
+        }
+        other => done(other),
+    })
 }
 
 /// A completion that always reports failure, and reports success only with a ticket.

@@ -1,5 +1,6 @@
-//! The Redis-protocol (RESP2) front door: every node serves it, so redis-cli,
-//! redis-benchmark and Redis client libraries work unchanged.
+//! The Redis-protocol front door: every node serves it, so redis-cli, redis-benchmark and
+//! Redis client libraries work unchanged. A connection speaks RESP2 until `HELLO 3`
+//! switches it to RESP3 (maps, the `_` null), as Redis 6+ does.
 //!
 //! Layers read in one direction: bytes → [`crate::resp::Frame`] → [`Command`] → a
 //! [`Request`] to the local replica core, which proposes it through the replicated log (a
@@ -10,9 +11,25 @@
 //! a sequence number per operation. Commands on a connection run one at a time, in order,
 //! which is Redis's own pipelining semantics.
 //!
-//! Bad input: a frame that can never become valid gets `-ERR Protocol error` and the
-//! connection is closed (as Redis does); unknown commands and wrong arities get Redis-style
-//! errors and the connection continues.
+//! # Limits
+//! - Connections: at most the `connections_max` given to [`serve`] (sized from the
+//!   process's open-file limit, see [`crate::limits`]); a connection over it is closed at
+//!   once.
+//! - Input: one frame of at most [`LIMITS`]; bytes are read only once every whole frame
+//!   already buffered has been answered.
+//! - Output, like Redis's client-output-buffer-limit: replies collect in the connection's
+//!   buffer until it holds [`OUTPUT_BUFFER_BYTES_SOFT`]; then they are written before the
+//!   next command (or the next element of an `MGET`) runs. A client that does not read
+//!   its replies therefore stops the connection: nothing more is read or run for it, and
+//!   its unsent replies stay below the soft limit plus one reply element. A connection
+//!   whose unsent replies would pass [`OUTPUT_BUFFER_BYTES_HARD`] is closed.
+//!
+//! # Bad input and failures
+//! A frame that can never become valid, or a frame that is not an array of strings, gets
+//! `-ERR Protocol error` and the connection is closed (as Redis does); unknown commands and
+//! wrong arities get Redis-style errors and the connection continues. A node that can no
+//! longer write to its disk answers `-MISCONF` (Redis's reply when it cannot persist)
+//! until it stops.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -26,18 +43,32 @@ use kv_replication::kvgroup::Request;
 use kv_replication::types::ClientId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::limits::Gate;
 use crate::node::Input;
-use crate::resp::{Frame, FrameError, Limits};
+use crate::resp::{Frame, FrameError, Limits, Protocol};
 use crate::wire::ClientReply;
 
 /// Largest value a client may send, in bytes (one WAL record must hold it with its batch).
-pub const VALUE_BYTES_MAX: usize = 16 << 20;
+pub const VALUE_BYTES_MAX: usize = crate::wire::VALUE_BYTES_MAX;
 /// How long a RESP command keeps being retried after the replica drops it.
 pub const RETRY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
-/// Concurrent RESP connections per node.
+/// Most concurrent RESP connections per node, however high the open-file limit.
 pub const CONNECTIONS_MAX: usize = 10_000;
+/// Unsent reply bytes at which a connection writes them out before running anything else
+/// (and so stops reading while its client does not read).
+pub const OUTPUT_BUFFER_BYTES_SOFT: usize = 64 * 1024;
+/// Unsent reply bytes past which a connection is closed. Above the soft limit plus the
+/// largest reply element (a value of [`VALUE_BYTES_MAX`]), so only a reply that cannot be
+/// written in pieces could reach it.
+pub const OUTPUT_BUFFER_BYTES_HARD: usize = 2 * VALUE_BYTES_MAX;
+/// An input buffer emptier than this, or an output buffer after it is written, that holds
+/// more capacity than this is given back (a large frame or reply does not stay resident in
+/// an idle connection).
+pub const BUFFER_BYTES_IDLE_MAX: usize = 64 * 1024;
+/// Initial capacity of a connection's input and output buffers.
+const BUFFER_BYTES_INITIAL: usize = 4096;
 
 /// The reader limits for client frames.
 pub const LIMITS: Limits = Limits {
@@ -47,6 +78,23 @@ pub const LIMITS: Limits = Limits {
     line_bytes_max: 64 * 1024,
     frame_bytes_max: VALUE_BYTES_MAX + (1 << 20),
 };
+
+/// Limits on one connection's unsent replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimits {
+    /// Write the replies out before running more once this many bytes wait.
+    pub soft_bytes: usize,
+    /// Close the connection once more than this many bytes wait.
+    pub hard_bytes: usize,
+}
+
+impl OutputLimits {
+    /// [`OUTPUT_BUFFER_BYTES_SOFT`] and [`OUTPUT_BUFFER_BYTES_HARD`].
+    pub const DEFAULT: OutputLimits = OutputLimits {
+        soft_bytes: OUTPUT_BUFFER_BYTES_SOFT,
+        hard_bytes: OUTPUT_BUFFER_BYTES_HARD,
+    };
+}
 
 /// A parsed client command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +125,10 @@ pub enum Command {
     DbSize,
     /// COMMAND [...] (clients probe it on connect)
     CommandDocs,
-    /// HELLO [protover ...]
-    Hello(Option<Bytes>),
+    /// HELLO \[protover \[AUTH username password\] \[SETNAME name\]\]: the protocol to
+    /// switch to, if one is named (there is no authentication to check, and names are
+    /// not kept).
+    Hello(Option<Protocol>),
     /// CLIENT SETNAME / SETINFO / ... (accepted and ignored)
     Client,
     /// CONFIG GET pattern (answers with nothing configured)
@@ -87,10 +137,30 @@ pub enum Command {
 
 /// Why a frame is not a command we run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandError(pub String);
+pub enum CommandError {
+    /// The frame is not a command at all (not an array of strings): the reply is
+    /// `-ERR Protocol error` and the connection is closed, as Redis does.
+    Protocol(String),
+    /// A command this server does not run, or wrong arguments: an error reply, and the
+    /// connection continues.
+    Refused(String),
+}
+
+impl CommandError {
+    /// The error reply's text.
+    pub fn message(&self) -> &str {
+        match self {
+            CommandError::Protocol(m) | CommandError::Refused(m) => m,
+        }
+    }
+}
+
+fn refused(message: impl Into<String>) -> CommandError {
+    CommandError::Refused(message.into())
+}
 
 fn arity(name: &str) -> CommandError {
-    CommandError(format!(
+    refused(format!(
         "ERR wrong number of arguments for '{name}' command"
     ))
 }
@@ -99,7 +169,7 @@ impl Command {
     /// Parses a client frame (an array of bulk strings).
     pub fn from_frame(frame: Frame) -> Result<Command, CommandError> {
         let Frame::Array(items) = frame else {
-            return Err(CommandError(
+            return Err(CommandError::Protocol(
                 "ERR Protocol error: expected an array of bulk strings".into(),
             ));
         };
@@ -110,14 +180,14 @@ impl Command {
                 Frame::Simple(s) => args.push(Bytes::from(s)),
                 Frame::Integer(i) => args.push(Bytes::from(i.to_string())),
                 _ => {
-                    return Err(CommandError(
+                    return Err(CommandError::Protocol(
                         "ERR Protocol error: expected bulk strings".into(),
                     ))
                 }
             }
         }
         let Some(name) = args.first() else {
-            return Err(CommandError("ERR empty command".into()));
+            return Err(refused("ERR empty command"));
         };
         let name = String::from_utf8_lossy(name).to_ascii_lowercase();
         let rest = &args[1..];
@@ -145,8 +215,8 @@ impl Command {
             "set" => match rest {
                 [k, v] => Command::Set(k.clone(), v.clone()),
                 [_, _, ..] => {
-                    return Err(CommandError(
-                        "ERR SET options (EX, PX, NX, XX, ...) are not supported".into(),
+                    return Err(refused(
+                        "ERR SET options (EX, PX, NX, XX, ...) are not supported",
                     ))
                 }
                 _ => return Err(arity("set")),
@@ -169,18 +239,18 @@ impl Command {
             "select" => Command::Select(one("select")?),
             "dbsize" => Command::DbSize,
             "command" => Command::CommandDocs,
-            "hello" => Command::Hello(rest.first().cloned()),
+            "hello" => Command::Hello(hello_protocol(rest)?),
             "client" => Command::Client,
             "config" => match rest.first().map(|s| s.to_ascii_lowercase()) {
                 Some(sub) if sub == b"get" => Command::ConfigGet,
-                _ => return Err(CommandError("ERR only CONFIG GET is supported".into())),
+                _ => return Err(refused("ERR only CONFIG GET is supported")),
             },
             _ => {
                 let first = rest
                     .first()
                     .map(|a| format!("'{}' ", String::from_utf8_lossy(a)))
                     .unwrap_or_default();
-                return Err(CommandError(format!(
+                return Err(refused(format!(
                     "ERR unknown command '{name}', with args beginning with: {first}"
                 )));
             }
@@ -188,68 +258,133 @@ impl Command {
     }
 }
 
-/// A process-wide source of fresh client ids: random base, then a counter, hashed.
+/// The protocol `HELLO`'s arguments ask for, checking the options after it as Redis does.
+fn hello_protocol(args: &[Bytes]) -> Result<Option<Protocol>, CommandError> {
+    let Some((version, mut options)) = args.split_first() else {
+        return Ok(None);
+    };
+    let protocol = match std::str::from_utf8(version).ok().map(str::parse::<i64>) {
+        Some(Ok(2)) => Protocol::Resp2,
+        Some(Ok(3)) => Protocol::Resp3,
+        Some(Ok(_)) => return Err(refused("NOPROTO unsupported protocol version")),
+        _ => {
+            return Err(refused(
+                "ERR Protocol version is not an integer or out of range",
+            ))
+        }
+    };
+    while let Some((option, rest)) = options.split_first() {
+        let taken = match (option.to_ascii_lowercase().as_slice(), rest) {
+            (b"auth", [_user, _password, ..]) => 3,
+            (b"setname", [_name, ..]) => 2,
+            _ => {
+                return Err(refused(format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(option)
+                )))
+            }
+        };
+        options = &options[taken..];
+    }
+    Ok(Some(protocol))
+}
+
+/// A process-wide source of fresh client ids: random base, then a counter, hashed. The
+/// counter also numbers connections (`HELLO`'s `id`).
 struct ClientIds {
     seed: RandomState,
     next: AtomicU64,
 }
 
 impl ClientIds {
-    fn fresh(&self) -> ClientId {
+    /// A connection number and a client id no other connection of this process has.
+    fn fresh(&self) -> (u64, ClientId) {
+        let number = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let mut hasher = self.seed.build_hasher();
-        hasher.write_u64(self.next.fetch_add(1, Ordering::Relaxed));
-        ClientId(hasher.finish())
+        hasher.write_u64(number);
+        (number, ClientId(hasher.finish()))
     }
 }
 
-/// Serves RESP on `listener` until shutdown, sending requests to the local core.
+/// Serves RESP on `listener` until shutdown, sending requests to the local core; at most
+/// `connections_max` connections at once.
 pub async fn serve<M: Send + 'static>(
     listener: TcpListener,
     inputs: mpsc::Sender<Input<M>>,
     shutdown: watch::Receiver<bool>,
+    connections_max: usize,
 ) {
     let ids = Arc::new(ClientIds {
         seed: RandomState::new(),
         next: AtomicU64::new(0),
     });
-    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let mut gate = Gate::new("RESP", connections_max);
+    let connected = gate.counter();
     let mut stop = shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.changed() => return,
-            accepted = listener.accept() => accepted,
+    while let Some(admitted) = gate.accept(&listener, &mut stop).await {
+        let (number, client) = ids.fresh();
+        let session = Session {
+            client,
+            number,
+            seq: 0,
+            protocol: Protocol::Resp2,
+            inputs: inputs.clone(),
+            connected: connected.clone(),
         };
-        let Ok((stream, remote)) = accepted else {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            continue;
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, "too many RESP connections; refusing");
-            continue;
-        };
-        let inputs = inputs.clone();
-        let client = ids.fresh();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(reason) = connection(stream, client, inputs, shutdown).await {
+            let remote = admitted.remote;
+            let connection = Connection::new(admitted.stream, session, OutputLimits::DEFAULT);
+            if let Err(reason) = connection.serve(shutdown).await {
                 tracing::info!(%remote, %reason, "closed RESP connection");
             }
-            drop(permit);
+            drop(admitted.permit);
         });
     }
 }
 
+/// Why a command got no result from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    /// The node is shutting down.
+    Stopping,
+    /// The replica kept giving up on the request until [`RETRY_DEADLINE`].
+    Unavailable(String),
+    /// The node cannot write to its data directory and has stopped serving.
+    StorageFailed(String),
+}
+
+impl Failure {
+    /// The error reply a Redis client gets.
+    fn to_frame(&self) -> Frame {
+        Frame::Error(match self {
+            Failure::Stopping => "ERR node is stopping".into(),
+            Failure::Unavailable(why) => format!("ERR {why}"),
+            Failure::StorageFailed(why) => format!(
+                "MISCONF kv cannot write to its data directory, so this node has stopped \
+                 serving commands; use another node ({why})"
+            ),
+        })
+    }
+}
+
+/// One connection's client identity and its way to the core.
 struct Session<M> {
     client: ClientId,
+    /// The connection's number (`HELLO`'s `id`).
+    number: u64,
     seq: u64,
+    protocol: Protocol,
     inputs: mpsc::Sender<Input<M>>,
+    /// Open RESP connections (INFO's `connected_clients`).
+    connected: crate::limits::Counter,
 }
 
 impl<M: Send + 'static> Session<M> {
     /// Runs one operation through the replicated log. If the replica gives up on it (it is
     /// rebuilding, or overloaded), the same request — same sequence number, so at most once
     /// — is sent again with capped backoff; a Redis client should not have to retry.
-    async fn run(&mut self, op: Op) -> Result<Reply, String> {
+    async fn run(&mut self, op: Op) -> Result<Reply, Failure> {
         self.seq += 1;
         let request = Request {
             client: self.client,
@@ -266,17 +401,18 @@ impl<M: Send + 'static> Session<M> {
                     reply: tx,
                 })
                 .await
-                .map_err(|_| "node is stopping".to_string())?;
+                .map_err(|_| Failure::Stopping)?;
             match rx.await {
                 Ok(ClientReply::Done(reply)) => return Ok(reply),
+                Ok(ClientReply::StorageFailed(why)) => return Err(Failure::StorageFailed(why)),
                 Ok(ClientReply::Unavailable(why)) if started.elapsed() >= RETRY_DEADLINE => {
-                    return Err(why)
+                    return Err(Failure::Unavailable(why))
                 }
                 Ok(ClientReply::Unavailable(_)) => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
                 }
-                Err(_) => return Err("node is stopping".into()),
+                Err(_) => return Err(Failure::Stopping),
             }
         }
     }
@@ -288,190 +424,325 @@ impl<M: Send + 'static> Session<M> {
     }
 }
 
-async fn connection<M: Send + 'static>(
-    mut stream: TcpStream,
-    client: ClientId,
-    inputs: mpsc::Sender<Input<M>>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
-    let mut session = Session {
-        client,
-        seq: 0,
-        inputs,
-    };
-    let mut buffer = BytesMut::with_capacity(4096);
-    let mut out = BytesMut::with_capacity(4096);
-    loop {
-        // Answer every whole frame already buffered, then flush once.
-        loop {
-            let mut cursor = Cursor::new(&buffer[..]);
-            match Frame::check_within(&mut cursor, &LIMITS) {
-                Ok(()) => {
-                    let len = cursor.position() as usize;
-                    let mut cursor = Cursor::new(&buffer[..len]);
-                    let frame = Frame::parse_within(&mut cursor, &LIMITS)
-                        .map_err(|e| format!("frame checked but did not parse: {e}"))?;
-                    buffer.advance(len);
-                    if let Frame::Array(items) = &frame {
-                        if items.is_empty() {
-                            continue; // an empty inline line: ignored, as Redis does
-                        }
-                    }
-                    let quit = answer(&mut session, frame, &mut out).await;
-                    if quit {
-                        stream.write_all(&out).await.map_err(|e| e.to_string())?;
-                        return Ok(());
-                    }
-                }
-                Err(FrameError::Incomplete) => break,
-                Err(FrameError::Invalid(why)) => {
-                    Frame::Error(format!("ERR Protocol error: {why}")).write_to(&mut out);
-                    stream.write_all(&out).await.map_err(|e| e.to_string())?;
-                    return Err(format!("protocol error: {why}"));
-                }
-            }
+/// A connection's unsent replies, encoded in its protocol, within [`OutputLimits`].
+struct Output {
+    buffer: BytesMut,
+    limits: OutputLimits,
+}
+
+/// The unsent replies passed the hard limit.
+#[derive(Debug, PartialEq, Eq)]
+struct OutputOverflow(usize);
+
+impl Output {
+    fn new(limits: OutputLimits) -> Output {
+        Output {
+            buffer: BytesMut::with_capacity(BUFFER_BYTES_INITIAL),
+            limits,
         }
-        if !out.is_empty() {
-            stream.write_all(&out).await.map_err(|e| e.to_string())?;
-            out.clear();
+    }
+
+    /// Adds a reply (or one element of one).
+    fn push(&mut self, frame: &Frame, protocol: Protocol) -> Result<(), OutputOverflow> {
+        frame.write_as(protocol, &mut self.buffer);
+        self.check()
+    }
+
+    /// Adds the header of an array whose elements follow one by one.
+    fn push_array_header(&mut self, len: usize) -> Result<(), OutputOverflow> {
+        Frame::write_array_header(len, &mut self.buffer);
+        self.check()
+    }
+
+    fn check(&self) -> Result<(), OutputOverflow> {
+        if self.buffer.len() > self.limits.hard_bytes {
+            return Err(OutputOverflow(self.buffer.len()));
         }
-        let read = tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
-            read = stream.read_buf(&mut buffer) => read.map_err(|e| e.to_string())?,
-        };
-        if read == 0 {
-            return Ok(());
+        Ok(())
+    }
+
+    /// Whether the replies must be written before anything else runs.
+    fn over_soft_limit(&self) -> bool {
+        self.buffer.len() >= self.limits.soft_bytes
+    }
+
+    /// Forgets what was written, giving back a large buffer.
+    fn written(&mut self) {
+        self.buffer.clear();
+        if self.buffer.capacity() > BUFFER_BYTES_IDLE_MAX {
+            self.buffer = BytesMut::with_capacity(BUFFER_BYTES_INITIAL);
         }
     }
 }
 
-/// Runs one command and writes its reply; returns true if the connection should close.
-async fn answer<M: Send + 'static>(
-    session: &mut Session<M>,
-    frame: Frame,
-    out: &mut BytesMut,
-) -> bool {
-    let command = match Command::from_frame(frame) {
-        Ok(command) => command,
-        Err(CommandError(message)) => {
-            Frame::Error(message).write_to(out);
-            return false;
-        }
-    };
-    let reply = match execute(session, command).await {
-        Ok(Some(reply)) => reply,
-        Ok(None) => {
-            Frame::Simple("OK".into()).write_to(out);
-            return true;
-        }
-        Err(why) => Frame::Error(format!("ERR {why}")),
-    };
-    reply.write_to(out);
-    false
+/// Whether the connection goes on after a command.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Continue,
+    Close,
 }
 
-/// Executes a command; `Ok(None)` means QUIT.
-async fn execute<M: Send + 'static>(
-    session: &mut Session<M>,
-    command: Command,
-) -> Result<Option<Frame>, String> {
-    let frame = match command {
-        Command::Get(key) => match session.run(Op::Get { key }).await? {
-            Reply::Value(Some(v)) => Frame::Bulk(v),
-            Reply::Value(None) => Frame::Null,
-            other => return Err(unexpected(other)),
-        },
-        Command::Set(key, value) => match session.run(Op::Put { key, value }).await? {
-            Reply::Ok => Frame::Simple("OK".into()),
-            other => return Err(unexpected(other)),
-        },
-        Command::Append(key, value) => match session.run(Op::Append { key, value }).await? {
-            Reply::Appended(len) => Frame::Integer(len as i64),
-            other => return Err(unexpected(other)),
-        },
-        Command::Del(keys) => {
-            let mut count = 0;
-            for key in keys {
-                match session.run(Op::Delete { key }).await? {
-                    Reply::Deleted(existed) => count += existed as i64,
-                    other => return Err(unexpected(other)),
+/// One RESP connection: its socket, its session, and its buffers.
+struct Connection<M> {
+    stream: TcpStream,
+    session: Session<M>,
+    input: BytesMut,
+    output: Output,
+}
+
+impl<M: Send + 'static> Connection<M> {
+    fn new(stream: TcpStream, session: Session<M>, limits: OutputLimits) -> Connection<M> {
+        let _ = stream.set_nodelay(true);
+        Connection {
+            stream,
+            session,
+            input: BytesMut::with_capacity(BUFFER_BYTES_INITIAL),
+            output: Output::new(limits),
+        }
+    }
+
+    /// Answers commands until the client leaves, QUITs or breaks the protocol, or the node
+    /// shuts down. `Err` says why the connection was closed on the client.
+    async fn serve(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
+        loop {
+            // Answer every whole frame already buffered, then write what is left once.
+            while let Some(frame) = self.next_frame().await? {
+                if self.answer(frame).await? == Next::Close {
+                    self.flush().await?;
+                    return Ok(());
                 }
             }
-            Frame::Integer(count)
+            self.flush().await?;
+            if self.input.is_empty() && self.input.capacity() > BUFFER_BYTES_IDLE_MAX {
+                self.input = BytesMut::with_capacity(BUFFER_BYTES_INITIAL);
+            }
+            let read = tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                read = self.stream.read_buf(&mut self.input) => read.map_err(|e| e.to_string())?,
+            };
+            if read == 0 {
+                return Ok(());
+            }
         }
-        Command::Exists(keys) => {
-            let mut count = 0;
-            for key in keys {
-                match session.run(Op::Get { key }).await? {
-                    Reply::Value(v) => count += v.is_some() as i64,
-                    other => return Err(unexpected(other)),
+    }
+
+    /// The next whole frame in the input buffer, if there is one. A frame that can never
+    /// be valid is answered with a protocol error and ends the connection.
+    async fn next_frame(&mut self) -> Result<Option<Frame>, String> {
+        loop {
+            let mut cursor = Cursor::new(&self.input[..]);
+            match Frame::check_within(&mut cursor, &LIMITS) {
+                Ok(()) => {
+                    let len = cursor.position() as usize;
+                    let mut cursor = Cursor::new(&self.input[..len]);
+                    let frame = Frame::parse_within(&mut cursor, &LIMITS)
+                        .map_err(|e| format!("frame checked but did not parse: {e}"))?;
+                    self.input.advance(len);
+                    match &frame {
+                        // An empty inline line: ignored, as Redis does.
+                        Frame::Array(items) if items.is_empty() => continue,
+                        _ => return Ok(Some(frame)),
+                    }
+                }
+                Err(FrameError::Incomplete) => return Ok(None),
+                Err(FrameError::Invalid(why)) => {
+                    return Err(self
+                        .protocol_error(format!("ERR Protocol error: {why}"))
+                        .await)
                 }
             }
-            Frame::Integer(count)
         }
-        Command::MGet(keys) => {
-            let mut values = Vec::new();
-            for key in keys {
-                match session.run(Op::Get { key }).await? {
-                    Reply::Value(Some(v)) => values.push(Frame::Bulk(v)),
-                    Reply::Value(None) => values.push(Frame::Null),
-                    other => return Err(unexpected(other)),
+    }
+
+    /// Sends a protocol error and gives the reason the connection is closed.
+    async fn protocol_error(&mut self, message: String) -> String {
+        let reason = format!("protocol error: {message}");
+        match self.send(&Frame::Error(message)).await {
+            Ok(()) => match self.flush().await {
+                Ok(()) => reason,
+                Err(e) => e,
+            },
+            Err(e) => e,
+        }
+    }
+
+    /// Adds a reply (or reply element), writing the buffer out first if it is over the
+    /// soft limit.
+    async fn send(&mut self, frame: &Frame) -> Result<(), String> {
+        let protocol = self.session.protocol;
+        self.output
+            .push(frame, protocol)
+            .map_err(|OutputOverflow(bytes)| {
+                format!("{bytes} bytes of replies unsent, over the hard limit")
+            })?;
+        if self.output.over_soft_limit() {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes every unsent reply; waits as long as the client does not read.
+    async fn flush(&mut self) -> Result<(), String> {
+        if !self.output.buffer.is_empty() {
+            self.stream
+                .write_all(&self.output.buffer)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.output.written();
+        }
+        Ok(())
+    }
+
+    /// Runs one command and sends its reply.
+    async fn answer(&mut self, frame: Frame) -> Result<Next, String> {
+        let command = match Command::from_frame(frame) {
+            Ok(command) => command,
+            Err(CommandError::Refused(message)) => {
+                self.send(&Frame::Error(message)).await?;
+                return Ok(Next::Continue);
+            }
+            Err(CommandError::Protocol(message)) => return Err(self.protocol_error(message).await),
+        };
+        match command {
+            Command::MGet(keys) => self.mget(keys).await?,
+            Command::Quit => {
+                self.send(&Frame::Simple("OK".into())).await?;
+                return Ok(Next::Close);
+            }
+            command => {
+                let reply = self.execute(command).await.unwrap_or_else(|f| f.to_frame());
+                self.send(&reply).await?;
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    /// MGET, sent one element at a time so a reply of many large values never sits in the
+    /// buffer whole. Once one key fails, the rest get the same error without running.
+    async fn mget(&mut self, keys: Vec<Bytes>) -> Result<(), String> {
+        self.output
+            .push_array_header(keys.len())
+            .map_err(|OutputOverflow(bytes)| format!("{bytes} bytes of replies unsent"))?;
+        let mut failed: Option<Frame> = None;
+        for key in keys {
+            let element = match &failed {
+                Some(error) => error.clone(),
+                None => match self.session.run(Op::Get { key }).await {
+                    Ok(Reply::Value(value)) => value.map_or(Frame::Null, Frame::Bulk),
+                    Ok(other) => Frame::Error(unexpected(other)),
+                    Err(failure) => failed.insert(failure.to_frame()).clone(),
+                },
+            };
+            self.send(&element).await?;
+        }
+        Ok(())
+    }
+
+    /// Executes a command other than MGET and QUIT.
+    async fn execute(&mut self, command: Command) -> Result<Frame, Failure> {
+        let session = &mut self.session;
+        let frame = match command {
+            Command::Get(key) => match session.run(Op::Get { key }).await? {
+                Reply::Value(value) => value.map_or(Frame::Null, Frame::Bulk),
+                other => Frame::Error(unexpected(other)),
+            },
+            Command::Set(key, value) => match session.run(Op::Put { key, value }).await? {
+                Reply::Ok => Frame::Simple("OK".into()),
+                other => Frame::Error(unexpected(other)),
+            },
+            Command::Append(key, value) => match session.run(Op::Append { key, value }).await? {
+                Reply::Appended(len) => Frame::Integer(len as i64),
+                other => Frame::Error(unexpected(other)),
+            },
+            Command::Del(keys) => {
+                let mut count = 0;
+                for key in keys {
+                    match session.run(Op::Delete { key }).await? {
+                        Reply::Deleted(existed) => count += existed as i64,
+                        other => return Ok(Frame::Error(unexpected(other))),
+                    }
                 }
+                Frame::Integer(count)
             }
-            Frame::Array(values)
-        }
-        Command::Ping(None) => Frame::Simple("PONG".into()),
-        Command::Ping(Some(m)) | Command::Echo(m) => Frame::Bulk(m),
-        Command::Info => {
-            let status = session.status().await.unwrap_or_default();
-            let mut text = String::from("# Server\r\nredis_version:7.0.0\r\nkv_version:");
-            text.push_str(env!("CARGO_PKG_VERSION"));
-            text.push_str("\r\nredis_mode:standalone\r\n\r\n# Replication\r\n");
-            for (name, value) in &status.core {
-                text.push_str(&format!("{name}:{value}\r\n"));
+            Command::Exists(keys) => {
+                let mut count = 0;
+                for key in keys {
+                    match session.run(Op::Get { key }).await? {
+                        Reply::Value(v) => count += v.is_some() as i64,
+                        other => return Ok(Frame::Error(unexpected(other))),
+                    }
+                }
+                Frame::Integer(count)
             }
-            text.push_str(&format!(
-                "\r\n# Persistence\r\nwal_bytes:{}\r\nsnapshot_bytes:{}\r\nsnapshot_index:{}\r\n",
-                status.wal_bytes, status.snapshot_bytes, status.snapshot_index
-            ));
-            Frame::Bulk(Bytes::from(text))
-        }
-        Command::Quit => return Ok(None),
-        Command::Select(db) if &db[..] == b"0" => Frame::Simple("OK".into()),
-        Command::Select(_) => Frame::Error("ERR DB index is out of range".into()),
-        Command::DbSize => {
-            let status = session.status().await.unwrap_or_default();
-            let keys = status
-                .core
-                .iter()
-                .find(|(name, _)| *name == "keys")
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0);
-            Frame::Integer(keys)
-        }
-        Command::CommandDocs => Frame::Array(Vec::new()),
-        Command::Hello(Some(v)) if &v[..] != b"2" => {
-            Frame::Error("NOPROTO this server speaks only RESP2".into())
-        }
-        Command::Hello(_) => Frame::Array(vec![
-            Frame::Bulk(Bytes::from_static(b"server")),
-            Frame::Bulk(Bytes::from_static(b"kv")),
-            Frame::Bulk(Bytes::from_static(b"version")),
-            Frame::Bulk(Bytes::from_static(env!("CARGO_PKG_VERSION").as_bytes())),
-            Frame::Bulk(Bytes::from_static(b"proto")),
-            Frame::Integer(2),
-            Frame::Bulk(Bytes::from_static(b"mode")),
-            Frame::Bulk(Bytes::from_static(b"standalone")),
-        ]),
-        Command::Client => Frame::Simple("OK".into()),
-        Command::ConfigGet => Frame::Array(Vec::new()),
-    };
-    Ok(Some(frame))
+            Command::Ping(None) => Frame::Simple("PONG".into()),
+            Command::Ping(Some(m)) | Command::Echo(m) => Frame::Bulk(m),
+            Command::Info => info(session).await,
+            Command::Select(db) if &db[..] == b"0" => Frame::Simple("OK".into()),
+            Command::Select(_) => Frame::Error("ERR DB index is out of range".into()),
+            Command::DbSize => {
+                let status = session.status().await.unwrap_or_default();
+                let keys = status
+                    .core
+                    .iter()
+                    .find(|(name, _)| *name == "keys")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                Frame::Integer(keys)
+            }
+            Command::CommandDocs => Frame::Array(Vec::new()),
+            Command::Hello(protocol) => {
+                if let Some(protocol) = protocol {
+                    session.protocol = protocol;
+                }
+                hello(session.protocol, session.number)
+            }
+            Command::Client => Frame::Simple("OK".into()),
+            Command::ConfigGet => Frame::Map(Vec::new()),
+            Command::MGet(_) | Command::Quit => unreachable!("answered by the caller"),
+        };
+        Ok(frame)
+    }
+}
+
+/// HELLO's reply: who we are, in the connection's (possibly new) protocol.
+fn hello(protocol: Protocol, connection: u64) -> Frame {
+    let text = |s: &'static str| Frame::Bulk(Bytes::from_static(s.as_bytes()));
+    Frame::Map(vec![
+        (text("server"), text("kv")),
+        (text("version"), text(env!("CARGO_PKG_VERSION"))),
+        (text("proto"), Frame::Integer(protocol.version())),
+        (
+            text("id"),
+            Frame::Integer(i64::try_from(connection).unwrap_or(i64::MAX)),
+        ),
+        (text("mode"), text("standalone")),
+        (text("role"), text("master")),
+        (text("modules"), Frame::Array(Vec::new())),
+    ])
+}
+
+/// INFO's reply.
+async fn info<M: Send + 'static>(session: &Session<M>) -> Frame {
+    let status = session.status().await.unwrap_or_default();
+    let mut text = String::from("# Server\r\nredis_version:7.0.0\r\nkv_version:");
+    text.push_str(env!("CARGO_PKG_VERSION"));
+    text.push_str("\r\nredis_mode:standalone\r\n\r\n# Clients\r\n");
+    text.push_str(&format!(
+        "connected_clients:{}\r\n\r\n# Replication\r\n",
+        session.connected.get()
+    ));
+    for (name, value) in &status.core {
+        text.push_str(&format!("{name}:{value}\r\n"));
+    }
+    text.push_str(&format!(
+        "\r\n# Persistence\r\nwal_bytes:{}\r\nsnapshot_bytes:{}\r\nsnapshot_index:{}\r\n",
+        status.wal_bytes, status.snapshot_bytes, status.snapshot_index
+    ));
+    Frame::Bulk(Bytes::from(text))
 }
 
 fn unexpected(reply: Reply) -> String {
-    format!("unexpected reply from the store: {reply:?}")
+    format!("ERR unexpected reply from the store: {reply:?}")
 }
 
 #[cfg(test)]
@@ -494,23 +765,117 @@ mod tests {
         );
         assert!(matches!(cmd(&["set", "k", "v"]), Ok(Command::Set(..))));
         assert_eq!(
-            cmd(&["get"]).unwrap_err().0,
+            cmd(&["get"]).unwrap_err().message(),
             "ERR wrong number of arguments for 'get' command"
         );
         assert!(cmd(&["set", "k", "v", "EX", "10"])
             .unwrap_err()
-            .0
+            .message()
             .contains("not supported"));
         assert!(matches!(cmd(&["del", "a", "b"]), Ok(Command::Del(keys)) if keys.len() == 2));
     }
 
     #[test]
     fn unknown_commands_get_redis_style_errors() {
-        let err = cmd(&["flushall", "async"]).unwrap_err().0;
         assert_eq!(
-            err,
-            "ERR unknown command 'flushall', with args beginning with: 'async' "
+            cmd(&["flushall", "async"]),
+            Err(CommandError::Refused(
+                "ERR unknown command 'flushall', with args beginning with: 'async' ".into()
+            ))
         );
-        assert!(Command::from_frame(Frame::Integer(3)).is_err());
+    }
+
+    #[test]
+    fn frames_that_are_not_arrays_of_strings_are_protocol_errors() {
+        for frame in [
+            Frame::Integer(3),
+            Frame::Null,
+            Frame::Array(vec![
+                Frame::Bulk(Bytes::from_static(b"GET")),
+                Frame::Array(vec![]),
+            ]),
+            Frame::Array(vec![Frame::Null]),
+        ] {
+            assert!(
+                matches!(
+                    Command::from_frame(frame.clone()),
+                    Err(CommandError::Protocol(_))
+                ),
+                "{frame:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hello_chooses_a_protocol_version_and_checks_its_options() {
+        assert_eq!(cmd(&["hello"]), Ok(Command::Hello(None)));
+        assert_eq!(
+            cmd(&["HELLO", "3"]),
+            Ok(Command::Hello(Some(Protocol::Resp3)))
+        );
+        assert_eq!(
+            cmd(&["hello", "2", "AUTH", "default", "pw", "SETNAME", "app"]),
+            Ok(Command::Hello(Some(Protocol::Resp2)))
+        );
+        assert!(cmd(&["hello", "4"])
+            .unwrap_err()
+            .message()
+            .starts_with("NOPROTO"));
+        assert!(cmd(&["hello", "three"])
+            .unwrap_err()
+            .message()
+            .contains("not an integer"));
+        assert!(cmd(&["hello", "3", "AUTH", "only-user"])
+            .unwrap_err()
+            .message()
+            .contains("Syntax error in HELLO option 'AUTH'"));
+    }
+
+    #[test]
+    fn hello_answers_with_a_map_in_resp3_and_a_flat_array_in_resp2() {
+        let mut resp3 = BytesMut::new();
+        hello(Protocol::Resp3, 7).write_as(Protocol::Resp3, &mut resp3);
+        assert!(resp3.starts_with(b"%7\r\n$6\r\nserver\r\n"), "{resp3:?}");
+        let text = String::from_utf8_lossy(&resp3);
+        assert!(text.contains("$5\r\nproto\r\n:3\r\n"), "{text}");
+        let mut resp2 = BytesMut::new();
+        hello(Protocol::Resp2, 7).write_as(Protocol::Resp2, &mut resp2);
+        assert!(resp2.starts_with(b"*14\r\n"), "{resp2:?}");
+        assert!(String::from_utf8_lossy(&resp2).contains("$5\r\nproto\r\n:2\r\n"));
+    }
+
+    #[test]
+    fn output_past_the_hard_limit_is_refused_and_the_soft_limit_asks_for_a_write() {
+        let limits = OutputLimits {
+            soft_bytes: 16,
+            hard_bytes: 40,
+        };
+        let mut output = Output::new(limits);
+        let value = Frame::Bulk(Bytes::from_static(b"0123456789")); // 17 bytes encoded
+        output.push(&Frame::Integer(1), Protocol::Resp2).unwrap();
+        assert!(!output.over_soft_limit());
+        output.push(&value, Protocol::Resp2).unwrap();
+        assert!(output.over_soft_limit());
+        output.push(&value, Protocol::Resp2).unwrap();
+        assert_eq!(
+            output.push(&value, Protocol::Resp2),
+            Err(OutputOverflow(4 + 3 * 17))
+        );
+        output.written();
+        assert!(!output.over_soft_limit());
+        output.push(&value, Protocol::Resp2).unwrap();
+    }
+
+    #[test]
+    fn failures_become_redis_error_replies() {
+        let misconf = Failure::StorageFailed("no space left on device".into()).to_frame();
+        assert!(
+            matches!(&misconf, Frame::Error(m) if m.starts_with("MISCONF ") && m.contains("no space")),
+            "{misconf:?}"
+        );
+        assert_eq!(
+            Failure::Stopping.to_frame(),
+            Frame::Error("ERR node is stopping".into())
+        );
     }
 }

@@ -7,8 +7,8 @@ use kv_replication::types::{NodeId, Time};
 use tokio::sync::watch;
 
 use crate::config::ClusterConfig;
-use crate::node::{Core, DriverOptions};
-use crate::run::{run_node, Start};
+use crate::node::Core;
+use crate::run::{run_node, NodeOptions, Start};
 use crate::wire::ClientReply;
 
 impl Core for Replica {
@@ -78,6 +78,16 @@ pub async fn run(
     id: u32,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
+    run_with(config, id, shutdown, NodeOptions::default()).await
+}
+
+/// [`run`] with the node's options (a simulated disk, in tests).
+pub async fn run_with(
+    config: ClusterConfig,
+    id: u32,
+    shutdown: watch::Receiver<bool>,
+    options: NodeOptions,
+) -> Result<(), String> {
     let seed = kv_engine_seed(config.cluster_id, id);
     run_node(
         config,
@@ -98,7 +108,7 @@ pub async fn run(
             .map_err(|e| format!("recovering node {id}: {e}"))
         },
         shutdown,
-        DriverOptions::default(),
+        options,
     )
     .await
 }

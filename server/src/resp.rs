@@ -1,4 +1,9 @@
-//! RESP2, the Redis serialisation protocol: frames as pure functions on bytes.
+//! RESP, the Redis serialisation protocol: frames as pure functions on bytes.
+//!
+//! Clients send commands as RESP2 arrays of bulk strings in either protocol version;
+//! replies are encoded in the version the connection chose with `HELLO` ([`Protocol`]):
+//! RESP3 adds reply types — here maps (`%`) and the null (`_`) — which RESP2 spells as a
+//! flat array of keys and values and as the null bulk string (`$-1`).
 //!
 //! The RESP front door reads bytes into a buffer and asks [`Frame::check`] whether a whole
 //! frame is buffered. `check` allocates nothing (an inline command line excepted, at most
@@ -90,7 +95,28 @@ impl Default for Limits {
     }
 }
 
-/// One RESP2 value.
+/// The protocol version a connection speaks; it picks how replies are encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// RESP2, what every connection starts with.
+    #[default]
+    Resp2,
+    /// RESP3, chosen with `HELLO 3`.
+    Resp3,
+}
+
+impl Protocol {
+    /// The version number `HELLO` uses.
+    pub fn version(self) -> i64 {
+        match self {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        }
+    }
+}
+
+/// One RESP value. Clients' frames parse to the RESP2 kinds; [`Frame::Map`] exists only
+/// in replies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     /// `+text\r\n`. Encoding replaces any CR or LF in the text with a space.
@@ -101,11 +127,14 @@ pub enum Frame {
     Integer(i64),
     /// `$len\r\nbytes\r\n`: a binary-safe string.
     Bulk(Bytes),
-    /// The null bulk string `$-1\r\n`, which is how it is encoded; the null array
+    /// Null: `$-1\r\n` (the null bulk string) in RESP2, `_\r\n` in RESP3. The null array
     /// `*-1\r\n` also parses to this.
     Null,
     /// `*len\r\n` followed by `len` frames.
     Array(Vec<Frame>),
+    /// A map of `len` key/value pairs: `%len\r\n` then each key and value in RESP3, and a
+    /// flat array of `2 * len` frames in RESP2 (as Redis answers `HELLO 2`).
+    Map(Vec<(Frame, Frame)>),
 }
 
 /// Why a buffer does not hold a frame.
@@ -150,8 +179,13 @@ impl Frame {
         Ok(frame)
     }
 
-    /// Appends this frame's encoding to `dst`.
+    /// Appends this frame's RESP2 encoding to `dst`.
     pub fn write_to(&self, dst: &mut BytesMut) {
+        self.write_as(Protocol::Resp2, dst)
+    }
+
+    /// Appends this frame's encoding in `protocol` to `dst`.
+    pub fn write_as(&self, protocol: Protocol, dst: &mut BytesMut) {
         match self {
             Frame::Simple(text) => write_text(dst, b'+', text),
             Frame::Error(text) => write_text(dst, b'-', text),
@@ -165,14 +199,33 @@ impl Frame {
                 dst.put_slice(data);
                 dst.put_slice(b"\r\n");
             }
-            Frame::Null => dst.put_slice(b"$-1\r\n"),
+            Frame::Null => match protocol {
+                Protocol::Resp2 => dst.put_slice(b"$-1\r\n"),
+                Protocol::Resp3 => dst.put_slice(b"_\r\n"),
+            },
             Frame::Array(items) => {
                 write_header(dst, b'*', items.len());
                 for item in items {
-                    item.write_to(dst);
+                    item.write_as(protocol, dst);
+                }
+            }
+            Frame::Map(pairs) => {
+                match protocol {
+                    Protocol::Resp2 => write_header(dst, b'*', 2 * pairs.len()),
+                    Protocol::Resp3 => write_header(dst, b'%', pairs.len()),
+                }
+                for (key, value) in pairs {
+                    key.write_as(protocol, dst);
+                    value.write_as(protocol, dst);
                 }
             }
         }
+    }
+
+    /// The header of an array of `len` elements (the same in both versions), for replies
+    /// written one element at a time.
+    pub fn write_array_header(len: usize, dst: &mut BytesMut) {
+        write_header(dst, b'*', len);
     }
 
     /// This frame's encoding.
@@ -640,6 +693,33 @@ mod tests {
             assert_eq!(&frame.to_bytes()[..], wire, "{frame:?}");
             assert_eq!(parse(wire), Ok(frame));
         }
+    }
+
+    #[test]
+    fn replies_encode_in_the_connection_protocol() {
+        let map = Frame::Map(vec![
+            (bulk(b"proto"), Frame::Integer(3)),
+            (bulk(b"none"), Frame::Null),
+        ]);
+        let encode = |frame: &Frame, protocol| {
+            let mut dst = BytesMut::new();
+            frame.write_as(protocol, &mut dst);
+            dst
+        };
+        assert_eq!(
+            &encode(&map, Protocol::Resp3)[..],
+            b"%2\r\n$5\r\nproto\r\n:3\r\n$4\r\nnone\r\n_\r\n"
+        );
+        assert_eq!(
+            &encode(&map, Protocol::Resp2)[..],
+            b"*4\r\n$5\r\nproto\r\n:3\r\n$4\r\nnone\r\n$-1\r\n"
+        );
+        let nested = Frame::Array(vec![Frame::Null, Frame::Map(vec![])]);
+        assert_eq!(&encode(&nested, Protocol::Resp3)[..], b"*2\r\n_\r\n%0\r\n");
+        assert_eq!(
+            &encode(&nested, Protocol::Resp2)[..],
+            b"*2\r\n$-1\r\n*0\r\n"
+        );
     }
 
     #[test]

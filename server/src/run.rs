@@ -11,12 +11,13 @@
 
 use std::sync::Arc;
 
-use kv_engine::fs::RealFs;
-use kv_engine::store::{Recovered, Store, StoreOptions};
+use kv_engine::fs::{Fs, RealFs};
+use kv_engine::store::{Recovered, RecoveryReport, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{self, ClusterConfig};
+use crate::limits::{self, Budget};
 use crate::node::{self, Core, DriverOptions};
 use crate::{admin, redis, transport};
 
@@ -35,18 +36,64 @@ pub struct Start {
     pub wiped: bool,
 }
 
+/// How a node runs.
+#[derive(Clone)]
+pub struct NodeOptions {
+    /// The driver's tunables.
+    pub driver: DriverOptions,
+    /// The file system the store lives on ([`RealFs`]; tests may give a `SimFs`). The
+    /// stamp and the lock are always real files in the data directory.
+    pub fs: Arc<dyn Fs>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> NodeOptions {
+        NodeOptions {
+            driver: DriverOptions::default(),
+            fs: Arc::new(RealFs),
+        }
+    }
+}
+
+/// Logs what opening the store had to skip or repair: each a warning, since each means
+/// the disk held something other than what the node last wrote durably.
+fn log_recovery(id: u32, report: &RecoveryReport) {
+    for skipped in &report.skipped_snapshots {
+        tracing::warn!(node = id, error = %skipped, "skipped an invalid snapshot; recovering from an older one");
+    }
+    if let Some(tail) = &report.truncated_tail {
+        tracing::warn!(
+            node = id,
+            file = %tail.file.display(),
+            offset = tail.offset,
+            bytes = tail.bytes,
+            found = %tail.reason,
+            "cut a torn tail off the write-ahead log (bytes never reported durable)"
+        );
+    }
+    for temp in &report.removed_temps {
+        tracing::warn!(node = id, file = %temp.display(), "removed the temporary file of an interrupted snapshot");
+    }
+}
+
 /// Runs node `id` of `config` until `shutdown` becomes true.
+///
+/// First raises the process's soft open-file limit to its hard limit and sizes every
+/// listener's connection cap from it (see [`crate::limits`]); a limit too low to run
+/// with is refused before anything else.
 pub async fn run_node<C, F>(
     config: ClusterConfig,
     id: u32,
     make_core: F,
     shutdown: watch::Receiver<bool>,
-    options: DriverOptions,
+    options: NodeOptions,
 ) -> Result<(), String>
 where
     C: Core,
     F: FnOnce(Start) -> Result<C, String>,
 {
+    let open_files = limits::raise_open_files_limit().map_err(|e| e.to_string())?;
+    let budget = Budget::for_limit(open_files, config.nodes.len()).map_err(|e| e.to_string())?;
     let me = config
         .node(id)
         .ok_or_else(|| {
@@ -89,8 +136,9 @@ where
     let resp_listener = bind(me.resp).await?;
     let admin_listener = bind(me.admin).await?;
     let stamped = config::check_stamp(&dir, config.cluster_id, id).map_err(|e| e.to_string())?;
-    let (store, recovered) = Store::open(Arc::new(RealFs), &dir, StoreOptions::default())
+    let (store, recovered) = Store::open(options.fs.clone(), &dir, StoreOptions::default())
         .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+    log_recovery(id, store.recovery_report());
     // No stamp means the disk was lost — or a rebuild after losing it was interrupted,
     // which leaves the core's own "rebuilding" marker behind. Either way the core is
     // started in its lost-disk mode, which trusts nothing else the directory holds.
@@ -105,7 +153,7 @@ where
         wiped,
     })?;
 
-    let (inputs_tx, inputs_rx) = mpsc::channel(options.inputs_max);
+    let (inputs_tx, inputs_rx) = mpsc::channel(options.driver.inputs_max);
     let addresses: Vec<_> = config.nodes.iter().map(|n| n.peer).collect();
     let peers = transport::connect_peers(config.cluster_id, id, &addresses, shutdown.clone());
     tokio::spawn(transport::serve(
@@ -113,21 +161,33 @@ where
         config.cluster_id,
         config.nodes.len(),
         inputs_tx.clone(),
-        options.leader.clone(),
+        options.driver.leader.clone(),
+        budget,
         shutdown.clone(),
     ));
     tokio::spawn(redis::serve(
         resp_listener,
         inputs_tx.clone(),
         shutdown.clone(),
+        budget.resp,
     ));
     tokio::spawn(admin::serve(
         admin_listener,
         inputs_tx.clone(),
         shutdown.clone(),
+        budget.admin,
     ));
     drop(inputs_tx);
-    tracing::info!(node = id, peer = %me.peer, resp = %me.resp, admin = %me.admin, "node started");
+    tracing::info!(
+        node = id,
+        peer = %me.peer,
+        resp = %me.resp,
+        admin = %me.admin,
+        open_files = budget.open_files,
+        resp_connections_max = budget.resp,
+        native_connections_max = budget.native,
+        "node started"
+    );
 
     let on_ready: Option<Box<dyn FnOnce() + Send>> = if wiped {
         let cluster_id = config.cluster_id;
@@ -142,7 +202,16 @@ where
     } else {
         None
     };
-    let result = node::run_core(core, store, peers, inputs_rx, shutdown, options, on_ready).await;
+    let result = node::run_core(
+        core,
+        store,
+        peers,
+        inputs_rx,
+        shutdown,
+        options.driver,
+        on_ready,
+    )
+    .await;
     drop(lock);
     result
 }

@@ -1,10 +1,14 @@
 //! The native protocol: length-delimited frames (a u32 big-endian length, then the body)
 //! carrying postcard-encoded [`Frame`]s. One listener per node serves both peers and
-//! native clients; the first frame of a connection says which it is.
+//! native clients; the first frame of a connection says which it is: [`Frame::Hello`]
+//! (a peer) or [`Frame::ClientHello`] (a client), each naming the cluster.
 //!
-//! Limits: a frame longer than [`FRAME_BYTES_MAX`] is refused by the codec before its
-//! body is buffered; a frame that does not decode closes that connection (logged), and
-//! never affects any other connection or the node.
+//! Limits: until a connection has introduced itself its frames may be at most
+//! [`HELLO_FRAME_BYTES_MAX`]; then a client's at most [`CLIENT_FRAME_BYTES_MAX`] and a
+//! peer's at most [`FRAME_BYTES_MAX`]. A longer frame is refused by the codec as soon as
+//! its length is read, before its body is buffered, so a connection never holds more than
+//! one frame of its limit. A frame that does not decode closes that connection (logged),
+//! and never affects any other connection or the node.
 
 use bytes::Bytes;
 use kv_engine::kv::Reply;
@@ -14,6 +18,13 @@ use tokio_util::codec::LengthDelimitedCodec;
 
 /// Largest frame accepted or sent: room for the largest WAL record plus framing.
 pub const FRAME_BYTES_MAX: usize = kv_engine::wal::RECORD_PAYLOAD_BYTES_MAX + (1 << 20);
+/// Largest value a client may write, in bytes, natively or over RESP (one WAL record must
+/// hold it with the rest of its batch).
+pub const VALUE_BYTES_MAX: usize = 16 << 20;
+/// Largest frame from a native client: a request carries a key and a value.
+pub const CLIENT_FRAME_BYTES_MAX: usize = 2 * VALUE_BYTES_MAX + (64 << 10);
+/// Largest frame from a connection that has not yet said who it is.
+pub const HELLO_FRAME_BYTES_MAX: usize = 4 << 10;
 
 /// One frame of the native protocol. `M` is the replicas' peer message type.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +58,12 @@ pub enum Frame<M> {
     StatusRequest,
     /// The node's status, as `key: value` lines.
     Status(String),
+    /// First frame of a native client's connection: which cluster it means to talk to (a
+    /// mismatch closes the connection).
+    ClientHello {
+        /// Cluster id (from the cluster file).
+        cluster_id: u64,
+    },
 }
 
 /// What a client gets back.
@@ -57,12 +74,20 @@ pub enum ClientReply {
     /// The node cannot serve now (e.g. shutting down or overloaded); retry, possibly
     /// elsewhere, with the same sequence number.
     Unavailable(String),
+    /// The node cannot write to its data directory and is stopping: retry elsewhere, with
+    /// the same sequence number (the request may have been applied by the others).
+    StorageFailed(String),
 }
 
-/// A codec with the frame limit applied.
+/// A codec with the frame limit ([`FRAME_BYTES_MAX`]) applied.
 pub fn codec() -> LengthDelimitedCodec {
+    codec_within(FRAME_BYTES_MAX)
+}
+
+/// A codec refusing frames longer than `frame_bytes_max`.
+pub fn codec_within(frame_bytes_max: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
-        .max_frame_length(FRAME_BYTES_MAX)
+        .max_frame_length(frame_bytes_max)
         .new_codec()
 }
 

@@ -15,7 +15,7 @@ use kv_replication::types::{NodeId, Time};
 use kv_server::client::{Client, ClientOptions};
 use kv_server::config::{self, ClusterConfig, NodeConfig};
 use kv_server::node::{Core, DriverOptions};
-use kv_server::run::{run_node, Start};
+use kv_server::run::{run_node, NodeOptions, Start};
 use kv_server::wire::ClientReply;
 
 /// Applies each request at once and persists it; the reply rides behind the persist.
@@ -111,7 +111,7 @@ fn start(
             0,
             recover,
             stop_rx,
-            DriverOptions::default(),
+            NodeOptions::default(),
         ))
     });
     (stop_tx, handle)
@@ -158,7 +158,7 @@ fn acknowledged_writes_survive_shutdown_and_restart_through_both_front_doors() {
     );
     assert_eq!(resp(node.resp, b"APPEND a -x\r\n", 4), ":4\r\n");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut client = Client::new(vec![node.peer], 0, ClientOptions::default());
+    let mut client = Client::new(99, vec![node.peer], 0, ClientOptions::default());
     assert_eq!(
         rt.block_on(client.execute(Op::Put {
             key: "b".into(),
@@ -178,14 +178,18 @@ fn acknowledged_writes_survive_shutdown_and_restart_through_both_front_doors() {
     // A second start on the same directory recovers both writes.
     let (stop, handle) = start(config);
     assert_eq!(resp(node.resp, b"GET a\r\n", 10), "$4\r\nv1-x\r\n");
-    let mut client = Client::new(vec![node.peer], 0, ClientOptions::default());
+    let mut client = Client::new(99, vec![node.peer], 0, ClientOptions::default());
     assert_eq!(
         rt.block_on(client.execute(Op::Get { key: "b".into() }))
             .unwrap(),
         Reply::Value(Some("native".into()))
     );
     let status = rt
-        .block_on(kv_server::client::status(node.peer, Duration::from_secs(5)))
+        .block_on(kv_server::client::status(
+            99,
+            node.peer,
+            Duration::from_secs(5),
+        ))
         .unwrap();
     assert!(
         status.contains("keys: 2") && status.contains("ready: true"),
@@ -211,7 +215,7 @@ fn a_directory_without_its_stamp_starts_in_lost_disk_mode_and_a_foreign_stamp_is
                 Err::<Solo, String>(format!("wiped={wiped}"))
             },
             stop_rx,
-            DriverOptions::default(),
+            NodeOptions::default(),
         ))
         .map(|()| unreachable!("the factory always refuses"))
         .or_else(|e| match e.as_str() {
@@ -355,4 +359,199 @@ fn a_second_node_on_a_live_data_directory_is_refused_before_touching_it() {
     assert_eq!(resp(node.resp, b"GET k\r\n", 7), "$1\r\nv\r\n");
     stop.send(true).unwrap();
     handle.join().unwrap().unwrap();
+}
+
+/// A RESP connection to a node that is starting (its port may not be open yet).
+fn resp_connect(addr: SocketAddr) -> TcpStream {
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(stream) = TcpStream::connect(addr) {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            return stream;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "RESP port never opened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads until the bytes read end with `marker`; returns everything read.
+fn read_until(stream: &mut TcpStream, marker: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(marker) {
+        let n = stream
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("waiting for {marker:?} after {got:?}: {e}"));
+        assert!(
+            n > 0,
+            "connection closed waiting for {marker:?} after {got:?}"
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+#[test]
+fn a_frame_that_is_not_a_command_gets_a_protocol_error_and_the_connection_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cluster(dir.path());
+    let node = config.nodes[0].clone();
+    let (stop, handle) = start(config);
+    for frame in [
+        &b":1\r\n"[..],
+        b"*2\r\n$3\r\nGET\r\n*1\r\n$1\r\nk\r\n",
+        b"*1\r\n$-1\r\n",
+    ] {
+        let mut stream = resp_connect(node.resp);
+        stream.write_all(frame).unwrap();
+        // No shutdown of our side: the node must close the connection itself.
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).unwrap_or_else(|e| {
+            panic!(
+                "{:?}: connection left open after {:?}: {e}",
+                frame.escape_ascii().to_string(),
+                String::from_utf8_lossy(&reply)
+            )
+        });
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("-ERR Protocol error"), "{reply}");
+    }
+    // Unknown commands keep the connection.
+    let mut stream = resp_connect(node.resp);
+    stream.write_all(b"NOSUCH\r\nPING\r\n").unwrap();
+    let reply = read_until(&mut stream, b"+PONG\r\n");
+    assert!(reply.starts_with(b"-ERR unknown command"), "{reply:?}");
+    stop.send(true).unwrap();
+    handle.join().unwrap().unwrap();
+}
+
+#[test]
+fn hello_3_switches_a_connection_to_resp3_replies_and_hello_2_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cluster(dir.path());
+    let node = config.nodes[0].clone();
+    let (stop, handle) = start(config);
+    let mut stream = resp_connect(node.resp);
+    stream.write_all(b"SET k v\r\nHELLO 3\r\nPING\r\n").unwrap();
+    let reply = read_until(&mut stream, b"+PONG\r\n");
+    let text = String::from_utf8_lossy(&reply);
+    let hello = text
+        .strip_prefix("+OK\r\n")
+        .and_then(|t| t.strip_suffix("+PONG\r\n"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(hello.starts_with("%7\r\n$6\r\nserver\r\n"), "{hello}");
+    assert!(hello.contains("$5\r\nproto\r\n:3\r\n"), "{hello}");
+
+    // RESP3 nulls and maps; an other connection is still RESP2.
+    stream
+        .write_all(b"GET nope\r\nMGET k nope\r\nCONFIG GET maxmemory\r\nPING\r\n")
+        .unwrap();
+    let reply = read_until(&mut stream, b"+PONG\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "_\r\n*2\r\n$1\r\nv\r\n_\r\n%0\r\n+PONG\r\n"
+    );
+    let mut other = resp_connect(node.resp);
+    other.write_all(b"GET nope\r\nPING\r\n").unwrap();
+    assert_eq!(read_until(&mut other, b"+PONG\r\n"), b"$-1\r\n+PONG\r\n");
+    other.write_all(b"INFO\r\nPING\r\n").unwrap();
+    let info = read_until(&mut other, b"+PONG\r\n");
+    let info = String::from_utf8_lossy(&info);
+    assert!(info.contains("connected_clients:2\r\n"), "{info}");
+
+    // Back to RESP2; an unknown version is refused and changes nothing.
+    stream
+        .write_all(b"HELLO 2\r\nHELLO 4\r\nGET nope\r\nPING\r\n")
+        .unwrap();
+    let reply = read_until(&mut stream, b"+PONG\r\n");
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("*14\r\n$6\r\nserver\r\n"), "{text}");
+    assert!(text.contains("$5\r\nproto\r\n:2\r\n"), "{text}");
+    assert!(
+        text.ends_with("$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n-NOPROTO unsupported protocol version\r\n$-1\r\n+PONG\r\n"),
+        "{text}"
+    );
+    stop.send(true).unwrap();
+    handle.join().unwrap().unwrap();
+}
+
+#[test]
+fn clients_of_a_node_whose_disk_fails_get_errors_not_closed_connections() {
+    use kv_engine::fs::SimFs;
+    use kv_replication::kvgroup::Request;
+    use kv_replication::types::ClientId;
+    use kv_server::wire::{self, Frame};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = cluster(dir.path());
+    let node = config.nodes[0].clone();
+    let fs = SimFs::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let options = NodeOptions {
+        fs: std::sync::Arc::new(fs.clone()),
+        ..NodeOptions::default()
+    };
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(run_node(config, 0, recover, stop_rx, options))
+    });
+    let mut redis = resp_connect(node.resp);
+    redis.write_all(b"SET a 1\r\n").unwrap();
+    assert_eq!(read_until(&mut redis, b"\r\n"), b"+OK\r\n");
+    // A native client, introduced, before the disk fails.
+    let mut native = TcpStream::connect(node.peer).unwrap();
+    native
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let send_frame = |stream: &mut TcpStream, frame: &Frame<()>| {
+        let body = wire::encode(frame).unwrap();
+        stream
+            .write_all(&(body.len() as u32).to_be_bytes())
+            .unwrap();
+        stream.write_all(&body).unwrap();
+    };
+    send_frame(&mut native, &Frame::ClientHello { cluster_id: 99 });
+
+    fs.fail_next_syncs(u32::MAX);
+    redis.write_all(b"SET b 2\r\n").unwrap();
+    let reply = read_until(&mut redis, b"\r\n");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("-MISCONF "), "{reply}");
+    assert!(reply.contains("injected fsync failure"), "{reply}");
+
+    send_frame(
+        &mut native,
+        &Frame::Request {
+            tag: 1,
+            request: Request {
+                client: ClientId(5),
+                seq: 1,
+                command: Op::Put {
+                    key: "c".into(),
+                    value: "3".into(),
+                },
+            },
+        },
+    );
+    let mut len = [0u8; 4];
+    native.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    native.read_exact(&mut body).unwrap();
+    match wire::decode::<()>(&body).unwrap() {
+        Frame::Reply {
+            tag: 1,
+            reply: ClientReply::StorageFailed(why),
+            ..
+        } => assert!(why.contains("injected fsync failure"), "{why}"),
+        other => panic!("expected StorageFailed, got {other:?}"),
+    }
+    // Then the node stops on its own, saying why.
+    let err = handle.join().unwrap().unwrap_err();
+    assert!(err.contains("storage failed"), "{err}");
+    drop(stop_tx);
 }

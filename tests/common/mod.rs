@@ -16,11 +16,15 @@ use kv_server::config::{self, ClusterConfig, NodeConfig, CLUSTER_FILE};
 /// Generous bound for a cluster to become ready (hang guard only).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Adjusts how a node's process is started (its id, and the command about to run).
+pub type Configure = Box<dyn Fn(u32, &mut Command)>;
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub config: ClusterConfig,
     pub path: PathBuf,
     children: Vec<Option<Child>>,
+    configure: Configure,
 }
 
 fn free_listener() -> TcpListener {
@@ -34,6 +38,12 @@ fn loopback(port: u16) -> SocketAddr {
 impl Cluster {
     /// Lays out and starts an `n`-node cluster, and waits until every node is ready.
     pub fn start(n: u32) -> Cluster {
+        Cluster::start_with(n, Box::new(|_, _| {}))
+    }
+
+    /// [`Cluster::start`], with every node process (also on restarts) adjusted by
+    /// `configure` before it is spawned.
+    pub fn start_with(n: u32, configure: Configure) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         // Hold every listener until all ports are chosen, so no two are the same.
         let held: Vec<TcpListener> = (0..3 * n).map(|_| free_listener()).collect();
@@ -66,6 +76,7 @@ impl Cluster {
             config,
             path,
             children: (0..n).map(|_| None).collect(),
+            configure,
         };
         for id in 0..n {
             cluster.start_node(id);
@@ -88,16 +99,17 @@ impl Cluster {
             .append(true)
             .open(self.dir.path().join(format!("node-{id}.log")))
             .expect("node log");
-        let child = Command::new(env!("CARGO_BIN_EXE_kv"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kv"));
+        command
             .args(["node", "--cluster"])
             .arg(&self.path)
             .args(["--id", &id.to_string()])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn kv node");
+            .stderr(log);
+        (self.configure)(id, &mut command);
+        let child = command.spawn().expect("spawn kv node");
         self.children[id as usize] = Some(child);
     }
 
@@ -106,6 +118,48 @@ impl Cluster {
         if let Some(mut child) = self.children[id as usize].take() {
             child.kill().expect("SIGKILL");
             child.wait().expect("reap");
+        }
+    }
+
+    /// The process id of a running node.
+    pub fn pid(&self, id: u32) -> u32 {
+        self.children[id as usize]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {id} is not running"))
+            .id()
+    }
+
+    /// A running node's resident memory (`VmRSS` in /proc/PID/status), in bytes.
+    pub fn rss_bytes(&self, id: u32) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid(id)))
+            .expect("read /proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("VmRSS line");
+        kib * 1024
+    }
+
+    /// Waits for a node that is expected to exit (a refused start) and returns whether it
+    /// exited successfully.
+    pub fn wait_exit(&mut self, id: u32) -> bool {
+        let started = Instant::now();
+        loop {
+            let child = self.children[id as usize]
+                .as_mut()
+                .unwrap_or_else(|| panic!("node {id} is not running"));
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.children[id as usize] = None;
+                return status.success();
+            }
+            assert!(
+                started.elapsed() < READY_TIMEOUT,
+                "node {id} still running after {READY_TIMEOUT:?}; log:\n{}",
+                self.log(id)
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -136,7 +190,12 @@ impl Cluster {
     }
 
     pub fn client(&self, first: usize, options: ClientOptions) -> Client {
-        Client::new(self.peer_addresses(), first, options)
+        Client::new(
+            self.config.cluster_id,
+            self.peer_addresses(),
+            first,
+            options,
+        )
     }
 
     /// The status text of a node, if it answers.
@@ -146,8 +205,12 @@ impl Cluster {
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(kv_server::client::status(addr, Duration::from_secs(2)))
-            .ok()
+        rt.block_on(kv_server::client::status(
+            self.config.cluster_id,
+            addr,
+            Duration::from_secs(2),
+        ))
+        .ok()
     }
 
     pub fn wait_ready(&mut self, id: u32) {

@@ -33,6 +33,14 @@ impl<M: StateMachine> Replica<M> {
         if !self.phase.applies() {
             return;
         }
+        if std::mem::take(&mut self.snapshot_baseline_pending) {
+            // What the disk held after a restart is already on disk: only what comes next
+            // counts towards the next snapshot (so starting needs no more room than the
+            // node already uses).
+            self.snapshot_next = self.applied.next;
+            self.snapshot_min = self.paxos.min();
+            self.last_snapshot = now;
+        }
         let live = self.applied.machine.live_bytes();
         let size_due = self.log_bytes >= self.config.snapshot_log_bytes_min.max(live);
         let changed =

@@ -326,6 +326,9 @@ pub struct Replica<M: StateMachine> {
     last_snapshot: Time,
     last_apply: Time,
     snapshot_wanted: bool,
+    /// Set until the first settle after (re)start has applied what the disk held: what was
+    /// recovered is not a change since the last snapshot (a restart writes no snapshot).
+    snapshot_baseline_pending: bool,
     last_gossip: Option<Time>,
     gossip_now: bool,
 }
@@ -473,6 +476,7 @@ impl<M: StateMachine> Replica<M> {
             last_snapshot: now,
             last_apply: now,
             snapshot_wanted: false,
+            snapshot_baseline_pending: true,
             last_gossip: None,
             gossip_now: false,
         }
