@@ -21,6 +21,7 @@ pub mod codec;
 pub mod effects;
 pub mod kvgroup;
 pub mod linearizability;
+pub mod node;
 pub mod paxos;
 pub mod replica;
 pub mod rng;

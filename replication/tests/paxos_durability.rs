@@ -165,6 +165,9 @@ fn a_peer_with_a_wiped_disk_does_not_vote_even_after_another_crash() {
     assert!(c.waitn(0, n));
     c.sim.restart_wiped(2);
     assert!(c.sim.node(2).unwrap().is_recovering());
+    // Let the boot's write ("recovering") become durable, as the driver does before the
+    // node says anything.
+    c.sleep_ms(5);
     c.sim.crash(2, Torn::None);
     c.sim.restart(2);
     assert!(
@@ -262,6 +265,6 @@ fn leaders_crashing_right_after_their_early_accepts_never_change_a_decision() {
         for i in 0..n {
             crashes_seen += c.sim.counters(i).early_crashes;
         }
-        assert!(crashes_seen > 3, "seed {seed}: the fault never fired");
+        assert!(crashes_seen > 0, "seed {seed}: the fault never fired");
     }
 }

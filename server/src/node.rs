@@ -2,23 +2,18 @@
 //! effects in the crate-wide order — durable, then send, then reply.
 //!
 //! # Pipelining without breaking the order
-//! The core never waits for the disk. After each call, its `persist` effects go to the
-//! engine's group-commit writer (a separate thread; the core task never fsyncs), and the
-//! call's sends and client replies wait in an *outbox* as one step. Steps leave the outbox
-//! strictly in order, each only once every persist issued up to and including it is
-//! durable. A step with nothing to persist still waits for earlier steps: its messages may
-//! reveal state whose record is still in flight. So the core keeps handling messages while
+//! The core never waits for the disk. Each step's effects go through the same sans-IO
+//! [`Pipeline`] the simulator uses (see `kv_replication::node`): its writes go to the
+//! engine's group-commit writer (a separate thread; the core task never fsyncs), and its
+//! sends and client replies wait in the pipeline until every write they depend on is
+//! durable — early ones (a Paxos leader's accepts and decisions, forwarded requests, client
+//! replies) wait only for earlier steps' writes. So the core keeps handling messages while
 //! fsyncs are in flight, group commit batches many steps into one fsync, and nothing leaves
 //! the node before the state it depends on is on disk.
 //!
-//! What a core marks early (`send_early`, `events_early`: a Paxos leader's accepts and
-//! decisions, forwarded requests, client replies — see `kv_replication::effects`) goes out
-//! as a step of its own placed *before* the step's persists: it waits for earlier steps'
-//! persists but not for its own step's.
-//!
 //! A step is one burst: every input already queued when the task wakes (up to
-//! `BURST_INPUTS_MAX`), handled back to back between [`Core::hold`] and
-//! [`Core::release`], so the burst's requests share one instance and one fsync.
+//! `BURST_INPUTS_MAX`), handled back to back between [`Node::hold`] and
+//! [`Node::release`], so the burst's requests share one instance and one fsync.
 //!
 //! # Failure model
 //! A snapshot the store skips for want of room is counted, logged, and the node goes on:
@@ -33,65 +28,23 @@
 //! full per-peer queue drops messages (the protocols retransmit), so a slow or dead peer
 //! cannot exhaust memory.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kv_engine::group::{GroupCommit, GroupOptions};
+use kv_engine::kv::Reply;
 use kv_engine::store::Store;
 use kv_replication::effects::{Effects, Persist};
 use kv_replication::kvgroup::Request;
+use kv_replication::node::{Answer, Node, Pipeline};
 use kv_replication::types::{NodeId, Time};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::wire::ClientReply;
-
-/// A protocol core the driver can run.
-pub trait Core: Send + 'static {
-    /// Messages between replicas.
-    type Msg: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static;
-    /// Upward notifications.
-    type Event: Send + 'static;
-    /// A client request; the reply must come back as an event carrying `tag`.
-    fn on_request(
-        &mut self,
-        now: Time,
-        tag: u64,
-        request: Request,
-        out: &mut Effects<Self::Msg, Self::Event>,
-    );
-    /// A message from a peer.
-    fn on_message(
-        &mut self,
-        now: Time,
-        from: NodeId,
-        msg: Self::Msg,
-        out: &mut Effects<Self::Msg, Self::Event>,
-    );
-    /// Periodic work.
-    fn on_tick(&mut self, now: Time, out: &mut Effects<Self::Msg, Self::Event>);
-    /// Work due right after (re)start, before any input.
-    fn on_boot(&mut self, _now: Time, _out: &mut Effects<Self::Msg, Self::Event>) {}
-    /// Called before a burst of inputs handled back to back: the core may hold back work
-    /// that batches better once the whole burst is in (e.g. starting a new instance).
-    fn hold(&mut self) {}
-    /// Called after the burst: do what [`Core::hold`] held back.
-    fn release(&mut self, _now: Time, _out: &mut Effects<Self::Msg, Self::Event>) {}
-    /// The client reply an event carries, if any.
-    fn reply_of(event: Self::Event) -> Option<(u64, ClientReply)>;
-    /// Status as `(name, value)` pairs, for `kv admin status` and `/metrics`.
-    fn status(&self) -> Vec<(&'static str, String)>;
-    /// Whether the core can serve (false while rebuilding after a lost disk).
-    fn is_ready(&self) -> bool;
-    /// The node this core believes leads, if any: told to native clients with each reply
-    /// so they can send there directly and save the forwarding hop.
-    fn leader(&self) -> Option<NodeId> {
-        None
-    }
-}
 
 /// Most inputs taken in one burst before the core's held-back work is released.
 const BURST_INPUTS_MAX: usize = 256;
@@ -108,7 +61,7 @@ pub struct DriverOptions {
     pub inputs_max: usize,
     /// Group-commit tunables.
     pub group: GroupOptions,
-    /// Where the driver publishes [`Core::leader`] after every step.
+    /// Where the driver publishes [`Node::leader`] after every step.
     pub leader: LeaderHint,
 }
 
@@ -227,16 +180,32 @@ pub trait PeerSender<M>: Send + 'static {
     fn send(&self, to: NodeId, msg: M) -> bool;
 }
 
-/// One call's sends and replies, waiting for the persist `ticket` to be durable.
-struct Step<M, E> {
-    ticket: u64,
-    send: Vec<(NodeId, M)>,
-    events: Vec<E>,
+/// A core the production driver serves: a [`Node`] taking the native protocol's requests
+/// and giving its replies, whose messages travel the wire. Every such node is one.
+pub trait Core:
+    Node<Request = Request, Reply = Reply, Msg = <Self as Core>::Wire, Event = <Self as Core>::Up>
+    + Send
+    + 'static
+{
+    /// The node's messages, as they travel between nodes.
+    type Wire: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static;
+    /// The node's events.
+    type Up: Clone + Debug + Send + 'static;
+}
+
+impl<C> Core for C
+where
+    C: Node<Request = Request, Reply = Reply> + Send + 'static,
+    C::Msg: Serialize + DeserializeOwned + Send + Sync + 'static,
+    C::Event: Send + 'static,
+{
+    type Wire = C::Msg;
+    type Up = C::Event;
 }
 
 /// Runs `core` until `shutdown` flips to true or the store fails. Returns the reason it
 /// stopped with an error, if it did.
-pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
+pub async fn run_core<C, P>(
     mut core: C,
     store: Store,
     peers: P,
@@ -244,7 +213,11 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
     mut shutdown: watch::Receiver<bool>,
     options: DriverOptions,
     on_ready: Option<Box<dyn FnOnce() + Send>>,
-) -> Result<(), String> {
+) -> Result<(), String>
+where
+    C: Core,
+    P: PeerSender<C::Msg>,
+{
     let commit = Arc::new(GroupCommit::start(store, options.group));
     let (durable_tx, mut durable_rx) = mpsc::unbounded_channel::<Result<u64, String>>();
     let reports = Reports {
@@ -257,13 +230,9 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let mut out: Effects<C::Msg, C::Event> = Effects::new();
-    let mut outbox: VecDeque<Step<C::Msg, C::Event>> = VecDeque::new();
-    let mut issued = 0u64;
-    // Every ticket up to `durable` is durable. Tickets may complete out of order (a
-    // snapshot is written on its own thread while later appends are synced), so later
-    // ones wait in `completed` until the gap closes.
-    let mut durable = 0u64;
-    let mut completed = std::collections::BTreeSet::new();
+    // Tickets may complete out of order (a snapshot is written on its own thread while
+    // later appends are synced): the pipeline releases in step order regardless.
+    let mut pipeline: Pipeline<C::Msg, C::Event> = Pipeline::new();
     let mut next_tag = 0u64;
     let mut waiting: BTreeMap<u64, oneshot::Sender<ClientReply>> = BTreeMap::new();
     let mut dropped = 0u64;
@@ -283,12 +252,7 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
             }
             done = durable_rx.recv() => {
                 match done {
-                    Some(Ok(ticket)) => {
-                        completed.insert(ticket);
-                        while completed.remove(&(durable + 1)) {
-                            durable += 1;
-                        }
-                    }
+                    Some(Ok(ticket)) => pipeline.durable(ticket),
                     Some(Err(reason)) => {
                         failed = Some(reason);
                         break;
@@ -328,53 +292,40 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
             _ = ticker.tick() => core.on_tick(now(), &mut out),
         }
 
-        // Early sends wait only for earlier calls' persists, not this call's.
-        if !out.send_early.is_empty() || !out.events_early.is_empty() {
-            outbox.push_back(Step {
-                ticket: issued,
-                send: std::mem::take(&mut out.send_early),
-                events: std::mem::take(&mut out.events_early),
-            });
-        }
-        // Persist first (asynchronously), then queue this call's sends and replies behind it.
-        if !out.persist.is_empty() {
-            let persist = std::mem::take(&mut out.persist);
-            let must_sync = persist.iter().any(|p| match p {
-                Persist::Record { sync, .. } => *sync,
-                Persist::Snapshot(_) => true,
-            });
-            let ticket = must_sync.then(|| {
-                issued += 1;
-                issued
-            });
+        // Writes to the disk (asynchronously); sends and replies wait in the pipeline.
+        if let Some(writes) = pipeline.step(&mut out) {
             // Lazy records (no ticket) are appended in order and made durable by some
-            // later sync; this call's sends need not wait for them.
-            if let Err(reason) = submit(&commit, persist, ticket, &reports) {
+            // later sync; nothing waits for them.
+            if let Err(reason) = submit(&commit, writes.persist, writes.ticket, &reports) {
                 failed = Some(reason);
                 break;
             }
         }
-        if !out.send.is_empty() || !out.events.is_empty() {
-            outbox.push_back(Step {
-                ticket: issued,
-                send: std::mem::take(&mut out.send),
-                events: std::mem::take(&mut out.events),
-            });
-        }
-        // Release every step whose persists are durable, in order.
-        while outbox.front().is_some_and(|s| s.ticket <= durable) {
-            let step = outbox.pop_front().expect("front exists");
-            for (to, msg) in step.send {
-                if !peers.send(to, msg) {
-                    dropped += 1;
-                }
+        // Release, in order, everything whose writes are durable.
+        let released = pipeline.release();
+        for (to, msg) in released.send {
+            if !peers.send(to, msg) {
+                dropped += 1;
             }
-            for event in step.events {
-                if let Some((tag, reply)) = C::reply_of(event) {
+        }
+        for event in released.events {
+            match C::answer(&event) {
+                Some(Answer::Reply { tag, reply }) => {
                     if let Some(client) = waiting.remove(&tag) {
-                        let _ = client.send(reply);
+                        let _ = client.send(ClientReply::Done(reply));
                     }
                 }
+                Some(Answer::Dropped { tag }) => {
+                    if let Some(client) = waiting.remove(&tag) {
+                        let _ = client.send(ClientReply::Unavailable(
+                            "the replica dropped the request; retry".into(),
+                        ));
+                    }
+                }
+                Some(Answer::Halted { reason }) => {
+                    tracing::error!(%reason, "the replica halted: it cannot apply the log");
+                }
+                None => {}
             }
         }
         options.leader.set(core.leader());
@@ -385,9 +336,9 @@ pub async fn run_core<C: Core, P: PeerSender<C::Msg>>(
         // Report readiness only once the state that made the core ready is durable.
         if on_ready.is_some() {
             if ready_at.is_none() && core.is_ready() {
-                ready_at = Some(issued);
+                ready_at = Some(pipeline.issued());
             }
-            if ready_at.is_some_and(|ticket| ticket <= durable) {
+            if ready_at.is_some_and(|ticket| pipeline.is_durable(ticket)) {
                 (on_ready.take().expect("checked"))();
             }
         }
@@ -438,7 +389,7 @@ async fn refuse_inputs<M>(
 }
 
 /// The node's status as operators see it.
-fn status<C: Core>(core: &C, commit: &GroupCommit, reports: &Reports, dropped: u64) -> Status {
+fn status<C: Node>(core: &C, commit: &GroupCommit, reports: &Reports, dropped: u64) -> Status {
     let stats = commit.stats();
     let group = commit.group_stats();
     Status {

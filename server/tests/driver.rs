@@ -11,10 +11,11 @@ use std::time::Duration;
 use kv_engine::kv::{KvState, Op, Reply};
 use kv_replication::effects::{Effects, Persist};
 use kv_replication::kvgroup::Request;
+use kv_replication::node::{Answer, Node};
 use kv_replication::types::{NodeId, Time};
 use kv_server::client::{Client, ClientOptions};
 use kv_server::config::{self, ClusterConfig, NodeConfig};
-use kv_server::node::{Core, DriverOptions};
+use kv_server::node::DriverOptions;
 use kv_server::run::{run_node, NodeOptions, Start};
 use kv_server::wire::ClientReply;
 
@@ -25,9 +26,13 @@ struct Solo {
 
 const RECORD: u8 = 7;
 
-impl Core for Solo {
+impl Node for Solo {
     type Msg = ();
+    type Request = Request;
+    type Reply = Reply;
     type Event = (u64, Reply);
+
+    fn on_boot(&mut self, _: Time, _: &mut Effects<(), (u64, Reply)>) {}
 
     fn on_request(
         &mut self,
@@ -49,8 +54,27 @@ impl Core for Solo {
 
     fn on_tick(&mut self, _: Time, _: &mut Effects<(), (u64, Reply)>) {}
 
-    fn reply_of((tag, reply): (u64, Reply)) -> Option<(u64, ClientReply)> {
-        Some((tag, ClientReply::Done(reply)))
+    fn answer((tag, reply): &(u64, Reply)) -> Option<Answer<Reply>> {
+        Some(Answer::Reply {
+            tag: *tag,
+            reply: reply.clone(),
+        })
+    }
+
+    fn is_response(_: &()) -> bool {
+        false
+    }
+
+    fn summarize(_: &()) -> String {
+        String::new()
+    }
+
+    fn wire_bytes(_: &()) -> usize {
+        0
+    }
+
+    fn retained_bytes(&self) -> u64 {
+        self.state.live_bytes()
     }
 
     fn status(&self) -> Vec<(&'static str, String)> {

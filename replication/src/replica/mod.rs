@@ -19,6 +19,7 @@
 //! | `rebuild.rs` | lost-disk rebuild and the restart check, with the safety argument |
 //! | `applied.rs`, `sessions.rs`, `machine.rs` | the replicated state, at-most-once, the machine contract |
 //! | `durable.rs`, `frames.rs`, `message.rs`, `peers.rs` | disk and wire formats, peer memory |
+//! | `node.rs` | the replica as a [`crate::node::Node`], for every driver |
 //!
 //! # Invariants
 //!
@@ -54,6 +55,7 @@ mod frames;
 mod link;
 pub mod machine;
 pub mod message;
+mod node;
 pub mod peers;
 mod rebuild;
 mod requests;

@@ -109,6 +109,7 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
             crash_after_early_send: 0.01,
         },
     );
+    options.random_speeds(&mut rng);
     let mut cluster = KvCluster::with(seed, options, |_| {});
     let mut schedule = Schedule {
         rng,

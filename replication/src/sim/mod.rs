@@ -8,7 +8,7 @@
 //! crash (unsynced disk writes are lost, the last one possibly torn) and restart from their
 //! disk, or restart with a wiped disk.
 //!
-//! It is generic over [`Node`] (the core: messages, ticks, effects) and [`Host`] (a
+//! It is generic over [`Node`] (the core contract every driver runs) and [`Host`] (a
 //! restartable factory: a (re)start rebuilds a node from its durable state only, and the
 //! host checks invariants after every step).
 //!
@@ -16,10 +16,15 @@
 //! at equal times run in scheduling order; iteration is over ordered maps. Running a seed
 //! twice gives the same [`Sim::trace_hash`].
 //!
-//! Effects are applied in the crate's order (see [`crate::effects`]): early messages and
-//! events first (optionally followed by a crash, [`Faults::crash_after_early_send`]), then
-//! records are appended and synced (snapshots written) before any other message of the same
-//! step is sent, and the remaining events reach the host last.
+//! Effects go through the same [`Pipeline`] the production driver uses (see
+//! [`crate::node`]): a step's records are appended at once, and made durable by a simulated
+//! fsync that completes [`SimOptions::fsync_latency`] later (one fsync covers every record
+//! appended before it starts, as group commit does), while the node goes on handling
+//! inputs; its sends and events leave when the pipeline releases them. A crash while an
+//! fsync is in flight loses its records (possibly tearing them) and everything queued
+//! behind them. Messages that reach a node while it is busy ([`SimOptions::step_cost`])
+//! wait and are handled as one burst between `hold` and `release`, as the driver does.
+//! Nodes can also crash right after their early sends ([`Faults::crash_after_early_send`]).
 
 pub mod kv;
 pub mod kv_sweep;
@@ -29,7 +34,6 @@ pub mod sweep;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +43,8 @@ use kv_engine::store::{Recovered, Store, StoreOptions};
 use kv_engine::wal::WalOptions;
 
 use crate::effects::{Effects, Persist};
+pub use crate::node::Node;
+use crate::node::{Pipeline, Writes};
 use crate::rng::Rng;
 use crate::types::{NodeId, Time};
 
@@ -47,35 +53,6 @@ pub const UNRELIABLE_REQUEST_LOSS: f64 = 0.1;
 /// Probability that an unreliable node's reply is lost after the request ran (lab: 20%
 /// of the survivors, 18% overall).
 pub const UNRELIABLE_REPLY_LOSS: f64 = 0.2;
-
-/// A protocol core the simulator can drive.
-pub trait Node {
-    /// Messages between nodes.
-    type Msg: Clone + fmt::Debug;
-    /// Upward notifications.
-    type Event: fmt::Debug;
-    /// Handles one message.
-    fn on_message(
-        &mut self,
-        now: Time,
-        from: NodeId,
-        msg: Self::Msg,
-        out: &mut Effects<Self::Msg, Self::Event>,
-    );
-    /// Runs once right after the node is built, before any input.
-    fn on_boot(&mut self, now: Time, out: &mut Effects<Self::Msg, Self::Event>);
-    /// Periodic work.
-    fn on_tick(&mut self, now: Time, out: &mut Effects<Self::Msg, Self::Event>);
-    /// True for replies (delivered even to deaf nodes; lost by unreliable senders).
-    fn is_response(msg: &Self::Msg) -> bool;
-    /// A one-line description for traces (no bulky payloads).
-    fn summarize(msg: &Self::Msg) -> String;
-    /// The message's size on the wire (an estimate), for the bandwidth model and the
-    /// message size limit.
-    fn wire_bytes(msg: &Self::Msg) -> usize;
-    /// Bytes the protocol keeps in memory.
-    fn retained_bytes(&self) -> u64;
-}
 
 /// What a host gets to build a node from.
 pub struct Boot {
@@ -203,6 +180,11 @@ pub struct SimOptions {
     /// Messages larger than this are lost, as the transport refuses a frame over its limit
     /// (and closes the connection).
     pub message_bytes_max: usize,
+    /// How long a node's fsync takes: its sends and replies wait that long behind it.
+    pub fsync_latency: Duration,
+    /// Virtual time one input keeps a node busy; messages arriving meanwhile are handled
+    /// together as one burst (zero: every message alone, at once).
+    pub step_cost: Duration,
 }
 
 impl SimOptions {
@@ -223,7 +205,18 @@ impl SimOptions {
             faults: Faults::none(),
             trace_lines: 0,
             message_bytes_max: usize::MAX,
+            fsync_latency: Duration::from_micros(200),
+            step_cost: Duration::ZERO,
         }
+    }
+}
+
+impl SimOptions {
+    /// Draws a node's speeds for a sweep seed: an fsync latency from 0 to 2 ms and a cost
+    /// per input from 0 to 50 µs (so inputs also arrive in bursts).
+    pub fn random_speeds(&mut self, rng: &mut Rng) {
+        self.fsync_latency = Duration::from_micros(rng.below(2_001));
+        self.step_cost = Duration::from_micros(rng.below(51));
     }
 }
 
@@ -238,7 +231,7 @@ pub struct Counters {
     pub early_crashes: u64,
 }
 
-struct Slot<N> {
+struct Slot<N: Node> {
     node: Option<N>,
     fs: SimFs,
     store: Option<Store>,
@@ -247,11 +240,19 @@ struct Slot<N> {
     unreliable: bool,
     counters: Counters,
     incarnation: u64,
+    pipeline: Pipeline<N::Msg, N::Event>,
+    /// The fsync in flight: it makes durable every ticket up to this one.
+    syncing: Option<u64>,
+    /// Messages waiting for the busy node, and whether a run is scheduled.
+    inbox: VecDeque<(NodeId, N::Msg)>,
+    run_scheduled: bool,
 }
 
 enum Pending<M> {
     Deliver { from: NodeId, to: NodeId, msg: M },
     Tick { node: NodeId, incarnation: u64 },
+    Fsync { node: NodeId, incarnation: u64 },
+    Run { node: NodeId, incarnation: u64 },
 }
 
 /// The simulator. See the module docs.
@@ -305,6 +306,10 @@ impl<H: Host> Sim<H> {
                 unreliable: false,
                 counters: Counters::default(),
                 incarnation: 0,
+                pipeline: Pipeline::new(),
+                syncing: None,
+                inbox: VecDeque::new(),
+                run_scheduled: false,
             });
             sim.boot(NodeId(i as u32), false);
         }
@@ -383,6 +388,8 @@ impl<H: Host> Sim<H> {
         match pending {
             Pending::Deliver { from, to, msg } => self.deliver(from, to, msg),
             Pending::Tick { node, incarnation } => self.tick(node, incarnation),
+            Pending::Fsync { node, incarnation } => self.fsync_done(node, incarnation),
+            Pending::Run { node, incarnation } => self.run_burst(node, incarnation),
         }
         true
     }
@@ -457,72 +464,192 @@ impl<H: Host> Sim<H> {
         }
         self.record("deliver", from, to, &msg);
         self.slots[i].counters.received += 1;
-        let now = self.now;
-        let mut out = Effects::new();
-        if let Some(n) = self.slots[i].node.as_mut() {
-            n.on_message(now, from, msg, &mut out);
+        self.slots[i].inbox.push_back((from, msg));
+        if !self.slots[i].run_scheduled {
+            self.slots[i].run_scheduled = true;
+            let incarnation = self.slots[i].incarnation;
+            let at = self.now;
+            self.schedule(
+                at,
+                Pending::Run {
+                    node: to,
+                    incarnation,
+                },
+            );
         }
-        self.apply(to, out);
     }
 
-    fn apply(&mut self, id: NodeId, out: Out<H>) {
-        let seed = self.seed;
+    /// Handles every message waiting for node `id` as one burst, then keeps the node busy
+    /// for `step_cost` per message (messages arriving meanwhile form the next burst).
+    fn run_burst(&mut self, id: NodeId, incarnation: u64) {
         let i = id.index();
-        if !out.send_early.is_empty() || !out.events_early.is_empty() {
-            self.slots[i].counters.sent += out.send_early.len() as u64;
-            for (to, msg) in out.send_early {
-                self.send(id, to, msg);
-            }
-            if let Some(node) = self.slots[i].node.as_ref() {
-                self.host.observe(id, node, &out.events_early);
-            }
-            let p = self.options.faults.crash_after_early_send;
-            if p > 0.0 && self.rng.chance(p) {
-                self.slots[i].counters.early_crashes += 1;
-                let torn = Torn::Prefix(self.rng.next_u64());
-                self.crash(i, torn);
-                self.restart(i);
-                return;
-            }
+        if self.slots[i].incarnation != incarnation {
+            return;
         }
-        let slot = &mut self.slots[i];
-        if !out.persist.is_empty() {
-            let store = slot.store.as_mut().expect("a running node has a store");
-            let mut must_sync = false;
-            for p in out.persist {
-                match p {
-                    Persist::Record {
-                        kind,
-                        payload,
-                        sync,
-                    } => {
-                        store
-                            .append(kind, &payload)
-                            .unwrap_or_else(|e| panic!("seed {seed}: {id} append: {e}"));
-                        must_sync |= sync;
-                    }
-                    Persist::Snapshot(source) => {
-                        // Writing a snapshot syncs the log up to it first.
-                        let index = store.next_index() - 1;
-                        store
-                            .write_snapshot_from(index, &*source)
-                            .unwrap_or_else(|e| panic!("seed {seed}: {id} snapshot: {e}"));
-                        must_sync = false;
-                    }
+        self.slots[i].run_scheduled = false;
+        let burst: Vec<(NodeId, <H::Node as Node>::Msg)> = self.slots[i].inbox.drain(..).collect();
+        if burst.is_empty() {
+            return;
+        }
+        let count = burst.len() as u32;
+        let now = self.now;
+        let mut out = Effects::new();
+        let Some(n) = self.slots[i].node.as_mut() else {
+            return;
+        };
+        n.hold();
+        for (from, msg) in burst {
+            n.on_message(now, from, msg, &mut out);
+        }
+        n.release(now, &mut out);
+        self.apply(id, out);
+        let cost = self.options.step_cost * count;
+        if !cost.is_zero() && self.slots[i].node.is_some() {
+            // Busy: what arrives meanwhile waits in the inbox for the next run.
+            self.slots[i].run_scheduled = true;
+            let incarnation = self.slots[i].incarnation;
+            let at = now + cost;
+            self.schedule(
+                at,
+                Pending::Run {
+                    node: id,
+                    incarnation,
+                },
+            );
+        }
+    }
+
+    /// Runs one step's effects through the node's pipeline: writes now, sends and events
+    /// as the pipeline releases them.
+    fn apply(&mut self, id: NodeId, mut out: Out<H>) {
+        let i = id.index();
+        let early = !out.send_early.is_empty() || !out.events_early.is_empty();
+        let writes = self.slots[i].pipeline.step(&mut out);
+        let ticket = writes.as_ref().and_then(|w| w.ticket);
+        if let Some(writes) = writes {
+            self.write(id, writes);
+        }
+        self.release(id);
+        let p = self.options.faults.crash_after_early_send;
+        if early && ticket.is_some() && p > 0.0 && self.rng.chance(p) {
+            // The window early sends open: they are out, the step's writes are not durable.
+            self.slots[i].counters.early_crashes += 1;
+            let torn = Torn::Prefix(self.rng.next_u64());
+            self.crash(i, torn);
+            self.restart(i);
+            return;
+        }
+        if ticket.is_some() {
+            self.sync_soon(id);
+        }
+    }
+
+    /// Appends a step's records (durable only once synced) and writes its snapshots (which
+    /// sync the log first, so everything appended so far is durable after one).
+    fn write(&mut self, id: NodeId, writes: Writes) {
+        let seed = self.seed;
+        let slot = &mut self.slots[id.index()];
+        let store = slot.store.as_mut().expect("a running node has a store");
+        let mut synced = false;
+        for persist in writes.persist {
+            match persist {
+                Persist::Record { kind, payload, .. } => {
+                    store
+                        .append(kind, &payload)
+                        .unwrap_or_else(|e| panic!("seed {seed}: {id} append: {e}"));
+                    synced = false;
+                }
+                Persist::Snapshot(source) => {
+                    let index = store.next_index() - 1;
+                    store
+                        .write_snapshot_from(index, &*source)
+                        .unwrap_or_else(|e| panic!("seed {seed}: {id} snapshot: {e}"));
+                    synced = true;
                 }
             }
-            if must_sync {
-                store
-                    .sync()
-                    .unwrap_or_else(|e| panic!("seed {seed}: {id} sync: {e}"));
-            }
         }
-        self.slots[i].counters.sent += out.send.len() as u64;
-        for (to, msg) in out.send {
+        if synced {
+            let issued = slot.pipeline.issued();
+            slot.pipeline.durable_through(issued);
+        }
+    }
+
+    /// Makes what was appended durable: at once without fsync latency, else by an fsync
+    /// that completes later (one at a time; appends made meanwhile wait for the next).
+    fn sync_soon(&mut self, id: NodeId) {
+        let i = id.index();
+        let latency = self.options.fsync_latency;
+        if latency.is_zero() {
+            self.sync_now(id);
+            return;
+        }
+        if self.slots[i].syncing.is_some()
+            || self.slots[i]
+                .pipeline
+                .is_durable(self.slots[i].pipeline.issued())
+        {
+            return;
+        }
+        self.slots[i].syncing = Some(self.slots[i].pipeline.issued());
+        let incarnation = self.slots[i].incarnation;
+        let at = self.now + latency;
+        self.schedule(
+            at,
+            Pending::Fsync {
+                node: id,
+                incarnation,
+            },
+        );
+    }
+
+    fn sync_now(&mut self, id: NodeId) {
+        let seed = self.seed;
+        let slot = &mut self.slots[id.index()];
+        let Some(store) = slot.store.as_mut() else {
+            return;
+        };
+        store
+            .sync()
+            .unwrap_or_else(|e| panic!("seed {seed}: {id} sync: {e}"));
+        let issued = slot.pipeline.issued();
+        slot.pipeline.durable_through(issued);
+        self.release(id);
+    }
+
+    fn fsync_done(&mut self, id: NodeId, incarnation: u64) {
+        let i = id.index();
+        if self.slots[i].incarnation != incarnation || self.slots[i].node.is_none() {
+            return;
+        }
+        let Some(through) = self.slots[i].syncing.take() else {
+            return;
+        };
+        let seed = self.seed;
+        if let Some(store) = self.slots[i].store.as_mut() {
+            store
+                .sync()
+                .unwrap_or_else(|e| panic!("seed {seed}: {id} sync: {e}"));
+        }
+        self.slots[i].pipeline.durable_through(through);
+        self.release(id);
+        if !self.slots[i]
+            .pipeline
+            .is_durable(self.slots[i].pipeline.issued())
+        {
+            self.sync_soon(id);
+        }
+    }
+
+    /// Sends and reports what the node's pipeline lets go.
+    fn release(&mut self, id: NodeId) {
+        let i = id.index();
+        let released = self.slots[i].pipeline.release();
+        self.slots[i].counters.sent += released.send.len() as u64;
+        for (to, msg) in released.send {
             self.send(id, to, msg);
         }
         if let Some(node) = self.slots[i].node.as_ref() {
-            self.host.observe(id, node, &out.events);
+            self.host.observe(id, node, &released.events);
         }
     }
 
@@ -696,6 +823,10 @@ impl<H: Host> Sim<H> {
         slot.node = None;
         slot.store = None;
         slot.incarnation += 1;
+        slot.pipeline = Pipeline::new();
+        slot.syncing = None;
+        slot.inbox.clear();
+        slot.run_scheduled = false;
         slot.fs.crash(torn);
     }
 
@@ -750,15 +881,15 @@ impl<H: Host> Sim<H> {
         let slot = &mut self.slots[i];
         slot.node = Some(node);
         slot.store = Some(store);
+        // A new life: whatever was scheduled for the old one (ticks, fsyncs) is void.
+        slot.incarnation += 1;
+        let incarnation = slot.incarnation;
         let now = self.now;
         let mut out = Effects::new();
         if let Some(n) = slot.node.as_mut() {
             n.on_boot(now, &mut out);
         }
         self.apply(id, out);
-        let slot = &mut self.slots[i];
-        slot.incarnation += 1;
-        let incarnation = slot.incarnation;
         let first = self.rng.below(self.options.tick.as_micros() as u64 + 1);
         let at = self.now + Duration::from_micros(first);
         self.schedule(

@@ -14,12 +14,19 @@ use bytes::Bytes;
 
 use super::{Boot, Host, Node, Sim, SimOptions};
 use crate::effects::Effects;
+use crate::node::Answer;
 use crate::paxos::{Body, Config, Event, Fate, Message, Paxos, Seq};
 use crate::types::{NodeId, Time};
 
 impl Node for Paxos {
     type Msg = Message;
+    type Request = ();
+    type Reply = ();
     type Event = Event;
+
+    fn on_boot(&mut self, _now: Time, out: &mut Effects<Message, Event>) {
+        Paxos::on_boot(self, out)
+    }
 
     fn on_message(
         &mut self,
@@ -31,12 +38,15 @@ impl Node for Paxos {
         Paxos::on_message(self, now, from, msg, out)
     }
 
-    fn on_boot(&mut self, _now: Time, out: &mut Effects<Message, Event>) {
-        Paxos::on_boot(self, out)
-    }
+    /// Paxos takes no client requests (the lab's interface is calls: `start`, `status`).
+    fn on_request(&mut self, _: Time, _: u64, (): (), _: &mut Effects<Message, Event>) {}
 
     fn on_tick(&mut self, now: Time, out: &mut Effects<Message, Event>) {
         Paxos::on_tick(self, now, out)
+    }
+
+    fn answer(_: &Event) -> Option<Answer<()>> {
+        None
     }
 
     fn is_response(msg: &Message) -> bool {
@@ -74,12 +84,23 @@ impl Node for Paxos {
         }
     }
 
+    fn wire_bytes(msg: &Message) -> usize {
+        msg.wire_bytes()
+    }
+
     fn retained_bytes(&self) -> u64 {
         Paxos::retained_bytes(self)
     }
 
-    fn wire_bytes(msg: &Message) -> usize {
-        msg.wire_bytes()
+    fn status(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("promised", self.promised().to_string()),
+            ("min", self.min().to_string()),
+        ]
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.is_silent()
     }
 }
 

@@ -1,54 +1,14 @@
 //! Replicas of the library ([`Replica`], over any [`StateMachine`]) on the simulator: the
-//! [`Node`] binding and the [`ReplicaHost`] that boots replicas from their disks and checks,
+//! [`ReplicaHost`] that boots replicas from their disks and checks,
 //! after every step, that replicas which applied the same number of instances applied the
 //! same values (equal hash chains), and that no replica halts.
 
 use std::collections::BTreeMap;
 
-use super::{Boot, Host, Node};
-use crate::effects::Effects;
+use super::{Boot, Host};
 use crate::paxos::Seq;
-use crate::replica::{Event, Message, Replica, ReplicaConfig, StateMachine};
-use crate::types::{NodeId, Time};
-
-impl<M: StateMachine> Node for Replica<M> {
-    type Msg = Message<M::Command>;
-    type Event = Event<M::Reply>;
-
-    fn on_message(
-        &mut self,
-        now: Time,
-        from: NodeId,
-        msg: Self::Msg,
-        out: &mut Effects<Self::Msg, Self::Event>,
-    ) {
-        Replica::on_message(self, now, from, msg, out)
-    }
-
-    fn on_boot(&mut self, now: Time, out: &mut Effects<Self::Msg, Self::Event>) {
-        Replica::on_boot(self, now, out)
-    }
-
-    fn on_tick(&mut self, now: Time, out: &mut Effects<Self::Msg, Self::Event>) {
-        Replica::on_tick(self, now, out)
-    }
-
-    fn is_response(msg: &Self::Msg) -> bool {
-        msg.is_response()
-    }
-
-    fn summarize(msg: &Self::Msg) -> String {
-        msg.summary()
-    }
-
-    fn wire_bytes(msg: &Self::Msg) -> usize {
-        msg.wire_bytes(M::command_bytes)
-    }
-
-    fn retained_bytes(&self) -> u64 {
-        Replica::retained_bytes(self)
-    }
-}
+use crate::replica::{Event, Replica, ReplicaConfig, StateMachine};
+use crate::types::NodeId;
 
 /// Boots replicas and checks that they apply the same log.
 pub struct ReplicaHost<M: StateMachine> {

@@ -69,6 +69,7 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
             crash_after_early_send: 0.02,
         },
     );
+    options.random_speeds(&mut rng);
     let mut cluster = PaxosCluster::with(seed, options, |_| {});
     let mut schedule = Schedule {
         rng,
