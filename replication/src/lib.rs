@@ -10,15 +10,24 @@
 //!
 //! # Modules
 //!
-//! - [`types`], [`rng`], [`effects`], [`codec`]: node ids and virtual time, the seeded
-//!   generator, the effects contract (persist, then send, then reply), the one encoding.
+//! - [`types`], [`rng`], [`timing`], [`codec`]: node and client ids and virtual time, the
+//!   seeded generator, the one rule for waits that grow, the one encoding.
+//! - [`effects`], [`node`]: what a core asks its driver to do and in which order; the one
+//!   node contract and the [`node::Pipeline`] every driver orders effects with.
 //! - [`paxos`]: the Lab 3A interface on a Multi-Paxos core (stable leader, pipelined
-//!   instances, durable acceptor state).
-//! - `sim` (feature `sim`): the deterministic simulator, generic over a node trait, with
-//!   the Paxos host and lab-style cluster harness.
+//!   instances, durable acceptor state, bounded messages).
+//! - [`replica`]: the replicated state machine library (batching, the Paxos link, catch-up
+//!   and state transfer, compaction, lost-disk rebuild, the restart check, at-most-once),
+//!   generic over a [`replica::StateMachine`].
+//! - [`kvgroup`]: the kv group, the library's first user.
+//! - [`linearizability`]: the history checker every simulated and real-process test uses.
+//! - [`formats`]: a sample of every persisted format, for the golden tests.
+//! - `sim` (feature `sim`): the deterministic simulator (network, disks with fsync
+//!   latency, crashes, restores), the lab-style harnesses and the seeded sweeps.
 
 pub mod codec;
 pub mod effects;
+pub mod formats;
 pub mod kvgroup;
 pub mod linearizability;
 pub mod node;

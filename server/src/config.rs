@@ -70,6 +70,14 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// The data directory was written in a format this build does not read.
+    #[error("{path}: the data directory is in format {found}, this build reads format {DATA_FORMAT} (format 0 or 1: written by an earlier version of kv, before formats were versioned); start this node on an empty directory and it rebuilds from its peers")]
+    WrongFormat {
+        /// The stamp file.
+        path: PathBuf,
+        /// The format it names.
+        found: u32,
+    },
     /// The stamp in a data directory belongs to another cluster or node.
     #[error("{path}: stamp says cluster {found_cluster} node {found_node}, expected cluster {cluster} node {node}; refusing to use another node's data")]
     WrongStamp {
@@ -333,7 +341,18 @@ impl Created {
 struct Stamp {
     cluster_id: u64,
     node: u32,
+    /// The data directory's format ([`DATA_FORMAT`]); stamps written before formats were
+    /// versioned have none.
+    #[serde(default)]
+    format: u32,
 }
+
+/// The format of everything a data directory holds (WAL framing, snapshot files, the
+/// replica's records and snapshots), as a whole: a node refuses a directory stamped with
+/// another format rather than misread it. Raised whenever any of them changes in a way
+/// this build cannot read back (each also carries its own tag: record kinds, magic numbers,
+/// enum variants — see `kv_replication::formats`).
+pub const DATA_FORMAT: u32 = 2;
 
 /// Stamps a data directory as belonging to `node` of `cluster_id` (durably: temp file,
 /// fsync, rename, directory fsync).
@@ -341,7 +360,12 @@ pub fn write_stamp(dir: &Path, cluster_id: u64, node: u32) -> Result<()> {
     let io = |path: PathBuf| move |source| ConfigError::Io { path, source };
     let path = dir.join(STAMP_FILE);
     let temp = dir.join(STAMP_TEMP_FILE);
-    let text = toml::to_string(&Stamp { cluster_id, node }).expect("a stamp always encodes");
+    let stamp = Stamp {
+        cluster_id,
+        node,
+        format: DATA_FORMAT,
+    };
+    let text = toml::to_string(&stamp).expect("a stamp always encodes");
     {
         use std::io::Write;
         let mut file = std::fs::File::create(&temp).map_err(io(temp.clone()))?;
@@ -376,6 +400,12 @@ pub fn check_stamp(dir: &Path, cluster_id: u64, node: u32) -> Result<bool> {
             node,
         });
     }
+    if stamp.format != DATA_FORMAT {
+        return Err(ConfigError::WrongFormat {
+            path,
+            found: stamp.format,
+        });
+    }
     Ok(true)
 }
 
@@ -405,6 +435,17 @@ mod tests {
         for i in 0..3 {
             assert!(check_stamp(&loaded.data_dir(i), 42, i).unwrap());
         }
+    }
+
+    #[test]
+    fn a_directory_of_another_data_format_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STAMP_FILE), "cluster_id = 42\nnode = 1\n").unwrap();
+        let error = check_stamp(dir.path(), 42, 1).unwrap_err();
+        assert!(matches!(error, ConfigError::WrongFormat { found: 0, .. }));
+        assert!(error.to_string().contains("format 0"), "{error}");
+        write_stamp(dir.path(), 42, 1).unwrap();
+        assert!(check_stamp(dir.path(), 42, 1).unwrap());
     }
 
     #[test]

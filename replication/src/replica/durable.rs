@@ -10,11 +10,11 @@
 //! holding, at one moment, the peer memory table (incarnations, boots, witness facts), the
 //! fence, the Paxos acceptor's whole durable state and the applied state's image. It
 //! supersedes every earlier record, Paxos's and this layer's. It is written from frozen
-//! copies by the driver (see [`DurableSnapshot`]), frame by frame, so taking one costs the
+//! copies by the driver (see `DurableSnapshot`), frame by frame, so taking one costs the
 //! replica a few clones, not an encoding of the state.
 //!
 //! # Records
-//! After the snapshot: Paxos records ([`crate::paxos::RECORD_KIND`]) and [`Record`]s
+//! After the snapshot: Paxos records ([`crate::paxos::RECORD_KIND`]) and `Record`s
 //! ([`RECORD_KIND`]).
 //!
 //! # Versions

@@ -47,11 +47,11 @@
 //! once. A majority losing its disks may leave the group dead. Undecodable messages from
 //! peers are dropped, never panicked on.
 
-mod applied;
+pub(crate) mod applied;
 mod catchup;
 mod compaction;
 pub mod durable;
-mod frames;
+pub(crate) mod frames;
 mod link;
 pub mod machine;
 pub mod message;
