@@ -18,10 +18,11 @@
 //! becomes the position of the import in *this* group's log — the exporter's positions
 //! mean nothing here.
 //!
-//! Both maps are persistent, so a frozen copy of the table (for a snapshot or a transfer)
-//! costs nothing up front.
+//! The table is small by construction (the bound), so plain ordered maps serve: a frozen
+//! copy for a snapshot or a transfer is a clone of at most [`Sessions::CLIENTS_MAX`]
+//! entries, while every write — the hot path — pays an ordinary B-tree update.
 
-use imbl::{OrdMap, OrdSet};
+use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::paxos::Seq;
@@ -52,15 +53,15 @@ pub enum Seen<R> {
 /// The table. See the module docs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sessions<R: Clone> {
-    entries: OrdMap<ClientId, Session<R>>,
-    by_age: OrdSet<(Seq, ClientId)>,
+    entries: BTreeMap<ClientId, Session<R>>,
+    by_age: BTreeSet<(Seq, ClientId)>,
 }
 
 impl<R: Clone> Default for Sessions<R> {
     fn default() -> Self {
         Sessions {
-            entries: OrdMap::new(),
-            by_age: OrdSet::new(),
+            entries: BTreeMap::new(),
+            by_age: BTreeSet::new(),
         }
     }
 }
@@ -131,7 +132,7 @@ impl<R: Clone> Sessions<R> {
 
     fn trim(&mut self) {
         while self.entries.len() > Self::CLIENTS_MAX {
-            let Some((_, client)) = self.by_age.remove_min() else {
+            let Some((_, client)) = self.by_age.pop_first() else {
                 break;
             };
             self.entries.remove(&client);
