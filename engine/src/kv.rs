@@ -2,9 +2,10 @@
 //! group, shard groups, primary/backup) applies decided operations to.
 //!
 //! A replica feeds [`KvState::execute`] the operations its log decided, in log order, and
-//! answers clients with the returned [`Reply`]. Keys are split into shards by [`shard_of`]
-//! (lab 4's `key2shard`); each shard is an ordered map that moves
-//! on its own ([`KvState::export_shard`] / [`KvState::import_shard`]) so shard groups can
+//! answers clients with the returned [`Reply`]. Keys are split into shards by a
+//! [`Sharding`] — lab 4's `key2shard` ([`Sharding::LAB`]) or Redis Cluster's hash slots
+//! split into contiguous ranges ([`Sharding::Slots`]); each shard is an ordered map that
+//! moves on its own ([`KvState::export_shard`] / [`KvState::import_shard`]) so shard groups can
 //! hand a shard to its new owner. At-most-once execution (the client dedup table) is not
 //! here: it belongs to the replicated state of the replication library, which travels
 //! with shards too.
@@ -52,6 +53,121 @@ use crate::{Error, Result};
 
 /// Number of shards the key space is split into in the labs (lab 4's `NShards`).
 pub const SHARDS: u32 = 10;
+/// Redis Cluster's hash slots.
+pub const SLOTS: u32 = 16384;
+
+/// How keys map to shards. Part of the replicated state: every replica of a cluster must
+/// use the same one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Sharding {
+    /// Lab 4's `key2shard`: the key's first byte modulo `shards` (the empty key in shard 0).
+    FirstByte {
+        /// Number of shards.
+        shards: u32,
+    },
+    /// Redis Cluster's: CRC16/XMODEM of the key — or of its `{hash tag}`, the part between
+    /// the first `{` and the next `}` when that is not empty — modulo [`SLOTS`]; shard `i`
+    /// of `shards` holds a contiguous range of slots, so keys that share a tag share a
+    /// shard.
+    Slots {
+        /// Number of shards (`1..=SLOTS`).
+        shards: u32,
+    },
+}
+
+impl Sharding {
+    /// The labs' mapping: first byte modulo 10.
+    pub const LAB: Sharding = Sharding::FirstByte { shards: SHARDS };
+
+    /// Number of shards.
+    pub fn shards(self) -> u32 {
+        match self {
+            Sharding::FirstByte { shards } | Sharding::Slots { shards } => shards,
+        }
+    }
+
+    /// Every shard id, ascending.
+    pub fn all(self) -> impl Iterator<Item = ShardId> {
+        (0..self.shards()).map(ShardId)
+    }
+
+    /// The shard `key` belongs to.
+    pub fn shard_of(self, key: &[u8]) -> ShardId {
+        match self {
+            Sharding::FirstByte { shards } => {
+                let first = key.first().copied().unwrap_or(0);
+                ShardId(u32::from(first) % shards.max(1))
+            }
+            Sharding::Slots { .. } => self.shard_of_slot(slot_of(key)),
+        }
+    }
+
+    /// The shard holding Redis Cluster slot `slot` (with [`Sharding::Slots`]; with
+    /// [`Sharding::FirstByte`], slots mean nothing and every slot maps to shard 0).
+    pub fn shard_of_slot(self, slot: u16) -> ShardId {
+        match self {
+            Sharding::Slots { shards } => {
+                let shards = shards.clamp(1, SLOTS);
+                ShardId((u32::from(slot) * shards) / SLOTS)
+            }
+            Sharding::FirstByte { .. } => ShardId(0),
+        }
+    }
+
+    /// The slots shard `shard` holds, as `(first, last)` (with [`Sharding::Slots`]).
+    pub fn slots_of(self, shard: ShardId) -> Option<(u16, u16)> {
+        let Sharding::Slots { shards } = self else {
+            return None;
+        };
+        let shards = shards.clamp(1, SLOTS);
+        if shard.0 >= shards {
+            return None;
+        }
+        // The smallest slot s with s * shards / SLOTS == shard, and the last one.
+        let first = (shard.0 * SLOTS).div_ceil(shards);
+        let next = ((shard.0 + 1) * SLOTS).div_ceil(shards);
+        Some((first as u16, (next - 1) as u16))
+    }
+
+    /// Checks a shard id is in range.
+    pub fn check(self, shard: ShardId) -> Result<()> {
+        if shard.0 >= self.shards() {
+            return Err(Error::Invalid(format!(
+                "shard {shard} out of range ({} shards)",
+                self.shards()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// CRC16/XMODEM (polynomial 0x1021, initial value 0), as Redis Cluster hashes keys.
+pub fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The Redis Cluster hash slot of `key`: CRC16 of the key, or of its hash tag.
+pub fn slot_of(key: &[u8]) -> u16 {
+    let hashed = match key.iter().position(|&b| b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    (u32::from(crc16(hashed)) % SLOTS) as u16
+}
 
 /// Identifies a shard; valid ids are `0..SHARDS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -70,11 +186,9 @@ impl fmt::Display for ShardId {
     }
 }
 
-/// The shard a key belongs to: its first byte modulo [`SHARDS`]; the empty key is in
-/// shard 0. This is lab 4's `key2shard`.
+/// The shard a key belongs to under [`Sharding::LAB`] (lab 4's `key2shard`).
 pub fn shard_of(key: &[u8]) -> ShardId {
-    let first = key.first().copied().unwrap_or(0);
-    ShardId(u32::from(first) % SHARDS)
+    Sharding::LAB.shard_of(key)
 }
 
 /// One operation on one key.
@@ -116,9 +230,9 @@ impl Op {
         }
     }
 
-    /// The shard this operation touches.
-    pub fn shard(&self) -> ShardId {
-        shard_of(self.key())
+    /// The shard this operation touches under `sharding`.
+    pub fn shard(&self, sharding: Sharding) -> ShardId {
+        sharding.shard_of(self.key())
     }
 
     /// True for operations that change nothing.
@@ -178,6 +292,7 @@ impl ShardData {
 /// The replicated key-value data: the held shards.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvState {
+    sharding: Sharding,
     shards: BTreeMap<ShardId, Shard>,
 }
 
@@ -198,8 +313,12 @@ pub struct KvCursor {
 /// One piece of an image. An enum so the first byte tags the format.
 #[derive(Serialize, Deserialize, Debug)]
 enum Piece {
-    /// The first piece: which shards are held (so empty ones exist after a restore).
-    Shards(Vec<ShardId>),
+    /// The first piece: the sharding, and which shards are held (so empty ones exist
+    /// after a restore).
+    Shards {
+        sharding: Sharding,
+        held: Vec<ShardId>,
+    },
     /// Entries of one shard, in ascending key order, each key above every key of that
     /// shard in earlier pieces.
     Entries {
@@ -212,27 +331,44 @@ enum Piece {
 const PIECE_ENTRY_OVERHEAD: usize = 16;
 
 impl KvState {
-    /// An empty state holding every shard: what a single-group replica (kvpaxos,
-    /// primary/backup) starts from.
+    /// An empty state holding every shard of [`Sharding::LAB`]: what a single-group
+    /// replica (kvpaxos, primary/backup) starts from.
     pub fn new() -> KvState {
+        KvState::holding_all(Sharding::LAB)
+    }
+
+    /// An empty state holding every shard of `sharding`.
+    pub fn holding_all(sharding: Sharding) -> KvState {
         KvState {
-            shards: ShardId::all().map(|s| (s, Shard::default())).collect(),
+            sharding,
+            shards: sharding.all().map(|s| (s, Shard::default())).collect(),
         }
     }
 
-    /// An empty state holding no shard: what a shard-group replica starts from before its
-    /// first configuration gives it shards ([`KvState::create_shard`] or
-    /// [`KvState::import_shard`]).
+    /// An empty state holding no shard of [`Sharding::LAB`].
     pub fn without_shards() -> KvState {
+        KvState::holding_none(Sharding::LAB)
+    }
+
+    /// An empty state holding no shard of `sharding`: what a shard-group replica starts
+    /// from before its first configuration gives it shards ([`KvState::create_shard`] or
+    /// [`KvState::import_shard`]).
+    pub fn holding_none(sharding: Sharding) -> KvState {
         KvState {
+            sharding,
             shards: BTreeMap::new(),
         }
+    }
+
+    /// How keys map to shards here.
+    pub fn sharding(&self) -> Sharding {
+        self.sharding
     }
 
     /// Executes one decided operation and returns its reply ([`Reply::NotHeld`], changing
     /// nothing, if its shard is not held).
     pub fn execute(&mut self, op: &Op) -> Reply {
-        let shard_id = op.shard();
+        let shard_id = op.shard(self.sharding);
         match self.shards.get_mut(&shard_id) {
             Some(shard) => shard.execute(op),
             None => Reply::NotHeld(shard_id),
@@ -243,7 +379,10 @@ impl KvState {
     /// linearised some other way, tests, and tools). `None` if the key is missing or its
     /// shard is not held.
     pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
-        self.shards.get(&shard_of(key))?.entries.get(key)
+        self.shards
+            .get(&self.sharding.shard_of(key))?
+            .entries
+            .get(key)
     }
 
     /// Whether this state holds (serves) `shard`.
@@ -259,7 +398,7 @@ impl KvState {
     /// Starts holding `shard`, empty (a shard that no group held before, as in lab 4's
     /// first configuration). Errors if the id is out of range or the shard is already held.
     pub fn create_shard(&mut self, shard: ShardId) -> Result<()> {
-        check_shard_id(shard)?;
+        self.sharding.check(shard)?;
         self.refuse_held(shard)?;
         self.shards.insert(shard, Shard::default());
         Ok(())
@@ -279,9 +418,14 @@ impl KvState {
     /// of range, a key does not belong to the shard, or the shard is already held (drop it
     /// first: an import never overwrites data silently).
     pub fn import_shard(&mut self, data: ShardData) -> Result<()> {
-        check_shard_id(data.shard)?;
-        if let Some(key) = data.entries.keys().find(|key| shard_of(key) != data.shard) {
-            return Err(misplaced(key, data.shard));
+        self.sharding.check(data.shard)?;
+        let sharding = self.sharding;
+        if let Some(key) = data
+            .entries
+            .keys()
+            .find(|key| sharding.shard_of(key) != data.shard)
+        {
+            return Err(misplaced(key, data.shard, sharding));
         }
         self.refuse_held(data.shard)?;
         self.shards
@@ -320,8 +464,11 @@ impl KvState {
         out: &mut Vec<u8>,
     ) -> Option<KvCursor> {
         let Some(from) = from else {
-            let held = self.shards.keys().copied().collect();
-            out.extend(encode(&Piece::Shards(held)).expect("a piece always encodes"));
+            let piece = Piece::Shards {
+                sharding: self.sharding,
+                held: self.shards.keys().copied().collect(),
+            };
+            out.extend(encode(&piece).expect("a piece always encodes"));
             return self.cursor_at(None);
         };
         let shard = self.shards.get(&from.shard)?;
@@ -419,12 +566,13 @@ impl KvImageBuilder {
     /// shard twice, or break key order.
     pub fn add(&mut self, piece: &[u8]) -> Result<()> {
         match decode::<Piece>(piece)? {
-            Piece::Shards(shards) => {
+            Piece::Shards { sharding, held } => {
                 if self.started {
                     return Err(Error::Invalid("a second list of shards".into()));
                 }
                 self.started = true;
-                for shard in shards {
+                self.state = KvState::holding_none(sharding);
+                for shard in held {
                     self.state.create_shard(shard)?;
                 }
             }
@@ -437,9 +585,10 @@ impl KvImageBuilder {
                         "entries of shard {shard}, not held"
                     )));
                 };
+                let sharding = self.state.sharding;
                 for (key, value) in entries {
-                    if shard_of(&key) != shard {
-                        return Err(misplaced(&key, shard));
+                    if sharding.shard_of(&key) != shard {
+                        return Err(misplaced(&key, shard, sharding));
                     }
                     if held.entries.get_max().is_some_and(|(last, _)| *last >= key) {
                         return Err(Error::Invalid(format!(
@@ -539,20 +688,11 @@ impl Shard {
     }
 }
 
-fn check_shard_id(shard: ShardId) -> Result<()> {
-    if shard.0 >= SHARDS {
-        return Err(Error::Invalid(format!(
-            "shard {shard} out of range (SHARDS = {SHARDS})"
-        )));
-    }
-    Ok(())
-}
-
-fn misplaced(key: &[u8], shard: ShardId) -> Error {
+fn misplaced(key: &[u8], shard: ShardId, sharding: Sharding) -> Error {
     Error::Invalid(format!(
         "key of {} bytes belongs to shard {}, found in shard {shard}",
         key.len(),
-        shard_of(key)
+        sharding.shard_of(key)
     ))
 }
 
@@ -620,6 +760,51 @@ mod tests {
         assert_eq!(shard_of(&[255, 1, 2]), ShardId(5));
         assert_eq!(shard_of(&[10]), ShardId(0));
         assert_eq!(ShardId::all().count(), SHARDS as usize);
+    }
+
+    #[test]
+    fn redis_cluster_slots_match_the_reference_vectors() {
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(slot_of(b"foo"), 12182);
+        assert_eq!(slot_of(b"somekey"), 11058);
+        assert_eq!(slot_of(b"foo{hash_tag}"), 2515);
+        assert_eq!(slot_of(b"bar{hash_tag}"), 2515);
+        // An empty tag or no closing brace hashes the whole key.
+        assert_eq!(
+            slot_of(b"foo{}bar"),
+            (u32::from(crc16(b"foo{}bar")) % SLOTS) as u16
+        );
+        assert_eq!(
+            slot_of(b"foo{bar"),
+            (u32::from(crc16(b"foo{bar")) % SLOTS) as u16
+        );
+    }
+
+    #[test]
+    fn slot_shards_are_contiguous_ranges_covering_every_slot_once() {
+        for shards in [1, 3, 10, 16, 1000, SLOTS] {
+            let sharding = Sharding::Slots { shards };
+            let mut next = 0u32;
+            for shard in sharding.all() {
+                let (first, last) = sharding.slots_of(shard).unwrap();
+                assert_eq!(u32::from(first), next, "{shards} shards: shard {shard}");
+                assert!(last >= first);
+                for slot in [first, last] {
+                    assert_eq!(sharding.shard_of_slot(slot), shard);
+                }
+                next = u32::from(last) + 1;
+            }
+            assert_eq!(next, SLOTS, "{shards} shards cover every slot");
+        }
+        let sharding = Sharding::Slots { shards: 16 };
+        assert_eq!(
+            sharding.shard_of(b"foo{hash_tag}"),
+            sharding.shard_of(b"bar{hash_tag}")
+        );
+        let mut kv = KvState::holding_all(sharding);
+        kv.execute(&put(b"a{t}", b"1"));
+        assert_eq!(kv.get(b"a{t}").map(|v| &v[..]), Some(&b"1"[..]));
+        assert_eq!(kv.sharding(), sharding);
     }
 
     #[test]
@@ -773,7 +958,11 @@ mod tests {
             .unwrap()
         };
         let header = |shards: &[u32]| {
-            encode(&Piece::Shards(shards.iter().map(|&s| ShardId(s)).collect())).unwrap()
+            encode(&Piece::Shards {
+                sharding: Sharding::LAB,
+                held: shards.iter().map(|&s| ShardId(s)).collect(),
+            })
+            .unwrap()
         };
         let mut b = KvImageBuilder::new();
         assert!(b.add(&[0xff, 0xff, 0xff]).is_err());

@@ -183,7 +183,7 @@ proptest! {
             let owner = usize::from(!groups[0].holds(shard_of(op.key())));
             // The group not holding the shard refuses and changes nothing.
             let before = groups[1 - owner].clone();
-            prop_assert_eq!(groups[1 - owner].execute(&op), Reply::NotHeld(op.shard()));
+            prop_assert_eq!(groups[1 - owner].execute(&op), Reply::NotHeld(op.shard(kv_engine::kv::Sharding::LAB)));
             prop_assert_eq!(&groups[1 - owner], &before);
             let expected = model.execute(step.as_ref().expect("an op"));
             prop_assert_eq!(groups[owner].execute(&op), expected);

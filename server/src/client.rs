@@ -74,7 +74,8 @@ pub fn random_client_id() -> ClientId {
             .unwrap_or(0),
     );
     hasher.write_u32(std::process::id());
-    ClientId(hasher.finish())
+    // Id 0 is the replicas' own (`Request::INTERNAL`).
+    ClientId(hasher.finish().max(1))
 }
 
 impl Client {

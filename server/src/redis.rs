@@ -302,7 +302,8 @@ impl ClientIds {
         let number = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let mut hasher = self.seed.build_hasher();
         hasher.write_u64(number);
-        (number, ClientId(hasher.finish()))
+        // Id 0 is the replicas' own (`Request::INTERNAL`).
+        (number, ClientId(hasher.finish().max(1)))
     }
 }
 

@@ -67,7 +67,7 @@ impl<M: StateMachine> Applied<M> {
     }
 
     fn execute(&mut self, at: Seq, request: &Request<M::Command>) -> M::Reply {
-        let read = M::is_read(&request.command);
+        let read = M::is_read(&request.command) || request.is_internal();
         if !read {
             match self.sessions.seen(request.client, request.seq) {
                 Seen::New => {}
@@ -90,7 +90,7 @@ impl<M: StateMachine> Applied<M> {
     /// The answer for a write already executed here: its stored reply, or a stale reply for
     /// an older one. `None` if it has not been executed, or is a read (never recorded).
     pub fn executed(&self, request: &Request<M::Command>) -> Option<M::Reply> {
-        if M::is_read(&request.command) {
+        if M::is_read(&request.command) || request.is_internal() {
             return None;
         }
         match self.sessions.seen(request.client, request.seq) {

@@ -21,7 +21,8 @@ use super::sessions::Sessions;
 use crate::paxos::Seq;
 use crate::types::ClientId;
 
-/// A client's request: the unit of at-most-once execution.
+/// A client's request: the unit of at-most-once execution. Requests of
+/// [`Request::INTERNAL`] are the replicas' own (see [`super::Replica::propose`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request<C> {
     /// Who sent it.
@@ -31,6 +32,27 @@ pub struct Request<C> {
     pub seq: u64,
     /// What to do.
     pub command: C,
+}
+
+impl<C> Request<C> {
+    /// The client id of commands the replicas propose themselves (reconfigurations, shard
+    /// installs): never deduplicated — such commands are idempotent by construction — and
+    /// never answered to a client. Client ids are drawn at random and skip it.
+    pub const INTERNAL: ClientId = ClientId(0);
+
+    /// A command of the replicas' own.
+    pub fn internal(command: C) -> Request<C> {
+        Request {
+            client: Self::INTERNAL,
+            seq: 0,
+            command,
+        }
+    }
+
+    /// True for a command of the replicas' own.
+    pub fn is_internal(&self) -> bool {
+        self.client == Self::INTERNAL
+    }
 }
 
 /// What [`StateMachine::apply`] may see besides the command.

@@ -302,6 +302,8 @@ pub struct Replica<M: StateMachine> {
     own_queue: VecDeque<ClientId>,
     relay_queue: VecDeque<ClientId>,
     inflight: BTreeMap<Seq, InFlight>,
+    /// The replicas' own commands waiting for an instance (see [`Replica::propose`]).
+    internal: VecDeque<M::Command>,
     next_slot: Seq,
     leader_hint: Option<Ballot>,
     propose_locally_until: Time,
@@ -456,6 +458,7 @@ impl<M: StateMachine> Replica<M> {
             own_queue: VecDeque::new(),
             relay_queue: VecDeque::new(),
             inflight: BTreeMap::new(),
+            internal: VecDeque::new(),
             next_slot: Seq::ZERO,
             leader_hint: None,
             propose_locally_until: now,
@@ -583,6 +586,21 @@ impl<M: StateMachine> Replica<M> {
                 self.on_restart_checked(now, from, nonce, stale, out)
             }
         }
+    }
+
+    /// Proposes a command of the replicas' own (a reconfiguration, a shard install): it goes
+    /// into the log like a client's, is never deduplicated and answers nobody. Such
+    /// commands must be idempotent — several replicas may propose the same one, and a
+    /// proposal may be lost to a leader change, after which the caller proposes it again
+    /// once it sees the machine still needs it. Ignored unless the replica is active.
+    pub fn propose(&mut self, now: Time, command: M::Command, out: &mut Output<M>) {
+        let mark = out.events.len();
+        self.boot(now, out);
+        if self.phase.is_active() {
+            self.internal.push_back(command);
+            self.settle(now, out);
+        }
+        self.report(mark, out);
     }
 
     /// Holds back new batches (proposals and forwards) until [`Replica::release`]. A driver

@@ -70,6 +70,15 @@ impl<M: StateMachine> Replica<M> {
             drop_tag::<M>(tag, out);
             return;
         }
+        if request.is_internal() {
+            // Only replicas propose these (see `Replica::propose`); a client cannot.
+            if relayed {
+                self.internal.push_back(request.command);
+            } else {
+                drop_tag::<M>(tag, out);
+            }
+            return;
+        }
         if let Some(reply) = self.applied.executed(&request) {
             if let Some(tag) = tag {
                 out.events.push(Event::Reply { tag, reply });
@@ -187,6 +196,11 @@ impl<M: StateMachine> Replica<M> {
             if self.inflight.len() >= self.config.inflight_max {
                 break;
             }
+            if !self.internal.is_empty() {
+                self.propose_internal(now, out);
+                proposed = true;
+                continue;
+            }
             let relayed = take_batch::<M>(
                 &mut self.relay_queue,
                 &self.waiting,
@@ -194,7 +208,7 @@ impl<M: StateMachine> Replica<M> {
                 self.config.batch_bytes_max,
             );
             if !relayed.is_empty() {
-                self.propose(now, relayed, out);
+                self.propose_batch(now, relayed, out);
                 proposed = true;
                 continue;
             }
@@ -210,7 +224,7 @@ impl<M: StateMachine> Replica<M> {
             }
             match route {
                 Route::Propose => {
-                    self.propose(now, own, out);
+                    self.propose_batch(now, own, out);
                     proposed = true;
                 }
                 Route::Forward(leader) => self.forward(now, leader, own, out),
@@ -229,7 +243,7 @@ impl<M: StateMachine> Replica<M> {
         }
     }
 
-    fn propose(&mut self, now: Time, clients: Vec<ClientId>, out: &mut Output<M>) {
+    fn propose_batch(&mut self, now: Time, clients: Vec<ClientId>, out: &mut Output<M>) {
         let slot = self.free_slot();
         let mut requests = Vec::with_capacity(clients.len());
         let mut ids = Vec::with_capacity(clients.len());
@@ -246,6 +260,36 @@ impl<M: StateMachine> Replica<M> {
             InFlight {
                 value: value.clone(),
                 requests: ids,
+            },
+        );
+        let mut p = paxos::Output::new();
+        self.paxos.start(now, slot, value, &mut p);
+        self.absorb(p, out);
+    }
+
+    /// Proposes the replica's own queued commands (a batch of them) in a free instance.
+    fn propose_internal(&mut self, now: Time, out: &mut Output<M>) {
+        let mut requests = Vec::new();
+        let mut bytes = 0;
+        while let Some(command) = self.internal.front() {
+            let size = M::command_bytes(command);
+            if !requests.is_empty()
+                && (requests.len() >= self.config.batch_ops_max
+                    || bytes + size > self.config.batch_bytes_max)
+            {
+                break;
+            }
+            bytes += size;
+            let command = self.internal.pop_front().expect("front exists");
+            requests.push(Request::internal(command));
+        }
+        let slot = self.free_slot();
+        let value = Batch::encode(self.config.me, requests);
+        self.inflight.insert(
+            slot,
+            InFlight {
+                value: value.clone(),
+                requests: Vec::new(),
             },
         );
         let mut p = paxos::Output::new();

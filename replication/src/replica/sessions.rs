@@ -22,8 +22,8 @@
 //! copy for a snapshot or a transfer is a clone of at most [`Sessions::CLIENTS_MAX`]
 //! entries, while every write — the hot path — pays an ordinary B-tree update.
 
-use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::paxos::Seq;
 use crate::types::ClientId;
