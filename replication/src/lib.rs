@@ -14,9 +14,15 @@
 //!   generator, the effects contract (persist, then send, then reply), the one encoding.
 //! - [`paxos`]: the Lab 3A interface on a Multi-Paxos core (stable leader, pipelined
 //!   instances, durable acceptor state).
+//! - [`replica`]: the replicated state machine library, generic over a machine; its users
+//!   are [`kvgroup`] (the kv group) and [`shardmaster`] (Lab 4A's configurations), and
+//!   [`clerk`] is their one client.
+//! - [`linearizability`]: the history checker (a kv model and a generic one, with the
+//!   shard master's model).
 //! - `sim` (feature `sim`): the deterministic simulator, generic over a node trait, with
-//!   the Paxos host and lab-style cluster harness.
+//!   the Paxos host, the lab-style group harness for any machine, and the seed sweeps.
 
+pub mod clerk;
 pub mod codec;
 pub mod effects;
 pub mod kvgroup;
@@ -24,6 +30,7 @@ pub mod linearizability;
 pub mod paxos;
 pub mod replica;
 pub mod rng;
+pub mod shardmaster;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod timing;
