@@ -21,10 +21,12 @@
 //! records are appended and synced (snapshots written) before any other message of the same
 //! step is sent, and the remaining events reach the host last.
 
+pub mod group;
 pub mod kv;
 pub mod kv_sweep;
 pub mod paxos;
 pub mod replica;
+pub mod shardmaster;
 pub mod sweep;
 
 use std::cmp::Reverse;
