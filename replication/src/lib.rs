@@ -18,13 +18,16 @@
 //!   instances, durable acceptor state, bounded messages).
 //! - [`replica`]: the replicated state machine library (batching, the Paxos link, catch-up
 //!   and state transfer, compaction, lost-disk rebuild, the restart check, at-most-once),
-//!   generic over a [`replica::StateMachine`].
-//! - [`kvgroup`]: the kv group, the library's first user.
-//! - [`linearizability`]: the history checker every simulated and real-process test uses.
+//!   generic over a [`replica::StateMachine`]; its users are [`kvgroup`] (the kv group)
+//!   and [`shardmaster`] (Lab 4A's configurations), and [`clerk`] is their one client.
+//! - [`linearizability`]: the history checker every simulated and real-process test uses
+//!   (a kv model and a generic one, with the shard master's model).
 //! - [`formats`]: a sample of every persisted format, for the golden tests.
 //! - `sim` (feature `sim`): the deterministic simulator (network, disks with fsync
-//!   latency, crashes, restores), the lab-style harnesses and the seeded sweeps.
+//!   latency, crashes, restores), the lab-style group harness for any machine, and the
+//!   seeded sweeps.
 
+pub mod clerk;
 pub mod codec;
 pub mod effects;
 pub mod formats;
@@ -34,6 +37,7 @@ pub mod node;
 pub mod paxos;
 pub mod replica;
 pub mod rng;
+pub mod shardmaster;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod timing;

@@ -1,4 +1,7 @@
-//! A linearizability checker for key-value client histories.
+//! A linearizability checker for key-value client histories, and (in [`model`]) for
+//! histories of any object with a sequential model, such as the shard master
+//! ([`shardmaster`]). [`History`] records either: by default kv [`Input`]s and [`Output`]s,
+//! or a model's own types.
 //!
 //! Purpose: simulation runs and end-to-end tests record what every client asked and what it
 //! was told, with the time it asked and the time it was answered, and then ask this module
@@ -69,6 +72,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+pub mod model;
+pub mod shardmaster;
+
 /// What a client asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
@@ -105,25 +111,39 @@ pub enum Output {
 
 /// How an operation ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Outcome<O = Output> {
     /// The client got `output` at `time`.
-    Returned { time: u64, output: Output },
+    Returned { time: u64, output: O },
     /// Unknown: it may take effect at any time after its invoke, or never (return time is
     /// +infinity).
     Indeterminate,
 }
 
-/// One client operation.
+/// One client operation: a kv operation by default, or any model's input and output
+/// (see [`model`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Operation {
+pub struct Operation<I = Input, O = Output> {
     pub client: u64,
-    pub input: Input,
+    pub input: I,
     /// Time the client sent it.
     pub invoke: u64,
-    pub outcome: Outcome,
+    pub outcome: Outcome<O>,
 }
 
-impl Operation {
+/// Inputs that know which outputs they can have, so that misuse is caught when it is
+/// recorded (a Get completed with [`Output::Ok`], say).
+pub trait Shaped<O> {
+    /// True if an operation of this input may answer `output`.
+    fn fits(&self, output: &O) -> bool;
+}
+
+impl Shaped<Output> for Input {
+    fn fits(&self, output: &Output) -> bool {
+        self.is_get() == matches!(output, Output::Value(_))
+    }
+}
+
+impl<I: Shaped<O> + fmt::Debug, O: fmt::Debug> Operation<I, O> {
     /// Asserts the caller-supplied invariants: the output kind matches the input kind and
     /// the return is not before the invoke.
     fn validate(&self, index: usize) {
@@ -135,10 +155,8 @@ impl Operation {
             "operation #{index} returns at {time}, before its invoke at {}",
             self.invoke
         );
-        let value_output = matches!(output, Output::Value(_));
-        assert_eq!(
-            self.input.is_get(),
-            value_output,
+        assert!(
+            self.input.fits(output),
             "operation #{index}: {:?} cannot have output {output:?}",
             self.input
         );
@@ -146,9 +164,25 @@ impl Operation {
 }
 
 /// A recorder of client operations, shareable across threads: clones share one history.
-#[derive(Clone, Debug, Default)]
-pub struct History {
-    operations: Arc<Mutex<Vec<Operation>>>,
+#[derive(Debug)]
+pub struct History<I = Input, O = Output> {
+    operations: Arc<Mutex<Vec<Operation<I, O>>>>,
+}
+
+impl<I, O> Clone for History<I, O> {
+    fn clone(&self) -> Self {
+        History {
+            operations: Arc::clone(&self.operations),
+        }
+    }
+}
+
+impl<I, O> Default for History<I, O> {
+    fn default() -> Self {
+        History {
+            operations: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
 }
 
 /// An invoked operation that has not completed yet; give it back to [`History::complete`].
@@ -159,14 +193,14 @@ pub struct Invocation {
     index: usize,
 }
 
-impl History {
-    pub fn new() -> History {
+impl<I: Shaped<O> + Clone + fmt::Debug, O: Clone + fmt::Debug> History<I, O> {
+    pub fn new() -> History<I, O> {
         History::default()
     }
 
     /// Records that `client` sent `input` at `time`; the operation is indeterminate until
     /// completed.
-    pub fn invoke(&self, client: u64, input: Input, time: u64) -> Invocation {
+    pub fn invoke(&self, client: u64, input: I, time: u64) -> Invocation {
         let mut operations = self.lock();
         operations.push(Operation {
             client,
@@ -180,7 +214,7 @@ impl History {
     }
 
     /// Records that the invoked operation returned `output` at `time`.
-    pub fn complete(&self, invocation: Invocation, output: Output, time: u64) {
+    pub fn complete(&self, invocation: Invocation, output: O, time: u64) {
         let mut operations = self.lock();
         let operation = &mut operations[invocation.index];
         operation.outcome = Outcome::Returned { time, output };
@@ -193,14 +227,14 @@ impl History {
     }
 
     /// Records a whole operation at once (e.g. rebuilt from a log after the fact).
-    pub fn record(&self, operation: Operation) {
+    pub fn record(&self, operation: Operation<I, O>) {
         let mut operations = self.lock();
         operation.validate(operations.len());
         operations.push(operation);
     }
 
     /// A snapshot of the operations, in recording order.
-    pub fn operations(&self) -> Vec<Operation> {
+    pub fn operations(&self) -> Vec<Operation<I, O>> {
         self.lock().clone()
     }
 
@@ -212,7 +246,7 @@ impl History {
         self.lock().is_empty()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<Operation>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<Operation<I, O>>> {
         // Every update is a single push or assignment, so a panic elsewhere while the lock
         // was held cannot have left the vector half-updated.
         self.operations

@@ -1,17 +1,16 @@
 //! The kv group (Lab 3B + Lab 5 for one group): [`KvState`] replicated by the library in
 //! [`crate::replica`]. Clients send [`Request`]s of one [`Op`] each; the group applies them
 //! in log order, at most once per `(client, seq)`, and answers with a [`Reply`]. A
-//! [`Clerk`] is the client side: it tags requests, keeps one outstanding, and retries
-//! across replicas until one answers.
+//! [`Clerk`] (the library's, [`crate::clerk`]) is the client side: it tags requests, keeps
+//! one outstanding, and retries across replicas until one answers.
 //!
 //! Everything but the machine itself — batching, the Paxos link, catch-up, compaction,
 //! lost-disk rebuild, the restart check, the at-most-once table — is the library's; see its
 //! docs for the invariants and the failure model.
 
-pub mod clerk;
 mod machine;
 
-pub use clerk::{Clerk, ClerkError};
+pub use crate::clerk::ClerkError;
 pub use machine::KvBuilder;
 
 use kv_engine::kv::{KvState, Op, Reply};
@@ -30,3 +29,5 @@ pub type Event = replica::Event<Reply>;
 pub type Output = replica::Output<KvState>;
 /// A client's request to a kv group.
 pub type Request = replica::Request<Op>;
+/// A client of a kv group.
+pub type Clerk = crate::clerk::Clerk<Op>;

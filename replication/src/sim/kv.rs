@@ -1,246 +1,54 @@
-//! A kv group on the simulator: the [`Host`] that boots [`Replica`]s from their disks and
-//! checks that replicas agree on what they applied, and [`KvCluster`], the lab-style
-//! harness with clerks, failure injection and a recorded client history.
+//! A kv group on the simulator: [`KvCluster`], the lab-style harness ([`Cluster`]) over
+//! [`KvState`] replicas, with the kv group's client calls (Get, Put, Append) and its
+//! history: kv [`Input`]s and [`Output`]s checked per key by [`linearizability::check`].
 //!
-//! # Clients, as in the lab's harness (spec §1)
-//!
-//! Clerks are driven by the harness, not by the simulated network: a request reaches a
-//! replica through [`Sim::call`] at once, and partitions cut only replica-to-replica
-//! traffic. A request to an *unreliable* replica is lost with probability 10%; its reply is
-//! lost with probability 20% after the request ran. A lost request, a lost reply, a
-//! crashed replica and an [`Event::Dropped`] all count as a failed call, which the clerk
-//! retries at once (the lab's `call` returns false); a call that gets no answer within
-//! [`KvCluster::retry_timeout`] is retried too. Every retry re-sends the same request to the
-//! clerk's next replica.
-//!
-//! # Checks
-//!
-//! - After every step, every replica's `(applied index, digest of applied values)` must
-//!   match what any other replica reported at the same index: replicas apply the same log.
-//! - Every operation is recorded (invoke and return, in virtual microseconds) in a
-//!   [`History`] that tests check for linearizability.
-
-use std::collections::BTreeMap;
-use std::time::Duration;
+//! An Append answers with the value's new length; the harness keeps completed Appends
+//! ([`Recorded::keep`]) so that [`KvCluster::pin_appends`] can turn those lengths into
+//! reads that pin the order of concurrent Appends.
 
 use bytes::Bytes;
 use kv_engine::kv::{KvState, Op, Reply};
 
+pub use super::group::{Cluster, Recorded, OP_LIMIT};
 use super::replica::ReplicaHost;
-use super::{Sim, SimOptions, UNRELIABLE_REPLY_LOSS, UNRELIABLE_REQUEST_LOSS};
-use crate::kvgroup::{Clerk, Event, ReplicaConfig, Request};
-use crate::linearizability::{self, Budget, CheckResult, History, Input, Invocation, Output};
-use crate::paxos::Seq;
-use crate::rng::Rng;
-use crate::types::{ClientId, NodeId, Time};
+use crate::linearizability::{self, Budget, CheckResult, History, Input, Output};
 
 /// The host of a kv group's replicas.
 pub type KvHost = ReplicaHost<KvState>;
+/// A kv group on the simulator with lab-style clerks.
+pub type KvCluster = Cluster<KvState>;
+/// What a kv client script does next.
+pub type Action = super::group::Action<Op>;
+/// Concurrent kv client scripts.
+pub type Scripts = super::group::Scripts<KvState>;
+pub use super::group::Script;
 
-/// How long a failed call waits before the clerk retries (a refused connection).
-const REDIAL: Duration = Duration::from_millis(10);
-/// Granularity of the harness loop in virtual time.
-const POLL: Duration = Duration::from_millis(1);
-/// The lab's patience for one operation in synchronous helpers.
-pub const OP_LIMIT: Duration = Duration::from_secs(30);
+impl Recorded for KvState {
+    type Input = Input;
+    type Output = Output;
 
-struct Call {
-    request: Request,
-    invocation: Option<Invocation>,
-    invoked: Time,
-    to: NodeId,
-    tag: u64,
-    retry_at: Time,
-}
+    fn input(op: &Op) -> Input {
+        input_of(op)
+    }
 
-/// A completed Append and the length it reported.
-struct Appended {
-    client: u64,
-    key: Bytes,
-    invoked: Time,
-    returned: Time,
-    len: u64,
-}
+    fn output(_op: &Op, reply: &Reply) -> Option<Output> {
+        match reply {
+            Reply::Value(v) => Some(Output::Value(v.as_ref().map(|b| b.to_vec()))),
+            Reply::Ok | Reply::Appended(_) | Reply::Deleted(_) => Some(Output::Ok),
+            Reply::Stale { .. } | Reply::NotHeld(_) => None,
+        }
+    }
 
-struct SimClerk {
-    clerk: Clerk,
-    call: Option<Call>,
-    result: Option<Reply>,
-}
+    fn keep(op: &Op, reply: &Reply) -> bool {
+        matches!((op, reply), (Op::Append { .. }, Reply::Appended(_)))
+    }
 
-/// A kv group on the simulator with lab-style clerks. See the module docs.
-pub struct KvCluster {
-    /// The simulator (faults, crashes, disks).
-    pub sim: Sim<KvHost>,
-    /// Every client operation so far.
-    pub history: History,
-    /// A call with no answer for this long is retried at the clerk's next replica.
-    pub retry_timeout: Duration,
-    /// Record operations in [`KvCluster::history`] (turn off for long benchmark runs).
-    pub record: bool,
-    clerks: Vec<SimClerk>,
-    appended: Vec<Appended>,
-    tags: BTreeMap<u64, (usize, u64)>,
-    next_tag: u64,
-    next_client: u64,
-    unreliable: Vec<bool>,
-    rng: Rng,
+    fn check(history: &History) -> CheckResult {
+        linearizability::check(history, Budget::DEFAULT)
+    }
 }
 
 impl KvCluster {
-    /// `replicas` replicas with default configuration and a reliable network.
-    pub fn new(seed: u64, replicas: usize) -> KvCluster {
-        KvCluster::with(seed, SimOptions::new(replicas), |_| {})
-    }
-
-    /// A cluster with explicit simulator options and a hook to adjust the replica config.
-    pub fn with(
-        seed: u64,
-        options: SimOptions,
-        tune: impl FnOnce(&mut ReplicaConfig),
-    ) -> KvCluster {
-        let nodes = options.nodes;
-        let mut config = ReplicaConfig::new(NodeId(0), nodes);
-        tune(&mut config);
-        let host = KvHost::new(seed, config);
-        KvCluster {
-            sim: Sim::new(seed, options, host),
-            history: History::new(),
-            retry_timeout: Duration::from_millis(500),
-            record: true,
-            clerks: Vec::new(),
-            appended: Vec::new(),
-            tags: BTreeMap::new(),
-            next_tag: 1,
-            next_client: 1,
-            unreliable: vec![false; nodes],
-            rng: Rng::new(seed ^ 0xC1E4_C1E4_C1E4_C1E4),
-        }
-    }
-
-    /// Number of replicas.
-    pub fn replicas(&self) -> usize {
-        self.sim.len()
-    }
-
-    /// The harness's random generator (for test schedules).
-    pub fn rng(&mut self) -> &mut Rng {
-        &mut self.rng
-    }
-
-    /// A new clerk (fresh client id) that tries `servers` in order.
-    pub fn clerk(&mut self, servers: &[usize]) -> usize {
-        let client = ClientId(self.next_client);
-        self.next_client += 1;
-        let replicas = servers.iter().map(|&i| NodeId(i as u32)).collect();
-        self.clerks.push(SimClerk {
-            clerk: Clerk::new(client, replicas),
-            call: None,
-            result: None,
-        });
-        self.clerks.len() - 1
-    }
-
-    /// A clerk that may use every replica, starting with `first`.
-    pub fn clerk_all(&mut self, first: usize) -> usize {
-        let n = self.replicas();
-        let servers: Vec<usize> = (0..n).map(|i| (first + i) % n).collect();
-        self.clerk(&servers)
-    }
-
-    /// Starts `op` on clerk `c` (which must be idle) and sends it.
-    pub fn begin(&mut self, c: usize, op: Op) {
-        let now = self.sim.now();
-        let input = self.record.then(|| input_of(&op));
-        let client = self.clerks[c].clerk.client().0;
-        let (to, request) = self.clerks[c]
-            .clerk
-            .begin(op)
-            .unwrap_or_else(|e| panic!("seed {}: {e}", self.sim.seed()));
-        let invocation = input.map(|input| self.history.invoke(client, input, now.as_micros()));
-        self.clerks[c].result = None;
-        self.clerks[c].call = Some(Call {
-            request,
-            invocation,
-            invoked: now,
-            to,
-            tag: 0,
-            retry_at: now,
-        });
-        self.send(c);
-    }
-
-    /// True if clerk `c` has no call in progress.
-    pub fn idle(&self, c: usize) -> bool {
-        self.clerks[c].call.is_none()
-    }
-
-    /// The answer to clerk `c`'s last operation, once it arrived.
-    pub fn take_result(&mut self, c: usize) -> Option<Reply> {
-        self.clerks[c].result.take()
-    }
-
-    /// Abandons clerk `c`'s call (its outcome stays unknown in the history). The clerk is
-    /// retired: its client id must not be reused.
-    pub fn abandon(&mut self, c: usize) {
-        if let Some(mut call) = self.clerks[c].call.take() {
-            if let Some(invocation) = call.invocation.take() {
-                self.history.give_up(invocation);
-            }
-        }
-    }
-
-    /// Runs `duration` of virtual time, delivering answers and retrying failed calls.
-    pub fn run_for(&mut self, duration: Duration) {
-        let end = self.sim.now() + duration;
-        while self.sim.now() < end {
-            let step = POLL.min(end - self.sim.now());
-            self.sim.run_for(step);
-            self.drain_events();
-            self.retry_due();
-        }
-    }
-
-    /// Runs `ms` milliseconds.
-    pub fn sleep_ms(&mut self, ms: u64) {
-        self.run_for(Duration::from_millis(ms));
-    }
-
-    /// Runs until every clerk in `clerks` is idle or `limit` passes; true if they are.
-    pub fn wait(&mut self, clerks: &[usize], limit: Duration) -> bool {
-        let end = self.sim.now() + limit;
-        loop {
-            if clerks.iter().all(|&c| self.idle(c)) {
-                return true;
-            }
-            if self.sim.now() >= end {
-                return false;
-            }
-            self.run_for(POLL);
-        }
-    }
-
-    /// Runs `op` on clerk `c` and waits up to `limit` for the answer.
-    pub fn call(&mut self, c: usize, op: Op, limit: Duration) -> Option<Reply> {
-        self.begin(c, op);
-        if self.wait(&[c], limit) {
-            self.take_result(c)
-        } else {
-            None
-        }
-    }
-
-    fn must(&mut self, c: usize, op: Op) -> Reply {
-        let what = format!("{op:?}");
-        self.call(c, op, OP_LIMIT).unwrap_or_else(|| {
-            panic!(
-                "seed {}: clerk {c}: {} got no answer within {OP_LIMIT:?}",
-                self.sim.seed(),
-                preview(&what)
-            )
-        })
-    }
-
     /// Get through clerk `c` (panics if no answer within [`OP_LIMIT`]).
     pub fn get(&mut self, c: usize, key: &str) -> Option<Vec<u8>> {
         match self.must(c, get(key)) {
@@ -264,31 +72,6 @@ impl KvCluster {
         self.must(c, append(key, value));
     }
 
-    /// The lab's unreliable mode for replica `i` (requests and replies of clients too).
-    pub fn set_unreliable(&mut self, i: usize, on: bool) {
-        self.unreliable[i] = on;
-        self.sim.set_unreliable(i, on);
-    }
-
-    /// Unreliable mode for every replica.
-    pub fn set_all_unreliable(&mut self, on: bool) {
-        for i in 0..self.replicas() {
-            self.set_unreliable(i, on);
-        }
-    }
-
-    /// Bytes on every replica's disk.
-    pub fn disk_total(&self) -> u64 {
-        (0..self.replicas()).map(|i| self.sim.disk_bytes(i)).sum()
-    }
-
-    /// Bytes retained in memory by every up replica.
-    pub fn retained_total(&self) -> u64 {
-        (0..self.replicas())
-            .map(|i| self.sim.retained_bytes(i))
-            .sum()
-    }
-
     /// Adds to the history what the Appends on `key` told their clients: an Append answers
     /// with the value's new length, so the value right after it was the first `len` bytes
     /// of `value`, provided `value` was read after every one of them and the key received
@@ -296,8 +79,15 @@ impl KvCluster {
     /// read spanning its Append. This pins the order of concurrent Appends, which the
     /// checker could otherwise only find by exponential search.
     pub fn pin_appends(&self, key: &str, value: &[u8]) {
-        for a in self.appended.iter().filter(|a| a.key == key.as_bytes()) {
-            let len = usize::try_from(a.len).expect("lengths fit in memory");
+        for a in &self.completions {
+            let (Op::Append { key: appended, .. }, &Reply::Appended(len)) = (&a.command, &a.reply)
+            else {
+                continue;
+            };
+            if appended != key.as_bytes() {
+                continue;
+            }
+            let len = usize::try_from(len).expect("lengths fit in memory");
             assert!(
                 len <= value.len(),
                 "seed {}: an Append on {key} reported length {len}, beyond the final {}",
@@ -305,7 +95,7 @@ impl KvCluster {
                 value.len()
             );
             self.history.record(linearizability::Operation {
-                client: a.client,
+                client: a.client.0,
                 input: Input::Get {
                     key: key.as_bytes().to_vec(),
                 },
@@ -315,296 +105,6 @@ impl KvCluster {
                     output: Output::Value(Some(value[..len].to_vec())),
                 },
             });
-        }
-    }
-
-    /// Checks the recorded history for linearizability; panics with the seed if it is not.
-    pub fn check_linearizable(&self) {
-        let verdict = linearizability::check(&self.history, Budget::DEFAULT);
-        assert_eq!(
-            verdict,
-            CheckResult::Ok,
-            "seed {}: {verdict}",
-            self.sim.seed()
-        );
-    }
-
-    /// Panics unless the up replicas in `replicas` applied the same log up to the same
-    /// point and hold equal states.
-    pub fn assert_replicas_agree(&self, replicas: &[usize]) {
-        let mut first: Option<(usize, Vec<u8>)> = None;
-        for &i in replicas {
-            let Some(node) = self.sim.node(i) else {
-                continue;
-            };
-            let image = node.state_image();
-            match &first {
-                None => first = Some((i, image)),
-                Some((j, expected)) => assert!(
-                    *expected == image,
-                    "seed {}: replicas {j} and {i} hold different states ({:?} vs {:?})",
-                    self.sim.seed(),
-                    self.sim.node(*j).map(|n| n.applied_digest()),
-                    node.applied_digest()
-                ),
-            }
-        }
-    }
-
-    /// Runs until every up replica in `replicas` has applied the same log (or `limit`).
-    pub fn wait_applied_equal(&mut self, replicas: &[usize], limit: Duration) -> bool {
-        let end = self.sim.now() + limit;
-        loop {
-            let digests: Vec<(Seq, u64)> = replicas
-                .iter()
-                .filter_map(|&i| self.sim.node(i).map(|n| n.applied_digest()))
-                .collect();
-            if digests.windows(2).all(|w| w[0] == w[1]) {
-                return true;
-            }
-            if self.sim.now() >= end {
-                return false;
-            }
-            self.run_for(Duration::from_millis(10));
-        }
-    }
-
-    fn send(&mut self, c: usize) {
-        let now = self.sim.now();
-        let tag = self.next_tag;
-        self.next_tag += 1;
-        let retry_timeout = self.retry_timeout;
-        let Some(call) = self.clerks[c].call.as_mut() else {
-            return;
-        };
-        call.tag = tag;
-        call.retry_at = now + retry_timeout;
-        let to = call.to.index();
-        let request = call.request.clone();
-        self.tags.insert(tag, (c, request.seq));
-        let lost = self.unreliable[to] && self.rng.chance(UNRELIABLE_REQUEST_LOSS);
-        if !self.sim.is_up(to) || lost {
-            if let Some(call) = self.clerks[c].call.as_mut() {
-                call.retry_at = now + REDIAL;
-            }
-            return;
-        }
-        self.sim.call(to, |replica, now, out| {
-            replica.on_request(now, tag, request, out)
-        });
-        self.drain_events();
-    }
-
-    fn drain_events(&mut self) {
-        let events = std::mem::take(&mut self.sim.host_mut().events);
-        let now = self.sim.now();
-        for (node, event) in events {
-            match event {
-                Event::Reply { tag, reply } => {
-                    let Some(&(c, seq)) = self.tags.get(&tag) else {
-                        continue;
-                    };
-                    if self.unreliable[node.index()] && self.rng.chance(UNRELIABLE_REPLY_LOSS) {
-                        self.fail_if_current(c, tag, now);
-                        continue;
-                    }
-                    self.tags.remove(&tag);
-                    self.complete(c, seq, reply, now);
-                }
-                Event::Dropped { tag } => {
-                    if let Some(&(c, _)) = self.tags.get(&tag) {
-                        self.fail_if_current(c, tag, now);
-                    }
-                }
-                Event::Halted { reason } => {
-                    panic!("seed {}: {node} halted: {reason}", self.sim.seed())
-                }
-            }
-        }
-    }
-
-    fn fail_if_current(&mut self, c: usize, tag: u64, now: Time) {
-        if let Some(call) = self.clerks[c].call.as_mut() {
-            if call.tag == tag {
-                call.retry_at = now;
-            }
-        }
-    }
-
-    fn complete(&mut self, c: usize, seq: u64, reply: Reply, now: Time) {
-        let seed = self.sim.seed();
-        let clerk = &mut self.clerks[c];
-        let Some(reply) = clerk.clerk.on_reply(seq, reply) else {
-            return;
-        };
-        let Some(mut call) = clerk.call.take() else {
-            return;
-        };
-        let output = match &reply {
-            Reply::Value(v) => Output::Value(v.as_ref().map(|b| b.to_vec())),
-            Reply::Ok | Reply::Appended(_) | Reply::Deleted(_) => Output::Ok,
-            other => panic!("seed {seed}: clerk {c} got {other:?}"),
-        };
-        if let Some(invocation) = call.invocation.take() {
-            self.history.complete(invocation, output, now.as_micros());
-        }
-        let record = self.record;
-        if let (true, Op::Append { key, .. }, &Reply::Appended(len)) =
-            (record, &call.request.command, &reply)
-        {
-            self.appended.push(Appended {
-                client: clerk.clerk.client().0,
-                key: key.clone(),
-                invoked: call.invoked,
-                returned: now,
-                len,
-            });
-        }
-        clerk.result = Some(reply);
-    }
-
-    fn retry_due(&mut self) {
-        let now = self.sim.now();
-        for c in 0..self.clerks.len() {
-            let Some(call) = self.clerks[c].call.as_ref() else {
-                continue;
-            };
-            let target_down = !self.sim.is_up(call.to.index());
-            if call.retry_at > now && !target_down {
-                continue;
-            }
-            if let Some((to, _)) = self.clerks[c].clerk.on_failure() {
-                if let Some(call) = self.clerks[c].call.as_mut() {
-                    call.to = to;
-                }
-                self.send(c);
-            }
-        }
-    }
-}
-
-/// What a client script does next.
-pub enum Action {
-    /// Run `op` on the harness clerk `clerk` (which must be idle).
-    Run {
-        /// The clerk.
-        clerk: usize,
-        /// The operation.
-        op: Op,
-    },
-    /// Do nothing for a while.
-    Sleep(Duration),
-    /// Stop.
-    Finish,
-}
-
-/// A concurrent client: called whenever it is idle, with the answer to its last operation
-/// (`None` at the start and after a sleep). It checks answers itself (panicking, with the
-/// seed, on a wrong one) and may create clerks through the cluster.
-pub trait Script {
-    /// The next action.
-    fn next(&mut self, cluster: &mut KvCluster, last: Option<Reply>) -> Action;
-}
-
-enum ScriptState {
-    Start,
-    Running(usize),
-    Sleeping(Time),
-    Finished,
-}
-
-/// A set of concurrent client scripts driven by [`KvCluster::drive`].
-pub struct Scripts {
-    entries: Vec<(Box<dyn Script>, ScriptState)>,
-    stopping: bool,
-}
-
-impl Default for Scripts {
-    fn default() -> Self {
-        Scripts::new()
-    }
-}
-
-impl Scripts {
-    /// No scripts.
-    pub fn new() -> Scripts {
-        Scripts {
-            entries: Vec::new(),
-            stopping: false,
-        }
-    }
-
-    /// Adds a script; it starts at the next [`KvCluster::drive`].
-    pub fn add(&mut self, script: impl Script + 'static) {
-        self.entries.push((Box::new(script), ScriptState::Start));
-    }
-
-    /// From now on, scripts finish instead of taking their next step (an operation in
-    /// progress still completes first).
-    pub fn stop(&mut self) {
-        self.stopping = true;
-    }
-
-    /// True once every script finished.
-    pub fn all_finished(&self) -> bool {
-        self.entries
-            .iter()
-            .all(|(_, state)| matches!(state, ScriptState::Finished))
-    }
-
-    /// Scripts still running an operation (or not finished).
-    pub fn unfinished(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|(_, state)| !matches!(state, ScriptState::Finished))
-            .count()
-    }
-}
-
-/// Most steps one script takes within one harness poll.
-const SCRIPT_STEPS_PER_POLL: usize = 64;
-
-impl KvCluster {
-    /// Runs `scripts` (and the group) for up to `duration`, returning early once every
-    /// script finished; true if they all did.
-    pub fn drive(&mut self, scripts: &mut Scripts, duration: Duration) -> bool {
-        let end = self.sim.now() + duration;
-        loop {
-            self.advance_scripts(scripts);
-            if scripts.all_finished() {
-                return true;
-            }
-            if self.sim.now() >= end {
-                return false;
-            }
-            self.run_for(POLL);
-        }
-    }
-
-    fn advance_scripts(&mut self, scripts: &mut Scripts) {
-        let stopping = scripts.stopping;
-        for (script, state) in scripts.entries.iter_mut() {
-            for _ in 0..SCRIPT_STEPS_PER_POLL {
-                let last = match *state {
-                    ScriptState::Finished => break,
-                    ScriptState::Running(c) if !self.idle(c) => break,
-                    ScriptState::Running(c) => self.take_result(c),
-                    ScriptState::Sleeping(t) if self.sim.now() < t && !stopping => break,
-                    ScriptState::Sleeping(_) | ScriptState::Start => None,
-                };
-                if stopping {
-                    *state = ScriptState::Finished;
-                    break;
-                }
-                *state = match script.next(self, last) {
-                    Action::Run { clerk, op } => {
-                        self.begin(clerk, op);
-                        ScriptState::Running(clerk)
-                    }
-                    Action::Sleep(d) => ScriptState::Sleeping(self.sim.now() + d),
-                    Action::Finish => ScriptState::Finished,
-                };
-            }
         }
     }
 }
@@ -622,11 +122,6 @@ fn input_of(op: &Op) -> Input {
         },
         Op::Delete { key } => Input::Delete { key: key.to_vec() },
     }
-}
-
-fn preview(text: &str) -> &str {
-    let end = text.char_indices().nth(120).map_or(text.len(), |(i, _)| i);
-    &text[..end]
 }
 
 /// A Get op.

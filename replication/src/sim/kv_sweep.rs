@@ -24,7 +24,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
 use kv_engine::fs::{DiskImage, Torn};
-use kv_engine::kv::{Op, Reply};
+use kv_engine::kv::{KvState, Op, Reply};
 
 use super::kv::{append, get, put, Action, KvCluster, Script, Scripts};
 use super::{panic_message, FaultCeilings, Faults, SimOptions};
@@ -162,7 +162,7 @@ struct RandomClient {
     pause: bool,
 }
 
-impl Script for RandomClient {
+impl Script<KvState> for RandomClient {
     fn next(&mut self, _c: &mut KvCluster, _last: Option<Reply>) -> Action {
         if self.pause && self.rng.chance(0.5) {
             self.pause = false;

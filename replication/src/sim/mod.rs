@@ -26,10 +26,12 @@
 //! wait and are handled as one burst between `hold` and `release`, as the driver does.
 //! Nodes can also crash right after their early sends ([`Faults::crash_after_early_send`]).
 
+pub mod group;
 pub mod kv;
 pub mod kv_sweep;
 pub mod paxos;
 pub mod replica;
+pub mod shardmaster;
 pub mod sweep;
 
 use std::cmp::Reverse;

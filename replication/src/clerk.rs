@@ -1,22 +1,20 @@
-//! The clerk: the client side of a kv group, sans IO.
+//! The clerk: the client side of any replicated group ([`crate::replica`]), sans IO,
+//! generic over the machine's command type — the kv group and the shard master use this
+//! one implementation.
 //!
 //! A clerk has a client id, a sequence counter, the list of replicas it may use and the one
-//! it is currently talking to. It keeps at most one request outstanding (the at-most-once
-//! model of [`kv_engine::kv`]); every retry re-sends the *same* request (same seq), so a
-//! replica that already executed it answers from its dedup table.
+//! it is currently talking to. It keeps at most one request outstanding (the library's
+//! at-most-once model, [`crate::replica::Sessions`]); every retry re-sends the *same*
+//! request (same seq), so a replica that already executed it answers from its dedup table.
 //!
 //! The driver calls [`Clerk::begin`] with an op and sends the returned request to the
 //! returned replica; on a reply it calls [`Clerk::on_reply`]; when the call failed (no
-//! answer in time, connection lost, [`super::Event::Dropped`]) it calls
+//! answer in time, connection lost, [`crate::replica::Event::Dropped`]) it calls
 //! [`Clerk::on_failure`] and sends the same request to the replica that returns. Retries go
 //! on forever, round-robin over the replica list, as in the lab.
 
-use kv_engine::kv::{Op, Reply};
-
-use super::Request;
-use crate::types::ClientId;
-
-use crate::types::NodeId;
+use crate::replica::Request;
+use crate::types::{ClientId, NodeId};
 
 /// Misuse of a clerk.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,20 +24,20 @@ pub enum ClerkError {
     Busy(ClientId),
 }
 
-/// One client of a kv group. See the module docs.
+/// One client of a replicated group whose commands are `C`. See the module docs.
 #[derive(Debug, Clone)]
-pub struct Clerk {
+pub struct Clerk<C> {
     client: ClientId,
     last_seq: u64,
     replicas: Vec<NodeId>,
     target: usize,
-    outstanding: Option<Request>,
+    outstanding: Option<Request<C>>,
 }
 
-impl Clerk {
+impl<C: Clone> Clerk<C> {
     /// A clerk for `client` that tries `replicas` in order, starting with the first.
     /// Panics on an empty list.
-    pub fn new(client: ClientId, replicas: Vec<NodeId>) -> Clerk {
+    pub fn new(client: ClientId, replicas: Vec<NodeId>) -> Clerk<C> {
         assert!(!replicas.is_empty(), "a clerk needs at least one replica");
         Clerk {
             client,
@@ -61,12 +59,12 @@ impl Clerk {
     }
 
     /// The outstanding request, if any.
-    pub fn outstanding(&self) -> Option<&Request> {
+    pub fn outstanding(&self) -> Option<&Request<C>> {
         self.outstanding.as_ref()
     }
 
-    /// Starts a request for `op`: returns where to send it and what to send.
-    pub fn begin(&mut self, op: Op) -> Result<(NodeId, Request), ClerkError> {
+    /// Starts a request for `command`: returns where to send it and what to send.
+    pub fn begin(&mut self, command: C) -> Result<(NodeId, Request<C>), ClerkError> {
         if self.outstanding.is_some() {
             return Err(ClerkError::Busy(self.client));
         }
@@ -74,7 +72,7 @@ impl Clerk {
         let request = Request {
             client: self.client,
             seq: self.last_seq,
-            command: op,
+            command,
         };
         self.outstanding = Some(request.clone());
         Ok((self.target(), request))
@@ -82,7 +80,7 @@ impl Clerk {
 
     /// A reply to the request numbered `seq` arrived. Returns the answer if it completes
     /// the outstanding request; a reply to anything else (a late duplicate) is ignored.
-    pub fn on_reply(&mut self, seq: u64, reply: Reply) -> Option<Reply> {
+    pub fn on_reply<R>(&mut self, seq: u64, reply: R) -> Option<R> {
         match &self.outstanding {
             Some(request) if request.seq == seq => {
                 self.outstanding = None;
@@ -94,7 +92,7 @@ impl Clerk {
 
     /// The last send failed or timed out: returns the next replica and the same request,
     /// or `None` if nothing is outstanding.
-    pub fn on_failure(&mut self) -> Option<(NodeId, Request)> {
+    pub fn on_failure(&mut self) -> Option<(NodeId, Request<C>)> {
         let request = self.outstanding.clone()?;
         self.target = (self.target + 1) % self.replicas.len();
         Some((self.target(), request))
@@ -105,6 +103,7 @@ impl Clerk {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use kv_engine::kv::{Op, Reply};
 
     fn get() -> Op {
         Op::Get {
@@ -114,7 +113,7 @@ mod tests {
 
     #[test]
     fn one_request_at_a_time_with_increasing_seqs() {
-        let mut clerk = Clerk::new(ClientId(4), vec![NodeId(0), NodeId(1)]);
+        let mut clerk: Clerk<Op> = Clerk::new(ClientId(4), vec![NodeId(0), NodeId(1)]);
         let (to, first) = clerk.begin(get()).unwrap();
         assert_eq!((to, first.seq, first.client), (NodeId(0), 1, ClientId(4)));
         assert_eq!(clerk.begin(get()), Err(ClerkError::Busy(ClientId(4))));
@@ -125,7 +124,7 @@ mod tests {
 
     #[test]
     fn retries_resend_the_same_request_round_robin_and_late_replies_are_ignored() {
-        let mut clerk = Clerk::new(ClientId(1), vec![NodeId(2), NodeId(0), NodeId(1)]);
+        let mut clerk: Clerk<Op> = Clerk::new(ClientId(1), vec![NodeId(2), NodeId(0), NodeId(1)]);
         let (_, request) = clerk.begin(get()).unwrap();
         let targets: Vec<NodeId> = (0..4)
             .map(|_| {
