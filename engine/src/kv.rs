@@ -433,6 +433,26 @@ impl KvState {
         Ok(())
     }
 
+    /// Adds `entries` to the held shard `shard` (a shard that arrives in pieces), each
+    /// replacing any value its key had. Errors, changing nothing, if the shard is not held
+    /// or a key belongs to another shard.
+    pub fn insert_entries(&mut self, shard: ShardId, entries: &[(Bytes, Bytes)]) -> Result<()> {
+        let sharding = self.sharding;
+        if let Some((key, _)) = entries
+            .iter()
+            .find(|(key, _)| sharding.shard_of(key) != shard)
+        {
+            return Err(misplaced(key, shard, sharding));
+        }
+        let Some(held) = self.shards.get_mut(&shard) else {
+            return Err(Error::Invalid(format!("shard {shard} is not held")));
+        };
+        for (key, value) in entries {
+            held.put(key, value);
+        }
+        Ok(())
+    }
+
     /// Stops holding `shard` and frees its data. Returns whether it was held.
     pub fn drop_shard(&mut self, shard: ShardId) -> bool {
         self.shards.remove(&shard).is_some()

@@ -133,6 +133,24 @@ impl<M, E> Effects<M, E> {
             && self.events_early.is_empty()
     }
 
+    /// Moves every effect into `out`, in order, readdressing and converting each message
+    /// with `send` and each event with `event` (for a node that wraps another).
+    pub fn move_into<M2, E2>(
+        self,
+        out: &mut Effects<M2, E2>,
+        mut send: impl FnMut(NodeId, M) -> (NodeId, M2),
+        mut event: impl FnMut(E) -> E2,
+    ) {
+        out.persist.extend(self.persist);
+        out.send
+            .extend(self.send.into_iter().map(|(to, m)| send(to, m)));
+        out.send_early
+            .extend(self.send_early.into_iter().map(|(to, m)| send(to, m)));
+        out.events.extend(self.events.into_iter().map(&mut event));
+        out.events_early
+            .extend(self.events_early.into_iter().map(&mut event));
+    }
+
     /// Empties every list.
     pub fn clear(&mut self) {
         self.persist.clear();

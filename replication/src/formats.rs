@@ -151,7 +151,7 @@ fn acceptor() -> SnapshotState {
 
 /// A small applied state: a few keys in several shards, and sessions.
 fn applied() -> Applied<KvState> {
-    let mut applied = Applied::initial();
+    let mut applied = Applied::initial(KvState::new());
     let value = Batch::encode(NodeId(0), requests());
     applied.apply(Seq(0), &value, &requests());
     let more = vec![Request {

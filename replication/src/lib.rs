@@ -37,6 +37,8 @@ pub mod node;
 pub mod paxos;
 pub mod replica;
 pub mod rng;
+pub mod served;
+pub mod shardkv;
 pub mod shardmaster;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -2,6 +2,7 @@
 //! production driver (the replica is a [`crate::node::Core`] as it is a
 //! [`kv_replication::node::Node`]).
 
+use kv_engine::kv::KvState;
 use kv_replication::kvgroup::{Replica, ReplicaConfig};
 use kv_replication::types::{NodeId, Time};
 use tokio::sync::watch;
@@ -37,6 +38,7 @@ pub async fn run_with(
             replica_config.paxos.piggyback_commits = false;
             Replica::recover(
                 replica_config,
+                KvState::new(),
                 start.recovered,
                 start.wiped,
                 seed,

@@ -27,10 +27,6 @@ impl StateMachine for KvState {
     type Cursor = KvCursor;
     type Builder = KvBuilder;
 
-    fn initial() -> KvState {
-        KvState::new()
-    }
-
     fn apply(&mut self, command: &Op, _context: &mut Context<'_, Reply>) -> Reply {
         self.execute(command)
     }

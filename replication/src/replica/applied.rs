@@ -41,10 +41,10 @@ pub(crate) struct Applied<M: StateMachine> {
 const DIGEST_EMPTY: u64 = 0;
 
 impl<M: StateMachine> Applied<M> {
-    /// The state of a group that applied nothing.
-    pub fn initial() -> Applied<M> {
+    /// The state of a group that applied nothing, whose machine is `machine`.
+    pub fn initial(machine: M) -> Applied<M> {
         Applied {
-            machine: M::initial(),
+            machine,
             sessions: Sessions::new(),
             next: Seq::ZERO,
             digest: DIGEST_EMPTY,

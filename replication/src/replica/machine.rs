@@ -73,6 +73,10 @@ pub trait ImageBuilder<M>: Send {
 }
 
 /// A deterministic state machine the library can replicate. See the module docs.
+///
+/// The state of a group that has applied nothing is a value the caller hands to
+/// [`super::Replica::recover`] (a machine may be parameterised: a shard group knows its
+/// group id and key mapping before it applies anything).
 pub trait StateMachine: Clone + Send + Sync + 'static {
     /// What clients ask for.
     type Command: Clone
@@ -96,9 +100,6 @@ pub trait StateMachine: Clone + Send + Sync + 'static {
     type Cursor: Clone + Send + Sync + 'static;
     /// Rebuilds the machine from image pieces.
     type Builder: ImageBuilder<Self>;
-
-    /// The state of a group that has applied nothing.
-    fn initial() -> Self;
 
     /// Executes one decided command. Client writes reach it at most once per
     /// `(client, seq)`; reads may be executed again (they are not recorded).

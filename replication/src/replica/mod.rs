@@ -350,9 +350,12 @@ impl<M: StateMachine> Replica<M> {
     /// Builds a replica from what its store recovered. `wiped` means the directory was lost
     /// (whatever it holds now is ignored): the replica rebuilds from intact peers before it
     /// takes part in anything. A replica that crashed while rebuilding resumes rebuilding;
-    /// any other restart first has its peers check that its disk is current.
+    /// any other restart first has its peers check that its disk is current. `initial` is
+    /// the machine of a group that has applied nothing (used when the disk holds no
+    /// snapshot).
     pub fn recover(
         config: ReplicaConfig,
+        initial: M,
         recovered: Recovered,
         wiped: bool,
         seed: u64,
@@ -370,8 +373,15 @@ impl<M: StateMachine> Replica<M> {
         if wiped {
             let paxos = Paxos::from_state(paxos_config, rng.fork(), None, std::iter::empty())?;
             let peers = vec![PeerMemory::default(); config.peers];
-            let mut replica =
-                Replica::assemble(config, rng, paxos, Applied::initial(), peers, None, now);
+            let mut replica = Replica::assemble(
+                config,
+                rng,
+                paxos,
+                Applied::initial(initial),
+                peers,
+                None,
+                now,
+            );
             replica.phase = Phase::rebuilding(&mut replica.rng);
             return Ok(replica);
         }
@@ -400,7 +410,7 @@ impl<M: StateMachine> Replica<M> {
             }
             None => (
                 None,
-                Applied::initial(),
+                Applied::initial(initial),
                 vec![PeerMemory::default(); config.peers],
                 None,
             ),

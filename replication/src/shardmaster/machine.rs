@@ -304,10 +304,6 @@ impl<const SHARDS: u32> StateMachine for ShardMaster<SHARDS> {
     type Cursor = ConfigNum;
     type Builder = ShardMasterBuilder<SHARDS>;
 
-    fn initial() -> Self {
-        ShardMaster::new()
-    }
-
     fn apply(&mut self, command: &Command, _context: &mut Context<'_, Reply>) -> Reply {
         self.execute(command)
     }

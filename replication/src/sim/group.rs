@@ -43,7 +43,7 @@ use crate::rng::Rng;
 use crate::types::{ClientId, NodeId, Time};
 
 /// A machine whose client histories the harness records and checks.
-pub trait Recorded: StateMachine {
+pub trait Recorded: StateMachine + Default {
     /// A command as the history records it.
     type Input: Shaped<Self::Output> + Clone + fmt::Debug;
     /// A reply as the history records it.
@@ -139,7 +139,7 @@ impl<M: Recorded> Cluster<M> {
         let nodes = options.nodes;
         let mut config = ReplicaConfig::new(NodeId(0), nodes);
         tune(&mut config);
-        let host = ReplicaHost::new(seed, config);
+        let host = ReplicaHost::new(seed, config, M::default());
         Cluster {
             sim: Sim::new(seed, options, host),
             history: History::new(),

@@ -31,6 +31,7 @@ pub mod kv;
 pub mod kv_sweep;
 pub mod paxos;
 pub mod replica;
+pub mod shardkv;
 pub mod shardmaster;
 pub mod sweep;
 

@@ -16,6 +16,8 @@ pub struct ReplicaHost<M: StateMachine> {
     pub seed: u64,
     /// Replica configuration template (`me` is set per boot).
     pub config: ReplicaConfig,
+    /// The machine of a group that applied nothing.
+    pub initial: M,
     /// Events from every replica, in order, not yet taken by the harness.
     pub events: Vec<(NodeId, Event<M::Reply>)>,
     /// Digest of the applied log per apply cursor, as first reported by any replica.
@@ -24,10 +26,11 @@ pub struct ReplicaHost<M: StateMachine> {
 
 impl<M: StateMachine> ReplicaHost<M> {
     /// A host for replicas configured like `config`.
-    pub fn new(seed: u64, config: ReplicaConfig) -> ReplicaHost<M> {
+    pub fn new(seed: u64, config: ReplicaConfig, initial: M) -> ReplicaHost<M> {
         ReplicaHost {
             seed,
             config,
+            initial,
             events: Vec::new(),
             digests: BTreeMap::new(),
         }
@@ -55,8 +58,16 @@ impl<M: StateMachine> Host for ReplicaHost<M> {
         let mut config = self.config.clone();
         config.me = boot.id;
         config.paxos.me = boot.id;
-        Replica::recover(config, boot.recovered, boot.wiped, boot.seed, boot.now)
-            .unwrap_or_else(|e| panic!("seed {}: recovering {}: {e}", self.seed, boot.id))
+        let initial = self.initial.clone();
+        Replica::recover(
+            config,
+            initial,
+            boot.recovered,
+            boot.wiped,
+            boot.seed,
+            boot.now,
+        )
+        .unwrap_or_else(|e| panic!("seed {}: recovering {}: {e}", self.seed, boot.id))
     }
 
     fn observe(&mut self, id: NodeId, node: &Replica<M>, events: &[Event<M::Reply>]) {

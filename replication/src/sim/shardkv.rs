@@ -1,0 +1,1285 @@
+//! Sharded clusters on the simulator: one world of shard-master replicas and several shard
+//! groups ([`ShardKvNode`]s), all on one seed, with lab-style clerks.
+//!
+//! # The world
+//! Node ids `0..masters` are the shard master's replicas (each [`Served`], so shard groups
+//! reach it with messages), then each group's replicas in turn. Servers are named `n<id>`
+//! in configurations. Every fault of the simulator applies across the world: partitions
+//! inside and across groups, lost, duplicated and delayed messages, unreliable and
+//! unreachable nodes, crashes with torn writes, restarts, disk loss.
+//!
+//! # Clients
+//! As in the lab (spec §8), clerks ([`ShardClerk`]) are driven by the harness: a request
+//! reaches a node at once through [`Sim::call`], and its answer comes back as an event.
+//! A clerk asks the shard master (through its own master clerk, trying the masters in turn)
+//! for the latest configuration whenever it has none, a group answers "not held", or no
+//! server of the group answers. Unreliable nodes lose 10% of client requests and 20% of
+//! replies; unreachable nodes take no requests at all.
+//!
+//! # Checks, after every step
+//! - Within each group (and the shard master), replicas that applied the same number of
+//!   instances applied the same values.
+//! - No two groups serve the same shard under the same configuration: whenever a
+//!   replica's applied state serves a shard, the world records which group served it under
+//!   which configuration, and a second group is a violation.
+//! - No replica halts.
+//!
+//! And on demand: the history's linearizability ([`ShardWorld::check_linearizable`]; with
+//! final reads after healing, this also proves no acknowledged write was lost), and, once
+//! settled, that every shard is served by exactly one group with every old copy released
+//! ([`ShardWorld::assert_settled`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kv_engine::kv::{KvState, Op, Reply, ShardId, Sharding};
+
+use super::group::{Recorded, OP_LIMIT};
+use super::{Boot, Host, Sim, SimOptions, UNRELIABLE_REPLY_LOSS, UNRELIABLE_REQUEST_LOSS};
+use crate::clerk::Clerk;
+use crate::effects::Effects;
+use crate::linearizability::{self, Budget, CheckResult, History, Invocation};
+use crate::node::{Answer, Node};
+use crate::paxos::Seq;
+use crate::replica::{Event, Replica, ReplicaConfig, Request};
+use crate::rng::Rng;
+use crate::served::{Served, ServedMsgOf};
+use crate::shardkv::{self, ShardClerk, ShardKvNode, ShardKvSettings, ShardKvSetup, Step};
+use crate::shardmaster::{self, Config, ConfigNum, GroupId, ShardMaster};
+use crate::types::{ClientId, NodeId, Time};
+
+/// A shard-master replica that answers other nodes' calls.
+pub type MasterNode = Served<Replica<ShardMaster>>;
+
+/// A node of the world.
+pub enum WorldNode {
+    /// A shard-master replica.
+    Master(Box<MasterNode>),
+    /// A shard group's replica.
+    Kv(Box<ShardKvNode>),
+}
+
+/// A message of the world.
+#[derive(Clone, Debug)]
+pub enum WorldMsg {
+    /// To a shard-master replica.
+    Master(ServedMsgOf<Replica<ShardMaster>>),
+    /// To a shard group's replica.
+    Kv(shardkv::Message),
+}
+
+/// A client request in the world.
+#[derive(Clone, Debug)]
+pub enum WorldRequest {
+    /// To the shard master.
+    Master(shardmaster::Request),
+    /// To a shard group.
+    Kv(Request<Op>),
+}
+
+/// An answer in the world.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WorldReply {
+    /// From the shard master.
+    Master(shardmaster::Reply),
+    /// From a shard group.
+    Kv(Reply),
+}
+
+/// An upward notification in the world.
+#[derive(Clone, Debug)]
+pub enum WorldEvent {
+    /// Of a shard-master replica.
+    Master(shardmaster::Event),
+    /// Of a shard group's replica.
+    Kv(Event<Reply>),
+}
+
+type WorldEffects = Effects<WorldMsg, WorldEvent>;
+type MasterEffects = Effects<ServedMsgOf<Replica<ShardMaster>>, shardmaster::Event>;
+
+/// Where a master replica's message goes: its peers' traffic stays with the masters, its
+/// answers go to the shard groups that called.
+fn from_master(to: NodeId, msg: ServedMsgOf<Replica<ShardMaster>>) -> (NodeId, WorldMsg) {
+    match msg {
+        crate::served::ServedMsg::Call(call) => (to, WorldMsg::Kv(shardkv::Message::Master(call))),
+        peer => (to, WorldMsg::Master(peer)),
+    }
+}
+
+/// Where a shard group's message goes: calls to the shard master go to its replicas.
+fn from_kv(to: NodeId, msg: shardkv::Message) -> (NodeId, WorldMsg) {
+    match msg {
+        shardkv::Message::Master(call) => {
+            (to, WorldMsg::Master(crate::served::ServedMsg::Call(call)))
+        }
+        other => (to, WorldMsg::Kv(other)),
+    }
+}
+
+impl WorldNode {
+    fn run(
+        &mut self,
+        out: &mut WorldEffects,
+        master: impl FnOnce(&mut MasterNode, &mut MasterEffects),
+        kv: impl FnOnce(&mut ShardKvNode, &mut shardkv::node::NodeEffects),
+    ) {
+        match self {
+            WorldNode::Master(n) => {
+                let mut inner = Effects::new();
+                master(n, &mut inner);
+                inner.move_into(out, from_master, WorldEvent::Master);
+            }
+            WorldNode::Kv(n) => {
+                let mut inner = Effects::new();
+                kv(n, &mut inner);
+                inner.move_into(out, from_kv, WorldEvent::Kv);
+            }
+        }
+    }
+
+    /// The shard group replica, if this is one.
+    pub fn kv(&self) -> Option<&ShardKvNode> {
+        match self {
+            WorldNode::Kv(n) => Some(n),
+            WorldNode::Master(_) => None,
+        }
+    }
+
+    /// The shard-master replica, if this is one.
+    pub fn master(&self) -> Option<&Replica<ShardMaster>> {
+        match self {
+            WorldNode::Master(n) => Some(n.inner()),
+            WorldNode::Kv(_) => None,
+        }
+    }
+
+    /// `(next instance to apply, digest)` of its replica.
+    pub fn applied_digest(&self) -> (Seq, u64) {
+        match self {
+            WorldNode::Master(n) => n.inner().applied_digest(),
+            WorldNode::Kv(n) => n.replica().applied_digest(),
+        }
+    }
+}
+
+impl Node for WorldNode {
+    type Msg = WorldMsg;
+    type Request = WorldRequest;
+    type Reply = WorldReply;
+    type Event = WorldEvent;
+
+    fn on_boot(&mut self, now: Time, out: &mut WorldEffects) {
+        self.run(out, |n, o| n.on_boot(now, o), |n, o| n.on_boot(now, o));
+    }
+
+    fn on_message(&mut self, now: Time, from: NodeId, msg: WorldMsg, out: &mut WorldEffects) {
+        match (self, msg) {
+            (WorldNode::Master(n), WorldMsg::Master(m)) => {
+                let mut inner = Effects::new();
+                n.on_message(now, from, m, &mut inner);
+                inner.move_into(out, from_master, WorldEvent::Master);
+            }
+            (WorldNode::Kv(n), WorldMsg::Kv(m)) => {
+                let mut inner = Effects::new();
+                n.on_message(now, from, m, &mut inner);
+                inner.move_into(out, from_kv, WorldEvent::Kv);
+            }
+            // Misaddressed: lost, as a message to the wrong kind of process would be.
+            _ => {}
+        }
+    }
+
+    fn on_request(&mut self, now: Time, tag: u64, request: WorldRequest, out: &mut WorldEffects) {
+        match (self, request) {
+            (WorldNode::Master(n), WorldRequest::Master(r)) => {
+                let mut inner = Effects::new();
+                n.on_request(now, tag, r, &mut inner);
+                inner.move_into(out, from_master, WorldEvent::Master);
+            }
+            (WorldNode::Kv(n), WorldRequest::Kv(r)) => {
+                let mut inner = Effects::new();
+                n.on_request(now, tag, r, &mut inner);
+                inner.move_into(out, from_kv, WorldEvent::Kv);
+            }
+            (WorldNode::Master(_), WorldRequest::Kv(_)) => {
+                out.events.push(WorldEvent::Master(Event::Dropped { tag }))
+            }
+            (WorldNode::Kv(_), WorldRequest::Master(_)) => {
+                out.events.push(WorldEvent::Kv(Event::Dropped { tag }))
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: Time, out: &mut WorldEffects) {
+        self.run(out, |n, o| n.on_tick(now, o), |n, o| n.on_tick(now, o));
+    }
+
+    fn hold(&mut self) {
+        match self {
+            WorldNode::Master(n) => n.hold(),
+            WorldNode::Kv(n) => n.hold(),
+        }
+    }
+
+    fn release(&mut self, now: Time, out: &mut WorldEffects) {
+        self.run(out, |n, o| n.release(now, o), |n, o| n.release(now, o));
+    }
+
+    fn answer(event: &WorldEvent) -> Option<Answer<WorldReply>> {
+        let answer = match event {
+            WorldEvent::Master(e) => map_answer(MasterNode::answer(e)?, WorldReply::Master),
+            WorldEvent::Kv(e) => map_answer(ShardKvNode::answer(e)?, WorldReply::Kv),
+        };
+        Some(answer)
+    }
+
+    fn is_response(msg: &WorldMsg) -> bool {
+        match msg {
+            WorldMsg::Master(m) => MasterNode::is_response(m),
+            WorldMsg::Kv(m) => ShardKvNode::is_response(m),
+        }
+    }
+
+    fn summarize(msg: &WorldMsg) -> String {
+        match msg {
+            WorldMsg::Master(m) => format!("sm:{}", MasterNode::summarize(m)),
+            WorldMsg::Kv(m) => ShardKvNode::summarize(m),
+        }
+    }
+
+    fn wire_bytes(msg: &WorldMsg) -> usize {
+        match msg {
+            WorldMsg::Master(m) => MasterNode::wire_bytes(m),
+            WorldMsg::Kv(m) => ShardKvNode::wire_bytes(m),
+        }
+    }
+
+    fn retained_bytes(&self) -> u64 {
+        match self {
+            WorldNode::Master(n) => n.retained_bytes(),
+            WorldNode::Kv(n) => n.retained_bytes(),
+        }
+    }
+
+    fn status(&self) -> Vec<(&'static str, String)> {
+        match self {
+            WorldNode::Master(n) => n.status(),
+            WorldNode::Kv(n) => n.status(),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        match self {
+            WorldNode::Master(n) => n.is_ready(),
+            WorldNode::Kv(n) => n.is_ready(),
+        }
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        match self {
+            WorldNode::Master(n) => n.leader(),
+            WorldNode::Kv(n) => n.leader(),
+        }
+    }
+}
+
+fn map_answer<R>(answer: Answer<R>, f: impl FnOnce(R) -> WorldReply) -> Answer<WorldReply> {
+    match answer {
+        Answer::Reply { tag, reply } => Answer::Reply {
+            tag,
+            reply: f(reply),
+        },
+        Answer::Dropped { tag } => Answer::Dropped { tag },
+        Answer::Halted { reason } => Answer::Halted { reason },
+    }
+}
+
+/// Which nodes are which.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The shard master's replicas.
+    pub masters: Vec<NodeId>,
+    /// Each group and its replicas, in member order.
+    pub groups: Vec<(GroupId, Vec<NodeId>)>,
+}
+
+impl Layout {
+    /// `masters` shard-master replicas, then `groups` groups of `replicas` each, with ids
+    /// `first_group, first_group + 1, ...`.
+    pub fn new(masters: usize, groups: usize, replicas: usize, first_group: u64) -> Layout {
+        let mut next = 0u32;
+        let mut ids = |n: usize| -> Vec<NodeId> {
+            let v = (next..next + n as u32).map(NodeId).collect();
+            next += n as u32;
+            v
+        };
+        let masters = ids(masters);
+        let groups = (0..groups)
+            .map(|g| (GroupId(first_group + g as u64), ids(replicas)))
+            .collect();
+        Layout { masters, groups }
+    }
+
+    /// Number of nodes.
+    pub fn nodes(&self) -> usize {
+        self.masters.len() + self.groups.iter().map(|(_, m)| m.len()).sum::<usize>()
+    }
+
+    /// The group index of node `id`, or `None` for a shard-master replica.
+    pub fn group_of(&self, id: NodeId) -> Option<usize> {
+        self.groups.iter().position(|(_, m)| m.contains(&id))
+    }
+
+    /// The servers of group `g` as configurations name them.
+    pub fn servers(&self, g: usize) -> Vec<String> {
+        self.groups[g].1.iter().map(|n| server_name(*n)).collect()
+    }
+}
+
+/// The name of node `id` in configurations.
+pub fn server_name(id: NodeId) -> String {
+    format!("n{}", id.0)
+}
+
+/// The node a server name stands for.
+pub fn resolve(name: &str) -> Option<NodeId> {
+    name.strip_prefix('n')?.parse().ok().map(NodeId)
+}
+
+/// Boots the world's nodes and checks its invariants (see the module docs).
+pub struct WorldHost {
+    /// The run's seed.
+    pub seed: u64,
+    /// Which nodes are which.
+    pub layout: Layout,
+    /// Shard-master replica configuration template.
+    pub master_config: ReplicaConfig,
+    /// Shard-group replica configuration template.
+    pub kv_config: ReplicaConfig,
+    /// The groups' duties.
+    pub settings: ShardKvSettings,
+    /// Key to shard.
+    pub sharding: Sharding,
+    /// Events not yet taken by the harness.
+    pub events: Vec<(NodeId, WorldEvent)>,
+    /// Per cohort (0: masters, 1 + g: group g) and apply cursor: the digest first seen.
+    digests: BTreeMap<(usize, Seq), (NodeId, u64)>,
+    /// Which group served each shard under each configuration.
+    serving: BTreeMap<(ConfigNum, ShardId), GroupId>,
+}
+
+impl WorldHost {
+    fn cohort(&self, id: NodeId) -> usize {
+        self.layout.group_of(id).map_or(0, |g| g + 1)
+    }
+
+    fn check(&mut self, id: NodeId, node: &WorldNode) {
+        let (next, digest) = node.applied_digest();
+        let cohort = self.cohort(id);
+        match self.digests.get(&(cohort, next)) {
+            None => {
+                self.digests.insert((cohort, next), (id, digest));
+            }
+            Some(&(first, expected)) => assert_eq!(
+                expected, digest,
+                "SAFETY VIOLATION (seed {}): {id} applied a different log than {first} up to {next}",
+                self.seed
+            ),
+        }
+        if let Some(kv) = node.kv() {
+            let machine = kv.machine();
+            let config = machine.config().num();
+            for shard in machine.serving() {
+                let group = machine.group();
+                let first = *self.serving.entry((config, shard)).or_insert(group);
+                assert_eq!(
+                    first, group,
+                    "SAFETY VIOLATION (seed {}): shard {shard} served by {first} and {group} under {config}",
+                    self.seed
+                );
+            }
+        }
+    }
+}
+
+impl Host for WorldHost {
+    type Node = WorldNode;
+
+    fn boot(&mut self, boot: Boot) -> WorldNode {
+        let seed = self.seed;
+        match self.layout.group_of(boot.id) {
+            None => {
+                let mut config = self.master_config.clone();
+                config.me = boot.id;
+                config.paxos.me = boot.id;
+                config.peers = self.layout.masters.len();
+                config.paxos.peers = config.peers;
+                let replica = Replica::recover(
+                    config,
+                    ShardMaster::new(),
+                    boot.recovered,
+                    boot.wiped,
+                    boot.seed,
+                    boot.now,
+                )
+                .unwrap_or_else(|e| panic!("seed {seed}: recovering {}: {e}", boot.id));
+                WorldNode::Master(Box::new(Served::new(replica)))
+            }
+            Some(g) => {
+                let (group, members) = self.layout.groups[g].clone();
+                let setup = ShardKvSetup {
+                    group,
+                    members,
+                    masters: self.layout.masters.clone(),
+                    sharding: self.sharding,
+                    resolve: Arc::new(resolve),
+                    settings: self.settings.clone(),
+                };
+                let node = ShardKvNode::recover(
+                    setup,
+                    boot.id,
+                    self.kv_config.clone(),
+                    boot.recovered,
+                    boot.wiped,
+                    boot.seed,
+                    boot.now,
+                )
+                .unwrap_or_else(|e| panic!("seed {seed}: recovering {}: {e}", boot.id));
+                WorldNode::Kv(Box::new(node))
+            }
+        }
+    }
+
+    fn observe(&mut self, id: NodeId, node: &WorldNode, events: &[WorldEvent]) {
+        self.check(id, node);
+        for event in events {
+            let halted = match event {
+                WorldEvent::Master(Event::Halted { reason })
+                | WorldEvent::Kv(Event::Halted { reason }) => Some(reason),
+                _ => None,
+            };
+            if let Some(reason) = halted {
+                panic!("seed {}: {id} halted: {reason}", self.seed);
+            }
+        }
+        self.events.extend(events.iter().map(|e| (id, e.clone())));
+    }
+
+    fn booted(&mut self, id: NodeId, node: &WorldNode) {
+        self.check(id, node);
+    }
+}
+
+// -------------------------------------------------------------------------------------
+// The harness.
+// -------------------------------------------------------------------------------------
+
+/// How long a failed call waits before the clerk retries (a refused connection).
+const REDIAL: Duration = Duration::from_millis(10);
+/// Granularity of the harness loop in virtual time.
+const POLL: Duration = Duration::from_millis(1);
+
+/// What a clerk is doing for its caller.
+#[derive(Debug, Clone)]
+enum Job {
+    /// A key operation.
+    Kv(Op),
+    /// A shard-master command (an administrator's Join, Leave, Move or Query).
+    Admin,
+}
+
+/// The call in flight for a job.
+#[derive(Debug, Clone)]
+enum Stage {
+    /// To a shard group's server.
+    Kv { to: NodeId, request: Request<Op> },
+    /// To a shard-master replica (the clerk's query for a configuration, or an admin job).
+    Master {
+        to: NodeId,
+        request: shardmaster::Request,
+    },
+}
+
+struct InFlight {
+    job: Job,
+    invocation: Option<Invocation>,
+    stage: Stage,
+    tag: u64,
+    retry_at: Time,
+}
+
+struct WorldClerk {
+    kv: ShardClerk,
+    master: Clerk<shardmaster::Command>,
+    call: Option<InFlight>,
+    result: Option<WorldReply>,
+}
+
+/// A sharded cluster on the simulator with lab-style clerks. See the module docs.
+pub struct ShardWorld {
+    /// The simulator.
+    pub sim: Sim<WorldHost>,
+    /// Every key operation so far.
+    pub history: History,
+    /// A call with no answer for this long is retried elsewhere.
+    pub retry_timeout: Duration,
+    /// Record key operations in [`ShardWorld::history`].
+    pub record: bool,
+    clerks: Vec<WorldClerk>,
+    tags: BTreeMap<u64, usize>,
+    next_tag: u64,
+    next_client: u64,
+    unreliable: Vec<bool>,
+    unreachable: Vec<bool>,
+    rng: Rng,
+    admin: usize,
+}
+
+/// Settings of a world.
+#[derive(Debug, Clone)]
+pub struct WorldOptions {
+    /// Shard-master replicas.
+    pub masters: usize,
+    /// Shard groups.
+    pub groups: usize,
+    /// Replicas per group.
+    pub replicas: usize,
+    /// The first group's id (the lab's 100).
+    pub first_group: u64,
+    /// Key to shard (its shard count must be the shard master's, 10).
+    pub sharding: Sharding,
+    /// The groups' duties.
+    pub settings: ShardKvSettings,
+}
+
+impl Default for WorldOptions {
+    /// The lab's: 3 masters, 3 groups of 3, gids from 100.
+    fn default() -> Self {
+        WorldOptions {
+            masters: 3,
+            groups: 3,
+            replicas: 3,
+            first_group: 100,
+            sharding: Sharding::LAB,
+            settings: ShardKvSettings::default(),
+        }
+    }
+}
+
+impl ShardWorld {
+    /// The lab's world on a reliable network.
+    pub fn new(seed: u64) -> ShardWorld {
+        ShardWorld::with(seed, WorldOptions::default(), |_| {})
+    }
+
+    /// A world of `options`, with a hook to adjust the simulator options.
+    pub fn with(
+        seed: u64,
+        options: WorldOptions,
+        tune: impl FnOnce(&mut SimOptions),
+    ) -> ShardWorld {
+        let layout = Layout::new(
+            options.masters,
+            options.groups,
+            options.replicas,
+            options.first_group,
+        );
+        let nodes = layout.nodes();
+        let mut sim_options = SimOptions::new(nodes);
+        tune(&mut sim_options);
+        let host = WorldHost {
+            seed,
+            master_config: ReplicaConfig::new(NodeId(0), options.masters),
+            kv_config: ReplicaConfig::new(NodeId(0), options.replicas),
+            settings: options.settings,
+            sharding: options.sharding,
+            layout,
+            events: Vec::new(),
+            digests: BTreeMap::new(),
+            serving: BTreeMap::new(),
+        };
+        let mut world = ShardWorld {
+            sim: Sim::new(seed, sim_options, host),
+            history: History::new(),
+            retry_timeout: Duration::from_millis(300),
+            record: true,
+            clerks: Vec::new(),
+            tags: BTreeMap::new(),
+            next_tag: 1,
+            next_client: 1,
+            unreliable: vec![false; nodes],
+            unreachable: vec![false; nodes],
+            rng: Rng::new(seed ^ 0x5348_4152_4457_4F52),
+            admin: 0,
+        };
+        world.admin = world.clerk();
+        world
+    }
+
+    /// Which nodes are which.
+    pub fn layout(&self) -> &Layout {
+        &self.sim.host().layout
+    }
+
+    /// The harness's random generator.
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    /// Group `g`'s id.
+    pub fn gid(&self, g: usize) -> GroupId {
+        self.layout().groups[g].0
+    }
+
+    /// Group `g`'s nodes.
+    pub fn group_nodes(&self, g: usize) -> Vec<usize> {
+        self.layout().groups[g]
+            .1
+            .iter()
+            .map(|n| n.index())
+            .collect()
+    }
+
+    /// The shard-master replicas' nodes.
+    pub fn master_nodes(&self) -> Vec<usize> {
+        self.layout().masters.iter().map(|n| n.index()).collect()
+    }
+
+    /// A new clerk (fresh client id).
+    pub fn clerk(&mut self) -> usize {
+        let client = ClientId(self.next_client);
+        self.next_client += 1;
+        let masters = self.layout().masters.clone();
+        let sharding = self.sim.host().sharding;
+        self.clerks.push(WorldClerk {
+            kv: ShardClerk::new(client, sharding),
+            master: Clerk::new(client, masters),
+            call: None,
+            result: None,
+        });
+        self.clerks.len() - 1
+    }
+
+    /// Starts key operation `op` on clerk `c` (which must be idle).
+    pub fn begin(&mut self, c: usize, op: Op) {
+        let now = self.sim.now();
+        let client = self.clerks[c].kv.client().0;
+        let invocation = self.record.then(|| {
+            self.history
+                .invoke(client, KvState::input(&op), now.as_micros())
+        });
+        let step = self.clerks[c]
+            .kv
+            .begin(op.clone())
+            .unwrap_or_else(|e| panic!("seed {}: {e}", self.sim.seed()));
+        self.clerks[c].result = None;
+        let stage = self.stage_for(c, step);
+        self.clerks[c].call = Some(InFlight {
+            job: Job::Kv(op),
+            invocation,
+            stage,
+            tag: 0,
+            retry_at: now,
+        });
+        self.send(c);
+    }
+
+    /// Abandons clerk `c`'s call (its outcome stays unknown in the history). The clerk is
+    /// retired: its client id must not be reused.
+    pub fn abandon(&mut self, c: usize) {
+        if let Some(mut call) = self.clerks[c].call.take() {
+            if let Some(invocation) = call.invocation.take() {
+                self.history.give_up(invocation);
+            }
+        }
+    }
+
+    /// Starts shard-master command `command` on clerk `c` (which must be idle); its answer
+    /// comes back through [`ShardWorld::take_admin_result`].
+    pub fn begin_admin(&mut self, c: usize, command: shardmaster::Command) {
+        let now = self.sim.now();
+        let (to, request) = self.clerks[c]
+            .master
+            .begin(command)
+            .unwrap_or_else(|e| panic!("seed {}: {e}", self.sim.seed()));
+        self.clerks[c].result = None;
+        self.clerks[c].call = Some(InFlight {
+            job: Job::Admin,
+            invocation: None,
+            stage: Stage::Master { to, request },
+            tag: 0,
+            retry_at: now,
+        });
+        self.send(c);
+    }
+
+    /// The stage a clerk's step leads to (a query starts a master call).
+    fn stage_for(&mut self, c: usize, step: Step) -> Stage {
+        match step {
+            Step::Send { to, request } => Stage::Kv {
+                to: resolve(&to).unwrap_or_else(|| panic!("unknown server {to}")),
+                request,
+            },
+            Step::Query => {
+                let clerk = &mut self.clerks[c].master;
+                // A query abandons nothing: the master clerk has no other call.
+                let (to, request) = clerk
+                    .begin(shardmaster::Command::Query { num: None })
+                    .unwrap_or_else(|e| panic!("{e}"));
+                Stage::Master { to, request }
+            }
+        }
+    }
+
+    /// True if clerk `c` has no call in progress.
+    pub fn idle(&self, c: usize) -> bool {
+        self.clerks[c].call.is_none()
+    }
+
+    /// The answer to clerk `c`'s last key operation, once it arrived.
+    pub fn take_result(&mut self, c: usize) -> Option<Reply> {
+        match self.clerks[c].result.take() {
+            Some(WorldReply::Kv(reply)) => Some(reply),
+            _ => None,
+        }
+    }
+
+    /// The answer to clerk `c`'s last shard-master command, once it arrived.
+    pub fn take_admin_result(&mut self, c: usize) -> Option<shardmaster::Reply> {
+        match self.clerks[c].result.take() {
+            Some(WorldReply::Master(reply)) => Some(reply),
+            _ => None,
+        }
+    }
+
+    /// Runs `duration` of virtual time, delivering answers and retrying failed calls.
+    pub fn run_for(&mut self, duration: Duration) {
+        let end = self.sim.now() + duration;
+        while self.sim.now() < end {
+            let step = POLL.min(end - self.sim.now());
+            self.sim.run_for(step);
+            self.drain_events();
+            self.retry_due();
+        }
+    }
+
+    /// Runs `ms` milliseconds.
+    pub fn sleep_ms(&mut self, ms: u64) {
+        self.run_for(Duration::from_millis(ms));
+    }
+
+    /// Runs until every clerk in `clerks` is idle or `limit` passes; true if they are.
+    pub fn wait(&mut self, clerks: &[usize], limit: Duration) -> bool {
+        let end = self.sim.now() + limit;
+        loop {
+            if clerks.iter().all(|&c| self.idle(c)) {
+                return true;
+            }
+            if self.sim.now() >= end {
+                return false;
+            }
+            self.run_for(POLL);
+        }
+    }
+
+    /// Runs `op` on clerk `c` and waits up to `limit` for the answer.
+    pub fn call(&mut self, c: usize, op: Op, limit: Duration) -> Option<Reply> {
+        self.begin(c, op);
+        if self.wait(&[c], limit) {
+            self.take_result(c)
+        } else {
+            None
+        }
+    }
+
+    /// Runs `op` on clerk `c`; panics (with the seed) if no answer within [`OP_LIMIT`].
+    pub fn must(&mut self, c: usize, op: Op) -> Reply {
+        let what = format!("{op:?}");
+        self.call(c, op, OP_LIMIT).unwrap_or_else(|| {
+            panic!(
+                "seed {}: clerk {c}: {what} got no answer within {OP_LIMIT:?}",
+                self.sim.seed()
+            )
+        })
+    }
+
+    /// Get through clerk `c`, as a string (missing: empty, as in the lab).
+    pub fn get(&mut self, c: usize, key: &str) -> String {
+        match self.must(c, super::kv::get(key)) {
+            Reply::Value(v) => {
+                String::from_utf8(v.map(|b| b.to_vec()).unwrap_or_default()).expect("UTF-8 values")
+            }
+            other => panic!("seed {}: Get answered {other:?}", self.sim.seed()),
+        }
+    }
+
+    /// Put through clerk `c`.
+    pub fn put(&mut self, c: usize, key: &str, value: &str) {
+        self.must(c, super::kv::put(key, value));
+    }
+
+    /// Append through clerk `c`.
+    pub fn append(&mut self, c: usize, key: &str, value: &str) {
+        self.must(c, super::kv::append(key, value));
+    }
+
+    /// Runs a shard-master command through the admin clerk; panics if unanswered within
+    /// [`OP_LIMIT`].
+    pub fn admin(&mut self, command: shardmaster::Command) -> shardmaster::Reply {
+        let c = self.admin;
+        let what = format!("{command:?}");
+        self.begin_admin(c, command);
+        if !self.wait(&[c], OP_LIMIT) {
+            panic!("seed {}: {what} got no answer", self.sim.seed());
+        }
+        match self.clerks[c].result.take() {
+            Some(WorldReply::Master(reply)) => reply,
+            other => panic!("seed {}: {what} answered {other:?}", self.sim.seed()),
+        }
+    }
+
+    /// Joins group `g` (by index in the layout).
+    pub fn join(&mut self, g: usize) {
+        let group = self.gid(g);
+        let servers = self.layout().servers(g);
+        self.admin(shardmaster::Command::Join { group, servers });
+    }
+
+    /// Group `g` leaves.
+    pub fn leave(&mut self, g: usize) {
+        let group = self.gid(g);
+        self.admin(shardmaster::Command::Leave { group });
+    }
+
+    /// Moves `shard` to group `g`.
+    pub fn move_shard(&mut self, shard: u32, g: usize) {
+        let group = self.gid(g);
+        self.admin(shardmaster::Command::Move {
+            shard: ShardId(shard),
+            group,
+        });
+    }
+
+    /// The latest configuration.
+    pub fn query(&mut self) -> Arc<Config> {
+        match self.admin(shardmaster::Command::Query { num: None }) {
+            shardmaster::Reply::Config(config) => config,
+            other => panic!("seed {}: Query answered {other:?}", self.sim.seed()),
+        }
+    }
+
+    /// The lab's unreliable mode for node `i` (client requests and replies too).
+    pub fn set_unreliable(&mut self, i: usize, on: bool) {
+        self.unreliable[i] = on;
+        self.sim.set_unreliable(i, on);
+    }
+
+    /// The lab's deleted socket file: node `i` takes no requests from clients or nodes.
+    pub fn set_unreachable(&mut self, i: usize, on: bool) {
+        self.unreachable[i] = on;
+        self.sim.set_deaf(i, on);
+    }
+
+    /// Crashes node `i` (its disk keeps what was synced).
+    pub fn kill(&mut self, i: usize) {
+        if self.sim.is_up(i) {
+            self.sim.crash(i, kv_engine::fs::Torn::None);
+        }
+    }
+
+    /// The shard groups' replicas that are up, with their state.
+    pub fn kv_nodes(&self) -> Vec<(usize, &ShardKvNode)> {
+        (0..self.sim.len())
+            .filter_map(|i| self.sim.node(i).and_then(|n| n.kv()).map(|k| (i, k)))
+            .collect()
+    }
+
+    /// Checks the history for linearizability; panics with the seed if it is not.
+    pub fn check_linearizable(&self) {
+        let verdict = linearizability::check(&self.history, Budget::DEFAULT);
+        assert_eq!(
+            verdict,
+            CheckResult::Ok,
+            "seed {}: {verdict}",
+            self.sim.seed()
+        );
+    }
+
+    /// True once every up replica of every group has applied configuration `num`, holds
+    /// every shard it was given, and no old copy is kept.
+    pub fn settled(&self, num: ConfigNum) -> bool {
+        self.kv_nodes().iter().all(|(_, n)| {
+            let m = n.machine();
+            m.config().num() == num && m.pulling().is_empty() && m.leaving().is_empty()
+        })
+    }
+
+    /// Runs until [`ShardWorld::settled`] on the shard master's latest configuration (or
+    /// `limit`); true if it did.
+    pub fn wait_settled(&mut self, limit: Duration) -> bool {
+        let num = self.query().num();
+        let end = self.sim.now() + limit;
+        loop {
+            if self.settled(num) {
+                return true;
+            }
+            if self.sim.now() >= end {
+                return false;
+            }
+            self.run_for(Duration::from_millis(10));
+        }
+    }
+
+    /// Panics unless the world is settled on configuration `config`: every shard is served
+    /// by its owner's replicas and no other replica holds any of its data, and each group's
+    /// replicas hold equal data.
+    pub fn assert_settled(&self, config: &Config) {
+        let seed = self.sim.seed();
+        for (i, node) in self.kv_nodes() {
+            let m = node.machine();
+            assert_eq!(
+                m.config().num(),
+                config.num(),
+                "seed {seed}: n{i} is not at the latest configuration"
+            );
+            for shard in m.sharding().all() {
+                let owner = config.owner(shard).unwrap_or(GroupId::NONE);
+                let mine = owner == m.group();
+                assert_eq!(
+                    m.serves(shard),
+                    mine,
+                    "seed {seed}: n{i} of {} serves shard {shard}: {}, owner {owner}",
+                    m.group(),
+                    m.serves(shard)
+                );
+                if !mine && owner != GroupId::NONE {
+                    assert!(
+                        !m.kv().holds(shard),
+                        "seed {seed}: n{i} of {} still holds shard {shard} of {owner}",
+                        m.group()
+                    );
+                }
+            }
+            assert!(m.leaving().is_empty(), "seed {seed}: n{i} keeps old copies");
+        }
+        for g in 0..self.layout().groups.len() {
+            let images: Vec<(usize, Vec<Vec<u8>>)> = self
+                .group_nodes(g)
+                .into_iter()
+                .filter_map(|i| {
+                    let n = self.sim.node(i)?.kv()?;
+                    Some((i, n.machine().kv().image_bytes()))
+                })
+                .collect();
+            for pair in images.windows(2) {
+                assert!(
+                    pair[0].1 == pair[1].1,
+                    "seed {seed}: n{} and n{} of group {g} hold different data",
+                    pair[0].0,
+                    pair[1].0
+                );
+            }
+        }
+    }
+
+    fn send(&mut self, c: usize) {
+        let now = self.sim.now();
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let retry_timeout = self.retry_timeout;
+        let Some(call) = self.clerks[c].call.as_mut() else {
+            return;
+        };
+        call.tag = tag;
+        call.retry_at = now + retry_timeout;
+        let (to, request) = match &call.stage {
+            Stage::Kv { to, request } => (*to, WorldRequest::Kv(request.clone())),
+            Stage::Master { to, request } => (*to, WorldRequest::Master(request.clone())),
+        };
+        self.tags.insert(tag, c);
+        let i = to.index();
+        let lost = self.unreliable[i] && self.rng.chance(UNRELIABLE_REQUEST_LOSS);
+        if !self.sim.is_up(i) || self.unreachable[i] || lost {
+            if let Some(call) = self.clerks[c].call.as_mut() {
+                call.retry_at = now + REDIAL;
+            }
+            return;
+        }
+        self.sim
+            .call(i, |node, now, out| node.on_request(now, tag, request, out));
+        self.drain_events();
+    }
+
+    fn drain_events(&mut self) {
+        loop {
+            let events = std::mem::take(&mut self.sim.host_mut().events);
+            if events.is_empty() {
+                return;
+            }
+            for (node, event) in events {
+                match WorldNode::answer(&event) {
+                    Some(Answer::Reply { tag, reply }) => {
+                        let Some(&c) = self.tags.get(&tag) else {
+                            continue;
+                        };
+                        if self.unreliable[node.index()] && self.rng.chance(UNRELIABLE_REPLY_LOSS) {
+                            self.fail_if_current(c, tag);
+                            continue;
+                        }
+                        self.tags.remove(&tag);
+                        if self.clerks[c]
+                            .call
+                            .as_ref()
+                            .is_some_and(|call| call.tag == tag)
+                        {
+                            self.on_answer(c, reply);
+                        }
+                    }
+                    Some(Answer::Dropped { tag }) => {
+                        if let Some(&c) = self.tags.get(&tag) {
+                            self.fail_if_current(c, tag);
+                        }
+                    }
+                    Some(Answer::Halted { reason }) => {
+                        panic!("seed {}: {node} halted: {reason}", self.sim.seed())
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    fn fail_if_current(&mut self, c: usize, tag: u64) {
+        let now = self.sim.now();
+        if let Some(call) = self.clerks[c].call.as_mut() {
+            if call.tag == tag {
+                call.retry_at = now;
+            }
+        }
+    }
+
+    fn on_answer(&mut self, c: usize, reply: WorldReply) {
+        let seed = self.sim.seed();
+        let Some(call) = self.clerks[c].call.as_ref() else {
+            return;
+        };
+        match (&call.job, &call.stage, reply) {
+            (Job::Admin, Stage::Master { request, .. }, WorldReply::Master(reply)) => {
+                let seq = request.seq;
+                if let Some(reply) = self.clerks[c].master.on_reply(seq, reply) {
+                    self.clerks[c].call = None;
+                    self.clerks[c].result = Some(WorldReply::Master(reply));
+                }
+            }
+            (Job::Kv(_), Stage::Master { request, .. }, WorldReply::Master(reply)) => {
+                let seq = request.seq;
+                let Some(reply) = self.clerks[c].master.on_reply(seq, reply) else {
+                    return;
+                };
+                let shardmaster::Reply::Config(config) = reply else {
+                    panic!("seed {seed}: a query answered {reply:?}");
+                };
+                if let Some(step) = self.clerks[c].kv.on_config(config) {
+                    self.next_stage(c, step);
+                }
+            }
+            (Job::Kv(op), Stage::Kv { request, .. }, WorldReply::Kv(reply)) => {
+                let op = op.clone();
+                let seq = request.seq;
+                match self.clerks[c].kv.on_reply(seq, reply) {
+                    Ok(Some(reply)) => self.complete(c, &op, reply),
+                    Ok(None) => {}
+                    Err(step) => self.next_stage(c, step),
+                }
+            }
+            (job, _, reply) => panic!("seed {seed}: clerk {c} doing {job:?} got {reply:?}"),
+        }
+    }
+
+    fn next_stage(&mut self, c: usize, step: Step) {
+        let stage = self.stage_for(c, step);
+        if let Some(call) = self.clerks[c].call.as_mut() {
+            call.stage = stage;
+        }
+        self.send(c);
+    }
+
+    fn complete(&mut self, c: usize, op: &Op, reply: Reply) {
+        let seed = self.sim.seed();
+        let now = self.sim.now();
+        let Some(mut call) = self.clerks[c].call.take() else {
+            return;
+        };
+        let Some(output) = KvState::output(op, &reply) else {
+            panic!("seed {seed}: clerk {c} got {reply:?} for {op:?}")
+        };
+        if let Some(invocation) = call.invocation.take() {
+            self.history.complete(invocation, output, now.as_micros());
+        }
+        self.clerks[c].result = Some(WorldReply::Kv(reply));
+    }
+
+    fn retry_due(&mut self) {
+        let now = self.sim.now();
+        for c in 0..self.clerks.len() {
+            let Some(call) = self.clerks[c].call.as_ref() else {
+                continue;
+            };
+            let to = match &call.stage {
+                Stage::Kv { to, .. } | Stage::Master { to, .. } => *to,
+            };
+            if call.retry_at > now && self.sim.is_up(to.index()) {
+                continue;
+            }
+            let step = match &call.stage {
+                Stage::Kv { .. } => self.clerks[c].kv.on_failure().map(|s| self.stage_for(c, s)),
+                Stage::Master { .. } => self.clerks[c]
+                    .master
+                    .on_failure()
+                    .map(|(to, request)| Stage::Master { to, request }),
+            };
+            match step {
+                Some(stage) => {
+                    if let Some(call) = self.clerks[c].call.as_mut() {
+                        call.stage = stage;
+                    }
+                    self.send(c);
+                }
+                None => {
+                    // The master clerk had nothing outstanding: a stale state; start over.
+                    if let Some(call) = self.clerks[c].call.as_mut() {
+                        call.retry_at = now + self.retry_timeout;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A key of the lab's tests as bytes.
+pub fn key(k: &str) -> Bytes {
+    Bytes::copy_from_slice(k.as_bytes())
+}
+
+/// What a world client script does next.
+pub enum Action {
+    /// Run a key operation on the harness clerk `clerk` (which must be idle).
+    Run {
+        /// The clerk.
+        clerk: usize,
+        /// The operation.
+        op: Op,
+    },
+    /// Run a shard-master command on the harness clerk `clerk`.
+    Admin {
+        /// The clerk.
+        clerk: usize,
+        /// The command.
+        command: shardmaster::Command,
+    },
+    /// Do nothing for a while.
+    Sleep(Duration),
+    /// Stop.
+    Finish,
+}
+
+/// A concurrent client of the world: called whenever it is idle, with the answer to its
+/// last action (`None` at the start and after a sleep). It checks answers itself (panicking,
+/// with the seed, on a wrong one).
+pub trait Script {
+    /// The next action.
+    fn next(&mut self, world: &mut ShardWorld, last: Option<WorldReply>) -> Action;
+}
+
+enum ScriptState {
+    Start,
+    Running(usize),
+    Sleeping(Time),
+    Finished,
+}
+
+/// Concurrent world scripts driven by [`ShardWorld::drive`].
+#[derive(Default)]
+pub struct Scripts {
+    entries: Vec<(Box<dyn Script>, ScriptState)>,
+    stopping: bool,
+}
+
+impl Scripts {
+    /// No scripts.
+    pub fn new() -> Scripts {
+        Scripts::default()
+    }
+
+    /// Adds a script.
+    pub fn add(&mut self, script: impl Script + 'static) {
+        self.entries.push((Box::new(script), ScriptState::Start));
+    }
+
+    /// From now on scripts finish instead of taking their next step.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// True once every script finished.
+    pub fn all_finished(&self) -> bool {
+        self.entries
+            .iter()
+            .all(|(_, s)| matches!(s, ScriptState::Finished))
+    }
+}
+
+impl ShardWorld {
+    /// Runs `scripts` for up to `duration`, returning early once all finished; true if
+    /// they did.
+    pub fn drive(&mut self, scripts: &mut Scripts, duration: Duration) -> bool {
+        let end = self.sim.now() + duration;
+        loop {
+            self.advance(scripts);
+            if scripts.all_finished() {
+                return true;
+            }
+            if self.sim.now() >= end {
+                return false;
+            }
+            self.run_for(POLL);
+        }
+    }
+
+    fn advance(&mut self, scripts: &mut Scripts) {
+        let stopping = scripts.stopping;
+        for (script, state) in scripts.entries.iter_mut() {
+            loop {
+                let last = match *state {
+                    ScriptState::Finished => break,
+                    ScriptState::Running(c) if !self.idle(c) => break,
+                    ScriptState::Running(c) => self.clerks[c].result.take(),
+                    ScriptState::Sleeping(t) if self.sim.now() < t && !stopping => break,
+                    ScriptState::Sleeping(_) | ScriptState::Start => None,
+                };
+                if stopping {
+                    *state = ScriptState::Finished;
+                    break;
+                }
+                *state = match script.next(self, last) {
+                    Action::Run { clerk, op } => {
+                        self.begin(clerk, op);
+                        ScriptState::Running(clerk)
+                    }
+                    Action::Admin { clerk, command } => {
+                        self.begin_admin(clerk, command);
+                        ScriptState::Running(clerk)
+                    }
+                    Action::Sleep(d) => ScriptState::Sleeping(self.sim.now() + d),
+                    Action::Finish => ScriptState::Finished,
+                };
+                if matches!(state, ScriptState::Sleeping(_)) {
+                    break;
+                }
+            }
+        }
+    }
+}
