@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use kv_replication::sim::{kv_sweep, sweep};
+use kv_replication::sim::{kv_sweep, shardkv_sweep, sweep};
 
 /// Trace lines kept for a failure report (override with `KV_SWEEP_TRACE_LINES`).
 const TRACE_LINES_ON_FAILURE: usize = 200;
@@ -35,6 +35,7 @@ enum Mode {
 enum Workload {
     Paxos,
     Kv,
+    ShardKv,
 }
 
 fn parse_args() -> Result<(Workload, Mode), String> {
@@ -48,7 +49,8 @@ fn parse_args() -> Result<(Workload, Mode), String> {
         workload = match name.as_str() {
             "paxos" => Workload::Paxos,
             "kv" => Workload::Kv,
-            other => return Err(format!("unknown workload {other}: paxos or kv")),
+            "shardkv" => Workload::ShardKv,
+            other => return Err(format!("unknown workload {other}: paxos, kv or shardkv")),
         };
         args.drain(i..i + 2);
     }
@@ -177,6 +179,48 @@ fn kv_sweep_range(seeds: Range<u64>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn shardkv_replay(seed: u64) -> ExitCode {
+    match shardkv_sweep::run(seed, trace_lines()) {
+        Ok(o) => {
+            println!(
+                "seed {seed}: ok, {} groups, {} configurations, {} operations, {} crashes, {} wipes, trace hash {:016x}",
+                o.groups, o.configs, o.operations, o.crashes, o.wipes, o.trace_hash
+            );
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            eprintln!("{failure}");
+            eprintln!(
+                "replay: cargo run -p kv-replication --features sim --release --bin sweep -- --workload shardkv --seed {seed}"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn shardkv_sweep_range(seeds: Range<u64>) -> ExitCode {
+    let began = Instant::now();
+    let (mut operations, mut configs, mut crashes, mut wipes) = (0, 0, 0, 0);
+    for seed in seeds.clone() {
+        match shardkv_sweep::run(seed, 0) {
+            Ok(o) => {
+                operations += o.operations;
+                configs += o.configs;
+                crashes += o.crashes as u64;
+                wipes += o.wipes as u64;
+            }
+            Err(_) => return shardkv_replay(seed),
+        }
+    }
+    println!(
+        "shardkv seeds {}..{}: all ok ({operations} operations, {configs} configurations, {crashes} crashes, {wipes} wipes) in {:.1?}",
+        seeds.start,
+        seeds.end,
+        began.elapsed()
+    );
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     // Failures are reported with their seed and trace below; skip the default backtrace.
     std::panic::set_hook(Box::new(|_| {}));
@@ -185,6 +229,8 @@ fn main() -> ExitCode {
         Ok((Workload::Paxos, Mode::Seed(s))) => replay(s),
         Ok((Workload::Kv, Mode::Seeds(r))) => kv_sweep_range(r),
         Ok((Workload::Kv, Mode::Seed(s))) => kv_replay(s),
+        Ok((Workload::ShardKv, Mode::Seeds(r))) => shardkv_sweep_range(r),
+        Ok((Workload::ShardKv, Mode::Seed(s))) => shardkv_replay(s),
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(2)

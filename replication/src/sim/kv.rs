@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use kv_engine::kv::{KvState, Op, Reply};
 
-pub use super::group::{Cluster, Recorded, OP_LIMIT};
+pub use super::group::{Cluster, Completion, Recorded, OP_LIMIT};
 use super::replica::ReplicaHost;
 use crate::linearizability::{self, Budget, CheckResult, History, Input, Output};
 
@@ -79,33 +79,43 @@ impl KvCluster {
     /// read spanning its Append. This pins the order of concurrent Appends, which the
     /// checker could otherwise only find by exponential search.
     pub fn pin_appends(&self, key: &str, value: &[u8]) {
-        for a in &self.completions {
-            let (Op::Append { key: appended, .. }, &Reply::Appended(len)) = (&a.command, &a.reply)
-            else {
-                continue;
-            };
-            if appended != key.as_bytes() {
-                continue;
-            }
-            let len = usize::try_from(len).expect("lengths fit in memory");
-            assert!(
-                len <= value.len(),
-                "seed {}: an Append on {key} reported length {len}, beyond the final {}",
-                self.sim.seed(),
-                value.len()
-            );
-            self.history.record(linearizability::Operation {
-                client: a.client.0,
-                input: Input::Get {
-                    key: key.as_bytes().to_vec(),
-                },
-                invoke: a.invoked.as_micros(),
-                outcome: linearizability::Outcome::Returned {
-                    time: a.returned.as_micros(),
-                    output: Output::Value(Some(value[..len].to_vec())),
-                },
-            });
+        pin_appends(&self.history, &self.completions, key, value, self.sim.seed());
+    }
+}
+
+/// [`KvCluster::pin_appends`] over any harness's history and kept completions.
+pub fn pin_appends(
+    history: &History,
+    completions: &[Completion<KvState>],
+    key: &str,
+    value: &[u8],
+    seed: u64,
+) {
+    for a in completions {
+        let (Op::Append { key: appended, .. }, &Reply::Appended(len)) = (&a.command, &a.reply)
+        else {
+            continue;
+        };
+        if appended != key.as_bytes() {
+            continue;
         }
+        let len = usize::try_from(len).expect("lengths fit in memory");
+        assert!(
+            len <= value.len(),
+            "seed {seed}: an Append on {key} reported length {len}, beyond the final {}",
+            value.len()
+        );
+        history.record(linearizability::Operation {
+            client: a.client.0,
+            input: Input::Get {
+                key: key.as_bytes().to_vec(),
+            },
+            invoke: a.invoked.as_micros(),
+            outcome: linearizability::Outcome::Returned {
+                time: a.returned.as_micros(),
+                output: Output::Value(Some(value[..len].to_vec())),
+            },
+        });
     }
 }
 

@@ -32,6 +32,7 @@ pub mod kv_sweep;
 pub mod paxos;
 pub mod replica;
 pub mod shardkv;
+pub mod shardkv_sweep;
 pub mod shardmaster;
 pub mod sweep;
 

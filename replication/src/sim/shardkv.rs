@@ -36,7 +36,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kv_engine::kv::{KvState, Op, Reply, ShardId, Sharding};
 
-use super::group::{Recorded, OP_LIMIT};
+use super::group::{Completion, Recorded, OP_LIMIT};
 use super::{Boot, Host, Sim, SimOptions, UNRELIABLE_REPLY_LOSS, UNRELIABLE_REQUEST_LOSS};
 use crate::clerk::Clerk;
 use crate::effects::Effects;
@@ -506,6 +506,7 @@ enum Stage {
 struct InFlight {
     job: Job,
     invocation: Option<Invocation>,
+    invoked: Time,
     stage: Stage,
     tag: u64,
     retry_at: Time,
@@ -528,6 +529,8 @@ pub struct ShardWorld {
     pub retry_timeout: Duration,
     /// Record key operations in [`ShardWorld::history`].
     pub record: bool,
+    /// Completed Appends (while recording), for [`ShardWorld::pin_appends`].
+    pub completions: Vec<Completion<KvState>>,
     clerks: Vec<WorldClerk>,
     tags: BTreeMap<u64, usize>,
     next_tag: u64,
@@ -606,6 +609,7 @@ impl ShardWorld {
             history: History::new(),
             retry_timeout: Duration::from_millis(300),
             record: true,
+            completions: Vec::new(),
             clerks: Vec::new(),
             tags: BTreeMap::new(),
             next_tag: 1,
@@ -680,6 +684,7 @@ impl ShardWorld {
         self.clerks[c].call = Some(InFlight {
             job: Job::Kv(op),
             invocation,
+            invoked: now,
             stage,
             tag: 0,
             retry_at: now,
@@ -709,6 +714,7 @@ impl ShardWorld {
         self.clerks[c].call = Some(InFlight {
             job: Job::Admin,
             invocation: None,
+            invoked: now,
             stage: Stage::Master { to, request },
             tag: 0,
             retry_at: now,
@@ -897,6 +903,12 @@ impl ShardWorld {
             .collect()
     }
 
+    /// Pins the order of the Appends on `key` by the lengths they reported, given its final
+    /// `value` (see [`super::kv::KvCluster::pin_appends`]).
+    pub fn pin_appends(&self, key: &str, value: &[u8]) {
+        super::kv::pin_appends(&self.history, &self.completions, key, value, self.sim.seed());
+    }
+
     /// Checks the history for linearizability; panics with the seed if it is not.
     pub fn check_linearizable(&self) {
         let verdict = linearizability::check(&self.history, Budget::DEFAULT);
@@ -909,12 +921,22 @@ impl ShardWorld {
     }
 
     /// True once every up replica of every group has applied configuration `num`, holds
-    /// every shard it was given, and no old copy is kept.
+    /// every shard it was given, keeps no old copy, and has applied what the other replicas
+    /// of its group applied.
     pub fn settled(&self, num: ConfigNum) -> bool {
-        self.kv_nodes().iter().all(|(_, n)| {
+        let machines_done = self.kv_nodes().iter().all(|(_, n)| {
             let m = n.machine();
             m.config().num() == num && m.pulling().is_empty() && m.leaving().is_empty()
-        })
+        });
+        machines_done
+            && (0..self.layout().groups.len()).all(|g| {
+                let digests: Vec<(Seq, u64)> = self
+                    .group_nodes(g)
+                    .into_iter()
+                    .filter_map(|i| self.sim.node(i).map(|n| n.applied_digest()))
+                    .collect();
+                digests.windows(2).all(|w| w[0] == w[1])
+            })
     }
 
     /// Runs until [`ShardWorld::settled`] on the shard master's latest configuration (or
@@ -1118,6 +1140,15 @@ impl ShardWorld {
         };
         if let Some(invocation) = call.invocation.take() {
             self.history.complete(invocation, output, now.as_micros());
+        }
+        if self.record && KvState::keep(op, &reply) {
+            self.completions.push(Completion {
+                client: self.clerks[c].kv.client(),
+                command: op.clone(),
+                reply: reply.clone(),
+                invoked: call.invoked,
+                returned: now,
+            });
         }
         self.clerks[c].result = Some(WorldReply::Kv(reply));
     }
