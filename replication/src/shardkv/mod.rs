@@ -22,3 +22,6 @@ pub mod node;
 pub use clerk::{ShardClerk, Step};
 pub use machine::{Chunk, ChunkAnswer, Command, Position, ShardKv, ShardKvBuilder};
 pub use node::{Message, Resolver, ShardKvNode, ShardKvSettings, ShardKvSetup};
+
+#[cfg(test)]
+mod tests;

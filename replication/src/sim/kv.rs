@@ -79,7 +79,13 @@ impl KvCluster {
     /// read spanning its Append. This pins the order of concurrent Appends, which the
     /// checker could otherwise only find by exponential search.
     pub fn pin_appends(&self, key: &str, value: &[u8]) {
-        pin_appends(&self.history, &self.completions, key, value, self.sim.seed());
+        pin_appends(
+            &self.history,
+            &self.completions,
+            key,
+            value,
+            self.sim.seed(),
+        );
     }
 }
 

@@ -531,6 +531,10 @@ pub struct ShardWorld {
     pub record: bool,
     /// Completed Appends (while recording), for [`ShardWorld::pin_appends`].
     pub completions: Vec<Completion<KvState>>,
+    /// Crash-and-restart churn, if on.
+    pub churn: Option<Churn>,
+    /// Nodes the test killed (churn leaves them down).
+    killed: Vec<bool>,
     clerks: Vec<WorldClerk>,
     tags: BTreeMap<u64, usize>,
     next_tag: u64,
@@ -539,6 +543,30 @@ pub struct ShardWorld {
     unreachable: Vec<bool>,
     rng: Rng,
     admin: usize,
+}
+
+/// Crash-and-restart churn among the shard groups' replicas (Lab 5's copies of the Lab 4
+/// scenarios): every so often a replica whose group is otherwise whole crashes — half the
+/// time tearing its last unsynced write — and restarts from its disk a little later.
+#[derive(Debug, Clone)]
+pub struct Churn {
+    rng: Rng,
+    next: Time,
+    down: BTreeMap<usize, Time>,
+    /// Crashes so far.
+    pub crashes: u32,
+}
+
+impl Churn {
+    /// Churn drawn from `seed`.
+    pub fn new(seed: u64) -> Churn {
+        Churn {
+            rng: Rng::new(seed),
+            next: Time::ZERO,
+            down: BTreeMap::new(),
+            crashes: 0,
+        }
+    }
 }
 
 /// Settings of a world.
@@ -610,6 +638,8 @@ impl ShardWorld {
             retry_timeout: Duration::from_millis(300),
             record: true,
             completions: Vec::new(),
+            churn: None,
+            killed: vec![false; nodes],
             clerks: Vec::new(),
             tags: BTreeMap::new(),
             next_tag: 1,
@@ -769,7 +799,61 @@ impl ShardWorld {
             self.sim.run_for(step);
             self.drain_events();
             self.retry_due();
+            self.churn();
         }
+    }
+
+    /// Restarts churned replicas that are due and crashes another when it is time.
+    fn churn(&mut self) {
+        let Some(mut churn) = self.churn.take() else {
+            return;
+        };
+        let now = self.sim.now();
+        let due: Vec<usize> = churn
+            .down
+            .iter()
+            .filter(|(_, &at)| at <= now)
+            .map(|(&i, _)| i)
+            .collect();
+        for i in due {
+            churn.down.remove(&i);
+            if !self.sim.is_up(i) && !self.killed[i] {
+                self.sim.restart(i);
+            }
+        }
+        if now >= churn.next {
+            churn.next = now + Duration::from_millis(churn.rng.range(200, 700));
+            let groups = self.layout().groups.len();
+            let g = churn.rng.below(groups as u64) as usize;
+            let nodes = self.group_nodes(g);
+            if nodes.iter().all(|&i| self.sim.is_up(i)) {
+                let i = nodes[churn.rng.below(nodes.len() as u64) as usize];
+                let torn = if churn.rng.chance(0.5) {
+                    kv_engine::fs::Torn::Prefix(churn.rng.next_u64())
+                } else {
+                    kv_engine::fs::Torn::None
+                };
+                self.sim.crash(i, torn);
+                churn.crashes += 1;
+                let back = now + Duration::from_millis(churn.rng.range(100, 1000));
+                churn.down.insert(i, back);
+            }
+        }
+        self.churn = Some(churn);
+    }
+
+    /// Stops the churn, restarts every replica it left down, and returns how many crashes
+    /// it caused (0 without churn).
+    pub fn stop_churn(&mut self) -> u32 {
+        let Some(churn) = self.churn.take() else {
+            return 0;
+        };
+        for i in churn.down.keys() {
+            if !self.sim.is_up(*i) && !self.killed[*i] {
+                self.sim.restart(*i);
+            }
+        }
+        churn.crashes
     }
 
     /// Runs `ms` milliseconds.
@@ -889,8 +973,9 @@ impl ShardWorld {
         self.sim.set_deaf(i, on);
     }
 
-    /// Crashes node `i` (its disk keeps what was synced).
+    /// Crashes node `i` for good (its disk keeps what was synced; churn leaves it down).
     pub fn kill(&mut self, i: usize) {
+        self.killed[i] = true;
         if self.sim.is_up(i) {
             self.sim.crash(i, kv_engine::fs::Torn::None);
         }
@@ -906,7 +991,13 @@ impl ShardWorld {
     /// Pins the order of the Appends on `key` by the lengths they reported, given its final
     /// `value` (see [`super::kv::KvCluster::pin_appends`]).
     pub fn pin_appends(&self, key: &str, value: &[u8]) {
-        super::kv::pin_appends(&self.history, &self.completions, key, value, self.sim.seed());
+        super::kv::pin_appends(
+            &self.history,
+            &self.completions,
+            key,
+            value,
+            self.sim.seed(),
+        );
     }
 
     /// Checks the history for linearizability; panics with the seed if it is not.

@@ -313,7 +313,11 @@ impl Schedule {
 
     fn refresh_lost(&mut self, w: &ShardWorld) {
         for (i, lost) in self.lost.iter_mut().enumerate() {
-            if *lost && w.sim.node(i).is_some_and(|n| crate::node::Node::is_ready(n)) {
+            if *lost
+                && w.sim
+                    .node(i)
+                    .is_some_and(|n| crate::node::Node::is_ready(n))
+            {
                 *lost = false;
             }
         }
@@ -329,7 +333,10 @@ impl Schedule {
             let i = self.rng.below(n as u64) as usize;
             let cohort = Self::cohort(w, i);
             let tolerated = (cohort.len() - 1) / 2;
-            let is_master = w.layout().group_of(crate::types::NodeId(i as u32)).is_none();
+            let is_master = w
+                .layout()
+                .group_of(crate::types::NodeId(i as u32))
+                .is_none();
             match self.rng.below(100) {
                 0..=14 => self.repartition(w),
                 15..=24 if !is_master => {
@@ -428,7 +435,11 @@ impl Schedule {
         w.assert_settled(&config);
         w.check_linearizable();
         let ready = |w: &ShardWorld| {
-            (0..n).all(|i| w.sim.node(i).is_some_and(|n| crate::node::Node::is_ready(n)))
+            (0..n).all(|i| {
+                w.sim
+                    .node(i)
+                    .is_some_and(|n| crate::node::Node::is_ready(n))
+            })
         };
         let end = w.sim.now() + LIVENESS_LIMIT;
         while !ready(w) && w.sim.now() < end {
