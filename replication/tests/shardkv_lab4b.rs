@@ -6,8 +6,6 @@
 //! scenarios with crash-and-restart churn: throughout, a replica of a whole group crashes
 //! (half the time tearing its last unsynced write) and restarts from its disk.
 
-#![cfg(feature = "sim")]
-
 use std::time::Duration;
 
 use kv_engine::kv::{Op, Reply, ShardId};
