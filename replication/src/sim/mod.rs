@@ -27,12 +27,14 @@
 //! Nodes can also crash right after their early sends ([`Faults::crash_after_early_send`]).
 
 pub mod group;
+pub mod group_sweep;
 pub mod kv;
 pub mod kv_sweep;
 pub mod paxos;
 pub mod replica;
 pub mod shardkv;
 pub mod shardmaster;
+pub mod shardmaster_sweep;
 pub mod sweep;
 
 use std::cmp::Reverse;
