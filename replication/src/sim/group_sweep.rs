@@ -34,6 +34,8 @@ use crate::types::NodeId;
 pub const SAFETY_PHASE: Duration = Duration::from_secs(6);
 /// Bound on the liveness phase in virtual time.
 pub const LIVENESS_LIMIT: Duration = Duration::from_secs(60);
+/// How often the liveness phase looks whether every replica is ready.
+const READY_POLL: Duration = Duration::from_millis(10);
 
 /// What one seed did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,9 +419,15 @@ impl Schedule {
         );
         c.assert_replicas_agree(&everyone);
         c.check_linearizable();
+        // A replica restarted just before the heal may still be verifying its disk with
+        // its peers (retried every `recovery_retry`): wait for it, within the bound.
+        let ready = c.sim.run_until(LIVENESS_LIMIT, READY_POLL, |sim| {
+            (0..n).all(|i| sim.node(i).is_some_and(|r| r.is_ready()))
+        });
         assert!(
-            (0..n).all(|i| c.sim.node(i).is_some_and(|r| r.is_ready())),
-            "seed {seed}: a replica is still rebuilding after healing"
+            ready,
+            "seed {seed}: a replica is still rebuilding or verifying {LIVENESS_LIMIT:?} after \
+             healing"
         );
     }
 }
