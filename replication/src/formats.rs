@@ -14,6 +14,8 @@
 //! | `batch` | decided values (log entries) | `Batch::V1` |
 //! | `image` | the applied state's image | image header `version` 1 |
 //! | `snapshot-payload` | the replica's combined snapshot | magic `KVREPL02`, header `version` 2 |
+//! | `shardmaster-batch` | the shard master's decided values | `Batch::V1` |
+//! | `shardmaster-image` | the shard master's applied state (configurations, sessions) | image header `version` 1, header piece `version` 1 |
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use crate::replica::durable::{self, DurableSnapshot, Header, Record, SNAPSHOT_VE
 use crate::replica::frames::{self, Section};
 use crate::replica::message::Batch;
 use crate::replica::{Boot, PeerMemory, Request};
+use crate::shardmaster::{self, ConfigNum, GroupId, ShardMaster};
 use crate::types::{ClientId, NodeId};
 
 /// One sample: its name (the golden file's stem) and its bytes.
@@ -166,7 +169,64 @@ fn applied() -> Applied<KvState> {
     applied
 }
 
-fn image(applied: &Applied<KvState>) -> Vec<u8> {
+/// The shard master's commands, one of each kind (the Move follows the Joins it needs).
+fn shardmaster_requests() -> Vec<Request<shardmaster::Command>> {
+    use shardmaster::Command;
+    let request = |client: u64, seq: u64, command: Command| Request {
+        client: ClientId(client),
+        seq,
+        command,
+    };
+    vec![
+        request(
+            3,
+            1,
+            Command::Join {
+                group: GroupId(7),
+                servers: vec!["a".into(), "b".into()],
+            },
+        ),
+        request(
+            4,
+            1,
+            Command::Join {
+                group: GroupId(9),
+                servers: vec!["c".into()],
+            },
+        ),
+        request(
+            3,
+            2,
+            Command::Move {
+                shard: kv_engine::kv::ShardId(0),
+                group: GroupId(9),
+            },
+        ),
+        request(4, 2, Command::Leave { group: GroupId(7) }),
+        request(5, 1, Command::Query { num: None }),
+        request(
+            5,
+            2,
+            Command::Query {
+                num: Some(ConfigNum(1)),
+            },
+        ),
+    ]
+}
+
+/// The lab's shard master after [`shardmaster_requests`].
+fn shardmaster_applied() -> Applied<ShardMaster> {
+    let mut applied = Applied::initial(ShardMaster::new());
+    let requests = shardmaster_requests();
+    applied.apply(
+        Seq(0),
+        &Batch::encode(NodeId(0), requests.clone()),
+        &requests,
+    );
+    applied
+}
+
+fn image<M: crate::replica::StateMachine>(applied: &Applied<M>) -> Vec<u8> {
     let mut stream = ImageStream::new(applied.clone());
     let mut out = Vec::new();
     while stream.next_frame(64, &mut out) {}
@@ -257,6 +317,14 @@ pub fn samples() -> Vec<Sample> {
             name: "snapshot-payload",
             bytes: snapshot_payload(),
         },
+        Sample {
+            name: "shardmaster-batch",
+            bytes: Batch::encode(NodeId(1), shardmaster_requests()).to_vec(),
+        },
+        Sample {
+            name: "shardmaster-image",
+            bytes: image(&shardmaster_applied()),
+        },
     ]
 }
 
@@ -281,13 +349,24 @@ pub fn check(name: &str, bytes: &[u8]) -> Result<(), String> {
             let decoded = Batch::<Op>::decode(bytes).map_err(|e| e.to_string())?;
             same(name, decoded == requests())
         }
+        "shardmaster-batch" => {
+            let decoded =
+                Batch::<shardmaster::Command>::decode(bytes).map_err(|e| e.to_string())?;
+            same(name, decoded == shardmaster_requests())
+        }
+        "shardmaster-image" => {
+            let decoded = assemble::<ShardMaster>(bytes)?;
+            let expected = shardmaster_applied();
+            same(
+                name,
+                decoded.machine == expected.machine
+                    && decoded.sessions == expected.sessions
+                    && decoded.next == expected.next
+                    && decoded.digest == expected.digest,
+            )
+        }
         "image" => {
-            let mut assembler = ImageAssembler::<KvState>::new();
-            for frame in frames::Reader::new(bytes) {
-                let (_, body) = frame?;
-                assembler.add(body)?;
-            }
-            let decoded = assembler.finish()?;
+            let decoded = assemble::<KvState>(bytes)?;
             let expected = applied();
             same(
                 name,
@@ -310,6 +389,16 @@ pub fn check(name: &str, bytes: &[u8]) -> Result<(), String> {
         }
         other => Err(format!("no sample named {other}")),
     }
+}
+
+/// An image's frames assembled into the applied state.
+fn assemble<M: crate::replica::StateMachine>(bytes: &[u8]) -> Result<Applied<M>, String> {
+    let mut assembler = ImageAssembler::<M>::new();
+    for frame in frames::Reader::new(bytes) {
+        let (_, body) = frame?;
+        assembler.add(body)?;
+    }
+    assembler.finish()
 }
 
 /// The engine's files read back through the engine.

@@ -7,23 +7,14 @@
 
 use std::ops::Range;
 
+use kv_replication::sim::group_sweep::seeds_from_env;
 use kv_replication::sim::shardkv_sweep;
 
 /// Seeds the bounded sweep covers by default (CI runs this test).
 const SEEDS: Range<u64> = 0..300;
 
 fn seeds() -> Range<u64> {
-    let Ok(spec) = std::env::var("KV_SHARDKV_SWEEP_SEEDS") else {
-        return SEEDS;
-    };
-    let (a, b) = spec
-        .split_once("..")
-        .unwrap_or_else(|| panic!("KV_SHARDKV_SWEEP_SEEDS wants A..B, got {spec}"));
-    let parse = |s: &str| {
-        s.parse::<u64>()
-            .unwrap_or_else(|e| panic!("bad seed {s:?} in KV_SHARDKV_SWEEP_SEEDS: {e}"))
-    };
-    parse(a)..parse(b)
+    seeds_from_env("KV_SHARDKV_SWEEP_SEEDS", SEEDS)
 }
 
 #[test]

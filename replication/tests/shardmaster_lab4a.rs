@@ -158,10 +158,15 @@ fn lab4a_test_basic() {
 
     // Min advances after joins. The lab reads px.Min() at once; here a replica raises its
     // Paxos `done` with a snapshot, taken once the log is idle, so wait for it (bounded).
+    let before = c.sim.now();
     let advanced = c.sim.run_until(secs(5), Duration::from_millis(10), |sim| {
         (0..NSERVERS).all(|i| sim.node(i).is_some_and(|r| r.status().paxos_min > Seq(0)))
     });
     assert!(advanced, "Min() did not advance on every replica");
+    eprintln!(
+        "TestBasic: Min() advanced on every replica {} µs (virtual) after the joins",
+        c.sim.now().as_micros() - before.as_micros()
+    );
 
     // Minimal transfers after joins.
     let c1 = c.query(ck, None);

@@ -1,20 +1,27 @@
 //! Seed sweeps on the simulator.
 //!
-//! `sweep [--workload paxos|kv] --seeds A..B` runs one random fault schedule per seed and
-//! stops at the first failing seed, printing it and the tail of its trace; `--seed N`
-//! replays one seed and prints its trace hash. Exits non-zero on failure.
+//! `sweep [--workload paxos|kv|shardmaster|shardkv] --seeds A..B` runs one random fault schedule
+//! per seed and stops at the first failing seed, printing it and the tail of its trace;
+//! `--seed N` replays one seed and prints its trace hash. Exits non-zero on failure,
+//! including a seed that fails once and passes when replayed (nondeterminism).
 //!
 //! - `paxos` (the default): a safety phase with faults, then a healed liveness phase in
 //!   which every started instance must decide.
-//! - `kv`: concurrent clerks against a replicated KV group under partitions, unreliable
-//!   links, crashes with torn writes and minority disk wipes; every history is checked for
-//!   linearizability and the healed group must converge.
+//! - `kv`, `shardmaster` (the group sweep, `kv_replication::sim::group_sweep`): concurrent
+//!   clerks against a replicated group — the KV group, or the shard master — under
+//!   partitions, unreliable links, crashes with torn writes, minority disk wipes and
+//!   restored old backups; every history is checked for linearizability and the healed
+//!   group must converge.
+//! - `shardkv` (`kv_replication::sim::shardkv_sweep`): a sharded cluster — shard masters
+//!   and several groups — under random joins, leaves and moves and faults across the
+//!   world; it must settle, and every history is checked for linearizability.
 
 use std::ops::Range;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use kv_replication::sim::{kv_sweep, shardkv_sweep, sweep};
+use kv_replication::sim::group_sweep::{Failure, Outcome, Totals};
+use kv_replication::sim::{kv_sweep, shardkv_sweep, shardmaster_sweep, sweep};
 
 /// Trace lines kept for a failure report (override with `KV_SWEEP_TRACE_LINES`).
 const TRACE_LINES_ON_FAILURE: usize = 200;
@@ -31,12 +38,33 @@ enum Mode {
     Seed(u64),
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Workload {
     Paxos,
-    Kv,
-    ShardKv,
+    Group(Group),
 }
+
+/// A workload of the group sweep: its name and how to run one seed.
+#[derive(Clone, Copy)]
+struct Group {
+    name: &'static str,
+    run: fn(u64, usize) -> Result<Outcome, Failure>,
+}
+
+const GROUPS: [Group; 3] = [
+    Group {
+        name: "kv",
+        run: kv_sweep::run,
+    },
+    Group {
+        name: "shardmaster",
+        run: shardmaster_sweep::run,
+    },
+    Group {
+        name: shardkv_sweep::NAME,
+        run: shardkv_sweep::run,
+    },
+];
 
 fn parse_args() -> Result<(Workload, Mode), String> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,12 +73,15 @@ fn parse_args() -> Result<(Workload, Mode), String> {
         let name = args
             .get(i + 1)
             .cloned()
-            .ok_or("--workload wants paxos or kv")?;
-        workload = match name.as_str() {
-            "paxos" => Workload::Paxos,
-            "kv" => Workload::Kv,
-            "shardkv" => Workload::ShardKv,
-            other => return Err(format!("unknown workload {other}: paxos, kv or shardkv")),
+            .ok_or("--workload wants paxos, kv, shardmaster or shardkv")?;
+        workload = match (name.as_str(), GROUPS.iter().find(|g| g.name == name)) {
+            ("paxos", _) => Workload::Paxos,
+            (_, Some(group)) => Workload::Group(*group),
+            (other, None) => {
+                return Err(format!(
+                    "unknown workload {other}: paxos, kv, shardmaster or shardkv"
+                ))
+            }
         };
         args.drain(i..i + 2);
     }
@@ -71,7 +102,9 @@ fn parse_mode(args: &[String]) -> Result<Mode, String> {
             let s: u64 = seed.parse().map_err(|e| format!("bad seed {seed}: {e}"))?;
             Ok(Mode::Seed(s))
         }
-        _ => Err("usage: sweep [--workload paxos|kv] --seeds A..B | --seed N".into()),
+        _ => Err(
+            "usage: sweep [--workload paxos|kv|shardmaster|shardkv] --seeds A..B | --seed N".into(),
+        ),
     }
 }
 
@@ -137,83 +170,54 @@ fn sweep_range(seeds: Range<u64>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn kv_replay(seed: u64) -> ExitCode {
-    match kv_sweep::run(seed, trace_lines()) {
-        Ok(o) => {
-            println!(
-                "seed {seed}: ok, {} replicas, {} operations, {} crashes, {} wipes, {} restores, trace hash {:016x}",
-                o.replicas, o.operations, o.crashes, o.wipes, o.restores, o.trace_hash
-            );
-            ExitCode::SUCCESS
-        }
-        Err(failure) => {
-            eprintln!("{failure}");
-            eprintln!(
-                "replay: cargo run -p kv-replication --features sim --release --bin sweep -- --workload kv --seed {seed}"
-            );
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn kv_sweep_range(seeds: Range<u64>) -> ExitCode {
-    let began = Instant::now();
-    let (mut operations, mut crashes, mut wipes, mut restores) = (0, 0, 0, 0);
-    for seed in seeds.clone() {
-        match kv_sweep::run(seed, 0) {
-            Ok(o) => {
-                operations += o.operations;
-                crashes += o.crashes as u64;
-                wipes += o.wipes as u64;
-                restores += o.restores as u64;
-            }
-            Err(_) => return kv_replay(seed),
-        }
-    }
-    println!(
-        "kv seeds {}..{}: all ok ({operations} operations, {crashes} crashes, {wipes} wipes, {restores} restores of old backups) in {:.1?}",
-        seeds.start,
-        seeds.end,
-        began.elapsed()
+fn group_report(group: Group, failure: &Failure) {
+    eprintln!("{failure}");
+    eprintln!(
+        "replay: cargo run -p kv-replication --features sim --release --bin sweep -- --workload {} --seed {}",
+        group.name, failure.seed
     );
-    ExitCode::SUCCESS
 }
 
-fn shardkv_replay(seed: u64) -> ExitCode {
-    match shardkv_sweep::run(seed, trace_lines()) {
+fn group_replay(group: Group, seed: u64) -> ExitCode {
+    match (group.run)(seed, trace_lines()) {
         Ok(o) => {
             println!(
-                "seed {seed}: ok, {} groups, {} configurations, {} operations, {} crashes, {} wipes, trace hash {:016x}",
-                o.groups, o.configs, o.operations, o.crashes, o.wipes, o.trace_hash
+                "{} seed {seed}: ok, {} replicas, {} operations, {} crashes, {} wipes, {} restores, trace hash {:016x}",
+                group.name, o.replicas, o.operations, o.crashes, o.wipes, o.restores, o.trace_hash
             );
             ExitCode::SUCCESS
         }
         Err(failure) => {
-            eprintln!("{failure}");
-            eprintln!(
-                "replay: cargo run -p kv-replication --features sim --release --bin sweep -- --workload shardkv --seed {seed}"
-            );
+            group_report(group, &failure);
             ExitCode::FAILURE
         }
     }
 }
 
-fn shardkv_sweep_range(seeds: Range<u64>) -> ExitCode {
+fn group_sweep_range(group: Group, seeds: Range<u64>) -> ExitCode {
     let began = Instant::now();
-    let (mut operations, mut configs, mut crashes, mut wipes) = (0, 0, 0, 0);
+    let mut totals = Totals::default();
     for seed in seeds.clone() {
-        match shardkv_sweep::run(seed, 0) {
-            Ok(o) => {
-                operations += o.operations;
-                configs += o.configs;
-                crashes += o.crashes as u64;
-                wipes += o.wipes as u64;
+        match (group.run)(seed, 0) {
+            Ok(o) => totals.add(&o),
+            Err(first) => {
+                // Run it again with tracing on to show what happened.
+                let failure = (group.run)(seed, trace_lines()).err().unwrap_or(Failure {
+                    message: format!(
+                        "failed once, passed on replay: nondeterminism (first: {})",
+                        first.message
+                    ),
+                    trace: vec![],
+                    ..first
+                });
+                group_report(group, &failure);
+                return ExitCode::FAILURE;
             }
-            Err(_) => return shardkv_replay(seed),
         }
     }
     println!(
-        "shardkv seeds {}..{}: all ok ({operations} operations, {configs} configurations, {crashes} crashes, {wipes} wipes) in {:.1?}",
+        "{} seeds {}..{}: all ok ({totals}) in {:.1?}",
+        group.name,
         seeds.start,
         seeds.end,
         began.elapsed()
@@ -227,10 +231,8 @@ fn main() -> ExitCode {
     match parse_args() {
         Ok((Workload::Paxos, Mode::Seeds(r))) => sweep_range(r),
         Ok((Workload::Paxos, Mode::Seed(s))) => replay(s),
-        Ok((Workload::Kv, Mode::Seeds(r))) => kv_sweep_range(r),
-        Ok((Workload::Kv, Mode::Seed(s))) => kv_replay(s),
-        Ok((Workload::ShardKv, Mode::Seeds(r))) => shardkv_sweep_range(r),
-        Ok((Workload::ShardKv, Mode::Seed(s))) => shardkv_replay(s),
+        Ok((Workload::Group(g), Mode::Seeds(r))) => group_sweep_range(g, r),
+        Ok((Workload::Group(g), Mode::Seed(s))) => group_replay(g, s),
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(2)

@@ -382,6 +382,17 @@ mod tests {
     }
 
     #[test]
+    fn a_read_concurrent_with_an_add_may_precede_it_which_takes_backtracking() {
+        // The search tries the add first (earlier in the list), finds the read cannot
+        // follow it, and must undo that choice.
+        let ops = [
+            op(1, In::Add(1), 0, Some((10, 1))),
+            op(2, In::Read, 0, Some((10, 0))),
+        ];
+        assert_eq!(verdict(&ops), CheckResult::Ok);
+    }
+
+    #[test]
     fn a_read_after_a_completed_add_must_see_it() {
         let ops = [
             op(1, In::Add(1), 0, Some((10, 1))),

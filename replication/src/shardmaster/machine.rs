@@ -22,7 +22,8 @@
 //! A header piece (format version, shard count, number of configurations), then the
 //! configurations in order, at most [`CONFIGS_PER_PIECE_MAX`] and about the byte budget per
 //! piece. The builder checks the version, the shard count, that numbers run 0, 1, 2, … and
-//! every configuration's invariants; a bad image is refused as a whole.
+//! every configuration's invariants; a bad image is refused as a whole. Its golden bytes
+//! are the `shardmaster-image` sample of [`crate::formats`].
 //!
 //! # Failure model
 //! `apply` never panics on any command; bad commands are refused. Image pieces come from

@@ -1,5 +1,6 @@
-//! Unit tests of the shard master's semantics and image format. The properties over
-//! random command sequences are in `tests/shardmaster_properties.rs`.
+//! Unit tests of the shard master's semantics and image checks. The properties over
+//! random command sequences are in `tests/shardmaster_properties.rs`; the image's golden
+//! bytes are the `shardmaster-image` sample of [`crate::formats`].
 
 use std::sync::Arc;
 
@@ -209,32 +210,6 @@ fn images_of_another_shard_count_or_damaged_are_refused() {
         .add(&pieces[0])
         .unwrap_err()
         .contains("second header"));
-}
-
-/// The image of [`sample`], as this build writes it. A change that fails this test strands
-/// existing data directories: bump the image version and keep reading this one instead.
-const GOLDEN_IMAGE: [&str; 2] = [
-    "000103 04",
-    "01 04 \
-     00 03 000000 00 \
-     01 03 070707 01 07 02 0161 0162 \
-     02 03 070709 02 07 02 0161 0162 09 01 0163 \
-     03 03 090709 02 07 02 0161 0162 09 01 0163",
-];
-
-fn unhex(text: &str) -> Vec<u8> {
-    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    digits
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-        .collect()
-}
-
-#[test]
-fn image_format_matches_the_golden_fixture() {
-    let golden: Vec<Vec<u8>> = GOLDEN_IMAGE.iter().map(|p| unhex(p)).collect();
-    assert_eq!(sample().image_pieces(usize::MAX), golden);
-    assert_eq!(machine::from_pieces::<3>(&golden).unwrap(), sample());
 }
 
 #[test]

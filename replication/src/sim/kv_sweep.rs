@@ -1,88 +1,26 @@
-//! Random fault schedules for a kv group, one per seed (the `sweep --workload kv` workload
-//! and the bounded sweep test).
-//!
-//! Every knob derives from the seed: group size (3 or 5), drop/duplicate/delay rates, the
-//! number of concurrent clients and their mix of Get/Put/Append/Delete, and a safety phase
-//! of random faults: partitions, unreliable replicas, crashes (half of them tearing the last
-//! unsynced write), restarts, disk wipes of a minority (a wiped replica counts as lost
-//! until it has rebuilt), and disks restored from an older backup of themselves. A backup
-//! is restored only once every other replica has confirmed a later start of its replica
-//! (or a later incarnation) — the condition under which the restart check guarantees the
-//! restore is caught, whichever peers answer first; the restored replica then counts as
-//! lost until it has rebuilt. The host checks after every step that replicas apply the same
-//! log. Then a liveness phase heals everything and restarts every replica; every client
-//! must finish its operation, every replica must converge, and a fresh clerk reads every
-//! key. Finally the whole history is checked for linearizability — which also proves that
-//! no acknowledged write was lost, since the final reads come after every acknowledgement.
+//! The kv workload of the group sweep ([`super::group_sweep`]): concurrent clerks doing
+//! Gets, Puts, Appends and Deletes with unique values, under the sweep's faults; at the
+//! end a fresh clerk reads every key and the history is checked per key.
 //!
 //! Keys come in two kinds so the checker stays fast: *register* keys get Puts, Deletes and
 //! Gets with unique values; *log* keys get only Appends (unique suffixes) and Gets, so each
 //! Append's reported length pins its place in the final value (see
 //! [`KvCluster::pin_appends`]).
 
-use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
-use kv_engine::fs::{DiskImage, Torn};
 use kv_engine::kv::{KvState, Op, Reply};
 
+use super::group_sweep::{self, Workload};
+pub use super::group_sweep::{Failure, Outcome};
 use super::kv::{append, get, put, Action, KvCluster, Script, Scripts};
-use super::{panic_message, FaultCeilings, Faults, SimOptions};
 use crate::rng::Rng;
-use crate::types::NodeId;
-
-/// Length of the safety phase in virtual time.
-pub const SAFETY_PHASE: Duration = Duration::from_secs(6);
-/// Bound on the liveness phase in virtual time.
-pub const LIVENESS_LIMIT: Duration = Duration::from_secs(60);
 
 const REGISTER_KEYS: [&str; 3] = ["r0", "r1", "r2"];
 const LOG_KEYS: [&str; 2] = ["l0", "l1"];
-
-/// What one seed did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// The seed.
-    pub seed: u64,
-    /// Hash of the whole run's trace (same seed, same hash).
-    pub trace_hash: u64,
-    /// Replicas in the group.
-    pub replicas: usize,
-    /// Client operations recorded.
-    pub operations: usize,
-    /// Crashes injected.
-    pub crashes: u32,
-    /// Disks wiped.
-    pub wipes: u32,
-    /// Disks restored from an older backup.
-    pub restores: u32,
-}
-
-/// A failed seed.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    /// The seed.
-    pub seed: u64,
-    /// The panic message.
-    pub message: String,
-    /// Every replica's status at the failure.
-    pub replicas: Vec<String>,
-    /// The last trace lines before the failure (if tracing was on).
-    pub trace: Vec<String>,
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "kv sweep seed {}: {}", self.seed, self.message)?;
-        for line in &self.replicas {
-            writeln!(f, "  {line}")?;
-        }
-        for line in &self.trace {
-            writeln!(f, "  | {line}")?;
-        }
-        Ok(())
-    }
-}
+/// Mixed into the seed for this workload's draws (kept from before the sweeps were one,
+/// so a seed replays the same schedule as it always did).
+const SALT: u64 = 0x4B56_5357_4545_5021;
 
 /// Runs one seed; `Ok(trace hash)` if every check passed, else the failure report (seed,
 /// message, replica states).
@@ -94,61 +32,39 @@ pub fn run_seed(seed: u64) -> Result<u64, String> {
 
 /// Runs one seed, keeping the last `trace_lines` trace lines for a failure report.
 pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
-    let mut rng = Rng::new(seed ^ 0x4B56_5357_4545_5021);
-    let replicas = if rng.chance(0.5) { 3 } else { 5 };
-    let mut options = SimOptions::new(replicas);
-    options.trace_lines = trace_lines;
-    options.faults = Faults::random(
-        &mut rng,
-        FaultCeilings {
-            drop: 0.1,
-            duplicate: 0.05,
-            delay_max_micros: 10_000,
-            long_delay: 0.1,
-            long_delay_max_millis: 500,
-            crash_after_early_send: 0.01,
-        },
-    );
-    options.random_speeds(&mut rng);
-    let mut cluster = KvCluster::with(seed, options, |_| {});
-    let mut schedule = Schedule {
-        rng,
-        crashes: 0,
-        wipes: 0,
-        restores: 0,
-        lost: vec![false; replicas],
-        wiped_down: vec![false; replicas],
-        backups: Vec::new(),
-    };
-    let result = panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut scripts = schedule.clients(&mut cluster);
-        schedule.safety_phase(&mut cluster, &mut scripts);
-        schedule.liveness_phase(&mut cluster, &mut scripts);
-    }));
-    match result {
-        Ok(()) => Ok(Outcome {
-            seed,
-            trace_hash: cluster.sim.trace_hash(),
-            replicas,
-            operations: cluster.history.len(),
-            crashes: schedule.crashes,
-            wipes: schedule.wipes,
-            restores: schedule.restores,
-        }),
-        Err(payload) => {
-            let message = panic_message(&*payload);
-            let replicas = (0..cluster.replicas())
-                .map(|i| match cluster.sim.node(i) {
-                    Some(r) => format!("n{i}: {:?}", r.status()),
-                    None => format!("n{i}: down"),
-                })
-                .collect();
-            Err(Failure {
-                seed,
-                message,
-                replicas,
-                trace: cluster.sim.trace().cloned().collect(),
-            })
+    group_sweep::run(seed, trace_lines, SALT, Kv)
+}
+
+/// The kv workload.
+struct Kv;
+
+impl Workload<KvState> for Kv {
+    const NAME: &'static str = "kv";
+
+    fn clients(&mut self, c: &mut KvCluster, rng: &mut Rng) -> Scripts {
+        let mut scripts = Scripts::new();
+        for id in 0..rng.range(2, 8) as usize {
+            let servers = group_sweep::client_servers(c.replicas(), rng);
+            let clerk = c.clerk(&servers);
+            scripts.add(RandomClient {
+                clerk,
+                id,
+                rng: Rng::new(rng.next_u64()),
+                issued: 0,
+                pause: false,
+            });
+        }
+        scripts
+    }
+
+    fn final_reads(&mut self, c: &mut KvCluster) {
+        let reader = c.clerk_all(0);
+        for key in REGISTER_KEYS {
+            c.get(reader, key);
+        }
+        for key in LOG_KEYS {
+            let value = c.get(reader, key).unwrap_or_default();
+            c.pin_appends(key, &value);
         }
     }
 }
@@ -193,223 +109,5 @@ impl Script<KvState> for RandomClient {
             clerk: self.clerk,
             op,
         }
-    }
-}
-
-/// A copy of a replica's disk, with what the replica was when it was taken.
-struct Backup {
-    node: usize,
-    image: DiskImage,
-    incarnation: u64,
-    boots: u64,
-}
-
-struct Schedule {
-    rng: Rng,
-    crashes: u32,
-    wipes: u32,
-    restores: u32,
-    backups: Vec<Backup>,
-    /// Wiped and not yet rebuilt.
-    lost: Vec<bool>,
-    /// Down with a lost disk: the next restart boots it blank.
-    wiped_down: Vec<bool>,
-}
-
-impl Schedule {
-    fn clients(&mut self, c: &mut KvCluster) -> Scripts {
-        let n = c.replicas();
-        let mut scripts = Scripts::new();
-        for id in 0..self.rng.range(2, 8) as usize {
-            let mut servers: Vec<usize> = (0..n).collect();
-            for i in (1..n).rev() {
-                servers.swap(i, self.rng.below(i as u64 + 1) as usize);
-            }
-            // A third of the clients stick to one replica, as in the lab's partition tests.
-            if self.rng.chance(0.3) {
-                servers.truncate(1);
-            }
-            let clerk = c.clerk(&servers);
-            scripts.add(RandomClient {
-                clerk,
-                id,
-                rng: Rng::new(self.rng.next_u64()),
-                issued: 0,
-                pause: false,
-            });
-        }
-        scripts
-    }
-
-    fn refresh_lost(&mut self, c: &KvCluster) {
-        for (i, lost) in self.lost.iter_mut().enumerate() {
-            if *lost && c.sim.node(i).is_some_and(|r| r.is_ready()) {
-                *lost = false;
-            }
-        }
-    }
-
-    fn safety_phase(&mut self, c: &mut KvCluster, scripts: &mut Scripts) {
-        let n = c.replicas();
-        let tolerated = (n - 1) / 2;
-        let end = c.sim.now() + SAFETY_PHASE;
-        while c.sim.now() < end {
-            let wait = self.rng.below(100);
-            c.drive(scripts, Duration::from_millis(wait));
-            self.refresh_lost(c);
-            let i = self.rng.below(n as u64) as usize;
-            match self.rng.below(100) {
-                0..=19 => self.repartition(c),
-                20..=29 => {
-                    let on = self.rng.chance(0.4);
-                    c.set_unreliable(i, on);
-                }
-                30..=44 => {
-                    let down = (0..n).filter(|&j| !c.sim.is_up(j)).count();
-                    if c.sim.is_up(i) && (down < tolerated || self.rng.chance(0.1)) {
-                        let torn = if self.rng.chance(0.5) {
-                            Torn::Prefix(self.rng.next_u64())
-                        } else {
-                            Torn::None
-                        };
-                        c.sim.crash(i, torn);
-                        self.crashes += 1;
-                    }
-                }
-                45..=64 if !c.sim.is_up(i) => self.restart(c, i),
-                65..=71 => {
-                    let lost = self.lost.iter().filter(|&&l| l).count();
-                    if lost < tolerated && !self.lost[i] {
-                        // Lose the disk now; half the time come back blank at once, else
-                        // at a later restart.
-                        self.lost[i] = true;
-                        self.wipes += 1;
-                        if c.sim.is_up(i) {
-                            c.sim.crash(i, Torn::None);
-                        }
-                        self.wiped_down[i] = true;
-                        if self.rng.chance(0.5) {
-                            self.restart(c, i);
-                        }
-                    }
-                }
-                72..=74 => self.back_up(c, i),
-                75..=77 => {
-                    let lost = self.lost.iter().filter(|&&l| l).count();
-                    if lost < tolerated {
-                        self.restore_backup(c);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Copies replica `i`'s disk (if it is up and serving, so its start is known).
-    fn back_up(&mut self, c: &KvCluster, i: usize) {
-        let Some(status) = c.sim.node(i).filter(|r| r.is_ready()).map(|r| r.status()) else {
-            return;
-        };
-        if self.backups.len() >= 4 {
-            self.backups.remove(0);
-        }
-        self.backups.push(Backup {
-            node: i,
-            image: c.sim.disk_image(i),
-            incarnation: status.incarnation,
-            boots: status.boots,
-        });
-    }
-
-    /// Restores a backup whose replica every other replica has since seen start again (or
-    /// reincarnate): the restore is then caught by whichever peers check it.
-    fn restore_backup(&mut self, c: &mut KvCluster) {
-        let n = c.replicas();
-        let Some(index) = (0..self.backups.len()).find(|&b| {
-            let backup = &self.backups[b];
-            !self.lost[backup.node]
-                && (0..n).filter(|&o| o != backup.node).all(|o| {
-                    c.sim
-                        .node(o)
-                        .and_then(|r| r.peer_memory(NodeId(backup.node as u32)))
-                        .is_some_and(|m| {
-                            m.incarnation > backup.incarnation
-                                || (m.incarnation == backup.incarnation
-                                    && m.boot.count > backup.boots)
-                        })
-                })
-        }) else {
-            return;
-        };
-        let backup = self.backups.remove(index);
-        self.lost[backup.node] = true;
-        self.wiped_down[backup.node] = false;
-        self.restores += 1;
-        c.sim.restore_disk(backup.node, &backup.image);
-    }
-
-    fn restart(&mut self, c: &mut KvCluster, i: usize) {
-        if std::mem::take(&mut self.wiped_down[i]) {
-            c.sim.restart_wiped(i);
-        } else {
-            c.sim.restart(i);
-        }
-    }
-
-    fn repartition(&mut self, c: &mut KvCluster) {
-        if self.rng.chance(0.3) {
-            c.sim.heal();
-            return;
-        }
-        let n = c.replicas();
-        let groups = self.rng.range(2, 3) as usize;
-        let mut members: Vec<Vec<usize>> = vec![Vec::new(); groups];
-        for i in 0..n {
-            members[self.rng.below(groups as u64) as usize].push(i);
-        }
-        let refs: Vec<&[usize]> = members.iter().map(|g| g.as_slice()).collect();
-        c.sim.partition(&refs);
-    }
-
-    fn liveness_phase(&mut self, c: &mut KvCluster, scripts: &mut Scripts) {
-        let n = c.replicas();
-        let seed = c.sim.seed();
-        c.sim.heal();
-        c.sim.set_faults(Faults::none());
-        for i in 0..n {
-            c.set_unreliable(i, false);
-            if !c.sim.is_up(i) {
-                self.restart(c, i);
-            }
-        }
-        scripts.stop();
-        assert!(
-            c.drive(scripts, LIVENESS_LIMIT),
-            "liveness: {} clients still waiting {LIVENESS_LIMIT:?} after healing",
-            scripts.unfinished()
-        );
-        let everyone: Vec<usize> = (0..n).collect();
-        assert!(
-            c.wait_applied_equal(&everyone, LIVENESS_LIMIT),
-            "liveness: replicas did not converge after healing"
-        );
-        let reader = c.clerk_all(0);
-        for key in REGISTER_KEYS {
-            c.get(reader, key);
-        }
-        for key in LOG_KEYS {
-            let value = c.get(reader, key).unwrap_or_default();
-            c.pin_appends(key, &value);
-        }
-        assert!(
-            c.wait_applied_equal(&everyone, LIVENESS_LIMIT),
-            "liveness: replicas did not converge after the final reads"
-        );
-        c.assert_replicas_agree(&everyone);
-        c.check_linearizable();
-        assert!(
-            (0..n).all(|i| c.sim.node(i).is_some_and(|r| r.is_ready())),
-            "seed {seed}: a replica is still rebuilding after healing"
-        );
     }
 }

@@ -27,6 +27,7 @@
 //! Nodes can also crash right after their early sends ([`Faults::crash_after_early_send`]).
 
 pub mod group;
+pub mod group_sweep;
 pub mod kv;
 pub mod kv_sweep;
 pub mod paxos;
@@ -34,6 +35,7 @@ pub mod replica;
 pub mod shardkv;
 pub mod shardkv_sweep;
 pub mod shardmaster;
+pub mod shardmaster_sweep;
 pub mod sweep;
 
 use std::cmp::Reverse;

@@ -24,12 +24,15 @@ use std::time::Duration;
 use kv_engine::fs::Torn;
 use kv_engine::kv::{Op, ShardId};
 
+use super::group_sweep::{Failure, Outcome};
 use super::kv::{append, get, put};
 use super::shardkv::{Action, Script, Scripts, ShardWorld, WorldOptions, WorldReply};
 use super::{panic_message, FaultCeilings, Faults};
 use crate::rng::Rng;
 use crate::shardmaster::{Command, GroupId};
 
+/// The workload's name (`sweep --workload shardkv`).
+pub const NAME: &str = "shardkv";
 /// Length of the safety phase in virtual time.
 pub const SAFETY_PHASE: Duration = Duration::from_secs(8);
 /// Bound on each step of the liveness phase in virtual time.
@@ -39,51 +42,6 @@ pub const LIVENESS_LIMIT: Duration = Duration::from_secs(120);
 const REGISTER_KEYS: [&str; 5] = ["0r", "3r", "5r", "7r", "9r"];
 /// Log keys (Appends, Gets).
 const LOG_KEYS: [&str; 3] = ["1l", "4l", "8l"];
-
-/// What one seed did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// The seed.
-    pub seed: u64,
-    /// Hash of the whole run's trace.
-    pub trace_hash: u64,
-    /// Shard groups.
-    pub groups: usize,
-    /// Client operations recorded.
-    pub operations: usize,
-    /// Configurations the shard master made.
-    pub configs: u64,
-    /// Crashes injected.
-    pub crashes: u32,
-    /// Disks wiped.
-    pub wipes: u32,
-}
-
-/// A failed seed.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    /// The seed.
-    pub seed: u64,
-    /// The panic message.
-    pub message: String,
-    /// Every node's status at the failure.
-    pub nodes: Vec<String>,
-    /// The last trace lines before the failure (if tracing was on).
-    pub trace: Vec<String>,
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "shardkv sweep seed {}: {}", self.seed, self.message)?;
-        for line in &self.nodes {
-            writeln!(f, "  {line}")?;
-        }
-        for line in &self.trace {
-            writeln!(f, "  | {line}")?;
-        }
-        Ok(())
-    }
-}
 
 /// Runs one seed; `Ok(trace hash)` if every check passed, else the failure report.
 pub fn run_seed(seed: u64) -> Result<u64, String> {
@@ -135,11 +93,12 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
             Ok(Outcome {
                 seed,
                 trace_hash: world.sim.trace_hash(),
-                groups,
+                replicas: world.sim.len(),
                 operations: world.history.len(),
                 configs,
                 crashes: schedule.crashes,
                 wipes: schedule.wipes,
+                restores: 0,
             })
         }
         Err(payload) => {
@@ -151,9 +110,10 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
                 })
                 .collect();
             Err(Failure {
+                workload: NAME,
                 seed,
                 message,
-                nodes,
+                replicas: nodes,
                 trace: world.sim.trace().cloned().collect(),
             })
         }
