@@ -273,11 +273,7 @@ impl Schedule {
 
     fn refresh_lost(&mut self, w: &ShardWorld) {
         for (i, lost) in self.lost.iter_mut().enumerate() {
-            if *lost
-                && w.sim
-                    .node(i)
-                    .is_some_and(|n| crate::node::Node::is_ready(n))
-            {
+            if *lost && w.sim.node(i).is_some_and(crate::node::Node::is_ready) {
                 *lost = false;
             }
         }
@@ -394,13 +390,8 @@ impl Schedule {
         let config = w.query();
         w.assert_settled(&config);
         w.check_linearizable();
-        let ready = |w: &ShardWorld| {
-            (0..n).all(|i| {
-                w.sim
-                    .node(i)
-                    .is_some_and(|n| crate::node::Node::is_ready(n))
-            })
-        };
+        let ready =
+            |w: &ShardWorld| (0..n).all(|i| w.sim.node(i).is_some_and(crate::node::Node::is_ready));
         let end = w.sim.now() + LIVENESS_LIMIT;
         while !ready(w) && w.sim.now() < end {
             w.run_for(Duration::from_millis(10));
