@@ -135,6 +135,11 @@ impl<M: StateMachine> Replica<M> {
         }
         if !entries.is_empty() {
             out.send.push((from, Message::Fetched { entries }));
+        } else if self.applied.next > first {
+            // Applied here, but its value is gone (this replica installed an image past it,
+            // or forgot it to fit its retention bound): the asker needs an image.
+            let below = self.applied.next;
+            out.send.push((from, Message::Forgotten { below }));
         }
     }
 

@@ -169,15 +169,24 @@ impl<M: StateMachine> Replica<M> {
     }
 
     /// Takes in what another replica remembers (of every replica but this one).
-    pub(super) fn on_witness(&mut self, table: &[PeerMemory]) {
+    /// A start learned this way is persisted (synced) before anything else this replica
+    /// says, as one checked directly is: a crash must not make it forget a later start of a
+    /// peer and then vouch for that peer's restored older disk.
+    pub(super) fn on_witness(&mut self, table: &[PeerMemory], out: &mut Output<M>) {
         if table.len() != self.config.peers || self.phase.is_rebuilding() {
             return;
         }
         let me = self.config.me.index();
+        let mut new_start = false;
         for (j, theirs) in table.iter().enumerate() {
+            let boot = self.peers[j].boot;
             if j != me && self.peers[j].absorb(theirs) {
                 self.witness_changed = true;
+                new_start |= self.peers[j].boot != boot;
             }
+        }
+        if new_start {
+            self.persist_peers(out);
         }
     }
 

@@ -588,7 +588,7 @@ impl<M: StateMachine> Replica<M> {
                 instances,
                 next,
             } => self.on_acceptor_page(now, from, nonce, first, instances, next, out),
-            Message::Witness { peers } => self.on_witness(&peers),
+            Message::Witness { peers } => self.on_witness(&peers, out),
             Message::RestartCheck { nonce, claim } => {
                 self.on_restart_check(now, from, nonce, claim, out)
             }
