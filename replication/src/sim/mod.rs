@@ -22,8 +22,10 @@
 //! appended before it starts, as group commit does), while the node goes on handling
 //! inputs; its sends and events leave when the pipeline releases them. A crash while an
 //! fsync is in flight loses its records (possibly tearing them) and everything queued
-//! behind them. Messages that reach a node while it is busy ([`SimOptions::step_cost`])
-//! wait and are handled as one burst between `hold` and `release`, as the driver does.
+//! behind them. Every input costs a node [`SimOptions::step_cost`] of
+//! virtual CPU time — each message, and each client call; messages that reach a node while
+//! it is busy wait and are handled as one burst between `hold` and `release`, as the driver
+//! does.
 //! Nodes can also crash right after their early sends ([`Faults::crash_after_early_send`]).
 
 pub mod group;
@@ -252,6 +254,8 @@ struct Slot<N: Node> {
     /// Messages waiting for the busy node, and whether a run is scheduled.
     inbox: VecDeque<(NodeId, N::Msg)>,
     run_scheduled: bool,
+    /// The node is busy (with inputs it took) until then.
+    busy_until: Time,
 }
 
 enum Pending<M> {
@@ -316,6 +320,7 @@ impl<H: Host> Sim<H> {
                 syncing: None,
                 inbox: VecDeque::new(),
                 run_scheduled: false,
+                busy_until: Time::ZERO,
             });
             sim.boot(NodeId(i as u32), false);
         }
@@ -367,7 +372,8 @@ impl<H: Host> Sim<H> {
         self.slots[i].node.is_some()
     }
 
-    /// Runs `f` on node `i` (if up) at the current time and applies its effects.
+    /// Runs `f` on node `i` (if up) at the current time and applies its effects. The call
+    /// costs the node [`SimOptions::step_cost`]: messages reaching it wait that much longer.
     pub fn call<R>(
         &mut self,
         i: usize,
@@ -376,6 +382,8 @@ impl<H: Host> Sim<H> {
         let now = self.now;
         let mut out = Effects::new();
         let result = f(self.slots[i].node.as_mut()?, now, &mut out);
+        let slot = &mut self.slots[i];
+        slot.busy_until = slot.busy_until.max(now) + self.options.step_cost;
         self.apply(NodeId(i as u32), out);
         Some(result)
     }
@@ -474,7 +482,7 @@ impl<H: Host> Sim<H> {
         if !self.slots[i].run_scheduled {
             self.slots[i].run_scheduled = true;
             let incarnation = self.slots[i].incarnation;
-            let at = self.now;
+            let at = self.now.max(self.slots[i].busy_until);
             self.schedule(
                 at,
                 Pending::Run {
@@ -490,6 +498,18 @@ impl<H: Host> Sim<H> {
     fn run_burst(&mut self, id: NodeId, incarnation: u64) {
         let i = id.index();
         if self.slots[i].incarnation != incarnation {
+            return;
+        }
+        let busy_until = self.slots[i].busy_until;
+        if self.now < busy_until {
+            // Calls kept the node busy since this run was scheduled.
+            self.schedule(
+                busy_until,
+                Pending::Run {
+                    node: id,
+                    incarnation,
+                },
+            );
             return;
         }
         self.slots[i].run_scheduled = false;
@@ -510,6 +530,7 @@ impl<H: Host> Sim<H> {
         n.release(now, &mut out);
         self.apply(id, out);
         let cost = self.options.step_cost * count;
+        self.slots[i].busy_until = now + cost;
         if !cost.is_zero() && self.slots[i].node.is_some() {
             // Busy: what arrives meanwhile waits in the inbox for the next run.
             self.slots[i].run_scheduled = true;
@@ -833,6 +854,7 @@ impl<H: Host> Sim<H> {
         slot.syncing = None;
         slot.inbox.clear();
         slot.run_scheduled = false;
+        slot.busy_until = Time::ZERO;
         slot.fs.crash(torn);
     }
 
