@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kv_engine::kv::{KvState, Reply};
+use kv_engine::kv::Reply;
 use kv_replication::sim::kv::{put, Action, KvCluster, Script, Scripts};
 
 /// Bytes of each Put's value.
@@ -25,7 +25,7 @@ struct ClosedLoop {
     done: Rc<Cell<u64>>,
 }
 
-impl Script<KvState> for ClosedLoop {
+impl Script<KvCluster> for ClosedLoop {
     fn next(&mut self, _c: &mut KvCluster, last: Option<Reply>) -> Action {
         if last.is_some() {
             self.done.set(self.done.get() + 1);

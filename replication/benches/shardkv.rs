@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kv_engine::kv::{Reply, ShardId};
 use kv_replication::sim::kv::{get, put};
-use kv_replication::sim::shardkv::{Action, Script, Scripts, ShardWorld, WorldOptions, WorldReply};
+use kv_replication::sim::shardkv::{
+    Action, Script, Scripts, ShardWorld, WorldCall, WorldOptions, WorldReply,
+};
 
 /// Virtual CPU time each message costs the node that handles it.
 const STEP_COST: Duration = Duration::from_micros(20);
@@ -36,14 +38,14 @@ struct ClosedLoop {
     done: Rc<Cell<u64>>,
 }
 
-impl Script for ClosedLoop {
+impl Script<ShardWorld> for ClosedLoop {
     fn next(&mut self, _w: &mut ShardWorld, last: Option<WorldReply>) -> Action {
         if last.is_some() {
             self.done.set(self.done.get() + 1);
         }
         Action::Run {
             clerk: self.clerk,
-            op: put(&self.key, &self.value),
+            op: WorldCall::Kv(put(&self.key, &self.value)),
         }
     }
 }
@@ -125,7 +127,7 @@ struct Prober {
     now: Rc<Cell<Duration>>,
 }
 
-impl Script for Prober {
+impl Script<ShardWorld> for Prober {
     fn next(&mut self, _w: &mut ShardWorld, last: Option<WorldReply>) -> Action {
         if let Some(reply) = last {
             assert!(
@@ -138,7 +140,7 @@ impl Script for Prober {
         self.sent.set(self.now.get());
         Action::Run {
             clerk: self.clerk,
-            op: get(&self.key),
+            op: WorldCall::Kv(get(&self.key)),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kv_engine::kv::{KvState, Reply};
+use kv_engine::kv::Reply;
 use kv_replication::rng::Rng;
 use kv_replication::sim::kv::{
     append, check_appends, get, put, Action, KvCluster, Script, Scripts,
@@ -161,7 +161,7 @@ struct SequenceOfAppends {
     expected: String,
 }
 
-impl Script<KvState> for SequenceOfAppends {
+impl Script<KvCluster> for SequenceOfAppends {
     fn next(&mut self, _c: &mut KvCluster, last: Option<Reply>) -> Action {
         let step = self.step;
         self.step += 1;
@@ -210,7 +210,7 @@ pub struct Appender {
     count: usize,
 }
 
-impl Script<KvState> for Appender {
+impl Script<KvCluster> for Appender {
     fn next(&mut self, _c: &mut KvCluster, _last: Option<Reply>) -> Action {
         if self.sent == self.count {
             return Action::Finish;
@@ -328,7 +328,7 @@ impl Checker {
     }
 }
 
-impl Script<KvState> for Checker {
+impl Script<KvCluster> for Checker {
     fn next(&mut self, c: &mut KvCluster, last: Option<Reply>) -> Action {
         match self.pending.take() {
             Some(written) => self.expected = written,

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use kv_engine::fs::Torn;
-use kv_engine::kv::{KvState, Reply};
+use kv_engine::kv::Reply;
 use kv_replication::rng::Rng;
 use kv_replication::sim::kv::{append, check_appends, get, Action, KvCluster, Script, Scripts};
 
@@ -263,7 +263,7 @@ struct PeriodicAppender {
     sleeping: bool,
 }
 
-impl Script<KvState> for PeriodicAppender {
+impl Script<KvCluster> for PeriodicAppender {
     fn next(&mut self, _c: &mut KvCluster, _last: Option<Reply>) -> Action {
         if !self.sleeping {
             self.sleeping = true;

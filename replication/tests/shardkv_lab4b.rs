@@ -12,7 +12,9 @@ use kv_engine::kv::{Op, Reply, ShardId};
 use kv_replication::rng::Rng;
 use kv_replication::shardmaster::{Command, GroupId};
 use kv_replication::sim::kv::{append, get};
-use kv_replication::sim::shardkv::{Action, Churn, Script, Scripts, ShardWorld, WorldReply};
+use kv_replication::sim::shardkv::{
+    Action, Churn, Script, Scripts, ShardWorld, WorldCall, WorldReply,
+};
 
 const SETTLE: Duration = Duration::from_secs(30);
 
@@ -185,7 +187,7 @@ struct Mover {
     seed: u64,
 }
 
-impl Script for Mover {
+impl Script<ShardWorld> for Mover {
     fn next(&mut self, _w: &mut ShardWorld, last: Option<WorldReply>) -> Action {
         let step = self.step;
         self.step += 1;
@@ -199,12 +201,12 @@ impl Script for Mover {
                 self.expected.push_str(&value);
                 Action::Run {
                     clerk: self.clerk,
-                    op: append(&self.key, &value),
+                    op: WorldCall::Kv(append(&self.key, &value)),
                 }
             }
             1 => Action::Run {
                 clerk: self.clerk,
-                op: get(&self.key),
+                op: WorldCall::Kv(get(&self.key)),
             },
             2 => {
                 let Some(WorldReply::Kv(Reply::Value(value))) = last else {
@@ -220,9 +222,9 @@ impl Script for Mover {
                 );
                 let shard = ShardId(self.rng.below(10) as u32);
                 let group = self.groups[self.rng.below(self.groups.len() as u64) as usize];
-                Action::Admin {
+                Action::Run {
                     clerk: self.clerk,
-                    command: Command::Move { shard, group },
+                    op: WorldCall::Admin(Command::Move { shard, group }),
                 }
             }
             _ => Action::Sleep(Duration::from_millis(self.rng.below(31))),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kv_replication::paxos::Seq;
-use kv_replication::shardmaster::{Config, ConfigNum, GroupId, ShardMaster, LAB_SHARDS};
+use kv_replication::shardmaster::{Config, ConfigNum, GroupId, LAB_SHARDS};
 use kv_replication::sim::shardmaster::{join, leave, Action, Script, Scripts, ShardMasterCluster};
 
 const NSERVERS: usize = 3;
@@ -27,7 +27,7 @@ struct LeaveJoin {
     deafen_zero: bool,
 }
 
-impl Script<ShardMaster> for LeaveJoin {
+impl Script<ShardMasterCluster> for LeaveJoin {
     fn next(
         &mut self,
         c: &mut ShardMasterCluster,

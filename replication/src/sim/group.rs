@@ -473,129 +473,41 @@ impl<M: Recorded> Cluster<M> {
     }
 }
 
-/// What a client script does next.
-pub enum Action<C> {
-    /// Run `op` on the harness clerk `clerk` (which must be idle).
-    Run {
-        /// The clerk.
-        clerk: usize,
-        /// The operation.
-        op: C,
-    },
-    /// Do nothing for a while.
-    Sleep(Duration),
-    /// Stop.
-    Finish,
-}
+pub use super::script::{Action, Harness, Script};
 
-/// A concurrent client: called whenever it is idle, with the answer to its last operation
-/// (`None` at the start and after a sleep). It checks answers itself (panicking, with the
-/// seed, on a wrong one) and may create clerks through the cluster.
-pub trait Script<M: Recorded> {
-    /// The next action.
-    fn next(&mut self, cluster: &mut Cluster<M>, last: Option<M::Reply>) -> Action<M::Command>;
-}
+/// Concurrent client scripts of a group's harness.
+pub type Scripts<M> = super::script::Scripts<Cluster<M>>;
 
-enum ScriptState {
-    Start,
-    Running(usize),
-    Sleeping(Time),
-    Finished,
-}
+impl<M: Recorded> Harness for Cluster<M> {
+    type Call = M::Command;
+    type Answer = M::Reply;
 
-/// A set of concurrent client scripts driven by [`Cluster::drive`].
-pub struct Scripts<M: Recorded> {
-    entries: Vec<(Box<dyn Script<M>>, ScriptState)>,
-    stopping: bool,
-}
-
-impl<M: Recorded> Default for Scripts<M> {
-    fn default() -> Self {
-        Scripts::new()
-    }
-}
-
-impl<M: Recorded> Scripts<M> {
-    /// No scripts.
-    pub fn new() -> Scripts<M> {
-        Scripts {
-            entries: Vec::new(),
-            stopping: false,
-        }
+    fn now(&self) -> Time {
+        self.sim.now()
     }
 
-    /// Adds a script; it starts at the next [`Cluster::drive`].
-    pub fn add(&mut self, script: impl Script<M> + 'static) {
-        self.entries.push((Box::new(script), ScriptState::Start));
+    fn start(&mut self, clerk: usize, call: M::Command) {
+        self.begin(clerk, call);
     }
 
-    /// From now on, scripts finish instead of taking their next step (an operation in
-    /// progress still completes first).
-    pub fn stop(&mut self) {
-        self.stopping = true;
+    fn idle(&self, clerk: usize) -> bool {
+        Cluster::idle(self, clerk)
     }
 
-    /// True once every script finished.
-    pub fn all_finished(&self) -> bool {
-        self.entries
-            .iter()
-            .all(|(_, state)| matches!(state, ScriptState::Finished))
+    fn answer(&mut self, clerk: usize) -> Option<M::Reply> {
+        self.take_result(clerk)
     }
 
-    /// Scripts still running an operation (or not finished).
-    pub fn unfinished(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|(_, state)| !matches!(state, ScriptState::Finished))
-            .count()
+    fn run_for(&mut self, duration: Duration) {
+        Cluster::run_for(self, duration)
     }
 }
-
-/// Most steps one script takes within one harness poll.
-const SCRIPT_STEPS_PER_POLL: usize = 64;
 
 impl<M: Recorded> Cluster<M> {
     /// Runs `scripts` (and the group) for up to `duration`, returning early once every
     /// script finished; true if they all did.
     pub fn drive(&mut self, scripts: &mut Scripts<M>, duration: Duration) -> bool {
-        let end = self.sim.now() + duration;
-        loop {
-            self.advance_scripts(scripts);
-            if scripts.all_finished() {
-                return true;
-            }
-            if self.sim.now() >= end {
-                return false;
-            }
-            self.run_for(POLL);
-        }
-    }
-
-    fn advance_scripts(&mut self, scripts: &mut Scripts<M>) {
-        let stopping = scripts.stopping;
-        for (script, state) in scripts.entries.iter_mut() {
-            for _ in 0..SCRIPT_STEPS_PER_POLL {
-                let last = match *state {
-                    ScriptState::Finished => break,
-                    ScriptState::Running(c) if !self.idle(c) => break,
-                    ScriptState::Running(c) => self.take_result(c),
-                    ScriptState::Sleeping(t) if self.sim.now() < t && !stopping => break,
-                    ScriptState::Sleeping(_) | ScriptState::Start => None,
-                };
-                if stopping {
-                    *state = ScriptState::Finished;
-                    break;
-                }
-                *state = match script.next(self, last) {
-                    Action::Run { clerk, op } => {
-                        self.begin(clerk, op);
-                        ScriptState::Running(clerk)
-                    }
-                    Action::Sleep(d) => ScriptState::Sleeping(self.sim.now() + d),
-                    Action::Finish => ScriptState::Finished,
-                };
-            }
-        }
+        scripts.drive(self, duration)
     }
 }
 

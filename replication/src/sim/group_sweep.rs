@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use kv_engine::fs::{DiskImage, Torn};
 
-use super::group::{Cluster, Recorded, Scripts};
+use super::group::{Cluster, Harness, Recorded, Scripts};
 use super::{panic_message, FaultCeilings, Faults, SimOptions};
 use crate::rng::Rng;
 use crate::types::NodeId;
@@ -200,15 +200,7 @@ pub fn run<M: Recorded, W: Workload<M>>(
     );
     options.random_speeds(&mut rng);
     let mut cluster = Cluster::<M>::with(seed, options, |_| {});
-    let mut schedule = Schedule {
-        rng,
-        crashes: 0,
-        wipes: 0,
-        restores: 0,
-        lost: vec![false; replicas],
-        wiped_down: vec![false; replicas],
-        backups: Vec::new(),
-    };
+    let mut schedule = Schedule::new(rng, replicas);
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut scripts = workload.clients(&mut cluster, &mut schedule.rng);
         schedule.safety_phase(&mut cluster, &mut scripts);
@@ -244,6 +236,137 @@ pub fn run<M: Recorded, W: Workload<M>>(
     }
 }
 
+/// What a fault schedule acts on: the nodes of a simulated world, in cohorts — replica
+/// groups, of which a minority may fail at a time — and the harness its clients run on.
+pub trait Faulted: Harness + Sized {
+    /// Number of nodes.
+    fn nodes(&self) -> usize;
+    /// The nodes of node `i`'s replica group (itself included).
+    fn cohort(&self, i: usize) -> Vec<usize>;
+    /// The simulator.
+    fn sim_mut(&mut self) -> &mut dyn Faultable;
+    /// The simulator, to look at.
+    fn sim_ref(&self) -> &dyn Faultable;
+    /// The lab's unreliable mode for node `i` (its clients' calls too).
+    fn set_unreliable(&mut self, i: usize, on: bool);
+    /// Node `i`'s `(incarnation, boots)` if it is up and serving.
+    fn started(&self, i: usize) -> Option<(u64, u64)>;
+    /// Whether node `observer` knows of a start of node `node` later than `(incarnation,
+    /// boots)`.
+    fn knows_later_start(&self, observer: usize, node: usize, incarnation: u64, boots: u64)
+        -> bool;
+}
+
+/// The simulator's fault controls, whatever its node type.
+pub trait Faultable {
+    /// True if node `i` is up.
+    fn is_up(&self, i: usize) -> bool;
+    /// True if node `i` is up and serving.
+    fn is_ready(&self, i: usize) -> bool;
+    /// Crashes node `i`.
+    fn crash(&mut self, i: usize, torn: Torn);
+    /// Restarts a crashed node from its disk, or blank.
+    fn restart(&mut self, i: usize, wiped: bool);
+    /// Node `i`'s durable disk.
+    fn disk_image(&self, i: usize) -> DiskImage;
+    /// Restarts node `i` on an older copy of its disk.
+    fn restore_disk(&mut self, i: usize, image: &DiskImage);
+    /// Splits the nodes.
+    fn partition(&mut self, sides: &[&[usize]]);
+    /// Removes every partition.
+    fn heal(&mut self);
+    /// A reliable network from now on.
+    fn calm(&mut self);
+}
+
+impl<H: super::Host> Faultable for super::Sim<H> {
+    fn is_up(&self, i: usize) -> bool {
+        super::Sim::is_up(self, i)
+    }
+
+    fn is_ready(&self, i: usize) -> bool {
+        self.node(i).is_some_and(crate::node::Node::is_ready)
+    }
+
+    fn crash(&mut self, i: usize, torn: Torn) {
+        super::Sim::crash(self, i, torn)
+    }
+
+    fn restart(&mut self, i: usize, wiped: bool) {
+        if wiped {
+            self.restart_wiped(i);
+        } else {
+            super::Sim::restart(self, i);
+        }
+    }
+
+    fn disk_image(&self, i: usize) -> DiskImage {
+        super::Sim::disk_image(self, i)
+    }
+
+    fn restore_disk(&mut self, i: usize, image: &DiskImage) {
+        super::Sim::restore_disk(self, i, image)
+    }
+
+    fn partition(&mut self, sides: &[&[usize]]) {
+        super::Sim::partition(self, sides)
+    }
+
+    fn heal(&mut self) {
+        super::Sim::heal(self)
+    }
+
+    fn calm(&mut self) {
+        self.set_faults(Faults::none());
+    }
+}
+
+impl<M: Recorded> Faulted for Cluster<M> {
+    fn nodes(&self) -> usize {
+        self.replicas()
+    }
+
+    fn cohort(&self, _i: usize) -> Vec<usize> {
+        (0..self.replicas()).collect()
+    }
+
+    fn sim_mut(&mut self) -> &mut dyn Faultable {
+        &mut self.sim
+    }
+
+    fn sim_ref(&self) -> &dyn Faultable {
+        &self.sim
+    }
+
+    fn set_unreliable(&mut self, i: usize, on: bool) {
+        Cluster::set_unreliable(self, i, on)
+    }
+
+    fn started(&self, i: usize) -> Option<(u64, u64)> {
+        let status = self.sim.node(i).filter(|r| r.is_ready())?.status();
+        Some((status.incarnation, status.boots))
+    }
+
+    fn knows_later_start(
+        &self,
+        observer: usize,
+        node: usize,
+        incarnation: u64,
+        boots: u64,
+    ) -> bool {
+        self.sim
+            .node(observer)
+            .and_then(|r| r.peer_memory(NodeId(node as u32)))
+            .is_some_and(|m| later_start(&m, incarnation, boots))
+    }
+}
+
+/// Whether `memory` records a start later than `(incarnation, boots)`.
+pub fn later_start(memory: &crate::replica::PeerMemory, incarnation: u64, boots: u64) -> bool {
+    memory.incarnation > incarnation
+        || (memory.incarnation == incarnation && memory.boot.count > boots)
+}
+
 /// A copy of a replica's disk, with what the replica was when it was taken.
 struct Backup {
     node: usize,
@@ -252,11 +375,16 @@ struct Backup {
     boots: u64,
 }
 
-struct Schedule {
-    rng: Rng,
-    crashes: u32,
-    wipes: u32,
-    restores: u32,
+/// A random fault schedule over any [`Faulted`] world (see the module docs).
+pub struct Schedule {
+    /// The schedule's random generator.
+    pub rng: Rng,
+    /// Crashes injected.
+    pub crashes: u32,
+    /// Disks wiped.
+    pub wipes: u32,
+    /// Disks restored from an older backup.
+    pub restores: u32,
     backups: Vec<Backup>,
     /// Wiped and not yet rebuilt.
     lost: Vec<bool>,
@@ -265,73 +393,83 @@ struct Schedule {
 }
 
 impl Schedule {
-    fn refresh_lost<M: Recorded>(&mut self, c: &Cluster<M>) {
+    /// A schedule over `nodes` nodes drawing from `rng`.
+    pub fn new(rng: Rng, nodes: usize) -> Schedule {
+        Schedule {
+            rng,
+            crashes: 0,
+            wipes: 0,
+            restores: 0,
+            backups: Vec::new(),
+            lost: vec![false; nodes],
+            wiped_down: vec![false; nodes],
+        }
+    }
+
+    fn refresh_lost<T: Faulted>(&mut self, t: &T) {
         for (i, lost) in self.lost.iter_mut().enumerate() {
-            if *lost && c.sim.node(i).is_some_and(|r| r.is_ready()) {
+            if *lost && t.sim_ref().is_ready(i) {
                 *lost = false;
             }
         }
     }
 
-    fn safety_phase<M: Recorded>(&mut self, c: &mut Cluster<M>, scripts: &mut Scripts<M>) {
-        let n = c.replicas();
-        let tolerated = (n - 1) / 2;
-        let end = c.sim.now() + SAFETY_PHASE;
-        while c.sim.now() < end {
+    /// Runs the clients under random faults for [`SAFETY_PHASE`].
+    pub fn safety_phase<T: Faulted>(&mut self, t: &mut T, scripts: &mut super::script::Scripts<T>) {
+        let n = t.nodes();
+        let end = t.now() + SAFETY_PHASE;
+        while t.now() < end {
             let wait = self.rng.below(100);
-            c.drive(scripts, Duration::from_millis(wait));
-            self.refresh_lost(c);
+            scripts.drive(t, Duration::from_millis(wait));
+            self.refresh_lost(t);
             let i = self.rng.below(n as u64) as usize;
+            let cohort = t.cohort(i);
+            let tolerated = (cohort.len() - 1) / 2;
             match self.rng.below(100) {
-                0..=19 => self.repartition(c),
+                0..=19 => self.repartition(t),
                 20..=29 => {
                     let on = self.rng.chance(0.4);
-                    c.set_unreliable(i, on);
+                    t.set_unreliable(i, on);
                 }
                 30..=44 => {
-                    let down = (0..n).filter(|&j| !c.sim.is_up(j)).count();
-                    if c.sim.is_up(i) && (down < tolerated || self.rng.chance(0.1)) {
+                    let down = cohort.iter().filter(|&&j| !t.sim_ref().is_up(j)).count();
+                    if t.sim_ref().is_up(i) && (down < tolerated || self.rng.chance(0.1)) {
                         let torn = if self.rng.chance(0.5) {
                             Torn::Prefix(self.rng.next_u64())
                         } else {
                             Torn::None
                         };
-                        c.sim.crash(i, torn);
+                        t.sim_mut().crash(i, torn);
                         self.crashes += 1;
                     }
                 }
-                45..=64 if !c.sim.is_up(i) => self.restart(c, i),
+                45..=64 if !t.sim_ref().is_up(i) => self.restart(t, i),
                 65..=71 => {
-                    let lost = self.lost.iter().filter(|&&l| l).count();
+                    let lost = cohort.iter().filter(|&&j| self.lost[j]).count();
                     if lost < tolerated && !self.lost[i] {
                         // Lose the disk now; half the time come back blank at once, else
                         // at a later restart.
                         self.lost[i] = true;
                         self.wipes += 1;
-                        if c.sim.is_up(i) {
-                            c.sim.crash(i, Torn::None);
+                        if t.sim_ref().is_up(i) {
+                            t.sim_mut().crash(i, Torn::None);
                         }
                         self.wiped_down[i] = true;
                         if self.rng.chance(0.5) {
-                            self.restart(c, i);
+                            self.restart(t, i);
                         }
                     }
                 }
-                72..=74 => self.back_up(c, i),
-                75..=77 => {
-                    let lost = self.lost.iter().filter(|&&l| l).count();
-                    if lost < tolerated {
-                        self.restore_backup(c);
-                    }
-                }
+                72..=74 => self.back_up(t, i),
+                75..=77 => self.restore_backup(t),
                 _ => {}
             }
         }
     }
 
     /// Copies replica `i`'s disk (if it is up and serving, so its start is known).
-    fn back_up<M: Recorded>(&mut self, c: &Cluster<M>, i: usize) {
-        let Some(status) = c.sim.node(i).filter(|r| r.is_ready()).map(|r| r.status()) else {
+    fn back_up<T: Faulted>(&mut self, t: &T, i: usize) {
+        let Some((incarnation, boots)) = t.started(i) else {
             return;
         };
         if self.backups.len() >= 4 {
@@ -339,29 +477,26 @@ impl Schedule {
         }
         self.backups.push(Backup {
             node: i,
-            image: c.sim.disk_image(i),
-            incarnation: status.incarnation,
-            boots: status.boots,
+            image: t.sim_ref().disk_image(i),
+            incarnation,
+            boots,
         });
     }
 
-    /// Restores a backup whose replica every other replica has since seen start again (or
-    /// reincarnate): the restore is then caught by whichever peers check it.
-    fn restore_backup<M: Recorded>(&mut self, c: &mut Cluster<M>) {
-        let n = c.replicas();
+    /// Restores a backup whose replica every other replica of its group has since seen
+    /// start again (or reincarnate), while fewer than a minority of that group is lost:
+    /// the restore is then caught by whichever peers check it.
+    fn restore_backup<T: Faulted>(&mut self, t: &mut T) {
         let Some(index) = (0..self.backups.len()).find(|&b| {
             let backup = &self.backups[b];
-            !self.lost[backup.node]
-                && (0..n).filter(|&o| o != backup.node).all(|o| {
-                    c.sim
-                        .node(o)
-                        .and_then(|r| r.peer_memory(NodeId(backup.node as u32)))
-                        .is_some_and(|m| {
-                            m.incarnation > backup.incarnation
-                                || (m.incarnation == backup.incarnation
-                                    && m.boot.count > backup.boots)
-                        })
-                })
+            let cohort = t.cohort(backup.node);
+            let lost = cohort.iter().filter(|&&j| self.lost[j]).count();
+            lost < (cohort.len() - 1) / 2
+                && !self.lost[backup.node]
+                && cohort
+                    .iter()
+                    .filter(|&&o| o != backup.node)
+                    .all(|&o| t.knows_later_start(o, backup.node, backup.incarnation, backup.boots))
         }) else {
             return;
         };
@@ -369,30 +504,40 @@ impl Schedule {
         self.lost[backup.node] = true;
         self.wiped_down[backup.node] = false;
         self.restores += 1;
-        c.sim.restore_disk(backup.node, &backup.image);
+        t.sim_mut().restore_disk(backup.node, &backup.image);
     }
 
-    fn restart<M: Recorded>(&mut self, c: &mut Cluster<M>, i: usize) {
-        if std::mem::take(&mut self.wiped_down[i]) {
-            c.sim.restart_wiped(i);
-        } else {
-            c.sim.restart(i);
-        }
+    fn restart<T: Faulted>(&mut self, t: &mut T, i: usize) {
+        let wiped = std::mem::take(&mut self.wiped_down[i]);
+        t.sim_mut().restart(i, wiped);
     }
 
-    fn repartition<M: Recorded>(&mut self, c: &mut Cluster<M>) {
+    fn repartition<T: Faulted>(&mut self, t: &mut T) {
         if self.rng.chance(0.3) {
-            c.sim.heal();
+            t.sim_mut().heal();
             return;
         }
-        let n = c.replicas();
+        let n = t.nodes();
         let groups = self.rng.range(2, 3) as usize;
         let mut members: Vec<Vec<usize>> = vec![Vec::new(); groups];
         for i in 0..n {
             members[self.rng.below(groups as u64) as usize].push(i);
         }
         let refs: Vec<&[usize]> = members.iter().map(|g| g.as_slice()).collect();
-        c.sim.partition(&refs);
+        t.sim_mut().partition(&refs);
+    }
+
+    /// Heals everything: no partitions, a reliable network, no unreliable node, every node
+    /// up again.
+    pub fn heal_all<T: Faulted>(&mut self, t: &mut T) {
+        t.sim_mut().heal();
+        t.sim_mut().calm();
+        for i in 0..t.nodes() {
+            t.set_unreliable(i, false);
+            if !t.sim_ref().is_up(i) {
+                self.restart(t, i);
+            }
+        }
     }
 
     fn liveness_phase<M: Recorded, W: Workload<M>>(
@@ -403,14 +548,7 @@ impl Schedule {
     ) {
         let n = c.replicas();
         let seed = c.sim.seed();
-        c.sim.heal();
-        c.sim.set_faults(Faults::none());
-        for i in 0..n {
-            c.set_unreliable(i, false);
-            if !c.sim.is_up(i) {
-                self.restart(c, i);
-            }
-        }
+        self.heal_all(c);
         scripts.stop();
         assert!(
             c.drive(scripts, LIVENESS_LIMIT),

@@ -48,10 +48,7 @@ impl Workload<KvState> for Kv {
             let clerk = c.clerk(&servers);
             scripts.add(RandomClient {
                 clerk,
-                id,
-                rng: Rng::new(rng.next_u64()),
-                issued: 0,
-                pause: false,
+                ops: RandomOps::new(id, Rng::new(rng.next_u64())),
             });
         }
         scripts
@@ -69,45 +66,71 @@ impl Workload<KvState> for Kv {
     }
 }
 
-/// A client issuing random operations with unique values.
-struct RandomClient {
-    clerk: usize,
+/// Random key operations with unique values, and pauses: register keys get Gets, Puts and
+/// Deletes; log keys get Gets and Appends (so each Append's reported length pins its place
+/// in the final value).
+pub struct RandomOps {
     id: usize,
     rng: Rng,
     issued: u64,
     pause: bool,
 }
 
-impl Script<KvState> for RandomClient {
-    fn next(&mut self, _c: &mut KvCluster, _last: Option<Reply>) -> Action {
+impl RandomOps {
+    /// Client `id`'s operations, drawn from `rng`.
+    pub fn new(id: usize, rng: Rng) -> RandomOps {
+        RandomOps {
+            id,
+            rng,
+            issued: 0,
+            pause: false,
+        }
+    }
+
+    /// The next operation on `registers` and `logs`, or `Err(pause)`.
+    pub fn next(&mut self, registers: &[&str], logs: &[&str]) -> Result<Op, Duration> {
         if self.pause && self.rng.chance(0.5) {
             self.pause = false;
-            return Action::Sleep(Duration::from_millis(self.rng.below(30)));
+            return Err(Duration::from_millis(self.rng.below(30)));
         }
         self.pause = true;
         self.issued += 1;
         let unique = format!("{}.{}", self.id, self.issued);
         let roll = self.rng.below(100);
-        let op = if roll < 50 {
-            let key = REGISTER_KEYS[self.rng.below(REGISTER_KEYS.len() as u64) as usize];
+        Ok(if roll < 50 {
+            let key = registers[self.rng.below(registers.len() as u64) as usize];
             match roll {
                 0..=19 => get(key),
                 20..=44 => put(key, &unique),
                 _ => Op::Delete {
-                    key: bytes::Bytes::from_static(key.as_bytes()),
+                    key: bytes::Bytes::copy_from_slice(key.as_bytes()),
                 },
             }
         } else {
-            let key = LOG_KEYS[self.rng.below(LOG_KEYS.len() as u64) as usize];
+            let key = logs[self.rng.below(logs.len() as u64) as usize];
             if roll < 70 {
                 get(key)
             } else {
                 append(key, &format!("<{unique}>"))
             }
-        };
-        Action::Run {
-            clerk: self.clerk,
-            op,
+        })
+    }
+}
+
+/// A client issuing random operations with unique values.
+struct RandomClient {
+    clerk: usize,
+    ops: RandomOps,
+}
+
+impl Script<KvCluster> for RandomClient {
+    fn next(&mut self, _c: &mut KvCluster, _last: Option<Reply>) -> Action {
+        match self.ops.next(&REGISTER_KEYS, &LOG_KEYS) {
+            Ok(op) => Action::Run {
+                clerk: self.clerk,
+                op,
+            },
+            Err(pause) => Action::Sleep(pause),
         }
     }
 }

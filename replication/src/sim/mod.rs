@@ -34,6 +34,7 @@ pub mod kv;
 pub mod kv_sweep;
 pub mod paxos;
 pub mod replica;
+pub mod script;
 pub mod shardkv;
 pub mod shardkv_sweep;
 pub mod shardmaster;

@@ -156,6 +156,23 @@ impl WorldNode {
         }
     }
 
+    /// Its replica's status.
+    pub fn replica_status(&self) -> crate::replica::ReplicaStatus {
+        match self {
+            WorldNode::Master(n) => n.inner().status(),
+            WorldNode::Kv(n) => n.replica().status(),
+        }
+    }
+
+    /// What its replica knows of the replica with member index `member` in its group.
+    pub fn peer_memory(&self, member: usize) -> Option<crate::replica::PeerMemory> {
+        let peer = NodeId(member as u32);
+        match self {
+            WorldNode::Master(n) => n.inner().peer_memory(peer),
+            WorldNode::Kv(n) => n.replica().peer_memory(peer),
+        }
+    }
+
     /// `(next instance to apply, digest)` of its replica.
     pub fn applied_digest(&self) -> (Seq, u64) {
         match self {
@@ -1286,71 +1303,46 @@ pub fn key(k: &str) -> Bytes {
     Bytes::copy_from_slice(k.as_bytes())
 }
 
+/// What a world script asks a clerk to do.
+#[derive(Debug, Clone)]
+pub enum WorldCall {
+    /// A key operation.
+    Kv(Op),
+    /// A shard-master command (an administrator's Join, Leave, Move or Query).
+    Admin(shardmaster::Command),
+}
+
+pub use super::script::{Harness, Script};
 /// What a world client script does next.
-pub enum Action {
-    /// Run a key operation on the harness clerk `clerk` (which must be idle).
-    Run {
-        /// The clerk.
-        clerk: usize,
-        /// The operation.
-        op: Op,
-    },
-    /// Run a shard-master command on the harness clerk `clerk`.
-    Admin {
-        /// The clerk.
-        clerk: usize,
-        /// The command.
-        command: shardmaster::Command,
-    },
-    /// Do nothing for a while.
-    Sleep(Duration),
-    /// Stop.
-    Finish,
-}
+pub type Action = super::script::Action<WorldCall>;
+/// Concurrent world client scripts.
+pub type Scripts = super::script::Scripts<ShardWorld>;
 
-/// A concurrent client of the world: called whenever it is idle, with the answer to its
-/// last action (`None` at the start and after a sleep). It checks answers itself (panicking,
-/// with the seed, on a wrong one).
-pub trait Script {
-    /// The next action.
-    fn next(&mut self, world: &mut ShardWorld, last: Option<WorldReply>) -> Action;
-}
+impl Harness for ShardWorld {
+    type Call = WorldCall;
+    type Answer = WorldReply;
 
-enum ScriptState {
-    Start,
-    Running(usize),
-    Sleeping(Time),
-    Finished,
-}
-
-/// Concurrent world scripts driven by [`ShardWorld::drive`].
-#[derive(Default)]
-pub struct Scripts {
-    entries: Vec<(Box<dyn Script>, ScriptState)>,
-    stopping: bool,
-}
-
-impl Scripts {
-    /// No scripts.
-    pub fn new() -> Scripts {
-        Scripts::default()
+    fn now(&self) -> Time {
+        self.sim.now()
     }
 
-    /// Adds a script.
-    pub fn add(&mut self, script: impl Script + 'static) {
-        self.entries.push((Box::new(script), ScriptState::Start));
+    fn start(&mut self, clerk: usize, call: WorldCall) {
+        match call {
+            WorldCall::Kv(op) => self.begin(clerk, op),
+            WorldCall::Admin(command) => self.begin_admin(clerk, command),
+        }
     }
 
-    /// From now on scripts finish instead of taking their next step.
-    pub fn stop(&mut self) {
-        self.stopping = true;
+    fn idle(&self, clerk: usize) -> bool {
+        ShardWorld::idle(self, clerk)
     }
 
-    /// True once every script finished.
-    pub fn all_finished(&self) -> bool {
-        self.entries
-            .iter()
-            .all(|(_, s)| matches!(s, ScriptState::Finished))
+    fn answer(&mut self, clerk: usize) -> Option<WorldReply> {
+        self.clerks[clerk].result.take()
+    }
+
+    fn run_for(&mut self, duration: Duration) {
+        ShardWorld::run_for(self, duration)
     }
 }
 
@@ -1358,50 +1350,53 @@ impl ShardWorld {
     /// Runs `scripts` for up to `duration`, returning early once all finished; true if
     /// they did.
     pub fn drive(&mut self, scripts: &mut Scripts, duration: Duration) -> bool {
-        let end = self.sim.now() + duration;
-        loop {
-            self.advance(scripts);
-            if scripts.all_finished() {
-                return true;
-            }
-            if self.sim.now() >= end {
-                return false;
-            }
-            self.run_for(POLL);
+        scripts.drive(self, duration)
+    }
+}
+
+impl super::group_sweep::Faulted for ShardWorld {
+    fn nodes(&self) -> usize {
+        self.sim.len()
+    }
+
+    fn cohort(&self, i: usize) -> Vec<usize> {
+        match self.layout().group_of(NodeId(i as u32)) {
+            Some(g) => self.group_nodes(g),
+            None => self.master_nodes(),
         }
     }
 
-    fn advance(&mut self, scripts: &mut Scripts) {
-        let stopping = scripts.stopping;
-        for (script, state) in scripts.entries.iter_mut() {
-            loop {
-                let last = match *state {
-                    ScriptState::Finished => break,
-                    ScriptState::Running(c) if !self.idle(c) => break,
-                    ScriptState::Running(c) => self.clerks[c].result.take(),
-                    ScriptState::Sleeping(t) if self.sim.now() < t && !stopping => break,
-                    ScriptState::Sleeping(_) | ScriptState::Start => None,
-                };
-                if stopping {
-                    *state = ScriptState::Finished;
-                    break;
-                }
-                *state = match script.next(self, last) {
-                    Action::Run { clerk, op } => {
-                        self.begin(clerk, op);
-                        ScriptState::Running(clerk)
-                    }
-                    Action::Admin { clerk, command } => {
-                        self.begin_admin(clerk, command);
-                        ScriptState::Running(clerk)
-                    }
-                    Action::Sleep(d) => ScriptState::Sleeping(self.sim.now() + d),
-                    Action::Finish => ScriptState::Finished,
-                };
-                if matches!(state, ScriptState::Sleeping(_)) {
-                    break;
-                }
-            }
-        }
+    fn sim_mut(&mut self) -> &mut dyn super::group_sweep::Faultable {
+        &mut self.sim
+    }
+
+    fn sim_ref(&self) -> &dyn super::group_sweep::Faultable {
+        &self.sim
+    }
+
+    fn set_unreliable(&mut self, i: usize, on: bool) {
+        ShardWorld::set_unreliable(self, i, on)
+    }
+
+    fn started(&self, i: usize) -> Option<(u64, u64)> {
+        let node = self.sim.node(i).filter(|n| n.is_ready())?;
+        let status = node.replica_status();
+        Some((status.incarnation, status.boots))
+    }
+
+    fn knows_later_start(
+        &self,
+        observer: usize,
+        node: usize,
+        incarnation: u64,
+        boots: u64,
+    ) -> bool {
+        let Some(member) = self.cohort(node).iter().position(|&j| j == node) else {
+            return false;
+        };
+        self.sim
+            .node(observer)
+            .and_then(|n| n.peer_memory(member))
+            .is_some_and(|m| super::group_sweep::later_start(&m, incarnation, boots))
     }
 }

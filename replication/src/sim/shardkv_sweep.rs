@@ -6,8 +6,10 @@
 //! mix. An administrator script joins, leaves and moves at random under the clients' load
 //! (always keeping a group joined). A safety phase adds faults across the whole world:
 //! partitions that split groups and the shard master and cut groups off from each other,
-//! unreliable nodes, crashes (half of them tearing the last unsynced write), restarts, and
-//! disk loss of a minority of any group or of the shard master. The world checks after
+//! unreliable nodes, crashes (half of them tearing the last unsynced write), restarts, disk
+//! loss of a minority of any group or of the shard master, and disks restored from older
+//! backups — the group sweep's schedule ([`Schedule`]) over the whole world, each group
+//! (and the shard master) a cohort of which a minority may fail. The world checks after
 //! every step that each group's replicas apply the same log and that no two groups serve a
 //! shard under the same configuration.
 //!
@@ -21,20 +23,18 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
-use kv_engine::fs::Torn;
-use kv_engine::kv::{Op, ShardId};
+use kv_engine::kv::ShardId;
 
-use super::group_sweep::{Failure, Outcome};
-use super::kv::{append, get, put};
-use super::shardkv::{Action, Script, Scripts, ShardWorld, WorldOptions, WorldReply};
+use super::group_sweep::{Failure, Outcome, Schedule};
+use super::kv::get;
+use super::kv_sweep::RandomOps;
+use super::shardkv::{Action, Script, Scripts, ShardWorld, WorldCall, WorldOptions, WorldReply};
 use super::{panic_message, FaultCeilings, Faults};
 use crate::rng::Rng;
 use crate::shardmaster::{Command, GroupId};
 
 /// The workload's name (`sweep --workload shardkv`).
 pub const NAME: &str = "shardkv";
-/// Length of the safety phase in virtual time.
-pub const SAFETY_PHASE: Duration = Duration::from_secs(8);
 /// Bound on each step of the liveness phase in virtual time.
 pub const LIVENESS_LIMIT: Duration = Duration::from_secs(120);
 
@@ -75,18 +75,15 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
         o.faults = faults;
         o.random_speeds(&mut speeds);
     });
-    let mut schedule = Schedule {
-        rng,
-        crashes: 0,
-        wipes: 0,
-        lost: vec![false; world.sim.len()],
-        wiped_down: vec![false; world.sim.len()],
+    let mut sharded = Sharded {
+        schedule: Schedule::new(rng, world.sim.len()),
     };
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut scripts = schedule.scripts(&mut world);
-        schedule.safety_phase(&mut world, &mut scripts);
-        schedule.liveness_phase(&mut world, &mut scripts);
+        let mut scripts = sharded.scripts(&mut world);
+        sharded.schedule.safety_phase(&mut world, &mut scripts);
+        sharded.liveness_phase(&mut world, &mut scripts);
     }));
+    let schedule = &sharded.schedule;
     match result {
         Ok(()) => {
             let configs = world.query().num().0;
@@ -98,7 +95,7 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
                 configs,
                 crashes: schedule.crashes,
                 wipes: schedule.wipes,
-                restores: 0,
+                restores: schedule.restores,
             })
         }
         Err(payload) => {
@@ -123,42 +120,17 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
 /// A client issuing random operations with unique values.
 struct RandomClient {
     clerk: usize,
-    id: usize,
-    rng: Rng,
-    issued: u64,
-    pause: bool,
+    ops: RandomOps,
 }
 
-impl Script for RandomClient {
+impl Script<ShardWorld> for RandomClient {
     fn next(&mut self, _w: &mut ShardWorld, _last: Option<WorldReply>) -> Action {
-        if self.pause && self.rng.chance(0.5) {
-            self.pause = false;
-            return Action::Sleep(Duration::from_millis(self.rng.below(30)));
-        }
-        self.pause = true;
-        self.issued += 1;
-        let unique = format!("{}.{}", self.id, self.issued);
-        let roll = self.rng.below(100);
-        let op = if roll < 55 {
-            let key = REGISTER_KEYS[self.rng.below(REGISTER_KEYS.len() as u64) as usize];
-            match roll {
-                0..=19 => get(key),
-                20..=44 => put(key, &unique),
-                _ => Op::Delete {
-                    key: bytes::Bytes::from_static(key.as_bytes()),
-                },
-            }
-        } else {
-            let key = LOG_KEYS[self.rng.below(LOG_KEYS.len() as u64) as usize];
-            if roll < 75 {
-                get(key)
-            } else {
-                append(key, &format!("<{unique}>"))
-            }
-        };
-        Action::Run {
-            clerk: self.clerk,
-            op,
+        match self.ops.next(&REGISTER_KEYS, &LOG_KEYS) {
+            Ok(op) => Action::Run {
+                clerk: self.clerk,
+                op: WorldCall::Kv(op),
+            },
+            Err(pause) => Action::Sleep(pause),
         }
     }
 }
@@ -176,7 +148,7 @@ struct Administrator {
     seed: u64,
 }
 
-impl Script for Administrator {
+impl Script<ShardWorld> for Administrator {
     fn next(&mut self, _w: &mut ShardWorld, last: Option<WorldReply>) -> Action {
         if let Some((g, join)) = self.pending.take() {
             match last {
@@ -210,27 +182,24 @@ impl Script for Administrator {
             },
             _ => return Action::Sleep(Duration::from_millis(10)),
         };
-        Action::Admin {
+        Action::Run {
             clerk: self.clerk,
-            command,
+            op: WorldCall::Admin(command),
         }
     }
 }
 
-struct Schedule {
-    rng: Rng,
-    crashes: u32,
-    wipes: u32,
-    /// Wiped and not yet rebuilt.
-    lost: Vec<bool>,
-    /// Down with a lost disk: the next restart boots it blank.
-    wiped_down: Vec<bool>,
+/// The sweep's own part: the clients and administrator, and the liveness checks; the
+/// faults are the group sweep's [`Schedule`] over the whole world.
+struct Sharded {
+    schedule: Schedule,
 }
 
-impl Schedule {
+impl Sharded {
     fn scripts(&mut self, w: &mut ShardWorld) -> Scripts {
+        let rng = &mut self.schedule.rng;
         let groups = w.layout().groups.len();
-        let first = self.rng.range(1, groups as u64 + 1) as usize;
+        let first = rng.range(1, groups as u64 + 1) as usize;
         let mut joined = vec![false; groups];
         for (g, joined) in joined.iter_mut().enumerate().take(first) {
             w.join(g);
@@ -241,7 +210,7 @@ impl Schedule {
         let gids: Vec<GroupId> = (0..groups).map(|g| w.gid(g)).collect();
         scripts.add(Administrator {
             clerk,
-            rng: Rng::new(self.rng.next_u64()),
+            rng: Rng::new(rng.next_u64()),
             groups: gids,
             servers: (0..groups).map(|g| w.layout().servers(g)).collect(),
             joined,
@@ -249,123 +218,20 @@ impl Schedule {
             sleeping: false,
             seed: w.sim.seed(),
         });
-        for id in 0..self.rng.range(2, 7) as usize {
+        for id in 0..rng.range(2, 7) as usize {
             let clerk = w.clerk();
             scripts.add(RandomClient {
                 clerk,
-                id,
-                rng: Rng::new(self.rng.next_u64()),
-                issued: 0,
-                pause: false,
+                ops: RandomOps::new(id, Rng::new(rng.next_u64())),
             });
         }
         scripts
     }
 
-    /// The cohort of node `i` (its group, or the shard master) and its size.
-    fn cohort(w: &ShardWorld, i: usize) -> Vec<usize> {
-        let layout = w.layout();
-        match layout.group_of(crate::types::NodeId(i as u32)) {
-            Some(g) => w.group_nodes(g),
-            None => w.master_nodes(),
-        }
-    }
-
-    fn refresh_lost(&mut self, w: &ShardWorld) {
-        for (i, lost) in self.lost.iter_mut().enumerate() {
-            if *lost && w.sim.node(i).is_some_and(crate::node::Node::is_ready) {
-                *lost = false;
-            }
-        }
-    }
-
-    fn safety_phase(&mut self, w: &mut ShardWorld, scripts: &mut Scripts) {
-        let n = w.sim.len();
-        let end = w.sim.now() + SAFETY_PHASE;
-        while w.sim.now() < end {
-            let wait = self.rng.below(100);
-            w.drive(scripts, Duration::from_millis(wait));
-            self.refresh_lost(w);
-            let i = self.rng.below(n as u64) as usize;
-            let cohort = Self::cohort(w, i);
-            let tolerated = (cohort.len() - 1) / 2;
-            let is_master = w
-                .layout()
-                .group_of(crate::types::NodeId(i as u32))
-                .is_none();
-            match self.rng.below(100) {
-                0..=14 => self.repartition(w),
-                15..=24 if !is_master => {
-                    let on = self.rng.chance(0.4);
-                    w.set_unreliable(i, on);
-                }
-                25..=39 => {
-                    let down = cohort.iter().filter(|&&j| !w.sim.is_up(j)).count();
-                    if w.sim.is_up(i) && (down < tolerated || self.rng.chance(0.1)) {
-                        let torn = if self.rng.chance(0.5) {
-                            Torn::Prefix(self.rng.next_u64())
-                        } else {
-                            Torn::None
-                        };
-                        w.sim.crash(i, torn);
-                        self.crashes += 1;
-                    }
-                }
-                40..=59 if !w.sim.is_up(i) => self.restart(w, i),
-                60..=65 => {
-                    let lost = cohort.iter().filter(|&&j| self.lost[j]).count();
-                    if lost < tolerated && !self.lost[i] {
-                        self.lost[i] = true;
-                        self.wipes += 1;
-                        if w.sim.is_up(i) {
-                            w.sim.crash(i, Torn::None);
-                        }
-                        self.wiped_down[i] = true;
-                        if self.rng.chance(0.5) {
-                            self.restart(w, i);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn restart(&mut self, w: &mut ShardWorld, i: usize) {
-        if std::mem::take(&mut self.wiped_down[i]) {
-            w.sim.restart_wiped(i);
-        } else {
-            w.sim.restart(i);
-        }
-    }
-
-    /// Splits the whole world (masters and every group) into two or three sides at random.
-    fn repartition(&mut self, w: &mut ShardWorld) {
-        if self.rng.chance(0.3) {
-            w.sim.heal();
-            return;
-        }
-        let n = w.sim.len();
-        let sides = self.rng.range(2, 4) as usize;
-        let mut members: Vec<Vec<usize>> = vec![Vec::new(); sides];
-        for i in 0..n {
-            members[self.rng.below(sides as u64) as usize].push(i);
-        }
-        let refs: Vec<&[usize]> = members.iter().map(|g| g.as_slice()).collect();
-        w.sim.partition(&refs);
-    }
-
     fn liveness_phase(&mut self, w: &mut ShardWorld, scripts: &mut Scripts) {
         let n = w.sim.len();
         let seed = w.sim.seed();
-        w.sim.heal();
-        w.sim.set_faults(Faults::none());
-        for i in 0..n {
-            w.set_unreliable(i, false);
-            if !w.sim.is_up(i) {
-                self.restart(w, i);
-            }
-        }
+        self.schedule.heal_all(w);
         scripts.stop();
         assert!(
             w.drive(scripts, LIVENESS_LIMIT),

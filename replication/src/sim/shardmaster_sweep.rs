@@ -123,7 +123,7 @@ struct RandomClient {
     latest: ConfigNum,
 }
 
-impl Script<ShardMaster> for RandomClient {
+impl Script<ShardMasterCluster> for RandomClient {
     fn next(&mut self, _c: &mut ShardMasterCluster, last: Option<Reply>) -> Action {
         match last {
             Some(Reply::Changed(num) | Reply::Unchanged(num)) => self.latest = self.latest.max(num),
