@@ -42,7 +42,7 @@ pub mod shardmaster_sweep;
 pub mod sweep;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -275,7 +275,9 @@ pub struct Sim<H: Host> {
     options: SimOptions,
     slots: Vec<Slot<H::Node>>,
     queue: BinaryHeap<Reverse<(Time, u64)>>,
-    pending: BTreeMap<u64, Pending<<H::Node as Node>::Msg>>,
+    /// Scheduled events by their order (looked up, never iterated: a hash map keeps
+    /// removals cheap however large a message is).
+    pending: HashMap<u64, Pending<<H::Node as Node>::Msg>>,
     next_order: u64,
     groups: Option<Vec<usize>>,
     /// Per directed link: when its last transmission ends (bandwidth model).
@@ -298,7 +300,7 @@ impl<H: Host> Sim<H> {
             now: Time::ZERO,
             slots: Vec::new(),
             queue: BinaryHeap::new(),
-            pending: BTreeMap::new(),
+            pending: HashMap::new(),
             next_order: 0,
             groups: None,
             links: BTreeMap::new(),
