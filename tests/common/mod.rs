@@ -5,8 +5,9 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -99,7 +100,7 @@ impl Cluster {
             .append(true)
             .open(self.dir.path().join(format!("node-{id}.log")))
             .expect("node log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kv"));
+        let mut command = Command::new(kv_binary());
         command
             .args(["node", "--cluster"])
             .arg(&self.path)
@@ -119,6 +120,23 @@ impl Cluster {
             child.kill().expect("SIGKILL");
             child.wait().expect("reap");
         }
+    }
+
+    /// SIGTERM, then waits for the node to exit: a graceful stop (its storage closed, its
+    /// lock released), as an operator stops a node before copying its directory. Panics if
+    /// the node does not exit within [`READY_TIMEOUT`].
+    pub fn stop_node(&mut self, id: u32) {
+        let pid = self.pid(id);
+        // SAFETY: kill(2) with a valid signal on a child this harness spawned and has not
+        // reaped, so the pid still names it.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to node {id}");
+        let clean = self.wait_exit(id);
+        assert!(
+            clean,
+            "node {id} did not stop cleanly; log:\n{}",
+            self.log(id)
+        );
     }
 
     /// The process id of a running node.
@@ -181,6 +199,31 @@ impl Cluster {
         std::fs::create_dir_all(&data).expect("recreate");
     }
 
+    /// A node's data directory.
+    pub fn data_dir(&self, id: u32) -> PathBuf {
+        self.config.data_dir(id)
+    }
+
+    /// Copies a stopped node's data directory to `to` (which must not exist): a backup.
+    pub fn copy_data_dir(&self, id: u32, to: &Path) {
+        assert!(
+            self.children[id as usize].is_none(),
+            "stop node {id} before copying its directory"
+        );
+        copy_dir(&self.data_dir(id), to);
+    }
+
+    /// Replaces a stopped node's data directory with the copy at `from`: a backup restored.
+    pub fn restore_data_dir(&mut self, id: u32, from: &Path) {
+        assert!(
+            self.children[id as usize].is_none(),
+            "stop node {id} before restoring its directory"
+        );
+        let data = self.data_dir(id);
+        std::fs::remove_dir_all(&data).expect("remove the data directory");
+        copy_dir(from, &data);
+    }
+
     pub fn node(&self, id: u32) -> &NodeConfig {
         &self.config.nodes[id as usize]
     }
@@ -213,6 +256,39 @@ impl Cluster {
         .ok()
     }
 
+    /// A node's status as named fields, if it answers.
+    pub fn status_fields(&self, id: u32) -> Option<Status> {
+        self.status(id).map(|text| Status::parse(&text))
+    }
+
+    /// One numeric status field of a node; panics if the node does not answer or has no
+    /// such field.
+    pub fn status_u64(&self, id: u32, name: &str) -> u64 {
+        self.status_fields(id)
+            .unwrap_or_else(|| panic!("node {id} does not answer status"))
+            .u64(name)
+    }
+
+    /// The sum of a numeric status field over the nodes that answer (say, bytes on disk).
+    pub fn status_sum(&self, ids: &[u32], name: &str) -> u64 {
+        ids.iter().map(|&id| self.status_u64(id, name)).sum()
+    }
+
+    /// A synchronous Redis-protocol connection to a node's RESP port whose reads and
+    /// writes give up after `timeout` (a hang guard, or a test that nothing answers).
+    pub fn redis(&self, id: u32, timeout: Duration) -> redis::Connection {
+        let url = format!("redis://{}/", self.node(id).resp);
+        let client = redis::Client::open(url).expect("redis URL");
+        let connection = client.get_connection().expect("connect to the RESP port");
+        connection
+            .set_read_timeout(Some(timeout))
+            .expect("read timeout");
+        connection
+            .set_write_timeout(Some(timeout))
+            .expect("write timeout");
+        connection
+    }
+
     pub fn wait_ready(&mut self, id: u32) {
         let started = Instant::now();
         loop {
@@ -241,11 +317,87 @@ impl Cluster {
         }
     }
 
+    /// The last lines of a node's log (every run of the node appends to it).
     pub fn log(&self, id: u32) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log")))
-            .unwrap_or_default();
+        let text = self.full_log(id);
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Cluster {
+    /// Everything a node logged, over all its runs.
+    pub fn full_log(&self, id: u32) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
+    }
+
+    /// Panics, quoting the line, if any node's log records a panic.
+    pub fn assert_no_panic(&self) {
+        for id in 0..self.len() {
+            if let Some(line) = self.full_log(id).lines().find(|l| l.contains("panicked")) {
+                panic!("node {id} panicked: {line}");
+            }
+        }
+    }
+}
+
+/// A node's status: the `name: value` lines of `kv admin status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status(pub BTreeMap<String, String>);
+
+impl Status {
+    pub fn parse(text: &str) -> Status {
+        Status(
+            text.lines()
+                .filter_map(|l| l.split_once(": "))
+                .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+                .collect(),
+        )
+    }
+
+    /// A field's text; panics if it is missing.
+    pub fn get(&self, name: &str) -> &str {
+        self.0
+            .get(name)
+            .unwrap_or_else(|| panic!("no status field {name:?} in {:?}", self.0))
+    }
+
+    /// A numeric field; panics if it is missing or not a number.
+    pub fn u64(&self, name: &str) -> u64 {
+        let text = self.get(name);
+        text.parse()
+            .unwrap_or_else(|_| panic!("status field {name} = {text:?} is not a number"))
+    }
+}
+
+/// Polls `probe` until it gives a value, or panics after `timeout` naming `what`. Tests
+/// wait on conditions this way; the timeout is a hang guard, never a measure of speed.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{what}: not within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Copies a directory tree (regular files and directories only).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir(to).unwrap_or_else(|e| panic!("create {}: {e}", to.display()));
+    for entry in std::fs::read_dir(from).expect("read the directory") {
+        let entry = entry.expect("directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .unwrap_or_else(|e| panic!("copy {}: {e}", entry.path().display()));
+        }
     }
 }
 
@@ -255,6 +407,15 @@ impl Drop for Cluster {
             self.kill_node(id);
         }
     }
+}
+
+/// The `kv` binary the nodes run: this build's, or the one `KV_TEST_BIN` names (to run a
+/// test against another build — an older commit, or one with a mechanism switched off —
+/// and see it fail).
+pub fn kv_binary() -> PathBuf {
+    std::env::var_os("KV_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kv")))
 }
 
 /// Nanoseconds since `epoch`, strictly increasing across calls in one process.
