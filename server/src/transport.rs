@@ -1,10 +1,14 @@
 //! TCP transport: one listener per node for peers and native clients, and one outbound
 //! connection task per peer.
 //!
-//! - Outbound: each peer has a bounded queue ([`PEER_QUEUE_MESSAGES_MAX`]); a full queue
-//!   drops the message (the protocols retransmit), so a slow or dead peer cannot exhaust
-//!   memory. The task connects, sends `Hello`, and forwards messages; on any error it
-//!   reconnects with capped exponential backoff.
+//! - Outbound: each peer has a queue of encoded frames bounded in messages
+//!   ([`PEER_QUEUE_MESSAGES_MAX`]) and in bytes ([`PEER_QUEUE_BYTES_MAX`]); a message that
+//!   does not fit is dropped (the protocols retransmit), except that one message always
+//!   fits an empty queue — so a slow or dead peer cannot exhaust memory, however large the
+//!   messages, and no message is too large to send. Messages are encoded when queued, so
+//!   the bound counts the bytes that will go on the wire. The task connects, sends
+//!   `Hello`, and forwards messages; on any error it reconnects with capped exponential
+//!   backoff.
 //! - Inbound: the first frame of a connection says what it is, within
 //!   [`HELLO_TIMEOUT`] and [`wire::HELLO_FRAME_BYTES_MAX`]. `Hello` (with the right cluster
 //!   id) makes it a peer connection whose messages go to the core; `ClientHello` (with the
@@ -18,7 +22,7 @@
 //!   [`crate::limits`]), with slots kept for peers; accept errors back off.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +40,14 @@ use crate::wire::{self, ClientReply, Frame};
 
 /// Messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
+/// Encoded bytes queued for one peer before new messages are dropped (a message larger
+/// than this still goes, alone, through an empty queue). Room for several maximum-size
+/// values (16 MiB) behind each other, so a leader streaming large accepts does not drop
+/// its own; yet a peer that stops reading costs at most this, not the count bound's
+/// thousands of multi-megabyte messages.
+pub const PEER_QUEUE_BYTES_MAX: usize = 128 << 20;
+/// Frames the outbound task writes before it flushes the connection.
+const FRAMES_PER_FLUSH_MAX: usize = 256;
 /// How long a new inbound connection has to say who it is before it is closed.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// First reconnect delay.
@@ -43,23 +55,90 @@ pub const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(20);
 /// Largest reconnect delay.
 pub const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
 
-/// Outbound queues to every peer.
-pub struct Peers<M> {
-    queues: Vec<Option<mpsc::Sender<M>>>,
-    dropped: Arc<AtomicU64>,
+/// The bytes waiting in one peer's queue, against a limit. Shared by the senders, which
+/// reserve a frame's bytes before queueing it, and the outbound task, which releases them
+/// once it has handed the frame to the connection.
+#[derive(Debug)]
+pub struct QueueBytes {
+    queued: AtomicUsize,
+    max: usize,
 }
 
-impl<M: Send + 'static> PeerSender<M> for Peers<M> {
+impl QueueBytes {
+    /// An empty queue that holds at most `max` bytes (or one message of any size).
+    pub fn new(max: usize) -> QueueBytes {
+        QueueBytes {
+            queued: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Reserves room for a message of `bytes`: false if it does not fit. A message always
+    /// fits an empty queue.
+    pub fn reserve(&self, bytes: usize) -> bool {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued == 0 || queued.saturating_add(bytes) <= self.max)
+                    .then(|| queued.saturating_add(bytes))
+            })
+            .is_ok()
+    }
+
+    /// Gives back the room of a message that left the queue (or was never queued).
+    pub fn release(&self, bytes: usize) {
+        let before = self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        assert!(before >= bytes, "released {bytes} bytes of {before} queued");
+    }
+
+    /// Bytes queued now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+/// One peer's outbound queue: encoded `Peer` frames and their byte count.
+struct PeerQueue {
+    frames: mpsc::Sender<Bytes>,
+    bytes: Arc<QueueBytes>,
+}
+
+/// Outbound queues to every peer.
+pub struct Peers<M> {
+    queues: Vec<Option<PeerQueue>>,
+    dropped: Arc<AtomicU64>,
+    message: std::marker::PhantomData<fn(M)>,
+}
+
+impl<M: Serialize + Send + 'static> PeerSender<M> for Peers<M> {
     fn send(&self, to: NodeId, msg: M) -> bool {
-        match self.queues.get(to.index()).and_then(Option::as_ref) {
-            Some(queue) => match queue.try_send(msg) {
-                Ok(()) => true,
-                Err(_) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    false
-                }
-            },
-            None => false,
+        let Some(queue) = self.queues.get(to.index()).and_then(Option::as_ref) else {
+            return false;
+        };
+        let queued = match wire::encode(&Frame::Peer(msg)) {
+            Ok(frame) => enqueue(queue, frame),
+            Err(e) => {
+                tracing::error!(peer = to.0, error = %e, "a peer message does not encode");
+                false
+            }
+        };
+        if !queued {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
+    }
+}
+
+/// Queues an encoded frame if it fits both bounds.
+fn enqueue(queue: &PeerQueue, frame: Bytes) -> bool {
+    let bytes = frame.len();
+    if !queue.bytes.reserve(bytes) {
+        return false;
+    }
+    match queue.frames.try_send(frame) {
+        Ok(()) => true,
+        Err(_) => {
+            queue.bytes.release(bytes);
+            false
         }
     }
 }
@@ -81,21 +160,23 @@ where
             if i as u32 == me {
                 return None;
             }
-            let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
-            tokio::spawn(outbound(
+            let (frames, rx) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
+            let bytes = Arc::new(QueueBytes::new(PEER_QUEUE_BYTES_MAX));
+            tokio::spawn(outbound::<M>(
                 cluster_id,
                 me,
                 i as u32,
                 addr,
-                rx,
+                (rx, bytes.clone()),
                 shutdown.clone(),
             ));
-            Some(tx)
+            Some(PeerQueue { frames, bytes })
         })
         .collect();
     Peers {
         queues,
         dropped: Arc::new(AtomicU64::new(0)),
+        message: std::marker::PhantomData,
     }
 }
 
@@ -104,7 +185,7 @@ async fn outbound<M: Serialize>(
     me: u32,
     peer: u32,
     addr: SocketAddr,
-    mut queue: mpsc::Receiver<M>,
+    (mut queue, bytes): (mpsc::Receiver<Bytes>, Arc<QueueBytes>),
     shutdown: watch::Receiver<bool>,
 ) {
     let mut delay = RECONNECT_DELAY_MIN;
@@ -129,22 +210,44 @@ async fn outbound<M: Serialize>(
         delay = RECONNECT_DELAY_MIN;
         tracing::debug!(peer, %addr, "connected to peer");
         loop {
-            let Some(msg) = queue.recv().await else {
+            let Some(frame) = queue.recv().await else {
                 return;
             };
-            let mut batch = vec![Frame::Peer(msg)];
-            while let Ok(more) = queue.try_recv() {
-                batch.push(Frame::Peer(more));
-                if batch.len() >= 256 {
-                    break;
-                }
-            }
-            if feed_frames(&mut framed, &batch).await.is_err() {
+            if forward_frames(&mut framed, frame, &mut queue, &bytes)
+                .await
+                .is_err()
+            {
                 tracing::debug!(peer, %addr, "lost connection to peer");
                 break;
             }
         }
     }
+}
+
+/// Writes `first` and whatever else is queued (up to [`FRAMES_PER_FLUSH_MAX`]), then
+/// flushes. Each frame's bytes are released once the connection has taken it, so the
+/// queue's bound plus the connection's write buffer (about one frame) bound the memory.
+async fn forward_frames(
+    framed: &mut Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+    first: Bytes,
+    queue: &mut mpsc::Receiver<Bytes>,
+    bytes: &QueueBytes,
+) -> Result<(), String> {
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(frame) = next.take() {
+        let len = frame.len();
+        let fed = framed.feed(frame).await;
+        bytes.release(len);
+        fed.map_err(|e| e.to_string())?;
+        written += 1;
+        if written < FRAMES_PER_FLUSH_MAX {
+            next = queue.try_recv().ok();
+        }
+    }
+    SinkExt::<Bytes>::flush(framed)
+        .await
+        .map_err(|e: std::io::Error| e.to_string())
 }
 
 async fn send_frame<M: Serialize>(
@@ -153,19 +256,6 @@ async fn send_frame<M: Serialize>(
 ) -> Result<(), String> {
     let bytes = wire::encode(frame).map_err(|e| e.to_string())?;
     framed.send(bytes).await.map_err(|e| e.to_string())
-}
-
-async fn feed_frames<M: Serialize>(
-    framed: &mut Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
-    frames: &[Frame<M>],
-) -> Result<(), String> {
-    for frame in frames {
-        let bytes = wire::encode(frame).map_err(|e| e.to_string())?;
-        framed.feed(bytes).await.map_err(|e| e.to_string())?;
-    }
-    SinkExt::<Bytes>::flush(framed)
-        .await
-        .map_err(|e: std::io::Error| e.to_string())
 }
 
 /// Who an inbound connection is, and how to reach the core.
@@ -378,6 +468,14 @@ impl<M> Peers<M> {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// Encoded bytes waiting in the queue to `to`.
+    pub fn queued_bytes(&self, to: NodeId) -> usize {
+        self.queues
+            .get(to.index())
+            .and_then(Option::as_ref)
+            .map_or(0, |queue| queue.bytes.queued())
+    }
 }
 
 #[cfg(test)]
@@ -414,6 +512,86 @@ mod tests {
             .await
             .unwrap();
         client.write_all(&body).await.unwrap();
+    }
+
+    #[test]
+    fn a_queue_holds_its_byte_bound_and_one_message_of_any_size_when_empty() {
+        let queue = QueueBytes::new(100);
+        assert!(queue.reserve(150), "one message always fits an empty queue");
+        assert!(!queue.reserve(1));
+        queue.release(150);
+        assert!(queue.reserve(60));
+        assert!(queue.reserve(40));
+        assert!(!queue.reserve(1), "full at exactly the bound");
+        queue.release(40);
+        assert!(!queue.reserve(41));
+        assert!(queue.reserve(40));
+        assert_eq!(queue.queued(), 100);
+    }
+
+    /// Addresses for [`connect_peers`] as node 0 of two, the other node at `peer`.
+    fn two_nodes(peer: SocketAddr) -> Vec<SocketAddr> {
+        vec![SocketAddr::from(([127, 0, 0, 1], 9)), peer]
+    }
+
+    #[tokio::test]
+    async fn messages_for_a_peer_that_does_not_read_are_bounded_in_bytes() {
+        // Accepts connections (the kernel does) but never reads from them.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (_stop, shutdown) = watch::channel(false);
+        let peers: Peers<Vec<u8>> =
+            connect_peers(5, 0, &two_nodes(silent.local_addr().unwrap()), shutdown);
+        let message = vec![7u8; 1 << 20];
+        let frame_bytes = wire::encode(&Frame::Peer(message.clone())).unwrap().len();
+        // Far fewer messages than the count bound, far more bytes than the byte bound; no
+        // await between sends, so the outbound task takes none of them meanwhile.
+        let offered = 300;
+        let queued = (0..offered)
+            .filter(|_| peers.send(NodeId(1), message.clone()))
+            .count();
+        assert_eq!(queued, PEER_QUEUE_BYTES_MAX / frame_bytes);
+        assert_eq!(peers.dropped(), (offered - queued) as u64);
+        assert_eq!(peers.queued_bytes(NodeId(1)), queued * frame_bytes);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_reads_gets_every_message_and_the_queue_empties() {
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (_stop, shutdown) = watch::channel(false);
+        let peers: Peers<Vec<u8>> =
+            connect_peers(5, 0, &two_nodes(socket.local_addr().unwrap()), shutdown);
+        let messages = 300;
+        let reader = tokio::spawn(async move {
+            let (stream, _) = socket.accept().await.unwrap();
+            let mut framed = Framed::new(stream, wire::codec());
+            let mut received = 0;
+            while received < messages {
+                let body = framed
+                    .next()
+                    .await
+                    .expect("a frame")
+                    .expect("a whole frame");
+                match wire::decode::<Vec<u8>>(&body).unwrap() {
+                    Frame::Hello { .. } => {}
+                    Frame::Peer(m) => {
+                        assert_eq!(m, vec![received as u8; 1 << 20], "in order");
+                        received += 1;
+                    }
+                    other => panic!("{}", frame_name(&other)),
+                }
+            }
+            received
+        });
+        // More bytes in all than the bound: each is sent once the queue has room.
+        for i in 0..messages {
+            while peers.queued_bytes(NodeId(1)) > PEER_QUEUE_BYTES_MAX - (2 << 20) {
+                tokio::task::yield_now().await;
+            }
+            assert!(peers.send(NodeId(1), vec![i as u8; 1 << 20]), "message {i}");
+        }
+        assert_eq!(reader.await.unwrap(), messages);
+        assert_eq!(peers.dropped(), 0);
+        assert_eq!(peers.queued_bytes(NodeId(1)), 0);
     }
 
     #[tokio::test(start_paused = true)]
