@@ -270,6 +270,11 @@ pub enum Reply {
     /// The key's shard is not held here (lab 4's `ErrWrongGroup`). Nothing was executed or
     /// recorded; retry the same request at the shard's owner.
     NotHeld(ShardId),
+    /// The replies of a request that ran several ops as one batch (a pipelining client,
+    /// an MGET; see `kv_replication::kvgroup::Batch`): one per op, in order, none of them
+    /// a `Batch`. [`KvState::execute`] never returns it. The last variant, so replies
+    /// encoded before batches existed decode unchanged.
+    Batch(Vec<Reply>),
 }
 
 /// One shard's contents, as handed to a shard's new owner. Cheap to copy (the map is

@@ -32,7 +32,7 @@ impl Script<KvCluster> for ClosedLoop {
         }
         Action::Run {
             clerk: self.clerk,
-            op: put(&self.key, &self.value),
+            op: put(&self.key, &self.value).into(),
         }
     }
 }

@@ -11,8 +11,8 @@
 //! | `snapshot-file` | the engine's snapshot file | magic `KVSNAP02` |
 //! | `paxos-records` | Paxos WAL records | record kind 3 |
 //! | `replica-record` | the replica's WAL records | record kind 4 |
-//! | `batch` | decided values (log entries) | `Batch::V1` |
-//! | `image` | the applied state's image | image header `version` 1 |
+//! | `batch` | decided values (log entries), with kv requests (batches of ops) | `Batch::V1`; each kv request's batch its format byte 16 |
+//! | `image` | the applied state's image (its sessions hold kv replies) | image header `version` 1 |
 //! | `snapshot-payload` | the replica's combined snapshot | magic `KVREPL02`, header `version` 2 |
 //! | `shardmaster-batch` | the shard master's decided values | `Batch::V1` |
 //! | `shardmaster-image` | the shard master's applied state (configurations, sessions) | image header `version` 1, header piece `version` 1 |
@@ -27,6 +27,7 @@ use kv_engine::snapshot::SnapshotSource;
 use kv_engine::store::{Store, StoreOptions};
 
 use crate::codec;
+use crate::kvgroup::Batch as Ops;
 use crate::paxos::{Ballot, Record as PaxosRecord, Seq, SnapshotInstance, SnapshotState};
 use crate::replica::applied::{Applied, ImageAssembler, ImageStream};
 use crate::replica::durable::{self, DurableSnapshot, Header, Record, SNAPSHOT_VERSION};
@@ -44,34 +45,41 @@ pub struct Sample {
     pub bytes: Vec<u8>,
 }
 
-fn requests() -> Vec<Request<Op>> {
+fn requests() -> Vec<Request<Ops>> {
     let b = |s: &'static str| Bytes::from_static(s.as_bytes());
     vec![
         Request {
             client: ClientId(7),
             seq: 3,
-            command: Op::Put {
+            command: Ops::one(Op::Put {
                 key: b("alpha"),
                 value: b("one"),
-            },
+            }),
         },
         Request {
             client: ClientId(8),
             seq: 1,
-            command: Op::Append {
-                key: b("beta"),
-                value: b("two"),
-            },
+            command: Ops::new(vec![
+                Op::Append {
+                    key: b("beta"),
+                    value: b("two"),
+                },
+                Op::Put {
+                    key: b("delta"),
+                    value: b("four"),
+                },
+            ])
+            .expect("two writes form a batch"),
         },
         Request {
             client: ClientId(9),
             seq: 5,
-            command: Op::Delete { key: b("gamma") },
+            command: Ops::one(Op::Delete { key: b("gamma") }),
         },
         Request {
             client: ClientId(9),
             seq: 6,
-            command: Op::Get { key: b("alpha") },
+            command: Ops::one(Op::Get { key: b("alpha") }),
         },
     ]
 }
@@ -160,10 +168,10 @@ fn applied() -> Applied<KvState> {
     let more = vec![Request {
         client: ClientId(10),
         seq: 1,
-        command: Op::Put {
+        command: Ops::one(Op::Put {
             key: Bytes::from_static(b"\x03three"),
             value: Bytes::from_static(b"in shard three"),
-        },
+        }),
     }];
     applied.apply(Seq(1), &Batch::encode(NodeId(1), more.clone()), &more);
     applied
@@ -346,7 +354,7 @@ pub fn check(name: &str, bytes: &[u8]) -> Result<(), String> {
             same(name, table == peers())
         }
         "batch" => {
-            let decoded = Batch::<Op>::decode(bytes).map_err(|e| e.to_string())?;
+            let decoded = Batch::<Ops>::decode(bytes).map_err(|e| e.to_string())?;
             same(name, decoded == requests())
         }
         "shardmaster-batch" => {

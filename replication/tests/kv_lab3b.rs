@@ -168,7 +168,7 @@ impl Script<KvCluster> for SequenceOfAppends {
         match step {
             0 => Action::Run {
                 clerk: self.clerk,
-                op: get(&self.key),
+                op: get(&self.key).into(),
             },
             1..=3 => {
                 if step == 1 {
@@ -178,20 +178,20 @@ impl Script<KvCluster> for SequenceOfAppends {
                 self.expected.push_str(&suffix);
                 Action::Run {
                     clerk: self.clerk,
-                    op: append(&self.key, &suffix),
+                    op: append(&self.key, &suffix).into(),
                 }
             }
             4 => Action::Sleep(Duration::from_millis(100)),
             5 => Action::Run {
                 clerk: self.clerk,
-                op: get(&self.key),
+                op: get(&self.key).into(),
             },
             6 | 7 => {
                 assert_eq!(value_of(last), self.expected, "key {}", self.key);
                 if step == 6 {
                     Action::Run {
                         clerk: self.clerk,
-                        op: get(&self.key),
+                        op: get(&self.key).into(),
                     }
                 } else {
                     Action::Finish
@@ -219,7 +219,7 @@ impl Script<KvCluster> for Appender {
         self.sent += 1;
         Action::Run {
             clerk: self.clerk,
-            op: append("k", &value),
+            op: append("k", &value).into(),
         }
     }
 }
@@ -343,7 +343,7 @@ impl Script<KvCluster> for Checker {
             self.pending = Some(String::new());
             return Action::Run {
                 clerk,
-                op: put(&self.key, ""),
+                op: put(&self.key, "").into(),
             };
         }
         if self.rng.chance(0.5) {
@@ -354,11 +354,14 @@ impl Script<KvCluster> for Checker {
                 (put(&self.key, &v), v)
             };
             self.pending = Some(written);
-            Action::Run { clerk, op }
+            Action::Run {
+                clerk,
+                op: op.into(),
+            }
         } else {
             Action::Run {
                 clerk,
-                op: get(&self.key),
+                op: get(&self.key).into(),
             }
         }
     }

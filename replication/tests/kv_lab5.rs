@@ -277,7 +277,7 @@ impl Script<KvCluster> for PeriodicAppender {
         };
         Action::Run {
             clerk: self.clerk,
-            op: append("k1", &format!("x {} {n} y", self.me)),
+            op: append("k1", &format!("x {} {n} y", self.me)).into(),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The native client: used by `kv get|put|append|del`, `kv bench` and the end-to-end tests.
 //!
 //! A client is one at-most-once identity: a random client id and a sequence number per
-//! operation, one operation outstanding at a time. Each connection starts with a
+//! request, one request outstanding at a time. A request is one operation
+//! ([`Client::execute`]) or a batch of them run in order at one log position
+//! ([`Client::execute_batch`]: pipelining, at the cost of one round). Each connection starts with a
 //! `ClientHello` naming the cluster (see [`crate::wire`]). An attempt that gets no answer within
 //! [`ClientOptions::attempt_timeout`] (a node in a minority never answers) is retried with
 //! the *same* sequence number on the next node; the replicas' dedup table makes the retry
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use kv_engine::kv::{Op, Reply};
-use kv_replication::kvgroup::Request;
+use kv_replication::kvgroup::{Batch, Request};
 use kv_replication::types::ClientId;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -120,12 +122,37 @@ impl Client {
     }
 
     /// Runs one operation, retrying across nodes until it is applied or the deadline passes.
+    /// The reply is the op's, or [`Reply::Stale`] / [`Reply::NotHeld`] if it did not run.
     pub async fn execute(&mut self, op: Op) -> Result<Reply, ClientError> {
+        let batch = Batch::one(op);
+        let reply = self.send(batch.clone()).await?;
+        Ok(match batch.split_reply(reply) {
+            Ok(mut replies) => replies.pop().expect("one reply for one op"),
+            Err(other) => other,
+        })
+    }
+
+    /// Runs a batch of operations as one request (in order, at one log position, at most
+    /// once as a whole), retrying across nodes until it is applied or the deadline passes.
+    /// `Ok` holds one reply per op; `Err` the reply that says why the ops did not run
+    /// ([`Reply::Stale`], [`Reply::NotHeld`]). The answer travels in one frame: a batch of
+    /// reads whose values pass [`wire::FRAME_BYTES_MAX`] gets none (the node cannot send
+    /// it) and times out; read fewer keys per batch.
+    pub async fn execute_batch(
+        &mut self,
+        batch: Batch,
+    ) -> Result<Result<Vec<Reply>, Reply>, ClientError> {
+        let reply = self.send(batch.clone()).await?;
+        Ok(batch.split_reply(reply))
+    }
+
+    /// Sends one request, with the next sequence number, until a node answers it.
+    async fn send(&mut self, batch: Batch) -> Result<Reply, ClientError> {
         self.seq += 1;
         let request = Request {
             client: self.id,
             seq: self.seq,
-            command: op,
+            command: batch,
         };
         let started = Instant::now();
         let mut tag = 0u64;

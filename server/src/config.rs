@@ -71,7 +71,7 @@ pub enum ConfigError {
         message: String,
     },
     /// The data directory was written in a format this build does not read.
-    #[error("{path}: the data directory is in format {found}, this build reads format {DATA_FORMAT} (format 0 or 1: written by an earlier version of kv, before formats were versioned); start this node on an empty directory and it rebuilds from its peers")]
+    #[error("{path}: the data directory is in format {found}, this build reads format {DATA_FORMAT} (format 0 or 1: written by an earlier version of kv, before formats were versioned; 2: before requests were batches of ops); start this node on an empty directory and it rebuilds from its peers")]
     WrongFormat {
         /// The stamp file.
         path: PathBuf,
@@ -352,7 +352,9 @@ struct Stamp {
 /// another format rather than misread it. Raised whenever any of them changes in a way
 /// this build cannot read back (each also carries its own tag: record kinds, magic numbers,
 /// enum variants — see `kv_replication::formats`).
-pub const DATA_FORMAT: u32 = 2;
+/// Format 3: kv requests are batches of ops and replies one reply per op (each with its own
+/// format byte, see `kv_replication::kvgroup::Batch`).
+pub const DATA_FORMAT: u32 = 3;
 
 /// Stamps a data directory as belonging to `node` of `cluster_id` (durably: temp file,
 /// fsync, rename, directory fsync).

@@ -8,15 +8,32 @@
 //! applied — after a majority decided it and this node's log is durable.
 //!
 //! Each connection is one client for at-most-once purposes: a fresh random client id, and
-//! a sequence number per operation. Commands on a connection run one at a time, in order,
-//! which is Redis's own pipelining semantics.
+//! a sequence number per request. Commands on a connection run in order and are answered
+//! in order, which is Redis's own pipelining semantics.
+//!
+//! # Pipelining
+//! The store commands a connection has already sent (GET, SET, APPEND, DEL, EXISTS, MGET —
+//! every whole frame in its input buffer) go to the log together: their ops are put, in
+//! order, into as few [`Batch`]es as the batch rules allow (reads and writes apart, at most
+//! [`kv_replication::kvgroup::BATCH_WRITES_MAX`] writes or
+//! [`kv_replication::kvgroup::BATCH_READS_MAX`] reads, at most
+//! [`kv_replication::kvgroup::BATCH_BYTES_MAX`] bytes), each one request — one round
+//! through the log, at most once, at one log position. So a pipeline of N SETs costs about
+//! N / 1024 rounds and an MGET of many keys one, instead of one round per command; a lone
+//! command is a batch of one, as before. Any other command first waits for the batch
+//! before it to be answered. What the client has already sent but is not yet in the
+//! input buffer joins the batch too (a read that does not wait); then the batch runs.
+//! Replies are made from the batch's replies in command order (an MGET's elements as they
+//! come).
 //!
 //! # Limits
 //! - Connections: at most the `connections_max` given to [`serve`] (sized from the
 //!   process's open-file limit, see [`crate::limits`]); a connection over it is closed at
 //!   once.
 //! - Input: one frame of at most [`LIMITS`]; bytes are read only once every whole frame
-//!   already buffered has been answered.
+//!   already buffered has been answered or joined the batch being built, and read ahead
+//!   only while a batch is being built (so what a connection holds unanswered is bounded
+//!   by the batch limits plus one frame).
 //! - Output, like Redis's client-output-buffer-limit: replies collect in the connection's
 //!   buffer until it holds [`OUTPUT_BUFFER_BYTES_SOFT`]; then they are written before the
 //!   next command (or the next element of an `MGET`) runs. A client that does not read
@@ -38,8 +55,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+
 use kv_engine::kv::{Op, Reply};
-use kv_replication::kvgroup::Request;
+use kv_replication::kvgroup::{Batch, BatchBuilder, Request};
 use kv_replication::types::ClientId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -69,6 +88,8 @@ pub const OUTPUT_BUFFER_BYTES_HARD: usize = 2 * VALUE_BYTES_MAX;
 pub const BUFFER_BYTES_IDLE_MAX: usize = 64 * 1024;
 /// Initial capacity of a connection's input and output buffers.
 const BUFFER_BYTES_INITIAL: usize = 4096;
+/// Room made in the input buffer for each read-ahead while a batch is being built.
+const READ_AHEAD_BYTES: usize = 64 * 1024;
 
 /// The reader limits for client frames.
 pub const LIMITS: Limits = Limits {
@@ -258,6 +279,37 @@ impl Command {
     }
 }
 
+impl Command {
+    /// A store command's ops, and how its reply is made from theirs; any other command
+    /// back as it is.
+    fn into_ops(self) -> Result<(Reduce, Vec<Op>), Command> {
+        let gets = |keys: Vec<Bytes>| keys.into_iter().map(|key| Op::Get { key }).collect();
+        Ok(match self {
+            Command::Get(key) => (Reduce::Get, vec![Op::Get { key }]),
+            Command::Set(key, value) => (Reduce::Set, vec![Op::Put { key, value }]),
+            Command::Append(key, value) => (Reduce::Append, vec![Op::Append { key, value }]),
+            Command::Del(keys) => (
+                Reduce::Count {
+                    deletes: true,
+                    count: 0,
+                    error: None,
+                },
+                keys.into_iter().map(|key| Op::Delete { key }).collect(),
+            ),
+            Command::Exists(keys) => (
+                Reduce::Count {
+                    deletes: false,
+                    count: 0,
+                    error: None,
+                },
+                gets(keys),
+            ),
+            Command::MGet(keys) => (Reduce::MGet, gets(keys)),
+            other => return Err(other),
+        })
+    }
+}
+
 /// The protocol `HELLO`'s arguments ask for, checking the options after it as Redis does.
 fn hello_protocol(args: &[Bytes]) -> Result<Option<Protocol>, CommandError> {
     let Some((version, mut options)) = args.split_first() else {
@@ -382,15 +434,16 @@ struct Session<M> {
 }
 
 impl<M: Send + 'static> Session<M> {
-    /// Runs one operation through the replicated log. If the replica gives up on it (it is
-    /// rebuilding, or overloaded), the same request — same sequence number, so at most once
-    /// — is sent again with capped backoff; a Redis client should not have to retry.
-    async fn run(&mut self, op: Op) -> Result<Reply, Failure> {
+    /// Runs one batch of operations through the replicated log, as one request. If the
+    /// replica gives up on it (it is rebuilding, or overloaded), the same request — same
+    /// sequence number, so at most once — is sent again with capped backoff; a Redis client
+    /// should not have to retry.
+    async fn run(&mut self, batch: Batch) -> Result<Reply, Failure> {
         self.seq += 1;
         let request = Request {
             client: self.client,
             seq: self.seq,
-            command: op,
+            command: batch,
         };
         let started = std::time::Instant::now();
         let mut backoff = std::time::Duration::from_millis(10);
@@ -483,12 +536,85 @@ enum Next {
     Close,
 }
 
-/// One RESP connection: its socket, its session, and its buffers.
+/// A store command waiting for the replies of its ops.
+struct Answering {
+    reduce: Reduce,
+    /// Ops the command has in all.
+    ops: usize,
+    /// Of them, ops in the batch being built.
+    in_batch: usize,
+    /// Replies it has had.
+    replied: usize,
+}
+
+/// How a store command's reply is made from the replies of its ops.
+enum Reduce {
+    /// GET: the value.
+    Get,
+    /// SET: `+OK`.
+    Set,
+    /// APPEND: the new length.
+    Append,
+    /// DEL (`deletes`: keys that existed) or EXISTS (keys that exist): a count, or the
+    /// first error among its ops.
+    Count {
+        deletes: bool,
+        count: i64,
+        error: Option<Frame>,
+    },
+    /// MGET: an array, written element by element as the replies come.
+    MGet,
+}
+
+impl Reduce {
+    /// Takes one op's reply (or the error its batch failed with). Returns what to write
+    /// now: an element of an MGET, or the whole reply of another command once `last`.
+    fn take(&mut self, reply: Result<Reply, Frame>, last: bool) -> Option<Frame> {
+        if let Reduce::Count {
+            deletes,
+            count,
+            error,
+        } = self
+        {
+            match (*deletes, reply) {
+                (true, Ok(Reply::Deleted(existed))) => *count += i64::from(existed),
+                (false, Ok(Reply::Value(value))) => *count += i64::from(value.is_some()),
+                (_, Ok(other)) => {
+                    error.get_or_insert(Frame::Error(unexpected(other)));
+                }
+                (_, Err(failed)) => {
+                    error.get_or_insert(failed);
+                }
+            }
+            return last.then(|| error.clone().unwrap_or(Frame::Integer(*count)));
+        }
+        Some(match (&*self, reply) {
+            (_, Err(failed)) => failed,
+            (Reduce::Get | Reduce::MGet, Ok(Reply::Value(value))) => {
+                value.map_or(Frame::Null, Frame::Bulk)
+            }
+            (Reduce::Set, Ok(Reply::Ok)) => Frame::Simple("OK".into()),
+            (Reduce::Append, Ok(Reply::Appended(len))) => Frame::Integer(len as i64),
+            (_, Ok(other)) => Frame::Error(unexpected(other)),
+        })
+    }
+}
+
+/// Store commands whose ops wait in a batch being built, in order.
+#[derive(Default)]
+struct Pending {
+    batch: BatchBuilder,
+    commands: VecDeque<Answering>,
+}
+
+/// One RESP connection: its socket, its session, its buffers, and the store commands it
+/// has read but not yet run.
 struct Connection<M> {
     stream: TcpStream,
     session: Session<M>,
     input: BytesMut,
     output: Output,
+    pending: Pending,
 }
 
 impl<M: Send + 'static> Connection<M> {
@@ -499,6 +625,7 @@ impl<M: Send + 'static> Connection<M> {
             session,
             input: BytesMut::with_capacity(BUFFER_BYTES_INITIAL),
             output: Output::new(limits),
+            pending: Pending::default(),
         }
     }
 
@@ -506,13 +633,18 @@ impl<M: Send + 'static> Connection<M> {
     /// shuts down. `Err` says why the connection was closed on the client.
     async fn serve(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
         loop {
-            // Answer every whole frame already buffered, then write what is left once.
+            // Answer every whole frame already buffered (store commands in as few batches
+            // as they allow), then write what is left once.
             while let Some(frame) = self.next_frame().await? {
                 if self.answer(frame).await? == Next::Close {
                     self.flush().await?;
                     return Ok(());
                 }
             }
+            if self.read_ahead()? {
+                continue;
+            }
+            self.run_pending().await?;
             self.flush().await?;
             if self.input.is_empty() && self.input.capacity() > BUFFER_BYTES_IDLE_MAX {
                 self.input = BytesMut::with_capacity(BUFFER_BYTES_INITIAL);
@@ -524,6 +656,21 @@ impl<M: Send + 'static> Connection<M> {
             if read == 0 {
                 return Ok(());
             }
+        }
+    }
+
+    /// While a batch is being built, takes whatever more the client has already sent
+    /// (without waiting), so a pipeline goes to the log in batches as large as the rules
+    /// allow rather than as large as one read. True if it read something.
+    fn read_ahead(&mut self) -> Result<bool, String> {
+        if self.pending.batch.is_empty() {
+            return Ok(false);
+        }
+        self.input.reserve(READ_AHEAD_BYTES);
+        match self.stream.try_read_buf(&mut self.input) {
+            Ok(read) => Ok(read > 0),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -547,9 +694,11 @@ impl<M: Send + 'static> Connection<M> {
                 }
                 Err(FrameError::Incomplete) => return Ok(None),
                 Err(FrameError::Invalid(why)) => {
+                    // The commands before it are answered first.
+                    self.run_pending().await?;
                     return Err(self
                         .protocol_error(format!("ERR Protocol error: {why}"))
-                        .await)
+                        .await);
                 }
             }
         }
@@ -594,87 +743,101 @@ impl<M: Send + 'static> Connection<M> {
         Ok(())
     }
 
-    /// Runs one command and sends its reply.
+    /// Answers one command: a store command's ops join the batch being built; any other
+    /// command runs once the commands before it are answered.
     async fn answer(&mut self, frame: Frame) -> Result<Next, String> {
         let command = match Command::from_frame(frame) {
             Ok(command) => command,
             Err(CommandError::Refused(message)) => {
+                self.run_pending().await?;
                 self.send(&Frame::Error(message)).await?;
                 return Ok(Next::Continue);
             }
-            Err(CommandError::Protocol(message)) => return Err(self.protocol_error(message).await),
+            Err(CommandError::Protocol(message)) => {
+                self.run_pending().await?;
+                return Err(self.protocol_error(message).await);
+            }
         };
-        match command {
-            Command::MGet(keys) => self.mget(keys).await?,
-            Command::Quit => {
-                self.send(&Frame::Simple("OK".into())).await?;
-                return Ok(Next::Close);
+        let command = match command.into_ops() {
+            Ok((reduce, ops)) => {
+                self.queue(reduce, ops).await?;
+                return Ok(Next::Continue);
             }
-            command => {
-                let reply = self.execute(command).await.unwrap_or_else(|f| f.to_frame());
-                self.send(&reply).await?;
-            }
+            Err(other) => other,
+        };
+        self.run_pending().await?;
+        if command == Command::Quit {
+            self.send(&Frame::Simple("OK".into())).await?;
+            return Ok(Next::Close);
         }
+        let reply = self.execute(command).await;
+        self.send(&reply).await?;
         Ok(Next::Continue)
     }
 
-    /// MGET, sent one element at a time so a reply of many large values never sits in the
-    /// buffer whole. Once one key fails, the rest get the same error without running.
-    async fn mget(&mut self, keys: Vec<Bytes>) -> Result<(), String> {
-        self.output
-            .push_array_header(keys.len())
-            .map_err(|OutputOverflow(bytes)| format!("{bytes} bytes of replies unsent"))?;
-        let mut failed: Option<Frame> = None;
-        for key in keys {
-            let element = match &failed {
-                Some(error) => error.clone(),
-                None => match self.session.run(Op::Get { key }).await {
-                    Ok(Reply::Value(value)) => value.map_or(Frame::Null, Frame::Bulk),
-                    Ok(other) => Frame::Error(unexpected(other)),
-                    Err(failure) => failed.insert(failure.to_frame()).clone(),
-                },
-            };
-            self.send(&element).await?;
+    /// Adds a store command's ops to the batch being built, running the batch first
+    /// whenever it has no room for the next op (so one command's ops may span batches).
+    async fn queue(&mut self, reduce: Reduce, ops: Vec<Op>) -> Result<(), String> {
+        self.pending.commands.push_back(Answering {
+            reduce,
+            ops: ops.len(),
+            in_batch: 0,
+            replied: 0,
+        });
+        for op in ops {
+            if !self.pending.batch.has_room_for(&op) {
+                self.run_pending().await?;
+            }
+            self.pending.batch.push(op);
+            if let Some(command) = self.pending.commands.back_mut() {
+                command.in_batch += 1;
+            }
         }
         Ok(())
     }
 
-    /// Executes a command other than MGET and QUIT.
-    async fn execute(&mut self, command: Command) -> Result<Frame, Failure> {
+    /// Runs the batch being built, if there is one, as one request, and sends the replies
+    /// it completes, in command order. If it fails, each of its ops gets the error.
+    async fn run_pending(&mut self) -> Result<(), String> {
+        let Some(batch) = self.pending.batch.take() else {
+            return Ok(());
+        };
+        let ops = batch.len();
+        let replies: Vec<Result<Reply, Frame>> = match self.session.run(batch.clone()).await {
+            Ok(reply) => match batch.split_reply(reply) {
+                Ok(replies) => replies.into_iter().map(Ok).collect(),
+                Err(other) => vec![Err(Frame::Error(unexpected(other))); ops],
+            },
+            Err(failure) => vec![Err(failure.to_frame()); ops],
+        };
+        let mut replies = replies.into_iter();
+        while let Some(mut command) = self.pending.commands.pop_front() {
+            for _ in 0..command.in_batch {
+                let reply = replies.next().expect("one reply per op");
+                if command.replied == 0 && matches!(command.reduce, Reduce::MGet) {
+                    self.output.push_array_header(command.ops).map_err(
+                        |OutputOverflow(bytes)| format!("{bytes} bytes of replies unsent"),
+                    )?;
+                }
+                command.replied += 1;
+                if let Some(frame) = command.reduce.take(reply, command.replied == command.ops) {
+                    self.send(&frame).await?;
+                }
+            }
+            command.in_batch = 0;
+            if command.replied < command.ops {
+                // Its other ops go into the next batch.
+                self.pending.commands.push_front(command);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Executes a command that is not a store command (nor QUIT).
+    async fn execute(&mut self, command: Command) -> Frame {
         let session = &mut self.session;
-        let frame = match command {
-            Command::Get(key) => match session.run(Op::Get { key }).await? {
-                Reply::Value(value) => value.map_or(Frame::Null, Frame::Bulk),
-                other => Frame::Error(unexpected(other)),
-            },
-            Command::Set(key, value) => match session.run(Op::Put { key, value }).await? {
-                Reply::Ok => Frame::Simple("OK".into()),
-                other => Frame::Error(unexpected(other)),
-            },
-            Command::Append(key, value) => match session.run(Op::Append { key, value }).await? {
-                Reply::Appended(len) => Frame::Integer(len as i64),
-                other => Frame::Error(unexpected(other)),
-            },
-            Command::Del(keys) => {
-                let mut count = 0;
-                for key in keys {
-                    match session.run(Op::Delete { key }).await? {
-                        Reply::Deleted(existed) => count += existed as i64,
-                        other => return Ok(Frame::Error(unexpected(other))),
-                    }
-                }
-                Frame::Integer(count)
-            }
-            Command::Exists(keys) => {
-                let mut count = 0;
-                for key in keys {
-                    match session.run(Op::Get { key }).await? {
-                        Reply::Value(v) => count += v.is_some() as i64,
-                        other => return Ok(Frame::Error(unexpected(other))),
-                    }
-                }
-                Frame::Integer(count)
-            }
+        match command {
             Command::Ping(None) => Frame::Simple("PONG".into()),
             Command::Ping(Some(m)) | Command::Echo(m) => Frame::Bulk(m),
             Command::Info => info(session).await,
@@ -699,9 +862,14 @@ impl<M: Send + 'static> Connection<M> {
             }
             Command::Client => Frame::Simple("OK".into()),
             Command::ConfigGet => Frame::Map(Vec::new()),
-            Command::MGet(_) | Command::Quit => unreachable!("answered by the caller"),
-        };
-        Ok(frame)
+            Command::Get(_)
+            | Command::Set(..)
+            | Command::Append(..)
+            | Command::Del(_)
+            | Command::Exists(_)
+            | Command::MGet(_)
+            | Command::Quit => unreachable!("answered by the caller"),
+        }
     }
 }
 

@@ -21,7 +21,8 @@ pub const FRAME_BYTES_MAX: usize = kv_engine::wal::RECORD_PAYLOAD_BYTES_MAX + (1
 /// Largest value a client may write, in bytes, natively or over RESP (one WAL record must
 /// hold it with the rest of its batch).
 pub const VALUE_BYTES_MAX: usize = 16 << 20;
-/// Largest frame from a native client: a request carries a key and a value.
+/// Largest frame from a native client: a request carries one op with a key and a value,
+/// or a batch of ops with at most [`kv_replication::kvgroup::BATCH_BYTES_MAX`] of them.
 pub const CLIENT_FRAME_BYTES_MAX: usize = 2 * VALUE_BYTES_MAX + (64 << 10);
 /// Largest frame from a connection that has not yet said who it is.
 pub const HELLO_FRAME_BYTES_MAX: usize = 4 << 10;
@@ -105,6 +106,7 @@ pub fn decode<M: DeserializeOwned>(body: &[u8]) -> Result<Frame<M>, postcard::Er
 mod tests {
     use super::*;
     use kv_engine::kv::Op;
+    use kv_replication::kvgroup::Batch;
     use kv_replication::types::ClientId;
 
     #[test]
@@ -114,10 +116,10 @@ mod tests {
             request: Request {
                 client: ClientId(3),
                 seq: 4,
-                command: Op::Put {
+                command: Batch::one(Op::Put {
                     key: Bytes::from_static(b"k"),
                     value: Bytes::from_static(b"v"),
-                },
+                }),
             },
         };
         let bytes = encode(&frame).unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kv_engine::kv::{KvState, Op, Reply};
 use kv_replication::effects::{Effects, Persist};
-use kv_replication::kvgroup::Request;
+use kv_replication::kvgroup::{Batch, Request};
 use kv_replication::node::{Answer, Node};
 use kv_replication::types::{NodeId, Time};
 use kv_server::client::{Client, ClientOptions};
@@ -41,7 +41,7 @@ impl Node for Solo {
         request: Request,
         out: &mut Effects<(), (u64, Reply)>,
     ) {
-        let reply = self.state.execute(&request.command);
+        let reply = request.command.execute(&mut self.state);
         out.persist.push(Persist::Record {
             kind: RECORD,
             payload: kv_engine::codec::encode(&request).unwrap(),
@@ -91,7 +91,7 @@ fn recover(start: Start) -> Result<Solo, String> {
     for record in &start.recovered.records {
         let request: Request =
             kv_engine::codec::decode(&record.payload).map_err(|e| e.to_string())?;
-        state.execute(&request.command);
+        request.command.execute(&mut state);
     }
     Ok(Solo { state })
 }
@@ -303,10 +303,10 @@ fn no_reply_leaves_before_its_record_is_durable() {
                         let request = Request {
                             client: ClientId(c),
                             seq,
-                            command: Op::Put {
+                            command: Batch::one(Op::Put {
                                 key: format!("k{c}").into(),
                                 value: format!("{seq}").into(),
-                            },
+                            }),
                         };
                         let (tx, rx) = tokio::sync::oneshot::channel();
                         if inputs
@@ -507,7 +507,7 @@ fn hello_3_switches_a_connection_to_resp3_replies_and_hello_2_back() {
 #[test]
 fn clients_of_a_node_whose_disk_fails_get_errors_not_closed_connections() {
     use kv_engine::fs::SimFs;
-    use kv_replication::kvgroup::Request;
+    use kv_replication::kvgroup::{Batch, Request};
     use kv_replication::types::ClientId;
     use kv_server::wire::{self, Frame};
 
@@ -555,10 +555,10 @@ fn clients_of_a_node_whose_disk_fails_get_errors_not_closed_connections() {
             request: Request {
                 client: ClientId(5),
                 seq: 1,
-                command: Op::Put {
+                command: Batch::one(Op::Put {
                     key: "c".into(),
                     value: "3".into(),
-                },
+                }),
             },
         },
     );

@@ -1,10 +1,12 @@
-//! [`KvState`] as a replicated state machine: commands are single-key [`Op`]s, replies
-//! the engine's [`Reply`]. Gets execute in log order like every command (so a replica that
-//! does not hold a key's shard answers "not held") but are not recorded for at-most-once.
-//! A "not held" reply is a refusal: not recorded, so the client may send the same seq to
-//! the shard's owner.
+//! [`KvState`] as a replicated state machine: commands are [`Batch`]es of ops, replies
+//! the engine's [`Reply`] ([`Reply::Batch`]: one per op). A read-only batch executes in log
+//! order like every command (so a replica that does not hold a key's shard answers "not
+//! held") but is not recorded for at-most-once. A "not held" reply is a refusal: not
+//! recorded, so the client may send the same seq to the shard's owner.
 
-use kv_engine::kv::{KvCursor, KvImageBuilder, KvState, Op, Reply};
+use kv_engine::kv::{KvCursor, KvImageBuilder, KvState, Reply};
+
+use super::batch::Batch;
 
 use crate::replica::{Context, ImageBuilder, StateMachine};
 
@@ -22,16 +24,16 @@ impl ImageBuilder<KvState> for KvBuilder {
 }
 
 impl StateMachine for KvState {
-    type Command = Op;
+    type Command = Batch;
     type Reply = Reply;
     type Cursor = KvCursor;
     type Builder = KvBuilder;
 
-    fn apply(&mut self, command: &Op, _context: &mut Context<'_, Reply>) -> Reply {
-        self.execute(command)
+    fn apply(&mut self, command: &Batch, _context: &mut Context<'_, Reply>) -> Reply {
+        command.execute(self)
     }
 
-    fn is_read(command: &Op) -> bool {
+    fn is_read(command: &Batch) -> bool {
         command.is_read()
     }
 
@@ -43,7 +45,7 @@ impl StateMachine for KvState {
         Reply::Stale { last_seq }
     }
 
-    fn command_bytes(command: &Op) -> usize {
+    fn command_bytes(command: &Batch) -> usize {
         command.payload_bytes()
     }
 

@@ -1,6 +1,8 @@
 //! The kv group (Lab 3B + Lab 5 for one group): [`KvState`] replicated by the library in
-//! [`crate::replica`]. Clients send [`Request`]s of one [`Op`] each; the group applies them
-//! in log order, at most once per `(client, seq)`, and answers with a [`Reply`]. A
+//! [`crate::replica`]. Clients send [`Request`]s, each carrying a [`Batch`] of [`Op`]s
+//! (one, or the commands a client pipelined); the group applies them in log order, at
+//! most once per `(client, seq)`, and answers with a [`Reply`] ([`Reply::Batch`]: one per
+//! op). A
 //! [`Clerk`] (the library's, [`crate::clerk`]) is the client side: it tags requests, keeps
 //! one outstanding, and retries across replicas until one answers.
 //!
@@ -8,12 +10,18 @@
 //! lost-disk rebuild, the restart check, the at-most-once table — is the library's; see its
 //! docs for the invariants and the failure model.
 
+mod batch;
 mod machine;
 
 pub use crate::clerk::ClerkError;
+pub use batch::{
+    Batch, BatchBuilder, BatchError, BATCH_BYTES_MAX, BATCH_READS_MAX, BATCH_WRITES_MAX,
+};
 pub use machine::KvBuilder;
 
-use kv_engine::kv::{KvState, Op, Reply};
+#[cfg(doc)]
+use kv_engine::kv::Op;
+use kv_engine::kv::{KvState, Reply};
 
 use crate::replica;
 
@@ -22,12 +30,12 @@ pub use crate::replica::{Error, ReplicaConfig, ReplicaStatus, Role};
 /// One replica of a kv group.
 pub type Replica = replica::Replica<KvState>;
 /// A message between kv replicas.
-pub type Message = replica::Message<Op>;
+pub type Message = replica::Message<Batch>;
 /// An upward notification of a kv replica.
 pub type Event = replica::Event<Reply>;
 /// What a call into a kv replica produces.
 pub type Output = replica::Output<KvState>;
 /// A client's request to a kv group.
-pub type Request = replica::Request<Op>;
+pub type Request = replica::Request<Batch>;
 /// A client of a kv group.
-pub type Clerk = crate::clerk::Clerk<Op>;
+pub type Clerk = crate::clerk::Clerk<Batch>;

@@ -49,12 +49,15 @@ pub trait Recorded: StateMachine + Default {
     /// A reply as the history records it.
     type Output: Clone + fmt::Debug;
 
-    /// How `command` enters the history.
-    fn input(command: &Self::Command) -> Self::Input;
+    /// How `command` enters the history: as one operation, or as several when the command
+    /// carries several (a batch of kv ops), all invoked and returning together — the
+    /// command runs them in order at one log position, one of the orders the checker then
+    /// allows.
+    fn inputs(command: &Self::Command) -> Vec<Self::Input>;
 
-    /// What the client of `command` was told, or `None` for a reply no clerk of the
-    /// harness can get (the harness panics with the seed).
-    fn output(command: &Self::Command, reply: &Self::Reply) -> Option<Self::Output>;
+    /// What the client of `command` was told, one output per input, or `None` for a reply
+    /// no clerk of the harness can get (the harness panics with the seed).
+    fn outputs(command: &Self::Command, reply: &Self::Reply) -> Option<Vec<Self::Output>>;
 
     /// Whether to keep this completed call in [`Cluster::completions`] (for checks that
     /// need more than the history holds).
@@ -75,7 +78,8 @@ pub const OP_LIMIT: Duration = Duration::from_secs(30);
 
 struct Call<C> {
     request: Request<C>,
-    invocation: Option<Invocation>,
+    /// One per input of the command (none while the history is not recorded).
+    invocations: Vec<Invocation>,
     invoked: Time,
     to: NodeId,
     tag: u64,
@@ -186,20 +190,29 @@ impl<M: Recorded> Cluster<M> {
         self.clerk(&servers)
     }
 
-    /// Starts `op` on clerk `c` (which must be idle) and sends it.
-    pub fn begin(&mut self, c: usize, op: M::Command) {
+    /// Starts `op` on clerk `c` (which must be idle) and sends it. (Anything that converts
+    /// into a command will do: a kv op becomes a kv request of one op.)
+    pub fn begin(&mut self, c: usize, op: impl Into<M::Command>) {
+        let op = op.into();
         let now = self.sim.now();
-        let input = self.record.then(|| M::input(&op));
+        let inputs = if self.record {
+            M::inputs(&op)
+        } else {
+            Vec::new()
+        };
         let client = self.clerks[c].clerk.client().0;
         let (to, request) = self.clerks[c]
             .clerk
             .begin(op)
             .unwrap_or_else(|e| panic!("seed {}: {e}", self.sim.seed()));
-        let invocation = input.map(|input| self.history.invoke(client, input, now.as_micros()));
+        let invocations = inputs
+            .into_iter()
+            .map(|input| self.history.invoke(client, input, now.as_micros()))
+            .collect();
         self.clerks[c].result = None;
         self.clerks[c].call = Some(Call {
             request,
-            invocation,
+            invocations,
             invoked: now,
             to,
             tag: 0,
@@ -221,8 +234,8 @@ impl<M: Recorded> Cluster<M> {
     /// Abandons clerk `c`'s call (its outcome stays unknown in the history). The clerk is
     /// retired: its client id must not be reused.
     pub fn abandon(&mut self, c: usize) {
-        if let Some(mut call) = self.clerks[c].call.take() {
-            if let Some(invocation) = call.invocation.take() {
+        if let Some(call) = self.clerks[c].call.take() {
+            for invocation in call.invocations {
                 self.history.give_up(invocation);
             }
         }
@@ -259,7 +272,12 @@ impl<M: Recorded> Cluster<M> {
     }
 
     /// Runs `op` on clerk `c` and waits up to `limit` for the answer.
-    pub fn call(&mut self, c: usize, op: M::Command, limit: Duration) -> Option<M::Reply> {
+    pub fn call(
+        &mut self,
+        c: usize,
+        op: impl Into<M::Command>,
+        limit: Duration,
+    ) -> Option<M::Reply> {
         self.begin(c, op);
         if self.wait(&[c], limit) {
             self.take_result(c)
@@ -269,7 +287,8 @@ impl<M: Recorded> Cluster<M> {
     }
 
     /// Runs `op` on clerk `c`; panics (with the seed) if no answer within [`OP_LIMIT`].
-    pub fn must(&mut self, c: usize, op: M::Command) -> M::Reply {
+    pub fn must(&mut self, c: usize, op: impl Into<M::Command>) -> M::Reply {
+        let op = op.into();
         let what = format!("{op:?}");
         self.call(c, op, OP_LIMIT).unwrap_or_else(|| {
             panic!(
@@ -431,14 +450,20 @@ impl<M: Recorded> Cluster<M> {
         let Some(reply) = clerk.clerk.on_reply(seq, reply) else {
             return;
         };
-        let Some(mut call) = clerk.call.take() else {
+        let Some(call) = clerk.call.take() else {
             return;
         };
         let command = &call.request.command;
-        let Some(output) = M::output(command, &reply) else {
+        let Some(outputs) = M::outputs(command, &reply) else {
             panic!("seed {seed}: clerk {c} got {reply:?} for {command:?}")
         };
-        if let Some(invocation) = call.invocation.take() {
+        assert!(
+            call.invocations.is_empty() || call.invocations.len() == outputs.len(),
+            "seed {seed}: {} outputs for {} inputs",
+            outputs.len(),
+            call.invocations.len()
+        );
+        for (invocation, output) in call.invocations.into_iter().zip(outputs) {
             self.history.complete(invocation, output, now.as_micros());
         }
         if self.record && M::keep(command, &reply) {

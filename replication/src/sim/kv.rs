@@ -1,13 +1,16 @@
 //! A kv group on the simulator: [`KvCluster`], the lab-style harness ([`Cluster`]) over
 //! [`KvState`] replicas, with the kv group's client calls (Get, Put, Append) and its
 //! history: kv [`Input`]s and [`Output`]s checked per key by [`linearizability::check`].
+//! A request is a [`Batch`]; each of its ops is an operation of the history.
 //!
-//! An Append answers with the value's new length; the harness keeps completed Appends
-//! ([`Recorded::keep`]) so that [`KvCluster::pin_appends`] can turn those lengths into
-//! reads that pin the order of concurrent Appends.
+//! An Append answers with the value's new length; the harness keeps completed requests
+//! with Appends ([`Recorded::keep`]) so that [`KvCluster::pin_appends`] can turn those
+//! lengths into reads that pin the order of concurrent Appends.
 
 use bytes::Bytes;
 use kv_engine::kv::{KvState, Op, Reply};
+
+use crate::kvgroup::Batch;
 
 pub use super::group::{Cluster, Completion, Recorded, OP_LIMIT};
 use super::replica::ReplicaHost;
@@ -18,7 +21,7 @@ pub type KvHost = ReplicaHost<KvState>;
 /// A kv group on the simulator with lab-style clerks.
 pub type KvCluster = Cluster<KvState>;
 /// What a kv client script does next.
-pub type Action = super::group::Action<Op>;
+pub type Action = super::group::Action<Batch>;
 /// Concurrent kv client scripts.
 pub type Scripts = super::group::Scripts<KvState>;
 pub use super::group::Script;
@@ -27,20 +30,17 @@ impl Recorded for KvState {
     type Input = Input;
     type Output = Output;
 
-    fn input(op: &Op) -> Input {
-        input_of(op)
+    fn inputs(batch: &Batch) -> Vec<Input> {
+        batch.ops().iter().map(input_of).collect()
     }
 
-    fn output(_op: &Op, reply: &Reply) -> Option<Output> {
-        match reply {
-            Reply::Value(v) => Some(Output::Value(v.as_ref().map(|b| b.to_vec()))),
-            Reply::Ok | Reply::Appended(_) | Reply::Deleted(_) => Some(Output::Ok),
-            Reply::Stale { .. } | Reply::NotHeld(_) => None,
-        }
+    fn outputs(batch: &Batch, reply: &Reply) -> Option<Vec<Output>> {
+        let replies = batch.split_reply(reply.clone()).ok()?;
+        replies.iter().map(output_of).collect()
     }
 
-    fn keep(op: &Op, reply: &Reply) -> bool {
-        matches!((op, reply), (Op::Append { .. }, Reply::Appended(_)))
+    fn keep(batch: &Batch, reply: &Reply) -> bool {
+        appends(batch, reply).next().is_some()
     }
 
     fn check(history: &History) -> CheckResult {
@@ -97,11 +97,10 @@ pub fn pin_appends(
     value: &[u8],
     seed: u64,
 ) {
-    for a in completions {
-        let (Op::Append { key: appended, .. }, &Reply::Appended(len)) = (&a.command, &a.reply)
-        else {
-            continue;
-        };
+    for (a, (appended, len)) in completions
+        .iter()
+        .flat_map(|a| appends(&a.command, &a.reply).map(move |append| (a, append)))
+    {
         if appended != key.as_bytes() {
             continue;
         }
@@ -125,7 +124,40 @@ pub fn pin_appends(
     }
 }
 
-fn input_of(op: &Op) -> Input {
+/// The Appends of a completed request, each with the length it reported.
+fn appends<'a>(batch: &'a Batch, reply: &'a Reply) -> impl Iterator<Item = (&'a Bytes, u64)> {
+    let replies: &[Reply] = match reply {
+        Reply::Batch(replies) if replies.len() == batch.len() => replies,
+        _ => &[],
+    };
+    batch
+        .ops()
+        .iter()
+        .zip(replies)
+        .filter_map(|(op, reply)| match (op, reply) {
+            (Op::Append { key, .. }, &Reply::Appended(len)) => Some((key, len)),
+            _ => None,
+        })
+}
+
+/// Whether one op and its reply are an Append that reported a length (see
+/// [`pin_appends`]).
+pub fn is_append(op: &Op, reply: &Reply) -> bool {
+    matches!((op, reply), (Op::Append { .. }, Reply::Appended(_)))
+}
+
+/// What one op's reply tells its client, as the history records it; `None` for a reply
+/// that says the op did not run.
+pub fn output_of(reply: &Reply) -> Option<Output> {
+    match reply {
+        Reply::Value(v) => Some(Output::Value(v.as_ref().map(|b| b.to_vec()))),
+        Reply::Ok | Reply::Appended(_) | Reply::Deleted(_) => Some(Output::Ok),
+        Reply::Stale { .. } | Reply::NotHeld(_) | Reply::Batch(_) => None,
+    }
+}
+
+/// One op as the history records it.
+pub fn input_of(op: &Op) -> Input {
     match op {
         Op::Get { key } => Input::Get { key: key.to_vec() },
         Op::Put { key, value } => Input::Put {
@@ -140,7 +172,7 @@ fn input_of(op: &Op) -> Input {
     }
 }
 
-/// A Get op.
+/// A Get op (a kv group's request of one op, with `.into()`).
 pub fn get(key: &str) -> Op {
     Op::Get {
         key: Bytes::copy_from_slice(key.as_bytes()),

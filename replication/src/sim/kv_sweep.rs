@@ -5,7 +5,8 @@
 //! Keys come in two kinds so the checker stays fast: *register* keys get Puts, Deletes and
 //! Gets with unique values; *log* keys get only Appends (unique suffixes) and Gets, so each
 //! Append's reported length pins its place in the final value (see
-//! [`KvCluster::pin_appends`]).
+//! [`KvCluster::pin_appends`]). Some Appends grow into batches of two to four (a pipelining
+//! client): a batch retried across crashes and lost replies must still run once, whole.
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use kv_engine::kv::{KvState, Op, Reply};
 use super::group_sweep::{self, Workload};
 pub use super::group_sweep::{Failure, Outcome};
 use super::kv::{append, get, put, Action, KvCluster, Script, Scripts};
+use crate::kvgroup::Batch;
 use crate::rng::Rng;
 
 const REGISTER_KEYS: [&str; 3] = ["r0", "r1", "r2"];
@@ -21,6 +23,11 @@ const LOG_KEYS: [&str; 2] = ["l0", "l1"];
 /// Mixed into the seed for this workload's draws (kept from before the sweeps were one,
 /// so a seed replays the same schedule as it always did).
 const SALT: u64 = 0x4B56_5357_4545_5021;
+/// Mixed into a client's seed for its batch draws (its own generator, so the operations
+/// it draws are those it drew before there were batches).
+const BATCH_SALT: u64 = 0x4241_5443_4845_5321;
+/// The chance that an Append grows into a batch.
+const BATCH_CHANCE: f64 = 0.3;
 
 /// Runs one seed; `Ok(trace hash)` if every check passed, else the failure report (seed,
 /// message, replica states).
@@ -46,9 +53,11 @@ impl Workload<KvState> for Kv {
         for id in 0..rng.range(2, 8) as usize {
             let servers = group_sweep::client_servers(c.replicas(), rng);
             let clerk = c.clerk(&servers);
+            let seed = rng.next_u64();
             scripts.add(RandomClient {
                 clerk,
-                ops: RandomOps::new(id, Rng::new(rng.next_u64())),
+                ops: RandomOps::new(id, Rng::new(seed)),
+                batches: Rng::new(seed ^ BATCH_SALT),
             });
         }
         scripts
@@ -117,10 +126,11 @@ impl RandomOps {
     }
 }
 
-/// A client issuing random operations with unique values.
+/// A client issuing random operations with unique values, some Appends in batches.
 struct RandomClient {
     clerk: usize,
     ops: RandomOps,
+    batches: Rng,
 }
 
 impl Script<KvCluster> for RandomClient {
@@ -128,9 +138,30 @@ impl Script<KvCluster> for RandomClient {
         match self.ops.next(&REGISTER_KEYS, &LOG_KEYS) {
             Ok(op) => Action::Run {
                 clerk: self.clerk,
-                op,
+                op: self.maybe_batch(op),
             },
             Err(pause) => Action::Sleep(pause),
         }
+    }
+}
+
+impl RandomClient {
+    /// The request for `op`: alone, or — for some Appends — with one to three more Appends
+    /// to random log keys after it, each value the first's with a unique suffix.
+    fn maybe_batch(&mut self, op: Op) -> Batch {
+        let Op::Append { value, .. } = &op else {
+            return op.into();
+        };
+        if !self.batches.chance(BATCH_CHANCE) {
+            return op.into();
+        }
+        let first = String::from_utf8_lossy(value);
+        let stem = first.trim_end_matches('>').to_string();
+        let mut ops = vec![op];
+        for i in 0..self.batches.range(1, 3) {
+            let key = LOG_KEYS[self.batches.below(LOG_KEYS.len() as u64) as usize];
+            ops.push(append(key, &format!("{stem}.{i}>")));
+        }
+        Batch::new(ops).expect("a few small appends form a batch")
     }
 }

@@ -36,10 +36,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use kv_engine::kv::{KvState, Op, Reply, ShardId, Sharding};
 
-use super::group::{Completion, Recorded, OP_LIMIT};
+use super::group::{Completion, OP_LIMIT};
 use super::{Boot, Host, Sim, SimOptions, UNRELIABLE_REPLY_LOSS, UNRELIABLE_REQUEST_LOSS};
 use crate::clerk::Clerk;
 use crate::effects::Effects;
+use crate::kvgroup::Batch;
 use crate::linearizability::{self, Budget, CheckResult, History, Invocation};
 use crate::node::{Answer, Node};
 use crate::paxos::Seq;
@@ -720,7 +721,7 @@ impl ShardWorld {
         let client = self.clerks[c].kv.client().0;
         let invocation = self.record.then(|| {
             self.history
-                .invoke(client, KvState::input(&op), now.as_micros())
+                .invoke(client, super::kv::input_of(&op), now.as_micros())
         });
         let step = self.clerks[c]
             .kv
@@ -1243,17 +1244,18 @@ impl ShardWorld {
         let Some(mut call) = self.clerks[c].call.take() else {
             return;
         };
-        let Some(output) = KvState::output(op, &reply) else {
+        let Some(output) = super::kv::output_of(&reply) else {
             panic!("seed {seed}: clerk {c} got {reply:?} for {op:?}")
         };
         if let Some(invocation) = call.invocation.take() {
             self.history.complete(invocation, output, now.as_micros());
         }
-        if self.record && KvState::keep(op, &reply) {
+        if self.record && super::kv::is_append(op, &reply) {
+            // Kept as the kv group keeps it: a request of one op.
             self.completions.push(Completion {
                 client: self.clerks[c].kv.client(),
-                command: op.clone(),
-                reply: reply.clone(),
+                command: Batch::one(op.clone()),
+                reply: Reply::Batch(vec![reply.clone()]),
                 invoked: call.invoked,
                 returned: now,
             });

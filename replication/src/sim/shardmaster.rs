@@ -36,14 +36,14 @@ impl<const SHARDS: u32> Recorded for ShardMaster<SHARDS> {
     type Input = Command;
     type Output = Reply;
 
-    fn input(command: &Command) -> Command {
-        command.clone()
+    fn inputs(command: &Command) -> Vec<Command> {
+        vec![command.clone()]
     }
 
-    fn output(_command: &Command, reply: &Reply) -> Option<Reply> {
+    fn outputs(_command: &Command, reply: &Reply) -> Option<Vec<Reply>> {
         match reply {
             Reply::Stale { .. } => None,
-            other => Some(other.clone()),
+            other => Some(vec![other.clone()]),
         }
     }
 
