@@ -125,17 +125,14 @@ pub fn pin_appends(
 }
 
 /// The Appends of a completed request, each with the length it reported.
-fn appends<'a>(batch: &'a Batch, reply: &'a Reply) -> impl Iterator<Item = (&'a Bytes, u64)> {
-    let replies: &[Reply] = match reply {
-        Reply::Batch(replies) if replies.len() == batch.len() => replies,
-        _ => &[],
-    };
+fn appends<'a>(batch: &'a Batch, reply: &Reply) -> impl Iterator<Item = (&'a Bytes, u64)> {
+    let replies = batch.split_reply(reply.clone()).unwrap_or_default();
     batch
         .ops()
         .iter()
         .zip(replies)
         .filter_map(|(op, reply)| match (op, reply) {
-            (Op::Append { key, .. }, &Reply::Appended(len)) => Some((key, len)),
+            (Op::Append { key, .. }, Reply::Appended(len)) => Some((key, len)),
             _ => None,
         })
 }

@@ -1255,7 +1255,7 @@ impl ShardWorld {
             self.completions.push(Completion {
                 client: self.clerks[c].kv.client(),
                 command: Batch::one(op.clone()),
-                reply: Reply::Batch(vec![reply.clone()]),
+                reply: reply.clone(),
                 invoked: call.invoked,
                 returned: now,
             });
