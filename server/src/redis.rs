@@ -615,6 +615,8 @@ struct Connection<M> {
     input: BytesMut,
     output: Output,
     pending: Pending,
+    /// The last read filled the input buffer's room: the client may have sent more.
+    maybe_more: bool,
 }
 
 impl<M: Send + 'static> Connection<M> {
@@ -626,6 +628,7 @@ impl<M: Send + 'static> Connection<M> {
             input: BytesMut::with_capacity(BUFFER_BYTES_INITIAL),
             output: Output::new(limits),
             pending: Pending::default(),
+            maybe_more: false,
         }
     }
 
@@ -649,6 +652,10 @@ impl<M: Send + 'static> Connection<M> {
             if self.input.is_empty() && self.input.capacity() > BUFFER_BYTES_IDLE_MAX {
                 self.input = BytesMut::with_capacity(BUFFER_BYTES_INITIAL);
             }
+            if self.input.capacity() == self.input.len() {
+                self.input.reserve(BUFFER_BYTES_INITIAL);
+            }
+            let room = self.input.capacity() - self.input.len();
             let read = tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
                 read = self.stream.read_buf(&mut self.input) => read.map_err(|e| e.to_string())?,
@@ -656,20 +663,32 @@ impl<M: Send + 'static> Connection<M> {
             if read == 0 {
                 return Ok(());
             }
+            self.maybe_more = read == room;
         }
     }
 
     /// While a batch is being built, takes whatever more the client has already sent
     /// (without waiting), so a pipeline goes to the log in batches as large as the rules
     /// allow rather than as large as one read. True if it read something.
+    /// Only after a read that filled the buffer's room: a read that did not had taken all
+    /// the client had sent, and a lone command should not pay for another read.
     fn read_ahead(&mut self) -> Result<bool, String> {
-        if self.pending.batch.is_empty() {
+        if self.pending.batch.is_empty() || !self.maybe_more {
             return Ok(false);
         }
-        self.input.reserve(READ_AHEAD_BYTES);
+        if self.input.capacity() - self.input.len() < BUFFER_BYTES_INITIAL {
+            self.input.reserve(READ_AHEAD_BYTES);
+        }
+        let room = self.input.capacity() - self.input.len();
         match self.stream.try_read_buf(&mut self.input) {
-            Ok(read) => Ok(read > 0),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+            Ok(read) => {
+                self.maybe_more = read == room;
+                Ok(read > 0)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.maybe_more = false;
+                Ok(false)
+            }
             Err(e) => Err(e.to_string()),
         }
     }
