@@ -89,7 +89,7 @@ pub async fn run_node<C, F>(
     options: NodeOptions,
 ) -> Result<(), String>
 where
-    C: Core,
+    C: Core<Asked = kv_replication::kvgroup::Request, Answered = kv_engine::kv::Reply>,
     F: FnOnce(Start) -> Result<C, String>,
 {
     let open_files = limits::raise_open_files_limit().map_err(|e| e.to_string())?;
@@ -159,9 +159,11 @@ where
     tokio::spawn(transport::serve(
         peer_listener,
         config.cluster_id,
-        config.nodes.len(),
-        inputs_tx.clone(),
-        options.driver.leader.clone(),
+        transport::CoreService {
+            inputs: inputs_tx.clone(),
+            leader: options.driver.leader.clone(),
+            nodes: config.nodes.len(),
+        },
         budget,
         shutdown.clone(),
     ));

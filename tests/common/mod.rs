@@ -61,6 +61,9 @@ impl Cluster {
         drop(held);
         let mut config = ClusterConfig {
             cluster_id: 0x6b76_7465_7374 ^ u64::from(std::process::id()),
+            redis_cluster: false,
+            master: None,
+            groups: Vec::new(),
             nodes,
             base: dir.path().to_path_buf(),
         };
