@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use kv_engine::kv::{Op, Reply};
 use kv_server::client::{Client, ClientOptions};
-use kv_server::config::{ClusterConfig, InitOptions, CLUSTER_FILE};
+use kv_server::config::{ClusterConfig, CLUSTER_FILE};
 
 #[derive(Parser)]
 #[command(
@@ -148,13 +148,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Init { layout, host } => {
-            let up::UpArgs {
-                dir,
-                replicas,
-                resp_port,
-                peer_port,
-                admin_port,
-            } = layout;
+            let dir = layout.dir.clone();
             let path = dir.join(CLUSTER_FILE);
             if path.exists() {
                 bail!(
@@ -162,18 +156,8 @@ fn run(cli: Cli) -> Result<()> {
                     path.display()
                 );
             }
-            let config = ClusterConfig::init(
-                &dir,
-                &InitOptions {
-                    replicas,
-                    host,
-                    peer_port,
-                    resp_port,
-                    admin_port,
-                    cluster_id: kv_server::config::random_cluster_id(),
-                },
-            )?;
-            println!("wrote {} ({} nodes)", path.display(), config.nodes.len());
+            let config = ClusterConfig::init(&dir, &layout.init_options(host))?;
+            println!("wrote {} ({})", path.display(), up::describe(&config));
             Ok(())
         }
         Command::Up(args) => up::run(args),
@@ -272,10 +256,18 @@ fn run_node(cluster: PathBuf, id: u32) -> Result<()> {
     // task to the core is a function call, not a cross-thread wake-up. The engine's
     // group-commit writer is the only other thread. On this project's 2-vCPU machine this
     // carried ~20% more puts/s than a multi-threaded runtime (`kv bench`, 50 clients).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    // A sharded node runs a core per replica it hosts: those run in parallel on a
+    // multi-threaded runtime.
+    let rt = if config.is_sharded() {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+    .context("starting the async runtime")?;
     rt.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -283,7 +275,11 @@ fn run_node(cluster: PathBuf, id: u32) -> Result<()> {
             tracing::info!("shutting down");
             let _ = stop_tx.send(true);
         });
-        kv_server::replica::run(config, id, stop_rx).await
+        if config.is_sharded() {
+            kv_server::sharded::run(config, id, stop_rx, Default::default()).await
+        } else {
+            kv_server::replica::run(config, id, stop_rx).await
+        }
     })
     .map_err(|e| anyhow::anyhow!(e))
 }

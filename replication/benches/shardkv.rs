@@ -20,7 +20,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use kv_engine::kv::{Reply, ShardId};
 use kv_replication::sim::kv::{get, put};
 use kv_replication::sim::shardkv::{
-    Action, Script, Scripts, ShardWorld, WorldCall, WorldOptions, ClusterReply,
+    Action, ClusterReply, Script, Scripts, ShardWorld, WorldCall, WorldOptions,
 };
 
 /// Virtual CPU time each message costs the node that handles it.

@@ -81,7 +81,9 @@ type MasterEffects = Effects<ServedMsgOf<Replica<ShardMaster>>, shardmaster::Eve
 /// answers go to the shard groups that called.
 fn from_master(to: NodeId, msg: ServedMsgOf<Replica<ShardMaster>>) -> (NodeId, ClusterMsg) {
     match msg {
-        crate::served::ServedMsg::Call(call) => (to, ClusterMsg::Kv(shardkv::Message::Master(call))),
+        crate::served::ServedMsg::Call(call) => {
+            (to, ClusterMsg::Kv(shardkv::Message::Master(call)))
+        }
         peer => (to, ClusterMsg::Master(peer)),
     }
 }
@@ -110,6 +112,10 @@ pub struct Blueprint {
     pub settings: ShardKvSettings,
     /// Key to shard (its shard count is the shard master's).
     pub sharding: Sharding,
+    /// Groups the shard master's initial state has joined, in order (after configuration
+    /// 0, one configuration per Join), so a cluster starts with its groups serving. Part
+    /// of every master replica's initial state, so it must never change for a cluster.
+    pub initial_joins: Vec<(GroupId, Vec<String>)>,
 }
 
 impl Blueprint {
@@ -135,14 +141,14 @@ impl Blueprint {
                 config.peers = self.layout.masters.len();
                 config.paxos.peers = config.peers;
                 let shards = self.sharding.shards();
-                let replica = Replica::recover(
-                    config,
-                    ShardMaster::new(shards),
-                    recovered,
-                    wiped,
-                    seed,
-                    now,
-                )?;
+                let mut initial = ShardMaster::new(shards);
+                for (group, servers) in &self.initial_joins {
+                    initial.execute(&shardmaster::Command::Join {
+                        group: *group,
+                        servers: servers.clone(),
+                    });
+                }
+                let replica = Replica::recover(config, initial, recovered, wiped, seed, now)?;
                 let held = replica.machine().shard_count();
                 if held != shards {
                     return Err(replica::Error::Corrupt(format!(
@@ -266,7 +272,13 @@ impl Node for ClusterNode {
         }
     }
 
-    fn on_request(&mut self, now: Time, tag: u64, request: ClusterRequest, out: &mut ClusterEffects) {
+    fn on_request(
+        &mut self,
+        now: Time,
+        tag: u64,
+        request: ClusterRequest,
+        out: &mut ClusterEffects,
+    ) {
         match (self, request) {
             (ClusterNode::Master(n), ClusterRequest::Master(r)) => {
                 let mut inner = Effects::new();
@@ -278,9 +290,9 @@ impl Node for ClusterNode {
                 n.on_request(now, tag, r, &mut inner);
                 inner.move_into(out, from_kv, ClusterEvent::Kv);
             }
-            (ClusterNode::Master(_), ClusterRequest::Kv(_)) => {
-                out.events.push(ClusterEvent::Master(Event::Dropped { tag }))
-            }
+            (ClusterNode::Master(_), ClusterRequest::Kv(_)) => out
+                .events
+                .push(ClusterEvent::Master(Event::Dropped { tag })),
             (ClusterNode::Kv(_), ClusterRequest::Master(_)) => {
                 out.events.push(ClusterEvent::Kv(Event::Dropped { tag }))
             }
@@ -422,4 +434,3 @@ pub fn server_name(id: NodeId) -> String {
 pub fn resolve(name: &str) -> Option<NodeId> {
     name.strip_prefix('n')?.parse().ok().map(NodeId)
 }
-

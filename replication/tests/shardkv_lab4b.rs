@@ -13,7 +13,7 @@ use kv_replication::rng::Rng;
 use kv_replication::shardmaster::{Command, GroupId};
 use kv_replication::sim::kv::{append, get};
 use kv_replication::sim::shardkv::{
-    Action, Churn, Script, Scripts, ShardWorld, WorldCall, ClusterReply,
+    Action, Churn, ClusterReply, Script, Scripts, ShardWorld, WorldCall,
 };
 
 const SETTLE: Duration = Duration::from_secs(30);

@@ -170,6 +170,11 @@ pub struct MasterConfig {
     pub shards: u32,
     /// The nodes that hold its replicas, in member order.
     pub nodes: Vec<u32>,
+    /// The groups the shard master starts with (joined in this order, one configuration
+    /// each, after configuration 0). Written by `kv init` and never changed: it is part
+    /// of every master replica's initial state.
+    #[serde(default)]
+    pub initial_groups: Vec<u64>,
 }
 
 /// One KV group of a sharded cluster.
@@ -325,6 +330,13 @@ impl ClusterConfig {
             }
             check_nodes(&format!("group {}", group.gid), &group.nodes)?;
         }
+        for gid in &master.initial_groups {
+            if !gids.contains(gid) {
+                return Err(format!(
+                    "[master] initial_groups names group {gid}, which has no [[group]] entry"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -373,6 +385,15 @@ impl ClusterConfig {
             add(Role::Group(group.gid), &group.nodes);
         }
         out
+    }
+
+    /// The servers of group `gid` as configurations name them (its endpoints).
+    pub fn servers(&self, gid: u64) -> Vec<String> {
+        self.endpoints()
+            .iter()
+            .filter(|e| e.role == Role::Group(gid))
+            .map(|e| kv_replication::cluster::server_name(NodeId(e.id)))
+            .collect()
     }
 
     /// The endpoints as the replication library's [`Layout`] numbers them.
@@ -488,7 +509,7 @@ impl ClusterConfig {
         let (master, groups) = if options.groups == 0 {
             (None, Vec::new())
         } else {
-            let groups = (0..options.groups)
+            let groups: Vec<GroupConfig> = (0..options.groups)
                 .map(|g| GroupConfig {
                     gid: FIRST_GID + u64::from(g),
                     nodes: members(g % nodes_count),
@@ -497,6 +518,7 @@ impl ClusterConfig {
             let master = MasterConfig {
                 shards: options.shards,
                 nodes: members(0),
+                initial_groups: groups.iter().map(|g: &GroupConfig| g.gid).collect(),
             };
             (Some(master), groups)
         };

@@ -608,7 +608,9 @@ mod tests {
         let peers: Peers<Vec<u8>> =
             connect_peers(5, 0, &two_nodes(silent.local_addr().unwrap()), shutdown);
         let message = vec![7u8; 1 << 20];
-        let frame_bytes = wire::encode(&Frame::<_>::Peer(message.clone())).unwrap().len();
+        let frame_bytes = wire::encode(&Frame::<_>::Peer(message.clone()))
+            .unwrap()
+            .len();
         // Far fewer messages than the count bound, far more bytes than the byte bound; no
         // await between sends, so the outbound task takes none of them meanwhile.
         let offered = 300;

@@ -39,16 +39,16 @@ use kv_engine::kv::{KvState, Op, Reply, ShardId, Sharding};
 use super::group::{Completion, OP_LIMIT};
 use super::{Boot, Host, Sim, SimOptions, UNRELIABLE_REPLY_LOSS, UNRELIABLE_REQUEST_LOSS};
 use crate::clerk::Clerk;
+pub use crate::cluster::{
+    resolve, server_name, Blueprint, ClusterEvent, ClusterMsg, ClusterNode, ClusterReply,
+    ClusterRequest, Layout, MasterNode,
+};
 use crate::kvgroup::Batch;
 use crate::linearizability::{self, Budget, CheckResult, History, Invocation};
 use crate::node::{Answer, Node};
 use crate::paxos::Seq;
 use crate::replica::{Event, ReplicaConfig, Request};
 use crate::rng::Rng;
-pub use crate::cluster::{
-    resolve, server_name, Blueprint, ClusterEvent, ClusterMsg, ClusterNode, ClusterReply, ClusterRequest,
-    Layout, MasterNode,
-};
 use crate::shardkv::{ShardClerk, ShardKvNode, ShardKvSettings, Step};
 use crate::shardmaster::{self, Config, ConfigNum, GroupId};
 use crate::types::{ClientId, NodeId, Time};
@@ -286,6 +286,7 @@ impl ShardWorld {
                 kv_config: ReplicaConfig::new(NodeId(0), options.replicas),
                 settings: options.settings,
                 sharding: options.sharding,
+                initial_joins: Vec::new(),
                 layout,
             },
             events: Vec::new(),

@@ -28,7 +28,7 @@ use kv_engine::kv::ShardId;
 use super::group_sweep::{Failure, Outcome, Schedule};
 use super::kv::get;
 use super::kv_sweep::RandomOps;
-use super::shardkv::{Action, Script, Scripts, ShardWorld, WorldCall, WorldOptions, ClusterReply};
+use super::shardkv::{Action, ClusterReply, Script, Scripts, ShardWorld, WorldCall, WorldOptions};
 use super::{panic_message, FaultCeilings, Faults};
 use crate::rng::Rng;
 use crate::shardmaster::{Command, GroupId};
