@@ -209,6 +209,19 @@ pub struct ClusterConfig {
     pub base: PathBuf,
 }
 
+/// How a cluster's groups are laid out over its nodes (see [`ClusterConfig::shaped`]).
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Replicas of each group and of the shard master (at most the number of nodes).
+    pub replicas: u32,
+    /// KV groups; 0 for the unsharded cluster.
+    pub groups: u32,
+    /// Shards of a sharded cluster.
+    pub shards: u32,
+    /// Speak the Redis Cluster protocol.
+    pub redis_cluster: bool,
+}
+
 /// How `kv init` lays out a local cluster.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -499,58 +512,88 @@ impl ClusterConfig {
                 dir: PathBuf::from(format!("node-{i}")),
             });
         }
-        // Member order rotates from group to group, so the groups' first members (and so,
-        // usually, their first leaders) are spread over the nodes.
+        let config = ClusterConfig::shaped(
+            options.cluster_id,
+            nodes,
+            dir,
+            &Shape {
+                replicas: options.replicas,
+                groups: options.groups,
+                shards: options.shards,
+                redis_cluster: options.redis_cluster,
+            },
+        );
+        config.validate(dir)?;
+        Ok(config)
+    }
+
+    /// A cluster of `nodes` with groups placed as `shape` says (unsharded if it has no
+    /// groups): each group and the shard master on `replicas` nodes, member order rotating
+    /// from group to group so that the groups' first members (and so, usually, their
+    /// first leaders) are spread over the nodes; every group joined from the start.
+    pub fn shaped(
+        cluster_id: u64,
+        nodes: Vec<NodeConfig>,
+        base: &Path,
+        shape: &Shape,
+    ) -> ClusterConfig {
+        let count = nodes.len() as u32;
         let members = |first: u32| -> Vec<u32> {
-            (0..options.replicas)
-                .map(|j| (first + j) % nodes_count)
+            (0..shape.replicas.min(count))
+                .map(|j| (first + j) % count.max(1))
                 .collect()
         };
-        let (master, groups) = if options.groups == 0 {
+        let (master, groups) = if shape.groups == 0 {
             (None, Vec::new())
         } else {
-            let groups: Vec<GroupConfig> = (0..options.groups)
+            let groups: Vec<GroupConfig> = (0..shape.groups)
                 .map(|g| GroupConfig {
                     gid: FIRST_GID + u64::from(g),
-                    nodes: members(g % nodes_count),
+                    nodes: members(g % count.max(1)),
                 })
                 .collect();
             let master = MasterConfig {
-                shards: options.shards,
+                shards: shape.shards,
                 nodes: members(0),
-                initial_groups: groups.iter().map(|g: &GroupConfig| g.gid).collect(),
+                initial_groups: groups.iter().map(|g| g.gid).collect(),
             };
             (Some(master), groups)
         };
-        let config = ClusterConfig {
-            cluster_id: options.cluster_id,
-            redis_cluster: options.redis_cluster,
+        ClusterConfig {
+            cluster_id,
+            redis_cluster: shape.redis_cluster && shape.groups > 0,
             master,
             groups,
             nodes,
-            base: dir.to_path_buf(),
-        };
-        config.validate(dir)?;
-        Ok(config)
+            base: base.to_path_buf(),
+        }
+    }
+
+    /// Every directory a new cluster stamps, with the id its stamp names: each node's,
+    /// then each endpoint's.
+    pub fn stamped_dirs(&self) -> Vec<(PathBuf, u32)> {
+        let mut dirs: Vec<(PathBuf, u32)> = self
+            .nodes
+            .iter()
+            .map(|n| (self.data_dir(n.id), n.id))
+            .collect();
+        dirs.extend(
+            self.endpoints()
+                .iter()
+                .map(|e| (self.endpoint_dir(e), e.id)),
+        );
+        dirs
     }
 
     /// Creates the directories, stamps and cluster file of a checked layout, noting each
     /// thing it creates in `created`.
     fn create(&self, dir: &Path, created: &mut Created) -> Result<()> {
         created.dir_all(dir)?;
-        for node in &self.nodes {
-            let data = self.data_dir(node.id);
+        for (data, id) in self.stamped_dirs() {
             created.dir_all(&data)?;
             created.file(data.join(STAMP_TEMP_FILE));
             created.file(data.join(STAMP_FILE));
-            write_stamp(&data, self.cluster_id, node.id)?;
-        }
-        for endpoint in self.endpoints() {
-            let data = self.endpoint_dir(&endpoint);
-            created.dir_all(&data)?;
-            created.file(data.join(STAMP_TEMP_FILE));
-            created.file(data.join(STAMP_FILE));
-            write_stamp(&data, self.cluster_id, endpoint.id)?;
+            write_stamp(&data, self.cluster_id, id)?;
         }
         let path = dir.join(CLUSTER_FILE);
         created.file(path.clone());
