@@ -2,18 +2,19 @@
 //! store. One binary: `kv up` runs a whole local cluster, `kv node` one node, `kv get|put|
 //! append|del` is the client, `kv admin` administers, `kv bench` loads a cluster.
 
+mod admin;
 mod bench;
+mod client;
 mod demo;
 mod up;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use kv_engine::kv::{Op, Reply};
-use kv_server::client::{Client, ClientOptions};
+use kv_server::client::ClientOptions;
 use kv_server::config::{ClusterConfig, CLUSTER_FILE};
 
 #[derive(Parser)]
@@ -86,22 +87,12 @@ enum Command {
     /// Administer a cluster.
     Admin {
         #[command(subcommand)]
-        command: AdminCommand,
+        command: admin::AdminCommand,
     },
     /// Closed-loop load against a cluster: prints ops/s and latency percentiles.
     Bench(bench::BenchArgs),
     /// A durable single-node engine session on a data directory (no cluster needed).
     Demo(demo::DemoArgs),
-}
-
-#[derive(Subcommand)]
-enum AdminCommand {
-    /// Every node's role, ballot, decided/applied index, WAL and snapshot sizes.
-    Status {
-        /// The cluster file.
-        #[arg(long, default_value = "./kv-data/cluster.toml")]
-        cluster: PathBuf,
-    },
 }
 
 /// Which cluster a client command talks to.
@@ -178,9 +169,7 @@ fn run(cli: Cli) -> Result<()> {
             },
         ),
         Command::Del { key, target } => client_op(target, Op::Delete { key: key.into() }),
-        Command::Admin {
-            command: AdminCommand::Status { cluster },
-        } => admin_status(cluster),
+        Command::Admin { command } => admin::run(command),
         Command::Bench(args) => bench::run(args),
     }
 }
@@ -192,18 +181,17 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn node_addresses(config: &ClusterConfig) -> Vec<SocketAddr> {
-    config.nodes.iter().map(|n| n.peer).collect()
-}
-
 fn client_op(target: Target, op: Op) -> Result<()> {
     let config = ClusterConfig::load(&target.cluster)?;
     let options = ClientOptions {
         deadline: Duration::from_secs(target.timeout),
         ..ClientOptions::default()
     };
-    let mut client = Client::new(config.cluster_id, node_addresses(&config), 0, options);
-    let reply = runtime()?.block_on(client.execute(op))?;
+    let deadline = options.deadline;
+    let mut client = client::AnyClient::new(&config, &client::Shared::new(&config), 0, options);
+    let reply = runtime()?
+        .block_on(client.execute(op, deadline))
+        .map_err(|e| anyhow::anyhow!(e))?;
     match reply {
         Reply::Value(Some(value)) => println!("{}", String::from_utf8_lossy(&value)),
         Reply::Value(None) => {
@@ -214,30 +202,6 @@ fn client_op(target: Target, op: Op) -> Result<()> {
         Reply::Appended(len) => println!("{len}"),
         Reply::Deleted(existed) => println!("{}", existed as u8),
         other => bail!("unexpected reply {other:?}"),
-    }
-    Ok(())
-}
-
-fn admin_status(cluster: PathBuf) -> Result<()> {
-    let config = ClusterConfig::load(&cluster)?;
-    let rt = runtime()?;
-    for node in &config.nodes {
-        println!(
-            "node {} (peer {}, resp {}, admin {})",
-            node.id, node.peer, node.resp, node.admin
-        );
-        match rt.block_on(kv_server::client::status(
-            config.cluster_id,
-            node.peer,
-            Duration::from_secs(3),
-        )) {
-            Ok(text) => {
-                for line in text.lines() {
-                    println!("  {line}");
-                }
-            }
-            Err(e) => println!("  unreachable: {e}"),
-        }
     }
     Ok(())
 }

@@ -153,12 +153,18 @@ pub fn run(args: UpArgs) -> Result<()> {
             args.dir.join(format!("node-{}.log", node.id)).display()
         );
     }
+    for line in crate::admin::group_lines(&config) {
+        println!("  {line}");
+    }
     println!(
         "try:  redis-cli -p {} set hello world",
         config.nodes[0].resp.port()
     );
     println!("      kv get hello --cluster {}", path.display());
     println!("      kv admin status --cluster {}", path.display());
+    if config.is_sharded() {
+        println!("      kv admin query --cluster {}", path.display());
+    }
     println!(
         "Ctrl-C stops every node; `kv up --dir {}` starts them again on the same data.",
         args.dir.display()

@@ -420,6 +420,17 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// What went wrong, in words.
+    pub fn message(&self) -> String {
+        match self {
+            Failure::Stopping => "the node is stopping".into(),
+            Failure::Unavailable(why) => why.clone(),
+            Failure::StorageFailed(why) => {
+                format!("a node cannot write to its data directory: {why}")
+            }
+        }
+    }
+
     /// The error reply a Redis client gets.
     fn to_frame(&self) -> Frame {
         Frame::Error(match self {

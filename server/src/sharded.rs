@@ -108,21 +108,102 @@ pub struct Host {
     peers: Peers<Routed<ClusterMsg>>,
     remote: Remote,
     sharding: Sharding,
-    /// The newest configuration this process knows, and when the master was last asked.
-    config: tokio::sync::Mutex<(Option<Arc<Config>>, Option<Instant>)>,
-    /// This process's client id at the shard master, and its next sequence number.
-    master_client: ClientId,
-    master_seq: std::sync::atomic::AtomicU64,
+    cache: ConfigCache,
 }
 
 /// The [`Service`] of a sharded node's peer listener.
 #[derive(Clone)]
 pub struct HostService(pub Arc<Host>);
 
-impl Host {
-    /// The replica `endpoint`'s answer to `request`, from this process or another; `None`
-    /// if it gave none within [`CALL_TIMEOUT`] (or is not an endpoint).
-    pub async fn call(&self, endpoint: u32, request: ClusterRequest) -> Option<ClusterReply> {
+/// How a clerk reaches a sharded cluster's replicas: from inside a node ([`Host`]: its own
+/// replicas directly, the others through their nodes) or from outside ([`Outside`]).
+pub trait Router: Send + Sync + 'static {
+    /// The replica `endpoint`'s answer to `request`; `None` if it gave none within
+    /// [`CALL_TIMEOUT`] (or is not an endpoint).
+    fn call(
+        &self,
+        endpoint: u32,
+        request: ClusterRequest,
+    ) -> impl std::future::Future<Output = Option<ClusterReply>> + Send;
+    /// The shard master's replicas, the cheapest to ask first.
+    fn masters(&self) -> Vec<u32>;
+    /// The newest configuration known, shared by every clerk of this router.
+    fn cache(&self) -> &ConfigCache;
+    /// Key to shard.
+    fn sharding(&self) -> Sharding;
+}
+
+/// The newest configuration a process knows, and when the master was last asked; with
+/// the process's client id at the shard master.
+pub struct ConfigCache {
+    state: tokio::sync::Mutex<(Option<Arc<Config>>, Option<Instant>)>,
+    client: ClientId,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+impl ConfigCache {
+    fn new() -> ConfigCache {
+        ConfigCache {
+            state: tokio::sync::Mutex::new((None, None)),
+            client: crate::client::random_client_id(),
+            seq: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+}
+
+/// The newest configuration: `known`'s successor if the shard master has one, else the
+/// newest it has (asking it at most every [`QUERY_INTERVAL_MIN`], one query at a time).
+/// `None` only if no configuration was ever learned and no master replica answers.
+pub async fn latest_config<R: Router>(router: &R, known: Option<ConfigNum>) -> Option<Arc<Config>> {
+    let cache = router.cache();
+    let mut cached = cache.state.lock().await;
+    if let (Some(config), at) = &*cached {
+        let newer = known.is_none_or(|k| config.num() > k);
+        let fresh = at.is_some_and(|at| at.elapsed() < QUERY_INTERVAL_MIN);
+        if newer || fresh {
+            return Some(config.clone());
+        }
+    }
+    for endpoint in router.masters() {
+        let seq = cache.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request = ClusterRequest::Master(shardmaster::Request {
+            client: cache.client,
+            seq,
+            command: shardmaster::Command::Query { num: None },
+        });
+        if let Some(ClusterReply::Master(shardmaster::Reply::Config(config))) =
+            router.call(endpoint, request).await
+        {
+            if cached.0.as_ref().is_none_or(|c| c.num() <= config.num()) {
+                cached.0 = Some(config);
+            }
+            cached.1 = Some(Instant::now());
+            return cached.0.clone();
+        }
+    }
+    cached.0.clone()
+}
+
+impl Router for Host {
+    fn masters(&self) -> Vec<u32> {
+        // This process's own master replica first: no network hop.
+        let masters = self.endpoints.iter().filter(|e| e.role == Role::Master);
+        let (mut order, others): (Vec<u32>, Vec<u32>) = masters
+            .map(|e| e.id)
+            .partition(|e| self.local.contains_key(e));
+        order.extend(others);
+        order
+    }
+
+    fn cache(&self) -> &ConfigCache {
+        &self.cache
+    }
+
+    fn sharding(&self) -> Sharding {
+        self.sharding
+    }
+
+    async fn call(&self, endpoint: u32, request: ClusterRequest) -> Option<ClusterReply> {
         let target = self.endpoints.get(endpoint as usize)?;
         let call = async {
             match self.local.get(&endpoint) {
@@ -141,59 +222,9 @@ impl Host {
             _ => None,
         }
     }
+}
 
-    /// The newest configuration: `known`'s successor if the shard master has one, else
-    /// the newest it has (asking it at most every [`QUERY_INTERVAL_MIN`]). `None` only if
-    /// no configuration was ever learned and no master replica answers.
-    pub async fn latest_config(&self, known: Option<ConfigNum>) -> Option<Arc<Config>> {
-        let mut cached = self.config.lock().await;
-        let newer = |c: &Arc<Config>| known.is_none_or(|k| c.num() > k);
-        if let (Some(config), _) = &*cached {
-            if newer(config) {
-                return Some(config.clone());
-            }
-        }
-        if let (Some(config), Some(at)) = &*cached {
-            if at.elapsed() < QUERY_INTERVAL_MIN {
-                return Some(config.clone());
-            }
-        }
-        let masters: Vec<u32> = self
-            .endpoints
-            .iter()
-            .filter(|e| e.role == Role::Master)
-            .map(|e| e.id)
-            .collect();
-        // This process's own master replica first: no network hop.
-        let mut order: Vec<u32> = masters
-            .iter()
-            .copied()
-            .filter(|e| self.local.contains_key(e))
-            .collect();
-        order.extend(masters.iter().filter(|e| !self.local.contains_key(e)));
-        for endpoint in order {
-            let seq = self
-                .master_seq
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let request = ClusterRequest::Master(shardmaster::Request {
-                client: self.master_client,
-                seq,
-                command: shardmaster::Command::Query { num: None },
-            });
-            if let Some(ClusterReply::Master(shardmaster::Reply::Config(config))) =
-                self.call(endpoint, request).await
-            {
-                let keep = cached.0.as_ref().is_none_or(|c| c.num() <= config.num());
-                if keep {
-                    cached.0 = Some(config);
-                }
-                cached.1 = Some(Instant::now());
-                return cached.0.clone();
-            }
-        }
-        cached.0.clone()
-    }
-
+impl Host {
     /// Every hosted replica's status, labelled by what it replicates.
     pub async fn parts(&self) -> Option<Vec<(String, Status)>> {
         let mut parts = Vec::new();
@@ -346,7 +377,7 @@ struct Remote {
 }
 
 /// Idle connections kept per node.
-const REMOTE_POOL_MAX: usize = 64;
+const REMOTE_POOL_MAX: usize = 256;
 
 impl Remote {
     fn new(cluster_id: u64, addresses: Vec<SocketAddr>) -> Remote {
@@ -416,20 +447,138 @@ impl Remote {
     }
 }
 
-/// A RESP connection's store in a sharded cluster: its own clerk, routing each op by the
-/// configuration (see the module docs).
-pub struct ShardedStore {
-    clerk: ShardClerk,
-    host: Arc<Host>,
+/// A cluster seen from outside (the CLI, the load generator): every call goes to the
+/// node that hosts the endpoint, over the native protocol.
+pub struct Outside {
+    remote: Remote,
+    endpoints: Vec<Endpoint>,
+    sharding: Sharding,
+    cache: ConfigCache,
 }
 
-impl ShardedStore {
-    /// The store of client `client`.
-    pub fn new(client: ClientId, host: Arc<Host>) -> ShardedStore {
-        ShardedStore {
-            clerk: ShardClerk::new(client, host.sharding),
-            host,
+impl Outside {
+    /// A router to the sharded cluster `config`.
+    pub fn new(config: &ClusterConfig) -> Outside {
+        Outside {
+            remote: Remote::new(
+                config.cluster_id,
+                config.nodes.iter().map(|n| n.peer).collect(),
+            ),
+            endpoints: config.endpoints(),
+            sharding: Sharding::Slots {
+                shards: config.shards().unwrap_or(1),
+            },
+            cache: ConfigCache::new(),
         }
+    }
+}
+
+impl Router for Outside {
+    async fn call(&self, endpoint: u32, request: ClusterRequest) -> Option<ClusterReply> {
+        let node = self.endpoints.get(endpoint as usize)?.node;
+        let call = self.remote.call(
+            node,
+            ToEndpoint {
+                to: endpoint,
+                request,
+            },
+        );
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(ClientReply::Done(reply)) => Some(reply),
+            _ => None,
+        }
+    }
+
+    fn masters(&self) -> Vec<u32> {
+        self.endpoints
+            .iter()
+            .filter(|e| e.role == Role::Master)
+            .map(|e| e.id)
+            .collect()
+    }
+
+    fn cache(&self) -> &ConfigCache {
+        &self.cache
+    }
+
+    fn sharding(&self) -> Sharding {
+        self.sharding
+    }
+}
+
+/// Sends one shard-master command to the cluster from outside it (an administrator's
+/// Join, Leave, Move or Query): the same request, at most once, to each master replica in
+/// turn until one answers, for up to `timeout`.
+pub async fn master_call(
+    config: &ClusterConfig,
+    command: shardmaster::Command,
+    timeout: Duration,
+) -> Result<shardmaster::Reply, String> {
+    let masters: Vec<Endpoint> = config
+        .endpoints()
+        .into_iter()
+        .filter(|e| e.role == Role::Master)
+        .collect();
+    if masters.is_empty() {
+        return Err("the cluster is not sharded: it has no shard master".into());
+    }
+    let remote = Remote::new(
+        config.cluster_id,
+        config.nodes.iter().map(|n| n.peer).collect(),
+    );
+    let request = shardmaster::Request {
+        client: crate::client::random_client_id(),
+        seq: 1,
+        command,
+    };
+    let started = Instant::now();
+    let mut last = String::from("no master replica answered");
+    let mut backoff = Duration::from_millis(20);
+    for endpoint in masters.iter().cycle() {
+        if started.elapsed() >= timeout {
+            break;
+        }
+        let call = remote.call(
+            endpoint.node,
+            ToEndpoint {
+                to: endpoint.id,
+                request: ClusterRequest::Master(request.clone()),
+            },
+        );
+        match tokio::time::timeout(CALL_TIMEOUT.min(timeout), call).await {
+            Ok(ClientReply::Done(ClusterReply::Master(reply))) => return Ok(reply),
+            Ok(ClientReply::Done(other)) => return Err(format!("unexpected answer {other:?}")),
+            Ok(ClientReply::Unavailable(why) | ClientReply::StorageFailed(why)) => last = why,
+            Err(_) => last = format!("node {} did not answer", endpoint.node),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(500));
+    }
+    Err(format!(
+        "the shard master did not answer within {timeout:?}: {last}"
+    ))
+}
+
+/// One client of a sharded cluster: its own clerk, routing each op by the configuration
+/// (see the module docs) — a RESP connection's store inside a node, or a native client
+/// outside.
+pub struct ShardedStore<R: Router = Host> {
+    clerk: ShardClerk,
+    router: Arc<R>,
+}
+
+impl<R: Router> ShardedStore<R> {
+    /// The store of client `client`.
+    pub fn new(client: ClientId, router: Arc<R>) -> ShardedStore<R> {
+        ShardedStore {
+            clerk: ShardClerk::new(client, router.sharding()),
+            router,
+        }
+    }
+
+    /// Runs one op at most once, retrying until [`RETRY_DEADLINE`].
+    pub async fn execute(&mut self, op: Op) -> Result<Reply, Failure> {
+        self.one(op).await
     }
 
     /// Runs one op to completion, or until [`RETRY_DEADLINE`].
@@ -452,7 +601,7 @@ impl ShardedStore {
                     let seq = request.seq;
                     let answer = match resolve(&to) {
                         Some(endpoint) => {
-                            self.host
+                            self.router
                                 .call(endpoint.0, ClusterRequest::Kv(request))
                                 .await
                         }
@@ -473,7 +622,7 @@ impl ShardedStore {
                 }
                 Step::Query => {
                     let known = self.clerk.config().map(|c| c.num());
-                    match self.host.latest_config(known).await {
+                    match latest_config(self.router.as_ref(), known).await {
                         Some(config) => {
                             if known == Some(config.num()) {
                                 // Nothing newer yet (a shard still arriving): wait a little.
@@ -494,7 +643,7 @@ impl ShardedStore {
     }
 }
 
-impl redis::Store for ShardedStore {
+impl redis::Store for ShardedStore<Host> {
     async fn run(&mut self, batch: Batch) -> Result<Reply, Failure> {
         let ops = batch.into_ops();
         if ops.len() == 1 {
@@ -509,7 +658,7 @@ impl redis::Store for ShardedStore {
     }
 
     async fn status(&self) -> Option<Status> {
-        let parts = self.host.parts().await?;
+        let parts = self.router.parts().await?;
         let mut merged = Status {
             ready: parts.iter().all(|(_, s)| s.ready),
             ..Status::default()
@@ -620,9 +769,7 @@ pub async fn run(
         peers: transport::connect_peers(config.cluster_id, id, &addresses, shutdown.clone()),
         remote: Remote::new(config.cluster_id, addresses),
         sharding: blueprint.sharding,
-        config: tokio::sync::Mutex::new((None, None)),
-        master_client: crate::client::random_client_id(),
-        master_seq: std::sync::atomic::AtomicU64::new(1),
+        cache: ConfigCache::new(),
     });
 
     // Every replica's driver, on a shared stop signal: the node stops as a whole when
