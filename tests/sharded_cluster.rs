@@ -130,7 +130,9 @@ fn spawn_resp_clients(
                     let (command, input) = match n % 4 {
                         0 => (
                             redis::cmd("GET").arg(&key).clone(),
-                            Input::Get { key: key.clone().into_bytes() },
+                            Input::Get {
+                                key: key.clone().into_bytes(),
+                            },
                         ),
                         _ => (
                             redis::cmd("APPEND").arg(&key).arg(&token).clone(),
@@ -172,12 +174,24 @@ fn spawn_resp_clients(
 }
 
 /// Reads every key once through node `id` and records the reads.
-fn final_reads(cluster: &Cluster, id: u32, keys: u64, history: &History, epoch: Instant) -> Vec<(String, Option<Vec<u8>>)> {
+fn final_reads(
+    cluster: &Cluster,
+    id: u32,
+    keys: u64,
+    history: &History,
+    epoch: Instant,
+) -> Vec<(String, Option<Vec<u8>>)> {
     let mut conn = cluster.redis(id, IO_TIMEOUT);
     (0..keys)
         .map(|k| {
             let key = format!("k{k}");
-            let call = history.invoke(1_000, Input::Get { key: key.clone().into_bytes() }, clock(epoch));
+            let call = history.invoke(
+                1_000,
+                Input::Get {
+                    key: key.clone().into_bytes(),
+                },
+                clock(epoch),
+            );
             let value: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
             history.complete(call, Output::Value(value.clone()), clock(epoch));
             (key, value)
@@ -200,14 +214,21 @@ fn handoffs_under_load_with_a_crash_and_a_lost_disk_lose_nothing() {
     let bulk_value = vec![b'b'; 2048];
     let mut pipe = redis::pipe();
     for i in 0..BULK {
-        pipe.cmd("SET").arg(format!("bulk-{i}")).arg(&bulk_value).ignore();
+        pipe.cmd("SET")
+            .arg(format!("bulk-{i}"))
+            .arg(&bulk_value)
+            .ignore();
     }
     let _: () = pipe.query(&mut cluster.redis(0, IO_TIMEOUT)).unwrap();
     let history = History::new();
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let clients = spawn_resp_clients(&cluster, 6, KEYS, &history, epoch, &stop);
-    let history_len = |n: usize| wait_for("clients making progress", settle, || (history.len() >= n).then_some(()));
+    let history_len = |n: usize| {
+        wait_for("clients making progress", settle, || {
+            (history.len() >= n).then_some(())
+        })
+    };
     history_len(200);
 
     // Group 102 leaves; node 1 dies as its shards start moving, and comes back.
@@ -228,7 +249,9 @@ fn handoffs_under_load_with_a_crash_and_a_lost_disk_lose_nothing() {
     // Single shards move back and forth under load.
     let mut num = 0;
     for (shard, gid) in [(0, "101"), (5, "102"), (0, "100"), (9, "101")] {
-        num = num.max(config_num(&cluster.admin(&["move", &shard.to_string(), gid]).unwrap()));
+        num = num.max(config_num(
+            &cluster.admin(&["move", &shard.to_string(), gid]).unwrap(),
+        ));
     }
     cluster.wait_settled(num, settle);
     history_len(history.len() + 200);
@@ -239,16 +262,29 @@ fn handoffs_under_load_with_a_crash_and_a_lost_disk_lose_nothing() {
     eprintln!("{} operations, {acked} acknowledged appends", history.len());
     let finals = final_reads(&cluster, 0, KEYS, &history, epoch);
     let result = check(&history, Budget::DEFAULT);
-    assert_eq!(result, CheckResult::Ok, "history of {} operations: {result}", history.len());
+    assert_eq!(
+        result,
+        CheckResult::Ok,
+        "history of {} operations: {result}",
+        history.len()
+    );
 
     // Placement: each group's replicas hold exactly the keys of its shards.
     let query = cluster.admin(&["query", "--json"]).unwrap();
     let config: serde_json::Value = serde_json::from_str(&query).unwrap();
-    let owners: Vec<u64> = config["shards"].as_array().unwrap().iter().map(|g| g.as_u64().unwrap()).collect();
+    let owners: Vec<u64> = config["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_u64().unwrap())
+        .collect();
     let sharding = kv_engine::kv::Sharding::Slots { shards: 16 };
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     let bulk = (0..BULK).map(|i| format!("bulk-{i}"));
-    let present = finals.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| k.clone());
+    let present = finals
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| k.clone());
     for key in present.chain(bulk) {
         let owner = owners[sharding.shard_of(key.as_bytes()).0 as usize];
         *expected.entry(owner.to_string()).or_default() += 1;
@@ -256,9 +292,17 @@ fn handoffs_under_load_with_a_crash_and_a_lost_disk_lose_nothing() {
     let mut conn = cluster.redis(1, IO_TIMEOUT);
     let bulk_keys: Vec<String> = (0..BULK).map(|i| format!("bulk-{i}")).collect();
     let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&bulk_keys).query(&mut conn).unwrap();
-    assert!(values.iter().all(|v| v.as_deref() == Some(&bulk_value[..])), "a bulk key was lost");
+    assert!(
+        values.iter().all(|v| v.as_deref() == Some(&bulk_value[..])),
+        "a bulk key was lost"
+    );
     for id in 0..cluster.len() {
-        for part in cluster.parts(id).unwrap().iter().filter(|p| p.group != "master") {
+        for part in cluster
+            .parts(id)
+            .unwrap()
+            .iter()
+            .filter(|p| p.group != "master")
+        {
             assert_eq!(
                 part.u64("keys"),
                 expected.get(&part.group).copied().unwrap_or(0),
@@ -269,4 +313,125 @@ fn handoffs_under_load_with_a_crash_and_a_lost_disk_lose_nothing() {
         }
     }
     cluster.assert_no_panic();
+}
+
+/// Lab 5's Test4Move on processes: once every replica of a group is stopped, Gets of
+/// shards that moved away from it succeed and Gets of shards it still owns block.
+#[test]
+fn with_a_group_down_moved_shards_answer_and_its_own_shards_block() {
+    // The shard master and group 100 on nodes 0-2; group 101 alone on node 3.
+    let mut cluster = Cluster::start_edited(4, shape(2), Box::new(|_, _| {}), |config| {
+        for section in [
+            &mut config.master.as_mut().unwrap().nodes,
+            &mut config.groups[0].nodes,
+        ] {
+            *section = vec![0, 1, 2];
+        }
+        config.groups[1].nodes = vec![3];
+    });
+    let sharding = kv_engine::kv::Sharding::Slots { shards: 16 };
+    let owners = |cluster: &Cluster| -> Vec<u64> {
+        let query = cluster.admin(&["query", "--json"]).unwrap();
+        let config: serde_json::Value = serde_json::from_str(&query).unwrap();
+        config["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_u64().unwrap())
+            .collect()
+    };
+    // One key per shard.
+    let mut keys: BTreeMap<u32, String> = BTreeMap::new();
+    for i in 0.. {
+        let key = format!("key-{i}");
+        keys.entry(sharding.shard_of(key.as_bytes()).0)
+            .or_insert(key);
+        if keys.len() == 16 {
+            break;
+        }
+    }
+    let mut conn = cluster.redis(0, IO_TIMEOUT);
+    for key in keys.values() {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(format!("v-{key}"))
+            .query(&mut conn)
+            .unwrap();
+    }
+    // Half of group 101's shards move to group 100.
+    let before = owners(&cluster);
+    let of_101: Vec<usize> = (0..16).filter(|&s| before[s] == 101).collect();
+    assert!(of_101.len() >= 4, "{before:?}");
+    let mut num = 0;
+    for shard in &of_101[..of_101.len() / 2] {
+        num = config_num(&cluster.admin(&["move", &shard.to_string(), "100"]).unwrap());
+    }
+    cluster.wait_settled(num, Duration::from_secs(60));
+    let after = owners(&cluster);
+
+    cluster.kill_node(3);
+    let mut conn = cluster.redis(1, Duration::from_secs(2));
+    for (shard, key) in &keys {
+        let got: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(key).query(&mut conn);
+        if after[*shard as usize] == 100 {
+            assert_eq!(got.unwrap(), Some(format!("v-{key}")), "shard {shard}");
+        } else {
+            assert!(
+                got.is_err(),
+                "shard {shard} of the stopped group answered {got:?}"
+            );
+            // The blocked GET's connection is spent; take a fresh one.
+            conn = cluster.redis(1, Duration::from_secs(2));
+        }
+    }
+    cluster.assert_no_panic();
+}
+
+/// Bad input gets one clear line and changes nothing.
+#[test]
+fn admin_commands_naming_unknown_groups_or_shards_are_refused_and_change_nothing() {
+    let cluster = Cluster::start_sharded(3, shape(2));
+    let before = cluster.admin(&["query", "--json"]).unwrap();
+    for (args, expected) in [
+        (&["join", "7"][..], "group 7 is not in the cluster file"),
+        (&["leave", "7"][..], "group 7 is not in the cluster file"),
+        (&["move", "16", "100"][..], "no shard 16"),
+        (
+            &["move", "3", "7"][..],
+            "group 7 is not in the cluster file",
+        ),
+        (&["query", "99"][..], "configuration 99 does not exist yet"),
+    ] {
+        let error = cluster.admin(args).unwrap_err();
+        assert!(error.contains(expected), "{args:?}: {error}");
+        assert_eq!(error.trim().lines().count(), 1, "{args:?}: {error}");
+    }
+    assert_eq!(cluster.admin(&["query", "--json"]).unwrap(), before);
+
+    // A cluster file whose group names an unknown node is refused by every command.
+    let path = cluster.dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(&cluster.path).unwrap();
+    let bad = text.replacen(
+        "[[group]]\ngid = 100\nnodes = [\n    0,",
+        "[[group]]\ngid = 100\nnodes = [\n    9,",
+        1,
+    );
+    assert_ne!(bad, text, "the edit applies");
+    std::fs::write(&path, bad).unwrap();
+    for args in [&["node", "--id", "0"][..], &["admin", "query"][..]] {
+        let out = std::process::Command::new(common::kv_binary())
+            .args(args)
+            .arg("--cluster")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("group 100 names node 9, which is not in the cluster file"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+    assert_eq!(cluster.admin(&["query", "--json"]).unwrap(), before);
 }

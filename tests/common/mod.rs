@@ -66,6 +66,17 @@ impl Cluster {
 
     /// [`Cluster::start_with`] for any shape.
     pub fn start_shaped(n: u32, shape: Shape, configure: Configure) -> Cluster {
+        Cluster::start_edited(n, shape, configure, |_| {})
+    }
+
+    /// [`Cluster::start_shaped`], with the cluster file changed by `edit` before it is
+    /// written (a placement no shape gives).
+    pub fn start_edited(
+        n: u32,
+        shape: Shape,
+        configure: Configure,
+        edit: impl FnOnce(&mut ClusterConfig),
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         // Hold every listener until all ports are chosen, so no two are the same.
         let held: Vec<TcpListener> = (0..3 * n).map(|_| free_listener()).collect();
@@ -86,6 +97,7 @@ impl Cluster {
             dir.path(),
             &shape,
         );
+        edit(&mut config);
         let path = dir.path().join(CLUSTER_FILE);
         config.save(&path).expect("write cluster file");
         config = ClusterConfig::load(&path).expect("reload cluster file");
@@ -461,7 +473,10 @@ pub fn parts(text: &str) -> Vec<Part> {
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if let Some(heading) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             parts.push(Part {
-                group: heading.strip_prefix("group ").unwrap_or(heading).to_string(),
+                group: heading
+                    .strip_prefix("group ")
+                    .unwrap_or(heading)
+                    .to_string(),
                 fields: BTreeMap::new(),
             });
         } else if let (Some(part), Some((k, v))) = (parts.last_mut(), line.split_once(": ")) {
@@ -497,21 +512,25 @@ impl Cluster {
     /// Waits until every node answers and every KV replica has applied configuration
     /// `num` with no shard arriving or leaving (handoffs done, old copies released).
     pub fn wait_settled(&self, num: u64, timeout: Duration) {
-        wait_for(&format!("every replica settled at configuration {num}"), timeout, || {
-            for id in 0..self.len() {
-                let parts = self.parts(id)?;
-                for part in parts.iter().filter(|p| p.group != "master") {
-                    let settled = part.fields.get("ready").map(String::as_str) == Some("true")
-                        && part.u64("config") >= num
-                        && part.u64("shards_arriving") == 0
-                        && part.u64("shards_leaving") == 0;
-                    if !settled {
-                        return None;
+        wait_for(
+            &format!("every replica settled at configuration {num}"),
+            timeout,
+            || {
+                for id in 0..self.len() {
+                    let parts = self.parts(id)?;
+                    for part in parts.iter().filter(|p| p.group != "master") {
+                        let settled = part.fields.get("ready").map(String::as_str) == Some("true")
+                            && part.u64("config") >= num
+                            && part.u64("shards_arriving") == 0
+                            && part.u64("shards_leaving") == 0;
+                        if !settled {
+                            return None;
+                        }
                     }
                 }
-            }
-            Some(())
-        });
+                Some(())
+            },
+        );
     }
 }
 
