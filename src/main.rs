@@ -43,6 +43,20 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         host: std::net::IpAddr,
     },
+    /// Add a KV group to a sharded cluster, on new nodes (appended to the cluster file, their
+    /// directories stamped) or on the existing ones; then restart the running nodes one at
+    /// a time, start the new ones, and `kv admin join GID`.
+    Grow {
+        /// The cluster file.
+        #[arg(long, default_value = "./kv-data/cluster.toml")]
+        cluster: PathBuf,
+        /// New nodes to add (0: put the group on the existing nodes).
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// Replicas of the new group.
+        #[arg(long, default_value_t = 3)]
+        replicas: u32,
+    },
     /// Run one node of a cluster on its data directory.
     Node {
         /// The cluster file.
@@ -152,6 +166,35 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Up(args) => up::run(args),
+        Command::Grow {
+            cluster,
+            nodes,
+            replicas,
+        } => {
+            let mut config = ClusterConfig::load(&cluster)?;
+            let before = config.nodes.len() as u32;
+            let gid = config.grow(&cluster, nodes, replicas)?;
+            let group = config.groups.last().expect("just added");
+            let on: Vec<String> = group.nodes.iter().map(|n| n.to_string()).collect();
+            println!(
+                "added group {gid} on nodes {} to {}",
+                on.join(", "),
+                cluster.display()
+            );
+            println!("next: restart the running nodes 0..{before} one at a time (they read the file at start),");
+            if nodes > 0 {
+                println!(
+                    "      start the new nodes {before}..{} (kv node --cluster {} --id N),",
+                    config.nodes.len(),
+                    cluster.display()
+                );
+            }
+            println!(
+                "      then: kv admin join {gid} --cluster {}",
+                cluster.display()
+            );
+            Ok(())
+        }
         Command::Node { cluster, id } => run_node(cluster, id),
         Command::Get { key, target } => client_op(target, Op::Get { key: key.into() }),
         Command::Put { key, value, target } => client_op(

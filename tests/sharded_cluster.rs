@@ -435,3 +435,81 @@ fn admin_commands_naming_unknown_groups_or_shards_are_refused_and_change_nothing
     }
     assert_eq!(cluster.admin(&["query", "--json"]).unwrap(), before);
 }
+
+/// Growing the cluster as the README says, while RESP clients append: `kv grow` adds three
+/// nodes and a group on them, the running nodes restart one at a time, the new ones start,
+/// `kv admin join` moves shards onto the group. Nothing is lost and the new group serves
+/// its share.
+#[test]
+fn growing_the_cluster_by_three_nodes_and_a_group_under_load_loses_nothing() {
+    const KEYS: u64 = 24;
+    let settle = Duration::from_secs(120);
+    let mut cluster = Cluster::start_sharded(3, shape(2));
+    let history = History::new();
+    let epoch = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = spawn_resp_clients(&cluster, 4, KEYS, &history, epoch, &stop);
+    let history_len = |n: usize| {
+        wait_for("clients making progress", settle, || {
+            (history.len() >= n).then_some(())
+        })
+    };
+    history_len(100);
+
+    let grown = cluster.kv(&["grow", "--nodes", "3"]).unwrap();
+    assert!(
+        grown.contains("added group 102 on nodes 3, 4, 5"),
+        "{grown}"
+    );
+    cluster.reload();
+    assert_eq!(cluster.len(), 6);
+    for id in 0..3 {
+        cluster.stop_node(id);
+        cluster.start_node(id);
+        cluster.wait_ready(id);
+    }
+    for id in 3..6 {
+        cluster.start_node(id);
+    }
+    for id in 3..6 {
+        cluster.wait_ready(id);
+    }
+    let num = config_num(&cluster.admin(&["join", "102"]).unwrap());
+    cluster.wait_settled(num, settle);
+    history_len(history.len() + 100);
+
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    // Read through a new node.
+    final_reads(&cluster, 4, KEYS, &history, epoch);
+    let result = check(&history, Budget::DEFAULT);
+    assert_eq!(
+        result,
+        CheckResult::Ok,
+        "history of {} operations: {result}",
+        history.len()
+    );
+    let query = cluster.admin(&["query", "--json"]).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&query).unwrap();
+    let served_by_new = config["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g.as_u64() == Some(102))
+        .count();
+    assert!(
+        served_by_new >= 5,
+        "group 102 serves {served_by_new} of 16 shards: {query}"
+    );
+    let new_keys: u64 = cluster
+        .parts(3)
+        .unwrap()
+        .iter()
+        .filter(|p| p.group == "102")
+        .map(|p| p.u64("shards_serving"))
+        .sum();
+    assert_eq!(new_keys as usize, served_by_new);
+    cluster.assert_no_panic();
+}

@@ -490,13 +490,29 @@ impl Cluster {
     /// Runs `kv admin ARGS --cluster <this cluster>`; its stdout if it succeeded, else its
     /// stderr as the error.
     pub fn admin(&self, args: &[&str]) -> Result<String, String> {
+        let mut all = vec!["admin"];
+        all.extend_from_slice(args);
+        self.kv(&all)
+    }
+
+    /// Re-reads the cluster file (after `kv grow` appended to it), making room for its new
+    /// nodes (not started).
+    pub fn reload(&mut self) {
+        self.config = ClusterConfig::load(&self.path).expect("reload cluster file");
+        while self.children.len() < self.config.nodes.len() {
+            self.children.push(None);
+        }
+    }
+
+    /// Runs `kv ARGS --cluster <this cluster>` (any command); its stdout if it succeeded,
+    /// else its stderr.
+    pub fn kv(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(kv_binary())
-            .arg("admin")
             .args(args)
             .arg("--cluster")
             .arg(&self.path)
             .output()
-            .expect("run kv admin");
+            .expect("run kv");
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
