@@ -1,6 +1,7 @@
 //! `kv`: the command-line tool of kv, a persistent, Paxos-replicated, sharded key-value
 //! store. One binary: `kv up` runs a whole local cluster, `kv node` one node, `kv get|put|
-//! append|del` is the client, `kv admin` administers, `kv bench` loads a cluster.
+//! append|del` is the client, `kv admin` administers, `kv bench` loads a cluster, `kv
+//! mapreduce` runs batch jobs.
 
 mod bench;
 mod demo;
@@ -92,6 +93,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// A durable single-node engine session on a data directory (no cluster needed).
     Demo(demo::DemoArgs),
+    /// MapReduce jobs: `run` one with local workers, or its `coordinator` and `worker`s.
+    Mapreduce(kv_mapreduce::cli::MapReduceArgs),
 }
 
 #[derive(Subcommand)]
@@ -198,6 +201,7 @@ fn run(cli: Cli) -> Result<()> {
             command: AdminCommand::Status { cluster },
         } => admin_status(cluster),
         Command::Bench(args) => bench::run(args),
+        Command::Mapreduce(args) => Ok(kv_mapreduce::cli::run(args)?),
     }
 }
 
