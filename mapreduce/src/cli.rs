@@ -53,6 +53,10 @@ enum MapReduceCommand {
         /// The coordinator's address.
         #[arg(long)]
         coordinator: String,
+        /// Fault injection for tests: SIGKILL this process on receiving a task after
+        /// finishing this many (the lab's worker that dies after N RPCs).
+        #[arg(long)]
+        crash_after: Option<u32>,
     },
     /// Word count over generated text with 1, 2 and 4 workers, beside a one-process loop.
     Bench(crate::bench::BenchArgs),
@@ -120,8 +124,12 @@ pub fn run(args: MapReduceArgs) -> Result<()> {
             Ok(())
         }
         MapReduceCommand::Coordinator { listen, job } => coordinate(&listen, job.setup()?),
-        MapReduceCommand::Worker { coordinator } => {
-            let finished = current_thread()?.block_on(crate::worker::run(&coordinator))?;
+        MapReduceCommand::Worker {
+            coordinator,
+            crash_after,
+        } => {
+            let finished =
+                current_thread()?.block_on(crate::worker::run(&coordinator, crash_after))?;
             println!("worker exiting after {finished} tasks");
             Ok(())
         }
@@ -186,7 +194,8 @@ pub fn run_local(setup: JobSetup, workers: u32, show: bool) -> Result<Summary> {
                 }
                 _ = tick.tick() => {
                     display.update(&job, false);
-                    if children.iter_mut().all(|c| c.try_wait().is_ok_and(|s| s.is_some())) {
+                    let exited = |c: &mut Child| c.try_wait().is_ok_and(|s| s.is_some());
+                    if !job.is_over() && children.iter_mut().all(exited) {
                         display.update(&job, true);
                         break Err(Error::JobFailed("every worker exited".into()));
                     }

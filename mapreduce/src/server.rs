@@ -188,8 +188,12 @@ impl Job {
         let mut connected = self.shared.connected.subscribe();
         let _ = tokio::time::timeout(EXIT_GRACE, connected.wait_for(|n| *n == 0)).await;
         accept.abort();
-        self.clean_work_dir();
         result
+    }
+
+    /// Whether the job is over (done or failed).
+    pub fn is_over(&self) -> bool {
+        *self.shared.over.borrow()
     }
 
     async fn finish(&self) -> Result<Summary> {
@@ -218,8 +222,11 @@ impl Job {
             finish: started.elapsed(),
         })
     }
+}
 
-    fn clean_work_dir(&self) {
+impl Drop for Job {
+    /// Removes the intermediate files, however the job ended.
+    fn drop(&mut self) {
         let work_dir = &self.shared.job.work_dir;
         for map in 0..self.shared.job.maps {
             let _ = std::fs::remove_file(map_file(work_dir, map));

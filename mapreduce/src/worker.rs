@@ -122,8 +122,10 @@ async fn call(stream: &mut TcpStream, request: &Request) -> Result<Reply> {
         .ok_or_else(|| Error::Protocol("the coordinator closed the connection".into()))
 }
 
-/// Runs a worker until the job is over; returns how many tasks it finished.
-pub async fn run(coordinator: &str) -> Result<u32> {
+/// Runs a worker until the job is over; returns how many tasks it finished. With
+/// `crash_after: Some(n)`, the process SIGKILLs itself on receiving a task after finishing
+/// `n` (fault injection: the lab's worker that dies after n RPCs, holding a task).
+pub async fn run(coordinator: &str, crash_after: Option<u32>) -> Result<u32> {
     let mut stream = connect(coordinator).await?;
     let hello = Request::Hello {
         version: PROTOCOL_VERSION,
@@ -138,6 +140,17 @@ pub async fn run(coordinator: &str) -> Result<u32> {
     let mut finished = 0;
     loop {
         match call(&mut stream, &Request::NextTask).await? {
+            Reply::Run(task) if crash_after == Some(finished) => {
+                println!(
+                    "worker {} crashing holding {}",
+                    worker.0,
+                    describe(task.attempt)
+                );
+                // SAFETY: raise(3) has no memory-safety preconditions; SIGKILL ends the
+                // process here, as `kill -9` from outside would.
+                unsafe { libc::raise(libc::SIGKILL) };
+                unreachable!("SIGKILL returned");
+            }
             Reply::Run(task) => {
                 run_task(&mut stream, worker, &executor, *task, heartbeat).await?;
                 finished += 1;

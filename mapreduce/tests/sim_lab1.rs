@@ -96,7 +96,10 @@ fn a_stalled_worker_finishing_late_leaves_the_result_intact() {
     let outcome = sim::run(0, &Distinct, &scenario);
     check(&outcome.result);
     assert!(outcome.progress.reissued >= 1);
-    assert!(outcome.repeated_commits >= 1, "the stalled run committed late");
+    assert!(
+        outcome.repeated_commits >= 1,
+        "the stalled run committed late"
+    );
 }
 
 fn sweep_seeds() -> std::ops::Range<u64> {
