@@ -421,7 +421,7 @@ pub fn lab_splits(count: u32, maps: u32) -> Vec<Vec<(String, String)>> {
 /// join throughout, some crashing (noticed or not), some stalling longer or shorter than
 /// the lease, at different speeds; then one reliable worker, so the job can finish.
 pub fn random_scenario(seed: u64) -> Scenario {
-    let mut rng = Rng::new(seed ^ 0x5eed_0f_5ce0);
+    let mut rng = Rng::new(seed ^ 0x005e_ed0f_5ce0);
     let maps = 1 + rng.below(30) as u32;
     let reduces = 1 + rng.below(10) as u32;
     let vocabulary: Vec<String> = (0..200).map(|i| format!("w{}x", i * 7919 % 1000)).collect();
