@@ -15,8 +15,8 @@ use crate::app::words;
 use crate::cli::run_local;
 use crate::io::{InputSpec, OutputSpec, RESULT_FILE};
 use crate::server::JobSetup;
-use crate::sim::Rng;
 use crate::{Error, Result};
+use kv_replication::rng::Rng;
 
 const FILES: u32 = 16;
 const VOCABULARY: usize = 50_000;
