@@ -24,7 +24,7 @@ pub trait App: Sync {
     fn map(&self, document: &str, contents: &str, emit: &mut Emit<'_>);
 
     /// The value for `key` given every value emitted for it, in input order.
-    fn reduce(&self, key: &str, values: &[String]) -> String;
+    fn reduce(&self, key: &str, values: &[&str]) -> String;
 
     /// True if `reduce` may also run on some of a key's values and its result stand in for
     /// them (a combiner, as for a sum): map tasks then shrink their output before writing it.
@@ -78,7 +78,7 @@ impl App for WordCount {
     fn map(&self, _document: &str, contents: &str, emit: &mut Emit<'_>) {
         words(contents, |word| emit(word, "1"));
     }
-    fn reduce(&self, _key: &str, values: &[String]) -> String {
+    fn reduce(&self, _key: &str, values: &[&str]) -> String {
         let total: u64 = values
             .iter()
             .map(|v| v.parse::<u64>().expect("word count values are counts"))
@@ -108,9 +108,8 @@ impl App for InvertedIndex {
             }
         });
     }
-    fn reduce(&self, _key: &str, values: &[String]) -> String {
-        let documents: std::collections::BTreeSet<&str> =
-            values.iter().map(String::as_str).collect();
+    fn reduce(&self, _key: &str, values: &[&str]) -> String {
+        let documents: std::collections::BTreeSet<&str> = values.iter().copied().collect();
         let list: Vec<&str> = documents.into_iter().collect();
         format!("{} {}", list.len(), list.join(","))
     }
@@ -131,7 +130,7 @@ impl App for Distinct {
             emit(word, "");
         }
     }
-    fn reduce(&self, _key: &str, _values: &[String]) -> String {
+    fn reduce(&self, _key: &str, _values: &[&str]) -> String {
         String::new()
     }
     fn combines(&self) -> bool {
@@ -169,7 +168,7 @@ mod tests {
 
     #[test]
     fn inverted_index_lists_each_document_once_sorted() {
-        let values = ["b.txt", "a.txt", "b.txt"].map(String::from);
+        let values = ["b.txt", "a.txt", "b.txt"];
         assert_eq!(InvertedIndex.reduce("w", &values), "2 a.txt,b.txt");
     }
 }

@@ -44,10 +44,44 @@ pub fn partition_of(key: &str, reduces: u32) -> usize {
     (ihash(key) % reduces) as usize
 }
 
+/// One key's values in a map task, in one buffer (no allocation per value).
+#[derive(Default)]
+struct Values {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Values {
+    fn push(&mut self, value: &str) {
+        self.text.push_str(value);
+        self.ends.push(self.text.len());
+    }
+
+    fn slices(&self) -> Vec<&str> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let value = &self.text[start..end];
+                start = end;
+                value
+            })
+            .collect()
+    }
+
+    /// Replaces the values with the app's reduce of them (for combining apps).
+    fn fold(&mut self, app: &dyn App, key: &str) {
+        let folded = app.reduce(key, &self.slices());
+        self.text.clear();
+        self.ends.clear();
+        self.push(&folded);
+    }
+}
+
 /// Runs a map task: feed it documents, then take its partitions.
 pub struct Mapper<'a> {
     app: &'a dyn App,
-    partitions: Vec<HashMap<String, Vec<String>>>,
+    partitions: Vec<HashMap<String, Values>>,
 }
 
 impl<'a> Mapper<'a> {
@@ -69,15 +103,15 @@ impl<'a> Mapper<'a> {
             let partition = &mut partitions[partition_of(key, reduces)];
             match partition.get_mut(key) {
                 Some(values) => {
-                    values.push(value.to_owned());
-                    if combines && values.len() >= COMBINE_VALUES_MAX {
-                        let folded = app.reduce(key, values);
-                        values.clear();
-                        values.push(folded);
+                    values.push(value);
+                    if combines && values.ends.len() >= COMBINE_VALUES_MAX {
+                        values.fold(app, key);
                     }
                 }
                 None => {
-                    partition.insert(key.to_owned(), vec![value.to_owned()]);
+                    let mut values = Values::default();
+                    values.push(value);
+                    partition.insert(key.to_owned(), values);
                 }
             }
         });
@@ -91,13 +125,12 @@ impl<'a> Mapper<'a> {
             .map(|partition| {
                 let mut sorted: Partition = partition
                     .into_iter()
-                    .map(|(key, values)| {
-                        if app.combines() && values.len() > 1 {
-                            let folded = app.reduce(&key, &values);
-                            (key, vec![folded])
-                        } else {
-                            (key, values)
+                    .map(|(key, mut values)| {
+                        if app.combines() && values.ends.len() > 1 {
+                            values.fold(app, &key);
                         }
+                        let list = values.slices().into_iter().map(String::from).collect();
+                        (key, list)
                     })
                     .collect();
                 sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -119,6 +152,7 @@ pub fn reduce(app: &dyn App, inputs: impl IntoIterator<Item = Partition>) -> Vec
     grouped
         .into_iter()
         .map(|(key, values)| {
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
             let value = app.reduce(&key, &values);
             (key, value)
         })
