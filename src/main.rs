@@ -1,6 +1,7 @@
 //! `kv`: the command-line tool of kv, a persistent, Paxos-replicated, sharded key-value
 //! store. One binary: `kv up` runs a whole local cluster, `kv node` one node, `kv get|put|
-//! append|del` is the client, `kv admin` administers, `kv bench` loads a cluster.
+//! append|del` is the client, `kv admin` administers, `kv bench` loads a cluster, `kv
+//! mapreduce` runs batch jobs.
 
 mod admin;
 mod bench;
@@ -107,6 +108,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// A durable single-node engine session on a data directory (no cluster needed).
     Demo(demo::DemoArgs),
+    /// MapReduce jobs: `run` one with local workers, or its `coordinator` and `worker`s.
+    Mapreduce(kv_mapreduce::cli::MapReduceArgs),
 }
 
 /// Which cluster a client command talks to.
@@ -214,6 +217,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Del { key, target } => client_op(target, Op::Delete { key: key.into() }),
         Command::Admin { command } => admin::run(command),
         Command::Bench(args) => bench::run(args),
+        Command::Mapreduce(args) => Ok(kv_mapreduce::cli::run(args)?),
     }
 }
 
