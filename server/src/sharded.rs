@@ -559,102 +559,140 @@ pub async fn master_call(
     ))
 }
 
-/// One client of a sharded cluster: its own clerk, routing each op by the configuration
-/// (see the module docs) — a RESP connection's store inside a node, or a native client
-/// outside.
+/// Most clerks (client ids) one client of a sharded cluster runs a pipeline's ops on.
+pub const LANES_MAX: usize = 32;
+
+/// One client of a sharded cluster — a RESP connection's store inside a node, or a native
+/// client outside. Each op goes through a clerk that routes it by the configuration (see
+/// the module docs). A batch of several ops (a pipeline, a multi-key command) runs on up to
+/// [`LANES_MAX`] clerks at once, each with its own client id, an op's lane chosen by its
+/// key: ops on one key run in order on one lane, ops on different keys — concurrent as
+/// far as the client can tell, since it sent them without waiting — in parallel, so a
+/// pipeline costs about its length divided by the lanes in rounds, not its length.
 pub struct ShardedStore<R: Router = Host> {
-    clerk: ShardClerk,
+    lanes: Vec<ShardClerk>,
     router: Arc<R>,
 }
 
 impl<R: Router> ShardedStore<R> {
-    /// The store of client `client`.
+    /// The store of client `client` (its first lane; more are made with fresh ids when a
+    /// batch needs them).
     pub fn new(client: ClientId, router: Arc<R>) -> ShardedStore<R> {
         ShardedStore {
-            clerk: ShardClerk::new(client, router.sharding()),
+            lanes: vec![ShardClerk::new(client, router.sharding())],
             router,
         }
     }
 
     /// Runs one op at most once, retrying until [`RETRY_DEADLINE`].
     pub async fn execute(&mut self, op: Op) -> Result<Reply, Failure> {
-        self.one(op).await
+        one(self.router.as_ref(), &mut self.lanes[0], op).await
     }
 
-    /// Runs one op to completion, or until [`RETRY_DEADLINE`].
-    async fn one(&mut self, op: Op) -> Result<Reply, Failure> {
-        let started = Instant::now();
-        let mut backoff = Duration::from_millis(5);
-        let mut step = self
-            .clerk
-            .begin(op)
-            .map_err(|e| Failure::Unavailable(e.to_string()))?;
-        loop {
-            if started.elapsed() >= RETRY_DEADLINE {
-                self.clerk.abandon();
-                return Err(Failure::Unavailable(
-                    "no group serving the key answered; retry".into(),
-                ));
-            }
-            step = match step {
-                Step::Send { to, request } => {
-                    let seq = request.seq;
-                    let answer = match resolve(&to) {
-                        Some(endpoint) => {
-                            self.router
-                                .call(endpoint.0, ClusterRequest::Kv(request))
-                                .await
-                        }
-                        None => None,
-                    };
-                    match answer {
-                        Some(ClusterReply::Kv(reply)) => match self.clerk.on_reply(seq, reply) {
-                            Ok(Some(reply)) => return Ok(reply),
-                            Ok(None) => self.clerk.on_failure().unwrap_or(Step::Query),
-                            Err(query) => query,
-                        },
-                        _ => {
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_millis(200));
-                            self.clerk.on_failure().unwrap_or(Step::Query)
-                        }
-                    }
-                }
-                Step::Query => {
-                    let known = self.clerk.config().map(|c| c.num());
-                    match latest_config(self.router.as_ref(), known).await {
-                        Some(config) => {
-                            if known == Some(config.num()) {
-                                // Nothing newer yet (a shard still arriving): wait a little.
-                                tokio::time::sleep(backoff).await;
-                                backoff = (backoff * 2).min(Duration::from_millis(200));
-                            }
-                            self.clerk.on_config(config).unwrap_or(Step::Query)
-                        }
-                        None => {
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_millis(200));
-                            Step::Query
-                        }
-                    }
-                }
-            };
+    /// Runs a batch's ops (see the type's docs); one op's reply for one op, else
+    /// [`Reply::Batch`] of every op's reply in order, or the first op's failure.
+    pub async fn execute_batch(&mut self, batch: Batch) -> Result<Reply, Failure> {
+        let ops = batch.into_ops();
+        if ops.len() == 1 {
+            let op = ops.into_iter().next().expect("one op");
+            return self.execute(op).await;
         }
+        let lanes = ops.len().min(LANES_MAX);
+        while self.lanes.len() < lanes {
+            let clerk = ShardClerk::new(crate::client::random_client_id(), self.router.sharding());
+            self.lanes.push(clerk);
+        }
+        let mut queues: Vec<Vec<(usize, Op)>> = vec![Vec::new(); lanes];
+        for (i, op) in ops.into_iter().enumerate() {
+            let lane = (kv_engine::kv::slot_of(op.key()) as usize ^ op.key().len()) % lanes;
+            queues[lane].push((i, op));
+        }
+        let router = self.router.as_ref();
+        let runs = self
+            .lanes
+            .iter_mut()
+            .zip(queues)
+            .map(|(clerk, queue)| async move {
+                let mut out = Vec::with_capacity(queue.len());
+                for (i, op) in queue {
+                    out.push((i, one(router, clerk, op).await));
+                }
+                out
+            });
+        let mut replies: Vec<(usize, Result<Reply, Failure>)> =
+            futures_util::future::join_all(runs)
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+        replies.sort_by_key(|(i, _)| *i);
+        replies
+            .into_iter()
+            .map(|(_, reply)| reply)
+            .collect::<Result<Vec<Reply>, Failure>>()
+            .map(Reply::Batch)
+    }
+}
+
+/// Runs one op through `clerk` to completion, or until [`RETRY_DEADLINE`].
+async fn one<R: Router>(router: &R, clerk: &mut ShardClerk, op: Op) -> Result<Reply, Failure> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(5);
+    let mut step = clerk
+        .begin(op)
+        .map_err(|e| Failure::Unavailable(e.to_string()))?;
+    loop {
+        if started.elapsed() >= RETRY_DEADLINE {
+            clerk.abandon();
+            return Err(Failure::Unavailable(
+                "no group serving the key answered; retry".into(),
+            ));
+        }
+        step = match step {
+            Step::Send { to, request } => {
+                let seq = request.seq;
+                let answer = match resolve(&to) {
+                    Some(endpoint) => router.call(endpoint.0, ClusterRequest::Kv(request)).await,
+                    None => None,
+                };
+                match answer {
+                    Some(ClusterReply::Kv(reply)) => match clerk.on_reply(seq, reply) {
+                        Ok(Some(reply)) => return Ok(reply),
+                        Ok(None) => clerk.on_failure().unwrap_or(Step::Query),
+                        Err(query) => query,
+                    },
+                    _ => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(200));
+                        clerk.on_failure().unwrap_or(Step::Query)
+                    }
+                }
+            }
+            Step::Query => {
+                let known = clerk.config().map(|c| c.num());
+                match latest_config(router, known).await {
+                    Some(config) => {
+                        if known == Some(config.num()) {
+                            // Nothing newer yet (a shard still arriving): wait a little.
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_millis(200));
+                        }
+                        clerk.on_config(config).unwrap_or(Step::Query)
+                    }
+                    None => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(200));
+                        Step::Query
+                    }
+                }
+            }
+        };
     }
 }
 
 impl redis::Store for ShardedStore<Host> {
     async fn run(&mut self, batch: Batch) -> Result<Reply, Failure> {
-        let ops = batch.into_ops();
-        if ops.len() == 1 {
-            let op = ops.into_iter().next().expect("one op");
-            return self.one(op).await;
-        }
-        let mut replies = Vec::with_capacity(ops.len());
-        for op in ops {
-            replies.push(self.one(op).await?);
-        }
-        Ok(Reply::Batch(replies))
+        self.execute_batch(batch).await
     }
 
     async fn status(&self) -> Option<Status> {
