@@ -42,7 +42,7 @@ use futures_util::{SinkExt, StreamExt};
 use kv_engine::kv::{Op, Reply, Sharding};
 use kv_engine::store::{Store as EngineStore, StoreOptions};
 use kv_replication::cluster::{
-    resolve, Blueprint, ClusterMsg, ClusterNode, ClusterReply, ClusterRequest,
+    resolve, server_name, Blueprint, ClusterMsg, ClusterNode, ClusterReply, ClusterRequest,
 };
 use kv_replication::kvgroup::Batch;
 use kv_replication::shardkv::{ShardClerk, ShardKvSettings, Step};
@@ -118,13 +118,14 @@ pub struct HostService(pub Arc<Host>);
 /// How a clerk reaches a sharded cluster's replicas: from inside a node ([`Host`]: its own
 /// replicas directly, the others through their nodes) or from outside ([`Outside`]).
 pub trait Router: Send + Sync + 'static {
-    /// The replica `endpoint`'s answer to `request`; `None` if it gave none within
-    /// [`CALL_TIMEOUT`] (or is not an endpoint).
+    /// The replica `endpoint`'s answer to `request` (`None` if it gave none within
+    /// [`CALL_TIMEOUT`], or is not an endpoint), and the endpoint it believes leads its
+    /// group.
     fn call(
         &self,
         endpoint: u32,
         request: ClusterRequest,
-    ) -> impl std::future::Future<Output = Option<ClusterReply>> + Send;
+    ) -> impl std::future::Future<Output = (Option<ClusterReply>, Option<u32>)> + Send;
     /// The shard master's replicas, the cheapest to ask first.
     fn masters(&self) -> Vec<u32>;
     /// The newest configuration known, shared by every clerk of this router.
@@ -171,7 +172,7 @@ pub async fn latest_config<R: Router>(router: &R, known: Option<ConfigNum>) -> O
             seq,
             command: shardmaster::Command::Query { num: None },
         });
-        if let Some(ClusterReply::Master(shardmaster::Reply::Config(config))) =
+        if let (Some(ClusterReply::Master(shardmaster::Reply::Config(config))), _) =
             router.call(endpoint, request).await
         {
             if cached.0.as_ref().is_none_or(|c| c.num() <= config.num()) {
@@ -203,11 +204,17 @@ impl Router for Host {
         self.sharding
     }
 
-    async fn call(&self, endpoint: u32, request: ClusterRequest) -> Option<ClusterReply> {
-        let target = self.endpoints.get(endpoint as usize)?;
+    async fn call(
+        &self,
+        endpoint: u32,
+        request: ClusterRequest,
+    ) -> (Option<ClusterReply>, Option<u32>) {
+        let Some(target) = self.endpoints.get(endpoint as usize) else {
+            return (None, None);
+        };
         let call = async {
             match self.local.get(&endpoint) {
-                Some(local) => ask(&local.inputs, request).await.0,
+                Some(local) => (ask(&local.inputs, request).await.0, local.leader.get()),
                 None => {
                     let to = ToEndpoint {
                         to: endpoint,
@@ -217,10 +224,7 @@ impl Router for Host {
                 }
             }
         };
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Ok(ClientReply::Done(reply)) => Some(reply),
-            _ => None,
-        }
+        done(tokio::time::timeout(CALL_TIMEOUT, call).await)
     }
 }
 
@@ -393,8 +397,8 @@ impl Remote {
         &self,
         node: u32,
         request: ToEndpoint<ClusterRequest>,
-    ) -> ClientReply<ClusterReply> {
-        let unavailable = |why: String| ClientReply::Unavailable(why);
+    ) -> (ClientReply<ClusterReply>, Option<u32>) {
+        let unavailable = |why: String| (ClientReply::Unavailable(why), None);
         let Some(&addr) = self.addresses.get(node as usize) else {
             return unavailable(format!("no node {node}"));
         };
@@ -418,7 +422,7 @@ impl Remote {
                 match wire::decode::<Routed<ClusterMsg>, ToEndpoint<ClusterRequest>, ClusterReply>(
                     &body,
                 ) {
-                    Ok(Frame::Reply { reply, .. }) => reply,
+                    Ok(Frame::Reply { reply, leader, .. }) => (reply, leader),
                     _ => return unavailable(format!("node {node}: unexpected answer")),
                 }
             }
@@ -473,20 +477,35 @@ impl Outside {
     }
 }
 
+/// A call's outcome as a router reports it: the reply if the replica applied the request in
+/// time, and its leader hint.
+fn done<E>(
+    outcome: Result<(ClientReply<ClusterReply>, Option<u32>), E>,
+) -> (Option<ClusterReply>, Option<u32>) {
+    match outcome {
+        Ok((ClientReply::Done(reply), leader)) => (Some(reply), leader),
+        Ok((_, leader)) => (None, leader),
+        Err(_) => (None, None),
+    }
+}
+
 impl Router for Outside {
-    async fn call(&self, endpoint: u32, request: ClusterRequest) -> Option<ClusterReply> {
-        let node = self.endpoints.get(endpoint as usize)?.node;
+    async fn call(
+        &self,
+        endpoint: u32,
+        request: ClusterRequest,
+    ) -> (Option<ClusterReply>, Option<u32>) {
+        let Some(target) = self.endpoints.get(endpoint as usize) else {
+            return (None, None);
+        };
         let call = self.remote.call(
-            node,
+            target.node,
             ToEndpoint {
                 to: endpoint,
                 request,
             },
         );
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Ok(ClientReply::Done(reply)) => Some(reply),
-            _ => None,
-        }
+        done(tokio::time::timeout(CALL_TIMEOUT, call).await)
     }
 
     fn masters(&self) -> Vec<u32> {
@@ -546,9 +565,11 @@ pub async fn master_call(
             },
         );
         match tokio::time::timeout(CALL_TIMEOUT.min(timeout), call).await {
-            Ok(ClientReply::Done(ClusterReply::Master(reply))) => return Ok(reply),
-            Ok(ClientReply::Done(other)) => return Err(format!("unexpected answer {other:?}")),
-            Ok(ClientReply::Unavailable(why) | ClientReply::StorageFailed(why)) => last = why,
+            Ok((ClientReply::Done(ClusterReply::Master(reply)), _)) => return Ok(reply),
+            Ok((ClientReply::Done(other), _)) => {
+                return Err(format!("unexpected answer {other:?}"))
+            }
+            Ok((ClientReply::Unavailable(why) | ClientReply::StorageFailed(why), _)) => last = why,
             Err(_) => last = format!("node {} did not answer", endpoint.node),
         }
         tokio::time::sleep(backoff).await;
@@ -651,10 +672,13 @@ async fn one<R: Router>(router: &R, clerk: &mut ShardClerk, op: Op) -> Result<Re
         step = match step {
             Step::Send { to, request } => {
                 let seq = request.seq;
-                let answer = match resolve(&to) {
+                let (answer, leader) = match resolve(&to) {
                     Some(endpoint) => router.call(endpoint.0, ClusterRequest::Kv(request)).await,
-                    None => None,
+                    None => (None, None),
                 };
+                if let Some(leader) = leader {
+                    clerk.on_leader(&server_name(NodeId(leader)));
+                }
                 match answer {
                     Some(ClusterReply::Kv(reply)) => match clerk.on_reply(seq, reply) {
                         Ok(Some(reply)) => return Ok(reply),

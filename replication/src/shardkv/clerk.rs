@@ -47,6 +47,8 @@ pub struct ShardClerk {
     outstanding: Option<Request<Op>>,
     /// How many servers of the current group this request has tried.
     tried: usize,
+    /// Per group, the server last said to lead it: tried first.
+    leaders: std::collections::BTreeMap<GroupId, String>,
 }
 
 impl ShardClerk {
@@ -59,6 +61,20 @@ impl ShardClerk {
             config: None,
             outstanding: None,
             tried: 0,
+            leaders: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// A server said `leader` leads its group (a hint: it goes first in that group's
+    /// order from now on). A name of no group in the configuration is ignored.
+    pub fn on_leader(&mut self, leader: &str) {
+        let Some(config) = &self.config else { return };
+        let group = config
+            .groups()
+            .iter()
+            .find(|(_, servers)| servers.iter().any(|s| s == leader));
+        if let Some((group, _)) = group {
+            self.leaders.insert(*group, leader.to_string());
         }
     }
 
@@ -157,8 +173,13 @@ impl ShardClerk {
             self.tried = 0;
             return Step::Query;
         }
+        let first = self
+            .leaders
+            .get(&owner)
+            .and_then(|leader| servers.iter().position(|s| s == leader))
+            .unwrap_or(0);
         Step::Send {
-            to: servers[self.tried].clone(),
+            to: servers[(first + self.tried) % servers.len()].clone(),
             request,
         }
     }
@@ -233,6 +254,27 @@ mod tests {
         assert_eq!(clerk.on_reply(request.seq + 1, Reply::Ok), Ok(None));
         assert_eq!(clerk.on_reply(request.seq, Reply::Ok), Ok(Some(Reply::Ok)));
         assert_eq!(clerk.on_failure(), None);
+    }
+
+    #[test]
+    fn a_leader_hint_goes_first_and_failures_walk_on_from_it() {
+        let mut clerk = ShardClerk::new(ClientId(3), Sharding::LAB);
+        clerk.on_config(config_with(&[(1, &["a", "b", "c"])], 1));
+        clerk.on_leader("b");
+        clerk.on_leader("nobody");
+        let Ok(Step::Send { to, .. }) = clerk.begin(put()) else {
+            panic!()
+        };
+        assert_eq!(to, "b");
+        let Some(Step::Send { to, .. }) = clerk.on_failure() else {
+            panic!()
+        };
+        assert_eq!(to, "c");
+        let Some(Step::Send { to, .. }) = clerk.on_failure() else {
+            panic!()
+        };
+        assert_eq!(to, "a");
+        assert_eq!(clerk.on_failure(), Some(Step::Query));
     }
 
     #[test]
