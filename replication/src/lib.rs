@@ -20,6 +20,8 @@
 //!   and state transfer, compaction, lost-disk rebuild, the restart check, at-most-once),
 //!   generic over a [`replica::StateMachine`]; its users are [`kvgroup`] (the kv group)
 //!   and [`shardmaster`] (Lab 4A's configurations), and [`clerk`] is their one client.
+//! - [`pbservice`]: primary/backup replication with a view service (Lab 2), on the same
+//!   state, at-most-once table and state transfer.
 //! - [`linearizability`]: the history checker every simulated and real-process test uses
 //!   (a kv model and a generic one, with the shard master's model).
 //! - [`formats`]: a sample of every persisted format, for the golden tests.
@@ -35,6 +37,7 @@ pub mod kvgroup;
 pub mod linearizability;
 pub mod node;
 pub mod paxos;
+pub mod pbservice;
 pub mod replica;
 pub mod rng;
 pub mod served;

@@ -33,6 +33,8 @@ pub mod group_sweep;
 pub mod kv;
 pub mod kv_sweep;
 pub mod paxos;
+pub mod pb;
+pub mod pb_sweep;
 pub mod replica;
 pub mod script;
 pub mod shardkv;
