@@ -92,6 +92,11 @@ impl ViewService {
         self.acked
     }
 
+    /// When server `node` last pinged, and from which life.
+    pub fn heard(&self, node: NodeId) -> Option<(Time, u64)> {
+        self.heard.get(&node).map(|h| (h.at, h.boot))
+    }
+
     /// Pings and view requests answered so far.
     pub fn calls(&self) -> u64 {
         self.pings + self.gets

@@ -938,8 +938,11 @@ impl Faulted for PbWorld {
 
 impl PbWorld {
     /// Whether losing node `i` now loses nothing: never the view service (a single point
-    /// of failure); the primary only once its view is acknowledged and its backup holds
-    /// the state; the backup only while its primary is alive; any server in no role.
+    /// of failure); any server in no role; the primary only once its view is acknowledged
+    /// and its backup holds the state, and the backup only while the primary lives — and
+    /// either only while the view service heard the other one at least as recently, so it
+    /// cannot take the survivor for dead before the failed one (that would be a second
+    /// failure: the view service replaces whichever it finds dead first).
     pub fn survives_failure(&self, i: usize) -> bool {
         if i == VIEW_SERVICE {
             return false;
@@ -948,15 +951,23 @@ impl PbWorld {
             return true;
         };
         let view = self.view();
+        let vs = self.view_service();
         let me = server.member();
-        let alive = |m: Member, holding: Option<u64>| {
-            self.server(m.node.index())
-                .is_some_and(|s| s.member() == m && holding.is_none_or(|v| s.holds() == Some(v)))
+        let heard = |m: Member| vs.heard(m.node).filter(|h| h.1 == m.boot).map(|h| h.0);
+        // The other member is up in the same life, holds the state it needs, and was heard
+        // from no earlier than this one.
+        let survivor = |other: Option<Member>, holding: Option<u64>| {
+            other.is_some_and(|m| {
+                let up = self.server(m.node.index()).is_some_and(|s| {
+                    s.member() == m && holding.is_none_or(|v| s.holds() == Some(v))
+                });
+                up && heard(m) >= heard(me)
+            })
         };
         if view.is_primary(me) {
-            self.view_service().acked() && view.backup.is_some_and(|b| alive(b, Some(view.viewnum)))
+            vs.acked() && survivor(view.backup, Some(view.viewnum))
         } else if view.is_backup(me) {
-            view.primary.is_some_and(|p| alive(p, None))
+            survivor(view.primary, None)
         } else {
             true
         }

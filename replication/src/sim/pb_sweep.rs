@@ -1,1 +1,161 @@
+//! Random schedules for primary/backup, one per seed (the `sweep --workload pb` workload
+//! and its bounded test).
+//!
+//! Every knob derives from the seed: 3 to 5 servers beside the view service, drop,
+//! duplicate and delay rates, node speeds, and concurrent clients doing Gets, Puts,
+//! Appends and Deletes with unique values (the kv sweep's [`RandomOps`]). The safety phase
+//! is the group sweep's [`Schedule`] over the world, restricted to the faults this design
+//! tolerates ([`PbWorld::survives_failure`]): partitions of any nodes (the view service
+//! included), unreliable nodes, and crashes and restarts of servers — of the primary only
+//! once its backup holds the state, of the backup only while the primary lives, of any
+//! idle server at any time. The view service is a single point of failure and never
+//! crashes. (Nothing is on disk, so a disk wipe is a crash, and no disk is restored.)
+//!
+//! Then a liveness phase heals everything and restarts every server: every client must
+//! finish, the view must settle (acknowledged, the backup holding the state), a fresh clerk
+//! reads every key, the primary and backup must hold the same data, and the whole history
+//! must be linearizable — which, with the final reads after every acknowledgement, also
+//! proves no acknowledged write was lost across failovers.
 
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
+
+use kv_engine::kv::Reply;
+
+use super::group_sweep::{Failure, Outcome, Schedule};
+use super::kv::get;
+use super::kv_sweep::RandomOps;
+use super::pb::{Action, PbWorld, Script, Scripts};
+use super::{panic_message, FaultCeilings, Faults};
+use crate::rng::Rng;
+
+/// The workload's name (`sweep --workload pb`).
+pub const NAME: &str = "pb";
+/// Bound on each step of the liveness phase in virtual time.
+pub const LIVENESS_LIMIT: Duration = Duration::from_secs(60);
+
+const REGISTER_KEYS: [&str; 3] = ["r0", "r1", "r2"];
+const LOG_KEYS: [&str; 2] = ["l0", "l1"];
+
+/// Runs one seed; `Ok(trace hash)` if every check passed, else the failure report.
+pub fn run_seed(seed: u64) -> Result<u64, String> {
+    run(seed, 0)
+        .map(|o| o.trace_hash)
+        .map_err(|f| f.to_string())
+}
+
+/// Runs one seed, keeping the last `trace_lines` trace lines for a failure report.
+pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
+    let mut rng = Rng::new(seed ^ 0x5042_5357_4545_5021);
+    let servers = rng.range(3, 5) as usize;
+    let faults = Faults::random(
+        &mut rng,
+        FaultCeilings {
+            drop: 0.1,
+            duplicate: 0.05,
+            delay_max_micros: 10_000,
+            long_delay: 0.1,
+            long_delay_max_millis: 500,
+            crash_after_early_send: 0.0,
+        },
+    );
+    let mut speeds = Rng::new(rng.next_u64());
+    let mut world = PbWorld::with(seed, servers, |o| {
+        o.trace_lines = trace_lines;
+        o.faults = faults;
+        o.random_speeds(&mut speeds);
+    });
+    let mut schedule = Schedule::new(rng, world.sim.len());
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        for s in world.servers() {
+            world.start(s);
+        }
+        let mut scripts = clients(&mut world, &mut schedule.rng);
+        schedule.safety_phase(&mut world, &mut scripts);
+        liveness_phase(&mut world, &mut schedule, &mut scripts);
+    }));
+    match result {
+        Ok(()) => Ok(Outcome {
+            seed,
+            trace_hash: world.sim.trace_hash(),
+            replicas: world.sim.len(),
+            operations: world.history.len(),
+            configs: 0,
+            crashes: schedule.crashes,
+            wipes: schedule.wipes,
+            restores: schedule.restores,
+        }),
+        Err(payload) => Err(Failure {
+            workload: NAME,
+            seed,
+            message: panic_message(&*payload),
+            replicas: (0..world.sim.len())
+                .map(|i| match world.sim.node(i) {
+                    Some(n) => format!("n{i}: {:?}", crate::node::Node::status(n)),
+                    None => format!("n{i}: down"),
+                })
+                .collect(),
+            trace: world.sim.trace().cloned().collect(),
+        }),
+    }
+}
+
+/// A client issuing random operations with unique values.
+struct RandomClient {
+    clerk: usize,
+    ops: RandomOps,
+}
+
+impl Script<PbWorld> for RandomClient {
+    fn next(&mut self, _w: &mut PbWorld, _last: Option<Reply>) -> Action {
+        match self.ops.next(&REGISTER_KEYS, &LOG_KEYS) {
+            Ok(op) => Action::Run {
+                clerk: self.clerk,
+                op: op.into(),
+            },
+            Err(pause) => Action::Sleep(pause),
+        }
+    }
+}
+
+fn clients(w: &mut PbWorld, rng: &mut Rng) -> Scripts {
+    let mut scripts = Scripts::new();
+    for id in 0..rng.range(2, 6) as usize {
+        let clerk = w.clerk();
+        scripts.add(RandomClient {
+            clerk,
+            ops: RandomOps::new(id, Rng::new(rng.next_u64())),
+        });
+    }
+    scripts
+}
+
+fn liveness_phase(w: &mut PbWorld, schedule: &mut Schedule, scripts: &mut Scripts) {
+    schedule.heal_all(w);
+    scripts.stop();
+    assert!(
+        scripts.drive(w, LIVENESS_LIMIT),
+        "liveness: {} clients still waiting {LIVENESS_LIMIT:?} after healing",
+        scripts.unfinished()
+    );
+    assert!(
+        w.wait_settled(LIVENESS_LIMIT),
+        "liveness: the view did not settle after healing: {}",
+        w.view()
+    );
+    let reader = w.clerk();
+    for key in REGISTER_KEYS {
+        w.must(reader, get(key));
+    }
+    for key in LOG_KEYS {
+        let value = w.get(reader, key);
+        w.pin_appends(key, value.as_bytes());
+    }
+    assert!(
+        w.wait_settled(LIVENESS_LIMIT),
+        "liveness: the view did not settle after the final reads: {}",
+        w.view()
+    );
+    w.assert_pair_agrees();
+    w.check_linearizable();
+}
