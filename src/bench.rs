@@ -8,7 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use bytes::Bytes;
 use kv_engine::kv::Op;
-use kv_server::client::{Client, ClientOptions};
+use kv_server::client::ClientOptions;
+
+use crate::client::AnyClient;
+
+/// How long one op may take before it counts as an error.
+const CALL_DEADLINE: Duration = Duration::from_secs(60);
 use kv_server::config::ClusterConfig;
 
 /// Arguments of `kv bench`.
@@ -47,7 +52,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--clients and --keys must be positive");
     }
     let config = ClusterConfig::load(&args.cluster)?;
-    let nodes: Vec<_> = config.nodes.iter().map(|n| n.peer).collect();
+    let shared = crate::client::Shared::new(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -58,12 +63,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let start = Instant::now();
         let tasks: Vec<_> = (0..args.clients)
             .map(|i| {
-                let nodes = nodes.clone();
                 let value = value.clone();
-                let cluster_id = config.cluster_id;
+                let mut client = AnyClient::new(&config, &shared, i, ClientOptions::default());
                 let (keys, reads) = (args.keys, args.reads as u64);
                 tokio::spawn(async move {
-                    let mut client = Client::new(cluster_id, nodes, i, ClientOptions::default());
                     let mut rng =
                         0x9E37_79B9_7F4A_7C15u64 ^ (i as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
                     let mut outcome = Outcome {
@@ -82,7 +85,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                             }
                         };
                         let began = Instant::now();
-                        let result = client.execute(op).await;
+                        let result = client.execute(op, CALL_DEADLINE).await;
                         if start.elapsed() >= warmup {
                             match result {
                                 Ok(_) => outcome

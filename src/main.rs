@@ -2,19 +2,20 @@
 //! store. One binary: `kv up` runs a whole local cluster, `kv node` one node, `kv get|put|
 //! append|del` is the client, `kv admin` administers, `kv bench` loads a cluster.
 
+mod admin;
 mod bench;
+mod client;
 mod demo;
 mod up;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use kv_engine::kv::{Op, Reply};
-use kv_server::client::{Client, ClientOptions};
-use kv_server::config::{ClusterConfig, InitOptions, CLUSTER_FILE};
+use kv_server::client::ClientOptions;
+use kv_server::config::{ClusterConfig, CLUSTER_FILE};
 
 #[derive(Parser)]
 #[command(
@@ -86,22 +87,12 @@ enum Command {
     /// Administer a cluster.
     Admin {
         #[command(subcommand)]
-        command: AdminCommand,
+        command: admin::AdminCommand,
     },
     /// Closed-loop load against a cluster: prints ops/s and latency percentiles.
     Bench(bench::BenchArgs),
     /// A durable single-node engine session on a data directory (no cluster needed).
     Demo(demo::DemoArgs),
-}
-
-#[derive(Subcommand)]
-enum AdminCommand {
-    /// Every node's role, ballot, decided/applied index, WAL and snapshot sizes.
-    Status {
-        /// The cluster file.
-        #[arg(long, default_value = "./kv-data/cluster.toml")]
-        cluster: PathBuf,
-    },
 }
 
 /// Which cluster a client command talks to.
@@ -148,13 +139,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Init { layout, host } => {
-            let up::UpArgs {
-                dir,
-                replicas,
-                resp_port,
-                peer_port,
-                admin_port,
-            } = layout;
+            let dir = layout.dir.clone();
             let path = dir.join(CLUSTER_FILE);
             if path.exists() {
                 bail!(
@@ -162,18 +147,8 @@ fn run(cli: Cli) -> Result<()> {
                     path.display()
                 );
             }
-            let config = ClusterConfig::init(
-                &dir,
-                &InitOptions {
-                    replicas,
-                    host,
-                    peer_port,
-                    resp_port,
-                    admin_port,
-                    cluster_id: kv_server::config::random_cluster_id(),
-                },
-            )?;
-            println!("wrote {} ({} nodes)", path.display(), config.nodes.len());
+            let config = ClusterConfig::init(&dir, &layout.init_options(host))?;
+            println!("wrote {} ({})", path.display(), up::describe(&config));
             Ok(())
         }
         Command::Up(args) => up::run(args),
@@ -194,9 +169,7 @@ fn run(cli: Cli) -> Result<()> {
             },
         ),
         Command::Del { key, target } => client_op(target, Op::Delete { key: key.into() }),
-        Command::Admin {
-            command: AdminCommand::Status { cluster },
-        } => admin_status(cluster),
+        Command::Admin { command } => admin::run(command),
         Command::Bench(args) => bench::run(args),
     }
 }
@@ -208,18 +181,17 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn node_addresses(config: &ClusterConfig) -> Vec<SocketAddr> {
-    config.nodes.iter().map(|n| n.peer).collect()
-}
-
 fn client_op(target: Target, op: Op) -> Result<()> {
     let config = ClusterConfig::load(&target.cluster)?;
     let options = ClientOptions {
         deadline: Duration::from_secs(target.timeout),
         ..ClientOptions::default()
     };
-    let mut client = Client::new(config.cluster_id, node_addresses(&config), 0, options);
-    let reply = runtime()?.block_on(client.execute(op))?;
+    let deadline = options.deadline;
+    let mut client = client::AnyClient::new(&config, &client::Shared::new(&config), 0, options);
+    let reply = runtime()?
+        .block_on(client.execute(op, deadline))
+        .map_err(|e| anyhow::anyhow!(e))?;
     match reply {
         Reply::Value(Some(value)) => println!("{}", String::from_utf8_lossy(&value)),
         Reply::Value(None) => {
@@ -230,30 +202,6 @@ fn client_op(target: Target, op: Op) -> Result<()> {
         Reply::Appended(len) => println!("{len}"),
         Reply::Deleted(existed) => println!("{}", existed as u8),
         other => bail!("unexpected reply {other:?}"),
-    }
-    Ok(())
-}
-
-fn admin_status(cluster: PathBuf) -> Result<()> {
-    let config = ClusterConfig::load(&cluster)?;
-    let rt = runtime()?;
-    for node in &config.nodes {
-        println!(
-            "node {} (peer {}, resp {}, admin {})",
-            node.id, node.peer, node.resp, node.admin
-        );
-        match rt.block_on(kv_server::client::status(
-            config.cluster_id,
-            node.peer,
-            Duration::from_secs(3),
-        )) {
-            Ok(text) => {
-                for line in text.lines() {
-                    println!("  {line}");
-                }
-            }
-            Err(e) => println!("  unreachable: {e}"),
-        }
     }
     Ok(())
 }
@@ -272,10 +220,18 @@ fn run_node(cluster: PathBuf, id: u32) -> Result<()> {
     // task to the core is a function call, not a cross-thread wake-up. The engine's
     // group-commit writer is the only other thread. On this project's 2-vCPU machine this
     // carried ~20% more puts/s than a multi-threaded runtime (`kv bench`, 50 clients).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    // A sharded node runs a core per replica it hosts: those run in parallel on a
+    // multi-threaded runtime.
+    let rt = if config.is_sharded() {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+    .context("starting the async runtime")?;
     rt.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -283,7 +239,11 @@ fn run_node(cluster: PathBuf, id: u32) -> Result<()> {
             tracing::info!("shutting down");
             let _ = stop_tx.send(true);
         });
-        kv_server::replica::run(config, id, stop_rx).await
+        if config.is_sharded() {
+            kv_server::sharded::run(config, id, stop_rx, Default::default()).await
+        } else {
+            kv_server::replica::run(config, id, stop_rx).await
+        }
     })
     .map_err(|e| anyhow::anyhow!(e))
 }

@@ -22,9 +22,24 @@ pub struct UpArgs {
     /// Directory for the cluster file and every node's data.
     #[arg(long, default_value = "./kv-data")]
     pub dir: PathBuf,
-    /// Number of replicas of a new cluster.
+    /// Number of nodes (processes) of a new sharded cluster.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u32,
+    /// Number of KV groups of a new cluster; 0 makes one unsharded group on `--replicas`
+    /// nodes, without a shard master.
+    #[arg(long, default_value_t = 3)]
+    pub groups: u32,
+    /// Number of replicas of each group (and of the shard master) of a new cluster.
     #[arg(long, default_value_t = 3)]
     pub replicas: u32,
+    /// Number of shards of a new sharded cluster (Redis Cluster's 16384 slots are split
+    /// into this many contiguous ranges).
+    #[arg(long, default_value_t = 64)]
+    pub shards: u32,
+    /// Speak the Redis Cluster protocol on RESP (CLUSTER SLOTS, MOVED, ASK), so
+    /// cluster-aware clients route each key to its group's leader themselves.
+    #[arg(long)]
+    pub redis_cluster: bool,
     /// First RESP port of a new cluster (node i listens on port + i).
     #[arg(long, default_value_t = 6380)]
     pub resp_port: u16,
@@ -34,6 +49,42 @@ pub struct UpArgs {
     /// First admin (HTTP) port of a new cluster.
     #[arg(long, default_value_t = 9380)]
     pub admin_port: u16,
+}
+
+impl UpArgs {
+    /// The layout of a new cluster on `host`.
+    pub fn init_options(&self, host: std::net::IpAddr) -> InitOptions {
+        InitOptions {
+            nodes: self.nodes,
+            replicas: self.replicas,
+            groups: self.groups,
+            shards: self.shards,
+            redis_cluster: self.redis_cluster,
+            host,
+            peer_port: self.peer_port,
+            resp_port: self.resp_port,
+            admin_port: self.admin_port,
+            cluster_id: kv_server::config::random_cluster_id(),
+        }
+    }
+}
+
+/// A cluster in a few words: its nodes, and its groups and shards if it is sharded.
+pub fn describe(config: &ClusterConfig) -> String {
+    match &config.master {
+        None => format!("{} nodes, one unsharded group", config.nodes.len()),
+        Some(master) => format!(
+            "{} nodes, {} groups, {} shards{}",
+            config.nodes.len(),
+            config.groups.len(),
+            master.shards,
+            if config.redis_cluster {
+                ", Redis Cluster protocol"
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 /// A node that exits sooner than this after starting failed to start.
@@ -50,19 +101,12 @@ pub fn run(args: UpArgs) -> Result<()> {
     } else {
         let config = ClusterConfig::init(
             &args.dir,
-            &InitOptions {
-                replicas: args.replicas,
-                host: "127.0.0.1".parse().expect("literal address"),
-                peer_port: args.peer_port,
-                resp_port: args.resp_port,
-                admin_port: args.admin_port,
-                cluster_id: kv_server::config::random_cluster_id(),
-            },
+            &args.init_options("127.0.0.1".parse().expect("literal address")),
         )?;
         println!(
-            "initialised a {}-node cluster in {}",
-            config.nodes.len(),
-            args.dir.display()
+            "initialised a cluster in {}: {}",
+            args.dir.display(),
+            describe(&config)
         );
         config
     };
@@ -109,12 +153,18 @@ pub fn run(args: UpArgs) -> Result<()> {
             args.dir.join(format!("node-{}.log", node.id)).display()
         );
     }
+    for line in crate::admin::group_lines(&config) {
+        println!("  {line}");
+    }
     println!(
         "try:  redis-cli -p {} set hello world",
         config.nodes[0].resp.port()
     );
     println!("      kv get hello --cluster {}", path.display());
     println!("      kv admin status --cluster {}", path.display());
+    if config.is_sharded() {
+        println!("      kv admin query --cluster {}", path.display());
+    }
     println!(
         "Ctrl-C stops every node; `kv up --dir {}` starts them again on the same data.",
         args.dir.display()

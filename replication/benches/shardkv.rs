@@ -20,7 +20,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use kv_engine::kv::{Reply, ShardId};
 use kv_replication::sim::kv::{get, put};
 use kv_replication::sim::shardkv::{
-    Action, Script, Scripts, ShardWorld, WorldCall, WorldOptions, WorldReply,
+    Action, ClusterReply, Script, Scripts, ShardWorld, WorldCall, WorldOptions,
 };
 
 /// Virtual CPU time each message costs the node that handles it.
@@ -39,7 +39,7 @@ struct ClosedLoop {
 }
 
 impl Script<ShardWorld> for ClosedLoop {
-    fn next(&mut self, _w: &mut ShardWorld, last: Option<WorldReply>) -> Action {
+    fn next(&mut self, _w: &mut ShardWorld, last: Option<ClusterReply>) -> Action {
         if last.is_some() {
             self.done.set(self.done.get() + 1);
         }
@@ -128,10 +128,10 @@ struct Prober {
 }
 
 impl Script<ShardWorld> for Prober {
-    fn next(&mut self, _w: &mut ShardWorld, last: Option<WorldReply>) -> Action {
+    fn next(&mut self, _w: &mut ShardWorld, last: Option<ClusterReply>) -> Action {
         if let Some(reply) = last {
             assert!(
-                matches!(reply, WorldReply::Kv(Reply::Value(_))),
+                matches!(reply, ClusterReply::Kv(Reply::Value(_))),
                 "a probe answered {reply:?}"
             );
             let waited = self.now.get().saturating_sub(self.sent.get());

@@ -224,7 +224,7 @@ fn shardmaster_requests() -> Vec<Request<shardmaster::Command>> {
 
 /// The lab's shard master after [`shardmaster_requests`].
 fn shardmaster_applied() -> Applied<ShardMaster> {
-    let mut applied = Applied::initial(ShardMaster::new());
+    let mut applied = Applied::initial(ShardMaster::default());
     let requests = shardmaster_requests();
     applied.apply(
         Seq(0),

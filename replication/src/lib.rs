@@ -18,8 +18,12 @@
 //!   instances, durable acceptor state, bounded messages).
 //! - [`replica`]: the replicated state machine library (batching, the Paxos link, catch-up
 //!   and state transfer, compaction, lost-disk rebuild, the restart check, at-most-once),
-//!   generic over a [`replica::StateMachine`]; its users are [`kvgroup`] (the kv group)
-//!   and [`shardmaster`] (Lab 4A's configurations), and [`clerk`] is their one client.
+//!   generic over a [`replica::StateMachine`]; its users are [`kvgroup`] (the kv group),
+//!   [`shardmaster`] (Lab 4A's configurations) and [`shardkv`] (Lab 4B's sharded groups
+//!   with shard handoff), and [`clerk`] is their one client ([`shardkv::ShardClerk`]
+//!   routes by configuration on top of it). [`served`] lets nodes call a replicated
+//!   service with messages; [`cluster`] is one node type for every endpoint of a sharded
+//!   cluster, which the simulator and the server's multi-group processes both drive.
 //! - [`pbservice`]: primary/backup replication with a view service (Lab 2), on the same
 //!   state, at-most-once table and state transfer.
 //! - [`linearizability`]: the history checker every simulated and real-process test uses
@@ -30,6 +34,7 @@
 //!   seeded sweeps.
 
 pub mod clerk;
+pub mod cluster;
 pub mod codec;
 pub mod effects;
 pub mod formats;

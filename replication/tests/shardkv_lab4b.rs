@@ -13,7 +13,7 @@ use kv_replication::rng::Rng;
 use kv_replication::shardmaster::{Command, GroupId};
 use kv_replication::sim::kv::{append, get};
 use kv_replication::sim::shardkv::{
-    Action, Churn, Script, Scripts, ShardWorld, WorldCall, WorldReply,
+    Action, Churn, ClusterReply, Script, Scripts, ShardWorld, WorldCall,
 };
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -188,7 +188,7 @@ struct Mover {
 }
 
 impl Script<ShardWorld> for Mover {
-    fn next(&mut self, _w: &mut ShardWorld, last: Option<WorldReply>) -> Action {
+    fn next(&mut self, _w: &mut ShardWorld, last: Option<ClusterReply>) -> Action {
         let step = self.step;
         self.step += 1;
         match step % 4 {
@@ -209,7 +209,7 @@ impl Script<ShardWorld> for Mover {
                 op: WorldCall::Kv(get(&self.key)),
             },
             2 => {
-                let Some(WorldReply::Kv(Reply::Value(value))) = last else {
+                let Some(ClusterReply::Kv(Reply::Value(value))) = last else {
                     panic!("seed {}: a Get answered {last:?}", self.seed)
                 };
                 let value = value.map(|v| v.to_vec()).unwrap_or_default();

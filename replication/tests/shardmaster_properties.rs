@@ -85,8 +85,8 @@ fn is_even(shards: &[GroupId], groups: &BTreeSet<GroupId>) -> bool {
 /// Runs `commands` on a fresh machine of `SHARDS` shards, checking every property after
 /// every command.
 fn check_sequence<const SHARDS: u32>(commands: &[Command]) -> Result<(), TestCaseError> {
-    let mut machine = ShardMaster::<SHARDS>::new();
-    let mut twin = ShardMaster::<SHARDS>::new();
+    let mut machine = ShardMaster::new(SHARDS);
+    let mut twin = ShardMaster::new(SHARDS);
     let mut seen: Vec<Arc<Config>> = vec![machine.latest().clone()];
     for (step, command) in commands.iter().enumerate() {
         let before = machine.latest().clone();
@@ -178,7 +178,7 @@ fn check_sequence<const SHARDS: u32>(commands: &[Command]) -> Result<(), TestCas
         twin.execute(command);
         if step % 7 == 3 {
             let budget = 1 + step * 13;
-            twin = from_pieces::<SHARDS>(&twin.image_pieces(budget))
+            twin = from_pieces(&twin.image_pieces(budget))
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
         prop_assert_eq!(twin.image_pieces(512), machine.image_pieces(512));
@@ -232,12 +232,12 @@ proptest! {
 
     #[test]
     fn image_round_trips_at_any_budget(commands in commands(10), budget in 1..4096usize) {
-        let mut machine: ShardMaster = ShardMaster::new();
+        let mut machine = ShardMaster::default();
         for command in &commands {
             machine.execute(command);
         }
         let pieces = machine.image_pieces(budget);
-        let rebuilt = from_pieces::<10>(&pieces).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let rebuilt = from_pieces(&pieces).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(rebuilt.live_bytes(), machine.live_bytes());
         prop_assert_eq!(rebuilt, machine);
     }

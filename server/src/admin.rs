@@ -20,23 +20,39 @@ pub const HEAD_BYTES_MAX: usize = 8 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves admin HTTP until shutdown, at most `connections_max` connections at once.
-pub async fn serve<M: Send + 'static>(
+/// Where the admin endpoint reads a node's status: one part per replica it hosts, each
+/// with its label (empty for the unsharded node's one core, `group="100"` or
+/// `group="master"` for a sharded node's replicas).
+pub trait StatusSource: Clone + Send + Sync + 'static {
+    /// Every part's status; `None` if the node is stopping.
+    fn parts(&self) -> impl std::future::Future<Output = Option<Vec<(String, Status)>>> + Send;
+}
+
+impl<M: Send + 'static> StatusSource for mpsc::Sender<Input<M>> {
+    async fn parts(&self) -> Option<Vec<(String, Status)>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Input::Status(tx)).await.ok()?;
+        Some(vec![(String::new(), rx.await.ok()?)])
+    }
+}
+
+pub async fn serve<S: StatusSource>(
     listener: TcpListener,
-    inputs: mpsc::Sender<Input<M>>,
+    source: S,
     mut shutdown: watch::Receiver<bool>,
     connections_max: usize,
 ) {
     let mut gate = Gate::new("admin", connections_max);
     while let Some(admitted) = gate.accept(&listener, &mut shutdown).await {
-        let inputs = inputs.clone();
+        let source = source.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(admitted.stream, inputs)).await;
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(admitted.stream, source)).await;
             drop(admitted.permit);
         });
     }
 }
 
-async fn respond<M: Send + 'static>(mut stream: TcpStream, inputs: mpsc::Sender<Input<M>>) {
+async fn respond<S: StatusSource>(mut stream: TcpStream, source: S) {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -56,19 +72,16 @@ async fn respond<M: Send + 'static>(mut stream: TcpStream, inputs: mpsc::Sender<
         let _ = write(&mut stream, 400, "only GET is served\n").await;
         return;
     }
-    let status = async {
-        let (tx, rx) = oneshot::channel();
-        inputs.send(Input::Status(tx)).await.ok()?;
-        rx.await.ok()
-    };
     let _ = match path {
         "/livez" => write(&mut stream, 200, "ok\n").await,
-        "/readyz" => match status.await {
-            Some(s) if s.ready => write(&mut stream, 200, "ready\n").await,
+        "/readyz" => match source.parts().await {
+            Some(parts) if parts.iter().all(|(_, s)| s.ready) => {
+                write(&mut stream, 200, "ready\n").await
+            }
             _ => write(&mut stream, 503, "not ready\n").await,
         },
-        "/metrics" => match status.await {
-            Some(s) => write(&mut stream, 200, &metrics(&s)).await,
+        "/metrics" => match source.parts().await {
+            Some(parts) => write(&mut stream, 200, &metrics_of(&parts)).await,
             None => write(&mut stream, 503, "node stopping\n").await,
         },
         _ => write(&mut stream, 404, "not found\n").await,
@@ -77,30 +90,58 @@ async fn respond<M: Send + 'static>(mut stream: TcpStream, inputs: mpsc::Sender<
 
 /// Renders the status as Prometheus text: every numeric field is a gauge `kv_<name>`.
 pub fn metrics(status: &Status) -> String {
-    let mut out = String::new();
-    let mut gauge = |name: &str, value: String| {
-        if value.parse::<f64>().is_ok() {
-            out.push_str(&format!("# TYPE kv_{name} gauge\nkv_{name} {value}\n"));
-        }
-    };
-    for (name, value) in &status.core {
-        gauge(name, value.clone());
+    metrics_of(&[(String::new(), status.clone())])
+}
+
+/// The samples of one status: each numeric field's name and value.
+fn samples(status: &Status) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = status
+        .core
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.clone()))
+        .collect();
+    for (name, value) in [
+        ("ready", u64::from(status.ready)),
+        ("wal_bytes", status.wal_bytes),
+        ("snapshot_bytes", status.snapshot_bytes),
+        ("snapshot_index", status.snapshot_index),
+        ("snapshots_skipped_total", status.snapshots_skipped),
+        ("durable_index", status.durable_index),
+        ("fsyncs_total", status.fsyncs),
+        ("persisted_steps_total", status.persisted_steps),
+        ("dropped_peer_messages_total", status.dropped_messages),
+    ] {
+        out.push((name.to_string(), value.to_string()));
     }
-    gauge("ready", (status.ready as u8).to_string());
-    gauge("wal_bytes", status.wal_bytes.to_string());
-    gauge("snapshot_bytes", status.snapshot_bytes.to_string());
-    gauge("snapshot_index", status.snapshot_index.to_string());
-    gauge(
-        "snapshots_skipped_total",
-        status.snapshots_skipped.to_string(),
-    );
-    gauge("durable_index", status.durable_index.to_string());
-    gauge("fsyncs_total", status.fsyncs.to_string());
-    gauge("persisted_steps_total", status.persisted_steps.to_string());
-    gauge(
-        "dropped_peer_messages_total",
-        status.dropped_messages.to_string(),
-    );
+    out.retain(|(_, value)| value.parse::<f64>().is_ok());
+    out
+}
+
+/// The Prometheus text of every part: one `# TYPE` line per metric, then its samples, each
+/// with its part's label (such as `group="100"`) unless that is empty.
+pub fn metrics_of(parts: &[(String, Status)]) -> String {
+    let mut by_name: Vec<(String, Vec<String>)> = Vec::new();
+    for (label, status) in parts {
+        let labels = if label.is_empty() {
+            String::new()
+        } else {
+            format!("{{{label}}}")
+        };
+        for (name, value) in samples(status) {
+            let line = format!("kv_{name}{labels} {value}\n");
+            match by_name.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, lines)) => lines.push(line),
+                None => by_name.push((name, vec![line])),
+            }
+        }
+    }
+    let mut out = String::new();
+    for (name, lines) in by_name {
+        out.push_str(&format!("# TYPE kv_{name} gauge\n"));
+        for line in lines {
+            out.push_str(&line);
+        }
+    }
     out
 }
 

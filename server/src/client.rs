@@ -207,7 +207,7 @@ impl Client {
             return Ok(None);
         }
         match framed.next().await {
-            Some(Ok(body)) => match wire::decode::<()>(&body) {
+            Some(Ok(body)) => match wire::decode::<(), Request, Reply>(&body) {
                 Ok(Frame::Reply {
                     tag: t,
                     reply: ClientReply::Done(reply),
@@ -266,7 +266,7 @@ pub async fn status(
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         match framed.next().await {
-            Some(Ok(body)) => match wire::decode::<()>(&body) {
+            Some(Ok(body)) => match wire::decode::<(), Request, Reply>(&body) {
                 Ok(Frame::Status(text)) => Ok(text),
                 other => Err(ClientError::Protocol(format!(
                     "unexpected answer {other:?}"

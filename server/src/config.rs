@@ -15,6 +15,29 @@
 //! dir = "node-0"
 //! ```
 //!
+//! A *sharded* cluster's file also names the shard master's nodes and the number of shards,
+//! each KV group with the nodes that hold its replicas, and whether RESP speaks the Redis
+//! Cluster protocol. Every node entry above stays as it is; a node hosts a replica of every
+//! group that names it (see [`crate::sharded`]):
+//!
+//! ```toml
+//! cluster_id = 7302569204810352129
+//! redis_cluster = false
+//!
+//! [master]
+//! shards = 64
+//! nodes = [0, 1, 2]
+//!
+//! [[group]]
+//! gid = 100
+//! nodes = [0, 1, 2]
+//! ```
+//!
+//! Groups are only ever appended: each replica's *endpoint* id is its position (the shard
+//! master's replicas first, then each group's in file order), so reordering or removing a
+//! `[[group]]` would give existing data directories to other replicas, and is refused
+//! when a node finds another group's stamp in a directory.
+//!
 //! `kv init` writes the file and *stamps* each data directory with a file naming the
 //! cluster and the node. A node that finds its stamp starts normally (a fresh stamped
 //! directory is a first start). A node whose directory has no stamp has lost its disk: it
@@ -25,6 +48,9 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use kv_replication::cluster::Layout;
+use kv_replication::shardmaster::GroupId;
+use kv_replication::types::NodeId;
 use serde::{Deserialize, Serialize};
 
 /// Name of the stamp file inside a node's data directory.
@@ -38,6 +64,31 @@ pub const CLUSTER_ID_MAX: u64 = i64::MAX as u64;
 pub fn random_cluster_id() -> u64 {
     crate::client::random_client_id().0 & CLUSTER_ID_MAX
 }
+
+/// What a replica of a sharded cluster replicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// The shard master.
+    Master,
+    /// The KV group with this id.
+    Group(u64),
+}
+
+/// One replica of a sharded cluster (see [`ClusterConfig::endpoints`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its id: its node id in the replication library's messages.
+    pub id: u32,
+    /// The node (process) that runs it.
+    pub node: u32,
+    /// What it replicates.
+    pub role: Role,
+    /// Its member index in its group.
+    pub member: usize,
+}
+
+/// The id `kv init` gives its first group; the next get the ids after it.
+pub const FIRST_GID: u64 = 100;
 
 /// Name of the cluster file `kv init` writes.
 pub const CLUSTER_FILE: &str = "cluster.toml";
@@ -112,11 +163,44 @@ pub struct NodeConfig {
     pub dir: PathBuf,
 }
 
+/// The shard master of a sharded cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterConfig {
+    /// Number of shards (`1..=16384`); fixed for the cluster's life.
+    pub shards: u32,
+    /// The nodes that hold its replicas, in member order.
+    pub nodes: Vec<u32>,
+    /// The groups the shard master starts with (joined in this order, one configuration
+    /// each, after configuration 0). Written by `kv init` and never changed: it is part
+    /// of every master replica's initial state.
+    #[serde(default)]
+    pub initial_groups: Vec<u64>,
+}
+
+/// One KV group of a sharded cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupConfig {
+    /// The group id (not 0).
+    pub gid: u64,
+    /// The nodes that hold its replicas, in member order.
+    pub nodes: Vec<u32>,
+}
+
 /// The whole cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterConfig {
     /// Distinguishes clusters, so a node never joins the wrong one or reads another's data.
     pub cluster_id: u64,
+    /// Whether RESP speaks the Redis Cluster protocol (sharded clusters only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redis_cluster: bool,
+    /// The shard master, if the cluster is sharded; without it the cluster is one
+    /// replicated group on every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<MasterConfig>,
+    /// The KV groups of a sharded cluster.
+    #[serde(default, rename = "group", skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupConfig>,
     /// The nodes, by id.
     #[serde(rename = "node")]
     pub nodes: Vec<NodeConfig>,
@@ -125,11 +209,33 @@ pub struct ClusterConfig {
     pub base: PathBuf,
 }
 
+/// How a cluster's groups are laid out over its nodes (see [`ClusterConfig::shaped`]).
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Replicas of each group and of the shard master (at most the number of nodes).
+    pub replicas: u32,
+    /// KV groups; 0 for the unsharded cluster.
+    pub groups: u32,
+    /// Shards of a sharded cluster.
+    pub shards: u32,
+    /// Speak the Redis Cluster protocol.
+    pub redis_cluster: bool,
+}
+
 /// How `kv init` lays out a local cluster.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
-    /// Number of replicas.
+    /// Number of nodes (processes).
+    pub nodes: u32,
+    /// Number of replicas of each group (and of the shard master); at most `nodes`.
     pub replicas: u32,
+    /// Number of KV groups; 0 makes the unsharded cluster: one group on every node, no
+    /// shard master.
+    pub groups: u32,
+    /// Number of shards of a sharded cluster.
+    pub shards: u32,
+    /// Speak the Redis Cluster protocol on RESP.
+    pub redis_cluster: bool,
     /// Host to bind every address on.
     pub host: std::net::IpAddr,
     /// First peer port; node i uses `peer_port + i`.
@@ -186,7 +292,70 @@ impl ClusterConfig {
                 }
             }
         }
+        self.validate_groups().map_err(invalid)
+    }
+
+    /// The sharded parts: every group names known nodes, each at most once; group ids are
+    /// distinct and not 0; the shard count is in range.
+    fn validate_groups(&self) -> std::result::Result<(), String> {
+        let n = self.nodes.len();
+        let check_nodes = |what: &str, nodes: &[u32]| -> std::result::Result<(), String> {
+            if nodes.is_empty() {
+                return Err(format!("{what} names no nodes"));
+            }
+            let mut seen = BTreeSet::new();
+            for &node in nodes {
+                if node as usize >= n {
+                    return Err(format!(
+                        "{what} names node {node}, which is not in the cluster file (its nodes are 0..{n})"
+                    ));
+                }
+                if !seen.insert(node) {
+                    return Err(format!("{what} names node {node} twice"));
+                }
+            }
+            Ok(())
+        };
+        let Some(master) = &self.master else {
+            if !self.groups.is_empty() {
+                return Err("[[group]] entries need a [master] section (the shard master)".into());
+            }
+            if self.redis_cluster {
+                return Err("redis_cluster needs a sharded cluster (a [master] section)".into());
+            }
+            return Ok(());
+        };
+        if !(1..=kv_replication::shardmaster::SHARDS_MAX).contains(&master.shards) {
+            return Err(format!(
+                "[master] shards = {}: a cluster has 1..={} shards",
+                master.shards,
+                kv_replication::shardmaster::SHARDS_MAX
+            ));
+        }
+        check_nodes("[master]", &master.nodes)?;
+        let mut gids = BTreeSet::new();
+        for group in &self.groups {
+            if group.gid == 0 {
+                return Err("group id 0 is reserved (it means \"no group\")".into());
+            }
+            if !gids.insert(group.gid) {
+                return Err(format!("group {} is listed twice", group.gid));
+            }
+            check_nodes(&format!("group {}", group.gid), &group.nodes)?;
+        }
+        for gid in &master.initial_groups {
+            if !gids.contains(gid) {
+                return Err(format!(
+                    "[master] initial_groups names group {gid}, which has no [[group]] entry"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the cluster is sharded (has a shard master).
+    pub fn is_sharded(&self) -> bool {
+        self.master.is_some()
     }
 
     /// Writes the cluster file.
@@ -206,6 +375,71 @@ impl ClusterConfig {
     /// A node's entry.
     pub fn node(&self, id: u32) -> Option<&NodeConfig> {
         self.nodes.get(id as usize)
+    }
+
+    /// Every replica of a sharded cluster as an endpoint: the shard master's replicas first,
+    /// then each group's, in file and member order (empty if the cluster is not sharded).
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let mut out = Vec::new();
+        let mut add = |role: Role, nodes: &[u32]| {
+            for (member, &node) in nodes.iter().enumerate() {
+                out.push(Endpoint {
+                    id: out.len() as u32,
+                    node,
+                    role,
+                    member,
+                });
+            }
+        };
+        if let Some(master) = &self.master {
+            add(Role::Master, &master.nodes);
+        }
+        for group in &self.groups {
+            add(Role::Group(group.gid), &group.nodes);
+        }
+        out
+    }
+
+    /// The servers of group `gid` as configurations name them (its endpoints).
+    pub fn servers(&self, gid: u64) -> Vec<String> {
+        self.endpoints()
+            .iter()
+            .filter(|e| e.role == Role::Group(gid))
+            .map(|e| kv_replication::cluster::server_name(NodeId(e.id)))
+            .collect()
+    }
+
+    /// The endpoints as the replication library's [`Layout`] numbers them.
+    pub fn endpoint_layout(&self) -> Layout {
+        let endpoints = self.endpoints();
+        let of = |role: Role| -> Vec<NodeId> {
+            endpoints
+                .iter()
+                .filter(|e| e.role == role)
+                .map(|e| NodeId(e.id))
+                .collect()
+        };
+        Layout {
+            masters: of(Role::Master),
+            groups: self
+                .groups
+                .iter()
+                .map(|g| (GroupId(g.gid), of(Role::Group(g.gid))))
+                .collect(),
+        }
+    }
+
+    /// The data directory of an endpoint: a directory of its node's.
+    pub fn endpoint_dir(&self, endpoint: &Endpoint) -> PathBuf {
+        self.data_dir(endpoint.node).join(match endpoint.role {
+            Role::Master => "master".to_string(),
+            Role::Group(gid) => format!("group-{gid}"),
+        })
+    }
+
+    /// The shard count of a sharded cluster.
+    pub fn shards(&self) -> Option<u32> {
+        self.master.as_ref().map(|m| m.shards)
     }
 
     /// A node's data directory, resolved against the cluster file's directory.
@@ -251,6 +485,17 @@ impl ClusterConfig {
         if options.replicas == 0 {
             return Err(invalid("a cluster needs at least one replica".into()));
         }
+        let nodes_count = if options.groups == 0 {
+            options.replicas
+        } else {
+            options.nodes
+        };
+        if options.groups > 0 && options.replicas > options.nodes {
+            return Err(invalid(format!(
+                "{} replicas per group need at least as many nodes (there are {})",
+                options.replicas, options.nodes
+            )));
+        }
         let port = |base: u16, i: u32| -> Result<u16> {
             u16::try_from(i)
                 .ok()
@@ -258,7 +503,7 @@ impl ClusterConfig {
                 .ok_or_else(|| invalid(format!("port {base} + {i} is out of range")))
         };
         let mut nodes = Vec::new();
-        for i in 0..options.replicas {
+        for i in 0..nodes_count {
             nodes.push(NodeConfig {
                 id: i,
                 peer: SocketAddr::new(options.host, port(options.peer_port, i)?),
@@ -267,25 +512,88 @@ impl ClusterConfig {
                 dir: PathBuf::from(format!("node-{i}")),
             });
         }
-        let config = ClusterConfig {
-            cluster_id: options.cluster_id,
+        let config = ClusterConfig::shaped(
+            options.cluster_id,
             nodes,
-            base: dir.to_path_buf(),
-        };
+            dir,
+            &Shape {
+                replicas: options.replicas,
+                groups: options.groups,
+                shards: options.shards,
+                redis_cluster: options.redis_cluster,
+            },
+        );
         config.validate(dir)?;
         Ok(config)
+    }
+
+    /// A cluster of `nodes` with groups placed as `shape` says (unsharded if it has no
+    /// groups): each group and the shard master on `replicas` nodes, member order rotating
+    /// from group to group so that the groups' first members (and so, usually, their
+    /// first leaders) are spread over the nodes; every group joined from the start.
+    pub fn shaped(
+        cluster_id: u64,
+        nodes: Vec<NodeConfig>,
+        base: &Path,
+        shape: &Shape,
+    ) -> ClusterConfig {
+        let count = nodes.len() as u32;
+        let members = |first: u32| -> Vec<u32> {
+            (0..shape.replicas.min(count))
+                .map(|j| (first + j) % count.max(1))
+                .collect()
+        };
+        let (master, groups) = if shape.groups == 0 {
+            (None, Vec::new())
+        } else {
+            let groups: Vec<GroupConfig> = (0..shape.groups)
+                .map(|g| GroupConfig {
+                    gid: FIRST_GID + u64::from(g),
+                    nodes: members(g % count.max(1)),
+                })
+                .collect();
+            let master = MasterConfig {
+                shards: shape.shards,
+                nodes: members(0),
+                initial_groups: groups.iter().map(|g| g.gid).collect(),
+            };
+            (Some(master), groups)
+        };
+        ClusterConfig {
+            cluster_id,
+            redis_cluster: shape.redis_cluster && shape.groups > 0,
+            master,
+            groups,
+            nodes,
+            base: base.to_path_buf(),
+        }
+    }
+
+    /// Every directory a new cluster stamps, with the id its stamp names: each node's,
+    /// then each endpoint's.
+    pub fn stamped_dirs(&self) -> Vec<(PathBuf, u32)> {
+        let mut dirs: Vec<(PathBuf, u32)> = self
+            .nodes
+            .iter()
+            .map(|n| (self.data_dir(n.id), n.id))
+            .collect();
+        dirs.extend(
+            self.endpoints()
+                .iter()
+                .map(|e| (self.endpoint_dir(e), e.id)),
+        );
+        dirs
     }
 
     /// Creates the directories, stamps and cluster file of a checked layout, noting each
     /// thing it creates in `created`.
     fn create(&self, dir: &Path, created: &mut Created) -> Result<()> {
         created.dir_all(dir)?;
-        for node in &self.nodes {
-            let data = self.data_dir(node.id);
+        for (data, id) in self.stamped_dirs() {
             created.dir_all(&data)?;
             created.file(data.join(STAMP_TEMP_FILE));
             created.file(data.join(STAMP_FILE));
-            write_stamp(&data, self.cluster_id, node.id)?;
+            write_stamp(&data, self.cluster_id, id)?;
         }
         let path = dir.join(CLUSTER_FILE);
         created.file(path.clone());
@@ -417,7 +725,11 @@ mod tests {
 
     fn options() -> InitOptions {
         InitOptions {
+            nodes: 3,
             replicas: 3,
+            groups: 0,
+            shards: 16,
+            redis_cluster: false,
             host: "127.0.0.1".parse().unwrap(),
             peer_port: 17000,
             resp_port: 16380,

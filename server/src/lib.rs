@@ -14,5 +14,6 @@ pub mod redis;
 pub mod replica;
 pub mod resp;
 pub mod run;
+pub mod sharded;
 pub mod transport;
 pub mod wire;

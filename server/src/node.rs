@@ -101,8 +101,9 @@ impl Default for DriverOptions {
     }
 }
 
-/// An input to the core task.
-pub enum Input<M> {
+/// An input to the core task: a peer's message of type `M`, or a client's request of
+/// type `Q` answered with an `R` (the native protocol's by default).
+pub enum Input<M, Q = Request, R = Reply> {
     /// A peer's message.
     Peer {
         /// Sender.
@@ -113,9 +114,9 @@ pub enum Input<M> {
     /// A client request and where to send the reply.
     Client {
         /// The request.
-        request: Request,
+        request: Q,
         /// Completed once the reply is durable and applied.
-        reply: oneshot::Sender<ClientReply>,
+        reply: oneshot::Sender<ClientReply<R>>,
     },
     /// Status query.
     Status(oneshot::Sender<Status>),
@@ -180,28 +181,43 @@ pub trait PeerSender<M>: Send + 'static {
     fn send(&self, to: NodeId, msg: M) -> bool;
 }
 
-/// A core the production driver serves: a [`Node`] taking the native protocol's requests
-/// and giving its replies, whose messages travel the wire. Every such node is one.
+/// A core the production driver serves: a [`Node`] whose messages travel the wire and
+/// whose requests and replies cross tasks. Every such node is one.
 pub trait Core:
-    Node<Request = Request, Reply = Reply, Msg = <Self as Core>::Wire, Event = <Self as Core>::Up>
-    + Send
+    Node<
+        Request = <Self as Core>::Asked,
+        Reply = <Self as Core>::Answered,
+        Msg = <Self as Core>::Wire,
+        Event = <Self as Core>::Up,
+    > + Send
     + 'static
 {
     /// The node's messages, as they travel between nodes.
     type Wire: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static;
     /// The node's events.
     type Up: Clone + Debug + Send + 'static;
+    /// Its clients' requests.
+    type Asked: Send + 'static;
+    /// Its replies.
+    type Answered: Send + 'static;
 }
 
 impl<C> Core for C
 where
-    C: Node<Request = Request, Reply = Reply> + Send + 'static,
+    C: Node + Send + 'static,
     C::Msg: Serialize + DeserializeOwned + Send + Sync + 'static,
     C::Event: Send + 'static,
+    C::Request: Send + 'static,
+    C::Reply: Send + 'static,
 {
     type Wire = C::Msg;
     type Up = C::Event;
+    type Asked = C::Request;
+    type Answered = C::Reply;
 }
+
+/// The inputs of core `C`.
+pub type CoreInput<C> = Input<<C as Node>::Msg, <C as Node>::Request, <C as Node>::Reply>;
 
 /// Runs `core` until `shutdown` flips to true or the store fails. Returns the reason it
 /// stopped with an error, if it did.
@@ -209,7 +225,7 @@ pub async fn run_core<C, P>(
     mut core: C,
     store: Store,
     peers: P,
-    mut inputs: mpsc::Receiver<Input<C::Msg>>,
+    mut inputs: mpsc::Receiver<CoreInput<C>>,
     mut shutdown: watch::Receiver<bool>,
     options: DriverOptions,
     on_ready: Option<Box<dyn FnOnce() + Send>>,
@@ -234,7 +250,7 @@ where
     // later appends are synced): the pipeline releases in step order regardless.
     let mut pipeline: Pipeline<C::Msg, C::Event> = Pipeline::new();
     let mut next_tag = 0u64;
-    let mut waiting: BTreeMap<u64, oneshot::Sender<ClientReply>> = BTreeMap::new();
+    let mut waiting: BTreeMap<u64, oneshot::Sender<ClientReply<C::Reply>>> = BTreeMap::new();
     let mut dropped = 0u64;
     let mut on_ready = on_ready;
     let mut ready_at: Option<u64> = None;
@@ -359,8 +375,8 @@ where
 
 /// Answers every input with the storage failure for [`STORAGE_FAILED_LINGER`] (or until
 /// shutdown), so clients read an error instead of a closed connection.
-async fn refuse_inputs<M>(
-    inputs: &mut mpsc::Receiver<Input<M>>,
+async fn refuse_inputs<M, Q, R>(
+    inputs: &mut mpsc::Receiver<Input<M, Q, R>>,
     shutdown: &mut watch::Receiver<bool>,
     reason: &str,
 ) {

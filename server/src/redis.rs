@@ -359,11 +359,25 @@ impl ClientIds {
     }
 }
 
-/// Serves RESP on `listener` until shutdown, sending requests to the local core; at most
-/// `connections_max` connections at once.
-pub async fn serve<M: Send + 'static>(
+/// Where a RESP connection's batches go: the unsharded node's core ([`GroupStore`]), or a
+/// sharded cluster's groups (`crate::sharded`). One per connection, made for its client id.
+pub trait Store: Send + Sync + 'static {
+    /// Runs one batch of operations, at most once (retrying it as the same request until
+    /// [`RETRY_DEADLINE`]); a batch of one op is answered with the op's reply, a longer one
+    /// with [`Reply::Batch`].
+    fn run(
+        &mut self,
+        batch: Batch,
+    ) -> impl std::future::Future<Output = Result<Reply, Failure>> + Send;
+    /// The node's status (INFO, DBSIZE).
+    fn status(&self) -> impl std::future::Future<Output = Option<crate::node::Status>> + Send;
+}
+
+/// Serves RESP on `listener` until shutdown, sending each connection's batches to the
+/// store `store` makes for it; at most `connections_max` connections at once.
+pub async fn serve<S: Store>(
     listener: TcpListener,
-    inputs: mpsc::Sender<Input<M>>,
+    store: impl Fn(ClientId) -> S + Send + Sync + 'static,
     shutdown: watch::Receiver<bool>,
     connections_max: usize,
 ) {
@@ -377,11 +391,9 @@ pub async fn serve<M: Send + 'static>(
     while let Some(admitted) = gate.accept(&listener, &mut stop).await {
         let (number, client) = ids.fresh();
         let session = Session {
-            client,
             number,
-            seq: 0,
             protocol: Protocol::Resp2,
-            inputs: inputs.clone(),
+            store: store(client),
             connected: connected.clone(),
         };
         let shutdown = shutdown.clone();
@@ -398,7 +410,7 @@ pub async fn serve<M: Send + 'static>(
 
 /// Why a command got no result from the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Failure {
+pub enum Failure {
     /// The node is shutting down.
     Stopping,
     /// The replica kept giving up on the request until [`RETRY_DEADLINE`].
@@ -408,6 +420,17 @@ enum Failure {
 }
 
 impl Failure {
+    /// What went wrong, in words.
+    pub fn message(&self) -> String {
+        match self {
+            Failure::Stopping => "the node is stopping".into(),
+            Failure::Unavailable(why) => why.clone(),
+            Failure::StorageFailed(why) => {
+                format!("a node cannot write to its data directory: {why}")
+            }
+        }
+    }
+
     /// The error reply a Redis client gets.
     fn to_frame(&self) -> Frame {
         Frame::Error(match self {
@@ -421,19 +444,35 @@ impl Failure {
     }
 }
 
-/// One connection's client identity and its way to the core.
-struct Session<M> {
-    client: ClientId,
+/// One connection's identity and its store.
+struct Session<S> {
     /// The connection's number (`HELLO`'s `id`).
     number: u64,
-    seq: u64,
     protocol: Protocol,
-    inputs: mpsc::Sender<Input<M>>,
+    store: S,
     /// Open RESP connections (INFO's `connected_clients`).
     connected: crate::limits::Counter,
 }
 
-impl<M: Send + 'static> Session<M> {
+/// The unsharded node's store: its one core, as one client for at-most-once purposes.
+pub struct GroupStore<M> {
+    client: ClientId,
+    seq: u64,
+    inputs: mpsc::Sender<Input<M>>,
+}
+
+impl<M> GroupStore<M> {
+    /// The store of client `client` of the core fed by `inputs`.
+    pub fn new(client: ClientId, inputs: mpsc::Sender<Input<M>>) -> GroupStore<M> {
+        GroupStore {
+            client,
+            seq: 0,
+            inputs,
+        }
+    }
+}
+
+impl<M: Send + 'static> Store for GroupStore<M> {
     /// Runs one batch of operations through the replicated log, as one request. If the
     /// replica gives up on it (it is rebuilding, or overloaded), the same request — same
     /// sequence number, so at most once — is sent again with capped backoff; a Redis client
@@ -609,9 +648,9 @@ struct Pending {
 
 /// One RESP connection: its socket, its session, its buffers, and the store commands it
 /// has read but not yet run.
-struct Connection<M> {
+struct Connection<S> {
     stream: TcpStream,
-    session: Session<M>,
+    session: Session<S>,
     input: BytesMut,
     output: Output,
     pending: Pending,
@@ -619,8 +658,8 @@ struct Connection<M> {
     maybe_more: bool,
 }
 
-impl<M: Send + 'static> Connection<M> {
-    fn new(stream: TcpStream, session: Session<M>, limits: OutputLimits) -> Connection<M> {
+impl<S: Store> Connection<S> {
+    fn new(stream: TcpStream, session: Session<S>, limits: OutputLimits) -> Connection<S> {
         let _ = stream.set_nodelay(true);
         Connection {
             stream,
@@ -822,7 +861,7 @@ impl<M: Send + 'static> Connection<M> {
             return Ok(());
         };
         let ops = batch.len();
-        let replies: Vec<Result<Reply, Frame>> = match self.session.run(batch.clone()).await {
+        let replies: Vec<Result<Reply, Frame>> = match self.session.store.run(batch.clone()).await {
             Ok(reply) => match batch.split_reply(reply) {
                 Ok(replies) => replies.into_iter().map(Ok).collect(),
                 Err(other) => vec![Err(Frame::Error(unexpected(other))); ops],
@@ -863,7 +902,7 @@ impl<M: Send + 'static> Connection<M> {
             Command::Select(db) if &db[..] == b"0" => Frame::Simple("OK".into()),
             Command::Select(_) => Frame::Error("ERR DB index is out of range".into()),
             Command::DbSize => {
-                let status = session.status().await.unwrap_or_default();
+                let status = session.store.status().await.unwrap_or_default();
                 let keys = status
                     .core
                     .iter()
@@ -910,8 +949,8 @@ fn hello(protocol: Protocol, connection: u64) -> Frame {
 }
 
 /// INFO's reply.
-async fn info<M: Send + 'static>(session: &Session<M>) -> Frame {
-    let status = session.status().await.unwrap_or_default();
+async fn info<S: Store>(session: &Session<S>) -> Frame {
+    let status = session.store.status().await.unwrap_or_default();
     let mut text = String::from("# Server\r\nredis_version:7.0.0\r\nkv_version:");
     text.push_str(env!("CARGO_PKG_VERSION"));
     text.push_str("\r\nredis_mode:standalone\r\n\r\n# Clients\r\n");

@@ -31,20 +31,7 @@ pub async fn run_with(
         config,
         id,
         move |start: Start| {
-            let mut replica_config = ReplicaConfig::new(NodeId(start.id), start.peers);
-            // Send each decision at once rather than on the next accept or tick: followers
-            // answer their own clients only once they learn the decision, so waiting for
-            // the next tick would cap every follower-attached client at one op per tick.
-            replica_config.paxos.piggyback_commits = false;
-            // Size waits for large messages by what three nodes sharing a disk achieve, not
-            // by the library's default of 64 MiB/s: measured on real processes here, a
-            // 16 MiB accept round (send, fsync on three nodes, snapshots competing) took up
-            // to a second, so 16 MiB values were resent before the first copy was
-            // acknowledged — several copies queued behind each other — and a follower
-            // waiting behind them stopped hearing the leader and deposed it
-            // (tests/large_values.rs: 1–2 leader changes in 50 SETs at 64 MiB/s; none and
-            // no resent accept at 16 MiB/s).
-            replica_config.paxos.transfer_bytes_per_sec = 16 << 20;
+            let replica_config = tuned(NodeId(start.id), start.peers);
             Replica::recover(
                 replica_config,
                 KvState::new(),
@@ -61,8 +48,28 @@ pub async fn run_with(
     .await
 }
 
+/// The replica configuration every node of a real cluster runs with: the library's
+/// defaults, tuned for real processes sharing a disk.
+pub fn tuned(me: NodeId, peers: usize) -> ReplicaConfig {
+    let mut replica_config = ReplicaConfig::new(me, peers);
+    // Send each decision at once rather than on the next accept or tick: followers
+    // answer their own clients only once they learn the decision, so waiting for
+    // the next tick would cap every follower-attached client at one op per tick.
+    replica_config.paxos.piggyback_commits = false;
+    // Size waits for large messages by what three nodes sharing a disk achieve, not
+    // by the library's default of 64 MiB/s: measured on real processes here, a
+    // 16 MiB accept round (send, fsync on three nodes, snapshots competing) took up
+    // to a second, so 16 MiB values were resent before the first copy was
+    // acknowledged — several copies queued behind each other — and a follower
+    // waiting behind them stopped hearing the leader and deposed it
+    // (tests/large_values.rs: 1–2 leader changes in 50 SETs at 64 MiB/s; none and
+    // no resent accept at 16 MiB/s).
+    replica_config.paxos.transfer_bytes_per_sec = 16 << 20;
+    replica_config
+}
+
 /// A per-boot seed for the core's randomness (backoff jitter): distinct per node and boot.
-fn kv_engine_seed(cluster_id: u64, id: u32) -> u64 {
+pub fn kv_engine_seed(cluster_id: u64, id: u32) -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)

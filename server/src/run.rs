@@ -57,7 +57,7 @@ impl Default for NodeOptions {
 
 /// Logs what opening the store had to skip or repair: each a warning, since each means
 /// the disk held something other than what the node last wrote durably.
-fn log_recovery(id: u32, report: &RecoveryReport) {
+pub fn log_recovery(id: u32, report: &RecoveryReport) {
     for skipped in &report.skipped_snapshots {
         tracing::warn!(node = id, error = %skipped, "skipped an invalid snapshot; recovering from an older one");
     }
@@ -76,22 +76,29 @@ fn log_recovery(id: u32, report: &RecoveryReport) {
     }
 }
 
-/// Runs node `id` of `config` until `shutdown` becomes true.
-///
-/// First raises the process's soft open-file limit to its hard limit and sizes every
-/// listener's connection cap from it (see [`crate::limits`]); a limit too low to run
-/// with is refused before anything else.
-pub async fn run_node<C, F>(
-    config: ClusterConfig,
-    id: u32,
-    make_core: F,
-    shutdown: watch::Receiver<bool>,
-    options: NodeOptions,
-) -> Result<(), String>
-where
-    C: Core,
-    F: FnOnce(Start) -> Result<C, String>,
-{
+/// A node's process resources, taken before any replica starts.
+pub struct Opened {
+    /// The node's entry.
+    pub me: crate::config::NodeConfig,
+    /// Its data directory (created if missing).
+    pub dir: std::path::PathBuf,
+    /// The directory's lock, held as long as the node runs.
+    pub lock: std::fs::File,
+    /// Connection caps.
+    pub budget: Budget,
+    /// Peers and native clients.
+    pub peer_listener: TcpListener,
+    /// RESP.
+    pub resp_listener: TcpListener,
+    /// Admin HTTP.
+    pub admin_listener: TcpListener,
+}
+
+/// Takes what node `id` needs before its replicas start, in the order that fails fastest:
+/// the open-file limit (raised to the hard limit; a limit too low to run with is refused),
+/// the data directory's lock (one process per directory: a second would run recovery,
+/// which may truncate the log's tail, under a live node), then its three ports.
+pub async fn open_node(config: &ClusterConfig, id: u32) -> Result<Opened, String> {
     let open_files = limits::raise_open_files_limit().map_err(|e| e.to_string())?;
     let budget = Budget::for_limit(open_files, config.nodes.len()).map_err(|e| e.to_string())?;
     let me = config
@@ -105,8 +112,6 @@ where
         .clone();
     let dir = config.data_dir(id);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    // One process per data directory: a second one would run recovery (which may truncate
-    // the log's tail) under a live node. The lock lives as long as the node.
     let lock_path = dir.join(LOCK_FILE);
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -126,15 +131,47 @@ where
             return Err(format!("locking {}: {e}", lock_path.display()))
         }
     }
-    // Ports next, before the store is touched: a port conflict fails fast.
     let bind = |addr| async move {
         TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))
     };
-    let peer_listener = bind(me.peer).await?;
-    let resp_listener = bind(me.resp).await?;
-    let admin_listener = bind(me.admin).await?;
+    Ok(Opened {
+        peer_listener: bind(me.peer).await?,
+        resp_listener: bind(me.resp).await?,
+        admin_listener: bind(me.admin).await?,
+        me,
+        dir,
+        lock,
+        budget,
+    })
+}
+
+/// Runs node `id` of `config` until `shutdown` becomes true.
+///
+/// First raises the process's soft open-file limit to its hard limit and sizes every
+/// listener's connection cap from it (see [`crate::limits`]); a limit too low to run
+/// with is refused before anything else.
+pub async fn run_node<C, F>(
+    config: ClusterConfig,
+    id: u32,
+    make_core: F,
+    shutdown: watch::Receiver<bool>,
+    options: NodeOptions,
+) -> Result<(), String>
+where
+    C: Core<Asked = kv_replication::kvgroup::Request, Answered = kv_engine::kv::Reply>,
+    F: FnOnce(Start) -> Result<C, String>,
+{
+    let Opened {
+        me,
+        dir,
+        lock,
+        budget,
+        peer_listener,
+        resp_listener,
+        admin_listener,
+    } = open_node(&config, id).await?;
     let stamped = config::check_stamp(&dir, config.cluster_id, id).map_err(|e| e.to_string())?;
     let (store, recovered) = Store::open(options.fs.clone(), &dir, StoreOptions::default())
         .map_err(|e| format!("opening {}: {e}", dir.display()))?;
@@ -159,15 +196,18 @@ where
     tokio::spawn(transport::serve(
         peer_listener,
         config.cluster_id,
-        config.nodes.len(),
-        inputs_tx.clone(),
-        options.driver.leader.clone(),
+        transport::CoreService {
+            inputs: inputs_tx.clone(),
+            leader: options.driver.leader.clone(),
+            nodes: config.nodes.len(),
+        },
         budget,
         shutdown.clone(),
     ));
+    let resp_inputs = inputs_tx.clone();
     tokio::spawn(redis::serve(
         resp_listener,
-        inputs_tx.clone(),
+        move |client| redis::GroupStore::new(client, resp_inputs.clone()),
         shutdown.clone(),
         budget.resp,
     ));

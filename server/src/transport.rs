@@ -21,6 +21,7 @@
 //! - Connections are capped by a [`Gate`] sized from the open-file limit (see
 //!   [`crate::limits`]), with slots kept for peers; accept errors back off.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,6 +29,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use kv_engine::kv::Reply;
+use kv_replication::kvgroup::Request;
 use kv_replication::types::NodeId;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::net::{TcpListener, TcpStream};
@@ -114,7 +117,7 @@ impl<M: Serialize + Send + 'static> PeerSender<M> for Peers<M> {
         let Some(queue) = self.queues.get(to.index()).and_then(Option::as_ref) else {
             return false;
         };
-        let queued = match wire::encode(&Frame::Peer(msg)) {
+        let queued = match wire::encode(&Frame::<M>::Peer(msg)) {
             Ok(frame) => enqueue(queue, frame),
             Err(e) => {
                 tracing::error!(peer = to.0, error = %e, "a peer message does not encode");
@@ -258,43 +261,120 @@ async fn send_frame<M: Serialize>(
     framed.send(bytes).await.map_err(|e| e.to_string())
 }
 
-/// Who an inbound connection is, and how to reach the core.
-struct Listener<M> {
-    cluster_id: u64,
-    peers: usize,
-    inputs: mpsc::Sender<Input<M>>,
-    leader: LeaderHint,
+/// What a node's listener serves: where peers' messages go and how native clients'
+/// requests are answered. The unsharded node serves its one core ([`CoreService`]); a
+/// sharded node routes among the replicas it hosts (`crate::sharded`).
+pub trait Service: Clone + Send + Sync + 'static {
+    /// What peers send (a [`Frame::Peer`]'s payload).
+    type Msg: Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// What native clients ask.
+    type Request: Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// What they are answered.
+    type Reply: Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// Number of nodes: a peer's `Hello` must name one of `0..nodes`.
+    fn nodes(&self) -> usize;
+    /// Hands a message from node `from` on; false once the node is stopping.
+    fn deliver(&self, from: NodeId, msg: Self::Msg) -> impl Future<Output = bool> + Send;
+    /// Answers a client's request, with the node believed to lead (a hint for the client).
+    fn request(
+        &self,
+        request: Self::Request,
+    ) -> impl Future<Output = (ClientReply<Self::Reply>, Option<u32>)> + Send;
+    /// The node's status as `key: value` lines.
+    fn status(&self) -> impl Future<Output = String> + Send;
 }
 
-impl<M> Clone for Listener<M> {
+/// The unsharded node's service: one core, all of whose peers are the cluster's nodes.
+pub struct CoreService<M, Q = Request, R = Reply> {
+    /// The core's inputs.
+    pub inputs: mpsc::Sender<Input<M, Q, R>>,
+    /// The core's leader hint.
+    pub leader: LeaderHint,
+    /// Number of nodes.
+    pub nodes: usize,
+}
+
+impl<M, Q, R> Clone for CoreService<M, Q, R> {
     fn clone(&self) -> Self {
-        Listener {
-            cluster_id: self.cluster_id,
-            peers: self.peers,
+        CoreService {
             inputs: self.inputs.clone(),
             leader: self.leader.clone(),
+            nodes: self.nodes,
         }
     }
 }
 
+impl<M, Q, R> CoreService<M, Q, R> {
+    /// Sends a request to the core and waits for its answer.
+    pub async fn ask(&self, request: Q) -> ClientReply<R> {
+        let (tx, rx) = oneshot::channel();
+        match self.inputs.send(Input::Client { request, reply: tx }).await {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| ClientReply::Unavailable("node stopping".into())),
+            Err(_) => ClientReply::Unavailable("node stopping".into()),
+        }
+    }
+
+    /// The core's status.
+    pub async fn core_status(&self) -> Option<crate::node::Status> {
+        let (tx, rx) = oneshot::channel();
+        self.inputs.send(Input::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+impl<M, Q, R> Service for CoreService<M, Q, R>
+where
+    M: Serialize + DeserializeOwned + Send + Sync + 'static,
+    Q: Serialize + DeserializeOwned + Send + Sync + 'static,
+    R: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    type Msg = M;
+    type Request = Q;
+    type Reply = R;
+
+    fn nodes(&self) -> usize {
+        self.nodes
+    }
+
+    async fn deliver(&self, from: NodeId, msg: M) -> bool {
+        self.inputs.send(Input::Peer { from, msg }).await.is_ok()
+    }
+
+    async fn request(&self, request: Q) -> (ClientReply<R>, Option<u32>) {
+        let reply = self.ask(request).await;
+        (reply, self.leader.get())
+    }
+
+    async fn status(&self) -> String {
+        self.core_status()
+            .await
+            .map(|s| s.render())
+            .unwrap_or_default()
+    }
+}
+
+/// Who an inbound connection is, and what it is served.
+#[derive(Clone)]
+struct Listener<S> {
+    cluster_id: u64,
+    service: S,
+}
+
 /// Accepts peer and native-client connections until shutdown, within `budget`.
-pub async fn serve<M>(
+pub async fn serve<S: Service>(
     listener: TcpListener,
     cluster_id: u64,
-    peers: usize,
-    inputs: mpsc::Sender<Input<M>>,
-    leader: LeaderHint,
+    service: S,
     budget: Budget,
     mut shutdown: watch::Receiver<bool>,
-) where
-    M: Serialize + DeserializeOwned + Send + Sync + 'static,
-{
+) {
     let mut gate = Gate::new("peer", budget.native).with_reserve(budget.peer_reserve);
     let this = Listener {
         cluster_id,
-        peers,
-        inputs,
-        leader,
+        service,
     };
     while let Some(admitted) = gate.accept(&listener, &mut shutdown).await {
         let this = this.clone();
@@ -327,7 +407,7 @@ async fn next_body(
     }
 }
 
-fn frame_name<M>(frame: &Frame<M>) -> &'static str {
+fn frame_name<M, Q, R>(frame: &Frame<M, Q, R>) -> &'static str {
     match frame {
         Frame::Hello { .. } => "Hello",
         Frame::ClientHello { .. } => "ClientHello",
@@ -339,10 +419,11 @@ fn frame_name<M>(frame: &Frame<M>) -> &'static str {
     }
 }
 
-impl<M> Listener<M>
-where
-    M: Serialize + DeserializeOwned + Send + Sync + 'static,
-{
+impl<S: Service> Listener<S> {
+    fn decode(body: &[u8]) -> Result<Frame<S::Msg, S::Request, S::Reply>, String> {
+        wire::decode(body).map_err(|e| format!("undecodable frame: {e}"))
+    }
+
     /// Serves one inbound connection: its introduction, then its role.
     async fn connection(
         &self,
@@ -356,14 +437,13 @@ where
             .await
             .map_err(|_| format!("no Hello within {HELLO_TIMEOUT:?}"))??;
         let Some(body) = first else { return Ok(()) };
-        let frame: Frame<M> = wire::decode(&body).map_err(|e| format!("undecodable frame: {e}"))?;
-        match frame {
+        match Self::decode(&body)? {
             Frame::Hello { cluster_id, node } => {
                 self.check_cluster(cluster_id)?;
-                if node as usize >= self.peers {
+                if node as usize >= self.service.nodes() {
                     return Err(format!(
                         "peer claims node id {node}, cluster has {}",
-                        self.peers
+                        self.service.nodes()
                     ));
                 }
                 framed
@@ -398,7 +478,7 @@ where
         Ok(())
     }
 
-    /// A peer's messages, to the core.
+    /// A peer's messages, to the service.
     async fn peer(
         &self,
         mut framed: Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
@@ -406,15 +486,14 @@ where
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), String> {
         while let Some(body) = next_body(&mut framed, &mut shutdown).await? {
-            let frame: Frame<M> =
-                wire::decode(&body).map_err(|e| format!("undecodable frame: {e}"))?;
+            let frame = Self::decode(&body)?;
             let Frame::Peer(msg) = frame else {
                 return Err(format!(
                     "unexpected {} frame on a peer connection",
                     frame_name(&frame)
                 ));
             };
-            if self.inputs.send(Input::Peer { from, msg }).await.is_err() {
+            if !self.service.deliver(from, msg).await {
                 return Ok(());
             }
         }
@@ -428,28 +507,12 @@ where
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), String> {
         while let Some(body) = next_body(&mut framed, &mut shutdown).await? {
-            let frame: Frame<M> =
-                wire::decode(&body).map_err(|e| format!("undecodable frame: {e}"))?;
-            let answer = match frame {
+            let answer: Frame<S::Msg, S::Request, S::Reply> = match Self::decode(&body)? {
                 Frame::Request { tag, request } => {
-                    let (tx, rx) = oneshot::channel();
-                    let reply = match self.inputs.send(Input::Client { request, reply: tx }).await {
-                        Ok(()) => rx
-                            .await
-                            .unwrap_or_else(|_| ClientReply::Unavailable("node stopping".into())),
-                        Err(_) => ClientReply::Unavailable("node stopping".into()),
-                    };
-                    let leader = self.leader.get();
-                    Frame::<M>::Reply { tag, reply, leader }
+                    let (reply, leader) = self.service.request(request).await;
+                    Frame::Reply { tag, reply, leader }
                 }
-                Frame::StatusRequest => {
-                    let (tx, rx) = oneshot::channel();
-                    let text = match self.inputs.send(Input::Status(tx)).await {
-                        Ok(()) => rx.await.map(|s| s.render()).unwrap_or_default(),
-                        Err(_) => String::new(),
-                    };
-                    Frame::<M>::Status(text)
-                }
+                Frame::StatusRequest => Frame::Status(self.service.status().await),
                 other => {
                     return Err(format!(
                         "unexpected {} frame on a client connection",
@@ -457,7 +520,8 @@ where
                     ))
                 }
             };
-            send_frame(&mut framed, &answer).await?;
+            let bytes = wire::encode(&answer).map_err(|e| e.to_string())?;
+            framed.send(bytes).await.map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -484,13 +548,15 @@ mod tests {
     use crate::limits::Admitted;
     use tokio::io::AsyncWriteExt;
 
-    fn listener() -> (Listener<()>, mpsc::Receiver<Input<()>>) {
+    fn listener() -> (Listener<CoreService<()>>, mpsc::Receiver<Input<()>>) {
         let (inputs, rx) = mpsc::channel(16);
         let this = Listener {
             cluster_id: 5,
-            peers: 3,
-            inputs,
-            leader: LeaderHint::default(),
+            service: CoreService {
+                inputs,
+                leader: LeaderHint::default(),
+                nodes: 3,
+            },
         };
         (this, rx)
     }
@@ -542,7 +608,9 @@ mod tests {
         let peers: Peers<Vec<u8>> =
             connect_peers(5, 0, &two_nodes(silent.local_addr().unwrap()), shutdown);
         let message = vec![7u8; 1 << 20];
-        let frame_bytes = wire::encode(&Frame::Peer(message.clone())).unwrap().len();
+        let frame_bytes = wire::encode(&Frame::<_>::Peer(message.clone()))
+            .unwrap()
+            .len();
         // Far fewer messages than the count bound, far more bytes than the byte bound; no
         // await between sends, so the outbound task takes none of them meanwhile.
         let offered = 300;
@@ -571,7 +639,7 @@ mod tests {
                     .await
                     .expect("a frame")
                     .expect("a whole frame");
-                match wire::decode::<Vec<u8>>(&body).unwrap() {
+                match wire::decode::<Vec<u8>, Request, Reply>(&body).unwrap() {
                     Frame::Hello { .. } => {}
                     Frame::Peer(m) => {
                         assert_eq!(m, vec![received as u8; 1 << 20], "in order");

@@ -27,9 +27,10 @@ pub const CLIENT_FRAME_BYTES_MAX: usize = 2 * VALUE_BYTES_MAX + (64 << 10);
 /// Largest frame from a connection that has not yet said who it is.
 pub const HELLO_FRAME_BYTES_MAX: usize = 4 << 10;
 
-/// One frame of the native protocol. `M` is the replicas' peer message type.
+/// One frame of the native protocol. `M` is the replicas' peer message type, `Q` a
+/// client's request and `R` its reply (the unsharded group's by default).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Frame<M> {
+pub enum Frame<M, Q = Request, R = Reply> {
     /// First frame of a peer connection: who is calling, from which cluster.
     Hello {
         /// Cluster id (from the cluster file); a mismatch closes the connection.
@@ -44,14 +45,14 @@ pub enum Frame<M> {
         /// Chosen by the client; echoed.
         tag: u64,
         /// The operation, with the client's id and sequence number.
-        request: Request,
+        request: Q,
     },
     /// The answer to a request.
     Reply {
         /// The request's tag.
         tag: u64,
         /// The result.
-        reply: ClientReply,
+        reply: ClientReply<R>,
         /// The node the answering node believes leads (clients may send there directly).
         leader: Option<u32>,
     },
@@ -69,9 +70,9 @@ pub enum Frame<M> {
 
 /// What a client gets back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClientReply {
+pub enum ClientReply<R = Reply> {
     /// The request was applied (or had been: at-most-once) with this result.
-    Done(Reply),
+    Done(R),
     /// The node cannot serve now (e.g. shutting down or overloaded); retry, possibly
     /// elsewhere, with the same sequence number.
     Unavailable(String),
@@ -93,12 +94,16 @@ pub fn codec_within(frame_bytes_max: usize) -> LengthDelimitedCodec {
 }
 
 /// Encodes a frame body.
-pub fn encode<M: Serialize>(frame: &Frame<M>) -> Result<Bytes, postcard::Error> {
+pub fn encode<M: Serialize, Q: Serialize, R: Serialize>(
+    frame: &Frame<M, Q, R>,
+) -> Result<Bytes, postcard::Error> {
     postcard::to_stdvec(frame).map(Bytes::from)
 }
 
 /// Decodes a frame body.
-pub fn decode<M: DeserializeOwned>(body: &[u8]) -> Result<Frame<M>, postcard::Error> {
+pub fn decode<M: DeserializeOwned, Q: DeserializeOwned, R: DeserializeOwned>(
+    body: &[u8],
+) -> Result<Frame<M, Q, R>, postcard::Error> {
     postcard::from_bytes(body)
 }
 
@@ -123,7 +128,7 @@ mod tests {
             },
         };
         let bytes = encode(&frame).unwrap();
-        match decode::<u32>(&bytes).unwrap() {
+        match decode::<u32, Request, Reply>(&bytes).unwrap() {
             Frame::Request { tag, request } => {
                 assert_eq!(tag, 9);
                 assert_eq!(request.seq, 4);
@@ -138,8 +143,8 @@ mod tests {
             let bytes: Vec<u8> = (0..(seed % 40))
                 .map(|i| (seed.wrapping_mul(2654435761).wrapping_add(i * 97) >> 7) as u8)
                 .collect();
-            let _ = decode::<Vec<u8>>(&bytes);
+            let _ = decode::<Vec<u8>, Request, Reply>(&bytes);
         }
-        assert!(decode::<u32>(&[0xff, 0xff, 0xff]).is_err());
+        assert!(decode::<u32, Request, Reply>(&[0xff, 0xff, 0xff]).is_err());
     }
 }

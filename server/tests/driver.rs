@@ -106,6 +106,9 @@ fn port() -> SocketAddr {
 fn cluster(dir: &std::path::Path) -> ClusterConfig {
     let config = ClusterConfig {
         cluster_id: 99,
+        redis_cluster: false,
+        master: None,
+        groups: Vec::new(),
         nodes: vec![NodeConfig {
             id: 0,
             peer: port(),
@@ -566,7 +569,8 @@ fn clients_of_a_node_whose_disk_fails_get_errors_not_closed_connections() {
     native.read_exact(&mut len).unwrap();
     let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
     native.read_exact(&mut body).unwrap();
-    match wire::decode::<()>(&body).unwrap() {
+    match wire::decode::<(), kv_replication::kvgroup::Request, kv_engine::kv::Reply>(&body).unwrap()
+    {
         Frame::Reply {
             tag: 1,
             reply: ClientReply::StorageFailed(why),

@@ -26,6 +26,9 @@ fn port() -> SocketAddr {
 fn one_node_cluster(dir: &Path) -> ClusterConfig {
     let config = ClusterConfig {
         cluster_id: 77,
+        redis_cluster: false,
+        master: None,
+        groups: Vec::new(),
         nodes: vec![NodeConfig {
             id: 0,
             peer: port(),

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kv_server::client::{Client, ClientOptions};
+pub use kv_server::config::Shape;
 use kv_server::config::{self, ClusterConfig, NodeConfig, CLUSTER_FILE};
 
 /// Generous bound for a cluster to become ready (hang guard only).
@@ -45,6 +46,26 @@ impl Cluster {
     /// [`Cluster::start`], with every node process (also on restarts) adjusted by
     /// `configure` before it is spawned.
     pub fn start_with(n: u32, configure: Configure) -> Cluster {
+        Cluster::start_shaped(
+            n,
+            Shape {
+                replicas: n,
+                groups: 0,
+                shards: 1,
+                redis_cluster: false,
+            },
+            configure,
+        )
+    }
+
+    /// Lays out and starts a sharded cluster of `n` nodes shaped by `shape` (every group
+    /// joined from the start), and waits until every replica of every node is ready.
+    pub fn start_sharded(n: u32, shape: Shape) -> Cluster {
+        Cluster::start_shaped(n, shape, Box::new(|_, _| {}))
+    }
+
+    /// [`Cluster::start_with`] for any shape.
+    pub fn start_shaped(n: u32, shape: Shape, configure: Configure) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         // Hold every listener until all ports are chosen, so no two are the same.
         let held: Vec<TcpListener> = (0..3 * n).map(|_| free_listener()).collect();
@@ -59,16 +80,16 @@ impl Cluster {
             })
             .collect();
         drop(held);
-        let mut config = ClusterConfig {
-            cluster_id: 0x6b76_7465_7374 ^ u64::from(std::process::id()),
+        let mut config = ClusterConfig::shaped(
+            0x6b76_7465_7374 ^ u64::from(std::process::id()),
             nodes,
-            base: dir.path().to_path_buf(),
-        };
+            dir.path(),
+            &shape,
+        );
         let path = dir.path().join(CLUSTER_FILE);
         config.save(&path).expect("write cluster file");
         config = ClusterConfig::load(&path).expect("reload cluster file");
-        for id in 0..n {
-            let data = config.data_dir(id);
+        for (data, id) in config.stamped_dirs() {
             std::fs::create_dir_all(&data).expect("data dir");
             config::write_stamp(&data, config.cluster_id, id).expect("stamp");
         }
@@ -293,7 +314,14 @@ impl Cluster {
         let started = Instant::now();
         loop {
             if let Some(text) = self.status(id) {
-                if text.lines().any(|l| l.trim() == "ready: true") {
+                // A sharded node reports each replica it hosts: all must be ready.
+                let ready = text.lines().filter(|l| l.trim().starts_with("ready: "));
+                let (mut any, mut all) = (false, true);
+                for line in ready {
+                    any = true;
+                    all &= line.trim() == "ready: true";
+                }
+                if any && all {
                     return;
                 }
             }

@@ -31,7 +31,7 @@ impl Shaped<Reply> for Command {
 /// checker's memo hashes a state in O(1) (equality still compares every configuration).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Configs<const SHARDS: u32> {
-    machine: ShardMaster<SHARDS>,
+    machine: ShardMaster,
     chain: u64,
 }
 
@@ -57,7 +57,7 @@ impl<const SHARDS: u32> Model for ShardMasterModel<SHARDS> {
 
     fn init(&self) -> Configs<SHARDS> {
         Configs {
-            machine: ShardMaster::new(),
+            machine: ShardMaster::new(SHARDS),
             chain: 0,
         }
     }
@@ -118,7 +118,7 @@ mod tests {
 
     /// What the machine would answer after `commands`, for building histories.
     fn config_after(commands: &[Command]) -> Reply {
-        let mut m: ShardMaster = ShardMaster::new();
+        let mut m = ShardMaster::default();
         for c in commands {
             m.execute(c);
         }

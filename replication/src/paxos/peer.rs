@@ -1298,9 +1298,11 @@ impl Paxos {
             self.send(out, from, Body::Learned { commits });
             return;
         }
-        if self.prepared_from.is_some() || self.campaign.is_some() {
-            self.add_proposal(now, seq, value, out);
-        }
+        // Leading or not, take it on: a peer that forwards here believes this one leads
+        // (perhaps from before a restart that lost phase 1); dropping the value would leave
+        // it forwarding here for as long as this peer shows signs of life. Not leading, the
+        // proposal goes on to whoever this peer believes leads, or starts a campaign.
+        self.add_proposal(now, seq, value, out);
     }
 
     // ---------------------------------------------------------------------------------

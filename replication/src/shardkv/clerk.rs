@@ -131,6 +131,14 @@ impl ShardClerk {
         Some(self.route())
     }
 
+    /// Gives up on the outstanding request (its caller stopped waiting). It may still be
+    /// executed, once at most; the next request has a higher sequence number, so after
+    /// that one nothing older can execute.
+    pub fn abandon(&mut self) {
+        self.outstanding = None;
+        self.tried = 0;
+    }
+
     /// Where the outstanding request goes now.
     fn route(&mut self) -> Step {
         let Some(request) = self.outstanding.clone() else {

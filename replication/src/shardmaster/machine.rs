@@ -146,30 +146,37 @@ mod shared_config {
     }
 }
 
-/// The list of configurations of a cluster of `SHARDS` shards. Cloning is O(1) (a
-/// persistent vector of shared configurations). See the module docs.
+/// The list of configurations of a cluster of a fixed number of shards. Cloning is O(1)
+/// (a persistent vector of shared configurations). See the module docs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ShardMaster<const SHARDS: u32 = LAB_SHARDS> {
+pub struct ShardMaster {
+    /// The number of shards (`1..=SHARDS_MAX`), fixed for the cluster's life.
+    shards: u32,
     configs: Vector<Arc<Config>>,
     /// Sum of [`Config::encoded_bytes`] over `configs`.
     bytes: u64,
 }
 
-impl<const SHARDS: u32> Default for ShardMaster<SHARDS> {
+impl Default for ShardMaster {
+    /// The lab's: [`LAB_SHARDS`] shards.
     fn default() -> Self {
-        ShardMaster::new()
+        ShardMaster::new(LAB_SHARDS)
     }
 }
 
-impl<const SHARDS: u32> ShardMaster<SHARDS> {
-    /// Refuses, at compile time, a shard count outside `1..=SHARDS_MAX`.
-    const COUNT_IS_VALID: () = assert!(SHARDS >= 1 && SHARDS <= SHARDS_MAX);
-
-    /// Configuration 0 only.
-    pub fn new() -> ShardMaster<SHARDS> {
-        let () = Self::COUNT_IS_VALID;
-        let first = Config::initial(SHARDS);
+impl ShardMaster {
+    /// Configuration 0 only, of `shards` shards.
+    ///
+    /// # Panics
+    /// If `shards` is outside `1..=SHARDS_MAX` (callers validate what users give).
+    pub fn new(shards: u32) -> ShardMaster {
+        assert!(
+            (1..=SHARDS_MAX).contains(&shards),
+            "a shard master has 1..={SHARDS_MAX} shards, not {shards}"
+        );
+        let first = Config::initial(shards);
         ShardMaster {
+            shards,
             bytes: first.encoded_bytes() as u64,
             configs: Vector::unit(Arc::new(first)),
         }
@@ -177,7 +184,7 @@ impl<const SHARDS: u32> ShardMaster<SHARDS> {
 
     /// The number of shards.
     pub fn shard_count(&self) -> u32 {
-        SHARDS
+        self.shards
     }
 
     /// The latest configuration.
@@ -255,7 +262,7 @@ impl<const SHARDS: u32> ShardMaster<SHARDS> {
 
     fn push(&mut self, config: Config) -> Reply {
         debug_assert_eq!(config.num().index(), self.configs.len());
-        debug_assert_eq!(config.validate(SHARDS), Ok(()));
+        debug_assert_eq!(config.validate(self.shards), Ok(()));
         let num = config.num();
         self.bytes += config.encoded_bytes() as u64;
         self.configs.push_back(Arc::new(config));
@@ -299,11 +306,11 @@ enum PieceIn {
     Configs(Vec<Config>),
 }
 
-impl<const SHARDS: u32> StateMachine for ShardMaster<SHARDS> {
+impl StateMachine for ShardMaster {
     type Command = Command;
     type Reply = Reply;
     type Cursor = ConfigNum;
-    type Builder = ShardMasterBuilder<SHARDS>;
+    type Builder = ShardMasterBuilder;
 
     fn apply(&mut self, command: &Command, _context: &mut Context<'_, Reply>) -> Reply {
         self.execute(command)
@@ -336,7 +343,7 @@ impl<const SHARDS: u32> StateMachine for ShardMaster<SHARDS> {
             None => (
                 PieceOut::Header {
                     version: IMAGE_VERSION,
-                    shards: SHARDS,
+                    shards: self.shards,
                     configs: self.configs.len() as u64,
                 },
                 Some(ConfigNum::ZERO),
@@ -362,7 +369,7 @@ impl<const SHARDS: u32> StateMachine for ShardMaster<SHARDS> {
         next
     }
 
-    fn builder() -> ShardMasterBuilder<SHARDS> {
+    fn builder() -> ShardMasterBuilder {
         ShardMasterBuilder::default()
     }
 
@@ -389,14 +396,9 @@ pub enum ImageError {
     /// The header is missing, repeated or of another format.
     #[error("header: {0}")]
     Header(String),
-    /// The image is of a machine with another shard count.
-    #[error("the image has {image} shards, this machine {machine}")]
-    ShardCount {
-        /// In the image.
-        image: u32,
-        /// In this build's machine.
-        machine: u32,
-    },
+    /// The image's shard count is outside `1..=SHARDS_MAX`.
+    #[error("the image has {0} shards; a shard master has 1..={SHARDS_MAX}")]
+    ShardCount(u32),
     /// A configuration out of order, invalid, or beyond the announced count.
     #[error("configuration: {0}")]
     Config(String),
@@ -412,13 +414,14 @@ pub enum ImageError {
 
 /// Rebuilds a [`ShardMaster`] from image pieces, checking each (see the module docs).
 #[derive(Default)]
-pub struct ShardMasterBuilder<const SHARDS: u32> {
-    announced: Option<u64>,
+pub struct ShardMasterBuilder {
+    /// From the header: the shard count and how many configurations follow.
+    announced: Option<(u32, u64)>,
     configs: Vector<Arc<Config>>,
     bytes: u64,
 }
 
-impl<const SHARDS: u32> ShardMasterBuilder<SHARDS> {
+impl ShardMasterBuilder {
     fn add_piece(&mut self, piece: &[u8]) -> Result<(), ImageError> {
         let piece: PieceIn =
             codec::decode(piece).map_err(|e| ImageError::Undecodable(e.to_string()))?;
@@ -436,16 +439,13 @@ impl<const SHARDS: u32> ShardMasterBuilder<SHARDS> {
                         "format {version}, this build reads {IMAGE_VERSION}"
                     )));
                 }
-                if shards != SHARDS {
-                    return Err(ImageError::ShardCount {
-                        image: shards,
-                        machine: SHARDS,
-                    });
+                if !(1..=SHARDS_MAX).contains(&shards) {
+                    return Err(ImageError::ShardCount(shards));
                 }
                 if configs == 0 {
                     return Err(ImageError::Header("no configuration 0".into()));
                 }
-                self.announced = Some(configs);
+                self.announced = Some((shards, configs));
             }
             (PieceIn::Header { .. }, Some(_)) => {
                 return Err(ImageError::Header("a second header".into()))
@@ -455,16 +455,21 @@ impl<const SHARDS: u32> ShardMasterBuilder<SHARDS> {
                     "configurations before the header".into(),
                 ))
             }
-            (PieceIn::Configs(configs), Some(announced)) => {
+            (PieceIn::Configs(configs), Some((shards, announced))) => {
                 for config in configs {
-                    self.add_config(config, announced)?;
+                    self.add_config(config, shards, announced)?;
                 }
             }
         }
         Ok(())
     }
 
-    fn add_config(&mut self, config: Config, announced: u64) -> Result<(), ImageError> {
+    fn add_config(
+        &mut self,
+        config: Config,
+        shards: u32,
+        announced: u64,
+    ) -> Result<(), ImageError> {
         let expected = ConfigNum(self.configs.len() as u64);
         if expected.0 >= announced {
             return Err(ImageError::Config(format!(
@@ -477,8 +482,8 @@ impl<const SHARDS: u32> ShardMasterBuilder<SHARDS> {
                 config.num()
             )));
         }
-        config.validate(SHARDS).map_err(ImageError::Config)?;
-        if expected == ConfigNum::ZERO && config != Config::initial(SHARDS) {
+        config.validate(shards).map_err(ImageError::Config)?;
+        if expected == ConfigNum::ZERO && config != Config::initial(shards) {
             return Err(ImageError::Config(
                 "configuration 0 is not the initial one".into(),
             ));
@@ -488,8 +493,8 @@ impl<const SHARDS: u32> ShardMasterBuilder<SHARDS> {
         Ok(())
     }
 
-    fn finish_machine(self) -> Result<ShardMaster<SHARDS>, ImageError> {
-        let Some(announced) = self.announced else {
+    fn finish_machine(self) -> Result<ShardMaster, ImageError> {
+        let Some((shards, announced)) = self.announced else {
             return Err(ImageError::Header("missing".into()));
         };
         let held = self.configs.len() as u64;
@@ -497,27 +502,26 @@ impl<const SHARDS: u32> ShardMasterBuilder<SHARDS> {
             return Err(ImageError::Incomplete { announced, held });
         }
         Ok(ShardMaster {
+            shards,
             configs: self.configs,
             bytes: self.bytes,
         })
     }
 }
 
-impl<const SHARDS: u32> ImageBuilder<ShardMaster<SHARDS>> for ShardMasterBuilder<SHARDS> {
+impl ImageBuilder<ShardMaster> for ShardMasterBuilder {
     fn add(&mut self, piece: &[u8]) -> Result<(), String> {
         self.add_piece(piece).map_err(|e| e.to_string())
     }
 
-    fn finish(self) -> Result<ShardMaster<SHARDS>, String> {
+    fn finish(self) -> Result<ShardMaster, String> {
         self.finish_machine().map_err(|e| e.to_string())
     }
 }
 
 /// Rebuilds a machine from pieces (tests and tools).
-pub fn from_pieces<const SHARDS: u32>(
-    pieces: &[Vec<u8>],
-) -> Result<ShardMaster<SHARDS>, ImageError> {
-    let mut builder = ShardMasterBuilder::<SHARDS>::default();
+pub fn from_pieces(pieces: &[Vec<u8>]) -> Result<ShardMaster, ImageError> {
+    let mut builder = ShardMasterBuilder::default();
     for piece in pieces {
         builder.add_piece(piece)?;
     }

@@ -39,350 +39,28 @@ use kv_engine::kv::{KvState, Op, Reply, ShardId, Sharding};
 use super::group::{Completion, OP_LIMIT};
 use super::{Boot, Host, Sim, SimOptions, UNRELIABLE_REPLY_LOSS, UNRELIABLE_REQUEST_LOSS};
 use crate::clerk::Clerk;
-use crate::effects::Effects;
+pub use crate::cluster::{
+    resolve, server_name, Blueprint, ClusterEvent, ClusterMsg, ClusterNode, ClusterReply,
+    ClusterRequest, Layout, MasterNode,
+};
 use crate::kvgroup::Batch;
 use crate::linearizability::{self, Budget, CheckResult, History, Invocation};
 use crate::node::{Answer, Node};
 use crate::paxos::Seq;
-use crate::replica::{Event, Replica, ReplicaConfig, Request};
+use crate::replica::{Event, ReplicaConfig, Request};
 use crate::rng::Rng;
-use crate::served::{Served, ServedMsgOf};
-use crate::shardkv::{self, ShardClerk, ShardKvNode, ShardKvSettings, ShardKvSetup, Step};
-use crate::shardmaster::{self, Config, ConfigNum, GroupId, ShardMaster};
+use crate::shardkv::{ShardClerk, ShardKvNode, ShardKvSettings, Step};
+use crate::shardmaster::{self, Config, ConfigNum, GroupId};
 use crate::types::{ClientId, NodeId, Time};
-
-/// A shard-master replica that answers other nodes' calls.
-pub type MasterNode = Served<Replica<ShardMaster>>;
-
-/// A node of the world.
-pub enum WorldNode {
-    /// A shard-master replica.
-    Master(Box<MasterNode>),
-    /// A shard group's replica.
-    Kv(Box<ShardKvNode>),
-}
-
-/// A message of the world.
-#[derive(Clone, Debug)]
-pub enum WorldMsg {
-    /// To a shard-master replica.
-    Master(ServedMsgOf<Replica<ShardMaster>>),
-    /// To a shard group's replica.
-    Kv(shardkv::Message),
-}
-
-/// A client request in the world.
-#[derive(Clone, Debug)]
-pub enum WorldRequest {
-    /// To the shard master.
-    Master(shardmaster::Request),
-    /// To a shard group.
-    Kv(Request<Op>),
-}
-
-/// An answer in the world.
-#[derive(Clone, Debug, PartialEq)]
-pub enum WorldReply {
-    /// From the shard master.
-    Master(shardmaster::Reply),
-    /// From a shard group.
-    Kv(Reply),
-}
-
-/// An upward notification in the world.
-#[derive(Clone, Debug)]
-pub enum WorldEvent {
-    /// Of a shard-master replica.
-    Master(shardmaster::Event),
-    /// Of a shard group's replica.
-    Kv(Event<Reply>),
-}
-
-type WorldEffects = Effects<WorldMsg, WorldEvent>;
-type MasterEffects = Effects<ServedMsgOf<Replica<ShardMaster>>, shardmaster::Event>;
-
-/// Where a master replica's message goes: its peers' traffic stays with the masters, its
-/// answers go to the shard groups that called.
-fn from_master(to: NodeId, msg: ServedMsgOf<Replica<ShardMaster>>) -> (NodeId, WorldMsg) {
-    match msg {
-        crate::served::ServedMsg::Call(call) => (to, WorldMsg::Kv(shardkv::Message::Master(call))),
-        peer => (to, WorldMsg::Master(peer)),
-    }
-}
-
-/// Where a shard group's message goes: calls to the shard master go to its replicas.
-fn from_kv(to: NodeId, msg: shardkv::Message) -> (NodeId, WorldMsg) {
-    match msg {
-        shardkv::Message::Master(call) => {
-            (to, WorldMsg::Master(crate::served::ServedMsg::Call(call)))
-        }
-        other => (to, WorldMsg::Kv(other)),
-    }
-}
-
-impl WorldNode {
-    fn run(
-        &mut self,
-        out: &mut WorldEffects,
-        master: impl FnOnce(&mut MasterNode, &mut MasterEffects),
-        kv: impl FnOnce(&mut ShardKvNode, &mut shardkv::node::NodeEffects),
-    ) {
-        match self {
-            WorldNode::Master(n) => {
-                let mut inner = Effects::new();
-                master(n, &mut inner);
-                inner.move_into(out, from_master, WorldEvent::Master);
-            }
-            WorldNode::Kv(n) => {
-                let mut inner = Effects::new();
-                kv(n, &mut inner);
-                inner.move_into(out, from_kv, WorldEvent::Kv);
-            }
-        }
-    }
-
-    /// The shard group replica, if this is one.
-    pub fn kv(&self) -> Option<&ShardKvNode> {
-        match self {
-            WorldNode::Kv(n) => Some(n),
-            WorldNode::Master(_) => None,
-        }
-    }
-
-    /// The shard-master replica, if this is one.
-    pub fn master(&self) -> Option<&Replica<ShardMaster>> {
-        match self {
-            WorldNode::Master(n) => Some(n.inner()),
-            WorldNode::Kv(_) => None,
-        }
-    }
-
-    /// Its replica's status.
-    pub fn replica_status(&self) -> crate::replica::ReplicaStatus {
-        match self {
-            WorldNode::Master(n) => n.inner().status(),
-            WorldNode::Kv(n) => n.replica().status(),
-        }
-    }
-
-    /// What its replica knows of the replica with member index `member` in its group.
-    pub fn peer_memory(&self, member: usize) -> Option<crate::replica::PeerMemory> {
-        let peer = NodeId(member as u32);
-        match self {
-            WorldNode::Master(n) => n.inner().peer_memory(peer),
-            WorldNode::Kv(n) => n.replica().peer_memory(peer),
-        }
-    }
-
-    /// `(next instance to apply, digest)` of its replica.
-    pub fn applied_digest(&self) -> (Seq, u64) {
-        match self {
-            WorldNode::Master(n) => n.inner().applied_digest(),
-            WorldNode::Kv(n) => n.replica().applied_digest(),
-        }
-    }
-}
-
-impl Node for WorldNode {
-    type Msg = WorldMsg;
-    type Request = WorldRequest;
-    type Reply = WorldReply;
-    type Event = WorldEvent;
-
-    fn on_boot(&mut self, now: Time, out: &mut WorldEffects) {
-        self.run(out, |n, o| n.on_boot(now, o), |n, o| n.on_boot(now, o));
-    }
-
-    fn on_message(&mut self, now: Time, from: NodeId, msg: WorldMsg, out: &mut WorldEffects) {
-        match (self, msg) {
-            (WorldNode::Master(n), WorldMsg::Master(m)) => {
-                let mut inner = Effects::new();
-                n.on_message(now, from, m, &mut inner);
-                inner.move_into(out, from_master, WorldEvent::Master);
-            }
-            (WorldNode::Kv(n), WorldMsg::Kv(m)) => {
-                let mut inner = Effects::new();
-                n.on_message(now, from, m, &mut inner);
-                inner.move_into(out, from_kv, WorldEvent::Kv);
-            }
-            // Misaddressed: lost, as a message to the wrong kind of process would be.
-            _ => {}
-        }
-    }
-
-    fn on_request(&mut self, now: Time, tag: u64, request: WorldRequest, out: &mut WorldEffects) {
-        match (self, request) {
-            (WorldNode::Master(n), WorldRequest::Master(r)) => {
-                let mut inner = Effects::new();
-                n.on_request(now, tag, r, &mut inner);
-                inner.move_into(out, from_master, WorldEvent::Master);
-            }
-            (WorldNode::Kv(n), WorldRequest::Kv(r)) => {
-                let mut inner = Effects::new();
-                n.on_request(now, tag, r, &mut inner);
-                inner.move_into(out, from_kv, WorldEvent::Kv);
-            }
-            (WorldNode::Master(_), WorldRequest::Kv(_)) => {
-                out.events.push(WorldEvent::Master(Event::Dropped { tag }))
-            }
-            (WorldNode::Kv(_), WorldRequest::Master(_)) => {
-                out.events.push(WorldEvent::Kv(Event::Dropped { tag }))
-            }
-        }
-    }
-
-    fn on_tick(&mut self, now: Time, out: &mut WorldEffects) {
-        self.run(out, |n, o| n.on_tick(now, o), |n, o| n.on_tick(now, o));
-    }
-
-    fn hold(&mut self) {
-        match self {
-            WorldNode::Master(n) => n.hold(),
-            WorldNode::Kv(n) => n.hold(),
-        }
-    }
-
-    fn release(&mut self, now: Time, out: &mut WorldEffects) {
-        self.run(out, |n, o| n.release(now, o), |n, o| n.release(now, o));
-    }
-
-    fn answer(event: &WorldEvent) -> Option<Answer<WorldReply>> {
-        let answer = match event {
-            WorldEvent::Master(e) => map_answer(MasterNode::answer(e)?, WorldReply::Master),
-            WorldEvent::Kv(e) => map_answer(ShardKvNode::answer(e)?, WorldReply::Kv),
-        };
-        Some(answer)
-    }
-
-    fn is_response(msg: &WorldMsg) -> bool {
-        match msg {
-            WorldMsg::Master(m) => MasterNode::is_response(m),
-            WorldMsg::Kv(m) => ShardKvNode::is_response(m),
-        }
-    }
-
-    fn summarize(msg: &WorldMsg) -> String {
-        match msg {
-            WorldMsg::Master(m) => format!("sm:{}", MasterNode::summarize(m)),
-            WorldMsg::Kv(m) => ShardKvNode::summarize(m),
-        }
-    }
-
-    fn wire_bytes(msg: &WorldMsg) -> usize {
-        match msg {
-            WorldMsg::Master(m) => MasterNode::wire_bytes(m),
-            WorldMsg::Kv(m) => ShardKvNode::wire_bytes(m),
-        }
-    }
-
-    fn retained_bytes(&self) -> u64 {
-        match self {
-            WorldNode::Master(n) => n.retained_bytes(),
-            WorldNode::Kv(n) => n.retained_bytes(),
-        }
-    }
-
-    fn status(&self) -> Vec<(&'static str, String)> {
-        match self {
-            WorldNode::Master(n) => n.status(),
-            WorldNode::Kv(n) => n.status(),
-        }
-    }
-
-    fn is_ready(&self) -> bool {
-        match self {
-            WorldNode::Master(n) => n.is_ready(),
-            WorldNode::Kv(n) => n.is_ready(),
-        }
-    }
-
-    fn leader(&self) -> Option<NodeId> {
-        match self {
-            WorldNode::Master(n) => n.leader(),
-            WorldNode::Kv(n) => n.leader(),
-        }
-    }
-}
-
-fn map_answer<R>(answer: Answer<R>, f: impl FnOnce(R) -> WorldReply) -> Answer<WorldReply> {
-    match answer {
-        Answer::Reply { tag, reply } => Answer::Reply {
-            tag,
-            reply: f(reply),
-        },
-        Answer::Dropped { tag } => Answer::Dropped { tag },
-        Answer::Halted { reason } => Answer::Halted { reason },
-    }
-}
-
-/// Which nodes are which.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    /// The shard master's replicas.
-    pub masters: Vec<NodeId>,
-    /// Each group and its replicas, in member order.
-    pub groups: Vec<(GroupId, Vec<NodeId>)>,
-}
-
-impl Layout {
-    /// `masters` shard-master replicas, then `groups` groups of `replicas` each, with ids
-    /// `first_group, first_group + 1, ...`.
-    pub fn new(masters: usize, groups: usize, replicas: usize, first_group: u64) -> Layout {
-        let mut next = 0u32;
-        let mut ids = |n: usize| -> Vec<NodeId> {
-            let v = (next..next + n as u32).map(NodeId).collect();
-            next += n as u32;
-            v
-        };
-        let masters = ids(masters);
-        let groups = (0..groups)
-            .map(|g| (GroupId(first_group + g as u64), ids(replicas)))
-            .collect();
-        Layout { masters, groups }
-    }
-
-    /// Number of nodes.
-    pub fn nodes(&self) -> usize {
-        self.masters.len() + self.groups.iter().map(|(_, m)| m.len()).sum::<usize>()
-    }
-
-    /// The group index of node `id`, or `None` for a shard-master replica.
-    pub fn group_of(&self, id: NodeId) -> Option<usize> {
-        self.groups.iter().position(|(_, m)| m.contains(&id))
-    }
-
-    /// The servers of group `g` as configurations name them.
-    pub fn servers(&self, g: usize) -> Vec<String> {
-        self.groups[g].1.iter().map(|n| server_name(*n)).collect()
-    }
-}
-
-/// The name of node `id` in configurations.
-pub fn server_name(id: NodeId) -> String {
-    format!("n{}", id.0)
-}
-
-/// The node a server name stands for.
-pub fn resolve(name: &str) -> Option<NodeId> {
-    name.strip_prefix('n')?.parse().ok().map(NodeId)
-}
 
 /// Boots the world's nodes and checks its invariants (see the module docs).
 pub struct WorldHost {
     /// The run's seed.
     pub seed: u64,
-    /// Which nodes are which.
-    pub layout: Layout,
-    /// Shard-master replica configuration template.
-    pub master_config: ReplicaConfig,
-    /// Shard-group replica configuration template.
-    pub kv_config: ReplicaConfig,
-    /// The groups' duties.
-    pub settings: ShardKvSettings,
-    /// Key to shard.
-    pub sharding: Sharding,
+    /// How every node is built, and which nodes are which.
+    pub blueprint: Blueprint,
     /// Events not yet taken by the harness.
-    pub events: Vec<(NodeId, WorldEvent)>,
+    pub events: Vec<(NodeId, ClusterEvent)>,
     /// Per cohort (0: masters, 1 + g: group g) and apply cursor: the digest first seen.
     digests: BTreeMap<(usize, Seq), (NodeId, u64)>,
     /// Which group served each shard under each configuration.
@@ -391,10 +69,10 @@ pub struct WorldHost {
 
 impl WorldHost {
     fn cohort(&self, id: NodeId) -> usize {
-        self.layout.group_of(id).map_or(0, |g| g + 1)
+        self.blueprint.layout.group_of(id).map_or(0, |g| g + 1)
     }
 
-    fn check(&mut self, id: NodeId, node: &WorldNode) {
+    fn check(&mut self, id: NodeId, node: &ClusterNode) {
         let (next, digest) = node.applied_digest();
         let cohort = self.cohort(id);
         match self.digests.get(&(cohort, next)) {
@@ -424,59 +102,21 @@ impl WorldHost {
 }
 
 impl Host for WorldHost {
-    type Node = WorldNode;
+    type Node = ClusterNode;
 
-    fn boot(&mut self, boot: Boot) -> WorldNode {
+    fn boot(&mut self, boot: Boot) -> ClusterNode {
         let seed = self.seed;
-        match self.layout.group_of(boot.id) {
-            None => {
-                let mut config = self.master_config.clone();
-                config.me = boot.id;
-                config.paxos.me = boot.id;
-                config.peers = self.layout.masters.len();
-                config.paxos.peers = config.peers;
-                let replica = Replica::recover(
-                    config,
-                    ShardMaster::new(),
-                    boot.recovered,
-                    boot.wiped,
-                    boot.seed,
-                    boot.now,
-                )
-                .unwrap_or_else(|e| panic!("seed {seed}: recovering {}: {e}", boot.id));
-                WorldNode::Master(Box::new(Served::new(replica)))
-            }
-            Some(g) => {
-                let (group, members) = self.layout.groups[g].clone();
-                let setup = ShardKvSetup {
-                    group,
-                    members,
-                    masters: self.layout.masters.clone(),
-                    sharding: self.sharding,
-                    resolve: Arc::new(resolve),
-                    settings: self.settings.clone(),
-                };
-                let node = ShardKvNode::recover(
-                    setup,
-                    boot.id,
-                    self.kv_config.clone(),
-                    boot.recovered,
-                    boot.wiped,
-                    boot.seed,
-                    boot.now,
-                )
-                .unwrap_or_else(|e| panic!("seed {seed}: recovering {}: {e}", boot.id));
-                WorldNode::Kv(Box::new(node))
-            }
-        }
+        self.blueprint
+            .recover(boot.id, boot.recovered, boot.wiped, boot.seed, boot.now)
+            .unwrap_or_else(|e| panic!("seed {seed}: recovering {}: {e}", boot.id))
     }
 
-    fn observe(&mut self, id: NodeId, node: &WorldNode, events: &[WorldEvent]) {
+    fn observe(&mut self, id: NodeId, node: &ClusterNode, events: &[ClusterEvent]) {
         self.check(id, node);
         for event in events {
             let halted = match event {
-                WorldEvent::Master(Event::Halted { reason })
-                | WorldEvent::Kv(Event::Halted { reason }) => Some(reason),
+                ClusterEvent::Master(Event::Halted { reason })
+                | ClusterEvent::Kv(Event::Halted { reason }) => Some(reason),
                 _ => None,
             };
             if let Some(reason) = halted {
@@ -486,7 +126,7 @@ impl Host for WorldHost {
         self.events.extend(events.iter().map(|e| (id, e.clone())));
     }
 
-    fn booted(&mut self, id: NodeId, node: &WorldNode) {
+    fn booted(&mut self, id: NodeId, node: &ClusterNode) {
         self.check(id, node);
     }
 }
@@ -534,7 +174,7 @@ struct WorldClerk {
     kv: ShardClerk,
     master: Clerk<shardmaster::Command>,
     call: Option<InFlight>,
-    result: Option<WorldReply>,
+    result: Option<ClusterReply>,
 }
 
 /// A sharded cluster on the simulator with lab-style clerks. See the module docs.
@@ -641,11 +281,14 @@ impl ShardWorld {
         tune(&mut sim_options);
         let host = WorldHost {
             seed,
-            master_config: ReplicaConfig::new(NodeId(0), options.masters),
-            kv_config: ReplicaConfig::new(NodeId(0), options.replicas),
-            settings: options.settings,
-            sharding: options.sharding,
-            layout,
+            blueprint: Blueprint {
+                master_config: ReplicaConfig::new(NodeId(0), options.masters),
+                kv_config: ReplicaConfig::new(NodeId(0), options.replicas),
+                settings: options.settings,
+                sharding: options.sharding,
+                initial_joins: Vec::new(),
+                layout,
+            },
             events: Vec::new(),
             digests: BTreeMap::new(),
             serving: BTreeMap::new(),
@@ -673,7 +316,7 @@ impl ShardWorld {
 
     /// Which nodes are which.
     pub fn layout(&self) -> &Layout {
-        &self.sim.host().layout
+        &self.sim.host().blueprint.layout
     }
 
     /// The harness's random generator.
@@ -705,7 +348,7 @@ impl ShardWorld {
         let client = ClientId(self.next_client);
         self.next_client += 1;
         let masters = self.layout().masters.clone();
-        let sharding = self.sim.host().sharding;
+        let sharding = self.sim.host().blueprint.sharding;
         self.clerks.push(WorldClerk {
             kv: ShardClerk::new(client, sharding),
             master: Clerk::new(client, masters),
@@ -796,7 +439,7 @@ impl ShardWorld {
     /// The answer to clerk `c`'s last key operation, once it arrived.
     pub fn take_result(&mut self, c: usize) -> Option<Reply> {
         match self.clerks[c].result.take() {
-            Some(WorldReply::Kv(reply)) => Some(reply),
+            Some(ClusterReply::Kv(reply)) => Some(reply),
             _ => None,
         }
     }
@@ -804,7 +447,7 @@ impl ShardWorld {
     /// The answer to clerk `c`'s last shard-master command, once it arrived.
     pub fn take_admin_result(&mut self, c: usize) -> Option<shardmaster::Reply> {
         match self.clerks[c].result.take() {
-            Some(WorldReply::Master(reply)) => Some(reply),
+            Some(ClusterReply::Master(reply)) => Some(reply),
             _ => None,
         }
     }
@@ -944,7 +587,7 @@ impl ShardWorld {
             panic!("seed {}: {what} got no answer", self.sim.seed());
         }
         match self.clerks[c].result.take() {
-            Some(WorldReply::Master(reply)) => reply,
+            Some(ClusterReply::Master(reply)) => reply,
             other => panic!("seed {}: {what} answered {other:?}", self.sim.seed()),
         }
     }
@@ -1127,8 +770,8 @@ impl ShardWorld {
         call.tag = tag;
         call.retry_at = now + retry_timeout;
         let (to, request) = match &call.stage {
-            Stage::Kv { to, request } => (*to, WorldRequest::Kv(request.clone())),
-            Stage::Master { to, request } => (*to, WorldRequest::Master(request.clone())),
+            Stage::Kv { to, request } => (*to, ClusterRequest::Kv(request.clone())),
+            Stage::Master { to, request } => (*to, ClusterRequest::Master(request.clone())),
         };
         self.tags.insert(tag, c);
         let i = to.index();
@@ -1151,7 +794,7 @@ impl ShardWorld {
                 return;
             }
             for (node, event) in events {
-                match WorldNode::answer(&event) {
+                match ClusterNode::answer(&event) {
                     Some(Answer::Reply { tag, reply }) => {
                         let Some(&c) = self.tags.get(&tag) else {
                             continue;
@@ -1192,20 +835,20 @@ impl ShardWorld {
         }
     }
 
-    fn on_answer(&mut self, c: usize, reply: WorldReply) {
+    fn on_answer(&mut self, c: usize, reply: ClusterReply) {
         let seed = self.sim.seed();
         let Some(call) = self.clerks[c].call.as_ref() else {
             return;
         };
         match (&call.job, &call.stage, reply) {
-            (Job::Admin, Stage::Master { request, .. }, WorldReply::Master(reply)) => {
+            (Job::Admin, Stage::Master { request, .. }, ClusterReply::Master(reply)) => {
                 let seq = request.seq;
                 if let Some(reply) = self.clerks[c].master.on_reply(seq, reply) {
                     self.clerks[c].call = None;
-                    self.clerks[c].result = Some(WorldReply::Master(reply));
+                    self.clerks[c].result = Some(ClusterReply::Master(reply));
                 }
             }
-            (Job::Kv(_), Stage::Master { request, .. }, WorldReply::Master(reply)) => {
+            (Job::Kv(_), Stage::Master { request, .. }, ClusterReply::Master(reply)) => {
                 let seq = request.seq;
                 let Some(reply) = self.clerks[c].master.on_reply(seq, reply) else {
                     return;
@@ -1217,7 +860,7 @@ impl ShardWorld {
                     self.next_stage(c, step);
                 }
             }
-            (Job::Kv(op), Stage::Kv { request, .. }, WorldReply::Kv(reply)) => {
+            (Job::Kv(op), Stage::Kv { request, .. }, ClusterReply::Kv(reply)) => {
                 let op = op.clone();
                 let seq = request.seq;
                 match self.clerks[c].kv.on_reply(seq, reply) {
@@ -1260,7 +903,7 @@ impl ShardWorld {
                 returned: now,
             });
         }
-        self.clerks[c].result = Some(WorldReply::Kv(reply));
+        self.clerks[c].result = Some(ClusterReply::Kv(reply));
     }
 
     fn retry_due(&mut self) {
@@ -1322,7 +965,7 @@ pub type Scripts = super::script::Scripts<ShardWorld>;
 
 impl Harness for ShardWorld {
     type Call = WorldCall;
-    type Answer = WorldReply;
+    type Answer = ClusterReply;
 
     fn now(&self) -> Time {
         self.sim.now()
@@ -1339,7 +982,7 @@ impl Harness for ShardWorld {
         ShardWorld::idle(self, clerk)
     }
 
-    fn answer(&mut self, clerk: usize) -> Option<WorldReply> {
+    fn answer(&mut self, clerk: usize) -> Option<ClusterReply> {
         self.clerks[clerk].result.take()
     }
 

@@ -28,7 +28,7 @@ use kv_engine::kv::ShardId;
 use super::group_sweep::{Failure, Outcome, Schedule};
 use super::kv::get;
 use super::kv_sweep::RandomOps;
-use super::shardkv::{Action, Script, Scripts, ShardWorld, WorldCall, WorldOptions, WorldReply};
+use super::shardkv::{Action, ClusterReply, Script, Scripts, ShardWorld, WorldCall, WorldOptions};
 use super::{panic_message, FaultCeilings, Faults};
 use crate::rng::Rng;
 use crate::shardmaster::{Command, GroupId};
@@ -124,7 +124,7 @@ struct RandomClient {
 }
 
 impl Script<ShardWorld> for RandomClient {
-    fn next(&mut self, _w: &mut ShardWorld, _last: Option<WorldReply>) -> Action {
+    fn next(&mut self, _w: &mut ShardWorld, _last: Option<ClusterReply>) -> Action {
         match self.ops.next(&REGISTER_KEYS, &LOG_KEYS) {
             Ok(op) => Action::Run {
                 clerk: self.clerk,
@@ -149,10 +149,10 @@ struct Administrator {
 }
 
 impl Script<ShardWorld> for Administrator {
-    fn next(&mut self, _w: &mut ShardWorld, last: Option<WorldReply>) -> Action {
+    fn next(&mut self, _w: &mut ShardWorld, last: Option<ClusterReply>) -> Action {
         if let Some((g, join)) = self.pending.take() {
             match last {
-                Some(WorldReply::Master(_)) => self.joined[g] = join,
+                Some(ClusterReply::Master(_)) => self.joined[g] = join,
                 other => panic!("seed {}: an admin command answered {other:?}", self.seed),
             }
         }

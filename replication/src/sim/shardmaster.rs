@@ -20,7 +20,7 @@ use super::replica::ReplicaHost;
 use crate::linearizability::model;
 use crate::linearizability::shardmaster::ShardMasterModel;
 use crate::linearizability::{Budget, CheckResult, History};
-use crate::shardmaster::{Command, Config, ConfigNum, GroupId, Reply, ShardMaster};
+use crate::shardmaster::{Command, Config, ConfigNum, GroupId, Reply, ShardMaster, LAB_SHARDS};
 
 /// The host of the shard master's replicas.
 pub type ShardMasterHost = ReplicaHost<ShardMaster>;
@@ -32,7 +32,7 @@ pub type Action = super::group::Action<Command>;
 pub type Scripts = super::group::Scripts<ShardMaster>;
 pub use super::group::Script;
 
-impl<const SHARDS: u32> Recorded for ShardMaster<SHARDS> {
+impl Recorded for ShardMaster {
     type Input = Command;
     type Output = Reply;
 
@@ -48,11 +48,11 @@ impl<const SHARDS: u32> Recorded for ShardMaster<SHARDS> {
     }
 
     fn check(history: &History<Command, Reply>) -> CheckResult {
-        model::check(&ShardMasterModel::<SHARDS>, history, Budget::DEFAULT)
+        model::check(&ShardMasterModel::<LAB_SHARDS>, history, Budget::DEFAULT)
     }
 }
 
-impl<const SHARDS: u32> Cluster<ShardMaster<SHARDS>> {
+impl Cluster<ShardMaster> {
     /// Join through clerk `c`; the configuration it made (or the latest, for a group
     /// already present). Panics if refused or unanswered within [`OP_LIMIT`].
     pub fn join(&mut self, c: usize, group: u64, servers: &[&str]) -> ConfigNum {

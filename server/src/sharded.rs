@@ -1,0 +1,855 @@
+//! A node of a sharded cluster: one process hosting a replica (an *endpoint*) of every
+//! group the cluster file places on it — the shard master's and any number of KV groups' —
+//! over one peer listener, one RESP listener and one data directory.
+//!
+//! # Endpoints
+//! Each replica is a [`ClusterNode`] with its own endpoint id ([`ClusterConfig::endpoints`]),
+//! its own store in its own directory under the node's (`master/`, `group-<gid>/`), and
+//! its own driver task ([`crate::node::run_core`]: its own group-commit writer, so one
+//! group's fsyncs never wait behind another's, and compaction is per group by
+//! construction). Peers' messages travel between processes in a [`Routed`] envelope naming
+//! both endpoints; a message between two endpoints of the same process never leaves it.
+//! An envelope whose sender is not an endpoint of the connection's node is dropped.
+//!
+//! Why one WAL per group rather than one shared WAL: the engine's store, snapshots and
+//! lost-disk rebuild are per replica already, so each group compacts, snapshots and
+//! rebuilds on its own schedule with no cross-group bookkeeping, and a wiped group
+//! directory is exactly one replica's lost disk. What it costs is one fsync stream per
+//! group; group commit batches within each, and on one disk the fsyncs of different groups
+//! proceed concurrently.
+//!
+//! # Lost disks
+//! Every endpoint directory is stamped with its endpoint id (`kv init` stamps them all).
+//! A directory without its stamp has lost its disk: that replica starts in the lost-disk
+//! rejoin mode and is stamped again once it is ready, as an unsharded node is. A stamp
+//! naming another endpoint (a cluster file whose groups were reordered) is refused.
+//!
+//! # Clients
+//! RESP takes any key: each connection has a sans-IO [`ShardClerk`], which routes every op
+//! to the group that owns its shard in the newest configuration this node knows, through
+//! the local replica of that group when there is one (which forwards to its leader inside
+//! the group) or a native connection to a node that hosts one. A group that answers "not
+//! held", or none of whose replicas answers, makes the clerk ask the shard master for the
+//! latest configuration (one query at a time per process, shared by every connection).
+//! Every retry re-sends the same request, so each op executes at most once.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use kv_engine::kv::{Op, Reply, Sharding};
+use kv_engine::store::{Store as EngineStore, StoreOptions};
+use kv_replication::cluster::{
+    resolve, Blueprint, ClusterMsg, ClusterNode, ClusterReply, ClusterRequest,
+};
+use kv_replication::kvgroup::Batch;
+use kv_replication::shardkv::{ShardClerk, ShardKvSettings, Step};
+use kv_replication::shardmaster::{self, Config, ConfigNum, GroupId};
+use kv_replication::types::{ClientId, NodeId, Time};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::config::{self, ClusterConfig, Endpoint, Role};
+use crate::node::{self, DriverOptions, Input, LeaderHint, PeerSender, Status};
+use crate::redis::{self, Failure, RETRY_DEADLINE};
+use crate::run::{log_recovery, open_node, NodeOptions, Opened};
+use crate::transport::{self, Peers, Service};
+use crate::wire::{self, ClientReply, Frame};
+use crate::{admin, replica};
+
+/// A peer message between endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Routed<T> {
+    /// The sending endpoint.
+    pub from: u32,
+    /// The receiving endpoint.
+    pub to: u32,
+    /// The message.
+    pub body: T,
+}
+
+/// A native client's request to one endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToEndpoint<T> {
+    /// The endpoint asked.
+    pub to: u32,
+    /// The request.
+    pub request: T,
+}
+
+/// The frames of a sharded cluster's native protocol.
+pub type ShardedFrame = Frame<Routed<ClusterMsg>, ToEndpoint<ClusterRequest>, ClusterReply>;
+type EndpointInput = Input<ClusterMsg, ClusterRequest, ClusterReply>;
+
+/// How long one call to a replica may take before the caller tries another (a replica cut
+/// off from its group never answers; a maximum-size value takes about a second).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Shortest time between two shard-master queries of one process: callers within it share
+/// the last answer.
+pub const QUERY_INTERVAL_MIN: Duration = Duration::from_millis(50);
+
+/// A replica this process hosts.
+struct Local {
+    endpoint: Endpoint,
+    inputs: mpsc::Sender<EndpointInput>,
+    leader: LeaderHint,
+}
+
+/// What every task of a sharded node shares.
+pub struct Host {
+    node: u32,
+    nodes: usize,
+    endpoints: Vec<Endpoint>,
+    local: BTreeMap<u32, Local>,
+    peers: Peers<Routed<ClusterMsg>>,
+    remote: Remote,
+    sharding: Sharding,
+    cache: ConfigCache,
+}
+
+/// The [`Service`] of a sharded node's peer listener.
+#[derive(Clone)]
+pub struct HostService(pub Arc<Host>);
+
+/// How a clerk reaches a sharded cluster's replicas: from inside a node ([`Host`]: its own
+/// replicas directly, the others through their nodes) or from outside ([`Outside`]).
+pub trait Router: Send + Sync + 'static {
+    /// The replica `endpoint`'s answer to `request`; `None` if it gave none within
+    /// [`CALL_TIMEOUT`] (or is not an endpoint).
+    fn call(
+        &self,
+        endpoint: u32,
+        request: ClusterRequest,
+    ) -> impl std::future::Future<Output = Option<ClusterReply>> + Send;
+    /// The shard master's replicas, the cheapest to ask first.
+    fn masters(&self) -> Vec<u32>;
+    /// The newest configuration known, shared by every clerk of this router.
+    fn cache(&self) -> &ConfigCache;
+    /// Key to shard.
+    fn sharding(&self) -> Sharding;
+}
+
+/// The newest configuration a process knows, and when the master was last asked; with
+/// the process's client id at the shard master.
+pub struct ConfigCache {
+    state: tokio::sync::Mutex<(Option<Arc<Config>>, Option<Instant>)>,
+    client: ClientId,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+impl ConfigCache {
+    fn new() -> ConfigCache {
+        ConfigCache {
+            state: tokio::sync::Mutex::new((None, None)),
+            client: crate::client::random_client_id(),
+            seq: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+}
+
+/// The newest configuration: `known`'s successor if the shard master has one, else the
+/// newest it has (asking it at most every [`QUERY_INTERVAL_MIN`], one query at a time).
+/// `None` only if no configuration was ever learned and no master replica answers.
+pub async fn latest_config<R: Router>(router: &R, known: Option<ConfigNum>) -> Option<Arc<Config>> {
+    let cache = router.cache();
+    let mut cached = cache.state.lock().await;
+    if let (Some(config), at) = &*cached {
+        let newer = known.is_none_or(|k| config.num() > k);
+        let fresh = at.is_some_and(|at| at.elapsed() < QUERY_INTERVAL_MIN);
+        if newer || fresh {
+            return Some(config.clone());
+        }
+    }
+    for endpoint in router.masters() {
+        let seq = cache.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request = ClusterRequest::Master(shardmaster::Request {
+            client: cache.client,
+            seq,
+            command: shardmaster::Command::Query { num: None },
+        });
+        if let Some(ClusterReply::Master(shardmaster::Reply::Config(config))) =
+            router.call(endpoint, request).await
+        {
+            if cached.0.as_ref().is_none_or(|c| c.num() <= config.num()) {
+                cached.0 = Some(config);
+            }
+            cached.1 = Some(Instant::now());
+            return cached.0.clone();
+        }
+    }
+    cached.0.clone()
+}
+
+impl Router for Host {
+    fn masters(&self) -> Vec<u32> {
+        // This process's own master replica first: no network hop.
+        let masters = self.endpoints.iter().filter(|e| e.role == Role::Master);
+        let (mut order, others): (Vec<u32>, Vec<u32>) = masters
+            .map(|e| e.id)
+            .partition(|e| self.local.contains_key(e));
+        order.extend(others);
+        order
+    }
+
+    fn cache(&self) -> &ConfigCache {
+        &self.cache
+    }
+
+    fn sharding(&self) -> Sharding {
+        self.sharding
+    }
+
+    async fn call(&self, endpoint: u32, request: ClusterRequest) -> Option<ClusterReply> {
+        let target = self.endpoints.get(endpoint as usize)?;
+        let call = async {
+            match self.local.get(&endpoint) {
+                Some(local) => ask(&local.inputs, request).await.0,
+                None => {
+                    let to = ToEndpoint {
+                        to: endpoint,
+                        request,
+                    };
+                    self.remote.call(target.node, to).await
+                }
+            }
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(ClientReply::Done(reply)) => Some(reply),
+            _ => None,
+        }
+    }
+}
+
+impl Host {
+    /// Every hosted replica's status, labelled by what it replicates.
+    pub async fn parts(&self) -> Option<Vec<(String, Status)>> {
+        let mut parts = Vec::new();
+        for local in self.local.values() {
+            let (tx, rx) = oneshot::channel();
+            local.inputs.send(Input::Status(tx)).await.ok()?;
+            let status = rx.await.ok()?;
+            let label = match local.endpoint.role {
+                Role::Master => "group=\"master\"".to_string(),
+                Role::Group(gid) => format!("group=\"{gid}\""),
+            };
+            parts.push((label, status));
+        }
+        Some(parts)
+    }
+
+    /// The node's parts' status as text: a `[master]` or `[group G]` heading, then the
+    /// part's `key: value` lines.
+    async fn render_status(&self) -> String {
+        let Some(parts) = self.parts().await else {
+            return String::new();
+        };
+        let mut out = String::new();
+        for ((_, status), local) in parts.iter().zip(self.local.values()) {
+            let heading = match local.endpoint.role {
+                Role::Master => "[master]".to_string(),
+                Role::Group(gid) => format!("[group {gid}]"),
+            };
+            out.push_str(&format!(
+                "{heading}\nendpoint: {}\nmember: {}\n{}\n",
+                local.endpoint.id,
+                local.endpoint.member,
+                status.render()
+            ));
+        }
+        out
+    }
+}
+
+/// Sends `request` to a local core and waits for its answer and leader hint.
+async fn ask(
+    inputs: &mpsc::Sender<EndpointInput>,
+    request: ClusterRequest,
+) -> (ClientReply<ClusterReply>, ()) {
+    let (tx, rx) = oneshot::channel();
+    let reply = match inputs.send(Input::Client { request, reply: tx }).await {
+        Ok(()) => rx
+            .await
+            .unwrap_or_else(|_| ClientReply::Unavailable("node stopping".into())),
+        Err(_) => ClientReply::Unavailable("node stopping".into()),
+    };
+    (reply, ())
+}
+
+impl Service for HostService {
+    type Msg = Routed<ClusterMsg>;
+    type Request = ToEndpoint<ClusterRequest>;
+    type Reply = ClusterReply;
+
+    fn nodes(&self) -> usize {
+        self.0.nodes
+    }
+
+    async fn deliver(&self, from: NodeId, msg: Routed<ClusterMsg>) -> bool {
+        let host = &self.0;
+        let sender_ok = host
+            .endpoints
+            .get(msg.from as usize)
+            .is_some_and(|e| e.node == from.0);
+        match host.local.get(&msg.to) {
+            Some(local) if sender_ok => {
+                let input = Input::Peer {
+                    from: NodeId(msg.from),
+                    msg: msg.body,
+                };
+                local.inputs.send(input).await.is_ok()
+            }
+            // Misaddressed or forged: dropped, as the network would lose it.
+            _ => true,
+        }
+    }
+
+    async fn request(
+        &self,
+        request: ToEndpoint<ClusterRequest>,
+    ) -> (ClientReply<ClusterReply>, Option<u32>) {
+        match self.0.local.get(&request.to) {
+            Some(local) => {
+                let (reply, ()) = ask(&local.inputs, request.request).await;
+                (reply, local.leader.get())
+            }
+            None => (
+                ClientReply::Unavailable(format!(
+                    "endpoint {} is not on node {}",
+                    request.to, self.0.node
+                )),
+                None,
+            ),
+        }
+    }
+
+    async fn status(&self) -> String {
+        self.0.render_status().await
+    }
+}
+
+impl admin::StatusSource for HostService {
+    async fn parts(&self) -> Option<Vec<(String, Status)>> {
+        self.0.parts().await
+    }
+}
+
+/// Where one endpoint's outgoing messages go: to an endpoint of this process directly,
+/// else to its node in an envelope.
+struct EndpointSender {
+    me: u32,
+    host: Arc<Host>,
+}
+
+impl PeerSender<ClusterMsg> for EndpointSender {
+    fn send(&self, to: NodeId, msg: ClusterMsg) -> bool {
+        let Some(target) = self.host.endpoints.get(to.index()) else {
+            return false;
+        };
+        if target.node == self.host.node {
+            let Some(local) = self.host.local.get(&to.0) else {
+                return false;
+            };
+            let input = Input::Peer {
+                from: NodeId(self.me),
+                msg,
+            };
+            return local.inputs.try_send(input).is_ok();
+        }
+        let routed = Routed {
+            from: self.me,
+            to: to.0,
+            body: msg,
+        };
+        self.host.peers.send(NodeId(target.node), routed)
+    }
+}
+
+/// Native connections to other nodes, for calls to endpoints this process does not host:
+/// a small pool per node, each connection carrying one call at a time.
+struct Remote {
+    cluster_id: u64,
+    addresses: Vec<SocketAddr>,
+    pools: Vec<Mutex<Vec<Framed<TcpStream, LengthDelimitedCodec>>>>,
+}
+
+/// Idle connections kept per node.
+const REMOTE_POOL_MAX: usize = 256;
+
+impl Remote {
+    fn new(cluster_id: u64, addresses: Vec<SocketAddr>) -> Remote {
+        let pools = addresses.iter().map(|_| Mutex::new(Vec::new())).collect();
+        Remote {
+            cluster_id,
+            addresses,
+            pools,
+        }
+    }
+
+    async fn call(
+        &self,
+        node: u32,
+        request: ToEndpoint<ClusterRequest>,
+    ) -> ClientReply<ClusterReply> {
+        let unavailable = |why: String| ClientReply::Unavailable(why);
+        let Some(&addr) = self.addresses.get(node as usize) else {
+            return unavailable(format!("no node {node}"));
+        };
+        let pooled = self.pools[node as usize].lock().expect("pool lock").pop();
+        let mut framed = match pooled {
+            Some(framed) => framed,
+            None => match self.connect(addr).await {
+                Ok(framed) => framed,
+                Err(e) => return unavailable(format!("node {node} at {addr}: {e}")),
+            },
+        };
+        let frame: ShardedFrame = Frame::Request { tag: 0, request };
+        let Ok(bytes) = wire::encode(&frame) else {
+            return unavailable("request does not encode".into());
+        };
+        if framed.send(bytes).await.is_err() {
+            return unavailable(format!("node {node}: connection lost"));
+        }
+        let reply = match framed.next().await {
+            Some(Ok(body)) => {
+                match wire::decode::<Routed<ClusterMsg>, ToEndpoint<ClusterRequest>, ClusterReply>(
+                    &body,
+                ) {
+                    Ok(Frame::Reply { reply, .. }) => reply,
+                    _ => return unavailable(format!("node {node}: unexpected answer")),
+                }
+            }
+            _ => return unavailable(format!("node {node}: connection lost")),
+        };
+        let mut pool = self.pools[node as usize].lock().expect("pool lock");
+        if pool.len() < REMOTE_POOL_MAX {
+            pool.push(framed);
+        }
+        reply
+    }
+
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> std::io::Result<Framed<TcpStream, LengthDelimitedCodec>> {
+        let stream = TcpStream::connect(addr).await?;
+        let _ = stream.set_nodelay(true);
+        let mut framed = Framed::new(stream, wire::codec());
+        let hello: ShardedFrame = Frame::ClientHello {
+            cluster_id: self.cluster_id,
+        };
+        let bytes = wire::encode(&hello).map_err(std::io::Error::other)?;
+        framed.send(bytes).await?;
+        Ok(framed)
+    }
+}
+
+/// A cluster seen from outside (the CLI, the load generator): every call goes to the
+/// node that hosts the endpoint, over the native protocol.
+pub struct Outside {
+    remote: Remote,
+    endpoints: Vec<Endpoint>,
+    sharding: Sharding,
+    cache: ConfigCache,
+}
+
+impl Outside {
+    /// A router to the sharded cluster `config`.
+    pub fn new(config: &ClusterConfig) -> Outside {
+        Outside {
+            remote: Remote::new(
+                config.cluster_id,
+                config.nodes.iter().map(|n| n.peer).collect(),
+            ),
+            endpoints: config.endpoints(),
+            sharding: Sharding::Slots {
+                shards: config.shards().unwrap_or(1),
+            },
+            cache: ConfigCache::new(),
+        }
+    }
+}
+
+impl Router for Outside {
+    async fn call(&self, endpoint: u32, request: ClusterRequest) -> Option<ClusterReply> {
+        let node = self.endpoints.get(endpoint as usize)?.node;
+        let call = self.remote.call(
+            node,
+            ToEndpoint {
+                to: endpoint,
+                request,
+            },
+        );
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(ClientReply::Done(reply)) => Some(reply),
+            _ => None,
+        }
+    }
+
+    fn masters(&self) -> Vec<u32> {
+        self.endpoints
+            .iter()
+            .filter(|e| e.role == Role::Master)
+            .map(|e| e.id)
+            .collect()
+    }
+
+    fn cache(&self) -> &ConfigCache {
+        &self.cache
+    }
+
+    fn sharding(&self) -> Sharding {
+        self.sharding
+    }
+}
+
+/// Sends one shard-master command to the cluster from outside it (an administrator's
+/// Join, Leave, Move or Query): the same request, at most once, to each master replica in
+/// turn until one answers, for up to `timeout`.
+pub async fn master_call(
+    config: &ClusterConfig,
+    command: shardmaster::Command,
+    timeout: Duration,
+) -> Result<shardmaster::Reply, String> {
+    let masters: Vec<Endpoint> = config
+        .endpoints()
+        .into_iter()
+        .filter(|e| e.role == Role::Master)
+        .collect();
+    if masters.is_empty() {
+        return Err("the cluster is not sharded: it has no shard master".into());
+    }
+    let remote = Remote::new(
+        config.cluster_id,
+        config.nodes.iter().map(|n| n.peer).collect(),
+    );
+    let request = shardmaster::Request {
+        client: crate::client::random_client_id(),
+        seq: 1,
+        command,
+    };
+    let started = Instant::now();
+    let mut last = String::from("no master replica answered");
+    let mut backoff = Duration::from_millis(20);
+    for endpoint in masters.iter().cycle() {
+        if started.elapsed() >= timeout {
+            break;
+        }
+        let call = remote.call(
+            endpoint.node,
+            ToEndpoint {
+                to: endpoint.id,
+                request: ClusterRequest::Master(request.clone()),
+            },
+        );
+        match tokio::time::timeout(CALL_TIMEOUT.min(timeout), call).await {
+            Ok(ClientReply::Done(ClusterReply::Master(reply))) => return Ok(reply),
+            Ok(ClientReply::Done(other)) => return Err(format!("unexpected answer {other:?}")),
+            Ok(ClientReply::Unavailable(why) | ClientReply::StorageFailed(why)) => last = why,
+            Err(_) => last = format!("node {} did not answer", endpoint.node),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(500));
+    }
+    Err(format!(
+        "the shard master did not answer within {timeout:?}: {last}"
+    ))
+}
+
+/// One client of a sharded cluster: its own clerk, routing each op by the configuration
+/// (see the module docs) — a RESP connection's store inside a node, or a native client
+/// outside.
+pub struct ShardedStore<R: Router = Host> {
+    clerk: ShardClerk,
+    router: Arc<R>,
+}
+
+impl<R: Router> ShardedStore<R> {
+    /// The store of client `client`.
+    pub fn new(client: ClientId, router: Arc<R>) -> ShardedStore<R> {
+        ShardedStore {
+            clerk: ShardClerk::new(client, router.sharding()),
+            router,
+        }
+    }
+
+    /// Runs one op at most once, retrying until [`RETRY_DEADLINE`].
+    pub async fn execute(&mut self, op: Op) -> Result<Reply, Failure> {
+        self.one(op).await
+    }
+
+    /// Runs one op to completion, or until [`RETRY_DEADLINE`].
+    async fn one(&mut self, op: Op) -> Result<Reply, Failure> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(5);
+        let mut step = self
+            .clerk
+            .begin(op)
+            .map_err(|e| Failure::Unavailable(e.to_string()))?;
+        loop {
+            if started.elapsed() >= RETRY_DEADLINE {
+                self.clerk.abandon();
+                return Err(Failure::Unavailable(
+                    "no group serving the key answered; retry".into(),
+                ));
+            }
+            step = match step {
+                Step::Send { to, request } => {
+                    let seq = request.seq;
+                    let answer = match resolve(&to) {
+                        Some(endpoint) => {
+                            self.router
+                                .call(endpoint.0, ClusterRequest::Kv(request))
+                                .await
+                        }
+                        None => None,
+                    };
+                    match answer {
+                        Some(ClusterReply::Kv(reply)) => match self.clerk.on_reply(seq, reply) {
+                            Ok(Some(reply)) => return Ok(reply),
+                            Ok(None) => self.clerk.on_failure().unwrap_or(Step::Query),
+                            Err(query) => query,
+                        },
+                        _ => {
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_millis(200));
+                            self.clerk.on_failure().unwrap_or(Step::Query)
+                        }
+                    }
+                }
+                Step::Query => {
+                    let known = self.clerk.config().map(|c| c.num());
+                    match latest_config(self.router.as_ref(), known).await {
+                        Some(config) => {
+                            if known == Some(config.num()) {
+                                // Nothing newer yet (a shard still arriving): wait a little.
+                                tokio::time::sleep(backoff).await;
+                                backoff = (backoff * 2).min(Duration::from_millis(200));
+                            }
+                            self.clerk.on_config(config).unwrap_or(Step::Query)
+                        }
+                        None => {
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_millis(200));
+                            Step::Query
+                        }
+                    }
+                }
+            };
+        }
+    }
+}
+
+impl redis::Store for ShardedStore<Host> {
+    async fn run(&mut self, batch: Batch) -> Result<Reply, Failure> {
+        let ops = batch.into_ops();
+        if ops.len() == 1 {
+            let op = ops.into_iter().next().expect("one op");
+            return self.one(op).await;
+        }
+        let mut replies = Vec::with_capacity(ops.len());
+        for op in ops {
+            replies.push(self.one(op).await?);
+        }
+        Ok(Reply::Batch(replies))
+    }
+
+    async fn status(&self) -> Option<Status> {
+        let parts = self.router.parts().await?;
+        let mut merged = Status {
+            ready: parts.iter().all(|(_, s)| s.ready),
+            ..Status::default()
+        };
+        let mut keys = 0u64;
+        for (label, status) in &parts {
+            if label != "group=\"master\"" {
+                keys += status
+                    .core
+                    .iter()
+                    .find(|(name, _)| *name == "keys")
+                    .and_then(|(_, v)| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+            merged.wal_bytes += status.wal_bytes;
+            merged.snapshot_bytes += status.snapshot_bytes;
+        }
+        merged.core.push(("keys", keys.to_string()));
+        Some(merged)
+    }
+}
+
+/// How every endpoint of a real cluster is built from the cluster file.
+pub fn blueprint(config: &ClusterConfig) -> Blueprint {
+    let layout = config.endpoint_layout();
+    let shards = config.shards().unwrap_or(1);
+    Blueprint {
+        master_config: replica::tuned(NodeId(0), layout.masters.len()),
+        kv_config: replica::tuned(NodeId(0), 1),
+        settings: ShardKvSettings::default(),
+        sharding: Sharding::Slots { shards },
+        initial_joins: config
+            .master
+            .iter()
+            .flat_map(|m| m.initial_groups.iter())
+            .map(|&gid| (GroupId(gid), config.servers(gid)))
+            .collect(),
+        layout,
+    }
+}
+
+/// Runs node `id` of the sharded cluster `config` until `shutdown`.
+pub async fn run(
+    config: ClusterConfig,
+    id: u32,
+    shutdown: watch::Receiver<bool>,
+    options: NodeOptions,
+) -> Result<(), String> {
+    let Opened {
+        me,
+        dir,
+        lock,
+        budget,
+        peer_listener,
+        resp_listener,
+        admin_listener,
+    } = open_node(&config, id).await?;
+    // The node's own stamp guards against another cluster's or node's directory.
+    if !config::check_stamp(&dir, config.cluster_id, id).map_err(|e| e.to_string())? {
+        config::write_stamp(&dir, config.cluster_id, id).map_err(|e| e.to_string())?;
+    }
+    let endpoints = config.endpoints();
+    let hosted: Vec<Endpoint> = endpoints.iter().copied().filter(|e| e.node == id).collect();
+    let blueprint = blueprint(&config);
+
+    // Open every hosted replica's store and rebuild its core before anything runs.
+    let mut cores = Vec::new();
+    for endpoint in &hosted {
+        let edir = config.endpoint_dir(endpoint);
+        std::fs::create_dir_all(&edir).map_err(|e| format!("{}: {e}", edir.display()))?;
+        let stamped = config::check_stamp(&edir, config.cluster_id, endpoint.id)
+            .map_err(|e| e.to_string())?;
+        let (store, recovered) =
+            EngineStore::open(options.fs.clone(), &edir, StoreOptions::default())
+                .map_err(|e| format!("opening {}: {e}", edir.display()))?;
+        log_recovery(id, store.recovery_report());
+        let wiped = !stamped;
+        if wiped {
+            tracing::warn!(node = id, endpoint = endpoint.id, dir = %edir.display(), "replica directory has no stamp: lost disk, rebuilding from intact peers");
+        }
+        let seed = replica::kv_engine_seed(config.cluster_id, endpoint.id);
+        let core = blueprint
+            .recover(NodeId(endpoint.id), recovered, wiped, seed, Time::ZERO)
+            .map_err(|e| format!("recovering {}: {e}", edir.display()))?;
+        cores.push((*endpoint, edir, store, core, wiped));
+    }
+
+    let mut local = BTreeMap::new();
+    let mut receivers = Vec::new();
+    for (endpoint, ..) in &cores {
+        let (tx, rx) = mpsc::channel(options.driver.inputs_max);
+        local.insert(
+            endpoint.id,
+            Local {
+                endpoint: *endpoint,
+                inputs: tx,
+                leader: LeaderHint::default(),
+            },
+        );
+        receivers.push(rx);
+    }
+    let addresses: Vec<SocketAddr> = config.nodes.iter().map(|n| n.peer).collect();
+    let host = Arc::new(Host {
+        node: id,
+        nodes: config.nodes.len(),
+        endpoints,
+        local,
+        peers: transport::connect_peers(config.cluster_id, id, &addresses, shutdown.clone()),
+        remote: Remote::new(config.cluster_id, addresses),
+        sharding: blueprint.sharding,
+        cache: ConfigCache::new(),
+    });
+
+    // Every replica's driver, on a shared stop signal: the node stops as a whole when
+    // asked to or when any replica's storage fails.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut drivers = tokio::task::JoinSet::new();
+    for ((endpoint, edir, store, core, wiped), rx) in cores.into_iter().zip(receivers) {
+        let sender = EndpointSender {
+            me: endpoint.id,
+            host: host.clone(),
+        };
+        let driver = DriverOptions {
+            leader: host.local[&endpoint.id].leader.clone(),
+            ..options.driver.clone()
+        };
+        let on_ready: Option<Box<dyn FnOnce() + Send>> = wiped.then(|| {
+            let cluster_id = config.cluster_id;
+            Box::new(move || match config::write_stamp(&edir, cluster_id, endpoint.id) {
+                Ok(()) => tracing::info!(endpoint = endpoint.id, "rebuilt after lost disk; directory stamped"),
+                Err(e) => tracing::error!(endpoint = endpoint.id, error = %e, "could not stamp the replica's directory"),
+            }) as Box<dyn FnOnce() + Send>
+        });
+        let stop = stop_rx.clone();
+        drivers.spawn(async move {
+            node::run_core::<ClusterNode, _>(core, store, sender, rx, stop, driver, on_ready).await
+        });
+    }
+
+    let service = HostService(host.clone());
+    tokio::spawn(transport::serve(
+        peer_listener,
+        config.cluster_id,
+        service.clone(),
+        budget,
+        stop_rx.clone(),
+    ));
+    let resp_host = host.clone();
+    tokio::spawn(redis::serve(
+        resp_listener,
+        move |client| ShardedStore::new(client, resp_host.clone()),
+        stop_rx.clone(),
+        budget.resp,
+    ));
+    tokio::spawn(admin::serve(
+        admin_listener,
+        service,
+        stop_rx.clone(),
+        budget.admin,
+    ));
+    tracing::info!(
+        node = id,
+        peer = %me.peer,
+        resp = %me.resp,
+        admin = %me.admin,
+        replicas = hosted.len(),
+        "sharded node started"
+    );
+
+    let mut shutdown = shutdown;
+    let mut result = Ok(());
+    loop {
+        tokio::select! {
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    let _ = stop_tx.send(true);
+                }
+            }
+            done = drivers.join_next() => {
+                let Some(done) = done else { break };
+                let outcome = done.map_err(|e| format!("a replica's driver failed: {e}")).and_then(|r| r);
+                if let Err(reason) = outcome {
+                    if result.is_ok() {
+                        result = Err(reason);
+                    }
+                }
+                let _ = stop_tx.send(true);
+            }
+        }
+    }
+    drop(host);
+    drop(lock);
+    result
+}
