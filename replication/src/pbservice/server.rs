@@ -36,16 +36,26 @@
 //! help: the ack rule cannot let a restarted server back into a role without a full state
 //! transfer (its disk may be behind the views that went on without it), and a synced
 //! write per request is the latency this mode is chosen to avoid. What loses nothing:
-//! - one server failing (crash, restart, or partition) at a time, once the backup holds
-//!   the state (the view acknowledged by its primary), and any number of failures of
-//!   servers in no role; then after each failure, one more once a new backup has received
-//!   the state;
-//! - any partition, and lost, duplicated, delayed or reordered messages.
+//! - one server failing (crash, restart, or partition from the view service) at a time,
+//!   once the view is acknowledged by its primary and its backup holds the state; then,
+//!   after each failure, one more once the view service replaced the failed server and the
+//!   new view is acknowledged again (its new backup, if any, received the state). A failure
+//!   is repaired only when the view service noticed it: a crashed server's pings still in
+//!   flight keep it alive to the view service for up to `DEAD_PINGS` intervals after they
+//!   arrive;
+//! - any number of failures of servers in no role (once view 1 exists);
+//! - partitions that leave the primary and the backup with the view service, and lost,
+//!   duplicated, delayed or reordered messages (a member whose pings are all lost for
+//!   `DEAD_PINGS` intervals is dead to the view service: that is a failure).
 //!
-//! What does not: the primary and the backup failing together, or the primary failing
-//! before its view is acknowledged, leaves the service stuck (no server may become primary
-//! without the state); a crash of the view service stops all view changes (it is a single
-//! point of failure, see [`super::viewservice`]).
+//! What does not — the service is then stuck for good, by design, since no server may
+//! become primary without the state: the primary failing before it acknowledged its view
+//! (including the first primary, and a backup promoted by the view service after it
+//! crashed, while its last pings were still arriving); the primary and the backup failing
+//! together, or the second before the first was repaired; and a crash of the view service,
+//! which stops all view changes (it is a single point of failure, see
+//! [`super::viewservice`]). The simulator's `pb` sweep injects exactly the failures above
+//! that lose nothing.
 
 use std::collections::VecDeque;
 use std::time::Duration;

@@ -28,6 +28,15 @@
 //! is down no view changes, and a restarted view service starts from view 0, forgetting
 //! which servers hold the data (an operator must restart the mode). Lost, duplicated and
 //! delayed pings are tolerated.
+//!
+//! The ack rule makes this design stuck for good, by the lab's design, whenever the
+//! primary of the current view fails before acknowledging it: the first primary, or a
+//! backup promoted when the primary was found dead — including a backup that had already
+//! crashed but whose last pings were still arriving, if the primary was found dead (a
+//! crash, a partition, lost pings) before that backup was. Nothing else may take over, as
+//! only those two servers can hold the state. So the design survives one failure at a
+//! time, the next only after the view service replaced the failed server and the new view
+//! was acknowledged; see [`super::server`] for what loses nothing.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;

@@ -262,6 +262,11 @@ pub trait Faulted: Harness + Sized {
     fn may_fail(&self, _i: usize) -> Option<bool> {
         None
     }
+    /// Whether the design survives the network splitting into `sides` now (nodes listed
+    /// nowhere are isolated); true by default: partitions never lose anything in a group.
+    fn may_partition(&self, _sides: &[&[usize]]) -> bool {
+        true
+    }
 }
 
 /// The simulator's fault controls, whatever its node type.
@@ -534,7 +539,9 @@ impl Schedule {
             members[self.rng.below(groups as u64) as usize].push(i);
         }
         let refs: Vec<&[usize]> = members.iter().map(|g| g.as_slice()).collect();
-        t.sim_mut().partition(&refs);
+        if t.may_partition(&refs) {
+            t.sim_mut().partition(&refs);
+        }
     }
 
     /// Heals everything: no partitions, a reliable network, no unreliable node, every node

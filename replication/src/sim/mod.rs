@@ -822,6 +822,11 @@ impl<H: Host> Sim<H> {
         self.groups = Some(assignment);
     }
 
+    /// True if nodes `a` and `b` can talk under the current partition.
+    pub fn linked(&self, a: usize, b: usize) -> bool {
+        self.connected(NodeId(a as u32), NodeId(b as u32))
+    }
+
     /// Removes every partition.
     pub fn heal(&mut self) {
         self.note("heal".into());

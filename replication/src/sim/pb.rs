@@ -934,42 +934,103 @@ impl Faulted for PbWorld {
     fn may_fail(&self, i: usize) -> Option<bool> {
         Some(self.survives_failure(i))
     }
+
+    fn may_partition(&self, sides: &[&[usize]]) -> bool {
+        self.survives_partition(sides)
+    }
 }
 
+/// How recently the view service must have heard a member of its view for the sweep to
+/// fail the other one (two ping intervals: it is not about to be found dead).
+const HEARD_LATELY: Duration = Duration::from_millis(200);
+
 impl PbWorld {
-    /// Whether losing node `i` now loses nothing: never the view service (a single point
-    /// of failure); any server in no role; the primary only once its view is acknowledged
-    /// and its backup holds the state, and the backup only while the primary lives — and
-    /// either only while the view service heard the other one at least as recently, so it
-    /// cannot take the survivor for dead before the failed one (that would be a second
-    /// failure: the view service replaces whichever it finds dead first).
-    pub fn survives_failure(&self, i: usize) -> bool {
-        if i == VIEW_SERVICE {
-            return false;
-        }
-        let Some(server) = self.server(i) else {
-            return true;
+    /// The servers the view service's view names, by node, that are up in the life it
+    /// names.
+    fn members_up(&self) -> Vec<usize> {
+        let view = self.view();
+        [view.primary, view.backup]
+            .into_iter()
+            .flatten()
+            .map(|m| m.node.index())
+            .filter(|&i| {
+                self.server(i)
+                    .is_some_and(|s| view.is_primary(s.member()) || view.is_backup(s.member()))
+            })
+            .collect()
+    }
+
+    /// Whether server `i`'s pings reach the view service: under the partition `sides`
+    /// (nodes listed nowhere are isolated), or under the current one.
+    fn reaches_view_service(&self, i: usize, sides: Option<&[&[usize]]>) -> bool {
+        let cut = match &self.sim.node(VIEW_SERVICE) {
+            Some(PbNode::View { unheard, .. }) => unheard.contains(&NodeId(i as u32)),
+            _ => true,
         };
+        let linked = match sides {
+            Some(sides) => sides
+                .iter()
+                .any(|side| side.contains(&i) && side.contains(&VIEW_SERVICE)),
+            None => self.sim.linked(i, VIEW_SERVICE),
+        };
+        !cut && linked
+    }
+
+    /// Whether the pair can take one failure now: the view service's view is acknowledged,
+    /// has a primary and a backup, both up in the lives it names, holding that view's whole
+    /// state, reaching the view service and heard by it within [`HEARD_LATELY`].
+    ///
+    /// So the last failure was noticed and repaired. A failed member stays in the view
+    /// until the view service replaces it: a crashed server is dead to the view service only
+    /// once its last pings (maybe still in flight) are `DEAD_PINGS` intervals old, and a
+    /// server cut off is, until it is heard again; meanwhile a second failure could make
+    /// the view service promote the dead one, or drop the only one holding the state.
+    pub fn can_take_a_failure(&self) -> bool {
         let view = self.view();
         let vs = self.view_service();
-        let me = server.member();
-        let heard = |m: Member| vs.heard(m.node).filter(|h| h.1 == m.boot).map(|h| h.0);
-        // The other member is up in the same life, holds the state it needs, and was heard
-        // from no earlier than this one.
-        let survivor = |other: Option<Member>, holding: Option<u64>| {
-            other.is_some_and(|m| {
-                let up = self.server(m.node.index()).is_some_and(|s| {
-                    s.member() == m && holding.is_none_or(|v| s.holds() == Some(v))
-                });
-                up && heard(m) >= heard(me)
+        let now = self.sim.now();
+        let members = self.members_up();
+        vs.acked()
+            && view.backup.is_some()
+            && members.len() == 2
+            && members.iter().all(|&i| {
+                let server = self.server(i);
+                server.is_some_and(|s| s.holds() == Some(view.viewnum))
+                    && self.reaches_view_service(i, None)
+                    && server
+                        .and_then(|s| vs.heard(s.member().node).filter(|h| h.1 == s.member().boot))
+                        .is_some_and(|(at, _)| now - at <= HEARD_LATELY)
             })
-        };
-        if view.is_primary(me) {
-            vs.acked() && survivor(view.backup, Some(view.viewnum))
-        } else if view.is_backup(me) {
-            survivor(view.primary, None)
-        } else {
-            true
+    }
+
+    /// Whether losing node `i` now (a crash: its state is gone) loses nothing and leaves
+    /// the service able to go on: never the view service (a single point of failure); no
+    /// server before the view service made view 1 (the first ping to arrive makes its
+    /// sender primary, maybe a ping sent before its sender crashed: a dead primary that
+    /// never acknowledges); the primary or the backup only while
+    /// [`PbWorld::can_take_a_failure`]; any other server at any time (a late ping may
+    /// still make it the backup, which is replaced once found dead: its primary has not
+    /// acknowledged that view).
+    pub fn survives_failure(&self, i: usize) -> bool {
+        if i == VIEW_SERVICE || self.view().viewnum == 0 {
+            return false;
         }
+        !self.members_up().contains(&i) || self.can_take_a_failure()
+    }
+
+    /// Whether splitting the network into `sides` now is a failure the design survives:
+    /// it cuts neither the primary nor the backup (up in the lives the view names) off
+    /// from the view service, or cuts one of them while [`PbWorld::can_take_a_failure`].
+    /// A server cut off is dead to the view service as a crashed one is, and the view
+    /// service may promote only a backup it hears; cutting a member off while another
+    /// failure is not yet repaired could leave the only server holding the state out of
+    /// the view, or a dead one as its primary, for good.
+    pub fn survives_partition(&self, sides: &[&[usize]]) -> bool {
+        let cut = self
+            .members_up()
+            .into_iter()
+            .filter(|&i| !self.reaches_view_service(i, Some(sides)))
+            .count();
+        cut == 0 || (cut == 1 && self.can_take_a_failure())
     }
 }

@@ -4,12 +4,22 @@
 //! Every knob derives from the seed: 3 to 5 servers beside the view service, drop,
 //! duplicate and delay rates, node speeds, and concurrent clients doing Gets, Puts,
 //! Appends and Deletes with unique values (the kv sweep's [`RandomOps`]). The safety phase
-//! is the group sweep's [`Schedule`] over the world, restricted to the faults this design
-//! tolerates ([`PbWorld::survives_failure`]): partitions of any nodes (the view service
-//! included), unreliable nodes, and crashes and restarts of servers — of the primary only
-//! once its backup holds the state, of the backup only while the primary lives, of any
-//! idle server at any time. The view service is a single point of failure and never
-//! crashes. (Nothing is on disk, so a disk wipe is a crash, and no disk is restored.)
+//! is the group sweep's [`Schedule`] over the world, restricted to exactly the faults this
+//! design tolerates: one failure at a time, the next only once the last was repaired.
+//! - Crashes ([`PbWorld::survives_failure`]): of a server in no role at any time once
+//!   view 1 exists; of the primary or the backup only while the view service's view is
+//!   acknowledged, both hold its state and both were heard lately
+//!   ([`PbWorld::can_take_a_failure`]) — so a crashed member's late pings cannot get it
+//!   promoted. Never of the view service, a single point of failure, and never before
+//!   view 1 (a ping in flight from a crashed server would make it the first primary).
+//! - Partitions ([`PbWorld::survives_partition`]): any split that leaves the primary and
+//!   the backup with the view service; one that cuts one of them off only under the same
+//!   condition as a crash (a server cut off is dead to the view service).
+//! - Unreliable nodes, lost, duplicated and delayed messages, at any time.
+//!
+//! Nothing is on disk, so a disk wipe is a crash, and no disk is restored. What is left
+//! out is what the design documents as fatal (see [`crate::pbservice::server`]): the
+//! primary failing before it acknowledged its view, or both members failing.
 //!
 //! Then a liveness phase heals everything and restarts every server: every client must
 //! finish, the view must settle (acknowledged, the backup holding the state), a fresh clerk
