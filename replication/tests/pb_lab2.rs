@@ -7,8 +7,9 @@ use std::time::Duration;
 use kv_engine::kv::Reply;
 use kv_replication::pbservice::{View, ViewService, DEAD_PINGS, PING_INTERVAL};
 use kv_replication::rng::Rng;
-use kv_replication::sim::kv::{append, check_appends, get, put};
+use kv_replication::sim::kv::{append, check_appends, get, put, KvCalls};
 use kv_replication::sim::pb::{Action, PbWorld, Script, Scripts};
+use kv_replication::sim::script::Harness;
 use kv_replication::types::{NodeId, Time};
 
 // -------------------------------------------------------------------------------------
@@ -244,7 +245,7 @@ fn primary_is(w: &mut PbWorld, server: usize, limit: Duration) {
 }
 
 fn check(w: &mut PbWorld, c: usize, key: &str, value: &str) {
-    assert_eq!(w.get(c, key), value, "wrong value for {key}");
+    assert_eq!(w.get_str(c, key), value, "wrong value for {key}");
 }
 
 #[test]
@@ -431,7 +432,7 @@ fn concurrent_same(w: &mut PbWorld, run: Duration, preset: bool) {
         "clients did not finish"
     );
     w.sleep_ms(1000);
-    let before = [w.get(ck, "0"), w.get(ck, "1")];
+    let before = [w.get_str(ck, "0"), w.get_str(ck, "1")];
     assert!(
         before.iter().all(|v| !v.is_empty()),
         "empty values {before:?}"
@@ -440,7 +441,7 @@ fn concurrent_same(w: &mut PbWorld, run: Duration, preset: bool) {
     let (p, b) = (old.primary_node().unwrap(), old.backup_node().unwrap());
     w.kill(p.index());
     primary_is(w, b.index(), intervals(DEAD_PINGS * 2));
-    let after = [w.get(ck, "0"), w.get(ck, "1")];
+    let after = [w.get_str(ck, "0"), w.get_str(ck, "1")];
     assert_eq!(before, after, "the backup's values differ");
     w.check_linearizable();
 }
@@ -513,13 +514,13 @@ fn lab2b_concurrent_appends_to_the_same_key() {
     }
     assert!(scripts.drive(&mut w, Duration::from_secs(60)));
     let ck = w.clerk();
-    let primary_value = w.get(ck, "k");
+    let primary_value = w.get_str(ck, "k");
     check_appends(&primary_value, &[50, 50, 50]).unwrap();
     w.pin_appends("k", primary_value.as_bytes());
     let old = w.view();
     w.kill(old.primary_node().unwrap().index());
     primary_is(&mut w, 2, intervals(DEAD_PINGS * 2));
-    let backup_value = w.get(ck, "k");
+    let backup_value = w.get_str(ck, "k");
     check_appends(&backup_value, &[50, 50, 50]).unwrap();
     assert_eq!(primary_value, backup_value);
     w.check_linearizable();
@@ -674,7 +675,7 @@ fn lab2b_repeated_crash_unreliable() {
         w.set_unreliable(s, false);
     }
     let ck = w.clerk();
-    let value = w.get(ck, "0");
+    let value = w.get_str(ck, "0");
     let counts: Vec<usize> = (0..2)
         .map(|id| {
             (0..)
@@ -780,7 +781,7 @@ fn a_new_backup_receives_a_large_state_in_bounded_messages() {
     w.kill(1);
     primary_is(&mut w, 2, intervals(DEAD_PINGS * 2));
     for i in [0, 47] {
-        assert_eq!(w.get(ck, &format!("big{i}")).len(), value.len());
+        assert_eq!(w.get_str(ck, &format!("big{i}")).len(), value.len());
     }
     w.check_linearizable();
 }

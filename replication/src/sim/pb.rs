@@ -22,8 +22,9 @@ use std::time::Duration;
 use kv_engine::fs::Torn;
 use kv_engine::kv::{KvState, Reply as KvReply};
 
-use super::group::{Completion, Recorded, OP_LIMIT};
+use super::group::{Completion, Recorded};
 use super::group_sweep::{Faultable, Faulted};
+use super::kv::KvCalls;
 use super::script::Harness;
 use super::{Boot, Host, Sim, SimOptions, UNRELIABLE_REPLY_LOSS, UNRELIABLE_REQUEST_LOSS};
 use crate::clerk::Clerk;
@@ -618,51 +619,15 @@ impl PbWorld {
         }
     }
 
-    /// Runs `ms` milliseconds.
-    pub fn sleep_ms(&mut self, ms: u64) {
-        self.run_for(Duration::from_millis(ms));
-    }
-
     /// Runs until clerk `c` is idle or `limit` passes; its answer if it got one.
     pub fn wait(&mut self, c: usize, limit: Duration) -> Option<KvReply> {
-        let end = self.sim.now() + limit;
-        while !self.idle(c) && self.sim.now() < end {
-            self.run_for(POLL);
-        }
+        self.wait_idle(&[c], limit);
         self.take_result(c)
     }
 
-    /// Runs `op` on clerk `c`; panics (with the seed) if no answer within [`OP_LIMIT`].
+    /// Runs `op` on clerk `c`; panics (with the seed) if no answer within [`OP_LIMIT`](super::script::OP_LIMIT).
     pub fn must(&mut self, c: usize, op: impl Into<Batch>) -> KvReply {
-        let batch = op.into();
-        let what = format!("{batch:?}");
-        self.begin(c, batch);
-        self.wait(c, OP_LIMIT).unwrap_or_else(|| {
-            panic!(
-                "seed {}: clerk {c}: {what} got no answer within {OP_LIMIT:?}",
-                self.sim.seed()
-            )
-        })
-    }
-
-    /// Get through clerk `c`, as a string (missing: empty, as in the lab).
-    pub fn get(&mut self, c: usize, key: &str) -> String {
-        match self.must(c, super::kv::get(key)) {
-            KvReply::Value(v) => {
-                String::from_utf8(v.map(|b| b.to_vec()).unwrap_or_default()).expect("UTF-8 values")
-            }
-            other => panic!("seed {}: Get answered {other:?}", self.sim.seed()),
-        }
-    }
-
-    /// Put through clerk `c`.
-    pub fn put(&mut self, c: usize, key: &str, value: &str) {
-        self.must(c, super::kv::put(key, value));
-    }
-
-    /// Append through clerk `c`.
-    pub fn append(&mut self, c: usize, key: &str, value: &str) {
-        self.must(c, super::kv::append(key, value));
+        self.must_answer(c, op.into())
     }
 
     /// Pins the order of the Appends on `key` by the lengths they reported, given its final
@@ -895,6 +860,16 @@ impl Harness for PbWorld {
 
     fn run_for(&mut self, duration: Duration) {
         PbWorld::run_for(self, duration)
+    }
+
+    fn seed(&self) -> u64 {
+        self.sim.seed()
+    }
+}
+
+impl KvCalls for PbWorld {
+    fn must_kv(&mut self, c: usize, op: kv_engine::kv::Op) -> KvReply {
+        self.must(c, op)
     }
 }
 

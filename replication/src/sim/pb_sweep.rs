@@ -34,6 +34,7 @@ use kv_engine::kv::Reply;
 
 use super::group_sweep::{Failure, Outcome, Schedule};
 use super::kv::get;
+use super::kv::KvCalls;
 use super::kv_sweep::RandomOps;
 use super::pb::{Action, PbWorld, Script, Scripts};
 use super::{panic_message, FaultCeilings, Faults};
@@ -158,7 +159,7 @@ fn liveness_phase(w: &mut PbWorld, schedule: &mut Schedule, scripts: &mut Script
         w.must(reader, get(key));
     }
     for key in LOG_KEYS {
-        let value = w.get(reader, key);
+        let value = w.get_str(reader, key);
         w.pin_appends(key, value.as_bytes());
     }
     assert!(

@@ -36,7 +36,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use kv_engine::kv::{KvState, Op, Reply, ShardId, Sharding};
 
-use super::group::{Completion, OP_LIMIT};
+use super::group::Completion;
+use super::kv::KvCalls;
 use super::{Boot, Host, Sim, SimOptions, UNRELIABLE_REPLY_LOSS, UNRELIABLE_REQUEST_LOSS};
 use crate::clerk::Clerk;
 pub use crate::cluster::{
@@ -517,78 +518,37 @@ impl ShardWorld {
         churn.crashes
     }
 
-    /// Runs `ms` milliseconds.
-    pub fn sleep_ms(&mut self, ms: u64) {
-        self.run_for(Duration::from_millis(ms));
-    }
-
     /// Runs until every clerk in `clerks` is idle or `limit` passes; true if they are.
     pub fn wait(&mut self, clerks: &[usize], limit: Duration) -> bool {
-        let end = self.sim.now() + limit;
-        loop {
-            if clerks.iter().all(|&c| self.idle(c)) {
-                return true;
-            }
-            if self.sim.now() >= end {
-                return false;
-            }
-            self.run_for(POLL);
-        }
+        self.wait_idle(clerks, limit)
     }
 
     /// Runs `op` on clerk `c` and waits up to `limit` for the answer.
     pub fn call(&mut self, c: usize, op: Op, limit: Duration) -> Option<Reply> {
-        self.begin(c, op);
-        if self.wait(&[c], limit) {
-            self.take_result(c)
-        } else {
-            None
-        }
-    }
-
-    /// Runs `op` on clerk `c`; panics (with the seed) if no answer within [`OP_LIMIT`].
-    pub fn must(&mut self, c: usize, op: Op) -> Reply {
-        let what = format!("{op:?}");
-        self.call(c, op, OP_LIMIT).unwrap_or_else(|| {
-            panic!(
-                "seed {}: clerk {c}: {what} got no answer within {OP_LIMIT:?}",
+        match self.call_within(c, WorldCall::Kv(op), limit)? {
+            ClusterReply::Kv(reply) => Some(reply),
+            other => panic!(
+                "seed {}: a key operation answered {other:?}",
                 self.sim.seed()
-            )
-        })
-    }
-
-    /// Get through clerk `c`, as a string (missing: empty, as in the lab).
-    pub fn get(&mut self, c: usize, key: &str) -> String {
-        match self.must(c, super::kv::get(key)) {
-            Reply::Value(v) => {
-                String::from_utf8(v.map(|b| b.to_vec()).unwrap_or_default()).expect("UTF-8 values")
-            }
-            other => panic!("seed {}: Get answered {other:?}", self.sim.seed()),
+            ),
         }
     }
 
-    /// Put through clerk `c`.
-    pub fn put(&mut self, c: usize, key: &str, value: &str) {
-        self.must(c, super::kv::put(key, value));
-    }
-
-    /// Append through clerk `c`.
-    pub fn append(&mut self, c: usize, key: &str, value: &str) {
-        self.must(c, super::kv::append(key, value));
+    /// Runs `op` on clerk `c`; panics (with the seed) if no answer within [`OP_LIMIT`](super::script::OP_LIMIT).
+    pub fn must(&mut self, c: usize, op: Op) -> Reply {
+        self.must_kv(c, op)
     }
 
     /// Runs a shard-master command through the admin clerk; panics if unanswered within
     /// [`OP_LIMIT`].
     pub fn admin(&mut self, command: shardmaster::Command) -> shardmaster::Reply {
         let c = self.admin;
-        let what = format!("{command:?}");
-        self.begin_admin(c, command);
-        if !self.wait(&[c], OP_LIMIT) {
-            panic!("seed {}: {what} got no answer", self.sim.seed());
-        }
-        match self.clerks[c].result.take() {
-            Some(ClusterReply::Master(reply)) => reply,
-            other => panic!("seed {}: {what} answered {other:?}", self.sim.seed()),
+        match self.must_answer(c, WorldCall::Admin(command)) {
+            ClusterReply::Master(reply) => reply,
+            other => panic!(
+                "seed {}: an admin command answered {other:?}",
+                self.sim.seed()
+            ),
         }
     }
 
@@ -988,6 +948,22 @@ impl Harness for ShardWorld {
 
     fn run_for(&mut self, duration: Duration) {
         ShardWorld::run_for(self, duration)
+    }
+
+    fn seed(&self) -> u64 {
+        self.sim.seed()
+    }
+}
+
+impl KvCalls for ShardWorld {
+    fn must_kv(&mut self, c: usize, op: Op) -> Reply {
+        match self.must_answer(c, WorldCall::Kv(op)) {
+            ClusterReply::Kv(reply) => reply,
+            other => panic!(
+                "seed {}: a key operation answered {other:?}",
+                self.sim.seed()
+            ),
+        }
     }
 }
 
