@@ -7,6 +7,17 @@ use crate::effects::Effects;
 use crate::node::{Answer, Node};
 use crate::types::{NodeId, Time};
 
+impl<R> Event<R> {
+    /// What the event means for a client request, by value.
+    pub fn into_answer(self) -> Answer<R> {
+        match self {
+            Event::Reply { tag, reply } => Answer::Reply { tag, reply },
+            Event::Dropped { tag } => Answer::Dropped { tag },
+            Event::Halted { reason } => Answer::Halted { reason },
+        }
+    }
+}
+
 impl<R: Clone> Event<R> {
     /// What the event means for a client request (every event of a replica means one).
     pub fn answer(&self) -> Answer<R> {

@@ -38,7 +38,7 @@ use super::{Sim, SimOptions, UNRELIABLE_REPLY_LOSS, UNRELIABLE_REQUEST_LOSS};
 use crate::clerk::Clerk;
 use crate::linearizability::{CheckResult, History, Invocation, Shaped};
 use crate::paxos::Seq;
-use crate::replica::{Event, ReplicaConfig, Request, StateMachine};
+use crate::replica::{ReplicaConfig, Request, StateMachine};
 use crate::rng::Rng;
 use crate::types::{ClientId, NodeId, Time};
 
@@ -383,27 +383,18 @@ impl<M: Recorded> Cluster<M> {
     fn drain_events(&mut self) {
         let events = std::mem::take(&mut self.sim.host_mut().events);
         let now = self.sim.now();
+        let seed = self.sim.seed();
         for (node, event) in events {
-            match event {
-                Event::Reply { tag, reply } => {
-                    let Some(&(c, seq)) = self.tags.get(&tag) else {
-                        continue;
-                    };
-                    if self.unreliable[node.index()] && self.rng.chance(UNRELIABLE_REPLY_LOSS) {
-                        self.fail_if_current(c, tag, now);
-                        continue;
-                    }
-                    self.tags.remove(&tag);
-                    self.complete(c, seq, reply, now);
-                }
-                Event::Dropped { tag } => {
-                    if let Some(&(c, _)) = self.tags.get(&tag) {
-                        self.fail_if_current(c, tag, now);
-                    }
-                }
-                Event::Halted { reason } => {
-                    panic!("seed {}: {node} halted: {reason}", self.sim.seed())
-                }
+            let (unreliable, rng) = (self.unreliable[node.index()], &mut self.rng);
+            let lost = || unreliable && rng.chance(UNRELIABLE_REPLY_LOSS);
+            match route(&mut self.tags, node, Some(event.into_answer()), lost, seed) {
+                Some(Routed::Reply {
+                    call: (c, seq),
+                    reply,
+                    ..
+                }) => self.complete(c, seq, reply, now),
+                Some(Routed::Failed { tag, call: (c, _) }) => self.fail_if_current(c, tag, now),
+                None => {}
             }
         }
     }
@@ -470,6 +461,7 @@ impl<M: Recorded> Cluster<M> {
     }
 }
 
+use super::script::{route, Routed};
 pub use super::script::{Action, Harness, Script};
 
 /// Concurrent client scripts of a group's harness.

@@ -25,7 +25,7 @@ use kv_engine::kv::{KvState, Reply as KvReply};
 use super::group::{Completion, Recorded};
 use super::group_sweep::{Faultable, Faulted};
 use super::kv::KvCalls;
-use super::script::Harness;
+use super::script::{route, Harness, Routed};
 use super::{Boot, Host, Sim, SimOptions, UNRELIABLE_REPLY_LOSS, UNRELIABLE_REQUEST_LOSS};
 use crate::clerk::Clerk;
 use crate::effects::Effects;
@@ -712,31 +712,22 @@ impl PbWorld {
     }
 
     fn take_events(&mut self) {
+        let seed = self.sim.seed();
         loop {
             let events = std::mem::take(&mut self.sim.host_mut().events);
             if events.is_empty() {
                 return;
             }
             for (node, event) in events {
-                match PbNode::answer(&event) {
-                    Some(Answer::Reply { tag, reply }) => {
-                        let Some(c) = self.tags.remove(&tag) else {
-                            continue;
-                        };
-                        if self.unreliable[node.index()] && self.rng.chance(UNRELIABLE_REPLY_LOSS) {
-                            self.leg_failed(c, tag);
-                        } else {
-                            self.on_reply(c, tag, reply);
-                        }
-                    }
-                    Some(Answer::Dropped { tag }) => {
-                        if let Some(c) = self.tags.remove(&tag) {
-                            self.leg_failed(c, tag);
-                        }
-                    }
-                    Some(Answer::Halted { reason }) => {
-                        panic!("seed {}: {node} halted: {reason}", self.sim.seed())
-                    }
+                let (unreliable, rng) = (self.unreliable[node.index()], &mut self.rng);
+                let lost = || unreliable && rng.chance(UNRELIABLE_REPLY_LOSS);
+                match route(&mut self.tags, node, PbNode::answer(&event), lost, seed) {
+                    Some(Routed::Reply {
+                        tag,
+                        call: c,
+                        reply,
+                    }) => self.on_reply(c, tag, reply),
+                    Some(Routed::Failed { tag, call: c }) => self.leg_failed(c, tag),
                     None => {}
                 }
             }

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use crate::types::Time;
+use std::collections::BTreeMap;
+
+use crate::node::Answer;
+use crate::types::{NodeId, Time};
 
 /// What scripts drive: clerks that take one call at a time, and virtual time.
 pub trait Harness {
@@ -210,5 +213,51 @@ impl<H: Harness> Scripts<H> {
                 };
             }
         }
+    }
+}
+
+/// What a node's answer means for the clerk call it answers.
+pub enum Routed<V, R> {
+    /// The reply arrived.
+    Reply {
+        /// The call's tag.
+        tag: u64,
+        /// What the harness keeps for the call (its clerk).
+        call: V,
+        /// The reply.
+        reply: R,
+    },
+    /// The call failed (the node gave up on it, or its reply was lost): retry.
+    Failed {
+        /// The call's tag.
+        tag: u64,
+        /// What the harness keeps for the call (its clerk).
+        call: V,
+    },
+}
+
+/// Routes node `node`'s `answer` to the call it answers, which `calls` keeps by tag until
+/// its reply arrives (a failed call's tag stays: a late reply to it still counts): a reply
+/// is lost if `reply_lost()` (asked only for a reply to a call in flight: the lab's
+/// unreliable node); a halted node panics with `seed`. `None` for an event that answers no
+/// call in flight.
+pub fn route<V: Copy, R>(
+    calls: &mut BTreeMap<u64, V>,
+    node: NodeId,
+    answer: Option<Answer<R>>,
+    reply_lost: impl FnOnce() -> bool,
+    seed: u64,
+) -> Option<Routed<V, R>> {
+    match answer? {
+        Answer::Reply { tag, reply } => {
+            let call = *calls.get(&tag)?;
+            if reply_lost() {
+                return Some(Routed::Failed { tag, call });
+            }
+            calls.remove(&tag);
+            Some(Routed::Reply { tag, call, reply })
+        }
+        Answer::Dropped { tag } => calls.get(&tag).map(|&call| Routed::Failed { tag, call }),
+        Answer::Halted { reason } => panic!("seed {seed}: {node} halted: {reason}"),
     }
 }

@@ -46,7 +46,7 @@ pub use crate::cluster::{
 };
 use crate::kvgroup::Batch;
 use crate::linearizability::{self, Budget, CheckResult, History, Invocation};
-use crate::node::{Answer, Node};
+use crate::node::Node;
 use crate::paxos::Seq;
 use crate::replica::{Event, ReplicaConfig, Request};
 use crate::rng::Rng;
@@ -748,22 +748,22 @@ impl ShardWorld {
     }
 
     fn drain_events(&mut self) {
+        let seed = self.sim.seed();
         loop {
             let events = std::mem::take(&mut self.sim.host_mut().events);
             if events.is_empty() {
                 return;
             }
             for (node, event) in events {
-                match ClusterNode::answer(&event) {
-                    Some(Answer::Reply { tag, reply }) => {
-                        let Some(&c) = self.tags.get(&tag) else {
-                            continue;
-                        };
-                        if self.unreliable[node.index()] && self.rng.chance(UNRELIABLE_REPLY_LOSS) {
-                            self.fail_if_current(c, tag);
-                            continue;
-                        }
-                        self.tags.remove(&tag);
+                let (unreliable, rng) = (self.unreliable[node.index()], &mut self.rng);
+                let lost = || unreliable && rng.chance(UNRELIABLE_REPLY_LOSS);
+                let answer = ClusterNode::answer(&event);
+                match route(&mut self.tags, node, answer, lost, seed) {
+                    Some(Routed::Reply {
+                        tag,
+                        call: c,
+                        reply,
+                    }) => {
                         if self.clerks[c]
                             .call
                             .as_ref()
@@ -772,14 +772,7 @@ impl ShardWorld {
                             self.on_answer(c, reply);
                         }
                     }
-                    Some(Answer::Dropped { tag }) => {
-                        if let Some(&c) = self.tags.get(&tag) {
-                            self.fail_if_current(c, tag);
-                        }
-                    }
-                    Some(Answer::Halted { reason }) => {
-                        panic!("seed {}: {node} halted: {reason}", self.sim.seed())
-                    }
+                    Some(Routed::Failed { tag, call: c }) => self.fail_if_current(c, tag),
                     None => {}
                 }
             }
@@ -917,6 +910,7 @@ pub enum WorldCall {
     Admin(shardmaster::Command),
 }
 
+use super::script::{route, Routed};
 pub use super::script::{Harness, Script};
 /// What a world client script does next.
 pub type Action = super::script::Action<WorldCall>;
