@@ -1,6 +1,7 @@
 //! `kv`: the command-line tool of kv, a persistent, Paxos-replicated, sharded key-value
 //! store. One binary: `kv up` runs a whole local cluster, `kv node` one node, `kv get|put|
-//! append|del` is the client, `kv admin` administers, `kv bench` loads a cluster.
+//! append|del` is the client, `kv admin` administers, `kv bench` loads a cluster, `kv
+//! mapreduce` runs batch jobs.
 
 mod admin;
 mod bench;
@@ -42,6 +43,20 @@ enum Command {
         /// Host every node binds.
         #[arg(long, default_value = "127.0.0.1")]
         host: std::net::IpAddr,
+    },
+    /// Add a KV group to a sharded cluster, on new nodes (appended to the cluster file, their
+    /// directories stamped) or on the existing ones; then restart the running nodes one at
+    /// a time, start the new ones, and `kv admin join GID`.
+    Grow {
+        /// The cluster file.
+        #[arg(long, default_value = "./kv-data/cluster.toml")]
+        cluster: PathBuf,
+        /// New nodes to add (0: put the group on the existing nodes).
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// Replicas of the new group.
+        #[arg(long, default_value_t = 3)]
+        replicas: u32,
     },
     /// Run one node of a cluster on its data directory.
     Node {
@@ -93,6 +108,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// A durable single-node engine session on a data directory (no cluster needed).
     Demo(demo::DemoArgs),
+    /// MapReduce jobs: `run` one with local workers, or its `coordinator` and `worker`s.
+    Mapreduce(kv_mapreduce::cli::MapReduceArgs),
 }
 
 /// Which cluster a client command talks to.
@@ -152,6 +169,35 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Up(args) => up::run(args),
+        Command::Grow {
+            cluster,
+            nodes,
+            replicas,
+        } => {
+            let mut config = ClusterConfig::load(&cluster)?;
+            let before = config.nodes.len() as u32;
+            let gid = config.grow(&cluster, nodes, replicas)?;
+            let group = config.groups.last().expect("just added");
+            let on: Vec<String> = group.nodes.iter().map(|n| n.to_string()).collect();
+            println!(
+                "added group {gid} on nodes {} to {}",
+                on.join(", "),
+                cluster.display()
+            );
+            println!("next: restart the running nodes 0..{before} one at a time (they read the file at start),");
+            if nodes > 0 {
+                println!(
+                    "      start the new nodes {before}..{} (kv node --cluster {} --id N),",
+                    config.nodes.len(),
+                    cluster.display()
+                );
+            }
+            println!(
+                "      then: kv admin join {gid} --cluster {}",
+                cluster.display()
+            );
+            Ok(())
+        }
         Command::Node { cluster, id } => run_node(cluster, id),
         Command::Get { key, target } => client_op(target, Op::Get { key: key.into() }),
         Command::Put { key, value, target } => client_op(
@@ -171,6 +217,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Del { key, target } => client_op(target, Op::Delete { key: key.into() }),
         Command::Admin { command } => admin::run(command),
         Command::Bench(args) => bench::run(args),
+        Command::Mapreduce(args) => Ok(kv_mapreduce::cli::run(args)?),
     }
 }
 

@@ -3,9 +3,13 @@
 
 mod common;
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use common::{Cluster, Shape};
+use common::{clock, wait_for, Cluster, Shape};
+use kv_replication::linearizability::{check, Budget, CheckResult, History, Input, Output};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -71,5 +75,441 @@ fn every_node_takes_any_key_and_multi_key_commands_span_groups() {
         .query(&mut connections[0])
         .unwrap();
     assert_eq!(appended, "v70+".len() as u64);
+    cluster.assert_no_panic();
+}
+
+/// The configuration number `kv admin join/leave/move` reports.
+fn config_num(output: &str) -> u64 {
+    output
+        .split("configuration ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no configuration number in {output:?}"))
+}
+
+/// Closed-loop RESP clients on random keys, each recording its operations; a client whose
+/// node fails moves to the next node on a new connection (its op in flight: unknown).
+fn spawn_resp_clients(
+    cluster: &Cluster,
+    clients: u64,
+    keys: u64,
+    history: &History,
+    epoch: Instant,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<u64>> {
+    (0..clients)
+        .map(|c| {
+            let addresses: Vec<String> = (0..cluster.len())
+                .map(|id| format!("redis://{}/", cluster.node(id).resp))
+                .collect();
+            let history = history.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut node = c as usize % addresses.len();
+                let mut connection: Option<redis::Connection> = None;
+                let (mut n, mut acked) = (0u64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(conn) = connection.as_mut() else {
+                        let client = redis::Client::open(addresses[node].as_str()).unwrap();
+                        match client.get_connection_with_timeout(IO_TIMEOUT) {
+                            Ok(conn) => {
+                                conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                                connection = Some(conn);
+                            }
+                            Err(_) => {
+                                node = (node + 1) % addresses.len();
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                        }
+                        continue;
+                    };
+                    n += 1;
+                    let key = format!("k{}", (c * 7 + n) % keys);
+                    let token = format!("[{c}.{n}]");
+                    let (command, input) = match n % 4 {
+                        0 => (
+                            redis::cmd("GET").arg(&key).clone(),
+                            Input::Get {
+                                key: key.clone().into_bytes(),
+                            },
+                        ),
+                        _ => (
+                            redis::cmd("APPEND").arg(&key).arg(&token).clone(),
+                            Input::Append {
+                                key: key.clone().into_bytes(),
+                                value: token.into_bytes(),
+                            },
+                        ),
+                    };
+                    let get = matches!(input, Input::Get { .. });
+                    let call = history.invoke(c, input, clock(epoch));
+                    if get {
+                        match command.query::<Option<Vec<u8>>>(conn) {
+                            Ok(v) => history.complete(call, Output::Value(v), clock(epoch)),
+                            Err(_) => {
+                                history.give_up(call);
+                                connection = None;
+                                node = (node + 1) % addresses.len();
+                            }
+                        }
+                    } else {
+                        match command.query::<u64>(conn) {
+                            Ok(_) => {
+                                acked += 1;
+                                history.complete(call, Output::Ok, clock(epoch));
+                            }
+                            Err(_) => {
+                                history.give_up(call);
+                                connection = None;
+                                node = (node + 1) % addresses.len();
+                            }
+                        }
+                    }
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+/// Reads every key once through node `id` and records the reads.
+fn final_reads(
+    cluster: &Cluster,
+    id: u32,
+    keys: u64,
+    history: &History,
+    epoch: Instant,
+) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut conn = cluster.redis(id, IO_TIMEOUT);
+    (0..keys)
+        .map(|k| {
+            let key = format!("k{k}");
+            let call = history.invoke(
+                1_000,
+                Input::Get {
+                    key: key.clone().into_bytes(),
+                },
+                clock(epoch),
+            );
+            let value: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+            history.complete(call, Output::Value(value.clone()), clock(epoch));
+            (key, value)
+        })
+        .collect()
+}
+
+/// Joins, leaves and moves while RESP clients append: a node is SIGKILLed right after a
+/// handoff starts, another loses its disk right after the next one starts. Every history
+/// is linearizable (so no acknowledged append is lost or doubled), and once the old owners
+/// have released what they gave away each group's replicas hold exactly the keys of that
+/// group's shards.
+#[test]
+fn handoffs_under_load_with_a_crash_and_a_lost_disk_lose_nothing() {
+    const KEYS: u64 = 24;
+    let settle = Duration::from_secs(120);
+    const BULK: usize = 4000;
+    let mut cluster = Cluster::start_sharded(3, shape(3));
+    // Enough data that a handoff takes a while (about 8 MB in pieces of 1 MiB).
+    let bulk_value = vec![b'b'; 2048];
+    let mut pipe = redis::pipe();
+    for i in 0..BULK {
+        pipe.cmd("SET")
+            .arg(format!("bulk-{i}"))
+            .arg(&bulk_value)
+            .ignore();
+    }
+    let _: () = pipe.query(&mut cluster.redis(0, IO_TIMEOUT)).unwrap();
+    let history = History::new();
+    let epoch = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = spawn_resp_clients(&cluster, 6, KEYS, &history, epoch, &stop);
+    let history_len = |n: usize| {
+        wait_for("clients making progress", settle, || {
+            (history.len() >= n).then_some(())
+        })
+    };
+    history_len(200);
+
+    // Group 102 leaves; node 1 dies as its shards start moving, and comes back.
+    let num = config_num(&cluster.admin(&["leave", "102"]).unwrap());
+    cluster.kill_node(1);
+    history_len(history.len() + 100);
+    cluster.start_node(1);
+    cluster.wait_settled(num, settle);
+
+    // Group 102 joins again; node 2 loses its disk as shards start arriving.
+    let num = config_num(&cluster.admin(&["join", "102"]).unwrap());
+    cluster.kill_node(2);
+    cluster.wipe_node(2);
+    cluster.start_node(2);
+    cluster.wait_ready(2);
+    cluster.wait_settled(num, settle);
+
+    // Single shards move back and forth under load.
+    let mut num = 0;
+    for (shard, gid) in [(0, "101"), (5, "102"), (0, "100"), (9, "101")] {
+        num = num.max(config_num(
+            &cluster.admin(&["move", &shard.to_string(), gid]).unwrap(),
+        ));
+    }
+    cluster.wait_settled(num, settle);
+    history_len(history.len() + 200);
+
+    stop.store(true, Ordering::Relaxed);
+    let acked: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(acked > 0);
+    eprintln!("{} operations, {acked} acknowledged appends", history.len());
+    let finals = final_reads(&cluster, 0, KEYS, &history, epoch);
+    let result = check(&history, Budget::DEFAULT);
+    assert_eq!(
+        result,
+        CheckResult::Ok,
+        "history of {} operations: {result}",
+        history.len()
+    );
+
+    // Placement: each group's replicas hold exactly the keys of its shards.
+    let query = cluster.admin(&["query", "--json"]).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&query).unwrap();
+    let owners: Vec<u64> = config["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_u64().unwrap())
+        .collect();
+    let sharding = kv_engine::kv::Sharding::Slots { shards: 16 };
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let bulk = (0..BULK).map(|i| format!("bulk-{i}"));
+    let present = finals
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| k.clone());
+    for key in present.chain(bulk) {
+        let owner = owners[sharding.shard_of(key.as_bytes()).0 as usize];
+        *expected.entry(owner.to_string()).or_default() += 1;
+    }
+    let mut conn = cluster.redis(1, IO_TIMEOUT);
+    let bulk_keys: Vec<String> = (0..BULK).map(|i| format!("bulk-{i}")).collect();
+    let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&bulk_keys).query(&mut conn).unwrap();
+    assert!(
+        values.iter().all(|v| v.as_deref() == Some(&bulk_value[..])),
+        "a bulk key was lost"
+    );
+    for id in 0..cluster.len() {
+        for part in cluster
+            .parts(id)
+            .unwrap()
+            .iter()
+            .filter(|p| p.group != "master")
+        {
+            assert_eq!(
+                part.u64("keys"),
+                expected.get(&part.group).copied().unwrap_or(0),
+                "node {id} group {}: {:?}",
+                part.group,
+                part.fields
+            );
+        }
+    }
+    cluster.assert_no_panic();
+}
+
+/// Lab 5's Test4Move on processes: once every replica of a group is stopped, Gets of
+/// shards that moved away from it succeed and Gets of shards it still owns block.
+#[test]
+fn with_a_group_down_moved_shards_answer_and_its_own_shards_block() {
+    // The shard master and group 100 on nodes 0-2; group 101 alone on node 3.
+    let mut cluster = Cluster::start_edited(4, shape(2), Box::new(|_, _| {}), |config| {
+        for section in [
+            &mut config.master.as_mut().unwrap().nodes,
+            &mut config.groups[0].nodes,
+        ] {
+            *section = vec![0, 1, 2];
+        }
+        config.groups[1].nodes = vec![3];
+    });
+    let sharding = kv_engine::kv::Sharding::Slots { shards: 16 };
+    let owners = |cluster: &Cluster| -> Vec<u64> {
+        let query = cluster.admin(&["query", "--json"]).unwrap();
+        let config: serde_json::Value = serde_json::from_str(&query).unwrap();
+        config["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_u64().unwrap())
+            .collect()
+    };
+    // One key per shard.
+    let mut keys: BTreeMap<u32, String> = BTreeMap::new();
+    for i in 0.. {
+        let key = format!("key-{i}");
+        keys.entry(sharding.shard_of(key.as_bytes()).0)
+            .or_insert(key);
+        if keys.len() == 16 {
+            break;
+        }
+    }
+    let mut conn = cluster.redis(0, IO_TIMEOUT);
+    for key in keys.values() {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(format!("v-{key}"))
+            .query(&mut conn)
+            .unwrap();
+    }
+    // Half of group 101's shards move to group 100.
+    let before = owners(&cluster);
+    let of_101: Vec<usize> = (0..16).filter(|&s| before[s] == 101).collect();
+    assert!(of_101.len() >= 4, "{before:?}");
+    let mut num = 0;
+    for shard in &of_101[..of_101.len() / 2] {
+        num = config_num(&cluster.admin(&["move", &shard.to_string(), "100"]).unwrap());
+    }
+    cluster.wait_settled(num, Duration::from_secs(60));
+    let after = owners(&cluster);
+
+    cluster.kill_node(3);
+    let mut conn = cluster.redis(1, Duration::from_secs(2));
+    for (shard, key) in &keys {
+        let got: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(key).query(&mut conn);
+        if after[*shard as usize] == 100 {
+            assert_eq!(got.unwrap(), Some(format!("v-{key}")), "shard {shard}");
+        } else {
+            assert!(
+                got.is_err(),
+                "shard {shard} of the stopped group answered {got:?}"
+            );
+            // The blocked GET's connection is spent; take a fresh one.
+            conn = cluster.redis(1, Duration::from_secs(2));
+        }
+    }
+    cluster.assert_no_panic();
+}
+
+/// Bad input gets one clear line and changes nothing.
+#[test]
+fn admin_commands_naming_unknown_groups_or_shards_are_refused_and_change_nothing() {
+    let cluster = Cluster::start_sharded(3, shape(2));
+    let before = cluster.admin(&["query", "--json"]).unwrap();
+    for (args, expected) in [
+        (&["join", "7"][..], "group 7 is not in the cluster file"),
+        (&["leave", "7"][..], "group 7 is not in the cluster file"),
+        (&["move", "16", "100"][..], "no shard 16"),
+        (
+            &["move", "3", "7"][..],
+            "group 7 is not in the cluster file",
+        ),
+        (&["query", "99"][..], "configuration 99 does not exist yet"),
+    ] {
+        let error = cluster.admin(args).unwrap_err();
+        assert!(error.contains(expected), "{args:?}: {error}");
+        assert_eq!(error.trim().lines().count(), 1, "{args:?}: {error}");
+    }
+    assert_eq!(cluster.admin(&["query", "--json"]).unwrap(), before);
+
+    // A cluster file whose group names an unknown node is refused by every command.
+    let path = cluster.dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(&cluster.path).unwrap();
+    let bad = text.replacen(
+        "[[group]]\ngid = 100\nnodes = [\n    0,",
+        "[[group]]\ngid = 100\nnodes = [\n    9,",
+        1,
+    );
+    assert_ne!(bad, text, "the edit applies");
+    std::fs::write(&path, bad).unwrap();
+    for args in [&["node", "--id", "0"][..], &["admin", "query"][..]] {
+        let out = std::process::Command::new(common::kv_binary())
+            .args(args)
+            .arg("--cluster")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("group 100 names node 9, which is not in the cluster file"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+    assert_eq!(cluster.admin(&["query", "--json"]).unwrap(), before);
+}
+
+/// Growing the cluster as the README says, while RESP clients append: `kv grow` adds three
+/// nodes and a group on them, the running nodes restart one at a time, the new ones start,
+/// `kv admin join` moves shards onto the group. Nothing is lost and the new group serves
+/// its share.
+#[test]
+fn growing_the_cluster_by_three_nodes_and_a_group_under_load_loses_nothing() {
+    const KEYS: u64 = 24;
+    let settle = Duration::from_secs(120);
+    let mut cluster = Cluster::start_sharded(3, shape(2));
+    let history = History::new();
+    let epoch = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = spawn_resp_clients(&cluster, 4, KEYS, &history, epoch, &stop);
+    let history_len = |n: usize| {
+        wait_for("clients making progress", settle, || {
+            (history.len() >= n).then_some(())
+        })
+    };
+    history_len(100);
+
+    let grown = cluster.kv(&["grow", "--nodes", "3"]).unwrap();
+    assert!(
+        grown.contains("added group 102 on nodes 3, 4, 5"),
+        "{grown}"
+    );
+    cluster.reload();
+    assert_eq!(cluster.len(), 6);
+    for id in 0..3 {
+        cluster.stop_node(id);
+        cluster.start_node(id);
+        cluster.wait_ready(id);
+    }
+    for id in 3..6 {
+        cluster.start_node(id);
+    }
+    for id in 3..6 {
+        cluster.wait_ready(id);
+    }
+    let num = config_num(&cluster.admin(&["join", "102"]).unwrap());
+    cluster.wait_settled(num, settle);
+    history_len(history.len() + 100);
+
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    // Read through a new node.
+    final_reads(&cluster, 4, KEYS, &history, epoch);
+    let result = check(&history, Budget::DEFAULT);
+    assert_eq!(
+        result,
+        CheckResult::Ok,
+        "history of {} operations: {result}",
+        history.len()
+    );
+    let query = cluster.admin(&["query", "--json"]).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&query).unwrap();
+    let served_by_new = config["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g.as_u64() == Some(102))
+        .count();
+    assert!(
+        served_by_new >= 5,
+        "group 102 serves {served_by_new} of 16 shards: {query}"
+    );
+    let new_keys: u64 = cluster
+        .parts(3)
+        .unwrap()
+        .iter()
+        .filter(|p| p.group == "102")
+        .map(|p| p.u64("shards_serving"))
+        .sum();
+    assert_eq!(new_keys as usize, served_by_new);
     cluster.assert_no_panic();
 }

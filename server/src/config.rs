@@ -372,6 +372,107 @@ impl ClusterConfig {
         })
     }
 
+    /// Grows a sharded cluster by one KV group, on `new_nodes` new nodes if there are any
+    /// (each on the next free ports of the first node's host), else on the existing ones
+    /// (member order rotated like `kv init`'s); writes the cluster file (a temporary file
+    /// renamed over it) and stamps the new data directories. Returns the new group's id.
+    /// The running nodes learn of the group when restarted (one at a time); then
+    /// `kv admin join GID` moves shards to it.
+    pub fn grow(&mut self, path: &Path, new_nodes: u32, replicas: u32) -> Result<u64> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if !self.is_sharded() {
+            return Err(invalid(
+                "an unsharded cluster cannot grow by groups (it has no shard master)".into(),
+            ));
+        }
+        let first_new = self.nodes.len() as u32;
+        let total = first_new + new_nodes;
+        let hosts = if new_nodes > 0 { new_nodes } else { total };
+        if replicas == 0 || replicas > hosts {
+            return Err(invalid(format!(
+                "{replicas} replicas need 1..={hosts} nodes to go on"
+            )));
+        }
+        let host = self.nodes[0].peer.ip();
+        let next_port = |pick: fn(&NodeConfig) -> u16| -> u16 {
+            self.nodes.iter().map(pick).max().unwrap_or(0)
+        };
+        let (peer, resp, admin) = (
+            next_port(|n| n.peer.port()),
+            next_port(|n| n.resp.port()),
+            next_port(|n| n.admin.port()),
+        );
+        for i in 0..new_nodes {
+            let port = |base: u16| -> Result<u16> {
+                u16::try_from(i + 1)
+                    .ok()
+                    .and_then(|i| base.checked_add(i))
+                    .ok_or_else(|| invalid(format!("port {base} + {} is out of range", i + 1)))
+            };
+            let id = first_new + i;
+            self.nodes.push(NodeConfig {
+                id,
+                peer: SocketAddr::new(host, port(peer)?),
+                resp: SocketAddr::new(host, port(resp)?),
+                admin: SocketAddr::new(host, port(admin)?),
+                dir: PathBuf::from(format!("node-{id}")),
+            });
+        }
+        let gid = self
+            .groups
+            .iter()
+            .map(|g| g.gid)
+            .max()
+            .unwrap_or(FIRST_GID - 1)
+            + 1;
+        let (first, count) = if new_nodes > 0 {
+            (first_new, new_nodes)
+        } else {
+            (self.groups.len() as u32 % total, total)
+        };
+        let nodes = (0..replicas)
+            .map(|j| {
+                if new_nodes > 0 {
+                    first + (j % count)
+                } else {
+                    (first + j) % count
+                }
+            })
+            .collect();
+        self.groups.push(GroupConfig { gid, nodes });
+        self.validate(path)?;
+        for id in first_new..total {
+            let data = self.data_dir(id);
+            std::fs::create_dir_all(&data).map_err(|source| ConfigError::Io {
+                path: data.clone(),
+                source,
+            })?;
+            write_stamp(&data, self.cluster_id, id)?;
+        }
+        for endpoint in self
+            .endpoints()
+            .iter()
+            .filter(|e| e.role == Role::Group(gid))
+        {
+            let data = self.endpoint_dir(endpoint);
+            std::fs::create_dir_all(&data).map_err(|source| ConfigError::Io {
+                path: data.clone(),
+                source,
+            })?;
+            write_stamp(&data, self.cluster_id, endpoint.id)?;
+        }
+        let temp = path.with_extension("toml.tmp");
+        self.save(&temp)?;
+        std::fs::rename(&temp, path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(gid)
+    }
+
     /// A node's entry.
     pub fn node(&self, id: u32) -> Option<&NodeConfig> {
         self.nodes.get(id as usize)

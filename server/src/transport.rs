@@ -285,6 +285,9 @@ pub trait Service: Clone + Send + Sync + 'static {
     fn status(&self) -> impl Future<Output = String> + Send;
 }
 
+/// The frames a service's connections carry.
+type ServiceFrame<S> = Frame<<S as Service>::Msg, <S as Service>::Request, <S as Service>::Reply>;
+
 /// The unsharded node's service: one core, all of whose peers are the cluster's nodes.
 pub struct CoreService<M, Q = Request, R = Reply> {
     /// The core's inputs.
@@ -420,7 +423,7 @@ fn frame_name<M, Q, R>(frame: &Frame<M, Q, R>) -> &'static str {
 }
 
 impl<S: Service> Listener<S> {
-    fn decode(body: &[u8]) -> Result<Frame<S::Msg, S::Request, S::Reply>, String> {
+    fn decode(body: &[u8]) -> Result<ServiceFrame<S>, String> {
         wire::decode(body).map_err(|e| format!("undecodable frame: {e}"))
     }
 
@@ -507,7 +510,7 @@ impl<S: Service> Listener<S> {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), String> {
         while let Some(body) = next_body(&mut framed, &mut shutdown).await? {
-            let answer: Frame<S::Msg, S::Request, S::Reply> = match Self::decode(&body)? {
+            let answer: ServiceFrame<S> = match Self::decode(&body)? {
                 Frame::Request { tag, request } => {
                     let (reply, leader) = self.service.request(request).await;
                     Frame::Reply { tag, reply, leader }

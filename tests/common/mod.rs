@@ -66,6 +66,17 @@ impl Cluster {
 
     /// [`Cluster::start_with`] for any shape.
     pub fn start_shaped(n: u32, shape: Shape, configure: Configure) -> Cluster {
+        Cluster::start_edited(n, shape, configure, |_| {})
+    }
+
+    /// [`Cluster::start_shaped`], with the cluster file changed by `edit` before it is
+    /// written (a placement no shape gives).
+    pub fn start_edited(
+        n: u32,
+        shape: Shape,
+        configure: Configure,
+        edit: impl FnOnce(&mut ClusterConfig),
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         // Hold every listener until all ports are chosen, so no two are the same.
         let held: Vec<TcpListener> = (0..3 * n).map(|_| free_listener()).collect();
@@ -86,6 +97,7 @@ impl Cluster {
             dir.path(),
             &shape,
         );
+        edit(&mut config);
         let path = dir.path().join(CLUSTER_FILE);
         config.save(&path).expect("write cluster file");
         config = ClusterConfig::load(&path).expect("reload cluster file");
@@ -434,6 +446,107 @@ impl Drop for Cluster {
         for id in 0..self.len() {
             self.kill_node(id);
         }
+    }
+}
+
+/// One replica's part of a sharded node's status: its heading (`master` or the group id)
+/// and its fields.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub group: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Part {
+    pub fn u64(&self, name: &str) -> u64 {
+        self.fields
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {:?}", self.fields))
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is not a number in {:?}", self.fields))
+    }
+}
+
+/// A sharded node's status text, split into its replicas' parts.
+pub fn parts(text: &str) -> Vec<Part> {
+    let mut parts: Vec<Part> = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(heading) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            parts.push(Part {
+                group: heading
+                    .strip_prefix("group ")
+                    .unwrap_or(heading)
+                    .to_string(),
+                fields: BTreeMap::new(),
+            });
+        } else if let (Some(part), Some((k, v))) = (parts.last_mut(), line.split_once(": ")) {
+            part.fields.insert(k.to_string(), v.to_string());
+        }
+    }
+    parts
+}
+
+impl Cluster {
+    /// Runs `kv admin ARGS --cluster <this cluster>`; its stdout if it succeeded, else its
+    /// stderr as the error.
+    pub fn admin(&self, args: &[&str]) -> Result<String, String> {
+        let mut all = vec!["admin"];
+        all.extend_from_slice(args);
+        self.kv(&all)
+    }
+
+    /// Re-reads the cluster file (after `kv grow` appended to it), making room for its new
+    /// nodes (not started).
+    pub fn reload(&mut self) {
+        self.config = ClusterConfig::load(&self.path).expect("reload cluster file");
+        while self.children.len() < self.config.nodes.len() {
+            self.children.push(None);
+        }
+    }
+
+    /// Runs `kv ARGS --cluster <this cluster>` (any command); its stdout if it succeeded,
+    /// else its stderr.
+    pub fn kv(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(kv_binary())
+            .args(args)
+            .arg("--cluster")
+            .arg(&self.path)
+            .output()
+            .expect("run kv");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// The replicas' parts of a sharded node's status, if it answers.
+    pub fn parts(&self, id: u32) -> Option<Vec<Part>> {
+        self.status(id).map(|text| parts(&text))
+    }
+
+    /// Waits until every node answers and every KV replica has applied configuration
+    /// `num` with no shard arriving or leaving (handoffs done, old copies released).
+    pub fn wait_settled(&self, num: u64, timeout: Duration) {
+        wait_for(
+            &format!("every replica settled at configuration {num}"),
+            timeout,
+            || {
+                for id in 0..self.len() {
+                    let parts = self.parts(id)?;
+                    for part in parts.iter().filter(|p| p.group != "master") {
+                        let settled = part.fields.get("ready").map(String::as_str) == Some("true")
+                            && part.u64("config") >= num
+                            && part.u64("shards_arriving") == 0
+                            && part.u64("shards_leaving") == 0;
+                        if !settled {
+                            return None;
+                        }
+                    }
+                }
+                Some(())
+            },
+        );
     }
 }
 

@@ -1,0 +1,434 @@
+//! Where a job's input comes from and where its output goes: the seam for other backends.
+//!
+//! A job names its input and outputs with [`InputSpec`] and [`OutputSpec`] (parsed from
+//! `--input` / `--output` / `--output-dir`, and sent to workers in the job description).
+//! [`open_input`] and [`open_output`] turn them into an [`Input`] (the coordinator plans
+//! [`Split`]s with it, a worker reads one) and an [`Output`] (a reduce task commits its
+//! result, the coordinator finishes the job). Files are the one backend built; a store
+//! backend adds a variant to each spec and to [`Split`], and an arm to each `open_` function.
+//!
+//! Output contract: [`Output::commit`] of reduce task `r` replaces whatever an earlier run
+//! of task `r` committed, whole and atomically — readers never see half of it — and may be
+//! called again with the same pairs any number of times, from any worker, even after the
+//! job is done (a stalled worker waking late).
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Input when `--maps` is not given: one map task per this many bytes.
+pub const SPLIT_BYTES_DEFAULT: u64 = 8 << 20;
+
+/// The prefix naming the store in `--input` and `--output`.
+pub const STORE_SCHEME: &str = "kv://";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InputSpec {
+    /// Files, each a path or a pattern with `*` and `?` in its last component.
+    Files(Vec<String>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputSpec {
+    /// `DIR/part-NNNNN` per reduce task, then the merged `DIR/result` (`key: value` lines
+    /// sorted by key).
+    Dir(PathBuf),
+}
+
+/// What one map task reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Split {
+    /// Byte ranges of files. A range owns the lines that start inside it: it skips a line
+    /// begun before its start and reads past its end to finish its last line.
+    Files(Vec<FileRange>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRange {
+    pub path: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// A job's input.
+pub trait Input: Send + Sync {
+    /// Cuts the input into `maps` splits (or a size-based number when `None`); returns
+    /// them with each one's size in bytes.
+    fn plan(&self, maps: Option<u32>) -> Result<Vec<(Split, u64)>>;
+
+    /// Calls `visit(document, contents)` for each document piece of `split`; returns the
+    /// bytes read.
+    fn read(&self, split: &Split, visit: &mut dyn FnMut(&str, &str)) -> Result<u64>;
+}
+
+/// A job's output.
+pub trait Output: Send + Sync {
+    /// Commits reduce task `reduce`'s pairs (sorted by key), replacing any earlier commit of
+    /// the same task whole.
+    fn commit(&self, reduce: u32, pairs: &[(String, String)]) -> Result<()>;
+
+    /// Runs once on the coordinator after every reduce task committed.
+    fn finish(&self, reduces: u32) -> Result<()>;
+}
+
+impl InputSpec {
+    /// Parses `--input` values.
+    pub fn parse(values: &[String]) -> Result<InputSpec> {
+        if values.iter().any(|v| v.starts_with(STORE_SCHEME)) {
+            return Err(Error::Unsupported(format!(
+                "input from the store ({STORE_SCHEME}PREFIX)"
+            )));
+        }
+        if values.is_empty() {
+            return Err(Error::Input("no input given".into()));
+        }
+        Ok(InputSpec::Files(values.to_vec()))
+    }
+}
+
+impl OutputSpec {
+    /// Parses `--output` (the store) and `--output-dir` values.
+    pub fn parse(output: Option<&str>, output_dir: Option<&Path>) -> Result<Vec<OutputSpec>> {
+        if let Some(prefix) = output {
+            return Err(Error::Unsupported(format!(
+                "output into the store (--output {prefix})"
+            )));
+        }
+        Ok(output_dir
+            .map(|dir| OutputSpec::Dir(dir.to_path_buf()))
+            .into_iter()
+            .collect())
+    }
+}
+
+pub fn open_input(spec: &InputSpec) -> Result<Box<dyn Input>> {
+    match spec {
+        InputSpec::Files(patterns) => Ok(Box::new(FileInput::new(patterns)?)),
+    }
+}
+
+pub fn open_output(spec: &OutputSpec) -> Result<Box<dyn Output>> {
+    match spec {
+        OutputSpec::Dir(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            Ok(Box::new(DirOutput { dir: dir.clone() }))
+        }
+    }
+}
+
+/// Files named by paths and patterns, read in byte ranges.
+pub struct FileInput {
+    files: Vec<(String, u64)>,
+}
+
+impl FileInput {
+    pub fn new(patterns: &[String]) -> Result<FileInput> {
+        let mut files = Vec::new();
+        for pattern in patterns {
+            let matched = expand(pattern)?;
+            if matched.is_empty() {
+                return Err(Error::Input(format!("{pattern}: no such file")));
+            }
+            for path in matched {
+                let size = std::fs::metadata(&path)
+                    .map_err(|e| Error::io(format!("reading {path}"), e))?
+                    .len();
+                files.push((path, size));
+            }
+        }
+        Ok(FileInput { files })
+    }
+
+    /// Total bytes of input.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|(_, size)| size).sum()
+    }
+}
+
+impl Input for FileInput {
+    fn plan(&self, maps: Option<u32>) -> Result<Vec<(Split, u64)>> {
+        let total = self.bytes();
+        let maps = maps
+            .map(u64::from)
+            .unwrap_or_else(|| total.div_ceil(SPLIT_BYTES_DEFAULT))
+            .max(1);
+        let per_split = total.div_ceil(maps).max(1);
+        let mut splits: Vec<(Vec<FileRange>, u64)> = (0..maps).map(|_| (Vec::new(), 0)).collect();
+        let mut at = 0u64; // offset in the concatenation of every file
+        for (path, size) in &self.files {
+            let mut start = 0;
+            while start < *size {
+                let split = ((at + start) / per_split) as usize;
+                let split_end = (split as u64 + 1) * per_split - at;
+                let end = split_end.min(*size);
+                splits[split].0.push(FileRange {
+                    path: path.clone(),
+                    start,
+                    end,
+                });
+                splits[split].1 += end - start;
+                start = end;
+            }
+            at += size;
+        }
+        Ok(splits
+            .into_iter()
+            .map(|(ranges, bytes)| (Split::Files(ranges), bytes))
+            .collect())
+    }
+
+    fn read(&self, split: &Split, visit: &mut dyn FnMut(&str, &str)) -> Result<u64> {
+        let Split::Files(ranges) = split;
+        let mut bytes = 0;
+        for range in ranges {
+            let text = read_lines(range)?;
+            bytes += text.len() as u64;
+            visit(&range.path, &String::from_utf8_lossy(&text));
+        }
+        Ok(bytes)
+    }
+}
+
+/// The lines that start in `range`, whole.
+fn read_lines(range: &FileRange) -> Result<Vec<u8>> {
+    let io = |e| Error::io(format!("reading {}", range.path), e);
+    let mut file = std::fs::File::open(&range.path).map_err(io)?;
+    // Read one byte before the start to know whether a line begins at the start.
+    let from = range.start.saturating_sub(1);
+    file.seek(SeekFrom::Start(from)).map_err(io)?;
+    let mut text = Vec::with_capacity((range.end - from) as usize + 256);
+    (&mut file)
+        .take(range.end - from)
+        .read_to_end(&mut text)
+        .map_err(io)?;
+    if text.last().is_some_and(|&b| b != b'\n') {
+        // Finish the last line, which may run past the end.
+        let mut rest = std::io::BufReader::new(file);
+        std::io::BufRead::read_until(&mut rest, b'\n', &mut text).map_err(io)?;
+    }
+    if range.start > 0 {
+        // Drop the line begun before the start (its owner is the range before), or just
+        // the byte read to learn that a line begins here.
+        let skip = match text.iter().position(|&b| b == b'\n') {
+            Some(newline) => newline + 1,
+            None => text.len(),
+        };
+        text.drain(..skip);
+    }
+    Ok(text)
+}
+
+/// The files `pattern` names: itself if it has no wildcard, else the files of its directory
+/// whose names match its last component (`*` any run, `?` one character), sorted.
+pub fn expand(pattern: &str) -> Result<Vec<String>> {
+    let path = Path::new(pattern);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if !name.contains(['*', '?']) {
+        return Ok(if path.exists() {
+            vec![pattern.to_owned()]
+        } else {
+            vec![]
+        });
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let dir = parent.unwrap_or(Path::new("."));
+    if dir.to_string_lossy().contains(['*', '?']) {
+        return Err(Error::Input(format!(
+            "{pattern}: wildcards only in the file name"
+        )));
+    }
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    let mut matched = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && wildcard_match(name, file_name) {
+            matched.push(match parent {
+                Some(parent) => parent.join(file_name).to_string_lossy().into_owned(),
+                None => file_name.to_owned(),
+            });
+        }
+    }
+    matched.sort();
+    Ok(matched)
+}
+
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let name: Vec<char> = name.chars().collect();
+    // matches[j]: pattern[..i] matches name[..j]
+    let mut matches = vec![false; name.len() + 1];
+    matches[0] = true;
+    for p in pattern {
+        let mut next = vec![false; name.len() + 1];
+        for j in 0..=name.len() {
+            next[j] = match p {
+                '*' => matches[j] || (j > 0 && next[j - 1]),
+                '?' => j > 0 && matches[j - 1],
+                c => j > 0 && matches[j - 1] && name[j - 1] == c,
+            };
+        }
+        matches = next;
+    }
+    matches[name.len()]
+}
+
+/// Per-task part files in a directory, merged at the end into `result`.
+pub struct DirOutput {
+    dir: PathBuf,
+}
+
+/// The merged output file in an output directory.
+pub const RESULT_FILE: &str = "result";
+
+/// Reduce task `reduce`'s part file in an output directory.
+pub fn part_file(dir: &Path, reduce: u32) -> PathBuf {
+    dir.join(format!("part-{reduce:05}"))
+}
+
+/// One output line: `key: value`.
+fn line(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'\n');
+}
+
+impl Output for DirOutput {
+    fn commit(&self, reduce: u32, pairs: &[(String, String)]) -> Result<()> {
+        let mut text = Vec::new();
+        for (key, value) in pairs {
+            if key.contains('\n') || key.contains(": ") || value.contains('\n') {
+                return Err(Error::Input(format!(
+                    "key {key:?} or its value does not fit a `key: value` line"
+                )));
+            }
+            line(&mut text, key, value);
+        }
+        write_atomically(&part_file(&self.dir, reduce), &text)
+    }
+
+    fn finish(&self, reduces: u32) -> Result<()> {
+        let mut parts = Vec::with_capacity(reduces as usize);
+        for reduce in 0..reduces {
+            let path = part_file(&self.dir, reduce);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            parts.push(text);
+        }
+        let mut lines: Vec<(&str, &str)> = Vec::new();
+        for (reduce, text) in parts.iter().enumerate() {
+            for l in text.lines() {
+                lines.push(l.split_once(": ").ok_or_else(|| Error::Corrupt {
+                    path: part_file(&self.dir, reduce as u32),
+                    reason: format!("{l:?} is not a `key: value` line"),
+                })?);
+            }
+        }
+        lines.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut text = Vec::with_capacity(parts.iter().map(String::len).sum());
+        for (key, value) in lines {
+            line(&mut text, key, value);
+        }
+        write_atomically(&self.dir.join(RESULT_FILE), &text)
+    }
+}
+
+/// Writes `bytes` to `path` so that `path` holds either its old contents or all of the new
+/// ones: a temporary file beside it, fsynced, renamed over it, and the directory fsynced.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let io = |e| Error::io(format!("writing {}", path.display()), e);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().expect("a file path").to_string_lossy();
+    let temporary = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result.map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_own_each_line_once_whatever_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.txt");
+        let b = dir.path().join("b.txt");
+        std::fs::write(&a, "one two\nthree\n\nfour five six\nseven").unwrap();
+        std::fs::write(&b, "x\nyy\nzzz\n").unwrap();
+        let input = FileInput::new(&[dir.path().join("*.txt").to_string_lossy().into()]).unwrap();
+        let whole: Vec<String> = [&a, &b]
+            .iter()
+            .flat_map(|p| {
+                let text = std::fs::read_to_string(p).unwrap();
+                text.lines().map(String::from).collect::<Vec<_>>()
+            })
+            .collect();
+        for maps in 1..=60 {
+            let mut lines = Vec::new();
+            let mut total = 0;
+            for (split, planned) in input.plan(Some(maps)).unwrap() {
+                total += planned;
+                input
+                    .read(&split, &mut |_, text| {
+                        lines.extend(text.lines().map(String::from))
+                    })
+                    .unwrap();
+            }
+            assert_eq!(lines, whole, "{maps} maps");
+            assert_eq!(total, input.bytes());
+        }
+    }
+
+    #[test]
+    fn wildcards_match_like_a_shell() {
+        assert!(wildcard_match("*.txt", "a.txt"));
+        assert!(wildcard_match("a?c*", "abcdef"));
+        assert!(!wildcard_match("*.txt", "a.txt.gz"));
+        assert!(wildcard_match("*", ""));
+    }
+
+    #[test]
+    fn the_merged_result_is_sorted_by_key_not_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = open_output(&OutputSpec::Dir(dir.path().into())).unwrap();
+        let pairs = |list: &[&str]| -> Vec<(String, String)> {
+            list.iter().map(|k| (k.to_string(), "v".into())).collect()
+        };
+        output.commit(0, &pairs(&["1", "2"])).unwrap();
+        output.commit(1, &pairs(&["10"])).unwrap();
+        output.commit(1, &pairs(&["10"])).unwrap(); // a second run of the task
+        output.finish(2).unwrap();
+        let result = std::fs::read_to_string(dir.path().join(RESULT_FILE)).unwrap();
+        assert_eq!(result, "1: v\n10: v\n2: v\n");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 3, "no temporary file left: {names:?}");
+    }
+}
