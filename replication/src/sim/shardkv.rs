@@ -763,17 +763,15 @@ impl ShardWorld {
                         tag,
                         call: c,
                         reply,
-                    }) => {
-                        if self.clerks[c]
-                            .call
-                            .as_ref()
-                            .is_some_and(|call| call.tag == tag)
-                        {
-                            self.on_answer(c, reply);
-                        }
+                    }) if self.clerks[c]
+                        .call
+                        .as_ref()
+                        .is_some_and(|call| call.tag == tag) =>
+                    {
+                        self.on_answer(c, reply)
                     }
                     Some(Routed::Failed { tag, call: c }) => self.fail_if_current(c, tag),
-                    None => {}
+                    Some(Routed::Reply { .. }) | None => {}
                 }
             }
         }
