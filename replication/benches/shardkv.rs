@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kv_engine::kv::{Reply, ShardId};
-use kv_replication::sim::kv::{get, put};
+use kv_replication::sim::kv::{get, put, KvCalls};
 use kv_replication::sim::shardkv::{
     Action, ClusterReply, Script, Scripts, ShardWorld, WorldCall, WorldOptions,
 };

@@ -24,6 +24,8 @@
 //!   routes by configuration on top of it). [`served`] lets nodes call a replicated
 //!   service with messages; [`cluster`] is one node type for every endpoint of a sharded
 //!   cluster, which the simulator and the server's multi-group processes both drive.
+//! - [`pbservice`]: primary/backup replication with a view service (Lab 2), on the same
+//!   state, at-most-once table and state transfer.
 //! - [`linearizability`]: the history checker every simulated and real-process test uses
 //!   (a kv model and a generic one, with the shard master's model).
 //! - [`formats`]: a sample of every persisted format, for the golden tests.
@@ -40,6 +42,7 @@ pub mod kvgroup;
 pub mod linearizability;
 pub mod node;
 pub mod paxos;
+pub mod pbservice;
 pub mod replica;
 pub mod rng;
 pub mod served;

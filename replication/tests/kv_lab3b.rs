@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use kv_engine::kv::Reply;
 use kv_replication::rng::Rng;
+use kv_replication::sim::kv::KvCalls;
 use kv_replication::sim::kv::{
     append, check_appends, get, put, Action, KvCluster, Script, Scripts,
 };
+use kv_replication::sim::script::Harness;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)

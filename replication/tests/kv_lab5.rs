@@ -11,7 +11,9 @@ use std::time::Duration;
 use kv_engine::fs::Torn;
 use kv_engine::kv::Reply;
 use kv_replication::rng::Rng;
+use kv_replication::sim::kv::KvCalls;
 use kv_replication::sim::kv::{append, check_appends, get, Action, KvCluster, Script, Scripts};
+use kv_replication::sim::script::Harness;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)

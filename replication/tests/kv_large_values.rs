@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kv_engine::kv::{Op, Reply};
+use kv_replication::sim::kv::KvCalls;
 use kv_replication::sim::kv::KvCluster;
 use kv_replication::sim::SimOptions;
 

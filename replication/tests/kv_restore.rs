@@ -9,6 +9,7 @@ use std::time::Duration;
 use kv_engine::fs::Torn;
 use kv_engine::kv::Reply;
 use kv_replication::replica::Role;
+use kv_replication::sim::kv::KvCalls;
 use kv_replication::sim::kv::{get, KvCluster};
 
 fn role(c: &KvCluster, i: usize) -> Option<Role> {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use kv_engine::kv::{Op, Reply, ShardId};
 use kv_replication::rng::Rng;
 use kv_replication::shardmaster::{Command, GroupId};
-use kv_replication::sim::kv::{append, get};
+use kv_replication::sim::kv::{append, get, KvCalls};
+use kv_replication::sim::script::Harness;
 use kv_replication::sim::shardkv::{
     Action, Churn, ClusterReply, Script, Scripts, ShardWorld, WorldCall,
 };
@@ -65,7 +66,12 @@ fn put_keys(w: &mut ShardWorld, ck: usize) -> (Vec<String>, Vec<String>) {
 
 fn verify_and_overwrite(w: &mut ShardWorld, ck: usize, keys: &[String], values: &mut [String]) {
     for (i, k) in keys.iter().enumerate() {
-        assert_eq!(w.get(ck, k), values[i], "seed {}: key {k}", w.sim.seed());
+        assert_eq!(
+            w.get_str(ck, k),
+            values[i],
+            "seed {}: key {k}",
+            w.sim.seed()
+        );
         let v = format!("{}-{i}", w.rng().below(1_000_000));
         w.put(ck, k, &v);
         values[i] = v;
@@ -78,7 +84,7 @@ fn basic(seed: u64, lab5: bool) {
     w.join(0);
     w.put(ck, "a", "x");
     w.append(ck, "a", "b");
-    assert_eq!(w.get(ck, "a"), "xb");
+    assert_eq!(w.get_str(ck, "a"), "xb");
     let (keys, mut values) = put_keys(&mut w, ck);
     for g in [1, 2] {
         w.join(g);
@@ -104,7 +110,7 @@ fn shards_really_move(seed: u64, lab5: bool) {
     w.join(1);
     w.sleep_ms(5000);
     for i in 0..10 {
-        assert_eq!(w.get(ck, &i.to_string()), format!("v{i}"));
+        assert_eq!(w.get_str(ck, &i.to_string()), format!("v{i}"));
     }
     // Group 0's sockets go away: only the shards that moved to group 1 can answer.
     for i in w.group_nodes(0) {
@@ -170,7 +176,7 @@ fn limp(seed: u64, lab5: bool) {
         }
         verify_and_overwrite(&mut w, ck, &keys, &mut values);
     }
-    assert_eq!(w.get(ck, "a"), "b");
+    assert_eq!(w.get_str(ck, "a"), "b");
     w.check_linearizable();
 }
 
@@ -383,7 +389,7 @@ fn shardkv_disk_stays_proportional_to_the_shards_served() {
     }
     // Every value is still there.
     for i in 0..400 {
-        assert_eq!(w.get(ck, &format!("{}k{i}", i % 10)), value);
+        assert_eq!(w.get_str(ck, &format!("{}k{i}", i % 10)), value);
     }
     w.check_linearizable();
 }

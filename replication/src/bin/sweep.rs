@@ -1,6 +1,6 @@
 //! Seed sweeps on the simulator.
 //!
-//! `sweep [--workload paxos|kv|shardmaster|shardkv] --seeds A..B` runs one random fault schedule
+//! `sweep [--workload paxos|kv|shardmaster|shardkv|pb] --seeds A..B` runs one random fault schedule
 //! per seed and stops at the first failing seed, printing it and the tail of its trace;
 //! `--seed N` replays one seed and prints its trace hash. Exits non-zero on failure,
 //! including a seed that fails once and passes when replayed (nondeterminism).
@@ -15,13 +15,17 @@
 //! - `shardkv` (`kv_replication::sim::shardkv_sweep`): a sharded cluster — shard masters
 //!   and several groups — under random joins, leaves and moves and faults across the
 //!   world; it must settle, and every history is checked for linearizability.
+//! - `pb` (`kv_replication::sim::pb_sweep`): primary/backup servers and their view service
+//!   under the faults that design tolerates (partitions, unreliable nodes, crashes of
+//!   servers; never of the view service, a single point of failure); every history is
+//!   checked for linearizability and the healed pair must hold the same data.
 
 use std::ops::Range;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use kv_replication::sim::group_sweep::{Failure, Outcome, Totals};
-use kv_replication::sim::{kv_sweep, shardkv_sweep, shardmaster_sweep, sweep};
+use kv_replication::sim::{kv_sweep, pb_sweep, shardkv_sweep, shardmaster_sweep, sweep};
 
 /// Trace lines kept for a failure report (override with `KV_SWEEP_TRACE_LINES`).
 const TRACE_LINES_ON_FAILURE: usize = 200;
@@ -51,7 +55,7 @@ struct Group {
     run: fn(u64, usize) -> Result<Outcome, Failure>,
 }
 
-const GROUPS: [Group; 3] = [
+const GROUPS: [Group; 4] = [
     Group {
         name: "kv",
         run: kv_sweep::run,
@@ -64,6 +68,10 @@ const GROUPS: [Group; 3] = [
         name: shardkv_sweep::NAME,
         run: shardkv_sweep::run,
     },
+    Group {
+        name: pb_sweep::NAME,
+        run: pb_sweep::run,
+    },
 ];
 
 fn parse_args() -> Result<(Workload, Mode), String> {
@@ -73,13 +81,13 @@ fn parse_args() -> Result<(Workload, Mode), String> {
         let name = args
             .get(i + 1)
             .cloned()
-            .ok_or("--workload wants paxos, kv, shardmaster or shardkv")?;
+            .ok_or("--workload wants paxos, kv, shardmaster, shardkv or pb")?;
         workload = match (name.as_str(), GROUPS.iter().find(|g| g.name == name)) {
             ("paxos", _) => Workload::Paxos,
             (_, Some(group)) => Workload::Group(*group),
             (other, None) => {
                 return Err(format!(
-                    "unknown workload {other}: paxos, kv, shardmaster or shardkv"
+                    "unknown workload {other}: paxos, kv, shardmaster, shardkv or pb"
                 ))
             }
         };
@@ -103,7 +111,8 @@ fn parse_mode(args: &[String]) -> Result<Mode, String> {
             Ok(Mode::Seed(s))
         }
         _ => Err(
-            "usage: sweep [--workload paxos|kv|shardmaster|shardkv] --seeds A..B | --seed N".into(),
+            "usage: sweep [--workload paxos|kv|shardmaster|shardkv|pb] --seeds A..B | --seed N"
+                .into(),
         ),
     }
 }

@@ -203,6 +203,15 @@ impl<M: StateMachine> ImageStream<M> {
     }
 }
 
+impl<M: StateMachine> super::transfer::FrameSink for ImageAssembler<M> {
+    fn add_frame(&mut self, section: Section, body: &[u8]) -> Result<(), String> {
+        if section != Section::Image {
+            return Err(format!("a {section:?} frame in a state transfer"));
+        }
+        self.add(body)
+    }
+}
+
 /// Consumes image frames, in order, into a state.
 pub(crate) struct ImageAssembler<M: StateMachine> {
     header: Option<(Seq, u64, u64)>,

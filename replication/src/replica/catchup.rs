@@ -18,10 +18,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::applied::{ImageAssembler, ImageStream};
-use super::frames::{self, Section};
 use super::machine::StateMachine;
 use super::message::{Batch, Message};
-use super::transfer::{FrameSource, Incoming, Served, CHUNK_BYTES};
+use super::transfer::{FrameSource, Incoming, Received, Retry, Served};
 use super::{Output, Replica};
 use crate::paxos::{self, Fate, Seq};
 use crate::timing;
@@ -33,9 +32,6 @@ const FETCH_WINDOW: u64 = 4096;
 const FETCH_ENTRIES_MAX: usize = 1024;
 /// Longest wait between two fetches while the apply cursor does not move.
 const FETCH_INTERVAL_MAX: Duration = Duration::from_secs(2);
-/// Tries of one chunk before the transfer is abandoned (and started again, maybe from
-/// another peer).
-const CHUNK_ATTEMPTS_MAX: u32 = 6;
 
 impl<M: StateMachine> FrameSource for ImageStream<M> {
     fn next_frame(&mut self, budget: usize, out: &mut Vec<u8>) -> bool {
@@ -172,21 +168,19 @@ impl<M: StateMachine> Replica<M> {
         let cap = self.config.paxos.retry_interval_max;
         let rate = self.config.paxos.transfer_bytes_per_sec;
         if let Some(incoming) = self.incoming.as_mut() {
-            let wait = timing::backoff(retry, incoming.attempts, cap)
-                + timing::transfer_time(CHUNK_BYTES, rate);
-            if now - incoming.asked < wait {
-                return;
+            match incoming.retry(now, retry, cap, rate) {
+                Retry::Wait => return,
+                Retry::Ask {
+                    to,
+                    transfer,
+                    chunk,
+                } => {
+                    out.send
+                        .push((to, Message::ImageRequest { transfer, chunk }));
+                    return;
+                }
+                Retry::GiveUp => self.incoming = None,
             }
-            if incoming.attempts < CHUNK_ATTEMPTS_MAX {
-                incoming.attempts += 1;
-                incoming.asked = now;
-                let (to, transfer, chunk) = (incoming.from, incoming.transfer, incoming.next);
-                out.send
-                    .push((to, Message::ImageRequest { transfer, chunk }));
-                return;
-            }
-            // The sender went quiet: start over, maybe elsewhere.
-            self.incoming = None;
         }
         let source = if self.phase.is_rebuilding() {
             self.rebuild_image_source()
@@ -197,14 +191,7 @@ impl<M: StateMachine> Replica<M> {
             return;
         };
         let transfer = self.rng.next_u64();
-        self.incoming = Some(Incoming {
-            from,
-            transfer,
-            next: 0,
-            asked: now,
-            attempts: 0,
-            sink: ImageAssembler::new(),
-        });
+        self.incoming = Some(Incoming::start(from, transfer, now, ImageAssembler::new()));
         out.send
             .push((from, Message::ImageRequest { transfer, chunk: 0 }));
     }
@@ -223,34 +210,23 @@ impl<M: StateMachine> Replica<M> {
         let Some(incoming) = self.incoming.as_mut() else {
             return;
         };
-        if incoming.from != from || incoming.transfer != transfer || incoming.next != chunk {
-            return; // a duplicate, or from an abandoned transfer
-        }
-        let added = frames::Reader::new(bytes).try_for_each(|frame| {
-            let (section, body) = frame?;
-            if section != Section::Image {
-                return Err(format!("a {section:?} frame in a state transfer"));
+        match incoming.receive(now, from, transfer, chunk, bytes, last) {
+            Received::Ignored => return,
+            Received::Bad => {
+                self.incoming = None;
+                return;
             }
-            incoming.sink.add(body)
-        });
-        if added.is_err() {
-            // A bad chunk: drop the transfer and start again later.
-            self.incoming = None;
-            return;
-        }
-        if !last {
-            incoming.next += 1;
-            incoming.attempts = 0;
-            incoming.asked = now;
-            let next = incoming.next;
-            out.send.push((
-                from,
-                Message::ImageRequest {
-                    transfer,
-                    chunk: next,
-                },
-            ));
-            return;
+            Received::Ask(next) => {
+                out.send.push((
+                    from,
+                    Message::ImageRequest {
+                        transfer,
+                        chunk: next,
+                    },
+                ));
+                return;
+            }
+            Received::Complete => {}
         }
         let Some(incoming) = self.incoming.take() else {
             return;

@@ -60,7 +60,7 @@ pub mod peers;
 mod rebuild;
 mod requests;
 pub mod sessions;
-mod transfer;
+pub(crate) mod transfer;
 
 pub use machine::{Context, ImageBuilder, Request, StateMachine};
 pub use message::{Message, Report};

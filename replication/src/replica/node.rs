@@ -7,6 +7,33 @@ use crate::effects::Effects;
 use crate::node::{Answer, Node};
 use crate::types::{NodeId, Time};
 
+impl<R> Event<R> {
+    /// What the event means for a client request, by value.
+    pub fn into_answer(self) -> Answer<R> {
+        match self {
+            Event::Reply { tag, reply } => Answer::Reply { tag, reply },
+            Event::Dropped { tag } => Answer::Dropped { tag },
+            Event::Halted { reason } => Answer::Halted { reason },
+        }
+    }
+}
+
+impl<R: Clone> Event<R> {
+    /// What the event means for a client request (every event of a replica means one).
+    pub fn answer(&self) -> Answer<R> {
+        match self {
+            Event::Reply { tag, reply } => Answer::Reply {
+                tag: *tag,
+                reply: reply.clone(),
+            },
+            Event::Dropped { tag } => Answer::Dropped { tag: *tag },
+            Event::Halted { reason } => Answer::Halted {
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
 impl<M: StateMachine> Node for Replica<M> {
     type Msg = Message<M::Command>;
     type Request = Request<M::Command>;
@@ -50,16 +77,7 @@ impl<M: StateMachine> Node for Replica<M> {
     }
 
     fn answer(event: &Self::Event) -> Option<Answer<M::Reply>> {
-        Some(match event {
-            Event::Reply { tag, reply } => Answer::Reply {
-                tag: *tag,
-                reply: reply.clone(),
-            },
-            Event::Dropped { tag } => Answer::Dropped { tag: *tag },
-            Event::Halted { reason } => Answer::Halted {
-                reason: reason.clone(),
-            },
-        })
+        Some(event.answer())
     }
 
     fn is_response(msg: &Self::Msg) -> bool {

@@ -11,11 +11,16 @@
 //! state — nothing proportional to the state's size. A sender that restarted, or gave up
 //! on a transfer idle for [`SOURCE_IDLE`], answers [`Served::Gone`] and the receiver
 //! starts over.
+//!
+//! Both sides are written once, here, for every user: the replicated groups' catch-up and
+//! the primary/backup mode's new backup ([`crate::pbservice`]).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::frames::{self, Section};
+use crate::timing;
 use crate::types::{NodeId, Time};
 
 /// Target bytes of frames per chunk (a single larger frame still goes whole).
@@ -26,6 +31,10 @@ pub const FRAME_BYTES: usize = 256 << 10;
 pub const SOURCES_MAX: usize = 4;
 /// A transfer nobody asked about for this long is dropped.
 pub const SOURCE_IDLE: Duration = Duration::from_secs(30);
+
+/// Tries of one chunk before the transfer is abandoned (and started again, maybe from
+/// another peer).
+pub const CHUNK_ATTEMPTS_MAX: u32 = 6;
 
 /// Produces frames, in order.
 pub(crate) trait FrameSource {
@@ -163,6 +172,43 @@ impl<S: FrameSource> Outgoing<S> {
     }
 }
 
+/// Consumes frames, in order.
+pub(crate) trait FrameSink {
+    /// Adds the next frame; an error names what is wrong with it.
+    fn add_frame(&mut self, section: Section, body: &[u8]) -> Result<(), String>;
+}
+
+/// What the receiver does after a chunk arrived.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// Not the chunk asked for (a duplicate, or from an abandoned transfer): nothing.
+    Ignored,
+    /// The chunk was bad: drop the transfer and start again later.
+    Bad,
+    /// Ask for this chunk next.
+    Ask(u64),
+    /// That was the last chunk: the sink holds everything.
+    Complete,
+}
+
+/// What the receiver does when no chunk arrived for a while.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Keep waiting.
+    Wait,
+    /// Ask for chunk `chunk` of `transfer` again, from `to`.
+    Ask {
+        /// The sender.
+        to: NodeId,
+        /// The transfer.
+        transfer: u64,
+        /// The chunk.
+        chunk: u64,
+    },
+    /// The sender went quiet: start over, maybe elsewhere.
+    GiveUp,
+}
+
 /// A transfer this replica is receiving.
 pub(crate) struct Incoming<A> {
     /// The sender.
@@ -177,6 +223,77 @@ pub(crate) struct Incoming<A> {
     pub attempts: u32,
     /// Where the frames go.
     pub sink: A,
+}
+
+impl<A: FrameSink> Incoming<A> {
+    /// A new transfer `transfer` from `from` into `sink`, chunk 0 asked for `now`.
+    pub fn start(from: NodeId, transfer: u64, now: Time, sink: A) -> Incoming<A> {
+        Incoming {
+            from,
+            transfer,
+            next: 0,
+            asked: now,
+            attempts: 0,
+            sink,
+        }
+    }
+
+    /// Takes chunk `chunk` of `transfer` from `from`: its frames go to the sink.
+    pub fn receive(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        transfer: u64,
+        chunk: u64,
+        bytes: &[u8],
+        last: bool,
+    ) -> Received {
+        if self.from != from || self.transfer != transfer || self.next != chunk {
+            return Received::Ignored;
+        }
+        let sink = &mut self.sink;
+        let added = frames::Reader::new(bytes).try_for_each(|frame| {
+            let (section, body) = frame?;
+            sink.add_frame(section, body)
+        });
+        if added.is_err() {
+            return Received::Bad;
+        }
+        if last {
+            return Received::Complete;
+        }
+        self.next += 1;
+        self.attempts = 0;
+        self.asked = now;
+        Received::Ask(self.next)
+    }
+
+    /// Whether to ask again for the chunk in flight: after `retry` doubled per earlier try
+    /// (at most `cap`) plus a chunk's time at `bytes_per_sec`; after
+    /// [`CHUNK_ATTEMPTS_MAX`] tries, give up.
+    pub fn retry(
+        &mut self,
+        now: Time,
+        retry: Duration,
+        cap: Duration,
+        bytes_per_sec: u64,
+    ) -> Retry {
+        let wait = timing::backoff(retry, self.attempts, cap)
+            + timing::transfer_time(CHUNK_BYTES, bytes_per_sec);
+        if now - self.asked < wait {
+            return Retry::Wait;
+        }
+        if self.attempts >= CHUNK_ATTEMPTS_MAX {
+            return Retry::GiveUp;
+        }
+        self.attempts += 1;
+        self.asked = now;
+        Retry::Ask {
+            to: self.from,
+            transfer: self.transfer,
+            chunk: self.next,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ use super::{Sim, SimOptions, UNRELIABLE_REPLY_LOSS, UNRELIABLE_REQUEST_LOSS};
 use crate::clerk::Clerk;
 use crate::linearizability::{CheckResult, History, Invocation, Shaped};
 use crate::paxos::Seq;
-use crate::replica::{Event, ReplicaConfig, Request, StateMachine};
+use crate::replica::{ReplicaConfig, Request, StateMachine};
 use crate::rng::Rng;
 use crate::types::{ClientId, NodeId, Time};
 
@@ -73,8 +73,7 @@ pub trait Recorded: StateMachine + Default {
 const REDIAL: Duration = Duration::from_millis(10);
 /// Granularity of the harness loop in virtual time.
 const POLL: Duration = Duration::from_millis(1);
-/// The lab's patience for one operation in synchronous helpers.
-pub const OP_LIMIT: Duration = Duration::from_secs(30);
+pub use super::script::OP_LIMIT;
 
 struct Call<C> {
     request: Request<C>,
@@ -252,23 +251,9 @@ impl<M: Recorded> Cluster<M> {
         }
     }
 
-    /// Runs `ms` milliseconds.
-    pub fn sleep_ms(&mut self, ms: u64) {
-        self.run_for(Duration::from_millis(ms));
-    }
-
     /// Runs until every clerk in `clerks` is idle or `limit` passes; true if they are.
     pub fn wait(&mut self, clerks: &[usize], limit: Duration) -> bool {
-        let end = self.sim.now() + limit;
-        loop {
-            if clerks.iter().all(|&c| self.idle(c)) {
-                return true;
-            }
-            if self.sim.now() >= end {
-                return false;
-            }
-            self.run_for(POLL);
-        }
+        self.wait_idle(clerks, limit)
     }
 
     /// Runs `op` on clerk `c` and waits up to `limit` for the answer.
@@ -278,25 +263,12 @@ impl<M: Recorded> Cluster<M> {
         op: impl Into<M::Command>,
         limit: Duration,
     ) -> Option<M::Reply> {
-        self.begin(c, op);
-        if self.wait(&[c], limit) {
-            self.take_result(c)
-        } else {
-            None
-        }
+        self.call_within(c, op.into(), limit)
     }
 
     /// Runs `op` on clerk `c`; panics (with the seed) if no answer within [`OP_LIMIT`].
     pub fn must(&mut self, c: usize, op: impl Into<M::Command>) -> M::Reply {
-        let op = op.into();
-        let what = format!("{op:?}");
-        self.call(c, op, OP_LIMIT).unwrap_or_else(|| {
-            panic!(
-                "seed {}: clerk {c}: {} got no answer within {OP_LIMIT:?}",
-                self.sim.seed(),
-                preview(&what)
-            )
-        })
+        self.must_answer(c, op.into())
     }
 
     /// The lab's unreliable mode for replica `i` (requests and replies of clients too).
@@ -411,27 +383,18 @@ impl<M: Recorded> Cluster<M> {
     fn drain_events(&mut self) {
         let events = std::mem::take(&mut self.sim.host_mut().events);
         let now = self.sim.now();
+        let seed = self.sim.seed();
         for (node, event) in events {
-            match event {
-                Event::Reply { tag, reply } => {
-                    let Some(&(c, seq)) = self.tags.get(&tag) else {
-                        continue;
-                    };
-                    if self.unreliable[node.index()] && self.rng.chance(UNRELIABLE_REPLY_LOSS) {
-                        self.fail_if_current(c, tag, now);
-                        continue;
-                    }
-                    self.tags.remove(&tag);
-                    self.complete(c, seq, reply, now);
-                }
-                Event::Dropped { tag } => {
-                    if let Some(&(c, _)) = self.tags.get(&tag) {
-                        self.fail_if_current(c, tag, now);
-                    }
-                }
-                Event::Halted { reason } => {
-                    panic!("seed {}: {node} halted: {reason}", self.sim.seed())
-                }
+            let (unreliable, rng) = (self.unreliable[node.index()], &mut self.rng);
+            let lost = || unreliable && rng.chance(UNRELIABLE_REPLY_LOSS);
+            match route(&mut self.tags, node, Some(event.into_answer()), lost, seed) {
+                Some(Routed::Reply {
+                    call: (c, seq),
+                    reply,
+                    ..
+                }) => self.complete(c, seq, reply, now),
+                Some(Routed::Failed { tag, call: (c, _) }) => self.fail_if_current(c, tag, now),
+                None => {}
             }
         }
     }
@@ -498,6 +461,7 @@ impl<M: Recorded> Cluster<M> {
     }
 }
 
+use super::script::{route, Routed};
 pub use super::script::{Action, Harness, Script};
 
 /// Concurrent client scripts of a group's harness.
@@ -526,6 +490,10 @@ impl<M: Recorded> Harness for Cluster<M> {
     fn run_for(&mut self, duration: Duration) {
         Cluster::run_for(self, duration)
     }
+
+    fn seed(&self) -> u64 {
+        self.sim.seed()
+    }
 }
 
 impl<M: Recorded> Cluster<M> {
@@ -534,9 +502,4 @@ impl<M: Recorded> Cluster<M> {
     pub fn drive(&mut self, scripts: &mut Scripts<M>, duration: Duration) -> bool {
         scripts.drive(self, duration)
     }
-}
-
-fn preview(text: &str) -> &str {
-    let end = text.char_indices().nth(120).map_or(text.len(), |(i, _)| i);
-    &text[..end]
 }

@@ -255,6 +255,18 @@ pub trait Faulted: Harness + Sized {
     /// boots)`.
     fn knows_later_start(&self, observer: usize, node: usize, incarnation: u64, boots: u64)
         -> bool;
+    /// Whether the design survives node `i` failing (crashing, losing its disk) now, where
+    /// that depends on more than how many of its cohort are down: `None` (the default)
+    /// leaves it to the cohort rule (fewer than a minority down — or, rarely, more: a
+    /// majority's disks bring the group back).
+    fn may_fail(&self, _i: usize) -> Option<bool> {
+        None
+    }
+    /// Whether the design survives the network splitting into `sides` now (nodes listed
+    /// nowhere are isolated); true by default: partitions never lose anything in a group.
+    fn may_partition(&self, _sides: &[&[usize]]) -> bool {
+        true
+    }
 }
 
 /// The simulator's fault controls, whatever its node type.
@@ -433,7 +445,10 @@ impl Schedule {
                 }
                 30..=44 => {
                     let down = cohort.iter().filter(|&&j| !t.sim_ref().is_up(j)).count();
-                    if t.sim_ref().is_up(i) && (down < tolerated || self.rng.chance(0.1)) {
+                    let rule = t.may_fail(i);
+                    if t.sim_ref().is_up(i)
+                        && rule.unwrap_or_else(|| down < tolerated || self.rng.chance(0.1))
+                    {
                         let torn = if self.rng.chance(0.5) {
                             Torn::Prefix(self.rng.next_u64())
                         } else {
@@ -446,7 +461,7 @@ impl Schedule {
                 45..=64 if !t.sim_ref().is_up(i) => self.restart(t, i),
                 65..=71 => {
                     let lost = cohort.iter().filter(|&&j| self.lost[j]).count();
-                    if lost < tolerated && !self.lost[i] {
+                    if lost < tolerated && !self.lost[i] && t.may_fail(i).unwrap_or(true) {
                         // Lose the disk now; half the time come back blank at once, else
                         // at a later restart.
                         self.lost[i] = true;
@@ -524,7 +539,9 @@ impl Schedule {
             members[self.rng.below(groups as u64) as usize].push(i);
         }
         let refs: Vec<&[usize]> = members.iter().map(|g| g.as_slice()).collect();
-        t.sim_mut().partition(&refs);
+        if t.may_partition(&refs) {
+            t.sim_mut().partition(&refs);
+        }
     }
 
     /// Heals everything: no partitions, a reliable network, no unreliable node, every node

@@ -14,6 +14,7 @@ use crate::kvgroup::Batch;
 
 pub use super::group::{Cluster, Completion, Recorded, OP_LIMIT};
 use super::replica::ReplicaHost;
+use super::script::Harness;
 use crate::linearizability::{self, Budget, CheckResult, History, Input, Output};
 
 /// The host of a kv group's replicas.
@@ -48,30 +49,43 @@ impl Recorded for KvState {
     }
 }
 
-impl KvCluster {
+/// The kv calls of any world whose clerks run kv ops (a kv group, primary/backup, the
+/// sharded world), each waiting for its answer.
+pub trait KvCalls: Harness {
+    /// Runs `op` on clerk `c`; panics (with the seed) if no answer within [`OP_LIMIT`].
+    fn must_kv(&mut self, c: usize, op: Op) -> Reply;
+
     /// Get through clerk `c` (panics if no answer within [`OP_LIMIT`]).
-    pub fn get(&mut self, c: usize, key: &str) -> Option<Vec<u8>> {
-        match self.must(c, get(key)) {
+    fn get(&mut self, c: usize, key: &str) -> Option<Vec<u8>> {
+        match self.must_kv(c, get(key)) {
             Reply::Value(v) => v.map(|b| b.to_vec()),
-            other => panic!("seed {}: Get answered {other:?}", self.sim.seed()),
+            other => panic!("seed {}: Get answered {other:?}", self.seed()),
         }
     }
 
     /// Get, as a string (missing key: empty, as in the lab).
-    pub fn get_str(&mut self, c: usize, key: &str) -> String {
+    fn get_str(&mut self, c: usize, key: &str) -> String {
         String::from_utf8(self.get(c, key).unwrap_or_default()).expect("test values are UTF-8")
     }
 
     /// Put through clerk `c`.
-    pub fn put(&mut self, c: usize, key: &str, value: &str) {
-        self.must(c, put(key, value));
+    fn put(&mut self, c: usize, key: &str, value: &str) {
+        self.must_kv(c, put(key, value));
     }
 
     /// Append through clerk `c`.
-    pub fn append(&mut self, c: usize, key: &str, value: &str) {
-        self.must(c, append(key, value));
+    fn append(&mut self, c: usize, key: &str, value: &str) {
+        self.must_kv(c, append(key, value));
     }
+}
 
+impl KvCalls for KvCluster {
+    fn must_kv(&mut self, c: usize, op: Op) -> Reply {
+        self.must(c, op)
+    }
+}
+
+impl KvCluster {
     /// Adds to the history what the Appends on `key` told their clients: an Append answers
     /// with the value's new length, so the value right after it was the first `len` bytes
     /// of `value`, provided `value` was read after every one of them and the key received

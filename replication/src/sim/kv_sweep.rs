@@ -14,6 +14,7 @@ use kv_engine::kv::{KvState, Op, Reply};
 
 use super::group_sweep::{self, Workload};
 pub use super::group_sweep::{Failure, Outcome};
+use super::kv::KvCalls;
 use super::kv::{append, get, put, Action, KvCluster, Script, Scripts};
 use crate::kvgroup::Batch;
 use crate::rng::Rng;

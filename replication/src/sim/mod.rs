@@ -33,6 +33,8 @@ pub mod group_sweep;
 pub mod kv;
 pub mod kv_sweep;
 pub mod paxos;
+pub mod pb;
+pub mod pb_sweep;
 pub mod replica;
 pub mod script;
 pub mod shardkv;
@@ -194,6 +196,10 @@ pub struct SimOptions {
     /// Virtual time one input keeps a node busy; messages arriving meanwhile are handled
     /// together as one burst (zero: every message alone, at once).
     pub step_cost: Duration,
+    /// A node whose messages, to it and from it, the network never loses nor delays long
+    /// (partitions still cut them): the lab's view service, which its servers reach on
+    /// local sockets.
+    pub steady_node: Option<usize>,
 }
 
 impl SimOptions {
@@ -216,6 +222,7 @@ impl SimOptions {
             message_bytes_max: usize::MAX,
             fsync_latency: Duration::from_micros(200),
             step_cost: Duration::ZERO,
+            steady_node: None,
         }
     }
 }
@@ -701,7 +708,15 @@ impl<H: Host> Sim<H> {
             self.record("oversized", from, to, &msg);
             return;
         }
-        let faults = self.options.faults;
+        let mut faults = self.options.faults;
+        if self
+            .options
+            .steady_node
+            .is_some_and(|n| n == from.index() || n == to.index())
+        {
+            faults.drop = 0.0;
+            faults.long_delay = 0.0;
+        }
         if self.rng.chance(faults.drop) {
             self.record("drop", from, to, &msg);
             return;
@@ -818,6 +833,11 @@ impl<H: Host> Sim<H> {
         }
         self.note(format!("partition {assignment:?}"));
         self.groups = Some(assignment);
+    }
+
+    /// True if nodes `a` and `b` can talk under the current partition.
+    pub fn linked(&self, a: usize, b: usize) -> bool {
+        self.connected(NodeId(a as u32), NodeId(b as u32))
     }
 
     /// Removes every partition.

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use crate::types::Time;
+use std::collections::BTreeMap;
+
+use crate::node::Answer;
+use crate::types::{NodeId, Time};
 
 /// What scripts drive: clerks that take one call at a time, and virtual time.
 pub trait Harness {
@@ -24,6 +27,67 @@ pub trait Harness {
     fn answer(&mut self, clerk: usize) -> Option<Self::Answer>;
     /// Runs `duration` of virtual time.
     fn run_for(&mut self, duration: Duration);
+    /// The world's seed (failure messages name it).
+    fn seed(&self) -> u64;
+
+    /// Runs `ms` milliseconds.
+    fn sleep_ms(&mut self, ms: u64) {
+        self.run_for(Duration::from_millis(ms));
+    }
+
+    /// Runs until every clerk in `clerks` is idle or `limit` passes; true if they are.
+    fn wait_idle(&mut self, clerks: &[usize], limit: Duration) -> bool {
+        let end = self.now() + limit;
+        loop {
+            if clerks.iter().all(|&c| self.idle(c)) {
+                return true;
+            }
+            if self.now() >= end {
+                return false;
+            }
+            self.run_for(POLL);
+        }
+    }
+
+    /// Runs `call` on the idle clerk `clerk` and waits up to `limit` for its answer.
+    fn call_within(
+        &mut self,
+        clerk: usize,
+        call: Self::Call,
+        limit: Duration,
+    ) -> Option<Self::Answer> {
+        self.start(clerk, call);
+        if self.wait_idle(&[clerk], limit) {
+            self.answer(clerk)
+        } else {
+            None
+        }
+    }
+
+    /// Runs `call` on the idle clerk `clerk`; panics (with the seed) if no answer within
+    /// [`OP_LIMIT`].
+    fn must_answer(&mut self, clerk: usize, call: Self::Call) -> Self::Answer
+    where
+        Self::Call: std::fmt::Debug,
+    {
+        let what = format!("{call:?}");
+        self.call_within(clerk, call, OP_LIMIT).unwrap_or_else(|| {
+            panic!(
+                "seed {}: clerk {clerk}: {} got no answer within {OP_LIMIT:?}",
+                self.seed(),
+                preview(&what)
+            )
+        })
+    }
+}
+
+/// The lab's patience for one operation in synchronous helpers.
+pub const OP_LIMIT: Duration = Duration::from_secs(30);
+
+/// The first 120 characters of `text` (a long request in a failure message).
+pub fn preview(text: &str) -> &str {
+    let end = text.char_indices().nth(120).map_or(text.len(), |(i, _)| i);
+    &text[..end]
 }
 
 /// What a client script does next.
@@ -149,5 +213,51 @@ impl<H: Harness> Scripts<H> {
                 };
             }
         }
+    }
+}
+
+/// What a node's answer means for the clerk call it answers.
+pub enum Routed<V, R> {
+    /// The reply arrived.
+    Reply {
+        /// The call's tag.
+        tag: u64,
+        /// What the harness keeps for the call (its clerk).
+        call: V,
+        /// The reply.
+        reply: R,
+    },
+    /// The call failed (the node gave up on it, or its reply was lost): retry.
+    Failed {
+        /// The call's tag.
+        tag: u64,
+        /// What the harness keeps for the call (its clerk).
+        call: V,
+    },
+}
+
+/// Routes node `node`'s `answer` to the call it answers, which `calls` keeps by tag until
+/// its reply arrives (a failed call's tag stays: a late reply to it still counts): a reply
+/// is lost if `reply_lost()` (asked only for a reply to a call in flight: the lab's
+/// unreliable node); a halted node panics with `seed`. `None` for an event that answers no
+/// call in flight.
+pub fn route<V: Copy, R>(
+    calls: &mut BTreeMap<u64, V>,
+    node: NodeId,
+    answer: Option<Answer<R>>,
+    reply_lost: impl FnOnce() -> bool,
+    seed: u64,
+) -> Option<Routed<V, R>> {
+    match answer? {
+        Answer::Reply { tag, reply } => {
+            let call = *calls.get(&tag)?;
+            if reply_lost() {
+                return Some(Routed::Failed { tag, call });
+            }
+            calls.remove(&tag);
+            Some(Routed::Reply { tag, call, reply })
+        }
+        Answer::Dropped { tag } => calls.get(&tag).map(|&call| Routed::Failed { tag, call }),
+        Answer::Halted { reason } => panic!("seed {seed}: {node} halted: {reason}"),
     }
 }

@@ -36,7 +36,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use kv_engine::kv::{KvState, Op, Reply, ShardId, Sharding};
 
-use super::group::{Completion, OP_LIMIT};
+use super::group::Completion;
+use super::kv::KvCalls;
 use super::{Boot, Host, Sim, SimOptions, UNRELIABLE_REPLY_LOSS, UNRELIABLE_REQUEST_LOSS};
 use crate::clerk::Clerk;
 pub use crate::cluster::{
@@ -45,7 +46,7 @@ pub use crate::cluster::{
 };
 use crate::kvgroup::Batch;
 use crate::linearizability::{self, Budget, CheckResult, History, Invocation};
-use crate::node::{Answer, Node};
+use crate::node::Node;
 use crate::paxos::Seq;
 use crate::replica::{Event, ReplicaConfig, Request};
 use crate::rng::Rng;
@@ -517,78 +518,37 @@ impl ShardWorld {
         churn.crashes
     }
 
-    /// Runs `ms` milliseconds.
-    pub fn sleep_ms(&mut self, ms: u64) {
-        self.run_for(Duration::from_millis(ms));
-    }
-
     /// Runs until every clerk in `clerks` is idle or `limit` passes; true if they are.
     pub fn wait(&mut self, clerks: &[usize], limit: Duration) -> bool {
-        let end = self.sim.now() + limit;
-        loop {
-            if clerks.iter().all(|&c| self.idle(c)) {
-                return true;
-            }
-            if self.sim.now() >= end {
-                return false;
-            }
-            self.run_for(POLL);
-        }
+        self.wait_idle(clerks, limit)
     }
 
     /// Runs `op` on clerk `c` and waits up to `limit` for the answer.
     pub fn call(&mut self, c: usize, op: Op, limit: Duration) -> Option<Reply> {
-        self.begin(c, op);
-        if self.wait(&[c], limit) {
-            self.take_result(c)
-        } else {
-            None
-        }
-    }
-
-    /// Runs `op` on clerk `c`; panics (with the seed) if no answer within [`OP_LIMIT`].
-    pub fn must(&mut self, c: usize, op: Op) -> Reply {
-        let what = format!("{op:?}");
-        self.call(c, op, OP_LIMIT).unwrap_or_else(|| {
-            panic!(
-                "seed {}: clerk {c}: {what} got no answer within {OP_LIMIT:?}",
+        match self.call_within(c, WorldCall::Kv(op), limit)? {
+            ClusterReply::Kv(reply) => Some(reply),
+            other => panic!(
+                "seed {}: a key operation answered {other:?}",
                 self.sim.seed()
-            )
-        })
-    }
-
-    /// Get through clerk `c`, as a string (missing: empty, as in the lab).
-    pub fn get(&mut self, c: usize, key: &str) -> String {
-        match self.must(c, super::kv::get(key)) {
-            Reply::Value(v) => {
-                String::from_utf8(v.map(|b| b.to_vec()).unwrap_or_default()).expect("UTF-8 values")
-            }
-            other => panic!("seed {}: Get answered {other:?}", self.sim.seed()),
+            ),
         }
     }
 
-    /// Put through clerk `c`.
-    pub fn put(&mut self, c: usize, key: &str, value: &str) {
-        self.must(c, super::kv::put(key, value));
-    }
-
-    /// Append through clerk `c`.
-    pub fn append(&mut self, c: usize, key: &str, value: &str) {
-        self.must(c, super::kv::append(key, value));
+    /// Runs `op` on clerk `c`; panics (with the seed) if no answer within [`OP_LIMIT`](super::script::OP_LIMIT).
+    pub fn must(&mut self, c: usize, op: Op) -> Reply {
+        self.must_kv(c, op)
     }
 
     /// Runs a shard-master command through the admin clerk; panics if unanswered within
     /// [`OP_LIMIT`].
     pub fn admin(&mut self, command: shardmaster::Command) -> shardmaster::Reply {
         let c = self.admin;
-        let what = format!("{command:?}");
-        self.begin_admin(c, command);
-        if !self.wait(&[c], OP_LIMIT) {
-            panic!("seed {}: {what} got no answer", self.sim.seed());
-        }
-        match self.clerks[c].result.take() {
-            Some(ClusterReply::Master(reply)) => reply,
-            other => panic!("seed {}: {what} answered {other:?}", self.sim.seed()),
+        match self.must_answer(c, WorldCall::Admin(command)) {
+            ClusterReply::Master(reply) => reply,
+            other => panic!(
+                "seed {}: an admin command answered {other:?}",
+                self.sim.seed()
+            ),
         }
     }
 
@@ -788,39 +748,30 @@ impl ShardWorld {
     }
 
     fn drain_events(&mut self) {
+        let seed = self.sim.seed();
         loop {
             let events = std::mem::take(&mut self.sim.host_mut().events);
             if events.is_empty() {
                 return;
             }
             for (node, event) in events {
-                match ClusterNode::answer(&event) {
-                    Some(Answer::Reply { tag, reply }) => {
-                        let Some(&c) = self.tags.get(&tag) else {
-                            continue;
-                        };
-                        if self.unreliable[node.index()] && self.rng.chance(UNRELIABLE_REPLY_LOSS) {
-                            self.fail_if_current(c, tag);
-                            continue;
-                        }
-                        self.tags.remove(&tag);
-                        if self.clerks[c]
-                            .call
-                            .as_ref()
-                            .is_some_and(|call| call.tag == tag)
-                        {
-                            self.on_answer(c, reply);
-                        }
+                let (unreliable, rng) = (self.unreliable[node.index()], &mut self.rng);
+                let lost = || unreliable && rng.chance(UNRELIABLE_REPLY_LOSS);
+                let answer = ClusterNode::answer(&event);
+                match route(&mut self.tags, node, answer, lost, seed) {
+                    Some(Routed::Reply {
+                        tag,
+                        call: c,
+                        reply,
+                    }) if self.clerks[c]
+                        .call
+                        .as_ref()
+                        .is_some_and(|call| call.tag == tag) =>
+                    {
+                        self.on_answer(c, reply)
                     }
-                    Some(Answer::Dropped { tag }) => {
-                        if let Some(&c) = self.tags.get(&tag) {
-                            self.fail_if_current(c, tag);
-                        }
-                    }
-                    Some(Answer::Halted { reason }) => {
-                        panic!("seed {}: {node} halted: {reason}", self.sim.seed())
-                    }
-                    None => {}
+                    Some(Routed::Failed { tag, call: c }) => self.fail_if_current(c, tag),
+                    Some(Routed::Reply { .. }) | None => {}
                 }
             }
         }
@@ -957,6 +908,7 @@ pub enum WorldCall {
     Admin(shardmaster::Command),
 }
 
+use super::script::{route, Routed};
 pub use super::script::{Harness, Script};
 /// What a world client script does next.
 pub type Action = super::script::Action<WorldCall>;
@@ -988,6 +940,22 @@ impl Harness for ShardWorld {
 
     fn run_for(&mut self, duration: Duration) {
         ShardWorld::run_for(self, duration)
+    }
+
+    fn seed(&self) -> u64 {
+        self.sim.seed()
+    }
+}
+
+impl KvCalls for ShardWorld {
+    fn must_kv(&mut self, c: usize, op: Op) -> Reply {
+        match self.must_answer(c, WorldCall::Kv(op)) {
+            ClusterReply::Kv(reply) => reply,
+            other => panic!(
+                "seed {}: a key operation answered {other:?}",
+                self.sim.seed()
+            ),
+        }
     }
 }
 

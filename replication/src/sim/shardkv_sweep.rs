@@ -27,6 +27,7 @@ use kv_engine::kv::ShardId;
 
 use super::group_sweep::{Failure, Outcome, Schedule};
 use super::kv::get;
+use super::kv::KvCalls;
 use super::kv_sweep::RandomOps;
 use super::shardkv::{Action, ClusterReply, Script, Scripts, ShardWorld, WorldCall, WorldOptions};
 use super::{panic_message, FaultCeilings, Faults};
@@ -246,7 +247,7 @@ impl Sharded {
             w.must(reader, get(key));
         }
         for key in LOG_KEYS {
-            let value = w.get(reader, key).into_bytes();
+            let value = w.get_str(reader, key).into_bytes();
             w.pin_appends(key, &value);
         }
         assert!(
