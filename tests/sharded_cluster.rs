@@ -463,6 +463,7 @@ fn growing_the_cluster_by_three_nodes_and_a_group_under_load_loses_nothing() {
     );
     cluster.reload();
     assert_eq!(cluster.len(), 6);
+    cluster.reassign_ports(3..6);
     for id in 0..3 {
         cluster.stop_node(id);
         cluster.start_node(id);

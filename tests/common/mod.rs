@@ -504,6 +504,23 @@ impl Cluster {
         }
     }
 
+    /// Gives nodes `ids` fresh ports (as `start` chooses them) in the cluster file: `kv grow`
+    /// numbers new nodes' ports after the highest in the file, which another test's node
+    /// may hold.
+    pub fn reassign_ports(&mut self, ids: std::ops::Range<u32>) {
+        let held: Vec<TcpListener> = (0..3 * ids.len()).map(|_| free_listener()).collect();
+        let port = |i: usize| loopback(held[i].local_addr().expect("address").port());
+        for (k, id) in ids.enumerate() {
+            let node = &mut self.config.nodes[id as usize];
+            node.peer = port(3 * k);
+            node.resp = port(3 * k + 1);
+            node.admin = port(3 * k + 2);
+        }
+        drop(held);
+        self.config.save(&self.path).expect("write cluster file");
+        self.reload();
+    }
+
     /// Runs `kv ARGS --cluster <this cluster>` (any command); its stdout if it succeeded,
     /// else its stderr.
     pub fn kv(&self, args: &[&str]) -> Result<String, String> {
