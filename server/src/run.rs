@@ -147,6 +147,53 @@ pub async fn open_node(config: &ClusterConfig, id: u32) -> Result<Opened, String
     })
 }
 
+/// Opens one replica's store in `dir`, whose stamp names `stamp_id` (a node, or an endpoint
+/// of a sharded node): what it recovered, and whether its disk was lost. No stamp means the
+/// disk was lost — or a rebuild after losing it was interrupted, which leaves the core's
+/// own "rebuilding" marker behind. Either way the core must start in its lost-disk mode,
+/// which trusts nothing else the directory holds. A stamp of another cluster or replica is
+/// refused.
+pub fn open_replica(
+    options: &NodeOptions,
+    dir: &std::path::Path,
+    cluster_id: u64,
+    stamp_id: u32,
+) -> Result<(Store, Recovered, bool), String> {
+    let stamped = config::check_stamp(dir, cluster_id, stamp_id).map_err(|e| e.to_string())?;
+    let (store, recovered) = Store::open(options.fs.clone(), dir, StoreOptions::default())
+        .map_err(|e| format!("opening {}: {e}", dir.display()))?;
+    log_recovery(stamp_id, store.recovery_report());
+    let wiped = !stamped;
+    if wiped {
+        tracing::warn!(replica = stamp_id, dir = %dir.display(), "data directory has no stamp: lost disk, rebuilding from intact peers");
+    }
+    Ok((store, recovered, wiped))
+}
+
+/// For a replica whose disk was lost: what the driver runs once the rebuilt state is
+/// durable — stamping its directory again, so a crash before then restarts the rebuild.
+pub fn stamp_when_ready(
+    wiped: bool,
+    dir: std::path::PathBuf,
+    cluster_id: u64,
+    stamp_id: u32,
+) -> Option<Box<dyn FnOnce() + Send>> {
+    if !wiped {
+        return None;
+    }
+    Some(Box::new(move || {
+        match config::write_stamp(&dir, cluster_id, stamp_id) {
+            Ok(()) => tracing::info!(
+                replica = stamp_id,
+                "rebuilt after lost disk; directory stamped"
+            ),
+            Err(e) => {
+                tracing::error!(replica = stamp_id, error = %e, "could not stamp the data directory")
+            }
+        }
+    }))
+}
+
 /// Runs node `id` of `config` until `shutdown` becomes true.
 ///
 /// First raises the process's soft open-file limit to its hard limit and sizes every
@@ -172,17 +219,7 @@ where
         resp_listener,
         admin_listener,
     } = open_node(&config, id).await?;
-    let stamped = config::check_stamp(&dir, config.cluster_id, id).map_err(|e| e.to_string())?;
-    let (store, recovered) = Store::open(options.fs.clone(), &dir, StoreOptions::default())
-        .map_err(|e| format!("opening {}: {e}", dir.display()))?;
-    log_recovery(id, store.recovery_report());
-    // No stamp means the disk was lost — or a rebuild after losing it was interrupted,
-    // which leaves the core's own "rebuilding" marker behind. Either way the core is
-    // started in its lost-disk mode, which trusts nothing else the directory holds.
-    let wiped = !stamped;
-    if wiped {
-        tracing::warn!(node = id, dir = %dir.display(), "data directory has no stamp: lost disk, rebuilding from intact peers");
-    }
+    let (store, recovered, wiped) = open_replica(&options, &dir, config.cluster_id, id)?;
     let core = make_core(Start {
         id,
         peers: config.nodes.len(),
@@ -229,19 +266,7 @@ where
         "node started"
     );
 
-    let on_ready: Option<Box<dyn FnOnce() + Send>> = if wiped {
-        let cluster_id = config.cluster_id;
-        Some(Box::new(move || {
-            match config::write_stamp(&dir, cluster_id, id) {
-                Ok(()) => tracing::info!(node = id, "rebuilt after lost disk; directory stamped"),
-                Err(e) => {
-                    tracing::error!(node = id, error = %e, "could not stamp the data directory")
-                }
-            }
-        }))
-    } else {
-        None
-    };
+    let on_ready = stamp_when_ready(wiped, dir, config.cluster_id, id);
     let result = node::run_core(
         core,
         store,

@@ -40,7 +40,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use kv_engine::kv::{Op, Reply, Sharding};
-use kv_engine::store::{Store as EngineStore, StoreOptions};
 use kv_replication::cluster::{
     resolve, server_name, Blueprint, ClusterMsg, ClusterNode, ClusterReply, ClusterRequest,
 };
@@ -56,7 +55,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use crate::config::{self, ClusterConfig, Endpoint, Role};
 use crate::node::{self, DriverOptions, Input, LeaderHint, PeerSender, Status};
 use crate::redis::{self, Failure, RETRY_DEADLINE};
-use crate::run::{log_recovery, open_node, NodeOptions, Opened};
+use crate::run::{open_node, open_replica, stamp_when_ready, NodeOptions, Opened};
 use crate::transport::{self, Peers, Service};
 use crate::wire::{self, ClientReply, Frame};
 use crate::{admin, replica};
@@ -791,16 +790,8 @@ pub async fn run(
     for endpoint in &hosted {
         let edir = config.endpoint_dir(endpoint);
         std::fs::create_dir_all(&edir).map_err(|e| format!("{}: {e}", edir.display()))?;
-        let stamped = config::check_stamp(&edir, config.cluster_id, endpoint.id)
-            .map_err(|e| e.to_string())?;
-        let (store, recovered) =
-            EngineStore::open(options.fs.clone(), &edir, StoreOptions::default())
-                .map_err(|e| format!("opening {}: {e}", edir.display()))?;
-        log_recovery(id, store.recovery_report());
-        let wiped = !stamped;
-        if wiped {
-            tracing::warn!(node = id, endpoint = endpoint.id, dir = %edir.display(), "replica directory has no stamp: lost disk, rebuilding from intact peers");
-        }
+        let (store, recovered, wiped) =
+            open_replica(&options, &edir, config.cluster_id, endpoint.id)?;
         let seed = replica::kv_engine_seed(config.cluster_id, endpoint.id);
         let core = blueprint
             .recover(NodeId(endpoint.id), recovered, wiped, seed, Time::ZERO)
@@ -847,13 +838,7 @@ pub async fn run(
             leader: host.local[&endpoint.id].leader.clone(),
             ..options.driver.clone()
         };
-        let on_ready: Option<Box<dyn FnOnce() + Send>> = wiped.then(|| {
-            let cluster_id = config.cluster_id;
-            Box::new(move || match config::write_stamp(&edir, cluster_id, endpoint.id) {
-                Ok(()) => tracing::info!(endpoint = endpoint.id, "rebuilt after lost disk; directory stamped"),
-                Err(e) => tracing::error!(endpoint = endpoint.id, error = %e, "could not stamp the replica's directory"),
-            }) as Box<dyn FnOnce() + Send>
-        });
+        let on_ready = stamp_when_ready(wiped, edir, config.cluster_id, endpoint.id);
         let stop = stop_rx.clone();
         drivers.spawn(async move {
             node::run_core::<ClusterNode, _>(core, store, sender, rx, stop, driver, on_ready).await
