@@ -11,7 +11,11 @@
 //! returned replica; on a reply it calls [`Clerk::on_reply`]; when the call failed (no
 //! answer in time, connection lost, [`crate::replica::Event::Dropped`]) it calls
 //! [`Clerk::on_failure`] and sends the same request to the replica that returns. Retries go
-//! on forever, round-robin over the replica list, as in the lab.
+//! on forever, round-robin over the replica list, as in the lab. A replica's word on who
+//! leads ([`Clerk::on_leader`]) moves the clerk there; a caller that stops waiting
+//! [`Clerk::abandon`]s the request. The simulator's clerks, the native client and the RESP
+//! front door of an unsharded node all drive this one type (a sharded cluster's clients
+//! drive [`crate::shardkv::ShardClerk`], which routes by configuration on the same rules).
 
 use crate::replica::Request;
 use crate::types::{ClientId, NodeId};
@@ -51,6 +55,21 @@ impl<C: Clone> Clerk<C> {
     /// The client id.
     pub fn client(&self) -> ClientId {
         self.client
+    }
+
+    /// A replica said `leader` leads: later sends (and this request's retries) go there
+    /// first. A node not in the replica list is ignored.
+    pub fn on_leader(&mut self, leader: NodeId) {
+        if let Some(i) = self.replicas.iter().position(|&r| r == leader) {
+            self.target = i;
+        }
+    }
+
+    /// Gives up on the outstanding request (its caller stopped waiting). It may still be
+    /// executed, once at most; the next request has a higher sequence number, so after
+    /// that one nothing older can execute.
+    pub fn abandon(&mut self) {
+        self.outstanding = None;
     }
 
     /// The replica the next send goes to.
@@ -138,5 +157,19 @@ mod tests {
         assert!(clerk.outstanding().is_some());
         assert_eq!(clerk.on_reply(1, Reply::Ok), Some(Reply::Ok));
         assert_eq!(clerk.on_failure(), None);
+    }
+
+    #[test]
+    fn a_leader_hint_moves_the_clerk_and_an_abandoned_request_frees_it() {
+        let mut clerk: Clerk<Op> = Clerk::new(ClientId(1), vec![NodeId(2), NodeId(0), NodeId(1)]);
+        clerk.on_leader(NodeId(1));
+        clerk.on_leader(NodeId(9));
+        let (to, request) = clerk.begin(get()).unwrap();
+        assert_eq!(to, NodeId(1));
+        assert_eq!(clerk.on_failure(), Some((NodeId(2), request.clone())));
+        clerk.abandon();
+        assert_eq!(clerk.on_failure(), None);
+        let (_, next) = clerk.begin(get()).unwrap();
+        assert_eq!(next.seq, request.seq + 1);
     }
 }

@@ -6,7 +6,10 @@
 //! and over RESP, so redis-cli and every Redis client library work unchanged.
 
 pub mod admin;
-pub mod client;
+/// The native client (moved to `kv-client`; re-exported where the server's users found it).
+pub use kv_client::native as client;
+/// The native protocol (moved to `kv-client`).
+pub use kv_client::wire;
 pub mod config;
 pub mod limits;
 pub mod node;
@@ -16,4 +19,3 @@ pub mod resp;
 pub mod run;
 pub mod sharded;
 pub mod transport;
-pub mod wire;

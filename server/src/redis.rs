@@ -58,8 +58,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 
 use kv_engine::kv::{Op, Reply};
-use kv_replication::kvgroup::{Batch, BatchBuilder, Request};
-use kv_replication::types::ClientId;
+use kv_replication::clerk::Clerk;
+use kv_replication::kvgroup::{Batch, BatchBuilder};
+use kv_replication::types::{ClientId, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -454,10 +455,11 @@ struct Session<S> {
     connected: crate::limits::Counter,
 }
 
-/// The unsharded node's store: its one core, as one client for at-most-once purposes.
+/// The unsharded node's store: its one core, as one client for at-most-once purposes (the
+/// replication library's [`Clerk`], whose only replica is the local core: it forwards to
+/// its leader inside the group).
 pub struct GroupStore<M> {
-    client: ClientId,
-    seq: u64,
+    clerk: Clerk<Batch>,
     inputs: mpsc::Sender<Input<M>>,
 }
 
@@ -465,8 +467,7 @@ impl<M> GroupStore<M> {
     /// The store of client `client` of the core fed by `inputs`.
     pub fn new(client: ClientId, inputs: mpsc::Sender<Input<M>>) -> GroupStore<M> {
         GroupStore {
-            client,
-            seq: 0,
+            clerk: Clerk::new(client, vec![NodeId(0)]),
             inputs,
         }
     }
@@ -478,12 +479,12 @@ impl<M: Send + 'static> Store for GroupStore<M> {
     /// sequence number, so at most once — is sent again with capped backoff; a Redis client
     /// should not have to retry.
     async fn run(&mut self, batch: Batch) -> Result<Reply, Failure> {
-        self.seq += 1;
-        let request = Request {
-            client: self.client,
-            seq: self.seq,
-            command: batch,
-        };
+        // Whatever an earlier call gave up on stays given up: this one has a higher seq.
+        self.clerk.abandon();
+        let (_, request) = self
+            .clerk
+            .begin(batch)
+            .map_err(|e| Failure::Unavailable(e.to_string()))?;
         let started = std::time::Instant::now();
         let mut backoff = std::time::Duration::from_millis(10);
         loop {
@@ -496,7 +497,10 @@ impl<M: Send + 'static> Store for GroupStore<M> {
                 .await
                 .map_err(|_| Failure::Stopping)?;
             match rx.await {
-                Ok(ClientReply::Done(reply)) => return Ok(reply),
+                Ok(ClientReply::Done(reply)) => {
+                    self.clerk.on_reply(request.seq, ());
+                    return Ok(reply);
+                }
                 Ok(ClientReply::StorageFailed(why)) => return Err(Failure::StorageFailed(why)),
                 Ok(ClientReply::Unavailable(why)) if started.elapsed() >= RETRY_DEADLINE => {
                     return Err(Failure::Unavailable(why))
@@ -504,6 +508,7 @@ impl<M: Send + 'static> Store for GroupStore<M> {
                 Ok(ClientReply::Unavailable(_)) => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+                    self.clerk.on_failure();
                 }
                 Err(_) => return Err(Failure::Stopping),
             }

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use kv_engine::kv::{Op, Reply};
+use kv_replication::clerk::Clerk;
 use kv_replication::kvgroup::{Batch, Request};
-use kv_replication::types::ClientId;
+use kv_replication::types::{ClientId, NodeId};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -55,14 +56,13 @@ impl Default for ClientOptions {
     }
 }
 
-/// A connection-per-node native client (the `M` of frames is irrelevant here: `()`).
+/// A connection-per-node native client (the `M` of frames is irrelevant here: `()`). Its
+/// numbering, retries and leader-following are the replication library's [`Clerk`].
 pub struct Client {
     cluster_id: u64,
     nodes: Vec<SocketAddr>,
     connections: Vec<Option<Framed<TcpStream, LengthDelimitedCodec>>>,
-    current: usize,
-    id: ClientId,
-    seq: u64,
+    clerk: Clerk<Batch>,
     options: ClientOptions,
 }
 
@@ -90,34 +90,32 @@ impl Client {
         options: ClientOptions,
     ) -> Client {
         let count = nodes.len().max(1);
+        let mut clerk = Clerk::new(random_client_id(), (0..count as u32).map(NodeId).collect());
+        clerk.on_leader(NodeId((first % count) as u32));
         Client {
             cluster_id,
             connections: (0..nodes.len()).map(|_| None).collect(),
             nodes,
-            current: first % count,
-            id: random_client_id(),
-            seq: 0,
+            clerk,
             options,
         }
     }
 
     /// The node (index into the address list) the next request goes to first.
     pub fn node(&self) -> usize {
-        self.current
+        self.clerk.target().index()
     }
 
     /// This client's at-most-once identity.
     pub fn id(&self) -> ClientId {
-        self.id
+        self.clerk.client()
     }
 
     /// Sends later requests to the node a reply named as leader (saving the hop a follower
     /// would forward them over).
     fn follow(&mut self, leader: Option<u32>) {
-        if let Some(leader) = leader.map(|l| l as usize) {
-            if leader < self.nodes.len() {
-                self.current = leader;
-            }
+        if let Some(leader) = leader {
+            self.clerk.on_leader(NodeId(leader));
         }
     }
 
@@ -148,29 +146,34 @@ impl Client {
 
     /// Sends one request, with the next sequence number, until a node answers it.
     async fn send(&mut self, batch: Batch) -> Result<Reply, ClientError> {
-        self.seq += 1;
-        let request = Request {
-            client: self.id,
-            seq: self.seq,
-            command: batch,
-        };
+        // A request abandoned at its deadline is never resumed: the next has a higher seq.
+        self.clerk.abandon();
+        let (mut to, request) = self
+            .clerk
+            .begin(batch)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let started = Instant::now();
         let mut tag = 0u64;
         let mut redirected = false;
         while started.elapsed() < self.options.deadline {
             tag += 1;
-            let node = self.current;
+            let node = to.index();
             let attempt = tokio::time::timeout(
                 self.options.attempt_timeout,
                 self.attempt(node, tag, request.clone()),
             )
             .await;
             match attempt {
-                Ok(Ok(Some(reply))) => return Ok(reply),
+                Ok(Ok(Some(reply))) => {
+                    if let Some(reply) = self.clerk.on_reply(request.seq, reply) {
+                        return Ok(reply);
+                    }
+                }
                 Ok(Err(e)) => return Err(e),
                 Ok(Ok(None)) => {
-                    if self.current != node && !redirected {
+                    if self.clerk.target() != to && !redirected {
                         redirected = true;
+                        to = self.clerk.target();
                         continue; // told where the leader is: go there at once (once)
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await
@@ -178,10 +181,15 @@ impl Client {
                 Err(_elapsed) => {}
             }
             // No answer: drop the connection (a late reply must not be read as the answer
-            // to a later request) and try the next node with the same sequence number.
+            // to a later request) and try the next node with the same request.
             self.connections[node] = None;
-            self.current = (node + 1) % self.nodes.len();
+            if self.clerk.target() == to {
+                to = self.clerk.on_failure().map_or(to, |(next, _)| next);
+            } else {
+                to = self.clerk.target();
+            }
         }
+        self.clerk.abandon();
         Err(ClientError::Timeout(self.options.deadline))
     }
 

@@ -1,0 +1,10 @@
+//! kv-client: how programs talk to a kv cluster natively — the wire format ([`wire`]:
+//! length-delimited postcard frames, with their limits) and the native client ([`native`]:
+//! one at-most-once identity driving the replication library's clerk over TCP). The server
+//! speaks the same format; the CLI, the load generator and batch jobs use the client, and
+//! none of them needs the server to do so.
+
+pub mod native;
+pub mod wire;
+
+pub use native::{random_client_id, Client, ClientError, ClientOptions};
