@@ -881,7 +881,7 @@ impl<S: Store> Connection<S> {
         let slot = match redis_cluster::slot_of_keys(ops.iter().map(|op| &op.key()[..])) {
             Ok(Some(slot)) => slot,
             Ok(None) => return Ok(None),
-            Err(()) => return Err(redis_cluster::cross_slot()),
+            Err(redis_cluster::CrossSlot) => return Err(redis_cluster::cross_slot()),
         };
         if asking {
             return Ok(Some(slot));
@@ -904,7 +904,12 @@ impl<S: Store> Connection<S> {
 
     /// Adds a store command's ops to the batch being built, running the batch first
     /// whenever it has no room for the next op (so one command's ops may span batches).
-    async fn queue(&mut self, reduce: Reduce, ops: Vec<Op>, slot: Option<u16>) -> Result<(), String> {
+    async fn queue(
+        &mut self,
+        reduce: Reduce,
+        ops: Vec<Op>,
+        slot: Option<u16>,
+    ) -> Result<(), String> {
         self.pending.commands.push_back(Answering {
             reduce,
             slot,

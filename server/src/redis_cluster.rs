@@ -115,15 +115,21 @@ pub fn cross_slot() -> Frame {
     Frame::Error("CROSSSLOT Keys in request don't hash to the same slot".into())
 }
 
+/// Keys of one command hash to different slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrossSlot;
+
 /// The one slot of `keys`, or `Err` if they span several (`None` for no keys).
-pub fn slot_of_keys<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> Result<Option<u16>, ()> {
+pub fn slot_of_keys<'a>(
+    keys: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Option<u16>, CrossSlot> {
     let mut slot = None;
     for key in keys {
         let this = kv_engine::kv::slot_of(key);
         match slot {
             None => slot = Some(this),
             Some(s) if s == this => {}
-            Some(_) => return Err(()),
+            Some(_) => return Err(CrossSlot),
         }
     }
     Ok(slot)
@@ -162,9 +168,9 @@ impl ClusterCommand {
             ("myid", []) => ClusterCommand::MyId,
             _ => {
                 return Err(format!(
-                    "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLUSTER HELP.",
-                    String::from_utf8_lossy(sub)
-                ))
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLUSTER HELP.",
+                String::from_utf8_lossy(sub)
+            ))
             }
         })
     }
@@ -373,7 +379,12 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec("select", 2, &["loading", "stale", "fast"], NO_KEYS),
     spec("dbsize", 1, &["readonly", "fast"], NO_KEYS),
     spec("command", -1, &["loading", "stale"], NO_KEYS),
-    spec("hello", -1, &["noscript", "loading", "stale", "fast"], NO_KEYS),
+    spec(
+        "hello",
+        -1,
+        &["noscript", "loading", "stale", "fast"],
+        NO_KEYS,
+    ),
     spec("client", -2, &["loading", "stale"], NO_KEYS),
     spec("config", -2, &["loading", "stale"], NO_KEYS),
     spec("cluster", -2, &["stale"], NO_KEYS),
@@ -395,7 +406,12 @@ fn command_frame(c: &CommandSpec) -> Frame {
     Frame::Array(vec![
         text(c.name),
         Frame::Integer(c.arity),
-        Frame::Array(c.flags.iter().map(|f| Frame::Simple(f.to_string())).collect()),
+        Frame::Array(
+            c.flags
+                .iter()
+                .map(|f| Frame::Simple(f.to_string()))
+                .collect(),
+        ),
         Frame::Integer(c.first_key),
         Frame::Integer(c.last_key),
         Frame::Integer(c.step),
@@ -445,7 +461,9 @@ pub fn command_reply(args: &[Bytes]) -> Frame {
         b"list" => Frame::Array(COMMANDS.iter().map(|c| text(c.name)).collect()),
         b"docs" => Frame::Map(Vec::new()),
         b"getkeys" => match command_keys(rest) {
-            Some(keys) if !keys.is_empty() => Frame::Array(keys.into_iter().map(Frame::Bulk).collect()),
+            Some(keys) if !keys.is_empty() => {
+                Frame::Array(keys.into_iter().map(Frame::Bulk).collect())
+            }
             Some(_) => Frame::Error("ERR The command has no key arguments".into()),
             None => Frame::Error("ERR Invalid command specified".into()),
         },
@@ -513,7 +531,7 @@ mod tests {
             slot_of_keys([&b"{user1000}.following"[..], b"{user1000}.followers"]),
             Ok(Some(kv_engine::kv::slot_of(b"user1000")))
         );
-        assert_eq!(slot_of_keys([&b"a"[..], b"b"]), Err(()));
+        assert_eq!(slot_of_keys([&b"a"[..], b"b"]), Err(CrossSlot));
         assert_eq!(slot_of_keys(std::iter::empty()), Ok(None));
     }
 
@@ -522,7 +540,11 @@ mod tests {
         let text = nodes_text(&topology());
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].ends_with(" master - 0 0 4 connected 0-8191"), "{}", lines[0]);
+        assert!(
+            lines[0].ends_with(" master - 0 0 4 connected 0-8191"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[1].contains(" myself,master - "), "{}", lines[1]);
         assert!(lines[1].ends_with(" 8192"), "{}", lines[1]);
         assert!(lines[2].contains("@7002 master,fail - "), "{}", lines[2]);
@@ -548,7 +570,9 @@ mod tests {
             redirect(&route, 7, true),
             Frame::Error("ASK 7 127.0.0.1:6390".into())
         );
-        assert!(matches!(redirect(&Route::Serve, 7, true), Frame::Error(m) if m.starts_with("TRYAGAIN")));
+        assert!(
+            matches!(redirect(&Route::Serve, 7, true), Frame::Error(m) if m.starts_with("TRYAGAIN"))
+        );
     }
 
     #[test]
@@ -558,7 +582,10 @@ mod tests {
             command_keys(&[b("MGET"), b("a"), b("b")]),
             Some(vec![b("a"), b("b")])
         );
-        assert_eq!(command_keys(&[b("set"), b("k"), b("v")]), Some(vec![b("k")]));
+        assert_eq!(
+            command_keys(&[b("set"), b("k"), b("v")]),
+            Some(vec![b("k")])
+        );
         assert_eq!(command_keys(&[b("get")]), None);
         assert_eq!(command_keys(&[b("ping")]), Some(vec![]));
         let Frame::Array(all) = command_reply(&[]) else {

@@ -37,12 +37,13 @@
 //! With `redis_cluster = true`, the node also tells cluster clients where each slot is
 //! served ([`ClusterView`], see `impl ClusterView for Host`) and runs only the keys of
 //! slots it masters, redirecting the others (`crate::redis_cluster`). It then refreshes
-//! its configuration every [`CONFIG_REFRESH_INTERVAL`] and probes the other nodes every
-//! [`PROBE_INTERVAL`]. An op its group refuses ("not held") before executing it goes back
-//! to the client as a redirect if another node now masters the slot (`-ASK`), or if the
-//! shard has been arriving at the group this node leads for [`ARRIVAL_WAIT_MAX`]
-//! (`-TRYAGAIN`) — never once a send went unanswered (the op may have executed; only the
-//! same request may be retried), and never for a command sent after `ASKING`.
+//! its configuration every [`CONFIG_REFRESH_INTERVAL`] and holds a connection to every
+//! other node, whose closing tells it at once that the node is down. An op its group
+//! refuses ("not held") before executing it goes back to the client as a redirect if
+//! another node now masters the slot (`-ASK`), or if the shard has been arriving at the
+//! group this node leads for [`ARRIVAL_WAIT_MAX`] (`-TRYAGAIN`) — never once a send went
+//! unanswered (the op may have executed; only the same request may be retried), and
+//! never for a command sent after `ASKING`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -108,8 +109,8 @@ pub const QUERY_INTERVAL_MIN: Duration = Duration::from_millis(50);
 /// configuration on its own (besides whenever a group refuses a key), so that its slot map
 /// follows moves no client of its own ran into.
 pub const CONFIG_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
-/// In Redis Cluster mode, how often a node checks that it can reach each other node (a
-/// TCP connect to its peer address, given as long to succeed).
+/// In Redis Cluster mode, how often a node tries to reconnect to another node it lost
+/// (see `Host::watch_nodes`), and how long a connect may take.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// In Redis Cluster mode, how long an op waits for a shard arriving at the group this
 /// node leads before the client is told `-TRYAGAIN`.
@@ -147,7 +148,7 @@ struct ClusterFacts {
     cluster_id: u64,
     /// Each node's RESP and peer addresses.
     addresses: Vec<(SocketAddr, SocketAddr)>,
-    /// Whether each node answered the last probe ([`PROBE_INTERVAL`]).
+    /// Whether each node is reachable (see `Host::watch_nodes`).
     up: Vec<std::sync::atomic::AtomicBool>,
     /// For groups this node does not host: the endpoint the last native reply from one of
     /// their replicas named as leader.
@@ -288,9 +289,10 @@ impl Host {
 /// A slot's *master* is the node that leads the group owning its shard in the newest
 /// configuration this node knows: the node of the leader its own replica of the group
 /// names (or, for a group it does not host, the last native reply from one of the group's
-/// replicas named) — unless that node does not answer probes, or no leader is known: then
-/// this node if it hosts the group (it routes inside the cluster, and its replica finds
-/// or becomes the new leader), else the first reachable node hosting the group.
+/// replicas named) — unless that node is down (its watch connection closed) or no
+/// leader is known: then this node if it hosts the group (it routes inside the cluster,
+/// and its replica finds or becomes the new leader), else the first reachable node
+/// hosting the group.
 ///
 /// A node *serves* a key exactly when it is its slot's master in its own map; any other
 /// node answers `-MOVED` naming the master (a node with a stale leader hint or map may
@@ -351,18 +353,41 @@ impl Host {
         }
     }
 
-    /// Checks every [`PROBE_INTERVAL`] which other nodes accept a connection.
-    async fn probe_nodes(self: Arc<Host>, mut stop: watch::Receiver<bool>) {
+    /// Watches every other node: a native connection held open to each tells at once,
+    /// by closing, that its process is gone (a reconnect is tried every
+    /// [`PROBE_INTERVAL`]). Clients must not be sent to a dead master: a cluster client
+    /// retries a failed connection only a few times, without waiting in between.
+    async fn watch_nodes(self: Arc<Host>, stop: watch::Receiver<bool>) {
         let Some(facts) = &self.cluster else { return };
+        let mut watches = tokio::task::JoinSet::new();
+        for (node, &(_, peer)) in facts.addresses.iter().enumerate() {
+            if node as u32 != self.node {
+                watches.spawn(self.clone().watch_node(node, peer, stop.clone()));
+            }
+        }
+        while watches.join_next().await.is_some() {}
+    }
+
+    async fn watch_node(
+        self: Arc<Host>,
+        node: usize,
+        peer: SocketAddr,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let Some(facts) = &self.cluster else { return };
+        let up = |value: bool| facts.up[node].store(value, std::sync::atomic::Ordering::Relaxed);
         while !*stop.borrow() {
-            for (node, (_, peer)) in facts.addresses.iter().enumerate() {
-                if node as u32 == self.node {
-                    continue;
+            match tokio::time::timeout(PROBE_INTERVAL, self.remote.connect(peer)).await {
+                Ok(Ok(mut framed)) => {
+                    up(true);
+                    // Nothing is ever sent on it: it ends when the node does.
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = framed.next() => {}
+                    }
+                    up(false);
                 }
-                let connected = tokio::time::timeout(PROBE_INTERVAL, TcpStream::connect(peer))
-                    .await
-                    .is_ok_and(|c| c.is_ok());
-                facts.up[node].store(connected, std::sync::atomic::Ordering::Relaxed);
+                _ => up(false),
             }
             tokio::select! {
                 _ = stop.changed() => {}
@@ -424,7 +449,11 @@ impl ClusterView for Host {
                 .collect();
             replicas.dedup();
             match ranges.last_mut() {
-                Some(run) if run.master == master && run.replicas == replicas && run.last + 1 == first => {
+                Some(run)
+                    if run.master == master
+                        && run.replicas == replicas
+                        && run.last + 1 == first =>
+                {
                     run.last = last;
                 }
                 _ => ranges.push(SlotRange {
@@ -740,10 +769,9 @@ impl ShardedStore {
         self.host.latest_config(known).await;
         match self.host.route(slot) {
             Route::Elsewhere(_) => true,
-            Route::Serve => arriving_since
-                .get_or_insert_with(Instant::now)
-                .elapsed()
-                >= ARRIVAL_WAIT_MAX,
+            Route::Serve => {
+                arriving_since.get_or_insert_with(Instant::now).elapsed() >= ARRIVAL_WAIT_MAX
+            }
             Route::Unserved => false,
         }
     }
@@ -751,7 +779,10 @@ impl ShardedStore {
 
 impl redis::Store for ShardedStore {
     fn cluster(&self) -> Option<&dyn ClusterView> {
-        self.host.cluster.as_ref().map(|_| &*self.host as &dyn ClusterView)
+        self.host
+            .cluster
+            .as_ref()
+            .map(|_| &*self.host as &dyn ClusterView)
     }
 
     fn set_asking(&mut self, asking: bool) {
@@ -928,7 +959,7 @@ pub async fn run(
 
     if host.cluster.is_some() {
         tokio::spawn(host.clone().refresh_config(stop_rx.clone()));
-        tokio::spawn(host.clone().probe_nodes(stop_rx.clone()));
+        tokio::spawn(host.clone().watch_nodes(stop_rx.clone()));
     }
     let service = HostService(host.clone());
     tokio::spawn(transport::serve(

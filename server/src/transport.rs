@@ -419,8 +419,11 @@ fn frame_name<M, Q, R>(frame: &Frame<M, Q, R>) -> &'static str {
     }
 }
 
+/// The frames a listener serving `S` reads and writes.
+type ServiceFrame<S> = Frame<<S as Service>::Msg, <S as Service>::Request, <S as Service>::Reply>;
+
 impl<S: Service> Listener<S> {
-    fn decode(body: &[u8]) -> Result<Frame<S::Msg, S::Request, S::Reply>, String> {
+    fn decode(body: &[u8]) -> Result<ServiceFrame<S>, String> {
         wire::decode(body).map_err(|e| format!("undecodable frame: {e}"))
     }
 
