@@ -26,6 +26,15 @@
 //! Replies are made from the batch's replies in command order (an MGET's elements as they
 //! come).
 //!
+//! # Redis Cluster mode
+//! When the store has a [`ClusterView`] (a sharded node with `redis_cluster = true`),
+//! each store command is checked before it joins a batch: keys of several slots get
+//! `-CROSSSLOT`, a slot the node does not serve `-MOVED` (unless the command follows
+//! `ASKING`, which runs it alone with [`Store::set_asking`]); an op the store answers
+//! [`Reply::NotHeld`] makes its command's reply `-ASK` or `-TRYAGAIN`
+//! ([`crate::redis_cluster`] renders them and the CLUSTER replies). Without a view,
+//! CLUSTER, ASKING and READONLY are refused as Redis refuses them outside cluster mode.
+//!
 //! # Limits
 //! - Connections: at most the `connections_max` given to [`serve`] (sized from the
 //!   process's open-file limit, see [`crate::limits`]); a connection over it is closed at
