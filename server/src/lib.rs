@@ -14,6 +14,7 @@ pub mod config;
 pub mod limits;
 pub mod node;
 pub mod redis;
+pub mod redis_cluster;
 pub mod replica;
 pub mod resp;
 pub mod run;

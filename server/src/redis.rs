@@ -26,6 +26,15 @@
 //! Replies are made from the batch's replies in command order (an MGET's elements as they
 //! come).
 //!
+//! # Redis Cluster mode
+//! When the store has a [`ClusterView`] (a sharded node with `redis_cluster = true`),
+//! each store command is checked before it joins a batch: keys of several slots get
+//! `-CROSSSLOT`, a slot the node does not serve `-MOVED` (unless the command follows
+//! `ASKING`, which runs it alone with [`Store::set_asking`]); an op the store answers
+//! [`Reply::NotHeld`] makes its command's reply `-ASK` or `-TRYAGAIN`
+//! ([`crate::redis_cluster`] renders them and the CLUSTER replies). Without a view,
+//! CLUSTER, ASKING and READONLY are refused as Redis refuses them outside cluster mode.
+//!
 //! # Limits
 //! - Connections: at most the `connections_max` given to [`serve`] (sized from the
 //!   process's open-file limit, see [`crate::limits`]); a connection over it is closed at
@@ -67,6 +76,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::limits::Gate;
 use crate::node::Input;
+use crate::redis_cluster::{self, ClusterCommand, ClusterView, Route};
 use crate::resp::{Frame, FrameError, Limits, Protocol};
 use crate::wire::ClientReply;
 
@@ -145,8 +155,16 @@ pub enum Command {
     Select(Bytes),
     /// DBSIZE
     DbSize,
-    /// COMMAND [...] (clients probe it on connect)
-    CommandDocs,
+    /// COMMAND \[subcommand ...\]: the commands and their key positions
+    /// ([`crate::redis_cluster::command_reply`]).
+    CommandInfo(Vec<Bytes>),
+    /// CLUSTER subcommand (cluster mode only).
+    Cluster(ClusterCommand),
+    /// ASKING: the next command is served here even if this node's map names another
+    /// node for its slot (cluster mode only).
+    Asking,
+    /// READONLY / READWRITE (cluster mode only; accepted, reads are always consistent).
+    ReadMode,
     /// HELLO \[protover \[AUTH username password\] \[SETNAME name\]\]: the protocol to
     /// switch to, if one is named (there is no authentication to check, and names are
     /// not kept).
@@ -260,7 +278,11 @@ impl Command {
             "quit" => Command::Quit,
             "select" => Command::Select(one("select")?),
             "dbsize" => Command::DbSize,
-            "command" => Command::CommandDocs,
+            "command" => Command::CommandInfo(rest.to_vec()),
+            "cluster" => Command::Cluster(ClusterCommand::parse(rest).map_err(refused)?),
+            "asking" if rest.is_empty() => Command::Asking,
+            "readonly" | "readwrite" if rest.is_empty() => Command::ReadMode,
+            "asking" | "readonly" | "readwrite" => return Err(arity(&name)),
             "hello" => Command::Hello(hello_protocol(rest)?),
             "client" => Command::Client,
             "config" => match rest.first().map(|s| s.to_ascii_lowercase()) {
@@ -372,6 +394,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<Reply, Failure>> + Send;
     /// The node's status (INFO, DBSIZE).
     fn status(&self) -> impl std::future::Future<Output = Option<crate::node::Status>> + Send;
+    /// In Redis Cluster mode, what the node knows of the cluster; `None` (the default)
+    /// for a node that takes any key.
+    fn cluster(&self) -> Option<&dyn ClusterView> {
+        None
+    }
+    /// Whether the batches that follow come from a command sent after ASKING: then an op
+    /// the owning group refuses is never answered with [`Reply::NotHeld`] (which the
+    /// connection turns into a redirect) but waited for, since the client was sent here.
+    fn set_asking(&mut self, _asking: bool) {}
 }
 
 /// Serves RESP on `listener` until shutdown, sending each connection's batches to the
@@ -394,6 +425,7 @@ pub async fn serve<S: Store>(
         let session = Session {
             number,
             protocol: Protocol::Resp2,
+            asking: false,
             store: store(client),
             connected: connected.clone(),
         };
@@ -450,6 +482,8 @@ struct Session<S> {
     /// The connection's number (`HELLO`'s `id`).
     number: u64,
     protocol: Protocol,
+    /// ASKING came just before the current command (Redis clears it after one command).
+    asking: bool,
     store: S,
     /// Open RESP connections (INFO's `connected_clients`).
     connected: crate::limits::Counter,
@@ -583,6 +617,10 @@ enum Next {
 /// A store command waiting for the replies of its ops.
 struct Answering {
     reduce: Reduce,
+    /// In cluster mode, the slot of its keys.
+    slot: Option<u16>,
+    /// The redirect its first op was refused with: its reply, in place of any other.
+    refused: Option<Frame>,
     /// Ops the command has in all.
     ops: usize,
     /// Of them, ops in the batch being built.
@@ -809,6 +847,8 @@ impl<S: Store> Connection<S> {
     /// Answers one command: a store command's ops join the batch being built; any other
     /// command runs once the commands before it are answered.
     async fn answer(&mut self, frame: Frame) -> Result<Next, String> {
+        // ASKING holds for one command: this one.
+        let asking = std::mem::take(&mut self.session.asking);
         let command = match Command::from_frame(frame) {
             Ok(command) => command,
             Err(CommandError::Refused(message)) => {
@@ -823,7 +863,25 @@ impl<S: Store> Connection<S> {
         };
         let command = match command.into_ops() {
             Ok((reduce, ops)) => {
-                self.queue(reduce, ops).await?;
+                let slot = match self.cluster_slot(&ops, asking) {
+                    Ok(slot) => slot,
+                    Err(redirect) => {
+                        self.run_pending().await?;
+                        self.send(&redirect).await?;
+                        return Ok(Next::Continue);
+                    }
+                };
+                if asking && slot.is_some() {
+                    // Alone in its batch, so that only its ops skip redirects.
+                    self.run_pending().await?;
+                    self.session.store.set_asking(true);
+                    self.queue(reduce, ops, slot).await?;
+                    let ran = self.run_pending().await;
+                    self.session.store.set_asking(false);
+                    ran?;
+                } else {
+                    self.queue(reduce, ops, slot).await?;
+                }
                 return Ok(Next::Continue);
             }
             Err(other) => other,
@@ -838,11 +896,49 @@ impl<S: Store> Connection<S> {
         Ok(Next::Continue)
     }
 
+    /// In cluster mode, the slot of a store command's keys, or the reply that sends the
+    /// client elsewhere: `-CROSSSLOT` for keys of several slots, `-MOVED` for a slot this
+    /// node does not serve (unless the command came with ASKING).
+    fn cluster_slot(&self, ops: &[Op], asking: bool) -> Result<Option<u16>, Frame> {
+        let Some(view) = self.session.store.cluster() else {
+            return Ok(None);
+        };
+        let slot = match redis_cluster::slot_of_keys(ops.iter().map(|op| &op.key()[..])) {
+            Ok(Some(slot)) => slot,
+            Ok(None) => return Ok(None),
+            Err(redis_cluster::CrossSlot) => return Err(redis_cluster::cross_slot()),
+        };
+        if asking {
+            return Ok(Some(slot));
+        }
+        match view.route(slot) {
+            Route::Serve => Ok(Some(slot)),
+            other => Err(redis_cluster::redirect(&other, slot, false)),
+        }
+    }
+
+    /// The reply for an op of a command on `slot` that the store refused
+    /// ([`Reply::NotHeld`]): `-ASK` to the slot's new master, or `-TRYAGAIN` if that is
+    /// this node (the shard is still arriving).
+    fn refusal(&self, slot: Option<u16>) -> Frame {
+        match (self.session.store.cluster(), slot) {
+            (Some(view), Some(slot)) => redis_cluster::redirect(&view.route(slot), slot, true),
+            _ => Frame::Error("TRYAGAIN the key's shard is moving; try again".into()),
+        }
+    }
+
     /// Adds a store command's ops to the batch being built, running the batch first
     /// whenever it has no room for the next op (so one command's ops may span batches).
-    async fn queue(&mut self, reduce: Reduce, ops: Vec<Op>) -> Result<(), String> {
+    async fn queue(
+        &mut self,
+        reduce: Reduce,
+        ops: Vec<Op>,
+        slot: Option<u16>,
+    ) -> Result<(), String> {
         self.pending.commands.push_back(Answering {
             reduce,
+            slot,
+            refused: None,
             ops: ops.len(),
             in_batch: 0,
             replied: 0,
@@ -876,7 +972,23 @@ impl<S: Store> Connection<S> {
         let mut replies = replies.into_iter();
         while let Some(mut command) = self.pending.commands.pop_front() {
             for _ in 0..command.in_batch {
-                let reply = replies.next().expect("one reply per op");
+                let reply = match replies.next().expect("one reply per op") {
+                    Ok(Reply::NotHeld(_)) => Err(self.refusal(command.slot)),
+                    reply => reply,
+                };
+                if command.replied == 0 && command.slot.is_some() {
+                    if let Err(redirect) = &reply {
+                        command.refused = Some(redirect.clone());
+                    }
+                }
+                if let Some(refused) = &command.refused {
+                    command.replied += 1;
+                    if command.replied == command.ops {
+                        let refused = refused.clone();
+                        self.send(&refused).await?;
+                    }
+                    continue;
+                }
                 if command.replied == 0 && matches!(command.reduce, Reduce::MGet) {
                     self.output.push_array_header(command.ops).map_err(
                         |OutputOverflow(bytes)| format!("{bytes} bytes of replies unsent"),
@@ -916,12 +1028,27 @@ impl<S: Store> Connection<S> {
                     .unwrap_or(0);
                 Frame::Integer(keys)
             }
-            Command::CommandDocs => Frame::Array(Vec::new()),
+            Command::CommandInfo(args) => redis_cluster::command_reply(&args),
+            Command::Cluster(_) | Command::Asking | Command::ReadMode
+                if session.store.cluster().is_none() =>
+            {
+                Frame::Error("ERR This instance has cluster support disabled".into())
+            }
+            Command::Cluster(sub) => match session.store.cluster() {
+                Some(view) => sub.answer(view),
+                None => unreachable!("answered above"),
+            },
+            Command::Asking => {
+                session.asking = true;
+                Frame::Simple("OK".into())
+            }
+            Command::ReadMode => Frame::Simple("OK".into()),
             Command::Hello(protocol) => {
                 if let Some(protocol) = protocol {
                     session.protocol = protocol;
                 }
-                hello(session.protocol, session.number)
+                let cluster = session.store.cluster().is_some();
+                hello(session.protocol, session.number, cluster)
             }
             Command::Client => Frame::Simple("OK".into()),
             Command::ConfigGet => Frame::Map(Vec::new()),
@@ -937,7 +1064,7 @@ impl<S: Store> Connection<S> {
 }
 
 /// HELLO's reply: who we are, in the connection's (possibly new) protocol.
-fn hello(protocol: Protocol, connection: u64) -> Frame {
+fn hello(protocol: Protocol, connection: u64, cluster: bool) -> Frame {
     let text = |s: &'static str| Frame::Bulk(Bytes::from_static(s.as_bytes()));
     Frame::Map(vec![
         (text("server"), text("kv")),
@@ -947,7 +1074,10 @@ fn hello(protocol: Protocol, connection: u64) -> Frame {
             text("id"),
             Frame::Integer(i64::try_from(connection).unwrap_or(i64::MAX)),
         ),
-        (text("mode"), text("standalone")),
+        (
+            text("mode"),
+            text(if cluster { "cluster" } else { "standalone" }),
+        ),
         (text("role"), text("master")),
         (text("modules"), Frame::Array(Vec::new())),
     ])
@@ -958,7 +1088,12 @@ async fn info<S: Store>(session: &Session<S>) -> Frame {
     let status = session.store.status().await.unwrap_or_default();
     let mut text = String::from("# Server\r\nredis_version:7.0.0\r\nkv_version:");
     text.push_str(env!("CARGO_PKG_VERSION"));
-    text.push_str("\r\nredis_mode:standalone\r\n\r\n# Clients\r\n");
+    let cluster = session.store.cluster().is_some();
+    text.push_str(if cluster {
+        "\r\nredis_mode:cluster\r\n\r\n# Cluster\r\ncluster_enabled:1\r\n\r\n# Clients\r\n"
+    } else {
+        "\r\nredis_mode:standalone\r\n\r\n# Clients\r\n"
+    });
     text.push_str(&format!(
         "connected_clients:{}\r\n\r\n# Replication\r\n",
         session.connected.get()
@@ -1066,12 +1201,12 @@ mod tests {
     #[test]
     fn hello_answers_with_a_map_in_resp3_and_a_flat_array_in_resp2() {
         let mut resp3 = BytesMut::new();
-        hello(Protocol::Resp3, 7).write_as(Protocol::Resp3, &mut resp3);
+        hello(Protocol::Resp3, 7, false).write_as(Protocol::Resp3, &mut resp3);
         assert!(resp3.starts_with(b"%7\r\n$6\r\nserver\r\n"), "{resp3:?}");
         let text = String::from_utf8_lossy(&resp3);
         assert!(text.contains("$5\r\nproto\r\n:3\r\n"), "{text}");
         let mut resp2 = BytesMut::new();
-        hello(Protocol::Resp2, 7).write_as(Protocol::Resp2, &mut resp2);
+        hello(Protocol::Resp2, 7, false).write_as(Protocol::Resp2, &mut resp2);
         assert!(resp2.starts_with(b"*14\r\n"), "{resp2:?}");
         assert!(String::from_utf8_lossy(&resp2).contains("$5\r\nproto\r\n:2\r\n"));
     }

@@ -32,6 +32,18 @@
 //! held", or none of whose replicas answers, makes the clerk ask the shard master for the
 //! latest configuration (one query at a time per process, shared by every connection).
 //! Every retry re-sends the same request, so each op executes at most once.
+//!
+//! # Redis Cluster mode
+//! With `redis_cluster = true`, the node also tells cluster clients where each slot is
+//! served ([`ClusterView`], see `impl ClusterView for Host`) and runs only the keys of
+//! slots it masters, redirecting the others (`crate::redis_cluster`). It then refreshes
+//! its configuration every [`CONFIG_REFRESH_INTERVAL`] and holds a connection to every
+//! other node, whose closing tells it at once that the node is down. An op its group
+//! refuses ("not held") before executing it goes back to the client as a redirect if
+//! another node now masters the slot (`-ASK`), or if the shard has been arriving at the
+//! group this node leads for [`ARRIVAL_WAIT_MAX`] (`-TRYAGAIN`) — never once a send went
+//! unanswered (the op may have executed; only the same request may be retried), and
+//! never for a command sent after `ASKING`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,7 +51,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use kv_engine::kv::{Op, Reply, Sharding};
+use kv_engine::kv::{Op, Reply, ShardId, Sharding};
 use kv_replication::cluster::{
     resolve, server_name, Blueprint, ClusterMsg, ClusterNode, ClusterReply, ClusterRequest,
 };
@@ -55,6 +67,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use crate::config::{self, ClusterConfig, Endpoint, Role};
 use crate::node::{self, DriverOptions, Input, LeaderHint, PeerSender, Status};
 use crate::redis::{self, Failure, RETRY_DEADLINE};
+use crate::redis_cluster::{self, ClusterView, NodeView, Route, SlotRange, Topology};
 use crate::run::{open_node, open_replica, stamp_when_ready, NodeOptions, Opened};
 use crate::transport::{self, Peers, Service};
 use crate::wire::{self, ClientReply, Frame};
@@ -91,6 +104,17 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// the last answer.
 pub const QUERY_INTERVAL_MIN: Duration = Duration::from_millis(50);
 
+/// In Redis Cluster mode, how often a node asks the shard master for a newer
+/// configuration on its own (besides whenever a group refuses a key), so that its slot map
+/// follows moves no client of its own ran into.
+pub const CONFIG_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
+/// In Redis Cluster mode, how often a node tries to reconnect to another node it lost
+/// (see `Host::watch_nodes`), and how long a connect may take.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+/// In Redis Cluster mode, how long an op waits for a shard arriving at the group this
+/// node leads before the client is told `-TRYAGAIN`.
+pub const ARRIVAL_WAIT_MAX: Duration = Duration::from_secs(5);
+
 /// A replica this process hosts.
 struct Local {
     endpoint: Endpoint,
@@ -108,6 +132,20 @@ pub struct Host {
     remote: Remote,
     sharding: Sharding,
     cache: ConfigCache,
+    /// Redis Cluster mode: what clients are told about slots and nodes.
+    cluster: Option<ClusterFacts>,
+}
+
+/// What a node in Redis Cluster mode knows besides its replicas (see [`Host::route`]).
+struct ClusterFacts {
+    cluster_id: u64,
+    /// Each node's RESP and peer addresses.
+    addresses: Vec<(SocketAddr, SocketAddr)>,
+    /// Whether each node is reachable (see `Host::watch_nodes`).
+    up: Vec<std::sync::atomic::AtomicBool>,
+    /// For groups this node does not host: the endpoint the last native reply from one of
+    /// their replicas named as leader.
+    remote_leaders: Mutex<BTreeMap<u64, u32>>,
 }
 
 /// The [`Service`] of a sharded node's peer listener.
@@ -131,12 +169,29 @@ pub trait Router: Send + Sync + 'static {
     fn cache(&self) -> &ConfigCache;
     /// Key to shard.
     fn sharding(&self) -> Sharding;
+    /// Whether ops its group refused, unexecuted, may go back to the client as redirects
+    /// (a node in Redis Cluster mode; see [`Host`]'s `redirect`). Never, by default.
+    fn redirects(&self) -> bool {
+        false
+    }
+    /// Whether an op on `slot` that its group refused, unexecuted, goes back to the
+    /// client as a redirect (only asked when [`Router::redirects`]).
+    fn redirect(
+        &self,
+        _known: Option<ConfigNum>,
+        _slot: u16,
+        _arriving_since: &mut Option<Instant>,
+    ) -> impl std::future::Future<Output = bool> + Send {
+        async { false }
+    }
 }
 
 /// The newest configuration a process knows, and when the master was last asked; with
 /// the process's client id at the shard master.
 pub struct ConfigCache {
     state: tokio::sync::Mutex<(Option<Arc<Config>>, Option<Instant>)>,
+    /// The newest configuration, for readers that cannot wait (slot routing).
+    published: std::sync::RwLock<Option<Arc<Config>>>,
     client: ClientId,
     seq: std::sync::atomic::AtomicU64,
 }
@@ -145,6 +200,7 @@ impl ConfigCache {
     fn new() -> ConfigCache {
         ConfigCache {
             state: tokio::sync::Mutex::new((None, None)),
+            published: std::sync::RwLock::new(None),
             client: crate::client::random_client_id(),
             seq: std::sync::atomic::AtomicU64::new(1),
         }
@@ -175,6 +231,7 @@ pub async fn latest_config<R: Router>(router: &R, known: Option<ConfigNum>) -> O
             router.call(endpoint, request).await
         {
             if cached.0.as_ref().is_none_or(|c| c.num() <= config.num()) {
+                *cache.published.write().expect("config lock") = Some(config.clone());
                 cached.0 = Some(config);
             }
             cached.1 = Some(Instant::now());
@@ -185,6 +242,30 @@ pub async fn latest_config<R: Router>(router: &R, known: Option<ConfigNum>) -> O
 }
 
 impl Router for Host {
+    fn redirects(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Cluster mode: after learning the newest configuration, yes if another node masters
+    /// the slot now (the shard moved away: `-ASK`), or if this node does but the shard has
+    /// been arriving for [`ARRIVAL_WAIT_MAX`] (`-TRYAGAIN`); else the op waits for the
+    /// shard here.
+    async fn redirect(
+        &self,
+        known: Option<ConfigNum>,
+        slot: u16,
+        arriving_since: &mut Option<Instant>,
+    ) -> bool {
+        latest_config(self, known).await;
+        match self.route(slot) {
+            Route::Elsewhere(_) => true,
+            Route::Serve => {
+                arriving_since.get_or_insert_with(Instant::now).elapsed() >= ARRIVAL_WAIT_MAX
+            }
+            Route::Unserved => false,
+        }
+    }
+
     fn masters(&self) -> Vec<u32> {
         // This process's own master replica first: no network hop.
         let masters = self.endpoints.iter().filter(|e| e.role == Role::Master);
@@ -219,7 +300,17 @@ impl Router for Host {
                         to: endpoint,
                         request,
                     };
-                    self.remote.call(target.node, to).await
+                    let (reply, leader) = self.remote.call(target.node, to).await;
+                    if let (Some(facts), Some(leader), Role::Group(gid)) =
+                        (&self.cluster, leader, target.role)
+                    {
+                        facts
+                            .remote_leaders
+                            .lock()
+                            .expect("leaders lock")
+                            .insert(gid, leader);
+                    }
+                    (reply, leader)
                 }
             }
         };
@@ -264,6 +355,195 @@ impl Host {
             ));
         }
         out
+    }
+}
+
+/// Redis Cluster mode: slot routing and the topology clients see.
+///
+/// A slot's *master* is the node that leads the group owning its shard in the newest
+/// configuration this node knows: the node of the leader its own replica of the group
+/// names (or, for a group it does not host, the last native reply from one of the group's
+/// replicas named) — unless that node is down (its watch connection closed) or no
+/// leader is known: then this node if it hosts the group (it routes inside the cluster,
+/// and its replica finds or becomes the new leader), else the first reachable node
+/// hosting the group.
+///
+/// A node *serves* a key exactly when it is its slot's master in its own map; any other
+/// node answers `-MOVED` naming the master (a node with a stale leader hint or map may
+/// send a client one hop further; the master it names answers the same way). Serving
+/// means running the command through the node's shard clerk, as every node does outside
+/// cluster mode, so a command served by a node whose map was stale still completes.
+impl Host {
+    /// The node that masters group `gid`'s slots (see the impl docs).
+    fn master_of(&self, facts: &ClusterFacts, gid: GroupId) -> u32 {
+        let up = |node: u32| {
+            node == self.node
+                || facts
+                    .up
+                    .get(node as usize)
+                    .is_some_and(|u| u.load(std::sync::atomic::Ordering::Relaxed))
+        };
+        let hosting: Vec<&Endpoint> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.role == Role::Group(gid.0))
+            .collect();
+        let hint = hosting
+            .iter()
+            .find_map(|e| self.local.get(&e.id).and_then(|l| l.leader.get()))
+            .or_else(|| {
+                let leaders = facts.remote_leaders.lock().expect("leaders lock");
+                leaders.get(&gid.0).copied()
+            });
+        if let Some(leader) = hint.and_then(|l| self.endpoints.get(l as usize)) {
+            if leader.role == Role::Group(gid.0) && up(leader.node) {
+                return leader.node;
+            }
+        }
+        if hosting.iter().any(|e| e.node == self.node) {
+            return self.node;
+        }
+        hosting
+            .iter()
+            .map(|e| e.node)
+            .find(|&n| up(n))
+            .or(hosting.first().map(|e| e.node))
+            .unwrap_or(self.node)
+    }
+
+    fn published(&self) -> Option<Arc<Config>> {
+        self.cache.published.read().expect("config lock").clone()
+    }
+
+    /// Asks the shard master for a newer configuration every [`CONFIG_REFRESH_INTERVAL`].
+    async fn refresh_config(self: Arc<Host>, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            let known = self.published().map(|c| c.num());
+            latest_config(self.as_ref(), known).await;
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(CONFIG_REFRESH_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// Watches every other node: a native connection held open to each tells at once,
+    /// by closing, that its process is gone (a reconnect is tried every
+    /// [`PROBE_INTERVAL`]). Clients must not be sent to a dead master: a cluster client
+    /// retries a failed connection only a few times, without waiting in between.
+    async fn watch_nodes(self: Arc<Host>, stop: watch::Receiver<bool>) {
+        let Some(facts) = &self.cluster else { return };
+        let mut watches = tokio::task::JoinSet::new();
+        for (node, &(_, peer)) in facts.addresses.iter().enumerate() {
+            if node as u32 != self.node {
+                watches.spawn(self.clone().watch_node(node, peer, stop.clone()));
+            }
+        }
+        while watches.join_next().await.is_some() {}
+    }
+
+    async fn watch_node(
+        self: Arc<Host>,
+        node: usize,
+        peer: SocketAddr,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let Some(facts) = &self.cluster else { return };
+        let up = |value: bool| facts.up[node].store(value, std::sync::atomic::Ordering::Relaxed);
+        while !*stop.borrow() {
+            match tokio::time::timeout(PROBE_INTERVAL, self.remote.connect(peer)).await {
+                Ok(Ok(mut framed)) => {
+                    up(true);
+                    // Nothing is ever sent on it: it ends when the node does.
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = framed.next() => {}
+                    }
+                    up(false);
+                }
+                _ => up(false),
+            }
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+            }
+        }
+    }
+}
+
+impl ClusterView for Host {
+    fn route(&self, slot: u16) -> Route {
+        let (Some(facts), Some(config)) = (&self.cluster, self.published()) else {
+            // No configuration yet: take the key and route it inside the cluster.
+            return Route::Serve;
+        };
+        match config.owner(self.sharding.shard_of_slot(slot)) {
+            None | Some(GroupId::NONE) => Route::Unserved,
+            Some(gid) => {
+                let master = self.master_of(facts, gid);
+                if master == self.node {
+                    Route::Serve
+                } else {
+                    Route::Elsewhere(facts.addresses[master as usize].0)
+                }
+            }
+        }
+    }
+
+    fn topology(&self) -> Topology {
+        let facts = self.cluster.as_ref().expect("cluster mode");
+        let nodes = facts
+            .addresses
+            .iter()
+            .enumerate()
+            .map(|(node, &(resp, bus))| NodeView {
+                name: redis_cluster::node_name(facts.cluster_id, node as u32),
+                resp,
+                bus,
+                up: node as u32 == self.node
+                    || facts.up[node].load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .collect();
+        let config = self.published();
+        let mut ranges: Vec<SlotRange> = Vec::new();
+        let shards = config.as_ref().map_or(&[][..], |c| c.shards());
+        for (shard, &gid) in shards.iter().enumerate() {
+            let Some((first, last)) = self.sharding.slots_of(ShardId(shard as u32)) else {
+                continue;
+            };
+            if gid == GroupId::NONE {
+                continue;
+            }
+            let master = self.master_of(facts, gid) as usize;
+            let mut replicas: Vec<usize> = self
+                .endpoints
+                .iter()
+                .filter(|e| e.role == Role::Group(gid.0) && e.node as usize != master)
+                .map(|e| e.node as usize)
+                .collect();
+            replicas.dedup();
+            match ranges.last_mut() {
+                Some(run)
+                    if run.master == master
+                        && run.replicas == replicas
+                        && run.last + 1 == first =>
+                {
+                    run.last = last;
+                }
+                _ => ranges.push(SlotRange {
+                    first,
+                    last,
+                    master,
+                    replicas,
+                }),
+            }
+        }
+        Topology {
+            me: self.node as usize,
+            nodes,
+            ranges,
+            epoch: config.map_or(0, |c| c.num().0),
+        }
     }
 }
 
@@ -592,6 +872,8 @@ pub const LANES_MAX: usize = 32;
 pub struct ShardedStore<R: Router = Host> {
     lanes: Vec<ShardClerk>,
     router: Arc<R>,
+    /// The ops running come from a command sent with ASKING (cluster mode).
+    asking: bool,
 }
 
 impl<R: Router> ShardedStore<R> {
@@ -601,12 +883,14 @@ impl<R: Router> ShardedStore<R> {
         ShardedStore {
             lanes: vec![ShardClerk::new(client, router.sharding())],
             router,
+            asking: false,
         }
     }
 
     /// Runs one op at most once, retrying until [`RETRY_DEADLINE`].
     pub async fn execute(&mut self, op: Op) -> Result<Reply, Failure> {
-        one(self.router.as_ref(), &mut self.lanes[0], op).await
+        let redirects = self.router.redirects() && !self.asking;
+        one(self.router.as_ref(), &mut self.lanes[0], op, redirects).await
     }
 
     /// Runs a batch's ops (see the type's docs); one op's reply for one op, else
@@ -628,6 +912,7 @@ impl<R: Router> ShardedStore<R> {
             queues[lane].push((i, op));
         }
         let router = self.router.as_ref();
+        let redirects = router.redirects() && !self.asking;
         let runs = self
             .lanes
             .iter_mut()
@@ -635,7 +920,7 @@ impl<R: Router> ShardedStore<R> {
             .map(|(clerk, queue)| async move {
                 let mut out = Vec::with_capacity(queue.len());
                 for (i, op) in queue {
-                    out.push((i, one(router, clerk, op).await));
+                    out.push((i, one(router, clerk, op, redirects).await));
                 }
                 out
             });
@@ -654,9 +939,24 @@ impl<R: Router> ShardedStore<R> {
     }
 }
 
-/// Runs one op through `clerk` to completion, or until [`RETRY_DEADLINE`].
-async fn one<R: Router>(router: &R, clerk: &mut ShardClerk, op: Op) -> Result<Reply, Failure> {
+/// Runs one op through `clerk` to completion, or until [`RETRY_DEADLINE`]. With
+/// `redirects` (cluster mode, not after ASKING) an op refused by its group before anything
+/// executed it may end as [`Reply::NotHeld`] instead, for the connection to redirect
+/// ([`Router::redirect`]).
+async fn one<R: Router>(
+    router: &R,
+    clerk: &mut ShardClerk,
+    op: Op,
+    redirects: bool,
+) -> Result<Reply, Failure> {
     let started = Instant::now();
+    let slot = kv_engine::kv::slot_of(op.key());
+    let shard = op.shard(router.sharding());
+    // A send that got no answer may have executed the op: from then on only the same
+    // request may be retried (never a redirect, which the client would re-send as a new
+    // one).
+    let mut uncertain = false;
+    let mut arriving_since = None;
     let mut backoff = Duration::from_millis(5);
     let mut step = clerk
         .begin(op)
@@ -682,9 +982,20 @@ async fn one<R: Router>(router: &R, clerk: &mut ShardClerk, op: Op) -> Result<Re
                     Some(ClusterReply::Kv(reply)) => match clerk.on_reply(seq, reply) {
                         Ok(Some(reply)) => return Ok(reply),
                         Ok(None) => clerk.on_failure().unwrap_or(Step::Query),
-                        Err(query) => query,
+                        Err(query) => {
+                            let known = clerk.config().map(|c| c.num());
+                            if redirects
+                                && !uncertain
+                                && router.redirect(known, slot, &mut arriving_since).await
+                            {
+                                clerk.abandon();
+                                return Ok(Reply::NotHeld(shard));
+                            }
+                            query
+                        }
                     },
                     _ => {
+                        uncertain = true;
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_millis(200));
                         clerk.on_failure().unwrap_or(Step::Query)
@@ -714,6 +1025,17 @@ async fn one<R: Router>(router: &R, clerk: &mut ShardClerk, op: Op) -> Result<Re
 }
 
 impl redis::Store for ShardedStore<Host> {
+    fn cluster(&self) -> Option<&dyn ClusterView> {
+        self.router
+            .cluster
+            .as_ref()
+            .map(|_| &*self.router as &dyn ClusterView)
+    }
+
+    fn set_asking(&mut self, asking: bool) {
+        self.asking = asking;
+    }
+
     async fn run(&mut self, batch: Batch) -> Result<Reply, Failure> {
         self.execute_batch(batch).await
     }
@@ -814,6 +1136,16 @@ pub async fn run(
         receivers.push(rx);
     }
     let addresses: Vec<SocketAddr> = config.nodes.iter().map(|n| n.peer).collect();
+    let cluster = config.redis_cluster.then(|| ClusterFacts {
+        cluster_id: config.cluster_id,
+        addresses: config.nodes.iter().map(|n| (n.resp, n.peer)).collect(),
+        up: config
+            .nodes
+            .iter()
+            .map(|_| std::sync::atomic::AtomicBool::new(true))
+            .collect(),
+        remote_leaders: Mutex::new(BTreeMap::new()),
+    });
     let host = Arc::new(Host {
         node: id,
         nodes: config.nodes.len(),
@@ -823,6 +1155,7 @@ pub async fn run(
         remote: Remote::new(config.cluster_id, addresses),
         sharding: blueprint.sharding,
         cache: ConfigCache::new(),
+        cluster,
     });
 
     // Every replica's driver, on a shared stop signal: the node stops as a whole when
@@ -845,6 +1178,10 @@ pub async fn run(
         });
     }
 
+    if host.cluster.is_some() {
+        tokio::spawn(host.clone().refresh_config(stop_rx.clone()));
+        tokio::spawn(host.clone().watch_nodes(stop_rx.clone()));
+    }
     let service = HostService(host.clone());
     tokio::spawn(transport::serve(
         peer_listener,

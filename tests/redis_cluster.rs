@@ -1,0 +1,458 @@
+//! Redis Cluster mode on real processes (`redis_cluster = true`): the CLUSTER commands,
+//! MOVED / ASK / CROSSSLOT, and unmodified cluster clients — `redis-cli -c`,
+//! `redis-benchmark --cluster` and redis-py's `RedisCluster` — including across a SIGKILL
+//! of a group leader's node and a shard move.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{wait_for, Cluster, Shape};
+use kv_engine::kv::{slot_of, ShardId, Sharding};
+use kv_replication::cluster::{ClusterReply, ClusterRequest};
+use kv_replication::shardmaster::{self, Config, GroupId};
+use kv_replication::types::ClientId;
+use kv_server::config::Role;
+use kv_server::sharded::{ShardedFrame, ToEndpoint};
+use kv_server::wire::{self, ClientReply, Frame};
+
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Hang guard for conditions the cluster reaches in well under a second normally.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+const SHARDS: u32 = 16;
+
+fn shape(groups: u32, redis_cluster: bool) -> Shape {
+    Shape {
+        replicas: 3,
+        groups,
+        shards: SHARDS,
+        redis_cluster,
+    }
+}
+
+/// One slot range of `CLUSTER SLOTS`: first, last, and its master's RESP port.
+type Range = (u16, u16, u16);
+
+fn int(v: &redis::Value) -> i64 {
+    match v {
+        redis::Value::Int(i) => *i,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+/// A node's `CLUSTER SLOTS`, sorted.
+fn cluster_slots(cluster: &Cluster, id: u32) -> Vec<Range> {
+    let mut con = cluster.redis(id, IO_TIMEOUT);
+    let value: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut con).unwrap();
+    let redis::Value::Array(ranges) = value else {
+        panic!("CLUSTER SLOTS: {value:?}")
+    };
+    let mut out: Vec<Range> = ranges
+        .iter()
+        .map(|range| {
+            let redis::Value::Array(fields) = range else {
+                panic!("{range:?}")
+            };
+            let redis::Value::Array(master) = &fields[2] else {
+                panic!("{range:?}")
+            };
+            (
+                int(&fields[0]) as u16,
+                int(&fields[1]) as u16,
+                int(&master[1]) as u16,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn master_port(ranges: &[Range], slot: u16) -> u16 {
+    ranges
+        .iter()
+        .find(|r| r.0 <= slot && slot <= r.1)
+        .unwrap_or_else(|| panic!("slot {slot} not in {ranges:?}"))
+        .2
+}
+
+/// Writes keys into every shard through one node (after ASKING, so it runs them
+/// whoever masters them: every group gets a leader), then waits until the live nodes
+/// agree on who masters each range, and returns that map.
+fn settle(cluster: &Cluster, live: &[u32]) -> Vec<Range> {
+    let keys: Vec<String> = (0..64).map(|i| format!("settle-{i}")).collect();
+    let mut commands: Vec<Vec<&str>> = Vec::new();
+    for key in &keys {
+        commands.push(vec!["ASKING"]);
+        commands.push(vec!["SET", key, "x"]);
+    }
+    let commands: Vec<&[&str]> = commands.iter().map(|c| &c[..]).collect();
+    for reply in raw(cluster.node(live[0]).resp, &commands) {
+        assert_eq!(reply, "+OK");
+    }
+    wait_for("the nodes agree on CLUSTER SLOTS", SETTLE_TIMEOUT, || {
+        let first = cluster_slots(cluster, live[0]);
+        live.iter()
+            .all(|&id| cluster_slots(cluster, id) == first)
+            .then_some(first)
+    })
+}
+
+/// Reads one reply and returns its first line, or a bulk string's value (enough for
+/// errors and simple replies); an array's elements are read and dropped.
+fn read_reply(reader: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let line = line.trim_end().to_string();
+    if let Some(len) = line.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+        let mut value = vec![0u8; len + 2];
+        reader.read_exact(&mut value).unwrap();
+        return String::from_utf8_lossy(&value[..len]).into_owned();
+    }
+    if let Some(len) = line.strip_prefix('*').and_then(|n| n.parse::<usize>().ok()) {
+        for _ in 0..len {
+            read_reply(reader);
+        }
+    }
+    line
+}
+
+/// Sends the commands as one pipeline and returns each reply as [`read_reply`] does.
+fn raw(addr: SocketAddr, commands: &[&[&str]]) -> Vec<String> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut out = String::new();
+    for args in commands {
+        out.push_str(&format!("*{}\r\n", args.len()));
+        for a in *args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+    }
+    stream.write_all(out.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    commands.iter().map(|_| read_reply(&mut reader)).collect()
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-c", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli is installed (Debian package redis-tools)");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+#[test]
+fn cluster_commands_describe_the_slots_and_nodes_redirect_to_group_leaders() {
+    let cluster = Cluster::start_sharded(3, shape(3, true));
+    let ranges = settle(&cluster, &[0, 1, 2]);
+    let ports: Vec<u16> = (0..3).map(|id| cluster.node(id).resp.port()).collect();
+
+    // CLUSTER SLOTS covers 0..=16383 exactly, each range mastered by a node of the file.
+    let mut next = 0u32;
+    for &(first, last, port) in &ranges {
+        assert_eq!(u32::from(first), next, "{ranges:?}");
+        assert!(first <= last && ports.contains(&port), "{ranges:?}");
+        next = u32::from(last) + 1;
+    }
+    assert_eq!(next, 16384, "{ranges:?}");
+
+    let mut con = cluster.redis(1, IO_TIMEOUT);
+    let slot = |key: &str, con: &mut redis::Connection| -> i64 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(con)
+            .unwrap()
+    };
+    assert_eq!(slot("foo", &mut con), 12182);
+    assert_eq!(
+        slot("{user1000}.following", &mut con),
+        slot("{user1000}.followers", &mut con)
+    );
+
+    // CLUSTER NODES: one line per node, this one marked `myself` with CLUSTER MYID's id.
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut con).unwrap();
+    let myid: String = redis::cmd("CLUSTER").arg("MYID").query(&mut con).unwrap();
+    assert_eq!(nodes.lines().count(), 3, "{nodes}");
+    let mine = nodes
+        .lines()
+        .find(|l| l.contains("myself"))
+        .expect("myself");
+    assert!(
+        mine.starts_with(&format!("{myid} 127.0.0.1:{}@", ports[1])),
+        "{nodes}"
+    );
+    assert_eq!(myid.len(), 40);
+    let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut con).unwrap();
+    assert!(info.contains("cluster_state:ok\r\n"), "{info}");
+    assert!(info.contains("cluster_slots_assigned:16384\r\n"), "{info}");
+    let shards: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SHARDS").query(&mut con).unwrap();
+    assert_eq!(shards.len(), ranges.len());
+
+    // Keys of different slots in one command: CROSSSLOT; of one slot (hash tags): run.
+    let crossslot = |addr| raw(addr, &[&["MGET", "a", "b"], &["DEL", "a", "b"]]);
+    let master = master_port(&ranges, slot_of(b"a"));
+    let master_id = ports.iter().position(|&p| p == master).unwrap() as u32;
+    for line in crossslot(cluster.node(master_id).resp) {
+        assert!(line.starts_with("-CROSSSLOT "), "{line}");
+    }
+    let tagged = master_port(&ranges, slot_of(b"t"));
+    let tagged_id = ports.iter().position(|&p| p == tagged).unwrap() as u32;
+    let replies = raw(
+        cluster.node(tagged_id).resp,
+        &[&["SET", "{t}1", "x"], &["MGET", "{t}1", "{t}2"]],
+    );
+    assert_eq!(replies, ["+OK", "*2"]);
+
+    // A node that does not master a key's slot answers MOVED to the one that does, and
+    // serves it after ASKING.
+    let foo_master = master_port(&ranges, 12182);
+    let other = (0..3).find(|&id| ports[id as usize] != foo_master).unwrap();
+    let replies = raw(
+        cluster.node(other).resp,
+        &[
+            &["GET", "foo"],
+            &["ASKING"],
+            &["SET", "foo", "asked"],
+            &["GET", "foo"],
+        ],
+    );
+    assert_eq!(replies[0], format!("-MOVED 12182 127.0.0.1:{foo_master}"));
+    assert_eq!(replies[1..3], ["+OK", "+OK"]);
+    assert!(replies[3].starts_with("-MOVED 12182 "), "{replies:?}");
+
+    // COMMAND describes key positions.
+    let info: redis::Value = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("mget")
+        .query(&mut con)
+        .unwrap();
+    let redis::Value::Array(entries) = info else {
+        panic!("{info:?}")
+    };
+    let redis::Value::Array(mget) = &entries[0] else {
+        panic!("{entries:?}")
+    };
+    assert_eq!(
+        (int(&mget[3]), int(&mget[4]), int(&mget[5])),
+        (1, -1, 1),
+        "{mget:?}"
+    );
+
+    // redis-cli -c follows MOVED.
+    let port = ports[other as usize];
+    let set = redis_cli(port, &["SET", "foo", "from-cli"]);
+    assert!(set.ends_with("OK"), "{set}");
+    for p in &ports {
+        let got = redis_cli(*p, &["GET", "foo"]);
+        assert!(got.ends_with("from-cli"), "{got}");
+    }
+
+    // redis-benchmark --cluster: every request answered (it stops at the first error).
+    let bench = Command::new("redis-benchmark")
+        .args(["--cluster", "-p", &ports[0].to_string()])
+        .args(["-t", "set,get", "-n", "3000", "-c", "20", "-q"])
+        .output()
+        .expect("redis-benchmark is installed");
+    let text = String::from_utf8_lossy(&bench.stdout).to_string()
+        + &String::from_utf8_lossy(&bench.stderr);
+    assert!(bench.status.success(), "redis-benchmark --cluster: {text}");
+    assert!(text.contains("SET:") && text.contains("GET:"), "{text}");
+    assert!(!text.to_lowercase().contains("error"), "{text}");
+    cluster.assert_no_panic();
+}
+
+#[test]
+fn without_cluster_mode_the_cluster_commands_are_refused_and_any_node_takes_any_key() {
+    let cluster = Cluster::start_sharded(3, shape(2, false));
+    let replies = raw(
+        cluster.node(0).resp,
+        &[
+            &["CLUSTER", "SLOTS"],
+            &["ASKING"],
+            &["MGET", "a", "b"],
+            &["SET", "foo", "1"],
+        ],
+    );
+    assert_eq!(
+        replies[..2],
+        [
+            "-ERR This instance has cluster support disabled",
+            "-ERR This instance has cluster support disabled"
+        ]
+    );
+    assert_eq!(replies[2..], ["*2", "+OK"]);
+}
+
+/// Calls the shard master through the native protocol (any master replica that answers).
+fn master_call(cluster: &Cluster, command: shardmaster::Command) -> shardmaster::Reply {
+    static SEQ: AtomicU64 = AtomicU64::new(1);
+    let client = ClientId(0x7263_0000 ^ u64::from(std::process::id()));
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let masters: Vec<_> = cluster
+        .config
+        .endpoints()
+        .into_iter()
+        .filter(|e| e.role == Role::Master)
+        .collect();
+    wait_for("a shard-master replica answers", SETTLE_TIMEOUT, || {
+        masters.iter().find_map(|endpoint| {
+            let request = ClusterRequest::Master(shardmaster::Request {
+                client,
+                seq,
+                command: command.clone(),
+            });
+            let frames: [ShardedFrame; 2] = [
+                Frame::ClientHello {
+                    cluster_id: cluster.config.cluster_id,
+                },
+                Frame::Request {
+                    tag: 1,
+                    request: ToEndpoint {
+                        to: endpoint.id,
+                        request,
+                    },
+                },
+            ];
+            let mut stream = TcpStream::connect(cluster.node(endpoint.node).peer).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            for frame in &frames {
+                let body = wire::encode(frame).unwrap();
+                stream.write_all(&(body.len() as u32).to_be_bytes()).ok()?;
+                stream.write_all(&body).ok()?;
+            }
+            let mut len = [0u8; 4];
+            stream.read_exact(&mut len).ok()?;
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            stream.read_exact(&mut body).ok()?;
+            let frame: ShardedFrame = wire::decode(&body).ok()?;
+            match frame {
+                Frame::Reply {
+                    reply: ClientReply::Done(ClusterReply::Master(reply)),
+                    ..
+                } => Some(reply),
+                _ => None,
+            }
+        })
+    })
+}
+
+fn latest_config(cluster: &Cluster) -> std::sync::Arc<Config> {
+    match master_call(cluster, shardmaster::Command::Query { num: None }) {
+        shardmaster::Reply::Config(config) => config,
+        other => panic!("query: {other:?}"),
+    }
+}
+
+/// The python script's progress: operations done so far.
+fn progress(control: &std::path::Path) -> u64 {
+    std::fs::read_to_string(control.join("progress"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the script has done `more` operations beyond what it had done on entry.
+fn wait_progress(control: &std::path::Path, more: u64, what: &str) {
+    let from = progress(control);
+    wait_for(what, SETTLE_TIMEOUT, || {
+        (progress(control) >= from + more).then_some(())
+    });
+}
+
+#[test]
+fn redis_py_cluster_client_rides_through_a_leader_kill_and_a_shard_move() {
+    let mut cluster = Cluster::start_sharded(3, shape(3, true));
+    let ranges = settle(&cluster, &[0, 1, 2]);
+    let control = cluster.dir.path().join("python-control");
+    std::fs::create_dir(&control).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/redis_cluster_py.py"
+    );
+    let mut python = Command::new("python3")
+        .arg(script)
+        .arg(&control)
+        .args((0..3).map(|id| cluster.node(id).resp.port().to_string()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is installed (.ci/run installs it with redis-py in a venv)");
+    let output = std::thread::spawn({
+        let mut stdout = python.stdout.take().unwrap();
+        let mut stderr = python.stderr.take().unwrap();
+        move || {
+            let mut text = String::new();
+            stdout.read_to_string(&mut text).unwrap();
+            stderr.read_to_string(&mut text).unwrap();
+            text
+        }
+    });
+    let running = |python: &mut std::process::Child| python.try_wait().unwrap().is_none();
+    wait_progress(&control, 500, "redis-py runs");
+
+    // SIGKILL a node that masters some slots (its replicas lead groups), then keep going.
+    let ports: Vec<u16> = (0..3).map(|id| cluster.node(id).resp.port()).collect();
+    let victim = ports.iter().position(|&p| p == ranges[0].2).unwrap() as u32;
+    cluster.kill_node(victim);
+    let live: Vec<u32> = (0..3).filter(|&id| id != victim).collect();
+    wait_for(
+        "the surviving nodes stop naming the killed node as a master",
+        SETTLE_TIMEOUT,
+        || {
+            live.iter()
+                .all(|&id| {
+                    cluster_slots(&cluster, id)
+                        .iter()
+                        .all(|r| r.2 != ports[victim as usize])
+                })
+                .then_some(())
+        },
+    );
+    wait_progress(&control, 500, "redis-py goes on after the kill");
+    assert!(running(&mut python), "redis-py stopped");
+    cluster.start_node(victim);
+    cluster.wait_ready(victim);
+
+    // Move a shard to another group while redis-py runs.
+    let sharding = Sharding::Slots { shards: SHARDS };
+    let config = latest_config(&cluster);
+    let shard = ShardId(sharding.shard_of_slot(slot_of(b"w:1")).0);
+    let owner = config.owner(shard).unwrap();
+    let to = *config.groups().keys().find(|&&g| g != owner).unwrap();
+    let moved = master_call(
+        &cluster,
+        shardmaster::Command::Move {
+            shard,
+            group: GroupId(to.0),
+        },
+    );
+    assert!(matches!(moved, shardmaster::Reply::Changed(_)), "{moved:?}");
+    wait_for(
+        "the move reaches every node's slot map",
+        SETTLE_TIMEOUT,
+        || {
+            let after = latest_config(&cluster);
+            (after.owner(shard) == Some(to)).then_some(())
+        },
+    );
+    wait_progress(&control, 1500, "redis-py goes on after the move");
+    assert!(running(&mut python), "redis-py stopped");
+
+    std::fs::write(control.join("stop"), b"").unwrap();
+    let status = wait_for("redis-py finishes", SETTLE_TIMEOUT, || {
+        python.try_wait().unwrap()
+    });
+    let text = output.join().unwrap();
+    assert!(
+        status.success() && text.contains("\nok\n"),
+        "redis-py RedisCluster failed:\n{text}"
+    );
+    println!("{text}");
+    cluster.assert_no_panic();
+}
