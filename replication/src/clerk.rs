@@ -28,14 +28,76 @@ pub enum ClerkError {
     Busy(ClientId),
 }
 
+/// What every clerk keeps whatever it routes by: a client id, its sequence counter and
+/// at most one outstanding request, re-sent unchanged until answered or abandoned. The
+/// group clerk ([`Clerk`]) and the sharded one ([`crate::shardkv::ShardClerk`]) are this
+/// plus where to send.
+#[derive(Debug, Clone)]
+pub struct Outstanding<C> {
+    client: ClientId,
+    last_seq: u64,
+    request: Option<Request<C>>,
+}
+
+impl<C: Clone> Outstanding<C> {
+    /// Nothing outstanding yet for `client`.
+    pub fn new(client: ClientId) -> Outstanding<C> {
+        Outstanding {
+            client,
+            last_seq: 0,
+            request: None,
+        }
+    }
+
+    /// The client id.
+    pub fn client(&self) -> ClientId {
+        self.client
+    }
+
+    /// The outstanding request, if any.
+    pub fn get(&self) -> Option<&Request<C>> {
+        self.request.as_ref()
+    }
+
+    /// Numbers a new request for `command`; refused while one is outstanding.
+    pub fn begin(&mut self, command: C) -> Result<Request<C>, ClerkError> {
+        if self.request.is_some() {
+            return Err(ClerkError::Busy(self.client));
+        }
+        self.last_seq += 1;
+        let request = Request {
+            client: self.client,
+            seq: self.last_seq,
+            command,
+        };
+        self.request = Some(request.clone());
+        Ok(request)
+    }
+
+    /// Whether `seq` answers the outstanding request (which is then done).
+    pub fn complete(&mut self, seq: u64) -> bool {
+        match &self.request {
+            Some(request) if request.seq == seq => {
+                self.request = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives up on the outstanding request: it may still be executed, once at most; the
+    /// next request has a higher sequence number, so after that one nothing older can.
+    pub fn abandon(&mut self) {
+        self.request = None;
+    }
+}
+
 /// One client of a replicated group whose commands are `C`. See the module docs.
 #[derive(Debug, Clone)]
 pub struct Clerk<C> {
-    client: ClientId,
-    last_seq: u64,
+    outstanding: Outstanding<C>,
     replicas: Vec<NodeId>,
     target: usize,
-    outstanding: Option<Request<C>>,
 }
 
 impl<C: Clone> Clerk<C> {
@@ -44,17 +106,15 @@ impl<C: Clone> Clerk<C> {
     pub fn new(client: ClientId, replicas: Vec<NodeId>) -> Clerk<C> {
         assert!(!replicas.is_empty(), "a clerk needs at least one replica");
         Clerk {
-            client,
-            last_seq: 0,
+            outstanding: Outstanding::new(client),
             replicas,
             target: 0,
-            outstanding: None,
         }
     }
 
     /// The client id.
     pub fn client(&self) -> ClientId {
-        self.client
+        self.outstanding.client()
     }
 
     /// A replica said `leader` leads: later sends (and this request's retries) go there
@@ -65,11 +125,10 @@ impl<C: Clone> Clerk<C> {
         }
     }
 
-    /// Gives up on the outstanding request (its caller stopped waiting). It may still be
-    /// executed, once at most; the next request has a higher sequence number, so after
-    /// that one nothing older can execute.
+    /// Gives up on the outstanding request (its caller stopped waiting); see
+    /// [`Outstanding::abandon`].
     pub fn abandon(&mut self) {
-        self.outstanding = None;
+        self.outstanding.abandon();
     }
 
     /// The replica the next send goes to.
@@ -79,40 +138,25 @@ impl<C: Clone> Clerk<C> {
 
     /// The outstanding request, if any.
     pub fn outstanding(&self) -> Option<&Request<C>> {
-        self.outstanding.as_ref()
+        self.outstanding.get()
     }
 
     /// Starts a request for `command`: returns where to send it and what to send.
     pub fn begin(&mut self, command: C) -> Result<(NodeId, Request<C>), ClerkError> {
-        if self.outstanding.is_some() {
-            return Err(ClerkError::Busy(self.client));
-        }
-        self.last_seq += 1;
-        let request = Request {
-            client: self.client,
-            seq: self.last_seq,
-            command,
-        };
-        self.outstanding = Some(request.clone());
+        let request = self.outstanding.begin(command)?;
         Ok((self.target(), request))
     }
 
     /// A reply to the request numbered `seq` arrived. Returns the answer if it completes
     /// the outstanding request; a reply to anything else (a late duplicate) is ignored.
     pub fn on_reply<R>(&mut self, seq: u64, reply: R) -> Option<R> {
-        match &self.outstanding {
-            Some(request) if request.seq == seq => {
-                self.outstanding = None;
-                Some(reply)
-            }
-            _ => None,
-        }
+        self.outstanding.complete(seq).then_some(reply)
     }
 
     /// The last send failed or timed out: returns the next replica and the same request,
     /// or `None` if nothing is outstanding.
     pub fn on_failure(&mut self) -> Option<(NodeId, Request<C>)> {
-        let request = self.outstanding.clone()?;
+        let request = self.outstanding.get()?.clone();
         self.target = (self.target + 1) % self.replicas.len();
         Some((self.target(), request))
     }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use kv_engine::kv::{Op, Reply, Sharding};
 
-use crate::clerk::ClerkError;
+use crate::clerk::{ClerkError, Outstanding};
 use crate::replica::Request;
 use crate::shardmaster::{Config, GroupId};
 use crate::types::ClientId;
@@ -40,11 +40,9 @@ pub enum Step {
 /// A client of a sharded cluster. See the module docs.
 #[derive(Debug, Clone)]
 pub struct ShardClerk {
-    client: ClientId,
-    last_seq: u64,
+    outstanding: Outstanding<Op>,
     sharding: Sharding,
     config: Option<Arc<Config>>,
-    outstanding: Option<Request<Op>>,
     /// How many servers of the current group this request has tried.
     tried: usize,
     /// Per group, the server last said to lead it: tried first.
@@ -55,11 +53,9 @@ impl ShardClerk {
     /// A clerk for `client` of a cluster whose keys map to shards by `sharding`.
     pub fn new(client: ClientId, sharding: Sharding) -> ShardClerk {
         ShardClerk {
-            client,
-            last_seq: 0,
+            outstanding: Outstanding::new(client),
             sharding,
             config: None,
-            outstanding: None,
             tried: 0,
             leaders: std::collections::BTreeMap::new(),
         }
@@ -80,7 +76,7 @@ impl ShardClerk {
 
     /// The client id.
     pub fn client(&self) -> ClientId {
-        self.client
+        self.outstanding.client()
     }
 
     /// The newest configuration this clerk knows.
@@ -90,20 +86,12 @@ impl ShardClerk {
 
     /// The outstanding request, if any.
     pub fn outstanding(&self) -> Option<&Request<Op>> {
-        self.outstanding.as_ref()
+        self.outstanding.get()
     }
 
     /// Starts a request for `op`.
     pub fn begin(&mut self, op: Op) -> Result<Step, ClerkError> {
-        if self.outstanding.is_some() {
-            return Err(ClerkError::Busy(self.client));
-        }
-        self.last_seq += 1;
-        self.outstanding = Some(Request {
-            client: self.client,
-            seq: self.last_seq,
-            command: op,
-        });
+        self.outstanding.begin(op)?;
         self.tried = 0;
         Ok(self.route())
     }
@@ -119,7 +107,7 @@ impl ShardClerk {
             self.config = Some(config);
         }
         self.tried = 0;
-        self.outstanding.as_ref()?;
+        self.outstanding.get()?;
         Some(self.route())
     }
 
@@ -127,22 +115,25 @@ impl ShardClerk {
     /// outstanding request; "not held" instead means [`Step::Query`] (returned as `Err`),
     /// and a reply to anything else (a late duplicate) is ignored (`Ok(None)`).
     pub fn on_reply(&mut self, seq: u64, reply: Reply) -> Result<Option<Reply>, Step> {
-        match &self.outstanding {
-            Some(request) if request.seq == seq => {}
-            _ => return Ok(None),
+        if self
+            .outstanding
+            .get()
+            .is_none_or(|request| request.seq != seq)
+        {
+            return Ok(None);
         }
         if let Reply::NotHeld(_) = reply {
             self.tried = 0;
             return Err(Step::Query);
         }
-        self.outstanding = None;
+        self.outstanding.complete(seq);
         Ok(Some(reply))
     }
 
     /// The last send failed or timed out: the next server of the group, or, once every
     /// server was tried, [`Step::Query`]. `None` if nothing is outstanding.
     pub fn on_failure(&mut self) -> Option<Step> {
-        self.outstanding.as_ref()?;
+        self.outstanding.get()?;
         self.tried += 1;
         Some(self.route())
     }
@@ -151,13 +142,13 @@ impl ShardClerk {
     /// executed, once at most; the next request has a higher sequence number, so after
     /// that one nothing older can execute.
     pub fn abandon(&mut self) {
-        self.outstanding = None;
+        self.outstanding.abandon();
         self.tried = 0;
     }
 
     /// Where the outstanding request goes now.
     fn route(&mut self) -> Step {
-        let Some(request) = self.outstanding.clone() else {
+        let Some(request) = self.outstanding.get().cloned() else {
             return Step::Query;
         };
         let Some(config) = &self.config else {
