@@ -177,6 +177,10 @@ pub struct ReplicaStatus {
     pub transfers: (usize, usize),
     /// State transfers installed since this replica started.
     pub installs: u64,
+    /// Reads answered at a read index (not through the log) since this replica started.
+    pub reads_indexed: u64,
+    /// Reads sent through the log instead (no leader known, or it did not answer).
+    pub reads_logged: u64,
     /// Why the replica halted, if it did.
     pub halted: Option<String>,
     /// The machine's own fields.
@@ -721,6 +725,8 @@ impl<M: StateMachine> Replica<M> {
             live_bytes: self.applied.machine.live_bytes(),
             transfers: (usize::from(self.incoming.is_some()), self.outgoing.len()),
             installs: self.installs,
+            reads_indexed: self.reads.answered,
+            reads_logged: self.reads.logged,
             halted: match &self.phase {
                 Phase::Halted(reason) => Some(reason.clone()),
                 _ => None,
@@ -823,6 +829,8 @@ impl ReplicaStatus {
             ("transfers_in", self.transfers.0.to_string()),
             ("transfers_out", self.transfers.1.to_string()),
             ("installs", self.installs.to_string()),
+            ("reads_indexed", self.reads_indexed.to_string()),
+            ("reads_logged", self.reads_logged.to_string()),
         ];
         if let Some(reason) = &self.halted {
             fields.push(("halted", reason.clone()));

@@ -81,6 +81,10 @@ pub(super) struct Reads {
     counter: u64,
     /// The highest bound this replica waits for: instances below it exist.
     pub horizon: Option<Seq>,
+    /// Reads answered at a read index.
+    pub answered: u64,
+    /// Reads sent through the log instead.
+    pub logged: u64,
 }
 
 #[derive(Debug)]
@@ -99,9 +103,10 @@ impl Reads {
 
     /// Forgets everything (the replica dropped its waiting requests).
     pub fn clear(&mut self) {
-        let counter = self.counter;
         *self = Reads {
-            counter,
+            counter: self.counter,
+            answered: self.answered,
+            logged: self.logged,
             ..Reads::default()
         };
     }
@@ -229,6 +234,7 @@ impl<M: StateMachine> Replica<M> {
                 };
                 if w.request.seq == seq && w.state == State::Reading {
                     let reply = self.applied.machine.read(&w.request.command);
+                    self.reads.answered += 1;
                     self.answer(client, seq, &reply, out);
                 }
             }
@@ -242,6 +248,7 @@ impl<M: StateMachine> Replica<M> {
                 if w.request.seq == seq && w.state == State::Reading {
                     w.state = State::Queued;
                     self.own_queue.push_back(client);
+                    self.reads.logged += 1;
                 }
             }
         }
