@@ -568,17 +568,9 @@ impl Paxos {
     // ---------------------------------------------------------------------------------
 
     fn on_prepare(&mut self, now: Time, from: NodeId, ballot: Ballot, f: Seq, out: &mut Output) {
-        if self.is_silent() {
+        if !self.promise_to(now, from, ballot, out) {
             return;
         }
-        if ballot < self.promised {
-            let promised = self.promised;
-            self.send(out, from, Body::Reject { ballot, promised });
-            return;
-        }
-        self.observe_ballot(now, ballot);
-        self.raise_promise(ballot, out);
-        self.set_leader(now, ballot.node);
         let (entries, next) = self.entries_page(f);
         self.send(
             out,
@@ -650,6 +642,24 @@ impl Paxos {
             }
         }
         self.send(out, from, Body::Accepted { ballot, seq });
+    }
+
+    /// Promises `ballot` (durably, if it is new) and takes its owner as the leader; false
+    /// (having told the asker the higher promise) if this acceptor promised higher, or may
+    /// not vote.
+    fn promise_to(&mut self, now: Time, from: NodeId, ballot: Ballot, out: &mut Output) -> bool {
+        if self.is_silent() {
+            return false;
+        }
+        if ballot < self.promised {
+            let promised = self.promised;
+            self.send(out, from, Body::Reject { ballot, promised });
+            return false;
+        }
+        self.observe_ballot(now, ballot);
+        self.raise_promise(ballot, out);
+        self.set_leader(now, ballot.node);
+        true
     }
 
     fn raise_promise(&mut self, ballot: Ballot, out: &mut Output) {
@@ -1543,27 +1553,24 @@ impl Paxos {
     /// rejected (the asker steps down); a higher one is promised first, as a prepare would
     /// be (durably: the answer waits for the record), so the answer always means "my
     /// promise is `ballot`".
-    fn on_confirm(&mut self, now: Time, from: NodeId, ballot: Ballot, round: u64, out: &mut Output) {
-        if self.is_silent() {
-            return;
+    fn on_confirm(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        ballot: Ballot,
+        round: u64,
+        out: &mut Output,
+    ) {
+        if self.promise_to(now, from, ballot, out) {
+            self.send(out, from, Body::Confirmed { ballot, round });
         }
-        if ballot < self.promised {
-            let promised = self.promised;
-            self.send(out, from, Body::Reject { ballot, promised });
-            return;
-        }
-        self.observe_ballot(now, ballot);
-        self.raise_promise(ballot, out);
-        self.set_leader(now, ballot.node);
-        self.send(out, from, Body::Confirmed { ballot, round });
     }
 
     fn on_confirmed(&mut self, from: NodeId, ballot: Ballot, round: u64) {
         let Some(confirmation) = self.confirmation.as_mut() else {
             return;
         };
-        if confirmation.round == round && confirmation.ballot == ballot && ballot == self.ballot
-        {
+        if confirmation.round == round && confirmation.ballot == ballot && ballot == self.ballot {
             confirmation.acks.insert(from);
             self.check_confirmation();
         }

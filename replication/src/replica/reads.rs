@@ -158,8 +158,7 @@ impl<M: StateMachine> Replica<M> {
     }
 
     fn start_round(&mut self, now: Time, out: &mut Output<M>) {
-        if self.reads.round.is_some() || (self.reads.new.is_empty() && self.reads.asks.is_empty())
-        {
+        if self.reads.round.is_some() || (self.reads.new.is_empty() && self.reads.asks.is_empty()) {
             return;
         }
         let id = self.reads.next_id();
@@ -217,7 +216,8 @@ impl<M: StateMachine> Replica<M> {
     /// The round cannot be confirmed: its reads are routed again, and the askers told.
     fn abandon_round(&mut self, round: Round, out: &mut Output<M>) {
         for (peer, ask) in round.asks {
-            out.send.push((peer, Message::ReadIndexed { ask, bound: None }));
+            out.send
+                .push((peer, Message::ReadIndexed { ask, bound: None }));
         }
         self.reads.new.extend(round.reads);
     }
@@ -259,7 +259,8 @@ impl<M: StateMachine> Replica<M> {
         if self.phase.is_active() && self.paxos.is_leader() {
             self.reads.asks.push((from, ask));
         } else {
-            out.send.push((from, Message::ReadIndexed { ask, bound: None }));
+            out.send
+                .push((from, Message::ReadIndexed { ask, bound: None }));
         }
     }
 

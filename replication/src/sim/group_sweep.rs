@@ -106,9 +106,13 @@ impl std::fmt::Display for Totals {
         }
         write!(
             f,
-            "{} crashes, {} disk wipes, {} restored backups, {} reads at a read index",
-            self.crashes, self.wipes, self.restores, self.reads_indexed
-        )
+            "{} crashes, {} disk wipes, {} restored backups",
+            self.crashes, self.wipes, self.restores
+        )?;
+        if self.reads_indexed > 0 {
+            write!(f, ", {} reads at a read index", self.reads_indexed)?;
+        }
+        Ok(())
     }
 }
 
@@ -477,7 +481,11 @@ impl Schedule {
             let cohort = t.cohort(i);
             let tolerated = (cohort.len() - 1) / 2;
             match self.rng.below(100) {
-                0..=19 if self.partition_held_until.is_none_or(|until| t.now() >= until) => {
+                0..=19
+                    if self
+                        .partition_held_until
+                        .is_none_or(|until| t.now() >= until) =>
+                {
                     self.repartition(t)
                 }
                 20..=29 => {
