@@ -53,7 +53,7 @@ impl Script<KvCluster> for ClosedLoop {
         }
         self.sent += 1;
         let op = match self.mix {
-            Mix::ReadHeavy if self.sent % 10 != 0 => get(&self.key),
+            Mix::ReadHeavy if !self.sent.is_multiple_of(10) => get(&self.key),
             Mix::Puts | Mix::ReadHeavy => put(&self.key, &self.value),
         };
         Action::Run {
