@@ -1,10 +1,11 @@
 //! Throughput of a 3-replica kv group in the simulator (no IO): client operations per
 //! second of one core — the simulator is single-threaded, so this is the CPU cost of an
 //! operation through clerk, leader batching, Paxos, apply and reply, with network and disk
-//! simulated — for 1, 16 and 256 concurrent closed-loop clerks. Leader batching puts many
-//! requests in one Paxos instance, so throughput grows with concurrency; the operations
-//! per instance and operations per virtual second are printed once per configuration
-//! (stderr).
+//! simulated — for 1, 16 and 256 concurrent closed-loop clerks, in two mixes: Puts only,
+//! and read-heavy (nine Gets of the clerk's key to one Put; Gets are answered at a read
+//! index, not through the log). Leader batching puts many requests in one Paxos instance,
+//! so throughput grows with concurrency; the operations per instance and operations per
+//! virtual second are printed once per configuration (stderr).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -12,16 +13,36 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kv_engine::kv::Reply;
-use kv_replication::sim::kv::{put, Action, KvCluster, Script, Scripts};
+use kv_replication::sim::kv::{get, put, Action, KvCluster, Script, Scripts};
 
 /// Bytes of each Put's value.
 const VALUE_BYTES: usize = 32;
 
-/// A clerk that Puts to its own key forever, counting completions.
+/// What the clerks send.
+#[derive(Clone, Copy, Debug)]
+enum Mix {
+    /// Puts only.
+    Puts,
+    /// Of every ten operations, nine Gets and one Put.
+    ReadHeavy,
+}
+
+impl Mix {
+    fn name(self) -> &'static str {
+        match self {
+            Mix::Puts => "puts",
+            Mix::ReadHeavy => "read_heavy",
+        }
+    }
+}
+
+/// A clerk that works on its own key forever, counting completions.
 struct ClosedLoop {
     clerk: usize,
     key: String,
     value: String,
+    mix: Mix,
+    sent: u64,
     done: Rc<Cell<u64>>,
 }
 
@@ -30,9 +51,14 @@ impl Script<KvCluster> for ClosedLoop {
         if last.is_some() {
             self.done.set(self.done.get() + 1);
         }
+        self.sent += 1;
+        let op = match self.mix {
+            Mix::ReadHeavy if !self.sent.is_multiple_of(10) => get(&self.key),
+            Mix::Puts | Mix::ReadHeavy => put(&self.key, &self.value),
+        };
         Action::Run {
             clerk: self.clerk,
-            op: put(&self.key, &self.value).into(),
+            op: op.into(),
         }
     }
 }
@@ -44,7 +70,7 @@ struct Run {
 }
 
 impl Run {
-    fn new(clerks: usize) -> Run {
+    fn new(clerks: usize, mix: Mix) -> Run {
         let mut cluster = KvCluster::new(7, 3);
         cluster.record = false;
         let done = Rc::new(Cell::new(0));
@@ -55,6 +81,8 @@ impl Run {
                 clerk,
                 key: format!("key{i}"),
                 value: "v".repeat(VALUE_BYTES),
+                mix,
+                sent: 0,
                 done: done.clone(),
             });
         }
@@ -87,8 +115,8 @@ impl Run {
     }
 }
 
-fn report(clerks: usize) {
-    let mut run = Run::new(clerks);
+fn report(clerks: usize, mix: Mix) {
+    let mut run = Run::new(clerks, mix);
     let (ops0, instances0, virtual0) = (run.done.get(), run.applied(), run.cluster.sim.now());
     let began = Instant::now();
     run.complete(20_000);
@@ -97,7 +125,8 @@ fn report(clerks: usize) {
     let instances = run.applied() - instances0;
     let virtual_secs = (run.cluster.sim.now() - virtual0).as_secs_f64();
     eprintln!(
-        "kvgroup {clerks} clerks: {:.1} ops per instance, {:.0} ops per virtual second, {:.0} ops per wall second",
+        "kvgroup {} {clerks} clerks: {:.1} ops per instance, {:.0} ops per virtual second, {:.0} ops per wall second",
+        mix.name(),
         ops as f64 / instances.max(1) as f64,
         ops as f64 / virtual_secs,
         ops as f64 / wall.as_secs_f64()
@@ -105,14 +134,24 @@ fn report(clerks: usize) {
 }
 
 fn bench(c: &mut Criterion) {
-    let mut group = c.benchmark_group("kvgroup_3_replicas");
+    for mix in [Mix::Puts, Mix::ReadHeavy] {
+        bench_mix(c, mix);
+    }
+}
+
+fn bench_mix(c: &mut Criterion, mix: Mix) {
+    let name = match mix {
+        Mix::Puts => "kvgroup_3_replicas".to_string(),
+        Mix::ReadHeavy => format!("kvgroup_3_replicas_{}", mix.name()),
+    };
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
     for clerks in [1usize, 16, 256] {
-        report(clerks);
-        let mut run = Run::new(clerks);
+        report(clerks, mix);
+        let mut run = Run::new(clerks, mix);
         group.throughput(Throughput::Elements(1));
         group.bench_with_input(BenchmarkId::new("clerks", clerks), &clerks, |b, _| {
             b.iter_custom(|iters| {

@@ -5,12 +5,14 @@
 use std::time::Duration;
 
 use kv_engine::kv::Reply;
+use kv_replication::replica::Role;
 use kv_replication::rng::Rng;
 use kv_replication::sim::kv::KvCalls;
 use kv_replication::sim::kv::{
     append, check_appends, get, put, Action, KvCluster, Script, Scripts,
 };
 use kv_replication::sim::script::Harness;
+use kv_replication::sim::SimOptions;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -449,4 +451,84 @@ fn lab3b_test_many_partition() {
             .count()
     );
     c.check_linearizable();
+}
+
+fn applied_max(c: &KvCluster) -> u64 {
+    (0..c.replicas())
+        .filter_map(|i| c.sim.node(i))
+        .filter_map(|r| r.status().applied)
+        .map(|s| s.0 + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn reads_at_every_replica_append_nothing_to_the_log() {
+    let mut c = KvCluster::new(35, 3);
+    let per_server: Vec<usize> = (0..3).map(|i| c.clerk(&[i])).collect();
+    c.put(per_server[0], "k", "v");
+    c.sleep_ms(200);
+    let before = applied_max(&c);
+    for _ in 0..20 {
+        for &ck in &per_server {
+            assert_eq!(c.get_str(ck, "k"), "v");
+        }
+    }
+    c.sleep_ms(200);
+    assert_eq!(applied_max(&c), before, "reads appended log instances");
+    let indexed: u64 = (0..3)
+        .filter_map(|i| c.sim.node(i))
+        .map(|r| r.status().reads_indexed)
+        .sum();
+    assert_eq!(indexed, 60, "every read was answered at a read index");
+    c.check_linearizable();
+}
+
+/// Cuts the leader off alone, lets the others elect a leader and overwrite `k`, then reads
+/// `k` at the old leader: returns the clerk of that read.
+fn read_at_deposed_leader(c: &mut KvCluster) -> usize {
+    let per_server: Vec<usize> = (0..3).map(|i| c.clerk(&[i])).collect();
+    c.put(per_server[0], "k", "old");
+    let leader = (0..3)
+        .find(|&i| {
+            c.sim
+                .node(i)
+                .is_some_and(|r| r.status().role == Role::Leader)
+        })
+        .expect("a leader after a put");
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    c.sim.partition(&[&others, &[leader]]);
+    c.put(per_server[others[0]], "k", "new");
+    let stale = c.clerk(&[leader]);
+    c.begin(stale, get("k"));
+    c.sleep_ms(1000);
+    stale
+}
+
+#[test]
+fn a_deposed_leader_answers_no_read_until_it_hears_from_a_majority() {
+    let mut c = KvCluster::new(37, 3);
+    let reader = read_at_deposed_leader(&mut c);
+    assert!(!c.idle(reader), "a deposed leader answered a read");
+    c.sim.heal();
+    assert!(
+        c.wait(&[reader], secs(5)),
+        "the read did not complete after heal"
+    );
+    assert_eq!(value_of(c.take_result(reader)), "new");
+    c.check_linearizable();
+}
+
+#[test]
+fn without_leadership_confirmation_a_deposed_leader_serves_a_stale_read() {
+    let mut c = KvCluster::with(39, SimOptions::new(3), |config| {
+        config.unsafe_skip_read_confirmation = true;
+    });
+    let reader = read_at_deposed_leader(&mut c);
+    assert!(c.idle(reader), "the mutated leader did not answer");
+    assert_eq!(
+        value_of(c.take_result(reader)),
+        "old",
+        "the mutation is not exercised"
+    );
 }

@@ -36,3 +36,24 @@ fn kv_sweep_same_seed_gives_same_trace_hash() {
     let c = kv_sweep::run_seed(4).expect("seed 4 passes");
     assert_ne!(a, c, "different seeds, same trace");
 }
+
+/// The mutation test of read index: a leader that answers reads without confirming with a
+/// majority that it still leads serves stale reads once deposed, and some seed of the
+/// bounded sweep must catch it as a linearizability violation — else the sweep has stopped
+/// checking what makes reads safe.
+#[test]
+fn kv_sweep_catches_reads_served_without_leadership_confirmation() {
+    let seeds = seeds_from_env("KV_SWEEP_SEEDS", 0..300);
+    let caught: Vec<u64> = seeds
+        .clone()
+        .filter(|&seed| {
+            kv_sweep::run_tuned(seed, 0, |c| c.unsafe_skip_read_confirmation = true)
+                .is_err_and(|f| f.message.contains("not linearizable"))
+        })
+        .collect();
+    eprintln!("reads without confirmation, seeds {seeds:?}: caught by {caught:?}");
+    assert!(
+        !caught.is_empty(),
+        "no seed in {seeds:?} caught reads served without leadership confirmation"
+    );
+}

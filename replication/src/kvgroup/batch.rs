@@ -30,7 +30,7 @@
 //! variant of [`Reply`], so replies of either age decode alike.) Golden bytes are in the
 //! tests and in `crate::formats`.
 
-use kv_engine::kv::{KvState, Op, Reply};
+use kv_engine::kv::{KvState, Op, Reply, ShardId};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Most reads in one batch: an MGET of as many keys as one RESP command can name.
@@ -120,19 +120,36 @@ impl Batch {
     /// Runs the batch on `state`: every op in order ([`Reply::Batch`], or the op's own
     /// reply for a batch of one), or none if a shard is not held ([`Reply::NotHeld`]).
     pub fn execute(&self, state: &mut KvState) -> Reply {
-        if let [op] = &self.ops[..] {
-            return state.execute(op);
+        if let Some(shard) = self.not_held(state) {
+            return Reply::NotHeld(shard);
         }
+        self.gather(self.ops.iter().map(|op| state.execute(op)).collect())
+    }
+
+    /// Runs a batch of reads on `state`, changing nothing: what [`Batch::execute`] answers.
+    pub fn read(&self, state: &KvState) -> Reply {
+        if let Some(shard) = self.not_held(state) {
+            return Reply::NotHeld(shard);
+        }
+        self.gather(self.ops.iter().map(|op| state.read(op)).collect())
+    }
+
+    /// The first shard an op touches that `state` does not hold.
+    fn not_held(&self, state: &KvState) -> Option<ShardId> {
         let sharding = state.sharding();
-        if let Some(shard) = self
-            .ops
+        self.ops
             .iter()
             .map(|op| op.shard(sharding))
             .find(|s| !state.holds(*s))
-        {
-            return Reply::NotHeld(shard);
+    }
+
+    /// The answer to the request from its ops' replies: the op's own for a batch of one.
+    fn gather(&self, mut replies: Vec<Reply>) -> Reply {
+        if replies.len() == 1 {
+            replies.pop().expect("one reply")
+        } else {
+            Reply::Batch(replies)
         }
-        Reply::Batch(self.ops.iter().map(|op| state.execute(op)).collect())
     }
 
     /// The replies of this batch's ops, from the answer to its request: one per op, in

@@ -37,6 +37,10 @@ impl StateMachine for KvState {
         command.is_read()
     }
 
+    fn read(&self, command: &Batch) -> Reply {
+        command.read(self)
+    }
+
     fn is_refusal(reply: &Reply) -> bool {
         matches!(reply, Reply::NotHeld(_))
     }

@@ -42,8 +42,9 @@ pub struct Entry {
     pub decided: bool,
 }
 
-/// The message kinds. Requests: `Prepare`, `Accept`, `Decided`, `Forward`, `Learn`;
-/// responses: `Promise`, `Accepted`, `Reject`, `Learned` (see [`Body::is_response`]).
+/// The message kinds. Requests: `Prepare`, `Accept`, `Decided`, `Forward`, `Learn`,
+/// `Confirm`; responses: `Promise`, `Accepted`, `Reject`, `Learned`, `Confirmed` (see
+/// [`Body::is_response`]). New kinds go at the end (the first byte tags the kind).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
     /// Phase 1a for every instance `>= from`.
@@ -115,6 +116,22 @@ pub enum Body {
         /// The decisions, values included.
         commits: Vec<Commit>,
     },
+    /// A leader asks whether it still leads at `ballot` (a leadership confirmation round,
+    /// for reads; see [`super::Paxos::confirm_leadership`]).
+    Confirm {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The round, chosen by the leader.
+        round: u64,
+    },
+    /// "My promise is `ballot`": the acceptor has promised and accepted nothing higher.
+    /// (An acceptor that promised higher answers `Reject`.)
+    Confirmed {
+        /// Echo of the confirm's ballot.
+        ballot: Ballot,
+        /// Echo of the confirm's round.
+        round: u64,
+    },
 }
 
 impl Message {
@@ -127,7 +144,11 @@ impl Message {
             values.map(|len| len + ITEM).sum()
         };
         let body = match &self.body {
-            Body::Prepare { .. } | Body::Accepted { .. } | Body::Reject { .. } => 0,
+            Body::Prepare { .. }
+            | Body::Accepted { .. }
+            | Body::Reject { .. }
+            | Body::Confirm { .. }
+            | Body::Confirmed { .. } => 0,
             Body::Promise { entries, .. } => values(&mut entries.iter().map(|e| e.value.len())),
             Body::Accept { value, commits, .. } => {
                 value.len() + values(&mut commits.iter().map(Commit::value_bytes))
@@ -159,6 +180,7 @@ impl Body {
                 | Body::Accepted { .. }
                 | Body::Reject { .. }
                 | Body::Learned { .. }
+                | Body::Confirmed { .. }
         )
     }
 
@@ -174,6 +196,8 @@ impl Body {
             Body::Forward { .. } => "forward",
             Body::Learn { .. } => "learn",
             Body::Learned { .. } => "learned",
+            Body::Confirm { .. } => "confirm",
+            Body::Confirmed { .. } => "confirmed",
         }
     }
 }

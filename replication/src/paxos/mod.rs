@@ -26,6 +26,12 @@
 //! for the layer above). Every message carries the sender's view of all peers' `done`
 //! values; nothing is sent while no instance this peer started is undecided.
 //!
+//! A leader can also *confirm* that it still leads ([`Paxos::confirm_leadership`], for
+//! reads that skip the log): it asks every acceptor in a round of `Confirm` messages at its
+//! ballot; an acceptor whose promise is higher rejects, one whose promise is lower first
+//! promises the ballot (durably, as for a prepare); a majority of `Confirmed` answers means
+//! no higher ballot had been promised or accepted by a majority when the round started.
+//!
 //! # Durability and failure model
 //!
 //! Promises and accepted values become synced [`Persist`] records: the driver makes them

@@ -68,6 +68,19 @@ struct Campaign {
     attempts: u32,
 }
 
+/// A leadership confirmation round in flight (see [`Paxos::confirm_leadership`]).
+#[derive(Debug)]
+struct Confirmation {
+    round: u64,
+    /// The ballot whose leadership is being confirmed.
+    ballot: Ballot,
+    /// Peers whose promise was `ballot` when they answered (this peer included).
+    acks: BTreeSet<NodeId>,
+    deadline: Time,
+    /// Resends so far (each doubles the wait).
+    attempts: u32,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct PendingCommit {
     seq: Seq,
@@ -99,6 +112,10 @@ pub struct Paxos {
     leader_seen: Option<Time>,
     failures: u32,
     pending: BTreeMap<NodeId, Vec<PendingCommit>>,
+    /// The leadership confirmation round in flight, if any.
+    confirmation: Option<Confirmation>,
+    /// The last round a majority confirmed.
+    confirmed: Option<u64>,
     // Disk accounting.
     log_bytes_since_snapshot: u64,
     /// `log_bytes_since_snapshot` at which the next snapshot check measures the live
@@ -140,6 +157,8 @@ impl Paxos {
             leader_seen: None,
             failures: 0,
             pending: BTreeMap::new(),
+            confirmation: None,
+            confirmed: None,
             log_bytes_since_snapshot: 0,
             snapshot_check_at: 0,
             min_at_snapshot: Seq::ZERO,
@@ -386,6 +405,7 @@ impl Paxos {
         if passive {
             self.campaign = None;
             self.prepared_from = None;
+            self.confirmation = None;
             self.recovered.clear();
             self.reset_stages();
         }
@@ -487,7 +507,10 @@ impl Paxos {
         if self.leader == Some(from)
             && matches!(
                 msg.body,
-                Body::Accept { .. } | Body::Decided { .. } | Body::Learned { .. }
+                Body::Accept { .. }
+                    | Body::Decided { .. }
+                    | Body::Learned { .. }
+                    | Body::Confirm { .. }
             )
         {
             self.leader_seen = Some(now);
@@ -516,6 +539,8 @@ impl Paxos {
             }
             Body::Forward { seq, value } => self.on_forward(now, from, seq, value, out),
             Body::Learn { seqs } => self.on_learn(from, seqs, out),
+            Body::Confirm { ballot, round } => self.on_confirm(now, from, ballot, round, out),
+            Body::Confirmed { ballot, round } => self.on_confirmed(from, ballot, round),
         }
         self.end_step(out);
     }
@@ -524,6 +549,7 @@ impl Paxos {
     /// flushing decisions that found no accept to ride on. Sends nothing while idle.
     pub fn on_tick(&mut self, now: Time, out: &mut Output) {
         self.retry_campaign(now, out);
+        self.retry_confirmation(now, out);
         let due: Vec<Seq> = self
             .proposals
             .iter()
@@ -542,17 +568,9 @@ impl Paxos {
     // ---------------------------------------------------------------------------------
 
     fn on_prepare(&mut self, now: Time, from: NodeId, ballot: Ballot, f: Seq, out: &mut Output) {
-        if self.is_silent() {
+        if !self.promise_to(now, from, ballot, out) {
             return;
         }
-        if ballot < self.promised {
-            let promised = self.promised;
-            self.send(out, from, Body::Reject { ballot, promised });
-            return;
-        }
-        self.observe_ballot(now, ballot);
-        self.raise_promise(ballot, out);
-        self.set_leader(now, ballot.node);
         let (entries, next) = self.entries_page(f);
         self.send(
             out,
@@ -624,6 +642,24 @@ impl Paxos {
             }
         }
         self.send(out, from, Body::Accepted { ballot, seq });
+    }
+
+    /// Promises `ballot` (durably, if it is new) and takes its owner as the leader; false
+    /// (having told the asker the higher promise) if this acceptor promised higher, or may
+    /// not vote.
+    fn promise_to(&mut self, now: Time, from: NodeId, ballot: Ballot, out: &mut Output) -> bool {
+        if self.is_silent() {
+            return false;
+        }
+        if ballot < self.promised {
+            let promised = self.promised;
+            self.send(out, from, Body::Reject { ballot, promised });
+            return false;
+        }
+        self.observe_ballot(now, ballot);
+        self.raise_promise(ballot, out);
+        self.set_leader(now, ballot.node);
+        true
     }
 
     fn raise_promise(&mut self, ballot: Ballot, out: &mut Output) {
@@ -867,6 +903,7 @@ impl Paxos {
                 node: self.config.me,
             };
             self.prepared_from = None;
+            self.confirmation = None;
             self.recovered.clear();
             self.reset_stages();
         }
@@ -1258,6 +1295,7 @@ impl Paxos {
     fn step_down(&mut self, now: Time, leader: NodeId) {
         self.campaign = None;
         self.prepared_from = None;
+        self.confirmation = None;
         self.recovered.clear();
         self.set_leader(now, leader);
         self.reset_stages();
@@ -1467,6 +1505,105 @@ impl Paxos {
         self.log_bytes_since_snapshot = 0;
         self.snapshot_check_at = 0;
         self.min_at_snapshot = self.min;
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Leadership confirmation (for reads).
+    // ---------------------------------------------------------------------------------
+
+    /// Starts leadership confirmation round `round` (chosen by the caller, increasing)
+    /// at this peer's ballot, replacing any round in flight: every peer is asked whether
+    /// its promise is still that ballot. Once a majority (this peer included) says yes,
+    /// [`Paxos::confirmed_round`] is `round`: no ballot above this peer's was promised or
+    /// accepted by a majority before the round started (each acknowledging acceptor had
+    /// promised nothing higher when it answered, after the start; promises only grow).
+    /// Returns false, starting nothing, unless this peer leads.
+    pub fn confirm_leadership(&mut self, now: Time, round: u64, out: &mut Output) -> bool {
+        if self.prepared_from.is_none() || self.is_silent() || self.promised != self.ballot {
+            return false;
+        }
+        let mut acks = BTreeSet::new();
+        acks.insert(self.config.me);
+        self.confirmation = Some(Confirmation {
+            round,
+            ballot: self.ballot,
+            acks,
+            deadline: now + self.config.retry_interval,
+            attempts: 0,
+        });
+        let ballot = self.ballot;
+        for peer in self.others() {
+            self.send(out, peer, Body::Confirm { ballot, round });
+        }
+        self.check_confirmation();
+        true
+    }
+
+    /// The confirmation round in flight, if any (abandoned when leadership ends).
+    pub fn confirming_round(&self) -> Option<u64> {
+        self.confirmation.as_ref().map(|c| c.round)
+    }
+
+    /// The last confirmation round a majority answered.
+    pub fn confirmed_round(&self) -> Option<u64> {
+        self.confirmed
+    }
+
+    /// Acceptor: answers a leader's confirmation round. A lower ballot than the promise is
+    /// rejected (the asker steps down); a higher one is promised first, as a prepare would
+    /// be (durably: the answer waits for the record), so the answer always means "my
+    /// promise is `ballot`".
+    fn on_confirm(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        ballot: Ballot,
+        round: u64,
+        out: &mut Output,
+    ) {
+        if self.promise_to(now, from, ballot, out) {
+            self.send(out, from, Body::Confirmed { ballot, round });
+        }
+    }
+
+    fn on_confirmed(&mut self, from: NodeId, ballot: Ballot, round: u64) {
+        let Some(confirmation) = self.confirmation.as_mut() else {
+            return;
+        };
+        if confirmation.round == round && confirmation.ballot == ballot && ballot == self.ballot {
+            confirmation.acks.insert(from);
+            self.check_confirmation();
+        }
+    }
+
+    fn check_confirmation(&mut self) {
+        let majority = self.majority();
+        if let Some(c) = self.confirmation.take_if(|c| c.acks.len() >= majority) {
+            self.confirmed = Some(c.round);
+        }
+    }
+
+    fn retry_confirmation(&mut self, now: Time, out: &mut Output) {
+        let Some(attempts) = self.confirmation.as_ref().map(|c| c.attempts) else {
+            return;
+        };
+        let wait = self.patience(self.config.retry_interval, attempts + 1, 0);
+        let Some(c) = self.confirmation.as_mut() else {
+            return;
+        };
+        if c.deadline > now {
+            return;
+        }
+        c.deadline = now + wait;
+        c.attempts += 1;
+        let (ballot, round) = (c.ballot, c.round);
+        let silent: Vec<NodeId> = (0..self.config.peers as u32)
+            .map(NodeId)
+            .filter(|p| !c.acks.contains(p))
+            .collect();
+        for peer in silent {
+            self.send(out, peer, Body::Confirm { ballot, round });
+        }
     }
 
     // ---------------------------------------------------------------------------------

@@ -57,7 +57,11 @@ impl<M: StateMachine> Replica<M> {
             || self.fence.is_some_and(|f| f >= cursor)
             || self.fetched.range(cursor.next()..).next().is_some()
             || self.paxos.decided_after(cursor);
-        let seen = self.paxos.max().is_some_and(|m| m >= cursor);
+        let seen = self
+            .paxos
+            .max()
+            .max(self.reads.horizon)
+            .is_some_and(|m| m >= cursor);
         if !decided_elsewhere && !seen {
             self.stall = None;
             return;

@@ -109,9 +109,18 @@ pub trait StateMachine: Clone + Send + Sync + 'static {
         context: &mut Context<'_, Self::Reply>,
     ) -> Self::Reply;
 
-    /// True for commands that change nothing: they are executed in log order like every
-    /// command but not recorded in the at-most-once table.
+    /// True for commands that change nothing: they are never recorded in the at-most-once
+    /// table (answering one twice is harmless), and are answered by [`StateMachine::read`]
+    /// from the applied state at a read index rather than through the log (see the
+    /// replica's `reads`); one that does go through the log is executed in log order like
+    /// every command.
     fn is_read(command: &Self::Command) -> bool;
+
+    /// Answers a read (a command [`StateMachine::is_read`] accepts) from the state as it
+    /// is, changing nothing: exactly what [`StateMachine::apply`] would answer for it here,
+    /// refusals included (a shard not served here is refused, whatever copy of it the
+    /// state still holds).
+    fn read(&self, command: &Self::Command) -> Self::Reply;
 
     /// True for a reply that refuses the command without executing it (for example "this
     /// shard is not held here"): it is not recorded, so the client may send the same seq

@@ -142,6 +142,20 @@ pub enum Message<C> {
         /// `None` if the claim matches everything the answerer remembers; else why not.
         stale: Option<String>,
     },
+    /// A replica asks the one it believes leads for a read index, for the reads it holds
+    /// (see `reads`).
+    ReadIndex {
+        /// Identifies the asking batch of reads (chosen by the asker).
+        ask: u64,
+    },
+    /// The answer to [`Message::ReadIndex`], sent once the leader confirmed it leads.
+    ReadIndexed {
+        /// Echo of the ask.
+        ask: u64,
+        /// The reads may be answered once the asker has applied every instance below this;
+        /// `None`: the sender does not lead (the asker sends the reads through the log).
+        bound: Option<Seq>,
+    },
 }
 
 impl<C> Message<C> {
@@ -157,7 +171,8 @@ impl<C> Message<C> {
             | Message::RecoverProbed { .. }
             | Message::RecoverReply { .. }
             | Message::AcceptorPage { .. }
-            | Message::RestartChecked { .. } => true,
+            | Message::RestartChecked { .. }
+            | Message::ReadIndexed { .. } => true,
             Message::Forward { .. }
             | Message::Fetch { .. }
             | Message::ImageRequest { .. }
@@ -165,7 +180,8 @@ impl<C> Message<C> {
             | Message::RecoverRequest { .. }
             | Message::AcceptorPageRequest { .. }
             | Message::Witness { .. }
-            | Message::RestartCheck { .. } => false,
+            | Message::RestartCheck { .. }
+            | Message::ReadIndex { .. } => false,
         }
     }
 
@@ -197,7 +213,9 @@ impl<C> Message<C> {
                 | Message::RecoverRequest { .. }
                 | Message::AcceptorPageRequest { .. }
                 | Message::RestartCheck { .. }
-                | Message::RestartChecked { .. } => 0,
+                | Message::RestartChecked { .. }
+                | Message::ReadIndex { .. }
+                | Message::ReadIndexed { .. } => 0,
             }
     }
 
@@ -261,6 +279,8 @@ impl<C> Message<C> {
                 None => format!("restart-checked {nonce:x} current"),
                 Some(reason) => format!("restart-checked {nonce:x} stale: {reason}"),
             },
+            Message::ReadIndex { ask } => format!("read-index {ask}"),
+            Message::ReadIndexed { ask, bound } => format!("read-indexed {ask} below {bound:?}"),
         }
     }
 }

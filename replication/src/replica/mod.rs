@@ -12,6 +12,7 @@
 //! | file | job |
 //! | --- | --- |
 //! | `requests.rs` | client requests: one per client, batching, forwarding to the leader, answers |
+//! | `reads.rs` | reads without log entries: read index, leadership confirmation, with the safety argument |
 //! | `link.rs` | the Paxos link: its effects, incarnation vectors, leader hints, witness facts |
 //! | `catchup.rs` | fetching decided values, filling holes, receiving and serving state transfers |
 //! | `transfer.rs` | streaming a large state in chunks, with flow control |
@@ -23,10 +24,12 @@
 //!
 //! # Invariants
 //!
-//! - **Everything goes through the log.** A replica answers a request only after applying a
+//! - **Every write goes through the log.** A replica answers a write only after applying a
 //!   decided instance that holds it, so a replica in a minority, or a deposed leader, never
-//!   answers a new request. (A re-sent write already executed is answered from the
-//!   at-most-once table: the stored outcome of a logged execution.)
+//!   answers a new write. (A re-sent write already executed is answered from the
+//!   at-most-once table: the stored outcome of a logged execution.) A read is answered from
+//!   the applied state once it covers a read index that a majority confirmed the leader
+//!   still held (see `reads`), so a deposed leader never answers a read either.
 //! - **At most once.** Writes are deduplicated by `(client, seq)` in [`Sessions`], part of
 //!   the replicated state, bounded there by a deterministic rule.
 //! - **Order.** Instances are applied in sequence; a decided value that does not decode
@@ -57,6 +60,7 @@ pub mod machine;
 pub mod message;
 mod node;
 pub mod peers;
+mod reads;
 mod rebuild;
 mod requests;
 pub mod sessions;
@@ -75,6 +79,7 @@ use kv_engine::store::Recovered;
 
 use self::applied::{Applied, ImageAssembler, ImageStream};
 use self::durable::{Record, LEGACY_RECORD_KINDS, RECORD_KIND};
+use self::reads::Reads;
 use self::rebuild::Phase;
 use self::requests::{InFlight, Waiting};
 use self::transfer::{Incoming, Outgoing};
@@ -172,6 +177,10 @@ pub struct ReplicaStatus {
     pub transfers: (usize, usize),
     /// State transfers installed since this replica started.
     pub installs: u64,
+    /// Reads answered at a read index (not through the log) since this replica started.
+    pub reads_indexed: u64,
+    /// Reads sent through the log instead (no leader known, or it did not answer).
+    pub reads_logged: u64,
     /// Why the replica halted, if it did.
     pub halted: Option<String>,
     /// The machine's own fields.
@@ -226,6 +235,10 @@ pub struct ReplicaConfig {
     /// How often a replica re-announces its Paxos `done` while `min()` lags behind it (Paxos
     /// itself says nothing while idle).
     pub gossip_interval: Duration,
+    /// **For tests only; unsafe.** The leader answers reads without confirming with a
+    /// majority that it still leads, so a deposed leader serves stale reads. Exists so a
+    /// test can check that the sweeps catch exactly that (see `reads`).
+    pub unsafe_skip_read_confirmation: bool,
 }
 
 impl ReplicaConfig {
@@ -252,6 +265,7 @@ impl ReplicaConfig {
             recovery_retry: Duration::from_millis(100),
             transfer_retry: Duration::from_millis(200),
             gossip_interval: Duration::from_millis(500),
+            unsafe_skip_read_confirmation: false,
         }
     }
 
@@ -335,6 +349,8 @@ pub struct Replica<M: StateMachine> {
     snapshot_baseline_pending: bool,
     last_gossip: Option<Time>,
     gossip_now: bool,
+    // Reads (`reads.rs`).
+    reads: Reads,
 }
 
 impl<M: StateMachine> std::fmt::Debug for Replica<M> {
@@ -494,6 +510,7 @@ impl<M: StateMachine> Replica<M> {
             snapshot_baseline_pending: true,
             last_gossip: None,
             gossip_now: false,
+            reads: Reads::default(),
         }
     }
 
@@ -595,6 +612,8 @@ impl<M: StateMachine> Replica<M> {
             Message::RestartChecked { nonce, stale } => {
                 self.on_restart_checked(now, from, nonce, stale, out)
             }
+            Message::ReadIndex { ask } => self.on_read_index(from, ask, out),
+            Message::ReadIndexed { ask, bound } => self.on_read_indexed(ask, bound),
         }
     }
 
@@ -645,6 +664,7 @@ impl<M: StateMachine> Replica<M> {
                 self.paxos.on_tick(now, &mut p);
                 self.absorb(p, out);
                 self.expire_forwards(now);
+                self.expire_read_asks(now);
                 self.catch_up(now, out);
                 self.gossip(now, out);
                 self.share_witness(now, out);
@@ -705,6 +725,8 @@ impl<M: StateMachine> Replica<M> {
             live_bytes: self.applied.machine.live_bytes(),
             transfers: (usize::from(self.incoming.is_some()), self.outgoing.len()),
             installs: self.installs,
+            reads_indexed: self.reads.answered,
+            reads_logged: self.reads.logged,
             halted: match &self.phase {
                 Phase::Halted(reason) => Some(reason.clone()),
                 _ => None,
@@ -807,6 +829,8 @@ impl ReplicaStatus {
             ("transfers_in", self.transfers.0.to_string()),
             ("transfers_out", self.transfers.1.to_string()),
             ("installs", self.installs.to_string()),
+            ("reads_indexed", self.reads_indexed.to_string()),
+            ("reads_logged", self.reads_logged.to_string()),
         ];
         if let Some(reason) = &self.halted {
             fields.push(("halted", reason.clone()));

@@ -34,6 +34,8 @@ pub(super) enum State {
     Forwarded { at: Time },
     /// In the batch this replica proposed for `slot`.
     Proposed { slot: Seq },
+    /// A read on the read-index path (see `reads`), in no queue for the log.
+    Reading,
 }
 
 #[derive(Debug)]
@@ -53,7 +55,7 @@ pub(super) struct InFlight {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Route {
+pub(super) enum Route {
     Propose,
     Forward(NodeId),
 }
@@ -108,16 +110,22 @@ impl<M: StateMachine> Replica<M> {
             drop_tag::<M>(tag, out);
             return;
         }
+        // Reads take the read-index path; a read a peer forwarded is already on the log's.
+        let read = !relayed && M::is_read(&request.command);
+        if read {
+            self.reads.push((client, request.seq));
+        } else {
+            self.queue_of(relayed).push_back(client);
+        }
         self.waiting.insert(
             client,
             Waiting {
                 request,
                 tags: tag.into_iter().collect(),
-                state: State::Queued,
+                state: if read { State::Reading } else { State::Queued },
                 relayed,
             },
         );
-        self.queue_of(relayed).push_back(client);
     }
 
     fn queue_of(&mut self, relayed: bool) -> &mut VecDeque<ClientId> {
@@ -130,7 +138,13 @@ impl<M: StateMachine> Replica<M> {
 
     /// Answers the waiting request of `client` if it is number `seq`; drops it if the
     /// client has moved past it.
-    fn answer(&mut self, client: ClientId, seq: u64, reply: &M::Reply, out: &mut Output<M>) {
+    pub(super) fn answer(
+        &mut self,
+        client: ClientId,
+        seq: u64,
+        reply: &M::Reply,
+        out: &mut Output<M>,
+    ) {
         let Some(w) = self.waiting.get(&client) else {
             return;
         };
@@ -233,7 +247,7 @@ impl<M: StateMachine> Replica<M> {
         proposed
     }
 
-    fn route(&self, now: Time) -> Route {
+    pub(super) fn route(&self, now: Time) -> Route {
         if self.paxos.is_leader() || now < self.propose_locally_until {
             return Route::Propose;
         }
@@ -347,6 +361,7 @@ impl<M: StateMachine> Replica<M> {
     pub(super) fn settle(&mut self, now: Time, out: &mut Output<M>) {
         for _ in 0..SETTLE_ROUNDS_MAX {
             let applied = self.apply_ready(now, out);
+            self.serve_reads(now, out);
             let proposed = self.pump(now, out);
             if !applied && !proposed {
                 break;
@@ -454,6 +469,7 @@ impl<M: StateMachine> Replica<M> {
         self.own_queue.clear();
         self.relay_queue.clear();
         self.inflight.clear();
+        self.reads.clear();
     }
 }
 

@@ -330,8 +330,20 @@ impl ShardKv {
         ChunkAnswer::Chunk(chunk)
     }
 
+    /// A read, from the state as it is: refused unless this group serves the key's shard
+    /// now (a copy kept for a handoff, or one still being pulled, is never read).
+    fn read_op(&self, op: &Op) -> Reply {
+        let shard = op.shard(self.sharding());
+        if self.serves(shard) {
+            self.kv.read(op)
+        } else {
+            Reply::NotHeld(shard)
+        }
+    }
+
     fn execute(&mut self, command: &Command, context: &mut Context<'_, Reply>) -> Reply {
         match command {
+            Command::Op(op) if op.is_read() => self.read_op(op),
             Command::Op(op) => {
                 let shard = op.shard(self.sharding());
                 if self.serves(shard) {
@@ -496,6 +508,13 @@ impl StateMachine for ShardKv {
 
     fn is_read(command: &Command) -> bool {
         matches!(command, Command::Op(op) if op.is_read())
+    }
+
+    fn read(&self, command: &Command) -> Reply {
+        match command {
+            Command::Op(op) => self.read_op(op),
+            other => panic!("read called with a command that is not a read: {other:?}"),
+        }
     }
 
     fn is_refusal(reply: &Reply) -> bool {

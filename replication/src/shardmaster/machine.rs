@@ -212,7 +212,7 @@ impl ShardMaster {
             Command::Join { group, servers } => self.join(*group, servers),
             Command::Leave { group } => self.leave(*group),
             Command::Move { shard, group } => self.shard_move(*shard, *group),
-            Command::Query { num } => Reply::Config(self.config(*num).clone()),
+            Command::Query { .. } => self.read(command),
         }
     }
 
@@ -318,6 +318,13 @@ impl StateMachine for ShardMaster {
 
     fn is_read(command: &Command) -> bool {
         matches!(command, Command::Query { .. })
+    }
+
+    fn read(&self, command: &Command) -> Reply {
+        match command {
+            Command::Query { num } => Reply::Config(self.config(*num).clone()),
+            other => panic!("read called with a command that is not a read: {other:?}"),
+        }
     }
 
     fn stale(last_seq: u64) -> Reply {

@@ -3,8 +3,9 @@
 //! [`Workload`] supplies the clients and the final reads; everything else is here, once.
 //!
 //! Every knob derives from the seed: group size (3 or 5), drop/duplicate/delay rates, the
-//! workload's concurrent clients, and a safety phase of random faults: partitions,
-//! unreliable replicas, crashes (half of them tearing the last unsynced write), restarts,
+//! workload's concurrent clients, and a safety phase of random faults: partitions, a
+//! leader cut off alone for longer than its followers wait before electing another (so a
+//! deposed leader that still believes it leads meets clients), unreliable replicas, crashes (half of them tearing the last unsynced write), restarts,
 //! disk wipes of a minority (a wiped replica counts as lost until it has rebuilt), and
 //! disks restored from an older backup of themselves. A backup is restored only once every
 //! other replica has confirmed a later start of its replica (or a later incarnation) — the
@@ -27,11 +28,15 @@ use kv_engine::fs::{DiskImage, Torn};
 
 use super::group::{Cluster, Harness, Recorded, Scripts};
 use super::{panic_message, FaultCeilings, Faults, SimOptions};
+use crate::replica::ReplicaConfig;
 use crate::rng::Rng;
-use crate::types::NodeId;
+use crate::types::{NodeId, Time};
 
 /// Length of the safety phase in virtual time.
 pub const SAFETY_PHASE: Duration = Duration::from_secs(6);
+/// The shortest time a deposing partition (a leader cut off alone) lasts: longer than
+/// followers wait for a silent leader before campaigning (`paxos::Config::leader_timeout`).
+const DEPOSE_HOLD_MIN: Duration = Duration::from_millis(700);
 /// Bound on the liveness phase in virtual time.
 pub const LIVENESS_LIMIT: Duration = Duration::from_secs(60);
 /// How often the liveness phase looks whether every replica is ready.
@@ -56,6 +61,9 @@ pub struct Outcome {
     pub wipes: u32,
     /// Disks restored from an older backup.
     pub restores: u32,
+    /// Reads answered at a read index, not through the log (by the replicas up at the end:
+    /// a restart resets a replica's count).
+    pub reads_indexed: u64,
 }
 
 /// What a range of seeds did, summed.
@@ -73,6 +81,8 @@ pub struct Totals {
     pub wipes: u64,
     /// Disks restored from an older backup.
     pub restores: u64,
+    /// Reads answered at a read index (see [`Outcome::reads_indexed`]).
+    pub reads_indexed: u64,
 }
 
 impl Totals {
@@ -84,6 +94,7 @@ impl Totals {
         self.crashes += u64::from(outcome.crashes);
         self.wipes += u64::from(outcome.wipes);
         self.restores += u64::from(outcome.restores);
+        self.reads_indexed += outcome.reads_indexed;
     }
 }
 
@@ -97,8 +108,22 @@ impl std::fmt::Display for Totals {
             f,
             "{} crashes, {} disk wipes, {} restored backups",
             self.crashes, self.wipes, self.restores
-        )
+        )?;
+        if self.reads_indexed > 0 {
+            write!(f, ", {} reads at a read index", self.reads_indexed)?;
+        }
+        Ok(())
     }
+}
+
+/// The reads a node answered at a read index, from its status fields (every replica it
+/// hosts).
+pub fn reads_indexed(status: &[(&'static str, String)]) -> u64 {
+    status
+        .iter()
+        .filter(|(name, _)| *name == "reads_indexed")
+        .filter_map(|(_, value)| value.parse::<u64>().ok())
+        .sum()
 }
 
 /// The seed range in environment variable `var` (`A..B`), or `default` if it is unset.
@@ -176,12 +201,13 @@ pub fn client_servers(replicas: usize, rng: &mut Rng) -> Vec<usize> {
 }
 
 /// Runs one seed of `workload`, keeping the last `trace_lines` trace lines for a failure
-/// report.
+/// report; `tune` adjusts the replicas' configuration (mutation tests).
 pub fn run<M: Recorded, W: Workload<M>>(
     seed: u64,
     trace_lines: usize,
     salt: u64,
     mut workload: W,
+    tune: impl FnOnce(&mut ReplicaConfig),
 ) -> Result<Outcome, Failure> {
     let mut rng = Rng::new(seed ^ salt);
     let replicas = if rng.chance(0.5) { 3 } else { 5 };
@@ -199,7 +225,7 @@ pub fn run<M: Recorded, W: Workload<M>>(
         },
     );
     options.random_speeds(&mut rng);
-    let mut cluster = Cluster::<M>::with(seed, options, |_| {});
+    let mut cluster = Cluster::<M>::with(seed, options, tune);
     let mut schedule = Schedule::new(rng, replicas);
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut scripts = workload.clients(&mut cluster, &mut schedule.rng);
@@ -216,6 +242,10 @@ pub fn run<M: Recorded, W: Workload<M>>(
             crashes: schedule.crashes,
             wipes: schedule.wipes,
             restores: schedule.restores,
+            reads_indexed: (0..cluster.replicas())
+                .filter_map(|i| cluster.sim.node(i))
+                .map(|n| reads_indexed(&crate::node::Node::status(n)))
+                .sum(),
         }),
         Err(payload) => {
             let message = panic_message(&*payload);
@@ -283,6 +313,8 @@ pub trait Faultable {
     fn disk_image(&self, i: usize) -> DiskImage;
     /// Restarts node `i` on an older copy of its disk.
     fn restore_disk(&mut self, i: usize, image: &DiskImage);
+    /// True if node `i` is up and leads its group (or one of the groups it hosts).
+    fn leads(&self, i: usize) -> bool;
     /// Splits the nodes.
     fn partition(&mut self, sides: &[&[usize]]);
     /// Removes every partition.
@@ -318,6 +350,14 @@ impl<H: super::Host> Faultable for super::Sim<H> {
 
     fn restore_disk(&mut self, i: usize, image: &DiskImage) {
         super::Sim::restore_disk(self, i, image)
+    }
+
+    fn leads(&self, i: usize) -> bool {
+        self.node(i).is_some_and(|n| {
+            crate::node::Node::status(n)
+                .iter()
+                .any(|(name, value)| *name == "role" && value == "leader")
+        })
     }
 
     fn partition(&mut self, sides: &[&[usize]]) {
@@ -402,6 +442,8 @@ pub struct Schedule {
     lost: Vec<bool>,
     /// Down with a lost disk: the next restart boots it blank.
     wiped_down: Vec<bool>,
+    /// A deposing partition stays until then.
+    partition_held_until: Option<Time>,
 }
 
 impl Schedule {
@@ -415,6 +457,7 @@ impl Schedule {
             backups: Vec::new(),
             lost: vec![false; nodes],
             wiped_down: vec![false; nodes],
+            partition_held_until: None,
         }
     }
 
@@ -438,7 +481,13 @@ impl Schedule {
             let cohort = t.cohort(i);
             let tolerated = (cohort.len() - 1) / 2;
             match self.rng.below(100) {
-                0..=19 => self.repartition(t),
+                0..=19
+                    if self
+                        .partition_held_until
+                        .is_none_or(|until| t.now() >= until) =>
+                {
+                    self.repartition(t)
+                }
                 20..=29 => {
                     let on = self.rng.chance(0.4);
                     t.set_unreliable(i, on);
@@ -477,6 +526,7 @@ impl Schedule {
                 }
                 72..=74 => self.back_up(t, i),
                 75..=77 => self.restore_backup(t),
+                78..=80 => self.depose(t),
                 _ => {}
             }
         }
@@ -541,6 +591,22 @@ impl Schedule {
         let refs: Vec<&[usize]> = members.iter().map(|g| g.as_slice()).collect();
         if t.may_partition(&refs) {
             t.sim_mut().partition(&refs);
+        }
+    }
+
+    /// Cuts a leader off alone, and keeps the partition for longer than followers wait
+    /// before electing another leader.
+    fn depose<T: Faulted>(&mut self, t: &mut T) {
+        let n = t.nodes();
+        let Some(leader) = (0..n).find(|&i| t.sim_ref().leads(i)) else {
+            return;
+        };
+        let others: Vec<usize> = (0..n).filter(|&i| i != leader).collect();
+        let sides: [&[usize]; 2] = [&others, &[leader]];
+        if t.may_partition(&sides) {
+            t.sim_mut().partition(&sides);
+            let hold = DEPOSE_HOLD_MIN + Duration::from_millis(self.rng.below(1000));
+            self.partition_held_until = Some(t.now() + hold);
         }
     }
 

@@ -17,6 +17,7 @@ pub use super::group_sweep::{Failure, Outcome};
 use super::kv::KvCalls;
 use super::kv::{append, get, put, Action, KvCluster, Script, Scripts};
 use crate::kvgroup::Batch;
+use crate::replica::ReplicaConfig;
 use crate::rng::Rng;
 
 const REGISTER_KEYS: [&str; 3] = ["r0", "r1", "r2"];
@@ -40,7 +41,16 @@ pub fn run_seed(seed: u64) -> Result<u64, String> {
 
 /// Runs one seed, keeping the last `trace_lines` trace lines for a failure report.
 pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
-    group_sweep::run(seed, trace_lines, SALT, Kv)
+    run_tuned(seed, trace_lines, |_| {})
+}
+
+/// [`run`] with the replicas' configuration adjusted by `tune` (mutation tests).
+pub fn run_tuned(
+    seed: u64,
+    trace_lines: usize,
+    tune: impl FnOnce(&mut ReplicaConfig),
+) -> Result<Outcome, Failure> {
+    group_sweep::run(seed, trace_lines, SALT, Kv, tune)
 }
 
 /// The kv workload.

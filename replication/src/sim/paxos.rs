@@ -81,6 +81,8 @@ impl Node for Paxos {
             Body::Forward { seq, value } => format!("forward {seq} ({} bytes)", value.len()),
             Body::Learn { seqs } => format!("learn {seqs:?}"),
             Body::Learned { commits } => format!("learned {} commits", commits.len()),
+            Body::Confirm { ballot, round } => format!("confirm {ballot} round {round}"),
+            Body::Confirmed { ballot, round } => format!("confirmed {ballot} round {round}"),
         }
     }
 

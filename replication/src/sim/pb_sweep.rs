@@ -102,6 +102,7 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
             crashes: schedule.crashes,
             wipes: schedule.wipes,
             restores: schedule.restores,
+            reads_indexed: 0,
         }),
         Err(payload) => Err(Failure {
             workload: NAME,

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use kv_engine::kv::ShardId;
 
-use super::group_sweep::{Failure, Outcome, Schedule};
+use super::group_sweep::{self, Failure, Outcome, Schedule};
 use super::kv::get;
 use super::kv::KvCalls;
 use super::kv_sweep::RandomOps;
@@ -97,6 +97,10 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
                 crashes: schedule.crashes,
                 wipes: schedule.wipes,
                 restores: schedule.restores,
+                reads_indexed: (0..world.sim.len())
+                    .filter_map(|i| world.sim.node(i))
+                    .map(|n| group_sweep::reads_indexed(&crate::node::Node::status(n)))
+                    .sum(),
             })
         }
         Err(payload) => {

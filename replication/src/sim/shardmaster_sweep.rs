@@ -35,7 +35,7 @@ pub fn run_seed(seed: u64) -> Result<u64, String> {
 
 /// Runs one seed, keeping the last `trace_lines` trace lines for a failure report.
 pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
-    group_sweep::run(seed, trace_lines, SALT, Configs)
+    group_sweep::run(seed, trace_lines, SALT, Configs, |_| {})
 }
 
 /// The shard-master workload.
