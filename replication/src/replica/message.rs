@@ -223,7 +223,13 @@ impl<C> Message<C> {
     pub fn summary(&self) -> String {
         match self {
             Message::Paxos { incarnations, msg } => {
-                format!("paxos {} inc {incarnations:?}", msg.body.kind())
+                use std::fmt::Write;
+                let mut out = String::with_capacity(32);
+                let _ = write!(out, "paxos {} inc", msg.body.kind());
+                for incarnation in incarnations.iter() {
+                    let _ = write!(out, " {incarnation}");
+                }
+                out
             }
             Message::Forward { requests } => format!("forward {} requests", requests.len()),
             Message::Fetch { from } => format!("fetch from {from}"),
