@@ -184,7 +184,8 @@ fn run(cli: Cli) -> Result<()> {
                 on.join(", "),
                 cluster.display()
             );
-            println!("next: restart the running nodes 0..{before} one at a time (they read the file at start),");
+            println!("next: restart the running nodes 0..{before} one at a time (they read the file at start;");
+            println!("      a running `kv up` does this, and starts the new nodes, by itself),");
             if nodes > 0 {
                 println!(
                     "      start the new nodes {before}..{} (kv node --cluster {} --id N),",

@@ -174,8 +174,51 @@ pub fn run(args: UpArgs) -> Result<()> {
     let mut started_at: Vec<Instant> = vec![Instant::now(); children.len()];
     let mut quick_failures: Vec<u32> = vec![0; children.len()];
     let mut failed: Option<String> = None;
+    let mut config = config;
+    let mut modified = modified_at(&path);
+    let mut checked = Instant::now();
     while !stop.load(Ordering::Relaxed) && failed.is_none() {
         std::thread::sleep(Duration::from_millis(100));
+        // The cluster file grew (`kv grow`): start the new nodes, and restart the running
+        // ones one at a time so they learn the new groups, each back and ready before the
+        // next goes down, so the cluster keeps serving.
+        if checked.elapsed() >= FILE_CHECK_INTERVAL {
+            checked = Instant::now();
+            let now_modified = modified_at(&path);
+            if now_modified != modified {
+                modified = now_modified;
+                match ClusterConfig::load(&path) {
+                    Err(e) => println!("the cluster file changed but does not load: {e}"),
+                    Ok(grown) => {
+                        let old_nodes = children.len();
+                        let regroup = grown.groups != config.groups;
+                        config = grown;
+                        if regroup {
+                            for id in 0..old_nodes {
+                                if stop.load(Ordering::Relaxed) {
+                                    break;
+                                }
+                                restart_and_wait(&mut children[id], id as u32, &config, &start)?;
+                                started_at[id] = Instant::now();
+                                println!("node {id} restarted with the new cluster file");
+                            }
+                        }
+                        for node in config.nodes.iter().skip(old_nodes) {
+                            children.push(start(node.id)?);
+                            restarts.push(None);
+                            started_at.push(Instant::now());
+                            quick_failures.push(0);
+                            println!(
+                                "node {} started: redis-cli -p {} (log {})",
+                                node.id,
+                                node.resp.port(),
+                                args.dir.join(format!("node-{}.log", node.id)).display()
+                            );
+                        }
+                    }
+                }
+            }
+        }
         for (id, child) in children.iter_mut().enumerate() {
             if let Some(due) = restarts[id] {
                 if Instant::now() >= due {
@@ -231,6 +274,67 @@ pub fn run(args: UpArgs) -> Result<()> {
         Some(reason) => anyhow::bail!(reason),
         None => Ok(()),
     }
+}
+
+/// How often `kv up` looks at the cluster file for nodes and groups `kv grow` added.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a restarted node gets to be ready again before `kv up` moves on.
+const READY_WAIT: Duration = Duration::from_secs(60);
+
+/// When the file was last modified (`None` if it cannot be read).
+fn modified_at(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Stops node `id` gracefully, starts it again, and waits until its admin endpoint says
+/// it is ready (every replica it hosts), for at most [`READY_WAIT`].
+fn restart_and_wait(
+    child: &mut Child,
+    id: u32,
+    config: &ClusterConfig,
+    start: &dyn Fn(u32) -> Result<Child>,
+) -> Result<()> {
+    signal_hook_like::terminate(child.id());
+    let deadline = Instant::now() + STOP_GRACE;
+    while child.try_wait()?.is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    *child = start(id)?;
+    let Some(node) = config.node(id) else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + READY_WAIT;
+    while Instant::now() < deadline && child.try_wait()?.is_none() {
+        if is_ready(node.admin) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("node {id} is not ready after its restart; going on");
+    Ok(())
+}
+
+/// Whether a node's admin endpoint answers `/readyz` with 200.
+fn is_ready(admin: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(1))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nhost: kv\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
 
 /// The last `lines` lines of a log file.

@@ -13,19 +13,24 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A base port such that base..base+3 are free, for each of the three port ranges.
 fn free_bases() -> (u16, u16, u16) {
+    free_bases_for(3)
+}
+
+/// A base port such that base..base+nodes are free, for each of the three port ranges.
+fn free_bases_for(nodes: u16) -> (u16, u16, u16) {
     let mut seed = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut pick = || loop {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let base = 20_000 + ((seed >> 33) % 30_000) as u16;
-        if (base..base + 3).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+        if (base..base + nodes).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
         }
     };
     let (a, b, c) = (pick(), pick(), pick());
     assert!(
-        a.abs_diff(b) >= 3 && b.abs_diff(c) >= 3 && a.abs_diff(c) >= 3,
+        a.abs_diff(b) >= nodes && b.abs_diff(c) >= nodes && a.abs_diff(c) >= nodes,
         "overlapping bases"
     );
     (a, b, c)
@@ -164,4 +169,66 @@ fn kv_up_serves_redis_stops_gracefully_on_ctrl_c_and_keeps_the_data() {
     );
     assert_eq!(redis_cli(ports.0 + 1, &["GET", "kept"]), "across restarts!");
     up.interrupt();
+}
+
+/// `kv up` follows `kv grow`: it starts the new nodes and restarts the running ones one at a
+/// time, so after `kv admin join` the new group serves its shards — with the data written
+/// before, and the cluster answering throughout.
+#[test]
+fn kv_up_starts_grown_nodes_and_restarts_the_others_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kv-data");
+    let ports = free_bases_for(6);
+    let cluster = data.join("cluster.toml");
+    let kv = |args: &[&str]| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_kv"))
+            .args(args)
+            .arg("--cluster")
+            .arg(&cluster)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kv {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let mut up = Up::start(&data, ports);
+    for i in 0..50 {
+        assert_eq!(
+            redis_cli(
+                ports.0 + (i % 3),
+                &["SET", &format!("k{i}"), &format!("v{i}")]
+            ),
+            "OK"
+        );
+    }
+    let grown = kv(&["grow", "--nodes", "3"]);
+    assert!(
+        grown.contains("added group 103 on nodes 3, 4, 5"),
+        "{grown}"
+    );
+    for id in 0..3 {
+        up.wait_for_line(&format!("node {id} restarted with the new cluster file"));
+    }
+    up.wait_for_line("node 5 started");
+    let joined = kv(&["admin", "join", "103"]);
+    assert!(joined.contains("group 103 joined"), "{joined}");
+    let query = kv(&["admin", "query"]);
+    assert!(query.contains("group 103:"), "{query}");
+    // Every key, read through a new node, whichever group holds it now.
+    for i in 0..50 {
+        assert_eq!(
+            redis_cli(ports.0 + 4, &["GET", &format!("k{i}")]),
+            format!("v{i}")
+        );
+    }
+    let printed = up.interrupt();
+    assert!(
+        !printed.iter().any(|l| l.contains("did not stop")),
+        "{}",
+        printed.join("\n")
+    );
 }
