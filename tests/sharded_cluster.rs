@@ -78,6 +78,28 @@ fn every_node_takes_any_key_and_multi_key_commands_span_groups() {
     cluster.assert_no_panic();
 }
 
+/// Which group owns each shard in the latest configuration (`kv admin query --json`).
+fn shard_owners(cluster: &Cluster) -> Vec<u64> {
+    let query = cluster.admin(&["query", "--json"]).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&query).unwrap();
+    config["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_u64().unwrap())
+        .collect()
+}
+
+fn assert_linearizable(history: &History) {
+    let result = check(history, Budget::DEFAULT);
+    assert_eq!(
+        result,
+        CheckResult::Ok,
+        "history of {} operations: {result}",
+        history.len()
+    );
+}
+
 /// The configuration number `kv admin join/leave/move` reports.
 fn config_num(output: &str) -> u64 {
     output
@@ -261,23 +283,10 @@ fn handoffs_under_load_with_a_crash_and_a_lost_disk_lose_nothing() {
     assert!(acked > 0);
     eprintln!("{} operations, {acked} acknowledged appends", history.len());
     let finals = final_reads(&cluster, 0, KEYS, &history, epoch);
-    let result = check(&history, Budget::DEFAULT);
-    assert_eq!(
-        result,
-        CheckResult::Ok,
-        "history of {} operations: {result}",
-        history.len()
-    );
+    assert_linearizable(&history);
 
     // Placement: each group's replicas hold exactly the keys of its shards.
-    let query = cluster.admin(&["query", "--json"]).unwrap();
-    let config: serde_json::Value = serde_json::from_str(&query).unwrap();
-    let owners: Vec<u64> = config["shards"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g.as_u64().unwrap())
-        .collect();
+    let owners: Vec<u64> = shard_owners(&cluster);
     let sharding = kv_engine::kv::Sharding::Slots { shards: 16 };
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     let bulk = (0..BULK).map(|i| format!("bulk-{i}"));
@@ -330,16 +339,6 @@ fn with_a_group_down_moved_shards_answer_and_its_own_shards_block() {
         config.groups[1].nodes = vec![3];
     });
     let sharding = kv_engine::kv::Sharding::Slots { shards: 16 };
-    let owners = |cluster: &Cluster| -> Vec<u64> {
-        let query = cluster.admin(&["query", "--json"]).unwrap();
-        let config: serde_json::Value = serde_json::from_str(&query).unwrap();
-        config["shards"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|g| g.as_u64().unwrap())
-            .collect()
-    };
     // One key per shard.
     let mut keys: BTreeMap<u32, String> = BTreeMap::new();
     for i in 0.. {
@@ -359,7 +358,7 @@ fn with_a_group_down_moved_shards_answer_and_its_own_shards_block() {
             .unwrap();
     }
     // Half of group 101's shards move to group 100.
-    let before = owners(&cluster);
+    let before = shard_owners(&cluster);
     let of_101: Vec<usize> = (0..16).filter(|&s| before[s] == 101).collect();
     assert!(of_101.len() >= 4, "{before:?}");
     let mut num = 0;
@@ -367,7 +366,7 @@ fn with_a_group_down_moved_shards_answer_and_its_own_shards_block() {
         num = config_num(&cluster.admin(&["move", &shard.to_string(), "100"]).unwrap());
     }
     cluster.wait_settled(num, Duration::from_secs(60));
-    let after = owners(&cluster);
+    let after = shard_owners(&cluster);
 
     cluster.kill_node(3);
     let mut conn = cluster.redis(1, Duration::from_secs(2));
@@ -485,24 +484,12 @@ fn growing_the_cluster_by_three_nodes_and_a_group_under_load_loses_nothing() {
     }
     // Read through a new node.
     final_reads(&cluster, 4, KEYS, &history, epoch);
-    let result = check(&history, Budget::DEFAULT);
-    assert_eq!(
-        result,
-        CheckResult::Ok,
-        "history of {} operations: {result}",
-        history.len()
-    );
-    let query = cluster.admin(&["query", "--json"]).unwrap();
-    let config: serde_json::Value = serde_json::from_str(&query).unwrap();
-    let served_by_new = config["shards"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|g| g.as_u64() == Some(102))
-        .count();
+    assert_linearizable(&history);
+    let owners = shard_owners(&cluster);
+    let served_by_new = owners.iter().filter(|&&g| g == 102).count();
     assert!(
         served_by_new >= 5,
-        "group 102 serves {served_by_new} of 16 shards: {query}"
+        "group 102 serves {served_by_new} of 16 shards: {owners:?}"
     );
     let new_keys: u64 = cluster
         .parts(3)
