@@ -1,0 +1,550 @@
+//! A node of a sharded cluster: one process hosting a replica (an *endpoint*) of every
+//! group the cluster file places on it — the shard master's and any number of KV groups' —
+//! over one peer listener, one RESP listener and one data directory.
+//!
+//! # Endpoints
+//! Each replica is a [`ClusterNode`] with its own endpoint id ([`ClusterConfig::endpoints`]),
+//! its own store in its own directory under the node's (`master/`, `group-<gid>/`), and
+//! its own driver task ([`crate::node::run_core`]: its own group-commit writer, so one
+//! group's fsyncs never wait behind another's, and compaction is per group by
+//! construction). Peers' messages travel between processes in a [`Routed`] envelope naming
+//! both endpoints; a message between two endpoints of the same process never leaves it.
+//! An envelope whose sender is not an endpoint of the connection's node is dropped.
+//!
+//! Why one WAL per group rather than one shared WAL: the engine's store, snapshots and
+//! lost-disk rebuild are per replica already, so each group compacts, snapshots and
+//! rebuilds on its own schedule with no cross-group bookkeeping, and a wiped group
+//! directory is exactly one replica's lost disk. What it costs is one fsync stream per
+//! group; group commit batches within each, and on one disk the fsyncs of different groups
+//! proceed concurrently.
+//!
+//! # Lost disks
+//! Every endpoint directory is stamped with its endpoint id (`kv init` stamps them all).
+//! A directory without its stamp has lost its disk: that replica starts in the lost-disk
+//! rejoin mode and is stamped again once it is ready, as an unsharded node is. A stamp
+//! naming another endpoint (a cluster file whose groups were reordered) is refused.
+//!
+//! # Clients
+//! RESP takes any key: each connection has a sans-IO [`ShardClerk`], which routes every op
+//! to the group that owns its shard in the newest configuration this node knows, through
+//! the local replica of that group when there is one (which forwards to its leader inside
+//! the group) or a native connection to a node that hosts one. A group that answers "not
+//! held", or none of whose replicas answers, makes the clerk ask the shard master for the
+//! latest configuration (one query at a time per process, shared by every connection).
+//! Every retry re-sends the same request, so each op executes at most once.
+//!
+//! # Redis Cluster mode
+//! With `redis_cluster = true`, the node also tells cluster clients where each slot is
+//! served ([`ClusterView`], see `impl ClusterView for Host`) and runs only the keys of
+//! slots it masters, redirecting the others (`crate::redis_cluster`). It then refreshes
+//! its configuration every [`CONFIG_REFRESH_INTERVAL`] and holds a connection to every
+//! other node, whose closing tells it at once that the node is down. An op its group
+//! refuses ("not held") before executing it goes back to the client as a redirect if
+//! another node now masters the slot (`-ASK`), or if the shard has been arriving at the
+//! group this node leads for [`ARRIVAL_WAIT_MAX`] (`-TRYAGAIN`) — never once a send went
+//! unanswered (the op may have executed; only the same request may be retried), and
+//! never for a command sent after `ASKING`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kv_engine::kv::Sharding;
+use kv_replication::cluster::{Blueprint, ClusterMsg, ClusterNode, ClusterReply, ClusterRequest};
+use kv_replication::shardkv::ShardKvSettings;
+use kv_replication::shardmaster::{ConfigNum, GroupId};
+use kv_replication::types::{NodeId, Time};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::{self, ClusterConfig, Endpoint, Role};
+use crate::node::{self, DriverOptions, Input, LeaderHint, PeerSender, Status};
+use crate::redis::{self};
+use crate::redis_cluster::{ClusterView, Route};
+use crate::run::{open_node, open_replica, stamp_when_ready, NodeOptions, Opened};
+use crate::transport::{self, Peers, Service};
+use crate::wire::{ClientReply, Frame};
+use crate::{admin, replica};
+
+mod client;
+mod redis_mode;
+
+use client::{done, Remote};
+pub use client::{
+    latest_config, master_call, ConfigCache, Outside, Router, ShardedStore, LANES_MAX,
+};
+
+/// A peer message between endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Routed<T> {
+    /// The sending endpoint.
+    pub from: u32,
+    /// The receiving endpoint.
+    pub to: u32,
+    /// The message.
+    pub body: T,
+}
+
+/// A native client's request to one endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToEndpoint<T> {
+    /// The endpoint asked.
+    pub to: u32,
+    /// The request.
+    pub request: T,
+}
+
+/// The frames of a sharded cluster's native protocol.
+pub type ShardedFrame = Frame<Routed<ClusterMsg>, ToEndpoint<ClusterRequest>, ClusterReply>;
+type EndpointInput = Input<ClusterMsg, ClusterRequest, ClusterReply>;
+
+/// How long one call to a replica may take before the caller tries another (a replica cut
+/// off from its group never answers; a maximum-size value takes about a second).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Shortest time between two shard-master queries of one process: callers within it share
+/// the last answer.
+pub const QUERY_INTERVAL_MIN: Duration = Duration::from_millis(50);
+
+/// In Redis Cluster mode, how often a node asks the shard master for a newer
+/// configuration on its own (besides whenever a group refuses a key), so that its slot map
+/// follows moves no client of its own ran into.
+pub const CONFIG_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
+/// In Redis Cluster mode, how often a node tries to reconnect to another node it lost
+/// (see `Host::watch_nodes`), and how long a connect may take.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+/// In Redis Cluster mode, how long an op waits for a shard arriving at the group this
+/// node leads before the client is told `-TRYAGAIN`.
+pub const ARRIVAL_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// A replica this process hosts.
+struct Local {
+    endpoint: Endpoint,
+    inputs: mpsc::Sender<EndpointInput>,
+    leader: LeaderHint,
+}
+
+/// What every task of a sharded node shares.
+pub struct Host {
+    node: u32,
+    nodes: usize,
+    endpoints: Vec<Endpoint>,
+    local: BTreeMap<u32, Local>,
+    peers: Peers<Routed<ClusterMsg>>,
+    remote: Remote,
+    sharding: Sharding,
+    cache: ConfigCache,
+    /// Redis Cluster mode: what clients are told about slots and nodes.
+    cluster: Option<ClusterFacts>,
+}
+
+/// What a node in Redis Cluster mode knows besides its replicas (see [`Host::route`]).
+struct ClusterFacts {
+    cluster_id: u64,
+    /// Each node's RESP and peer addresses.
+    addresses: Vec<(SocketAddr, SocketAddr)>,
+    /// Whether each node is reachable (see `Host::watch_nodes`).
+    up: Vec<std::sync::atomic::AtomicBool>,
+    /// For groups this node does not host: the endpoint the last native reply from one of
+    /// their replicas named as leader.
+    remote_leaders: Mutex<BTreeMap<u64, u32>>,
+}
+
+/// The [`Service`] of a sharded node's peer listener.
+#[derive(Clone)]
+pub struct HostService(pub Arc<Host>);
+
+impl Router for Host {
+    fn redirects(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Cluster mode: after learning the newest configuration, yes if another node masters
+    /// the slot now (the shard moved away: `-ASK`), or if this node does but the shard has
+    /// been arriving for [`ARRIVAL_WAIT_MAX`] (`-TRYAGAIN`); else the op waits for the
+    /// shard here.
+    async fn redirect(
+        &self,
+        known: Option<ConfigNum>,
+        slot: u16,
+        arriving_since: &mut Option<Instant>,
+    ) -> bool {
+        latest_config(self, known).await;
+        match self.route(slot) {
+            Route::Elsewhere(_) => true,
+            Route::Serve => {
+                arriving_since.get_or_insert_with(Instant::now).elapsed() >= ARRIVAL_WAIT_MAX
+            }
+            Route::Unserved => false,
+        }
+    }
+
+    fn masters(&self) -> Vec<u32> {
+        // This process's own master replica first: no network hop.
+        let masters = self.endpoints.iter().filter(|e| e.role == Role::Master);
+        let (mut order, others): (Vec<u32>, Vec<u32>) = masters
+            .map(|e| e.id)
+            .partition(|e| self.local.contains_key(e));
+        order.extend(others);
+        order
+    }
+
+    fn cache(&self) -> &ConfigCache {
+        &self.cache
+    }
+
+    fn sharding(&self) -> Sharding {
+        self.sharding
+    }
+
+    async fn call(
+        &self,
+        endpoint: u32,
+        request: ClusterRequest,
+    ) -> (Option<ClusterReply>, Option<u32>) {
+        let Some(target) = self.endpoints.get(endpoint as usize) else {
+            return (None, None);
+        };
+        let call = async {
+            match self.local.get(&endpoint) {
+                Some(local) => (ask(&local.inputs, request).await.0, local.leader.get()),
+                None => {
+                    let to = ToEndpoint {
+                        to: endpoint,
+                        request,
+                    };
+                    let (reply, leader) = self.remote.call(target.node, to).await;
+                    if let (Some(facts), Some(leader), Role::Group(gid)) =
+                        (&self.cluster, leader, target.role)
+                    {
+                        facts
+                            .remote_leaders
+                            .lock()
+                            .expect("leaders lock")
+                            .insert(gid, leader);
+                    }
+                    (reply, leader)
+                }
+            }
+        };
+        done(tokio::time::timeout(CALL_TIMEOUT, call).await)
+    }
+}
+
+impl Host {
+    /// Every hosted replica's status, labelled by what it replicates.
+    pub async fn parts(&self) -> Option<Vec<(String, Status)>> {
+        let mut parts = Vec::new();
+        for local in self.local.values() {
+            let (tx, rx) = oneshot::channel();
+            local.inputs.send(Input::Status(tx)).await.ok()?;
+            let status = rx.await.ok()?;
+            let label = match local.endpoint.role {
+                Role::Master => "group=\"master\"".to_string(),
+                Role::Group(gid) => format!("group=\"{gid}\""),
+            };
+            parts.push((label, status));
+        }
+        Some(parts)
+    }
+
+    /// The node's parts' status as text: a `[master]` or `[group G]` heading, then the
+    /// part's `key: value` lines.
+    async fn render_status(&self) -> String {
+        let Some(parts) = self.parts().await else {
+            return String::new();
+        };
+        let mut out = String::new();
+        for ((_, status), local) in parts.iter().zip(self.local.values()) {
+            let heading = match local.endpoint.role {
+                Role::Master => "[master]".to_string(),
+                Role::Group(gid) => format!("[group {gid}]"),
+            };
+            out.push_str(&format!(
+                "{heading}\nendpoint: {}\nmember: {}\n{}\n",
+                local.endpoint.id,
+                local.endpoint.member,
+                status.render()
+            ));
+        }
+        out
+    }
+}
+
+/// Sends `request` to a local core and waits for its answer and leader hint.
+async fn ask(
+    inputs: &mpsc::Sender<EndpointInput>,
+    request: ClusterRequest,
+) -> (ClientReply<ClusterReply>, ()) {
+    let (tx, rx) = oneshot::channel();
+    let reply = match inputs.send(Input::Client { request, reply: tx }).await {
+        Ok(()) => rx
+            .await
+            .unwrap_or_else(|_| ClientReply::Unavailable("node stopping".into())),
+        Err(_) => ClientReply::Unavailable("node stopping".into()),
+    };
+    (reply, ())
+}
+
+impl Service for HostService {
+    type Msg = Routed<ClusterMsg>;
+    type Request = ToEndpoint<ClusterRequest>;
+    type Reply = ClusterReply;
+
+    fn nodes(&self) -> usize {
+        self.0.nodes
+    }
+
+    async fn deliver(&self, from: NodeId, msg: Routed<ClusterMsg>) -> bool {
+        let host = &self.0;
+        let sender_ok = host
+            .endpoints
+            .get(msg.from as usize)
+            .is_some_and(|e| e.node == from.0);
+        match host.local.get(&msg.to) {
+            Some(local) if sender_ok => {
+                let input = Input::Peer {
+                    from: NodeId(msg.from),
+                    msg: msg.body,
+                };
+                local.inputs.send(input).await.is_ok()
+            }
+            // Misaddressed or forged: dropped, as the network would lose it.
+            _ => true,
+        }
+    }
+
+    async fn request(
+        &self,
+        request: ToEndpoint<ClusterRequest>,
+    ) -> (ClientReply<ClusterReply>, Option<u32>) {
+        match self.0.local.get(&request.to) {
+            Some(local) => {
+                let (reply, ()) = ask(&local.inputs, request.request).await;
+                (reply, local.leader.get())
+            }
+            None => (
+                ClientReply::Unavailable(format!(
+                    "endpoint {} is not on node {}",
+                    request.to, self.0.node
+                )),
+                None,
+            ),
+        }
+    }
+
+    async fn status(&self) -> String {
+        self.0.render_status().await
+    }
+}
+
+impl admin::StatusSource for HostService {
+    async fn parts(&self) -> Option<Vec<(String, Status)>> {
+        self.0.parts().await
+    }
+}
+
+/// Where one endpoint's outgoing messages go: to an endpoint of this process directly,
+/// else to its node in an envelope.
+struct EndpointSender {
+    me: u32,
+    host: Arc<Host>,
+}
+
+impl PeerSender<ClusterMsg> for EndpointSender {
+    fn send(&self, to: NodeId, msg: ClusterMsg) -> bool {
+        let Some(target) = self.host.endpoints.get(to.index()) else {
+            return false;
+        };
+        if target.node == self.host.node {
+            let Some(local) = self.host.local.get(&to.0) else {
+                return false;
+            };
+            let input = Input::Peer {
+                from: NodeId(self.me),
+                msg,
+            };
+            return local.inputs.try_send(input).is_ok();
+        }
+        let routed = Routed {
+            from: self.me,
+            to: to.0,
+            body: msg,
+        };
+        self.host.peers.send(NodeId(target.node), routed)
+    }
+}
+
+/// How every endpoint of a real cluster is built from the cluster file.
+pub fn blueprint(config: &ClusterConfig) -> Blueprint {
+    let layout = config.endpoint_layout();
+    let shards = config.shards().unwrap_or(1);
+    Blueprint {
+        master_config: replica::tuned(NodeId(0), layout.masters.len()),
+        kv_config: replica::tuned(NodeId(0), 1),
+        settings: ShardKvSettings::default(),
+        sharding: Sharding::Slots { shards },
+        initial_joins: config
+            .master
+            .iter()
+            .flat_map(|m| m.initial_groups.iter())
+            .map(|&gid| (GroupId(gid), config.servers(gid)))
+            .collect(),
+        layout,
+    }
+}
+
+/// Runs node `id` of the sharded cluster `config` until `shutdown`.
+pub async fn run(
+    config: ClusterConfig,
+    id: u32,
+    shutdown: watch::Receiver<bool>,
+    options: NodeOptions,
+) -> Result<(), String> {
+    let Opened {
+        me,
+        dir,
+        lock,
+        budget,
+        peer_listener,
+        resp_listener,
+        admin_listener,
+    } = open_node(&config, id).await?;
+    // The node's own stamp guards against another cluster's or node's directory.
+    if !config::check_stamp(&dir, config.cluster_id, id).map_err(|e| e.to_string())? {
+        config::write_stamp(&dir, config.cluster_id, id).map_err(|e| e.to_string())?;
+    }
+    let endpoints = config.endpoints();
+    let hosted: Vec<Endpoint> = endpoints.iter().copied().filter(|e| e.node == id).collect();
+    let blueprint = blueprint(&config);
+
+    // Open every hosted replica's store and rebuild its core before anything runs.
+    let mut cores = Vec::new();
+    for endpoint in &hosted {
+        let edir = config.endpoint_dir(endpoint);
+        std::fs::create_dir_all(&edir).map_err(|e| format!("{}: {e}", edir.display()))?;
+        let (store, recovered, wiped) =
+            open_replica(&options, &edir, config.cluster_id, endpoint.id)?;
+        let seed = replica::kv_engine_seed(config.cluster_id, endpoint.id);
+        let core = blueprint
+            .recover(NodeId(endpoint.id), recovered, wiped, seed, Time::ZERO)
+            .map_err(|e| format!("recovering {}: {e}", edir.display()))?;
+        cores.push((*endpoint, edir, store, core, wiped));
+    }
+
+    let mut local = BTreeMap::new();
+    let mut receivers = Vec::new();
+    for (endpoint, ..) in &cores {
+        let (tx, rx) = mpsc::channel(options.driver.inputs_max);
+        local.insert(
+            endpoint.id,
+            Local {
+                endpoint: *endpoint,
+                inputs: tx,
+                leader: LeaderHint::default(),
+            },
+        );
+        receivers.push(rx);
+    }
+    let addresses: Vec<SocketAddr> = config.nodes.iter().map(|n| n.peer).collect();
+    let cluster = config.redis_cluster.then(|| ClusterFacts {
+        cluster_id: config.cluster_id,
+        addresses: config.nodes.iter().map(|n| (n.resp, n.peer)).collect(),
+        up: config
+            .nodes
+            .iter()
+            .map(|_| std::sync::atomic::AtomicBool::new(true))
+            .collect(),
+        remote_leaders: Mutex::new(BTreeMap::new()),
+    });
+    let host = Arc::new(Host {
+        node: id,
+        nodes: config.nodes.len(),
+        endpoints,
+        local,
+        peers: transport::connect_peers(config.cluster_id, id, &addresses, shutdown.clone()),
+        remote: Remote::new(config.cluster_id, addresses),
+        sharding: blueprint.sharding,
+        cache: ConfigCache::new(),
+        cluster,
+    });
+
+    // Every replica's driver, on a shared stop signal: the node stops as a whole when
+    // asked to or when any replica's storage fails.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut drivers = tokio::task::JoinSet::new();
+    for ((endpoint, edir, store, core, wiped), rx) in cores.into_iter().zip(receivers) {
+        let sender = EndpointSender {
+            me: endpoint.id,
+            host: host.clone(),
+        };
+        let driver = DriverOptions {
+            leader: host.local[&endpoint.id].leader.clone(),
+            ..options.driver.clone()
+        };
+        let on_ready = stamp_when_ready(wiped, edir, config.cluster_id, endpoint.id);
+        let stop = stop_rx.clone();
+        drivers.spawn(async move {
+            node::run_core::<ClusterNode, _>(core, store, sender, rx, stop, driver, on_ready).await
+        });
+    }
+
+    if host.cluster.is_some() {
+        tokio::spawn(host.clone().refresh_config(stop_rx.clone()));
+        tokio::spawn(host.clone().watch_nodes(stop_rx.clone()));
+    }
+    let service = HostService(host.clone());
+    tokio::spawn(transport::serve(
+        peer_listener,
+        config.cluster_id,
+        service.clone(),
+        budget,
+        stop_rx.clone(),
+    ));
+    let resp_host = host.clone();
+    tokio::spawn(redis::serve(
+        resp_listener,
+        move |client| ShardedStore::new(client, resp_host.clone()),
+        stop_rx.clone(),
+        budget.resp,
+    ));
+    tokio::spawn(admin::serve(
+        admin_listener,
+        service,
+        stop_rx.clone(),
+        budget.admin,
+    ));
+    tracing::info!(
+        node = id,
+        peer = %me.peer,
+        resp = %me.resp,
+        admin = %me.admin,
+        replicas = hosted.len(),
+        "sharded node started"
+    );
+
+    let mut shutdown = shutdown;
+    let mut result = Ok(());
+    loop {
+        tokio::select! {
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    let _ = stop_tx.send(true);
+                }
+            }
+            done = drivers.join_next() => {
+                let Some(done) = done else { break };
+                let outcome = done.map_err(|e| format!("a replica's driver failed: {e}")).and_then(|r| r);
+                if let Err(reason) = outcome {
+                    if result.is_ok() {
+                        result = Err(reason);
+                    }
+                }
+                let _ = stop_tx.send(true);
+            }
+        }
+    }
+    drop(host);
+    drop(lock);
+    result
+}
