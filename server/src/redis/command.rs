@@ -1,0 +1,331 @@
+//! RESP commands: what a frame asks for ([`Command::from_frame`]), with Redis's arity
+//! checks and error texts, and how a store command becomes ops.
+
+use super::*;
+use crate::redis_cluster::ClusterCommand;
+use crate::resp::{Frame, Protocol};
+use bytes::Bytes;
+use kv_engine::kv::Op;
+
+/// A parsed client command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// GET key
+    Get(Bytes),
+    /// SET key value
+    Set(Bytes, Bytes),
+    /// APPEND key value
+    Append(Bytes, Bytes),
+    /// DEL key [key ...]
+    Del(Vec<Bytes>),
+    /// EXISTS key [key ...]
+    Exists(Vec<Bytes>),
+    /// MGET key [key ...]
+    MGet(Vec<Bytes>),
+    /// PING \[message\]
+    Ping(Option<Bytes>),
+    /// ECHO message
+    Echo(Bytes),
+    /// INFO \[section\]
+    Info,
+    /// QUIT
+    Quit,
+    /// SELECT db (only 0 exists)
+    Select(Bytes),
+    /// DBSIZE
+    DbSize,
+    /// COMMAND \[subcommand ...\]: the commands and their key positions
+    /// ([`crate::redis_cluster::command_reply`]).
+    CommandInfo(Vec<Bytes>),
+    /// CLUSTER subcommand (cluster mode only).
+    Cluster(ClusterCommand),
+    /// ASKING: the next command is served here even if this node's map names another
+    /// node for its slot (cluster mode only).
+    Asking,
+    /// READONLY / READWRITE (cluster mode only; accepted, reads are always consistent).
+    ReadMode,
+    /// HELLO \[protover \[AUTH username password\] \[SETNAME name\]\]: the protocol to
+    /// switch to, if one is named (there is no authentication to check, and names are
+    /// not kept).
+    Hello(Option<Protocol>),
+    /// CLIENT SETNAME / SETINFO / ... (accepted and ignored)
+    Client,
+    /// CONFIG GET pattern (answers with nothing configured)
+    ConfigGet,
+}
+
+/// Why a frame is not a command we run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandError {
+    /// The frame is not a command at all (not an array of strings): the reply is
+    /// `-ERR Protocol error` and the connection is closed, as Redis does.
+    Protocol(String),
+    /// A command this server does not run, or wrong arguments: an error reply, and the
+    /// connection continues.
+    Refused(String),
+}
+
+impl CommandError {
+    /// The error reply's text.
+    pub fn message(&self) -> &str {
+        match self {
+            CommandError::Protocol(m) | CommandError::Refused(m) => m,
+        }
+    }
+}
+
+fn refused(message: impl Into<String>) -> CommandError {
+    CommandError::Refused(message.into())
+}
+
+fn arity(name: &str) -> CommandError {
+    refused(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+impl Command {
+    /// Parses a client frame (an array of bulk strings).
+    pub fn from_frame(frame: Frame) -> Result<Command, CommandError> {
+        let Frame::Array(items) = frame else {
+            return Err(CommandError::Protocol(
+                "ERR Protocol error: expected an array of bulk strings".into(),
+            ));
+        };
+        let mut args = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Frame::Bulk(b) => args.push(b),
+                Frame::Simple(s) => args.push(Bytes::from(s)),
+                Frame::Integer(i) => args.push(Bytes::from(i.to_string())),
+                _ => {
+                    return Err(CommandError::Protocol(
+                        "ERR Protocol error: expected bulk strings".into(),
+                    ))
+                }
+            }
+        }
+        let Some(name) = args.first() else {
+            return Err(refused("ERR empty command"));
+        };
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        let rest = &args[1..];
+        let one = |n: &str| -> Result<Bytes, CommandError> {
+            match rest {
+                [a] => Ok(a.clone()),
+                _ => Err(arity(n)),
+            }
+        };
+        let two = |n: &str| -> Result<(Bytes, Bytes), CommandError> {
+            match rest {
+                [a, b] => Ok((a.clone(), b.clone())),
+                _ => Err(arity(n)),
+            }
+        };
+        let many = |n: &str| -> Result<Vec<Bytes>, CommandError> {
+            if rest.is_empty() {
+                Err(arity(n))
+            } else {
+                Ok(rest.to_vec())
+            }
+        };
+        Ok(match name.as_str() {
+            "get" => Command::Get(one("get")?),
+            "set" => match rest {
+                [k, v] => Command::Set(k.clone(), v.clone()),
+                [_, _, ..] => {
+                    return Err(refused(
+                        "ERR SET options (EX, PX, NX, XX, ...) are not supported",
+                    ))
+                }
+                _ => return Err(arity("set")),
+            },
+            "append" => {
+                let (k, v) = two("append")?;
+                Command::Append(k, v)
+            }
+            "del" | "unlink" => Command::Del(many(&name)?),
+            "exists" => Command::Exists(many("exists")?),
+            "mget" => Command::MGet(many("mget")?),
+            "ping" => match rest {
+                [] => Command::Ping(None),
+                [m] => Command::Ping(Some(m.clone())),
+                _ => return Err(arity("ping")),
+            },
+            "echo" => Command::Echo(one("echo")?),
+            "info" => Command::Info,
+            "quit" => Command::Quit,
+            "select" => Command::Select(one("select")?),
+            "dbsize" => Command::DbSize,
+            "command" => Command::CommandInfo(rest.to_vec()),
+            "cluster" => Command::Cluster(ClusterCommand::parse(rest).map_err(refused)?),
+            "asking" if rest.is_empty() => Command::Asking,
+            "readonly" | "readwrite" if rest.is_empty() => Command::ReadMode,
+            "asking" | "readonly" | "readwrite" => return Err(arity(&name)),
+            "hello" => Command::Hello(hello_protocol(rest)?),
+            "client" => Command::Client,
+            "config" => match rest.first().map(|s| s.to_ascii_lowercase()) {
+                Some(sub) if sub == b"get" => Command::ConfigGet,
+                _ => return Err(refused("ERR only CONFIG GET is supported")),
+            },
+            _ => {
+                let first = rest
+                    .first()
+                    .map(|a| format!("'{}' ", String::from_utf8_lossy(a)))
+                    .unwrap_or_default();
+                return Err(refused(format!(
+                    "ERR unknown command '{name}', with args beginning with: {first}"
+                )));
+            }
+        })
+    }
+}
+
+impl Command {
+    /// A store command's ops, and how its reply is made from theirs; any other command
+    /// back as it is.
+    pub(super) fn into_ops(self) -> Result<(Reduce, Vec<Op>), Command> {
+        let gets = |keys: Vec<Bytes>| keys.into_iter().map(|key| Op::Get { key }).collect();
+        Ok(match self {
+            Command::Get(key) => (Reduce::Get, vec![Op::Get { key }]),
+            Command::Set(key, value) => (Reduce::Set, vec![Op::Put { key, value }]),
+            Command::Append(key, value) => (Reduce::Append, vec![Op::Append { key, value }]),
+            Command::Del(keys) => (
+                Reduce::Count {
+                    deletes: true,
+                    count: 0,
+                    error: None,
+                },
+                keys.into_iter().map(|key| Op::Delete { key }).collect(),
+            ),
+            Command::Exists(keys) => (
+                Reduce::Count {
+                    deletes: false,
+                    count: 0,
+                    error: None,
+                },
+                gets(keys),
+            ),
+            Command::MGet(keys) => (Reduce::MGet, gets(keys)),
+            other => return Err(other),
+        })
+    }
+}
+
+/// The protocol `HELLO`'s arguments ask for, checking the options after it as Redis does.
+pub(super) fn hello_protocol(args: &[Bytes]) -> Result<Option<Protocol>, CommandError> {
+    let Some((version, mut options)) = args.split_first() else {
+        return Ok(None);
+    };
+    let protocol = match std::str::from_utf8(version).ok().map(str::parse::<i64>) {
+        Some(Ok(2)) => Protocol::Resp2,
+        Some(Ok(3)) => Protocol::Resp3,
+        Some(Ok(_)) => return Err(refused("NOPROTO unsupported protocol version")),
+        _ => {
+            return Err(refused(
+                "ERR Protocol version is not an integer or out of range",
+            ))
+        }
+    };
+    while let Some((option, rest)) = options.split_first() {
+        let taken = match (option.to_ascii_lowercase().as_slice(), rest) {
+            (b"auth", [_user, _password, ..]) => 3,
+            (b"setname", [_name, ..]) => 2,
+            _ => {
+                return Err(refused(format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(option)
+                )))
+            }
+        };
+        options = &options[taken..];
+    }
+    Ok(Some(protocol))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(args: &[&str]) -> Result<Command, CommandError> {
+        Command::from_frame(Frame::Array(
+            args.iter()
+                .map(|a| Frame::Bulk(Bytes::copy_from_slice(a.as_bytes())))
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn commands_parse_case_insensitively_with_arity_checks() {
+        assert_eq!(
+            cmd(&["GeT", "k"]),
+            Ok(Command::Get(Bytes::from_static(b"k")))
+        );
+        assert!(matches!(cmd(&["set", "k", "v"]), Ok(Command::Set(..))));
+        assert_eq!(
+            cmd(&["get"]).unwrap_err().message(),
+            "ERR wrong number of arguments for 'get' command"
+        );
+        assert!(cmd(&["set", "k", "v", "EX", "10"])
+            .unwrap_err()
+            .message()
+            .contains("not supported"));
+        assert!(matches!(cmd(&["del", "a", "b"]), Ok(Command::Del(keys)) if keys.len() == 2));
+    }
+
+    #[test]
+    fn unknown_commands_get_redis_style_errors() {
+        assert_eq!(
+            cmd(&["flushall", "async"]),
+            Err(CommandError::Refused(
+                "ERR unknown command 'flushall', with args beginning with: 'async' ".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn frames_that_are_not_arrays_of_strings_are_protocol_errors() {
+        for frame in [
+            Frame::Integer(3),
+            Frame::Null,
+            Frame::Array(vec![
+                Frame::Bulk(Bytes::from_static(b"GET")),
+                Frame::Array(vec![]),
+            ]),
+            Frame::Array(vec![Frame::Null]),
+        ] {
+            assert!(
+                matches!(
+                    Command::from_frame(frame.clone()),
+                    Err(CommandError::Protocol(_))
+                ),
+                "{frame:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hello_chooses_a_protocol_version_and_checks_its_options() {
+        assert_eq!(cmd(&["hello"]), Ok(Command::Hello(None)));
+        assert_eq!(
+            cmd(&["HELLO", "3"]),
+            Ok(Command::Hello(Some(Protocol::Resp3)))
+        );
+        assert_eq!(
+            cmd(&["hello", "2", "AUTH", "default", "pw", "SETNAME", "app"]),
+            Ok(Command::Hello(Some(Protocol::Resp2)))
+        );
+        assert!(cmd(&["hello", "4"])
+            .unwrap_err()
+            .message()
+            .starts_with("NOPROTO"));
+        assert!(cmd(&["hello", "three"])
+            .unwrap_err()
+            .message()
+            .contains("not an integer"));
+        assert!(cmd(&["hello", "3", "AUTH", "only-user"])
+            .unwrap_err()
+            .message()
+            .contains("Syntax error in HELLO option 'AUTH'"));
+    }
+}
