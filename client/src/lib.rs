@@ -4,7 +4,9 @@
 //! speaks the same format; the CLI, the load generator and batch jobs use the client, and
 //! none of them needs the server to do so.
 
+pub mod config;
 pub mod native;
+pub mod sharded;
 pub mod wire;
 
 pub use native::{random_client_id, Client, ClientError, ClientOptions};

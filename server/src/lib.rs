@@ -6,11 +6,12 @@
 //! and over RESP, so redis-cli and every Redis client library work unchanged.
 
 pub mod admin;
+/// The cluster file (moved to `kv-client`: clients read it too).
+pub use kv_client::config;
 /// The native client (moved to `kv-client`; re-exported where the server's users found it).
 pub use kv_client::native as client;
 /// The native protocol (moved to `kv-client`).
 pub use kv_client::wire;
-pub mod config;
 pub mod limits;
 pub mod node;
 pub mod redis;

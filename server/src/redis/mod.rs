@@ -82,8 +82,6 @@ use crate::wire::ClientReply;
 
 /// Largest value a client may send, in bytes (one WAL record must hold it with its batch).
 pub const VALUE_BYTES_MAX: usize = crate::wire::VALUE_BYTES_MAX;
-/// How long a RESP command keeps being retried after the replica drops it.
-pub const RETRY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most concurrent RESP connections per node, however high the open-file limit.
 pub const CONNECTIONS_MAX: usize = 10_000;
 /// Unsent reply bytes at which a connection writes them out before running anything else
@@ -208,40 +206,18 @@ pub async fn serve<S: Store>(
     }
 }
 
-/// Why a command got no result from the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// The node is shutting down.
-    Stopping,
-    /// The replica kept giving up on the request until [`RETRY_DEADLINE`].
-    Unavailable(String),
-    /// The node cannot write to its data directory and has stopped serving.
-    StorageFailed(String),
-}
+pub use kv_client::sharded::{Failure, RETRY_DEADLINE};
 
-impl Failure {
-    /// What went wrong, in words.
-    pub fn message(&self) -> String {
-        match self {
-            Failure::Stopping => "the node is stopping".into(),
-            Failure::Unavailable(why) => why.clone(),
-            Failure::StorageFailed(why) => {
-                format!("a node cannot write to its data directory: {why}")
-            }
-        }
-    }
-
-    /// The error reply a Redis client gets.
-    fn to_frame(&self) -> Frame {
-        Frame::Error(match self {
-            Failure::Stopping => "ERR node is stopping".into(),
-            Failure::Unavailable(why) => format!("ERR {why}"),
-            Failure::StorageFailed(why) => format!(
-                "MISCONF kv cannot write to its data directory, so this node has stopped \
-                 serving commands; use another node ({why})"
-            ),
-        })
-    }
+/// The error reply a Redis client gets for a failure.
+fn failure_frame(failure: &Failure) -> Frame {
+    Frame::Error(match failure {
+        Failure::Stopping => "ERR node is stopping".into(),
+        Failure::Unavailable(why) => format!("ERR {why}"),
+        Failure::StorageFailed(why) => format!(
+            "MISCONF kv cannot write to its data directory, so this node has stopped \
+             serving commands; use another node ({why})"
+        ),
+    })
 }
 
 /// One connection's identity and its store.
@@ -734,7 +710,7 @@ impl<S: Store> Connection<S> {
                 Ok(replies) => replies.into_iter().map(Ok).collect(),
                 Err(other) => vec![Err(Frame::Error(unexpected(other))); ops],
             },
-            Err(failure) => vec![Err(failure.to_frame()); ops],
+            Err(failure) => vec![Err(failure_frame(&failure)); ops],
         };
         let mut replies = replies.into_iter();
         while let Some(mut command) = self.pending.commands.pop_front() {
@@ -920,13 +896,13 @@ mod tests {
 
     #[test]
     fn failures_become_redis_error_replies() {
-        let misconf = Failure::StorageFailed("no space left on device".into()).to_frame();
+        let misconf = failure_frame(&Failure::StorageFailed("no space left on device".into()));
         assert!(
             matches!(&misconf, Frame::Error(m) if m.starts_with("MISCONF ") && m.contains("no space")),
             "{misconf:?}"
         );
         assert_eq!(
-            Failure::Stopping.to_frame(),
+            failure_frame(&Failure::Stopping),
             Frame::Error("ERR node is stopping".into())
         );
     }

@@ -55,7 +55,7 @@ use kv_replication::cluster::{Blueprint, ClusterMsg, ClusterNode, ClusterReply, 
 use kv_replication::shardkv::ShardKvSettings;
 use kv_replication::shardmaster::{ConfigNum, GroupId};
 use kv_replication::types::{NodeId, Time};
-use serde::{Deserialize, Serialize};
+
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{self, ClusterConfig, Endpoint, Role};
@@ -64,47 +64,19 @@ use crate::redis::{self};
 use crate::redis_cluster::{ClusterView, Route};
 use crate::run::{open_node, open_replica, stamp_when_ready, NodeOptions, Opened};
 use crate::transport::{self, Peers, Service};
-use crate::wire::{ClientReply, Frame};
+use crate::wire::ClientReply;
 use crate::{admin, replica};
 
 mod client;
 mod redis_mode;
 
-use client::{done, Remote};
-pub use client::{
-    latest_config, master_call, ConfigCache, Outside, Router, ShardedStore, LANES_MAX,
+use kv_client::sharded::{done, Remote};
+pub use kv_client::sharded::{
+    latest_config, master_call, ConfigCache, Outside, Routed, Router, ShardedFrame, ShardedStore,
+    ToEndpoint, CALL_TIMEOUT, LANES_MAX, QUERY_INTERVAL_MIN,
 };
 
-/// A peer message between endpoints.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Routed<T> {
-    /// The sending endpoint.
-    pub from: u32,
-    /// The receiving endpoint.
-    pub to: u32,
-    /// The message.
-    pub body: T,
-}
-
-/// A native client's request to one endpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ToEndpoint<T> {
-    /// The endpoint asked.
-    pub to: u32,
-    /// The request.
-    pub request: T,
-}
-
-/// The frames of a sharded cluster's native protocol.
-pub type ShardedFrame = Frame<Routed<ClusterMsg>, ToEndpoint<ClusterRequest>, ClusterReply>;
 type EndpointInput = Input<ClusterMsg, ClusterRequest, ClusterReply>;
-
-/// How long one call to a replica may take before the caller tries another (a replica cut
-/// off from its group never answers; a maximum-size value takes about a second).
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// Shortest time between two shard-master queries of one process: callers within it share
-/// the last answer.
-pub const QUERY_INTERVAL_MIN: Duration = Duration::from_millis(50);
 
 /// In Redis Cluster mode, how often a node asks the shard master for a newer
 /// configuration on its own (besides whenever a group refuses a key), so that its slot map

@@ -18,7 +18,7 @@
 //! A *sharded* cluster's file also names the shard master's nodes and the number of shards,
 //! each KV group with the nodes that hold its replicas, and whether RESP speaks the Redis
 //! Cluster protocol. Every node entry above stays as it is; a node hosts a replica of every
-//! group that names it (see [`crate::sharded`]):
+//! group that names it (see `kv_server::sharded`):
 //!
 //! ```toml
 //! cluster_id = 7302569204810352129
@@ -62,7 +62,7 @@ pub const CLUSTER_ID_MAX: u64 = i64::MAX as u64;
 
 /// A fresh random cluster id (at most [`CLUSTER_ID_MAX`]).
 pub fn random_cluster_id() -> u64 {
-    crate::client::random_client_id().0 & CLUSTER_ID_MAX
+    crate::native::random_client_id().0 & CLUSTER_ID_MAX
 }
 
 /// What a replica of a sharded cluster replicates.
