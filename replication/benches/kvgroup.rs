@@ -118,16 +118,19 @@ impl Run {
 fn report(clerks: usize, mix: Mix) {
     let mut run = Run::new(clerks, mix);
     let (ops0, instances0, virtual0) = (run.done.get(), run.applied(), run.cluster.sim.now());
+    let events0 = run.cluster.sim.scheduled();
     let began = Instant::now();
     run.complete(20_000);
     let wall = began.elapsed();
     let ops = run.done.get() - ops0;
     let instances = run.applied() - instances0;
+    let events = run.cluster.sim.scheduled() - events0;
     let virtual_secs = (run.cluster.sim.now() - virtual0).as_secs_f64();
     eprintln!(
-        "kvgroup {} {clerks} clerks: {:.1} ops per instance, {:.0} ops per virtual second, {:.0} ops per wall second",
+        "kvgroup {} {clerks} clerks: {:.1} ops per instance, {:.1} simulator events per op, {:.0} ops per virtual second, {:.0} ops per wall second",
         mix.name(),
         ops as f64 / instances.max(1) as f64,
+        events as f64 / ops.max(1) as f64,
         ops as f64 / virtual_secs,
         ops as f64 / wall.as_secs_f64()
     );

@@ -163,7 +163,7 @@ fn acceptor() -> SnapshotState {
 /// A small applied state: a few keys in several shards, and sessions.
 fn applied() -> Applied<KvState> {
     let mut applied = Applied::initial(KvState::new());
-    let value = Batch::encode(NodeId(0), requests());
+    let value = Batch::encode(NodeId(0), &requests());
     applied.apply(Seq(0), &value, &requests());
     let more = vec![Request {
         client: ClientId(10),
@@ -173,7 +173,7 @@ fn applied() -> Applied<KvState> {
             value: Bytes::from_static(b"in shard three"),
         }),
     }];
-    applied.apply(Seq(1), &Batch::encode(NodeId(1), more.clone()), &more);
+    applied.apply(Seq(1), &Batch::encode(NodeId(1), &more), &more);
     applied
 }
 
@@ -226,11 +226,7 @@ fn shardmaster_requests() -> Vec<Request<shardmaster::Command>> {
 fn shardmaster_applied() -> Applied<ShardMaster> {
     let mut applied = Applied::initial(ShardMaster::default());
     let requests = shardmaster_requests();
-    applied.apply(
-        Seq(0),
-        &Batch::encode(NodeId(0), requests.clone()),
-        &requests,
-    );
+    applied.apply(Seq(0), &Batch::encode(NodeId(0), &requests), &requests);
     applied
 }
 
@@ -315,7 +311,7 @@ pub fn samples() -> Vec<Sample> {
         },
         Sample {
             name: "batch",
-            bytes: Batch::encode(NodeId(2), requests()).to_vec(),
+            bytes: Batch::encode(NodeId(2), &requests()).to_vec(),
         },
         Sample {
             name: "image",
@@ -327,7 +323,7 @@ pub fn samples() -> Vec<Sample> {
         },
         Sample {
             name: "shardmaster-batch",
-            bytes: Batch::encode(NodeId(1), shardmaster_requests()).to_vec(),
+            bytes: Batch::encode(NodeId(1), &shardmaster_requests()).to_vec(),
         },
         Sample {
             name: "shardmaster-image",

@@ -227,8 +227,16 @@ impl<M, E> Pipeline<M, E> {
             .is_some_and(|q| q.ticket <= self.durable)
         {
             let queued = self.outbox.pop_front().expect("front exists");
-            released.send.extend(queued.send);
-            released.events.extend(queued.events);
+            if released.send.is_empty() {
+                released.send = queued.send;
+            } else {
+                released.send.extend(queued.send);
+            }
+            if released.events.is_empty() {
+                released.events = queued.events;
+            } else {
+                released.events.extend(queued.events);
+            }
         }
         released
     }

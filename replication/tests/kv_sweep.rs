@@ -28,6 +28,21 @@ fn kv_sweep_bounded_seeds_are_linearizable_and_converge() {
     assert!(totals.wipes > 0, "no seed wiped a disk");
 }
 
+/// Seeds beyond the bounded range that long sweeps found failing, kept passing:
+/// - 15963: a read waited at a leader whose read index covered an instance it had seen but
+///   nobody would propose again (no later write), so the hole was never filled.
+/// - 26951: a restarted ex-leader dropped forwarded proposals while its gossip kept
+///   forwarders sending to it.
+#[test]
+fn kv_sweep_seeds_long_sweeps_found_pass() {
+    for seed in [15963, 26951] {
+        if let Err(failure) = kv_sweep::run(seed, 0) {
+            let traced = kv_sweep::run(seed, 200).err().unwrap_or(failure);
+            panic!("{traced}")
+        }
+    }
+}
+
 #[test]
 fn kv_sweep_same_seed_gives_same_trace_hash() {
     let a = kv_sweep::run_seed(3).expect("seed 3 passes");

@@ -123,6 +123,9 @@ impl Batch {
         if let Some(shard) = self.not_held(state) {
             return Reply::NotHeld(shard);
         }
+        if let [op] = self.ops.as_slice() {
+            return state.execute(op);
+        }
         self.gather(self.ops.iter().map(|op| state.execute(op)).collect())
     }
 
@@ -130,6 +133,9 @@ impl Batch {
     pub fn read(&self, state: &KvState) -> Reply {
         if let Some(shard) = self.not_held(state) {
             return Reply::NotHeld(shard);
+        }
+        if let [op] = self.ops.as_slice() {
+            return state.read(op);
         }
         self.gather(self.ops.iter().map(|op| state.read(op)).collect())
     }

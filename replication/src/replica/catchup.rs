@@ -18,7 +18,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::applied::{ImageAssembler, ImageStream};
-use super::machine::StateMachine;
+
+use super::machine::{Request, StateMachine};
 use super::message::{Batch, Message};
 use super::transfer::{FrameSource, Incoming, Received, Retry, Served};
 use super::{Output, Replica};
@@ -42,7 +43,10 @@ impl<M: StateMachine> FrameSource for ImageStream<M> {
 impl<M: StateMachine> Replica<M> {
     /// Fetches decided values when the next instance to apply is known to be decided
     /// somewhere or, after a longer wait, merely seen; proposes a no-op there if it stays a
-    /// hole; pulls a state transfer when the peers forgot what this replica needs.
+    /// hole and something needs it filled — a later instance is decided, or a read waits
+    /// for it (a read index covers every instance the leader has seen, and an instance
+    /// seen but never proposed again would keep such a read waiting for good); pulls a
+    /// state transfer when the peers forgot what this replica needs.
     pub(super) fn catch_up(&mut self, now: Time, out: &mut Output<M>) {
         if self.image_wanted {
             self.pull_image(now, out);
@@ -89,13 +93,13 @@ impl<M: StateMachine> Replica<M> {
             }
         }
         let hole = self.config.hole_timeout;
-        if decided_elsewhere
+        if (decided_elsewhere || self.reads.wait_for(cursor))
             && waited >= hole
             && !self.inflight.contains_key(&cursor)
             && self.last_noop.is_none_or(|t| now - t >= hole)
         {
             self.last_noop = Some(now);
-            let noop = Batch::<M::Command>::encode(self.config.me, Vec::new());
+            let noop = Batch::<M::Command>::encode::<Request<M::Command>>(self.config.me, &[]);
             let mut p = paxos::Output::new();
             self.paxos.start(now, cursor, noop, &mut p);
             self.absorb(p, out);

@@ -41,8 +41,9 @@ impl<M: StateMachine> Replica<M> {
             self.snapshot_min = self.paxos.min();
             self.last_snapshot = now;
         }
-        let live = self.applied.machine.live_bytes();
-        let size_due = self.log_bytes >= self.config.snapshot_log_bytes_min.max(live);
+        // (live bytes are summed only once the log passed the floor)
+        let size_due = self.log_bytes >= self.config.snapshot_log_bytes_min
+            && self.log_bytes >= self.applied.machine.live_bytes();
         let changed =
             self.applied.next > self.snapshot_next || self.paxos.min() > self.snapshot_min;
         let idle = self.config.snapshot_idle;

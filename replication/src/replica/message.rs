@@ -320,11 +320,21 @@ pub(crate) enum Batch<C> {
     },
 }
 
+/// [`Batch`] as it is written, over borrowed requests (the same bytes: serde encodes a
+/// reference as what it points to).
+#[derive(Serialize)]
+enum BatchRef<'a, Q> {
+    V1 { proposer: NodeId, requests: &'a [Q] },
+}
+
 impl<C: Serialize + serde::de::DeserializeOwned> Batch<C> {
-    /// Encodes a batch as a Paxos value.
-    pub fn encode(proposer: NodeId, requests: Vec<Request<C>>) -> Bytes {
+    /// Encodes a batch of requests (owned or borrowed) as a Paxos value.
+    pub fn encode<Q>(proposer: NodeId, requests: &[Q]) -> Bytes
+    where
+        Q: std::borrow::Borrow<Request<C>> + Serialize,
+    {
         Bytes::from(
-            codec::encode(&Batch::V1 { proposer, requests }).expect("a batch always encodes"),
+            codec::encode(&BatchRef::V1 { proposer, requests }).expect("a batch always encodes"),
         )
     }
 
@@ -347,7 +357,7 @@ mod tests {
             seq: 3,
             command: 42u32,
         }];
-        let value = Batch::encode(NodeId(2), requests.clone());
+        let value = Batch::encode(NodeId(2), &requests);
         assert_eq!(Batch::<u32>::decode(&value).unwrap(), requests);
         assert!(Batch::<u32>::decode(&[0xff, 0xff, 0xff, 0xff]).is_err());
         assert!(Batch::<u32>::decode(&[1]).is_err(), "an unknown version");

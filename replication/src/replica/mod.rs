@@ -540,7 +540,7 @@ impl<M: StateMachine> Replica<M> {
         let mark = out.events.len();
         self.boot(now, out);
         self.accept_request(Some(tag), request, false, out);
-        self.settle(now, out);
+        self.settle_unless_held(now, out);
         self.report(mark, out);
     }
 
@@ -556,7 +556,7 @@ impl<M: StateMachine> Replica<M> {
         self.boot(now, out);
         if from.index() < self.config.peers && from != self.config.me && !self.phase.is_halted() {
             self.dispatch(now, from, msg, out);
-            self.settle(now, out);
+            self.settle_unless_held(now, out);
         }
         self.report(mark, out);
     }
@@ -627,7 +627,7 @@ impl<M: StateMachine> Replica<M> {
         self.boot(now, out);
         if self.phase.is_active() {
             self.internal.push_back(command);
-            self.settle(now, out);
+            self.settle_unless_held(now, out);
         }
         self.report(mark, out);
     }
@@ -638,6 +638,15 @@ impl<M: StateMachine> Replica<M> {
     /// Everything else (voting, applying, answering) goes on as usual.
     pub fn hold(&mut self) {
         self.held = true;
+    }
+
+    /// Settles now unless held: a held replica settles once, at [`Replica::release`],
+    /// for the whole burst (what a burst's later messages see is then what they would have
+    /// seen had they arrived a moment earlier).
+    fn settle_unless_held(&mut self, now: Time, out: &mut Output<M>) {
+        if !self.held {
+            self.settle(now, out);
+        }
     }
 
     /// Ends a [`Replica::hold`]: batches what queued up meanwhile.

@@ -96,6 +96,14 @@ struct Round {
 }
 
 impl Reads {
+    /// Whether a read waits for instance `seq` to be applied (its bound is above it).
+    pub fn wait_for(&self, seq: Seq) -> bool {
+        self.ready
+            .keys()
+            .next_back()
+            .is_some_and(|bound| *bound > seq)
+    }
+
     /// Takes a new read.
     pub fn push(&mut self, read: ReadId) {
         self.new.push(read);

@@ -259,16 +259,18 @@ impl<M: StateMachine> Replica<M> {
 
     fn propose_batch(&mut self, now: Time, clients: Vec<ClientId>, out: &mut Output<M>) {
         let slot = self.free_slot();
-        let mut requests = Vec::with_capacity(clients.len());
         let mut ids = Vec::with_capacity(clients.len());
         for client in clients {
             if let Some(w) = self.waiting.get_mut(&client) {
                 w.state = State::Proposed { slot };
                 ids.push((client, w.request.seq));
-                requests.push(w.request.clone());
             }
         }
-        let value = Batch::encode(self.config.me, requests);
+        let requests: Vec<&Request<M::Command>> = ids
+            .iter()
+            .map(|(client, _)| &self.waiting[client].request)
+            .collect();
+        let value = Batch::encode(self.config.me, &requests);
         self.inflight.insert(
             slot,
             InFlight {
@@ -298,7 +300,7 @@ impl<M: StateMachine> Replica<M> {
             requests.push(Request::internal(command));
         }
         let slot = self.free_slot();
-        let value = Batch::encode(self.config.me, requests);
+        let value = Batch::encode(self.config.me, &requests);
         self.inflight.insert(
             slot,
             InFlight {

@@ -8,10 +8,15 @@
 //! an older one is stale; a newer one executes.
 //!
 //! # Bounded
-//! Each entry carries its *age*: the log position of the client's last write. Beyond
-//! [`Sessions::CLIENTS_MAX`] clients, the oldest is forgotten — a deterministic rule every
-//! replica applies at the same log position. A client idle that long that re-sends an old
-//! write would run it again; the bound is a trade of memory for that window.
+//! Each entry carries its *age*: the log position of the client's last write. When the
+//! table passes [`Sessions::CLIENTS_MAX`] clients, the least recently written ones are
+//! forgotten — down to [`Sessions::CLIENTS_KEPT`], oldest `(age, client)` first — a
+//! deterministic rule of the entries alone, which every replica applies at the same log
+//! position. Forgetting in a batch keeps the hot path (a client that writes again) to one
+//! map update, with no age index to maintain; the pass over the table it costs is paid
+//! once per `CLIENTS_MAX - CLIENTS_KEPT` new clients. A client idle that long that
+//! re-sends an old write would run it again; the bound is a trade of memory for that
+//! window.
 //!
 //! Imported entries (a shard's clients arriving from another group) are merged, never
 //! replacing a newer entry: per client the higher seq wins, and an adopted entry's age
@@ -23,7 +28,7 @@
 //! entries, while every write — the hot path — pays an ordinary B-tree update.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::paxos::Seq;
 use crate::types::ClientId;
@@ -54,14 +59,12 @@ pub enum Seen<R> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sessions<R: Clone> {
     entries: BTreeMap<ClientId, Session<R>>,
-    by_age: BTreeSet<(Seq, ClientId)>,
 }
 
 impl<R: Clone> Default for Sessions<R> {
     fn default() -> Self {
         Sessions {
             entries: BTreeMap::new(),
-            by_age: BTreeSet::new(),
         }
     }
 }
@@ -70,6 +73,8 @@ impl<R: Clone> Sessions<R> {
     /// Most clients remembered. A constant, not a tunable: every replica must apply the
     /// same rule or their states diverge.
     pub const CLIENTS_MAX: usize = 10_000;
+    /// Clients left after the table passed [`Sessions::CLIENTS_MAX`].
+    pub const CLIENTS_KEPT: usize = Self::CLIENTS_MAX - Self::CLIENTS_MAX / 16;
 
     /// An empty table.
     pub fn new() -> Sessions<R> {
@@ -123,19 +128,19 @@ impl<R: Clone> Sessions<R> {
     }
 
     fn put(&mut self, client: ClientId, session: Session<R>) {
-        let age = session.age;
-        if let Some(old) = self.entries.insert(client, session) {
-            self.by_age.remove(&(old.age, client));
-        }
-        self.by_age.insert((age, client));
+        self.entries.insert(client, session);
     }
 
     fn trim(&mut self) {
-        while self.entries.len() > Self::CLIENTS_MAX {
-            let Some((_, client)) = self.by_age.pop_first() else {
-                break;
-            };
-            self.entries.remove(&client);
+        if self.entries.len() <= Self::CLIENTS_MAX {
+            return;
+        }
+        let mut by_age: Vec<(Seq, ClientId)> =
+            self.entries.iter().map(|(c, s)| (s.age, *c)).collect();
+        let forget = self.entries.len() - Self::CLIENTS_KEPT;
+        by_age.select_nth_unstable(forget - 1);
+        for (_, client) in &by_age[..forget] {
+            self.entries.remove(client);
         }
     }
 
@@ -213,23 +218,45 @@ mod tests {
     }
 
     #[test]
-    fn beyond_the_bound_the_least_recently_written_client_is_forgotten() {
+    fn beyond_the_bound_the_least_recently_written_clients_are_forgotten() {
         let mut s: Sessions<u8> = Sessions::new();
         let max = Sessions::<u8>::CLIENTS_MAX as u64;
+        let kept = Sessions::<u8>::CLIENTS_KEPT as u64;
         for c in 0..max {
             s.record(ClientId(c), 1, 0, Seq(c));
         }
+        assert_eq!(s.len() as u64, max, "up to the bound, nobody is forgotten");
         // Client 0 writes again: it is now the youngest.
         s.record(ClientId(0), 2, 0, Seq(max));
-        for c in max..max + 5 {
-            s.record(ClientId(c), 1, 0, Seq(c + 1));
-        }
-        assert_eq!(s.len(), Sessions::<u8>::CLIENTS_MAX);
+        assert_eq!(s.len() as u64, max);
+        // One client too many: the oldest are forgotten, down to CLIENTS_KEPT.
+        s.record(ClientId(max), 1, 0, Seq(max + 1));
+        assert_eq!(s.len() as u64, kept);
+        let forgotten = max + 1 - kept;
         assert_eq!(s.last_seq(ClientId(0)), Some(2));
-        for c in 1..6 {
+        for c in 1..=forgotten {
             assert_eq!(s.last_seq(ClientId(c)), None, "client {c}");
         }
-        assert_eq!(s.last_seq(ClientId(6)), Some(1));
+        assert_eq!(s.last_seq(ClientId(forgotten + 1)), Some(1));
+        assert_eq!(s.last_seq(ClientId(max)), Some(1));
+        // New clients fill the table again before anything more is forgotten.
+        for c in max + 1..max + 1 + (max - kept) {
+            s.record(ClientId(c), 1, 0, Seq(c + 1));
+        }
+        assert_eq!(s.len() as u64, max);
+        assert_eq!(s.last_seq(ClientId(forgotten + 1)), Some(1));
+    }
+
+    #[test]
+    fn equal_ages_are_forgotten_in_client_order() {
+        let mut s: Sessions<u8> = Sessions::new();
+        let max = Sessions::<u8>::CLIENTS_MAX as u64;
+        // Every client written at the same position, in descending client order.
+        for c in (0..=max).rev() {
+            s.record(ClientId(c), 1, 0, Seq(7));
+        }
+        let forgotten = max + 1 - Sessions::<u8>::CLIENTS_KEPT as u64;
+        assert_eq!(s.iter().next().map(|(c, _)| c), Some(ClientId(forgotten)));
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub mod shardmaster_sweep;
 pub mod sweep;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -281,10 +281,14 @@ pub struct Sim<H: Host> {
     now: Time,
     options: SimOptions,
     slots: Vec<Slot<H::Node>>,
-    queue: BinaryHeap<Reverse<(Time, u64)>>,
-    /// Scheduled events by their order (looked up, never iterated: a hash map keeps
-    /// removals cheap however large a message is).
-    pending: HashMap<u64, Pending<<H::Node as Node>::Msg>>,
+    /// Scheduled events as `(when, order, slot in pending)`: time, then scheduling order,
+    /// decide which runs first.
+    queue: BinaryHeap<Reverse<(Time, u64, u32)>>,
+    /// The scheduled events themselves, in reused slots (the heap moves only small
+    /// entries, however large a message is).
+    pending: Vec<Option<Pending<<H::Node as Node>::Msg>>>,
+    /// Free slots of `pending`.
+    free: Vec<u32>,
     next_order: u64,
     groups: Option<Vec<usize>>,
     /// Per directed link: when its last transmission ends (bandwidth model).
@@ -307,7 +311,8 @@ impl<H: Host> Sim<H> {
             now: Time::ZERO,
             slots: Vec::new(),
             queue: BinaryHeap::new(),
-            pending: HashMap::new(),
+            pending: Vec::new(),
+            free: Vec::new(),
             next_order: 0,
             groups: None,
             links: BTreeMap::new(),
@@ -340,6 +345,12 @@ impl<H: Host> Sim<H> {
     /// The run's seed.
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// Events scheduled so far: deliveries, ticks, fsyncs and runs (the simulator's own
+    /// work, which its benches report per operation).
+    pub fn scheduled(&self) -> u64 {
+        self.next_order
     }
 
     /// Current virtual time.
@@ -404,11 +415,14 @@ impl<H: Host> Sim<H> {
 
     /// Runs the next scheduled event; false if nothing is scheduled.
     pub fn step(&mut self) -> bool {
-        let Some(Reverse((at, order))) = self.queue.pop() else {
+        let Some(Reverse((at, _, slot))) = self.queue.pop() else {
             return false;
         };
         self.now = self.now.max(at);
-        let pending = self.pending.remove(&order).expect("scheduled event exists");
+        let pending = self.pending[slot as usize]
+            .take()
+            .expect("scheduled event exists");
+        self.free.push(slot);
         match pending {
             Pending::Deliver { from, to, msg } => self.deliver(from, to, msg),
             Pending::Tick { node, incarnation } => self.tick(node, incarnation),
@@ -421,7 +435,7 @@ impl<H: Host> Sim<H> {
     /// Runs every event up to `now + duration`.
     pub fn run_for(&mut self, duration: Duration) {
         let deadline = self.now + duration;
-        while let Some(Reverse((at, _))) = self.queue.peek() {
+        while let Some(Reverse((at, _, _))) = self.queue.peek() {
             if *at > deadline {
                 break;
             }
@@ -453,8 +467,17 @@ impl<H: Host> Sim<H> {
     fn schedule(&mut self, at: Time, pending: Pending<<H::Node as Node>::Msg>) {
         let order = self.next_order;
         self.next_order += 1;
-        self.pending.insert(order, pending);
-        self.queue.push(Reverse((at, order)));
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.pending[slot as usize] = Some(pending);
+                slot
+            }
+            None => {
+                self.pending.push(Some(pending));
+                u32::try_from(self.pending.len() - 1).expect("fewer than 2^32 events pending")
+            }
+        };
+        self.queue.push(Reverse((at, order, slot)));
     }
 
     fn tick(&mut self, node: NodeId, incarnation: u64) {
@@ -493,6 +516,12 @@ impl<H: Host> Sim<H> {
             self.slots[i].run_scheduled = true;
             let incarnation = self.slots[i].incarnation;
             let at = self.now.max(self.slots[i].busy_until);
+            if at == self.now && self.queue.peek().is_none_or(|e| e.0 .0 > at) {
+                // Nothing else happens at this instant: the run a schedule would make the
+                // very next event happens now (the same order, without the queue).
+                self.run_burst(to, incarnation);
+                return;
+            }
             self.schedule(
                 at,
                 Pending::Run {
@@ -523,7 +552,7 @@ impl<H: Host> Sim<H> {
             return;
         }
         self.slots[i].run_scheduled = false;
-        let burst: Vec<(NodeId, <H::Node as Node>::Msg)> = self.slots[i].inbox.drain(..).collect();
+        let mut burst = std::mem::take(&mut self.slots[i].inbox);
         if burst.is_empty() {
             return;
         }
@@ -534,26 +563,17 @@ impl<H: Host> Sim<H> {
             return;
         };
         n.hold();
-        for (from, msg) in burst {
+        for (from, msg) in burst.drain(..) {
             n.on_message(now, from, msg, &mut out);
         }
         n.release(now, &mut out);
+        // The emptied buffer goes back for the next burst (the inbox is empty: nothing is
+        // delivered during a run).
+        self.slots[i].inbox = burst;
         self.apply(id, out);
-        let cost = self.options.step_cost * count;
-        self.slots[i].busy_until = now + cost;
-        if !cost.is_zero() && self.slots[i].node.is_some() {
-            // Busy: what arrives meanwhile waits in the inbox for the next run.
-            self.slots[i].run_scheduled = true;
-            let incarnation = self.slots[i].incarnation;
-            let at = now + cost;
-            self.schedule(
-                at,
-                Pending::Run {
-                    node: id,
-                    incarnation,
-                },
-            );
-        }
+        // Busy for `step_cost` per message: what arrives meanwhile waits in the inbox, and
+        // its delivery schedules the next run at `busy_until`.
+        self.slots[i].busy_until = now + self.options.step_cost * count;
     }
 
     /// Runs one step's effects through the node's pipeline: writes now, sends and events
@@ -766,12 +786,14 @@ impl<H: Host> Sim<H> {
     }
 
     fn record(&mut self, what: &str, from: NodeId, to: NodeId, msg: &<H::Node as Node>::Msg) {
-        let summary = H::Node::summarize(msg);
+        // The hash takes the message's size, not its summary: formatting every message
+        // would cost more than everything else the simulator does with it.
         self.hash_bytes(&self.now.0.to_le_bytes());
         self.hash_bytes(what.as_bytes());
         self.hash_bytes(&[from.0 as u8, to.0 as u8]);
-        self.hash_bytes(summary.as_bytes());
+        self.hash_bytes(&(H::Node::wire_bytes(msg) as u64).to_le_bytes());
         if self.options.trace_lines > 0 {
+            let summary = H::Node::summarize(msg);
             if self.trace.len() == self.options.trace_lines {
                 self.trace.pop_front();
             }

@@ -22,6 +22,9 @@ pub struct ReplicaHost<M: StateMachine> {
     pub events: Vec<(NodeId, Event<M::Reply>)>,
     /// Digest of the applied log per apply cursor, as first reported by any replica.
     digests: BTreeMap<Seq, (NodeId, u64)>,
+    /// Per node (by index), the apply cursor it was last checked at (unchanged: nothing
+    /// to check).
+    checked: Vec<Option<(Seq, u64)>>,
 }
 
 impl<M: StateMachine> ReplicaHost<M> {
@@ -33,11 +36,19 @@ impl<M: StateMachine> ReplicaHost<M> {
             initial,
             events: Vec::new(),
             digests: BTreeMap::new(),
+            checked: Vec::new(),
         }
     }
 
     fn check(&mut self, id: NodeId, node: &Replica<M>) {
         let (next, digest) = node.applied_digest();
+        let i = id.index();
+        if self.checked.len() <= i {
+            self.checked.resize(i + 1, None);
+        }
+        if self.checked[i].replace((next, digest)) == Some((next, digest)) {
+            return;
+        }
         match self.digests.get(&next) {
             None => {
                 self.digests.insert(next, (id, digest));
