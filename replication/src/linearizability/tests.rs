@@ -1,6 +1,7 @@
 //! The checker's own tests: histories it must accept and reject, a brute-force
 //! cross-check, and its budget.
 
+use super::search::{mix64, GOLDEN_GAMMA};
 use super::*;
 
 const T_INF: Option<u64> = None;
