@@ -22,7 +22,7 @@ use crate::types::{NodeId, Time};
 
 impl<M: StateMachine> Replica<M> {
     /// This replica's incarnation vector.
-    pub(super) fn incarnations(&self) -> Vec<u64> {
+    pub(super) fn incarnations(&self) -> std::sync::Arc<[u64]> {
         self.peers.iter().map(|p| p.incarnation).collect()
     }
 
@@ -38,6 +38,9 @@ impl<M: StateMachine> Replica<M> {
                 }
                 Persist::Snapshot(_) => self.snapshot_wanted = true,
             }
+        }
+        if p.send.is_empty() && p.send_early.is_empty() {
+            return self.note_paxos_events(p.events);
         }
         let incarnations = self.incarnations();
         for (to, msg) in p.send {
@@ -63,7 +66,11 @@ impl<M: StateMachine> Replica<M> {
                 out.send.push((to, message));
             }
         }
-        for event in p.events {
+        self.note_paxos_events(p.events);
+    }
+
+    fn note_paxos_events(&mut self, events: Vec<paxos::Event>) {
+        for event in events {
             if let paxos::Event::Behind { forgotten_below } = event {
                 if forgotten_below > self.applied.next {
                     self.image_wanted = true;
@@ -76,7 +83,7 @@ impl<M: StateMachine> Replica<M> {
         &mut self,
         now: Time,
         from: NodeId,
-        incarnations: Vec<u64>,
+        incarnations: std::sync::Arc<[u64]>,
         msg: paxos::Message,
         out: &mut Output<M>,
     ) {

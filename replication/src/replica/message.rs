@@ -22,7 +22,7 @@ pub enum Message<C> {
     /// A Paxos message, with the sender's incarnation vector (index = replica id).
     Paxos {
         /// The sender's knowledge of every replica's incarnation.
-        incarnations: Vec<u64>,
+        incarnations: std::sync::Arc<[u64]>,
         /// The Paxos message.
         msg: paxos::Message,
     },

@@ -379,6 +379,13 @@ impl<M: StateMachine> Replica<M> {
         let mut applied = false;
         loop {
             let seq = self.applied.next;
+            if self.fetched.is_empty()
+                && seq >= self.paxos.min()
+                && self.paxos.max().is_none_or(|max| max < seq)
+            {
+                // Nothing at or beyond `seq` is known yet (the common case once caught up).
+                break;
+            }
             let fate = self.paxos.status(seq);
             let value = match fate {
                 Fate::Decided(value) => {
