@@ -646,7 +646,9 @@ impl<S: Store> Connection<S> {
         let Some(view) = self.session.store.cluster() else {
             return Ok(None);
         };
-        let slot = match redis_cluster::slot_of_keys(ops.iter().map(|op| &op.key()[..])) {
+        let slot = match redis_cluster::slot_of_keys(
+            ops.iter().filter_map(|op| op.key()).map(|key| &key[..]),
+        ) {
             Ok(Some(slot)) => slot,
             Ok(None) => return Ok(None),
             Err(redis_cluster::CrossSlot) => return Err(redis_cluster::cross_slot()),
