@@ -54,7 +54,7 @@ use crate::{Error, Result};
 pub mod scan;
 
 use scan::read_page;
-pub use scan::{Scan, ScanEntry, ScanPage};
+pub use scan::{Scan, ScanEntry, ScanPage, SCAN_COUNT_MAX, SCAN_PAGE_BYTES_MAX};
 
 /// Number of shards the key space is split into in the labs (lab 4's `NShards`).
 pub const SHARDS: u32 = 10;
