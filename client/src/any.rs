@@ -99,7 +99,7 @@ impl AnyClient {
 
     /// Reads one page of a scan (a read of the shard's owner), within `deadline`.
     pub async fn scan(&mut self, scan: Scan, deadline: Duration) -> Result<ScanPage, String> {
-        match self.execute(Op::Scan(scan), deadline).await? {
+        match self.execute(Op::from(scan), deadline).await? {
             Reply::Scanned(page) => Ok(page),
             other => Err(format!("a scan was answered {other:?}")),
         }

@@ -222,7 +222,7 @@ proptest! {
                     values,
                     ..Scan::shard(shard, count)
                 };
-                let Reply::Scanned(page) = kv.execute(&Op::Scan(scan)) else {
+                let Reply::Scanned(page) = kv.execute(&Op::from(scan)) else {
                     return Err(TestCaseError::fail("a scan answers a page"));
                 };
                 prop_assert!(page.examined <= count);

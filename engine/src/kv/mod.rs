@@ -225,7 +225,7 @@ pub enum Op {
     },
     /// Read a page of one shard's keys (see [`scan`]). Replies [`Reply::Scanned`]. The
     /// last variant, so ops encoded before scans existed decode unchanged.
-    Scan(Scan),
+    Scan(Box<Scan>),
 }
 
 impl Op {

@@ -128,3 +128,10 @@ pub(super) fn read_page(map: &OrdMap<Bytes, Bytes>, scan: &Scan) -> ScanPage {
     }
     page
 }
+
+impl From<Scan> for super::Op {
+    /// The op that reads this page.
+    fn from(scan: Scan) -> super::Op {
+        super::Op::Scan(Box::new(scan))
+    }
+}

@@ -288,7 +288,7 @@ fn stored_values_do_not_share_the_callers_buffer() {
 }
 
 fn scan_page(kv: &KvState, scan: Scan) -> ScanPage {
-    match kv.read(&Op::Scan(scan)) {
+    match kv.read(&Op::from(scan)) {
         Reply::Scanned(page) => page,
         other => panic!("a scan answered {other:?}"),
     }
@@ -323,12 +323,12 @@ fn a_scan_reads_one_shard_in_key_order_from_its_resume_point() {
     assert_eq!(rest.entries[0].value.as_deref(), Some(&b"value"[..]));
     assert_eq!(rest.next, None, "the shard is done");
     assert_eq!(
-        kv.read(&Op::Scan(Scan::shard(ShardId(SHARDS), 10))),
+        kv.read(&Op::from(Scan::shard(ShardId(SHARDS), 10))),
         Reply::NotHeld(ShardId(SHARDS))
     );
     let without = KvState::without_shards();
     assert_eq!(
-        without.read(&Op::Scan(Scan::shard(shard, 10))),
+        without.read(&Op::from(Scan::shard(shard, 10))),
         Reply::NotHeld(shard)
     );
 }

@@ -253,7 +253,7 @@ fn shards<S: Store>(store: &S) -> Vec<ShardId> {
 
 /// Reads one page, or the error reply to send instead.
 async fn page<S: Store>(store: &mut S, scan: Scan) -> Result<ScanPage, Frame> {
-    match store.run(Batch::one(Op::Scan(scan))).await {
+    match store.run(Batch::one(Op::from(scan))).await {
         Ok(Reply::Scanned(page)) => Ok(page),
         Ok(other) => Err(Frame::Error(unexpected(other))),
         Err(failure) => Err(failure_frame(&failure)),
