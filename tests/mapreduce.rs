@@ -605,8 +605,8 @@ fn a_reduce_worker_stalled_and_continued_late_leaves_the_store_output_exact() {
     let dir = tempfile::tempdir().unwrap();
     let books = write_books(dir.path());
     let mut docs = load_books(&cluster, &books, "books/");
-    // Thousands of distinct words, so every reduce task commits many keys and a stop
-    // lands while one runs.
+    // Tens of thousands of distinct words, so every reduce task commits thousands of keys
+    // (several batches of puts) and a stop lands while one runs.
     let word = |mut i: u32| -> String {
         let mut word = String::from("w");
         loop {
@@ -617,7 +617,7 @@ fn a_reduce_worker_stalled_and_continued_late_leaves_the_store_output_exact() {
             }
         }
     };
-    let vocabulary: String = (0..3000).map(|i| word(i) + " ").collect();
+    let vocabulary: String = (0..60_000).map(|i| word(i) + " ").collect();
     let mut connection = cluster.redis(0, IO_TIMEOUT);
     let _: () = redis::cmd("SET")
         .arg("books/vocabulary")
@@ -640,7 +640,7 @@ fn a_reduce_worker_stalled_and_continued_late_leaves_the_store_output_exact() {
             "--maps",
             "4",
             "--reduces",
-            "20",
+            "10",
             "--lease-ms",
             "1000",
         ],
