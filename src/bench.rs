@@ -10,7 +10,7 @@ use bytes::Bytes;
 use kv_engine::kv::Op;
 use kv_server::client::ClientOptions;
 
-use crate::client::AnyClient;
+use kv_client::any::{AnyClient, Shared};
 
 /// How long one op may take before it counts as an error.
 const CALL_DEADLINE: Duration = Duration::from_secs(60);
@@ -52,7 +52,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--clients and --keys must be positive");
     }
     let config = ClusterConfig::load(&args.cluster)?;
-    let shared = crate::client::Shared::new(&config);
+    let shared = Shared::new(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -5,7 +5,6 @@
 
 mod admin;
 mod bench;
-mod client;
 mod demo;
 mod up;
 
@@ -14,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use kv_client::any::{AnyClient, Shared};
 use kv_engine::kv::{Op, Reply};
 use kv_server::client::ClientOptions;
 use kv_server::config::{ClusterConfig, CLUSTER_FILE};
@@ -236,7 +236,7 @@ fn client_op(target: Target, op: Op) -> Result<()> {
         ..ClientOptions::default()
     };
     let deadline = options.deadline;
-    let mut client = client::AnyClient::new(&config, &client::Shared::new(&config), 0, options);
+    let mut client = AnyClient::new(&config, &Shared::new(&config), 0, options);
     let reply = runtime()?
         .block_on(client.execute(op, deadline))
         .map_err(|e| anyhow::anyhow!(e))?;

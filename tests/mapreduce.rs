@@ -1,7 +1,10 @@
 //! MapReduce with real processes: `kv mapreduce coordinator` and `kv mapreduce worker`
 //! processes on loopback, workers killed by SIGKILL and stalled by SIGSTOP; Lab 1's three
 //! tests with the lab's numbers, a stalled worker waking late, and word count and inverted
-//! index through `kv mapreduce run` against references computed here.
+//! index through `kv mapreduce run` against references computed here — over files, and
+//! with input from and output into a sharded and an unsharded cluster (`kv://`), output
+//! read back over RESP; a reduce worker stalled and continued late rewrites the same
+//! values into the store.
 //!
 //! Timeouts only catch hangs; every wait is on a condition.
 
@@ -14,7 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{kv_binary, wait_for};
+use common::{kv_binary, scan_walk, wait_for, Cluster, Shape};
+
+/// Bound on one RESP call (hang guard only).
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Generous bound for a whole job (hang guard only).
 const JOB_TIMEOUT: Duration = Duration::from_secs(180);
@@ -91,33 +97,14 @@ struct Job {
 }
 
 impl Job {
-    /// The lab's job: the integers 0..100,000 one per line, 100 maps, 50 reduces, the
-    /// lab's test app, a 1 s lease.
-    fn lab() -> Job {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let input = dir.path().join("824-mrinput.txt");
-        let text: String = (0..N_NUMBER).map(|i| format!("{i}\n")).collect();
-        std::fs::write(&input, text).expect("write input");
-        let (maps, reduces) = (N_MAP.to_string(), N_REDUCE.to_string());
+    /// Starts a coordinator of a job described by `args` (`--output-dir` is added: `out`
+    /// under the job's directory), and waits until it listens.
+    fn start(dir: tempfile::TempDir, args: &[&str]) -> Job {
         let out = dir.path().join("out");
-        let coordinator = Process::spawn(&[
-            "mapreduce",
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--app",
-            "distinct",
-            "--input",
-            input.to_str().unwrap(),
-            "--maps",
-            &maps,
-            "--reduces",
-            &reduces,
-            "--lease-ms",
-            "1000",
-            "--output-dir",
-            out.to_str().unwrap(),
-        ]);
+        let mut all = vec!["mapreduce", "coordinator", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--output-dir", out.to_str().unwrap()]);
+        let coordinator = Process::spawn(&all);
         let line = wait_for("coordinator listening", JOB_TIMEOUT, || {
             coordinator.has_line(|l| l.starts_with("listening on "))
         });
@@ -127,6 +114,32 @@ impl Job {
             coordinator,
             address,
         }
+    }
+
+    /// The lab's job: the integers 0..100,000 one per line, 100 maps, 50 reduces, the
+    /// lab's test app, a 1 s lease.
+    fn lab() -> Job {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let input = dir.path().join("824-mrinput.txt");
+        let text: String = (0..N_NUMBER).map(|i| format!("{i}\n")).collect();
+        std::fs::write(&input, text).expect("write input");
+        let (maps, reduces) = (N_MAP.to_string(), N_REDUCE.to_string());
+        let input = input.to_str().unwrap().to_owned();
+        Job::start(
+            dir,
+            &[
+                "--app",
+                "distinct",
+                "--input",
+                &input,
+                "--maps",
+                &maps,
+                "--reduces",
+                &reduces,
+                "--lease-ms",
+                "1000",
+            ],
+        )
     }
 
     fn worker(&self, extra: &[&str]) -> Process {
@@ -248,10 +261,10 @@ fn lab1_test_many_failures_two_new_workers_every_second() {
     assert!(workers.len() > 2);
 }
 
-/// SIGSTOPs a worker while it holds a task of `phase`, waits until another worker has done
-/// that task, SIGCONTs it, and checks the result once it has finished its stale run.
-fn stalled_worker_waking_late(phase: &str) {
-    let mut job = Job::lab();
+/// SIGSTOPs a worker of `job` while it holds a task of `phase`, waits until another worker
+/// has done that task, SIGCONTs it, and returns the job once it is done and the stale run
+/// ended (for the caller to check the result).
+fn stalled_worker_waking_late(mut job: Job, phase: &str) -> Job {
     let mut stalls = job.worker(&[]);
     let helper = job.worker(&[]);
     let helper_id = worker_id(&helper);
@@ -293,17 +306,17 @@ fn stalled_worker_waking_late(phase: &str) {
             || stalls.count(&format!("finished {task}")) == 1,
         "{task}: neither lost by the stalled worker nor finished by it late"
     );
-    job.check();
+    job
 }
 
 #[test]
 fn a_worker_stalled_on_a_map_task_and_continued_late_does_not_corrupt_the_result() {
-    stalled_worker_waking_late("map");
+    stalled_worker_waking_late(Job::lab(), "map").check();
 }
 
 #[test]
 fn a_worker_stalled_on_a_reduce_task_and_continued_late_does_not_corrupt_the_result() {
-    stalled_worker_waking_late("reduce");
+    stalled_worker_waking_late(Job::lab(), "reduce").check();
 }
 
 /// Words as the test defines them (independently of the app's code): maximal runs of
@@ -375,9 +388,38 @@ fn run_job(dir: &Path, app: &str) -> String {
     std::fs::read_to_string(out.join("result")).expect("result")
 }
 
-fn lines(map: BTreeMap<String, String>) -> String {
-    map.into_iter()
-        .map(|(k, v)| format!("{k}: {v}\n"))
+fn lines(map: &BTreeMap<String, String>) -> String {
+    map.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
+}
+
+/// Word count of `(name, text)` documents, computed here: word → count.
+fn word_counts(docs: &[(String, String)]) -> BTreeMap<String, String> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, text) in docs {
+        for word in reference_words(text) {
+            *counts.entry(word).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect()
+}
+
+/// Inverted index of `(name, text)` documents, computed here: word → `N doc1,doc2`.
+fn inverted_index(docs: &[(String, String)]) -> BTreeMap<String, String> {
+    let mut index: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, text) in docs {
+        for word in reference_words(text) {
+            index.entry(word).or_default().insert(name.clone());
+        }
+    }
+    index
+        .into_iter()
+        .map(|(word, docs)| {
+            let list: Vec<String> = docs.into_iter().collect();
+            (word, format!("{} {}", list.len(), list.join(",")))
+        })
         .collect()
 }
 
@@ -385,41 +427,229 @@ fn lines(map: BTreeMap<String, String>) -> String {
 fn word_count_equals_a_reference_count() {
     let dir = tempfile::tempdir().unwrap();
     let books = write_books(dir.path());
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for (_, text) in &books {
-        for word in reference_words(text) {
-            *counts.entry(word).or_default() += 1;
-        }
-    }
-    assert_eq!(counts["東京"], 400);
-    let expected = lines(
-        counts
-            .into_iter()
-            .map(|(k, v)| (k, v.to_string()))
-            .collect(),
-    );
-    assert_eq!(run_job(dir.path(), "wordcount"), expected);
+    let counts = word_counts(&books);
+    assert_eq!(counts["東京"], "400");
+    assert_eq!(run_job(dir.path(), "wordcount"), lines(&counts));
 }
 
 #[test]
 fn inverted_index_equals_a_reference_index() {
     let dir = tempfile::tempdir().unwrap();
     let books = write_books(dir.path());
-    let mut index: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (path, text) in &books {
-        for word in reference_words(text) {
-            index.entry(word).or_default().insert(path.clone());
+    let index = inverted_index(&books);
+    assert!(index["the"].starts_with("3 "));
+    assert_eq!(run_job(dir.path(), "invertedindex"), lines(&index));
+}
+
+/// Puts each book into the store in pieces of 50 lines, each the key `PREFIX<file
+/// name>#<piece>` (so the keys spread over the shards); returns the documents as the store
+/// names them. A key outside the prefix is written too, which no job may read.
+fn load_books(
+    cluster: &Cluster,
+    books: &[(String, String)],
+    prefix: &str,
+) -> Vec<(String, String)> {
+    let mut connection = cluster.redis(0, IO_TIMEOUT);
+    let _: () = redis::cmd("SET")
+        .arg("elsewhere/decoy")
+        .arg("decoy words never read")
+        .query(&mut connection)
+        .unwrap();
+    let mut docs = Vec::new();
+    for (path, text) in books {
+        let name = Path::new(path).file_name().unwrap().to_string_lossy();
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        for (piece, chunk) in lines.chunks(50).enumerate() {
+            let key = format!("{prefix}{name}#{piece:03}");
+            let body: String = chunk.concat();
+            let _: () = redis::cmd("SET")
+                .arg(&key)
+                .arg(&body)
+                .query(&mut connection)
+                .unwrap();
+            docs.push((key, body));
         }
     }
-    assert_eq!(index["the"].len(), 3);
-    let expected = lines(
-        index
-            .into_iter()
-            .map(|(word, docs)| {
-                let list: Vec<String> = docs.into_iter().collect();
-                (word, format!("{} {}", list.len(), list.join(",")))
-            })
-            .collect(),
+    assert!(docs.len() > 20, "{} pieces", docs.len());
+    docs
+}
+
+/// The store's keys under `prefix` (without it) and their values, read back over RESP: a
+/// SCAN walk, then MGET.
+fn store_contents(cluster: &Cluster, prefix: &str) -> BTreeMap<String, String> {
+    let mut connection = cluster.redis(1, IO_TIMEOUT);
+    let keys: BTreeSet<String> = scan_walk(&mut connection, &format!("{prefix}*"), 100)
+        .into_iter()
+        .collect();
+    let keys: Vec<String> = keys.into_iter().collect();
+    let mut contents = BTreeMap::new();
+    for chunk in keys.chunks(1000) {
+        let values: Vec<String> = redis::cmd("MGET")
+            .arg(chunk)
+            .query(&mut connection)
+            .unwrap();
+        for (key, value) in chunk.iter().zip(values) {
+            contents.insert(key[prefix.len()..].to_owned(), value);
+        }
+    }
+    contents
+}
+
+/// Runs `kv mapreduce run` on `cluster` with `args` and 3 workers; its stdout.
+fn run_store_job(cluster: &Cluster, args: &[&str]) -> String {
+    let output = Command::new(kv_binary())
+        .args(["mapreduce", "run", "--workers", "3", "--reduces", "3"])
+        .args(args)
+        .arg("--cluster")
+        .arg(&cluster.path)
+        .output()
+        .expect("run kv mapreduce run");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(run_job(dir.path(), "invertedindex"), expected);
+    stdout
+}
+
+#[test]
+fn word_count_and_inverted_index_from_files_and_from_the_store_into_the_store_equal_references() {
+    let cluster = Cluster::start_sharded(
+        3,
+        Shape {
+            replicas: 3,
+            groups: 3,
+            shards: 16,
+            redis_cluster: false,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let books = write_books(dir.path());
+    let docs = load_books(&cluster, &books, "books/");
+    let pattern = dir.path().join("books").join("*.txt");
+
+    // Files in, the store out.
+    let args = [
+        "--input",
+        pattern.to_str().unwrap(),
+        "--output",
+        "kv://wc-files/",
+    ];
+    run_store_job(&cluster, &args);
+    assert_eq!(store_contents(&cluster, "wc-files/"), word_counts(&books));
+
+    // The store in (5 maps over key ranges of the 16 shards), the store and files out.
+    let out = dir.path().join("out");
+    let args = [
+        "--input",
+        "kv://books/",
+        "--maps",
+        "5",
+        "--output",
+        "kv://wc/",
+    ];
+    let stdout = run_store_job(
+        &cluster,
+        &[&args[..], &["--output-dir", out.to_str().unwrap()]].concat(),
+    );
+    assert!(stdout.contains("done: 5 maps, 3 reduces"), "{stdout}");
+    let counts = word_counts(&docs);
+    assert_eq!(store_contents(&cluster, "wc/"), counts);
+    assert_eq!(
+        std::fs::read_to_string(out.join("result")).unwrap(),
+        lines(&counts)
+    );
+
+    // The inverted index names the documents by their keys.
+    run_store_job(
+        &cluster,
+        &[
+            "--app",
+            "invertedindex",
+            "--input",
+            "kv://books/",
+            "--output",
+            "kv://ii/",
+        ],
+    );
+    let index = inverted_index(&docs);
+    assert!(index["the"].starts_with(&format!("{} books/book-0.txt#000,", docs.len())));
+    assert_eq!(store_contents(&cluster, "ii/"), index);
+    cluster.assert_no_panic();
+}
+
+#[test]
+fn mapreduce_reads_and_writes_the_store_of_an_unsharded_cluster() {
+    let cluster = Cluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let books = write_books(dir.path());
+    let docs = load_books(&cluster, &books, "books/");
+    run_store_job(
+        &cluster,
+        &[
+            "--input",
+            "kv://books/",
+            "--maps",
+            "4",
+            "--output",
+            "kv://wc/",
+        ],
+    );
+    assert_eq!(store_contents(&cluster, "wc/"), word_counts(&docs));
+}
+
+#[test]
+fn a_reduce_worker_stalled_and_continued_late_leaves_the_store_output_exact() {
+    let cluster = Cluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let books = write_books(dir.path());
+    let mut docs = load_books(&cluster, &books, "books/");
+    // Tens of thousands of distinct words, so every reduce task commits thousands of keys
+    // (several batches of puts) and a stop lands while one runs.
+    let word = |mut i: u32| -> String {
+        let mut word = String::from("w");
+        loop {
+            word.push(char::from(b'a' + (i % 26) as u8));
+            i /= 26;
+            if i == 0 {
+                return word;
+            }
+        }
+    };
+    let vocabulary: String = (0..60_000).map(|i| word(i) + " ").collect();
+    let mut connection = cluster.redis(0, IO_TIMEOUT);
+    let _: () = redis::cmd("SET")
+        .arg("books/vocabulary")
+        .arg(&vocabulary)
+        .query(&mut connection)
+        .unwrap();
+    docs.push(("books/vocabulary".into(), vocabulary));
+    let path = cluster.path.to_str().unwrap().to_owned();
+    let job = Job::start(
+        dir,
+        &[
+            "--app",
+            "wordcount",
+            "--input",
+            "kv://books/",
+            "--output",
+            "kv://late/",
+            "--cluster",
+            &path,
+            "--maps",
+            "4",
+            "--reduces",
+            "10",
+            "--lease-ms",
+            "1000",
+        ],
+    );
+    // The stale run commits its task's counts again after another worker did: puts of
+    // the same values, so nothing doubles.
+    let job = stalled_worker_waking_late(job, "reduce");
+    let counts = word_counts(&docs);
+    assert_eq!(store_contents(&cluster, "late/"), counts);
+    let result = std::fs::read_to_string(job.out().join("result")).unwrap();
+    assert_eq!(result, lines(&counts));
 }

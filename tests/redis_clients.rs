@@ -10,23 +10,9 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::Cluster;
+use common::{redis_cli, Cluster};
 use kv_engine::kv::{Op, Reply};
 use kv_server::client::ClientOptions;
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli is installed (Debian package redis-tools)");
-    assert!(
-        out.status.success(),
-        "redis-cli {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
-}
 
 #[test]
 fn redis_cli_redis_benchmark_and_a_client_library_work_unchanged() {
@@ -98,24 +84,10 @@ fn redis_cli_redis_benchmark_and_a_client_library_work_unchanged() {
 
 /// Runs `tests/python/redis_py.py` against `port`; extra arguments go to the script.
 fn redis_py(port: u16, extra: &[&str]) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/redis_py.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(port.to_string())
-        .args(extra)
-        .output()
-        .expect("python3 is installed (.ci/run installs it with redis-py in a venv)");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("No module named 'redis'"),
-        "redis-py is missing: `pip install 'redis>=6'` (.ci/run does, in a venv)"
-    );
-    assert!(
-        out.status.success() && stdout.ends_with("ok\n"),
-        "redis-py {extra:?} failed:\n{stdout}{stderr}"
-    );
-    stdout
+    let port = port.to_string();
+    let mut args = vec![port.as_str()];
+    args.extend_from_slice(extra);
+    common::python_script("redis_py.py", &args)
 }
 
 #[test]

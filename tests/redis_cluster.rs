@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{wait_for, Cluster, Shape};
+use common::{redis_cli, wait_for, Cluster, Shape};
 use kv_engine::kv::{slot_of, ShardId, Sharding};
 use kv_replication::cluster::{ClusterReply, ClusterRequest};
 use kv_replication::shardmaster::{self, Config, GroupId};
@@ -136,16 +136,6 @@ fn raw(addr: SocketAddr, commands: &[&[&str]]) -> Vec<String> {
     commands.iter().map(|_| read_reply(&mut reader)).collect()
 }
 
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-c", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli is installed (Debian package redis-tools)");
-    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
-}
-
 #[test]
 fn cluster_commands_describe_the_slots_and_nodes_redirect_to_group_leaders() {
     let cluster = Cluster::start_sharded(3, shape(3, true));
@@ -246,10 +236,10 @@ fn cluster_commands_describe_the_slots_and_nodes_redirect_to_group_leaders() {
 
     // redis-cli -c follows MOVED.
     let port = ports[other as usize];
-    let set = redis_cli(port, &["SET", "foo", "from-cli"]);
+    let set = redis_cli(port, &["-c", "SET", "foo", "from-cli"]);
     assert!(set.ends_with("OK"), "{set}");
     for p in &ports {
-        let got = redis_cli(*p, &["GET", "foo"]);
+        let got = redis_cli(*p, &["-c", "GET", "foo"]);
         assert!(got.ends_with("from-cli"), "{got}");
     }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{clock, wait_for, Cluster, Shape};
+use common::{clock, config_num, wait_for, Cluster, Shape};
 use kv_replication::linearizability::{check, Budget, CheckResult, History, Input, Output};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -98,16 +98,6 @@ fn assert_linearizable(history: &History) {
         "history of {} operations: {result}",
         history.len()
     );
-}
-
-/// The configuration number `kv admin join/leave/move` reports.
-fn config_num(output: &str) -> u64 {
-    output
-        .split("configuration ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no configuration number in {output:?}"))
 }
 
 /// Closed-loop RESP clients on random keys, each recording its operations; a client whose

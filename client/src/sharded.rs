@@ -447,7 +447,10 @@ impl<R: Router> ShardedStore<R> {
         }
         let mut queues: Vec<Vec<(usize, Op)>> = vec![Vec::new(); lanes];
         for (i, op) in ops.into_iter().enumerate() {
-            let lane = (kv_engine::kv::slot_of(op.key()) as usize ^ op.key().len()) % lanes;
+            let lane = match op.key() {
+                Some(key) => kv_engine::kv::slot_of(key) as usize ^ key.len(),
+                None => op.shard(self.router.sharding()).0 as usize,
+            } % lanes;
             queues[lane].push((i, op));
         }
         let router = self.router.as_ref();
@@ -479,9 +482,9 @@ impl<R: Router> ShardedStore<R> {
 }
 
 /// Runs one op through `clerk` to completion, or until [`RETRY_DEADLINE`]. With
-/// `redirects` (cluster mode, not after ASKING) an op refused by its group before anything
-/// executed it may end as [`Reply::NotHeld`] instead, for the connection to redirect
-/// ([`Router::redirect`]).
+/// `redirects` (cluster mode, not after ASKING) an op on a key refused by its group before
+/// anything executed it may end as [`Reply::NotHeld`] instead, for the connection to
+/// redirect ([`Router::redirect`]); a scan, which names a shard and no key, never is.
 async fn one<R: Router>(
     router: &R,
     clerk: &mut ShardClerk,
@@ -489,7 +492,9 @@ async fn one<R: Router>(
     redirects: bool,
 ) -> Result<Reply, Failure> {
     let started = Instant::now();
-    let slot = kv_engine::kv::slot_of(op.key());
+    let slot = op.key().map(|key| kv_engine::kv::slot_of(key));
+    let redirects = redirects && slot.is_some();
+    let slot = slot.unwrap_or_default();
     let shard = op.shard(router.sharding());
     // A send that got no answer may have executed the op: from then on only the same
     // request may be retried (never a redirect, which the client would re-send as a new

@@ -8,7 +8,8 @@
 //! - [`store`]: the facade a replica opens: newest valid snapshot plus the WAL records
 //!   after it; writing a snapshot compacts the WAL behind it.
 //! - [`kv`]: `KvState`, the deterministic key-value data every replica kind applies
-//!   decided operations to, in persistent maps that stream as image pieces.
+//!   decided operations to, in persistent maps that stream as image pieces; scans of
+//!   a shard's keys by pages ([`kv::scan`]), filtered by Redis glob patterns ([`glob`]).
 //!
 //! The engine never uses tokio or a global RNG. Only the group-commit writer thread reads
 //! the clock, to bound how long a batch waits for more writers.
@@ -35,6 +36,7 @@
 pub mod codec;
 pub mod error;
 pub mod fs;
+pub mod glob;
 pub mod group;
 pub mod kv;
 pub mod snapshot;

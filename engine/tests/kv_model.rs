@@ -1,12 +1,13 @@
 //! Property tests: `KvState::execute` against a plain `BTreeMap` model, over random
 //! operation sequences with image round trips (piece by piece, at random budgets) and
-//! shard moves between two groups. (At-most-once execution is the replication library's
+//! shard moves between two groups, and scans walked page by page against the model's keys. (At-most-once execution is the replication library's
 //! and is tested there.)
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use kv_engine::kv::{shard_of, KvImageBuilder, KvState, Op, Reply, ShardId};
+use kv_engine::glob::Glob;
+use kv_engine::kv::{shard_of, KvImageBuilder, KvState, Op, Reply, Scan, ShardId, Sharding};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -180,7 +181,7 @@ proptest! {
                 continue;
             };
             let op = op.to_op();
-            let owner = usize::from(!groups[0].holds(shard_of(op.key())));
+            let owner = usize::from(!groups[0].holds(shard_of(op.key().expect("a keyed op"))));
             // The group not holding the shard refuses and changes nothing.
             let before = groups[1 - owner].clone();
             prop_assert_eq!(groups[1 - owner].execute(&op), Reply::NotHeld(op.shard(kv_engine::kv::Sharding::LAB)));
@@ -194,6 +195,55 @@ proptest! {
         for (key, value) in &model.map {
             let held = a.get(key).or_else(|| b.get(key)).map(|v| v.to_vec());
             prop_assert_eq!(held, Some(value.clone()));
+        }
+    }
+
+    #[test]
+    fn a_walk_of_scan_pages_returns_each_matching_key_once_in_order(
+        ops in prop::collection::vec(op_spec(), 0..150),
+        count in 1..5u32,
+        pattern in prop::sample::select(vec!["*", "a*", "?", "*b", "[a-b]*", "\\x00*"]),
+        values in any::<bool>(),
+    ) {
+        let mut kv = KvState::new();
+        let mut model = Model::default();
+        for op in &ops {
+            kv.execute(&op.to_op());
+            model.execute(op);
+        }
+        let glob = Glob::new(pattern.as_bytes());
+        for shard in Sharding::LAB.all() {
+            let mut walked = Vec::new();
+            let mut after = None;
+            loop {
+                let scan = Scan {
+                    after: after.take(),
+                    pattern: Some(Bytes::from(pattern.as_bytes())),
+                    values,
+                    ..Scan::shard(shard, count)
+                };
+                let Reply::Scanned(page) = kv.execute(&Op::from(scan)) else {
+                    return Err(TestCaseError::fail("a scan answers a page"));
+                };
+                prop_assert!(page.examined <= count);
+                for entry in page.entries {
+                    let value = &model.map[entry.key.as_ref()];
+                    prop_assert_eq!(entry.value_bytes, value.len() as u64);
+                    prop_assert_eq!(entry.value.map(|v| v.to_vec()), values.then(|| value.clone()));
+                    walked.push(entry.key.to_vec());
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            let expected: Vec<Vec<u8>> = model
+                .map
+                .keys()
+                .filter(|key| shard_of(key) == shard && glob.matches(key))
+                .cloned()
+                .collect();
+            prop_assert_eq!(walked, expected);
         }
     }
 }

@@ -67,7 +67,8 @@ pub struct JobArgs {
     /// The app: wordcount, invertedindex or distinct (the lab's test job).
     #[arg(long, default_value = "wordcount")]
     pub app: String,
-    /// Input files or patterns (`books/*.txt`; wildcards in the file name).
+    /// Input files or patterns (`books/*.txt`; wildcards in the file name), or every key
+    /// under a prefix of the store (`kv://PREFIX`: each key a document).
     #[arg(long, required = true, num_args = 1..)]
     pub input: Vec<String>,
     /// Map tasks (default: one per 8 MiB of input).
@@ -76,9 +77,14 @@ pub struct JobArgs {
     /// Reduce tasks.
     #[arg(long, default_value_t = 8)]
     pub reduces: u32,
-    /// Output into the store under this prefix (kv://PREFIX).
+    /// Output into the store: each output key `K` as the key `PREFIX` + `K`
+    /// (kv://PREFIX).
     #[arg(long)]
     pub output: Option<String>,
+    /// The cluster file of the store that kv:// input and output name (workers read it
+    /// too, at its absolute path).
+    #[arg(long, default_value = "./kv-data/cluster.toml")]
+    pub cluster: PathBuf,
     /// Output directory: part-NNNNN per reduce and the merged `result` (default: mr-out
     /// when --output is not given).
     #[arg(long)]
@@ -104,8 +110,12 @@ impl JobArgs {
         };
         Ok(JobSetup {
             app: self.app.clone(),
-            input: InputSpec::parse(&self.input)?,
-            outputs: OutputSpec::parse(self.output.as_deref(), output_dir.map(|d| d.as_path()))?,
+            input: InputSpec::parse(&self.input, &self.cluster)?,
+            outputs: OutputSpec::parse(
+                self.output.as_deref(),
+                output_dir.map(|d| d.as_path()),
+                &self.cluster,
+            )?,
             maps: self.maps,
             reduces: self.reduces,
             lease: Duration::from_millis(self.lease_ms.max(1)),

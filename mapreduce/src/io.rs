@@ -4,20 +4,27 @@
 //! `--input` / `--output` / `--output-dir`, and sent to workers in the job description).
 //! [`open_input`] and [`open_output`] turn them into an [`Input`] (the coordinator plans
 //! [`Split`]s with it, a worker reads one) and an [`Output`] (a reduce task commits its
-//! result, the coordinator finishes the job). Files are the one backend built; a store
-//! backend adds a variant to each spec and to [`Split`], and an arm to each `open_` function.
+//! result, the coordinator finishes the job). Two backends: files (here) and the store
+//! (`kv://PREFIX`, [`crate::store`]); each is a variant of the specs and of [`Split`] and
+//! an arm of each `open_` function.
 //!
-//! Output contract: [`Output::commit`] of reduce task `r` replaces whatever an earlier run
-//! of task `r` committed, whole and atomically — readers never see half of it — and may be
-//! called again with the same pairs any number of times, from any worker, even after the
-//! job is done (a stalled worker waking late).
+//! Output contract: [`Output::commit`] of reduce task `r` may be called again with the same
+//! pairs any number of times, from any worker, even after the job is done (a stalled worker
+//! waking late), and leaves exactly what one call leaves: never a duplicate, never a
+//! half-written entry. Files: each commit replaces the task's part file whole and
+//! atomically, so readers never see half of it. The store: each pair is one key written
+//! whole, so a reader during the job may see some of a task's keys before others (the
+//! argument is in [`crate::store`]).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use kv_engine::glob::Glob;
 use serde::{Deserialize, Serialize};
 
+pub use crate::store::KeyRange;
+use crate::store::{StoreInput, StoreOutput};
 use crate::{Error, Result};
 
 /// Input when `--maps` is not given: one map task per this many bytes.
@@ -28,8 +35,10 @@ pub const STORE_SCHEME: &str = "kv://";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InputSpec {
-    /// Files, each a path or a pattern with `*` and `?` in its last component.
+    /// Files, each a path or a pattern with `*`, `?` and `[...]` in its last component.
     Files(Vec<String>),
+    /// Every key under `prefix` in the cluster of the cluster file `cluster` (absolute).
+    Store { cluster: PathBuf, prefix: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +46,9 @@ pub enum OutputSpec {
     /// `DIR/part-NNNNN` per reduce task, then the merged `DIR/result` (`key: value` lines
     /// sorted by key).
     Dir(PathBuf),
+    /// Each output pair as the key `prefix<key>` in the cluster of the cluster file
+    /// `cluster` (absolute).
+    Store { cluster: PathBuf, prefix: String },
 }
 
 /// What one map task reads.
@@ -45,6 +57,8 @@ pub enum Split {
     /// Byte ranges of files. A range owns the lines that start inside it: it skips a line
     /// begun before its start and reads past its end to finish its last line.
     Files(Vec<FileRange>),
+    /// Key ranges of shards ([`crate::store`]).
+    Store(Vec<KeyRange>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,38 +90,59 @@ pub trait Output: Send + Sync {
 }
 
 impl InputSpec {
-    /// Parses `--input` values.
-    pub fn parse(values: &[String]) -> Result<InputSpec> {
-        if values.iter().any(|v| v.starts_with(STORE_SCHEME)) {
-            return Err(Error::Unsupported(format!(
-                "input from the store ({STORE_SCHEME}PREFIX)"
-            )));
+    /// Parses `--input` values: files and patterns, or one `kv://PREFIX` of the cluster
+    /// whose cluster file is `cluster`.
+    pub fn parse(values: &[String], cluster: &Path) -> Result<InputSpec> {
+        let stores: Vec<&str> = values
+            .iter()
+            .filter_map(|v| v.strip_prefix(STORE_SCHEME))
+            .collect();
+        match (stores.as_slice(), values.len()) {
+            (_, 0) => Err(Error::Input("no input given".into())),
+            ([], _) => Ok(InputSpec::Files(values.to_vec())),
+            ([prefix], 1) => Ok(InputSpec::Store {
+                cluster: crate::store::absolute_cluster(cluster)?,
+                prefix: prefix.to_string(),
+            }),
+            _ => Err(Error::Input(format!(
+                "{STORE_SCHEME}PREFIX must be the only --input"
+            ))),
         }
-        if values.is_empty() {
-            return Err(Error::Input("no input given".into()));
-        }
-        Ok(InputSpec::Files(values.to_vec()))
     }
 }
 
 impl OutputSpec {
-    /// Parses `--output` (the store) and `--output-dir` values.
-    pub fn parse(output: Option<&str>, output_dir: Option<&Path>) -> Result<Vec<OutputSpec>> {
-        if let Some(prefix) = output {
-            return Err(Error::Unsupported(format!(
-                "output into the store (--output {prefix})"
-            )));
-        }
-        Ok(output_dir
+    /// Parses `--output` (`kv://PREFIX`, into the cluster whose cluster file is `cluster`)
+    /// and `--output-dir` values.
+    pub fn parse(
+        output: Option<&str>,
+        output_dir: Option<&Path>,
+        cluster: &Path,
+    ) -> Result<Vec<OutputSpec>> {
+        let mut specs: Vec<OutputSpec> = output_dir
             .map(|dir| OutputSpec::Dir(dir.to_path_buf()))
             .into_iter()
-            .collect())
+            .collect();
+        if let Some(output) = output {
+            let Some(prefix) = output.strip_prefix(STORE_SCHEME) else {
+                return Err(Error::Input(format!(
+                    "--output {output}: the store's output is {STORE_SCHEME}PREFIX (files go \
+                     to --output-dir)"
+                )));
+            };
+            specs.push(OutputSpec::Store {
+                cluster: crate::store::absolute_cluster(cluster)?,
+                prefix: prefix.to_owned(),
+            });
+        }
+        Ok(specs)
     }
 }
 
 pub fn open_input(spec: &InputSpec) -> Result<Box<dyn Input>> {
     match spec {
         InputSpec::Files(patterns) => Ok(Box::new(FileInput::new(patterns)?)),
+        InputSpec::Store { cluster, prefix } => Ok(Box::new(StoreInput::open(cluster, prefix)?)),
     }
 }
 
@@ -118,6 +153,7 @@ pub fn open_output(spec: &OutputSpec) -> Result<Box<dyn Output>> {
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
             Ok(Box::new(DirOutput { dir: dir.clone() }))
         }
+        OutputSpec::Store { cluster, prefix } => Ok(Box::new(StoreOutput::open(cluster, prefix)?)),
     }
 }
 
@@ -183,7 +219,11 @@ impl Input for FileInput {
     }
 
     fn read(&self, split: &Split, visit: &mut dyn FnMut(&str, &str)) -> Result<u64> {
-        let Split::Files(ranges) = split;
+        let Split::Files(ranges) = split else {
+            return Err(Error::Protocol(
+                "a split of the store for input from files".into(),
+            ));
+        };
         let mut bytes = 0;
         for range in ranges {
             let text = read_lines(range)?;
@@ -224,11 +264,12 @@ fn read_lines(range: &FileRange) -> Result<Vec<u8>> {
 }
 
 /// The files `pattern` names: itself if it has no wildcard, else the files of its directory
-/// whose names match its last component (`*` any run, `?` one character), sorted.
+/// whose names match its last component (a glob: `*` any run, `?` one byte, `[...]` a set;
+/// [`kv_engine::glob`]), sorted.
 pub fn expand(pattern: &str) -> Result<Vec<String>> {
     let path = Path::new(pattern);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    if !name.contains(['*', '?']) {
+    if !name.contains(['*', '?', '[']) {
         return Ok(if path.exists() {
             vec![pattern.to_owned()]
         } else {
@@ -237,13 +278,14 @@ pub fn expand(pattern: &str) -> Result<Vec<String>> {
     }
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     let dir = parent.unwrap_or(Path::new("."));
-    if dir.to_string_lossy().contains(['*', '?']) {
+    if dir.to_string_lossy().contains(['*', '?', '[']) {
         return Err(Error::Input(format!(
             "{pattern}: wildcards only in the file name"
         )));
     }
     let entries =
         std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    let glob = Glob::new(name.as_bytes());
     let mut matched = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
@@ -252,7 +294,7 @@ pub fn expand(pattern: &str) -> Result<Vec<String>> {
             continue;
         };
         let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-        if is_file && wildcard_match(name, file_name) {
+        if is_file && glob.matches(file_name.as_bytes()) {
             matched.push(match parent {
                 Some(parent) => parent.join(file_name).to_string_lossy().into_owned(),
                 None => file_name.to_owned(),
@@ -261,26 +303,6 @@ pub fn expand(pattern: &str) -> Result<Vec<String>> {
     }
     matched.sort();
     Ok(matched)
-}
-
-fn wildcard_match(pattern: &str, name: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let name: Vec<char> = name.chars().collect();
-    // matches[j]: pattern[..i] matches name[..j]
-    let mut matches = vec![false; name.len() + 1];
-    matches[0] = true;
-    for p in pattern {
-        let mut next = vec![false; name.len() + 1];
-        for j in 0..=name.len() {
-            next[j] = match p {
-                '*' => matches[j] || (j > 0 && next[j - 1]),
-                '?' => j > 0 && matches[j - 1],
-                c => j > 0 && matches[j - 1] && name[j - 1] == c,
-            };
-        }
-        matches = next;
-    }
-    matches[name.len()]
 }
 
 /// Per-task part files in a directory, merged at the end into `result`.
@@ -405,11 +427,53 @@ mod tests {
     }
 
     #[test]
-    fn wildcards_match_like_a_shell() {
-        assert!(wildcard_match("*.txt", "a.txt"));
-        assert!(wildcard_match("a?c*", "abcdef"));
-        assert!(!wildcard_match("*.txt", "a.txt.gz"));
-        assert!(wildcard_match("*", ""));
+    fn patterns_name_the_matching_files_of_their_directory_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.txt", "a.txt", "a.txt.gz", "c1.md"] {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+        }
+        let names = |pattern: &str| -> Vec<String> {
+            let pattern = dir.path().join(pattern).to_string_lossy().into_owned();
+            expand(&pattern)
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    Path::new(p)
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect()
+        };
+        assert_eq!(names("*.txt"), ["a.txt", "b.txt"]);
+        assert_eq!(names("[ab].txt*"), ["a.txt", "a.txt.gz", "b.txt"]);
+        assert_eq!(names("c?.md"), ["c1.md"]);
+        assert_eq!(names("a.txt"), ["a.txt"]);
+        assert!(names("nothing*").is_empty());
+    }
+
+    #[test]
+    fn a_store_input_is_the_only_input_and_the_store_output_is_a_kv_prefix() {
+        let cluster = Path::new("kv-data/cluster.toml");
+        let spec = InputSpec::parse(&["kv://books/".into()], cluster).unwrap();
+        let InputSpec::Store {
+            cluster: path,
+            prefix,
+        } = spec
+        else {
+            panic!("{spec:?}");
+        };
+        assert!(path.is_absolute() && path.ends_with("kv-data/cluster.toml"));
+        assert_eq!(prefix, "books/");
+        let both = InputSpec::parse(&["kv://a".into(), "b.txt".into()], cluster);
+        assert!(matches!(both, Err(Error::Input(m)) if m.contains("only --input")));
+        assert!(InputSpec::parse(&[], cluster).is_err());
+        let outputs = OutputSpec::parse(Some("kv://wc/"), Some(Path::new("out")), cluster).unwrap();
+        assert_eq!(outputs.len(), 2);
+        assert!(matches!(&outputs[1], OutputSpec::Store { prefix, .. } if prefix == "wc/"));
+        let refused = OutputSpec::parse(Some("out"), None, cluster);
+        assert!(matches!(refused, Err(Error::Input(m)) if m.contains("--output-dir")));
     }
 
     #[test]

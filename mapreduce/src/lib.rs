@@ -8,7 +8,8 @@
 //!   from seeds with crashing and stalling workers.
 //! - [`app`]: the [`app::App`] trait (map, reduce, combine) and the apps.
 //! - [`task`]: what a map or reduce task computes, and the intermediate file format.
-//! - [`io`]: the input and output seam ([`io::Input`], [`io::Output`]) and its file backend.
+//! - [`io`]: the input and output seam ([`io::Input`], [`io::Output`]) and its file backend;
+//!   [`store`]: its store backend (`kv://PREFIX`: input by scans, output by puts).
 //! - [`wire`]: the coordinator–worker messages and framing.
 //! - [`server`] and [`worker`]: the coordinator and worker processes.
 //! - [`cli`]: `kv mapreduce ...` (run, coordinator, worker, bench).
@@ -26,6 +27,7 @@ pub mod coordinator;
 pub mod io;
 pub mod server;
 pub mod sim;
+pub mod store;
 pub mod task;
 pub mod wire;
 pub mod worker;
@@ -50,8 +52,8 @@ pub enum Error {
     Protocol(String),
     #[error("job failed: {0}")]
     JobFailed(String),
-    #[error("{0} is not built yet")]
-    Unsupported(String),
+    #[error("the store: {0}")]
+    Store(String),
 }
 
 impl Error {

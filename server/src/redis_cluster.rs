@@ -378,6 +378,8 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec("quit", -1, &["fast", "loading", "stale"], NO_KEYS),
     spec("select", 2, &["loading", "stale", "fast"], NO_KEYS),
     spec("dbsize", 1, &["readonly", "fast"], NO_KEYS),
+    spec("scan", -2, &["readonly"], NO_KEYS),
+    spec("keys", 2, &["readonly"], NO_KEYS),
     spec("command", -1, &["loading", "stale"], NO_KEYS),
     spec(
         "hello",

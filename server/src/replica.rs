@@ -34,7 +34,7 @@ pub async fn run_with(
             let replica_config = tuned(NodeId(start.id), start.peers);
             Replica::recover(
                 replica_config,
-                KvState::new(),
+                KvState::holding_all(kv_replication::kvgroup::SHARDING),
                 start.recovered,
                 start.wiped,
                 seed,

@@ -567,6 +567,79 @@ impl Cluster {
     }
 }
 
+/// The configuration number `kv admin join/leave/move` reports.
+pub fn config_num(output: &str) -> u64 {
+    output
+        .split("configuration ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no configuration number in {output:?}"))
+}
+
+/// A full SCAN walk through the `redis` crate with the given COUNT: every key returned, in
+/// order, duplicates included.
+pub fn scan_walk(connection: &mut redis::Connection, pattern: &str, count: usize) -> Vec<String> {
+    let mut cursor: u64 = 0;
+    let mut keys = Vec::new();
+    loop {
+        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count)
+            .query(connection)
+            .unwrap();
+        keys.extend(page);
+        if next == 0 {
+            return keys;
+        }
+        cursor = next;
+    }
+}
+
+/// Runs redis-cli against the RESP port `port` with `args`; its output, trimmed. Fails
+/// the test if redis-cli cannot run or exits with an error.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli is installed (Debian package redis-tools)");
+    assert!(
+        out.status.success(),
+        "redis-cli {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// Runs `tests/python/SCRIPT` with `args` and returns its stdout, which must end with an
+/// `ok` line; fails the test (with the script's output) otherwise, or if redis-py is
+/// missing.
+pub fn python_script(script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python3 is installed (.ci/run installs it with redis-py in a venv)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named 'redis'"),
+        "redis-py is missing: `pip install 'redis>=6'` (.ci/run does, in a venv)"
+    );
+    assert!(
+        out.status.success() && stdout.ends_with("ok\n"),
+        "{script} {args:?} failed:\n{stdout}{stderr}"
+    );
+    stdout
+}
+
 /// The `kv` binary the nodes run: this build's, or the one `KV_TEST_BIN` names (to run a
 /// test against another build — an older commit, or one with a mechanism switched off —
 /// and see it fail).

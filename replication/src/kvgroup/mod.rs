@@ -21,11 +21,15 @@ pub use machine::KvBuilder;
 
 #[cfg(doc)]
 use kv_engine::kv::Op;
-use kv_engine::kv::{KvState, Reply};
+use kv_engine::kv::{KvState, Reply, Sharding};
 
 use crate::replica;
 
 pub use crate::replica::{Error, ReplicaConfig, ReplicaStatus, Role};
+
+/// How a kv group's state splits keys into shards: [`KvState::new`]'s, every shard held.
+/// Nothing moves between shards in a group; a scan of every key walks these shards.
+pub const SHARDING: Sharding = Sharding::LAB;
 
 /// One replica of a kv group.
 pub type Replica = replica::Replica<KvState>;

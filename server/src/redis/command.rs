@@ -1,6 +1,7 @@
 //! RESP commands: what a frame asks for ([`Command::from_frame`]), with Redis's arity
 //! checks and error texts, and how a store command becomes ops.
 
+use super::scan::ScanArgs;
 use super::*;
 use crate::redis_cluster::ClusterCommand;
 use crate::resp::{Frame, Protocol};
@@ -34,6 +35,10 @@ pub enum Command {
     Select(Bytes),
     /// DBSIZE
     DbSize,
+    /// SCAN cursor \[MATCH pattern\] \[COUNT n\] \[TYPE type\] ([`super::scan`]).
+    Scan(ScanArgs),
+    /// KEYS pattern ([`super::scan`]).
+    Keys(Bytes),
     /// COMMAND \[subcommand ...\]: the commands and their key positions
     /// ([`crate::redis_cluster::command_reply`]).
     CommandInfo(Vec<Bytes>),
@@ -78,7 +83,7 @@ fn refused(message: impl Into<String>) -> CommandError {
     CommandError::Refused(message.into())
 }
 
-fn arity(name: &str) -> CommandError {
+pub(super) fn arity(name: &str) -> CommandError {
     refused(format!(
         "ERR wrong number of arguments for '{name}' command"
     ))
@@ -157,6 +162,8 @@ impl Command {
             "quit" => Command::Quit,
             "select" => Command::Select(one("select")?),
             "dbsize" => Command::DbSize,
+            "scan" => Command::Scan(ScanArgs::parse(rest)?),
+            "keys" => Command::Keys(one("keys")?),
             "command" => Command::CommandInfo(rest.to_vec()),
             "cluster" => Command::Cluster(ClusterCommand::parse(rest).map_err(refused)?),
             "asking" if rest.is_empty() => Command::Asking,

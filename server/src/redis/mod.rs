@@ -127,7 +127,9 @@ impl OutputLimits {
 }
 
 mod command;
+pub mod scan;
 pub use command::{Command, CommandError};
+pub use scan::ResumePoints;
 
 /// A process-wide source of fresh client ids: random base, then a counter, hashed. The
 /// counter also numbers connections (`HELLO`'s `id`).
@@ -157,6 +159,8 @@ pub trait Store: Send + Sync + 'static {
         &mut self,
         batch: Batch,
     ) -> impl std::future::Future<Output = Result<Reply, Failure>> + Send;
+    /// How keys map to shards in the groups behind it: the shards SCAN and KEYS walk.
+    fn sharding(&self) -> kv_engine::kv::Sharding;
     /// The node's status (INFO, DBSIZE).
     fn status(&self) -> impl std::future::Future<Output = Option<crate::node::Status>> + Send;
     /// In Redis Cluster mode, what the node knows of the cluster; `None` (the default)
@@ -182,6 +186,7 @@ pub async fn serve<S: Store>(
         seed: RandomState::new(),
         next: AtomicU64::new(0),
     });
+    let points = Arc::new(ResumePoints::new());
     let mut gate = Gate::new("RESP", connections_max);
     let connected = gate.counter();
     let mut stop = shutdown.clone();
@@ -193,6 +198,7 @@ pub async fn serve<S: Store>(
             asking: false,
             store: store(client),
             connected: connected.clone(),
+            points: points.clone(),
         };
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -230,6 +236,8 @@ struct Session<S> {
     store: S,
     /// Open RESP connections (INFO's `connected_clients`).
     connected: crate::limits::Counter,
+    /// The node's SCAN resume points (shared by its connections).
+    points: Arc<ResumePoints>,
 }
 
 /// The unsharded node's store: its one core, as one client for at-most-once purposes (the
@@ -290,6 +298,10 @@ impl<M: Send + 'static> Store for GroupStore<M> {
                 Err(_) => return Err(Failure::Stopping),
             }
         }
+    }
+
+    fn sharding(&self) -> kv_engine::kv::Sharding {
+        kv_replication::kvgroup::SHARDING
     }
 
     async fn status(&self) -> Option<crate::node::Status> {
@@ -646,7 +658,9 @@ impl<S: Store> Connection<S> {
         let Some(view) = self.session.store.cluster() else {
             return Ok(None);
         };
-        let slot = match redis_cluster::slot_of_keys(ops.iter().map(|op| &op.key()[..])) {
+        let slot = match redis_cluster::slot_of_keys(
+            ops.iter().filter_map(|op| op.key()).map(|key| &key[..]),
+        ) {
             Ok(Some(slot)) => slot,
             Ok(None) => return Ok(None),
             Err(redis_cluster::CrossSlot) => return Err(redis_cluster::cross_slot()),
@@ -771,6 +785,8 @@ impl<S: Store> Connection<S> {
                     .unwrap_or(0);
                 Frame::Integer(keys)
             }
+            Command::Scan(args) => scan::scan(&mut session.store, &session.points, args).await,
+            Command::Keys(pattern) => scan::keys(&mut session.store, pattern).await,
             Command::CommandInfo(args) => redis_cluster::command_reply(&args),
             Command::Cluster(_) | Command::Asking | Command::ReadMode
                 if session.store.cluster().is_none() =>

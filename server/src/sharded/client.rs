@@ -22,6 +22,10 @@ impl redis::Store for ShardedStore<Host> {
         ShardedStore::set_asking(self, asking);
     }
 
+    fn sharding(&self) -> kv_engine::kv::Sharding {
+        self.router().sharding
+    }
+
     async fn run(&mut self, batch: Batch) -> Result<Reply, Failure> {
         self.execute_batch(batch).await
     }
