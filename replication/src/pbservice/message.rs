@@ -51,6 +51,16 @@ impl View {
         self.primary == Some(member)
     }
 
+    /// `viewnum`, `primary` and `backup` (node ids, `-` for nobody) as status fields.
+    pub fn status_fields(&self) -> [(&'static str, String); 3] {
+        let name = |node: Option<NodeId>| node.map_or("-".to_string(), |n| n.0.to_string());
+        [
+            ("viewnum", self.viewnum.to_string()),
+            ("primary", name(self.primary_node())),
+            ("backup", name(self.backup_node())),
+        ]
+    }
+
     /// True if `member` is the backup.
     pub fn is_backup(&self, member: Member) -> bool {
         self.backup == Some(member)

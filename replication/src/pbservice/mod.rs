@@ -13,7 +13,10 @@
 //! live in the replicated groups' own state ([`kv_engine::kv::KvState`] with the library's
 //! at-most-once table) and move with the groups' image stream and chunked transfer.
 //!
-//! Persistence: none — what survives which failure is stated in [`server`]'s module docs.
+//! Persistence: the servers keep their state in memory only (what survives which failure
+//! is stated in [`server`]'s module docs); the view service persists its view and the
+//! view's acknowledgement, so a restarted view service resumes where it stopped
+//! ([`viewservice`]'s module docs).
 
 pub mod message;
 pub mod server;
@@ -21,4 +24,4 @@ pub mod viewservice;
 
 pub use message::{Member, Message, PbEvent, Reply, Request, View};
 pub use server::{PbServer, Role};
-pub use viewservice::{ViewService, DEAD_PINGS, PING_INTERVAL};
+pub use viewservice::{Durable, RecoverError, ViewService, DEAD_PINGS, PING_INTERVAL};
