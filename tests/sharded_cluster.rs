@@ -19,6 +19,7 @@ fn shape(groups: u32) -> Shape {
         groups,
         shards: 16,
         redis_cluster: false,
+        mode: kv_server::config::Mode::Paxos,
     }
 }
 

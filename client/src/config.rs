@@ -33,6 +33,15 @@
 //! nodes = [0, 1, 2]
 //! ```
 //!
+//! A *primary/backup* cluster's file names its mode and the node that runs the view
+//! service; every other node is a primary/backup server (see `kv_server::pb`):
+//!
+//! ```toml
+//! cluster_id = 7302569204810352129
+//! mode = "primary-backup"
+//! view_service = 0
+//! ```
+//!
 //! Groups are only ever appended: each replica's *endpoint* id is its position (the shard
 //! master's replicas first, then each group's in file order), so reordering or removing a
 //! `[[group]]` would give existing data directories to other replicas, and is refused
@@ -186,11 +195,62 @@ pub struct GroupConfig {
     pub nodes: Vec<u32>,
 }
 
+/// How a cluster replicates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Paxos-replicated groups (unsharded, or sharded under a shard master).
+    #[default]
+    Paxos,
+    /// A view service and primary/backup servers (Lab 2): one node runs the view service,
+    /// every other node is a primary/backup server.
+    PrimaryBackup,
+}
+
+impl Mode {
+    /// Whether this is the default mode (left out of cluster files).
+    pub fn is_paxos(&self) -> bool {
+        *self == Mode::Paxos
+    }
+
+    /// Its name, as cluster files and `--mode` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Paxos => "paxos",
+            Mode::PrimaryBackup => "primary-backup",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Mode, String> {
+        [Mode::Paxos, Mode::PrimaryBackup]
+            .into_iter()
+            .find(|m| m.name() == text)
+            .ok_or_else(|| format!("unknown mode {text:?} (the modes: paxos, primary-backup)"))
+    }
+}
+
 /// The whole cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterConfig {
     /// Distinguishes clusters, so a node never joins the wrong one or reads another's data.
     pub cluster_id: u64,
+    /// How the cluster replicates (absent: Paxos).
+    #[serde(default, skip_serializing_if = "Mode::is_paxos")]
+    pub mode: Mode,
+    /// In primary/backup mode, the node that runs the view service (its `[[node]]` entry
+    /// gives its addresses); every other node is a primary/backup server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_service: Option<u32>,
     /// Whether RESP speaks the Redis Cluster protocol (sharded clusters only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redis_cluster: bool,
@@ -220,6 +280,9 @@ pub struct Shape {
     pub shards: u32,
     /// Speak the Redis Cluster protocol.
     pub redis_cluster: bool,
+    /// How it replicates; in primary/backup mode `replicas` counts the servers, and a
+    /// node before them runs the view service (`groups` and `shards` do not apply).
+    pub mode: Mode,
 }
 
 /// How `kv init` lays out a local cluster.
@@ -236,6 +299,10 @@ pub struct InitOptions {
     pub shards: u32,
     /// Speak the Redis Cluster protocol on RESP.
     pub redis_cluster: bool,
+    /// How the cluster replicates: in primary/backup mode, node 0 runs the view service
+    /// and nodes `1..=replicas` are the servers (`nodes`, `groups`, `shards` and
+    /// `redis_cluster` do not apply).
+    pub mode: Mode,
     /// Host to bind every address on.
     pub host: std::net::IpAddr,
     /// First peer port; node i uses `peer_port + i`.
@@ -292,7 +359,54 @@ impl ClusterConfig {
                 }
             }
         }
-        self.validate_groups().map_err(invalid)
+        self.validate_mode().and_then(|()| self.validate_groups()).map_err(invalid)
+    }
+
+    /// A primary/backup cluster names its view service and nothing of the Paxos modes.
+    fn validate_mode(&self) -> std::result::Result<(), String> {
+        let n = self.nodes.len();
+        match (self.mode, self.view_service) {
+            (Mode::Paxos, None) => Ok(()),
+            (Mode::Paxos, Some(_)) => {
+                Err("view_service is set but mode is not \"primary-backup\"".into())
+            }
+            (Mode::PrimaryBackup, None) => {
+                Err("mode = \"primary-backup\" needs view_service = <node id>".into())
+            }
+            (Mode::PrimaryBackup, Some(vs)) => {
+                if vs as usize >= n {
+                    return Err(format!(
+                        "view_service = {vs}: no such node (the nodes are 0..{n})"
+                    ));
+                }
+                if n < 2 {
+                    return Err(
+                        "primary-backup mode needs the view service and at least one server"
+                            .into(),
+                    );
+                }
+                if self.master.is_some() || !self.groups.is_empty() || self.redis_cluster {
+                    return Err("primary-backup mode has no shard master, groups or \
+                                redis_cluster: its servers hold every key"
+                        .into());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the cluster runs in primary/backup mode.
+    pub fn is_primary_backup(&self) -> bool {
+        self.mode == Mode::PrimaryBackup
+    }
+
+    /// In primary/backup mode, the primary/backup servers' node ids.
+    pub fn pb_servers(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|&id| self.is_primary_backup() && Some(id) != self.view_service)
+            .collect()
     }
 
     /// The sharded parts: every group names known nodes, each at most once; group ids are
@@ -586,12 +700,15 @@ impl ClusterConfig {
         if options.replicas == 0 {
             return Err(invalid("a cluster needs at least one replica".into()));
         }
-        let nodes_count = if options.groups == 0 {
-            options.replicas
-        } else {
-            options.nodes
+        let nodes_count = match options.mode {
+            Mode::PrimaryBackup => options
+                .replicas
+                .checked_add(1)
+                .ok_or_else(|| invalid(format!("{} servers are too many", options.replicas)))?,
+            Mode::Paxos if options.groups == 0 => options.replicas,
+            Mode::Paxos => options.nodes,
         };
-        if options.groups > 0 && options.replicas > options.nodes {
+        if options.mode == Mode::Paxos && options.groups > 0 && options.replicas > options.nodes {
             return Err(invalid(format!(
                 "{} replicas per group need at least as many nodes (there are {})",
                 options.replicas, options.nodes
@@ -622,6 +739,7 @@ impl ClusterConfig {
                 groups: options.groups,
                 shards: options.shards,
                 redis_cluster: options.redis_cluster,
+                mode: options.mode,
             },
         );
         config.validate(dir)?;
@@ -644,6 +762,18 @@ impl ClusterConfig {
                 .map(|j| (first + j) % count.max(1))
                 .collect()
         };
+        if shape.mode == Mode::PrimaryBackup {
+            return ClusterConfig {
+                cluster_id,
+                mode: Mode::PrimaryBackup,
+                view_service: Some(0),
+                redis_cluster: false,
+                master: None,
+                groups: Vec::new(),
+                nodes,
+                base: base.to_path_buf(),
+            };
+        }
         let (master, groups) = if shape.groups == 0 {
             (None, Vec::new())
         } else {
@@ -662,6 +792,8 @@ impl ClusterConfig {
         };
         ClusterConfig {
             cluster_id,
+            mode: Mode::Paxos,
+            view_service: None,
             redis_cluster: shape.redis_cluster && shape.groups > 0,
             master,
             groups,
@@ -831,6 +963,7 @@ mod tests {
             groups: 0,
             shards: 16,
             redis_cluster: false,
+            mode: Mode::Paxos,
             host: "127.0.0.1".parse().unwrap(),
             peer_port: 17000,
             resp_port: 16380,
@@ -939,6 +1072,55 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(node0, vec![std::ffi::OsString::from("keep")]);
+    }
+
+    #[test]
+    fn a_primary_backup_init_puts_the_view_service_on_node_0_and_servers_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = InitOptions {
+            mode: Mode::PrimaryBackup,
+            replicas: 4,
+            ..options()
+        };
+        let config = ClusterConfig::init(dir.path(), &options).unwrap();
+        assert_eq!(config.nodes.len(), 5);
+        assert_eq!(config.view_service, Some(0));
+        assert_eq!(config.pb_servers(), vec![1, 2, 3, 4]);
+        let text = std::fs::read_to_string(dir.path().join(CLUSTER_FILE)).unwrap();
+        assert!(text.contains("mode = \"primary-backup\""), "{text}");
+        assert!(text.contains("view_service = 0"), "{text}");
+        let loaded = ClusterConfig::load(&dir.path().join(CLUSTER_FILE)).unwrap();
+        assert!(loaded.is_primary_backup());
+        assert!(!loaded.is_sharded());
+        for id in 0..5 {
+            assert!(check_stamp(&loaded.data_dir(id), loaded.cluster_id, id).unwrap());
+        }
+    }
+
+    #[test]
+    fn primary_backup_files_that_make_no_sense_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let nodes = "[[node]]\nid = 0\npeer = \"127.0.0.1:1\"\nresp = \"127.0.0.1:2\"\nadmin = \"127.0.0.1:3\"\ndir = \"a\"\n\
+                     [[node]]\nid = 1\npeer = \"127.0.0.1:4\"\nresp = \"127.0.0.1:5\"\nadmin = \"127.0.0.1:6\"\ndir = \"b\"\n";
+        for (head, reason) in [
+            ("mode = \"primary-backup\"\n", "needs view_service"),
+            ("mode = \"primary-backup\"\nview_service = 2\n", "no such node"),
+            ("view_service = 0\n", "mode is not"),
+            ("mode = \"raft\"\n", "unknown variant"),
+        ] {
+            std::fs::write(&path, format!("cluster_id = 1\n{head}{nodes}")).unwrap();
+            let err = ClusterConfig::load(&path).unwrap_err().to_string();
+            assert!(err.contains(reason), "{head}: {err}");
+        }
+        std::fs::write(
+            &path,
+            format!("cluster_id = 1\nmode = \"primary-backup\"\nview_service = 1\n{nodes}"),
+        )
+        .unwrap();
+        assert_eq!(ClusterConfig::load(&path).unwrap().pb_servers(), vec![0]);
+        assert!("primary-backup".parse::<Mode>().is_ok());
+        assert!("raft".parse::<Mode>().unwrap_err().contains("paxos"));
     }
 
     #[test]

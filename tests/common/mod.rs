@@ -53,6 +53,7 @@ impl Cluster {
                 groups: 0,
                 shards: 1,
                 redis_cluster: false,
+                mode: config::Mode::Paxos,
             },
             configure,
         )
