@@ -359,7 +359,9 @@ impl ClusterConfig {
                 }
             }
         }
-        self.validate_mode().and_then(|()| self.validate_groups()).map_err(invalid)
+        self.validate_mode()
+            .and_then(|()| self.validate_groups())
+            .map_err(invalid)
     }
 
     /// A primary/backup cluster names its view service and nothing of the Paxos modes.
@@ -381,8 +383,7 @@ impl ClusterConfig {
                 }
                 if n < 2 {
                     return Err(
-                        "primary-backup mode needs the view service and at least one server"
-                            .into(),
+                        "primary-backup mode needs the view service and at least one server".into(),
                     );
                 }
                 if self.master.is_some() || !self.groups.is_empty() || self.redis_cluster {
@@ -1105,7 +1106,10 @@ mod tests {
                      [[node]]\nid = 1\npeer = \"127.0.0.1:4\"\nresp = \"127.0.0.1:5\"\nadmin = \"127.0.0.1:6\"\ndir = \"b\"\n";
         for (head, reason) in [
             ("mode = \"primary-backup\"\n", "needs view_service"),
-            ("mode = \"primary-backup\"\nview_service = 2\n", "no such node"),
+            (
+                "mode = \"primary-backup\"\nview_service = 2\n",
+                "no such node",
+            ),
             ("view_service = 0\n", "mode is not"),
             ("mode = \"raft\"\n", "unknown variant"),
         ] {

@@ -143,6 +143,9 @@ pub struct ViewService {
     retired: BTreeMap<NodeId, VecDeque<u64>>,
     pings: u64,
     gets: u64,
+    /// The primary is dead and nothing may replace it (see the module docs): the service
+    /// waits for that primary's life to ping again, or for good.
+    stuck: bool,
     /// The state last handed to the driver to persist.
     persisted: Durable,
     /// Records persisted since the last snapshot.
@@ -165,9 +168,18 @@ impl ViewService {
             retired: BTreeMap::new(),
             pings: 0,
             gets: 0,
+            stuck: false,
             persisted: Durable::default(),
             records: 0,
         }
+    }
+
+    /// Whether the current view's primary is dead and nothing may replace it: its backup
+    /// is dead too, or it had not acknowledged the view. Only that primary's life pinging
+    /// again (a stopped process resumed, a partition healed) unsticks the service; a
+    /// restarted one is a new life without the data.
+    pub fn stuck(&self) -> bool {
+        self.stuck
     }
 
     /// The view service a driver restarts from what its disk held (nothing: a new one at
@@ -313,6 +325,7 @@ impl ViewService {
         };
         let primary_ok = self.alive(now, primary);
         let backup_ok = self.view.backup.map(|b| self.alive(now, b));
+        self.stuck = !primary_ok && !(self.acked && backup_ok == Some(true));
         let (primary, backup) = match (primary_ok, backup_ok) {
             // Promote the backup: only once the primary acknowledged this view.
             (false, Some(true)) if self.acked => (self.view.backup, self.idle(now)),
@@ -346,6 +359,7 @@ impl ViewService {
         fields.extend(self.view.status_fields());
         fields.extend([
             ("acked", self.acked.to_string()),
+            ("stuck", self.stuck.to_string()),
             ("calls", self.calls().to_string()),
         ]);
         fields
@@ -460,9 +474,11 @@ mod tests {
             (3, Some(a), Some(c))
         );
         // Now a dies before acknowledging view 3: stuck, c is never promoted.
+        assert!(!vs.stuck());
         for t in (1000..3000).step_by(100) {
             vs.ping(at(t), c, 3, 30);
         }
+        assert!(vs.stuck());
         assert_eq!(vs.view().viewnum, 3);
         assert_eq!(vs.view().primary_node(), Some(a));
     }
