@@ -9,4 +9,4 @@ pub mod native;
 pub mod sharded;
 pub mod wire;
 
-pub use native::{random_client_id, Client, ClientError, ClientOptions, PrimaryBackup};
+pub use native::{random_client_id, Client, ClientError, ClientOptions, PrimaryBackup, Protocol};

@@ -5,13 +5,15 @@
 
 #![allow(dead_code)]
 
+pub mod workload;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kv_server::client::{Client, ClientOptions};
+use kv_server::client::{Client, ClientOptions, Protocol};
 pub use kv_server::config::Shape;
 use kv_server::config::{self, ClusterConfig, NodeConfig, CLUSTER_FILE};
 
@@ -267,6 +269,11 @@ impl Cluster {
     }
 
     pub fn client(&self, first: usize, options: ClientOptions) -> Client {
+        self.client_of(first, options)
+    }
+
+    /// A native client speaking protocol `P` (a primary/backup cluster's, say).
+    pub fn client_of<P: Protocol>(&self, first: usize, options: ClientOptions) -> Client<P> {
         Client::new(
             self.config.cluster_id,
             self.peer_addresses(),
