@@ -292,7 +292,7 @@ fn run_node(cluster: PathBuf, id: u32) -> Result<()> {
         if config.is_sharded() {
             kv_server::sharded::run(config, id, stop_rx, Default::default()).await
         } else if config.is_primary_backup() {
-            kv_server::pb::run(config, id, stop_rx).await
+            kv_server::pb::run(config, id, stop_rx, Default::default()).await
         } else {
             kv_server::replica::run(config, id, stop_rx).await
         }

@@ -63,7 +63,10 @@ fn mistakes_get_one_line_and_a_failing_status() {
     // Mode mistakes: an unknown mode, and a view asked of a cluster that has none.
     let (ok, stderr) = kv(&["init", "--dir", d, "--mode", "raft"]);
     assert!(!ok);
-    assert!(stderr.contains("unknown mode") && stderr.contains("primary-backup"), "{stderr}");
+    assert!(
+        stderr.contains("unknown mode") && stderr.contains("primary-backup"),
+        "{stderr}"
+    );
     let file = dir.path().join("cluster.toml");
     let (ok, stderr) = kv(&["admin", "view", "--cluster", file.to_str().unwrap()]);
     assert!(!ok);

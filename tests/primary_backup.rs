@@ -17,7 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use kv_engine::kv::Op;
 use kv_replication::kvgroup::Batch;
 use kv_replication::linearizability::History;
-use kv_replication::pbservice::{self, View};
+use kv_replication::pbservice;
 use kv_replication::replica::Request;
 use kv_server::client::{Client, ClientOptions, PrimaryBackup};
 use kv_server::config::Mode;
@@ -57,20 +57,6 @@ fn clients(cluster: &Cluster, count: usize) -> Vec<Client<PrimaryBackup>> {
     (0..count)
         .map(|c| cluster.client_of(1 + c % 3, options()))
         .collect()
-}
-
-/// The view service's current view, if it answers.
-fn view(cluster: &Cluster) -> Option<View> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(kv_server::client::view(
-        cluster.config.cluster_id,
-        cluster.node(VIEW_SERVICE).peer,
-        Duration::from_secs(2),
-    ))
-    .ok()
 }
 
 /// A view whose primary acknowledged it and whose backup holds the whole state: one more
@@ -124,7 +110,9 @@ fn sigkill_of_the_primary_under_load_loses_no_acknowledged_write() {
         assert_eq!(p, primary);
         cluster.kill_node(primary);
         let promoted = wait_for("the backup promoted", VIEW_TIMEOUT, || {
-            view(&cluster).filter(|v| v.viewnum > viewnum && v.primary_node().is_some())
+            cluster
+                .view()
+                .filter(|v| v.viewnum > viewnum && v.primary_node().is_some())
         });
         assert_eq!(
             promoted.primary_node().map(|n| n.0),
@@ -189,18 +177,22 @@ fn a_stopped_primary_replaced_meanwhile_never_answers_as_primary_after_it_resume
     // Stop the primary (a partition stand-in: it hears nothing and says nothing) until the
     // view service has moved on without it and the new view is settled.
     signal(&cluster, old_primary, libc::SIGSTOP);
-    let (new_viewnum, new_primary, _) = wait_for(
-        "a view without the stopped primary",
-        VIEW_TIMEOUT,
-        || settled(&cluster).filter(|&(n, p, b)| n > viewnum && p != old_primary && b != old_primary),
-    );
+    let (new_viewnum, new_primary, _) =
+        wait_for("a view without the stopped primary", VIEW_TIMEOUT, || {
+            settled(&cluster)
+                .filter(|&(n, p, b)| n > viewnum && p != old_primary && b != old_primary)
+        });
     assert_eq!(new_primary, backup, "the old backup was promoted");
     rt.block_on(writer.execute(Op::Put {
         key: Bytes::from_static(b"fenced"),
         value: Bytes::from_static(b"new"),
     }))
     .expect("a write in the new view");
-    wait_progress(&load, 200, "clients working while the old primary is stopped");
+    wait_progress(
+        &load,
+        200,
+        "clients working while the old primary is stopped",
+    );
     // A read sent to the stopped primary waits in its socket for it to resume.
     let cluster_id = cluster.config.cluster_id;
     let stale_addr = cluster.node(old_primary).peer;
@@ -228,11 +220,15 @@ fn a_stopped_primary_replaced_meanwhile_never_answers_as_primary_after_it_resume
         ),
         other => panic!("a replaced primary answered a read: {other:?}"),
     }
-    let resumed = wait_for("the resumed server learns the new view", VIEW_TIMEOUT, || {
-        cluster
-            .status_fields(old_primary)
-            .filter(|s| s.u64("viewnum") >= new_viewnum)
-    });
+    let resumed = wait_for(
+        "the resumed server learns the new view",
+        VIEW_TIMEOUT,
+        || {
+            cluster
+                .status_fields(old_primary)
+                .filter(|s| s.u64("viewnum") >= new_viewnum)
+        },
+    );
     assert_ne!(resumed.get("role"), "primary");
     wait_progress(&load, 200, "clients working after the old primary resumed");
     let acked = load.finish(&rt);
@@ -271,9 +267,13 @@ fn a_restarted_view_service_resumes_its_view_and_still_fails_over() {
     put(&mut client, "b", "2");
     cluster.start_node(VIEW_SERVICE);
     cluster.wait_ready(VIEW_SERVICE);
-    let back = view(&cluster).expect("the view service answers");
+    let back = cluster.view().expect("the view service answers");
     assert_eq!(
-        (back.viewnum, back.primary_node().map(|n| n.0), back.backup_node().map(|n| n.0)),
+        (
+            back.viewnum,
+            back.primary_node().map(|n| n.0),
+            back.backup_node().map(|n| n.0)
+        ),
         (viewnum, Some(primary), Some(backup)),
         "resumed from its persisted view, not from view 0"
     );
@@ -281,7 +281,9 @@ fn a_restarted_view_service_resumes_its_view_and_still_fails_over() {
     wait_settled(&cluster, "the view acknowledged again");
     cluster.kill_node(primary);
     wait_for("the backup promoted", VIEW_TIMEOUT, || {
-        view(&cluster).filter(|v| v.primary_node().map(|n| n.0) == Some(backup))
+        cluster
+            .view()
+            .filter(|v| v.primary_node().map(|n| n.0) == Some(backup))
     });
     for (key, value) in [("a", "1"), ("b", "2")] {
         let read = rt.block_on(client.execute(Op::Get {
@@ -300,7 +302,9 @@ fn a_restarted_view_service_resumes_its_view_and_still_fails_over() {
     cluster.start_node(VIEW_SERVICE);
     assert!(!cluster.wait_exit(VIEW_SERVICE), "a refused start fails");
     assert!(
-        cluster.log(VIEW_SERVICE).contains("view service and its data directory has no stamp"),
+        cluster
+            .log(VIEW_SERVICE)
+            .contains("view service and its data directory has no stamp"),
         "{}",
         cluster.log(VIEW_SERVICE)
     );
@@ -314,7 +318,10 @@ fn admin_view_status_the_cli_and_resp_work_against_every_node() {
 
     // The CLI client, whichever node it starts on.
     assert_eq!(cluster.kv(&["put", "greeting", "hello"]).unwrap(), "OK\n");
-    assert_eq!(cluster.kv(&["append", "greeting", ", world"]).unwrap(), "12\n");
+    assert_eq!(
+        cluster.kv(&["append", "greeting", ", world"]).unwrap(),
+        "12\n"
+    );
     assert_eq!(cluster.kv(&["get", "greeting"]).unwrap(), "hello, world\n");
     assert_eq!(cluster.kv(&["put", "gone", "x"]).unwrap(), "OK\n");
     assert_eq!(cluster.kv(&["del", "gone"]).unwrap(), "1\n");
@@ -325,11 +332,19 @@ fn admin_view_status_the_cli_and_resp_work_against_every_node() {
     for id in 0..4 {
         let mut redis = cluster.redis(id, Duration::from_secs(30));
         let key = format!("resp-{id}");
-        let _: () = redis::cmd("SET").arg(&key).arg(id).query(&mut redis).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(id)
+            .query(&mut redis)
+            .unwrap();
         for reader in 0..4 {
             let mut other = cluster.redis(reader, Duration::from_secs(30));
             let value: String = redis::cmd("GET").arg(&key).query(&mut other).unwrap();
-            assert_eq!(value, id.to_string(), "SET on node {id}, GET on node {reader}");
+            assert_eq!(
+                value,
+                id.to_string(),
+                "SET on node {id}, GET on node {reader}"
+            );
         }
     }
 
@@ -374,5 +389,8 @@ fn admin_view_status_the_cli_and_resp_work_against_every_node() {
 
     // Commands of the other modes are refused with one clear line.
     let err = cluster.admin(&["query"]).unwrap_err();
-    assert!(err.starts_with("error: ") && err.contains("no shard master"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("no shard master"),
+        "{err}"
+    );
 }

@@ -27,8 +27,7 @@ use std::time::Duration;
 
 use kv_engine::kv::Reply;
 use kv_replication::kvgroup::Batch;
-use kv_replication::node::Node;
-use kv_replication::pbservice::{Message, PbEvent, PbServer, ViewService};
+use kv_replication::pbservice::{AnyCore, PbServer, ViewService};
 use kv_replication::types::{ClientId, NodeId, Time};
 use tokio::sync::{mpsc, watch};
 
@@ -43,102 +42,9 @@ use crate::run::{run_node, NodeOptions, Start};
 /// node the others name.
 pub const FORWARD_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Either core of the mode; both speak the same messages, requests and replies.
-pub enum PbCore {
-    /// The view service.
-    View(ViewService),
-    /// A primary/backup server.
-    Server(Box<PbServer>),
-}
-
-/// Runs `$call` on whichever core `$self` holds (both are [`Node`]s of the same types,
-/// but `Node` is not object-safe).
-macro_rules! either {
-    ($self:expr, $core:ident => $call:expr) => {
-        match $self {
-            PbCore::View($core) => $call,
-            PbCore::Server($core) => $call,
-        }
-    };
-}
-
-type PbEffects = kv_replication::effects::Effects<Message, PbEvent>;
-
-impl Node for PbCore {
-    type Msg = Message;
-    type Request = kv_replication::pbservice::Request;
-    type Reply = kv_replication::pbservice::Reply;
-    type Event = PbEvent;
-
-    fn on_boot(&mut self, now: Time, out: &mut PbEffects) {
-        either!(self, core => core.on_boot(now, out))
-    }
-
-    fn on_message(&mut self, now: Time, from: NodeId, msg: Message, out: &mut PbEffects) {
-        either!(self, core => core.on_message(now, from, msg, out))
-    }
-
-    fn on_request(&mut self, now: Time, tag: u64, request: Self::Request, out: &mut PbEffects) {
-        either!(self, core => core.on_request(now, tag, request, out))
-    }
-
-    fn on_tick(&mut self, now: Time, out: &mut PbEffects) {
-        either!(self, core => core.on_tick(now, out))
-    }
-
-    fn hold(&mut self) {
-        either!(self, core => core.hold())
-    }
-
-    fn release(&mut self, now: Time, out: &mut PbEffects) {
-        either!(self, core => core.release(now, out))
-    }
-
-    fn answer(event: &PbEvent) -> Option<kv_replication::node::Answer<Self::Reply>> {
-        ViewService::answer(event)
-    }
-
-    fn is_response(msg: &Message) -> bool {
-        msg.is_response()
-    }
-
-    fn summarize(msg: &Message) -> String {
-        msg.summary()
-    }
-
-    fn wire_bytes(msg: &Message) -> usize {
-        msg.wire_bytes()
-    }
-
-    fn retained_bytes(&self) -> u64 {
-        either!(self, core => core.retained_bytes())
-    }
-
-    fn status(&self) -> Vec<(&'static str, String)> {
-        either!(self, core => core.status())
-    }
-
-    fn is_ready(&self) -> bool {
-        either!(self, core => core.is_ready())
-    }
-
-    fn leader(&self) -> Option<NodeId> {
-        either!(self, core => core.leader())
-    }
-}
-
 /// Runs node `id` of a primary/backup cluster — the view service or a server, as the
 /// cluster file says — until `shutdown`.
 pub async fn run(
-    config: ClusterConfig,
-    id: u32,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), String> {
-    run_with(config, id, shutdown, NodeOptions::default()).await
-}
-
-/// [`run`] with the node's options.
-pub async fn run_with(
     config: ClusterConfig,
     id: u32,
     shutdown: watch::Receiver<bool>,
@@ -166,7 +72,7 @@ pub async fn run_with(
 
 /// The core of node `start.id`: the view service from what its disk holds, or a new life
 /// of a server.
-fn make_core(start: Start, view_service: u32, seed: u64) -> Result<PbCore, String> {
+fn make_core(start: Start, view_service: u32, seed: u64) -> Result<AnyCore, String> {
     if start.id != view_service {
         let server = PbServer::new(NodeId(start.id), NodeId(view_service), seed);
         tracing::info!(
@@ -174,7 +80,7 @@ fn make_core(start: Start, view_service: u32, seed: u64) -> Result<PbCore, Strin
             boot = server.member().boot,
             "primary/backup server, a new life with an empty state"
         );
-        return Ok(PbCore::Server(Box::new(server)));
+        return Ok(AnyCore::server(server));
     }
     if start.wiped {
         return Err(format!(
@@ -187,7 +93,7 @@ fn make_core(start: Start, view_service: u32, seed: u64) -> Result<PbCore, Strin
     let core = ViewService::recover(Time::ZERO, &start.recovered)
         .map_err(|e| format!("recovering the view service: {e}"))?;
     tracing::info!(node = start.id, view = %core.view(), acked = core.acked(), "view service");
-    Ok(PbCore::View(core))
+    Ok(AnyCore::view_service(core))
 }
 
 /// Where a node forwards its RESP connections' commands: the cluster's nodes, itself first.
@@ -203,11 +109,11 @@ struct Forward {
 /// it names (see the module docs). INFO and DBSIZE read this node's own status.
 pub struct PbStore {
     client: Client<PrimaryBackup>,
-    inputs: mpsc::Sender<CoreInput<PbCore>>,
+    inputs: mpsc::Sender<CoreInput<AnyCore>>,
 }
 
 impl PbStore {
-    fn new(client: ClientId, forward: &Forward, inputs: mpsc::Sender<CoreInput<PbCore>>) -> Self {
+    fn new(client: ClientId, forward: &Forward, inputs: mpsc::Sender<CoreInput<AnyCore>>) -> Self {
         let options = ClientOptions {
             attempt_timeout: FORWARD_ATTEMPT_TIMEOUT,
             deadline: RETRY_DEADLINE,

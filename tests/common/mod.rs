@@ -285,11 +285,18 @@ impl Cluster {
     /// The status text of a node, if it answers.
     pub fn status(&self, id: u32) -> Option<String> {
         let addr = self.node(id).peer;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(kv_server::client::status(
+        block_on(kv_server::client::status(
+            self.config.cluster_id,
+            addr,
+            Duration::from_secs(2),
+        ))
+        .ok()
+    }
+
+    /// A primary/backup cluster's current view, from its view service, if it answers.
+    pub fn view(&self) -> Option<kv_replication::pbservice::View> {
+        let addr = self.node(self.config.view_service?).peer;
+        block_on(kv_server::client::view(
             self.config.cluster_id,
             addr,
             Duration::from_secs(2),
@@ -416,6 +423,15 @@ impl Status {
         text.parse()
             .unwrap_or_else(|_| panic!("status field {name} = {text:?} is not a number"))
     }
+}
+
+/// Runs `future` to completion on a runtime of its own (for a synchronous test's calls).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
 }
 
 /// Polls `probe` until it gives a value, or panics after `timeout` naming `what`. Tests

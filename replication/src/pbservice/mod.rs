@@ -7,6 +7,8 @@
 //!   forwards it to the backup, answering only once the backup applied it; a new backup
 //!   receives the whole state in bounded chunks before it counts.
 //! - [`message`]: views and the messages, requests and replies of both.
+//! - [`core`]: either of them as one node ([`AnyCore`]), for drivers that run what a
+//!   cluster file names.
 //!
 //! Both are sans-IO [`crate::node::Node`]s with the same message, request and event types,
 //! so one driver (the simulator, the server) runs either. Data and at-most-once entries
@@ -18,10 +20,12 @@
 //! view's acknowledgement, so a restarted view service resumes where it stopped
 //! ([`viewservice`]'s module docs).
 
+pub mod core;
 pub mod message;
 pub mod server;
 pub mod viewservice;
 
+pub use self::core::{AnyCore, Core};
 pub use message::{Member, Message, PbEvent, Reply, Request, View};
 pub use server::{PbServer, Role};
 pub use viewservice::{Durable, RecoverError, ViewService, DEAD_PINGS, PING_INTERVAL};

@@ -33,7 +33,8 @@ use crate::kvgroup::Batch;
 use crate::linearizability::{History, Input, Invocation, Output};
 use crate::node::{Answer, Node};
 use crate::pbservice::{
-    Member, Message, PbEvent, PbServer, Reply, Request, Role, View, ViewService, PING_INTERVAL,
+    Core, Member, Message, PbEvent, PbServer, Reply, Request, Role, View, ViewService,
+    PING_INTERVAL,
 };
 use crate::replica::Request as KvRequest;
 use crate::rng::Rng;
@@ -94,19 +95,6 @@ impl PbNode {
     }
 }
 
-/// The calls of [`Node`] on a core (both cores share their types), as a trait object.
-trait Core {
-    fn on_boot(&mut self, now: Time, out: &mut PbEffects);
-    fn on_message(&mut self, now: Time, from: NodeId, msg: Message, out: &mut PbEffects);
-    fn on_request(&mut self, now: Time, tag: u64, request: Request, out: &mut PbEffects);
-    fn on_tick(&mut self, now: Time, out: &mut PbEffects);
-    fn hold(&mut self);
-    fn release(&mut self, now: Time, out: &mut PbEffects);
-    fn retained_bytes(&self) -> u64;
-    fn status(&self) -> Vec<(&'static str, String)>;
-    fn leader(&self) -> Option<NodeId>;
-}
-
 /// What a node does before its server is started: it refuses requests.
 pub struct Unstarted;
 
@@ -125,41 +113,11 @@ impl Core for Unstarted {
     fn status(&self) -> Vec<(&'static str, String)> {
         vec![("role", "unstarted".into())]
     }
+    fn is_ready(&self) -> bool {
+        true
+    }
     fn leader(&self) -> Option<NodeId> {
         None
-    }
-}
-
-impl<N> Core for N
-where
-    N: Node<Msg = Message, Request = Request, Reply = Reply, Event = PbEvent>,
-{
-    fn on_boot(&mut self, now: Time, out: &mut PbEffects) {
-        Node::on_boot(self, now, out)
-    }
-    fn on_message(&mut self, now: Time, from: NodeId, msg: Message, out: &mut PbEffects) {
-        Node::on_message(self, now, from, msg, out)
-    }
-    fn on_request(&mut self, now: Time, tag: u64, request: Request, out: &mut PbEffects) {
-        Node::on_request(self, now, tag, request, out)
-    }
-    fn on_tick(&mut self, now: Time, out: &mut PbEffects) {
-        Node::on_tick(self, now, out)
-    }
-    fn hold(&mut self) {
-        Node::hold(self)
-    }
-    fn release(&mut self, now: Time, out: &mut PbEffects) {
-        Node::release(self, now, out)
-    }
-    fn retained_bytes(&self) -> u64 {
-        Node::retained_bytes(self)
-    }
-    fn status(&self) -> Vec<(&'static str, String)> {
-        Node::status(self)
-    }
-    fn leader(&self) -> Option<NodeId> {
-        Node::leader(self)
     }
 }
 
