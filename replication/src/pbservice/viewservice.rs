@@ -325,7 +325,7 @@ impl ViewService {
         };
         let primary_ok = self.alive(now, primary);
         let backup_ok = self.view.backup.map(|b| self.alive(now, b));
-        self.stuck = !primary_ok && !(self.acked && backup_ok == Some(true));
+        self.stuck = !(primary_ok || (self.acked && backup_ok == Some(true)));
         let (primary, backup) = match (primary_ok, backup_ok) {
             // Promote the backup: only once the primary acknowledged this view.
             (false, Some(true)) if self.acked => (self.view.backup, self.idle(now)),

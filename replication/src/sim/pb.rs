@@ -49,7 +49,7 @@ pub enum PbNode {
     /// hard link to its socket).
     View {
         /// The core.
-        core: ViewService,
+        core: Box<ViewService>,
         /// Servers cut off from it.
         unheard: BTreeSet<NodeId>,
     },
@@ -73,14 +73,14 @@ impl PbNode {
     /// The view service, if this is it.
     pub fn view_service(&self) -> Option<&ViewService> {
         match self {
-            PbNode::View { core, .. } => Some(core),
+            PbNode::View { core, .. } => Some(core.as_ref()),
             PbNode::Server(_) | PbNode::Unstarted(_) => None,
         }
     }
 
     fn node(&mut self) -> &mut dyn Core {
         match self {
-            PbNode::View { core, .. } => core,
+            PbNode::View { core, .. } => core.as_mut(),
             PbNode::Server(s) => s.as_mut(),
             PbNode::Unstarted(u) => u,
         }
@@ -88,7 +88,7 @@ impl PbNode {
 
     fn node_ref(&self) -> &dyn Core {
         match self {
-            PbNode::View { core, .. } => core,
+            PbNode::View { core, .. } => core.as_ref(),
             PbNode::Server(s) => s.as_ref(),
             PbNode::Unstarted(u) => u,
         }
@@ -206,7 +206,7 @@ impl Host for PbHost {
     fn boot(&mut self, boot: Boot) -> PbNode {
         if boot.id.index() == VIEW_SERVICE {
             PbNode::View {
-                core: ViewService::new(),
+                core: Box::new(ViewService::new()),
                 unheard: BTreeSet::new(),
             }
         } else if self.unstarted.contains(&boot.id.index()) {
