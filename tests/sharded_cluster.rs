@@ -205,21 +205,9 @@ fn final_reads(
     epoch: Instant,
 ) -> Vec<(String, Option<Vec<u8>>)> {
     let mut conn = cluster.redis(id, IO_TIMEOUT);
-    (0..keys)
-        .map(|k| {
-            let key = format!("k{k}");
-            let call = history.invoke(
-                1_000,
-                Input::Get {
-                    key: key.clone().into_bytes(),
-                },
-                clock(epoch),
-            );
-            let value: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
-            history.complete(call, Output::Value(value.clone()), clock(epoch));
-            (key, value)
-        })
-        .collect()
+    common::workload::recorded_reads(keys, history, epoch, |key| {
+        redis::cmd("GET").arg(key).query(&mut conn).unwrap()
+    })
 }
 
 /// Joins, leaves and moves while RESP clients append: a node is SIGKILLed right after a

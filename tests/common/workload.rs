@@ -135,6 +135,28 @@ pub fn spawn_clients<P: Protocol>(
     }
 }
 
+/// Reads keys `k0`.. `k{keys - 1}` once each with `read`, recording every read as a final
+/// reader's (client 1000); returns each key with the value read.
+pub fn recorded_reads(
+    keys: u64,
+    history: &History,
+    epoch: Instant,
+    mut read: impl FnMut(&str) -> Option<Vec<u8>>,
+) -> Vec<(String, Option<Vec<u8>>)> {
+    (0..keys)
+        .map(|k| {
+            let key = format!("k{k}");
+            let input = Input::Get {
+                key: key.clone().into_bytes(),
+            };
+            let call = history.invoke(1_000, input, clock(epoch));
+            let value = read(&key);
+            history.complete(call, Output::Value(value.clone()), clock(epoch));
+            (key, value)
+        })
+        .collect()
+}
+
 /// Reads every one of `keys` keys once through `client` and records the reads.
 pub fn final_reads<P: Protocol>(
     rt: &tokio::runtime::Runtime,
@@ -143,27 +165,18 @@ pub fn final_reads<P: Protocol>(
     history: &History,
     epoch: Instant,
 ) {
-    for k in 0..keys {
-        let key = format!("k{k}");
-        let call = history.invoke(
-            1_000,
-            Input::Get {
-                key: key.clone().into_bytes(),
-            },
-            clock(epoch),
-        );
+    recorded_reads(keys, history, epoch, |key| {
+        let get = Op::Get {
+            key: Bytes::from(key.to_string()),
+        };
         match rt
-            .block_on(client.execute(Op::Get {
-                key: Bytes::from(key.clone()),
-            }))
+            .block_on(client.execute(get))
             .expect("the cluster answers the final reads")
         {
-            Reply::Value(v) => {
-                history.complete(call, Output::Value(v.map(|b| b.to_vec())), clock(epoch))
-            }
+            Reply::Value(v) => v.map(|b| b.to_vec()),
             other => panic!("unexpected reply {other:?}"),
         }
-    }
+    });
 }
 
 /// Panics unless `history` is linearizable (a checker that runs out of budget fails too).

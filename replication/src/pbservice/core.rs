@@ -3,11 +3,11 @@
 //! the cluster file names" — the server's — holds an [`AnyCore`], and the simulator's world
 //! holds its nodes through the same object-safe [`Core`].
 
-use super::message::{answer, Message, PbEvent, Reply, Request};
+use super::message::{Message, PbEvent, Reply, Request};
 use super::server::PbServer;
 use super::viewservice::ViewService;
 use crate::effects::Effects;
-use crate::node::{Answer, Node};
+use crate::node::Node;
 use crate::types::{NodeId, Time};
 
 type PbEffects = Effects<Message, PbEvent>;
@@ -118,21 +118,7 @@ impl Node for AnyCore {
         self.0.release(now, out)
     }
 
-    fn answer(event: &PbEvent) -> Option<Answer<Reply>> {
-        answer(event)
-    }
-
-    fn is_response(msg: &Message) -> bool {
-        msg.is_response()
-    }
-
-    fn summarize(msg: &Message) -> String {
-        msg.summary()
-    }
-
-    fn wire_bytes(msg: &Message) -> usize {
-        msg.wire_bytes()
-    }
+    crate::pbservice::message::message_fns!();
 
     fn retained_bytes(&self) -> u64 {
         self.0.retained_bytes()

@@ -63,12 +63,12 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::message::{answer, Member, Message, PbEvent, Reply, Request, View};
+use super::message::{Member, Message, PbEvent, Reply, Request, View};
 use super::viewservice::PING_INTERVAL;
 use crate::codec;
 use crate::effects::Effects;
 use crate::kvgroup::Batch;
-use crate::node::{Answer, Node};
+use crate::node::Node;
 use crate::paxos::Seq;
 use crate::replica::applied::{Applied, ImageAssembler, ImageStream};
 use crate::replica::transfer::{Incoming, Outgoing, Received, Retry, Served};
@@ -742,21 +742,7 @@ impl Node for PbServer {
         }
     }
 
-    fn answer(event: &PbEvent) -> Option<Answer<Reply>> {
-        answer(event)
-    }
-
-    fn is_response(msg: &Message) -> bool {
-        msg.is_response()
-    }
-
-    fn summarize(msg: &Message) -> String {
-        msg.summary()
-    }
-
-    fn wire_bytes(msg: &Message) -> usize {
-        msg.wire_bytes()
-    }
+    crate::pbservice::message::message_fns!();
 
     fn retained_bytes(&self) -> u64 {
         self.applied.machine.live_bytes()

@@ -59,10 +59,10 @@ use std::time::Duration;
 use kv_engine::store::Recovered;
 use serde::{Deserialize, Serialize};
 
-use super::message::{answer, Member, Message, PbEvent, Reply, Request, View};
+use super::message::{Member, Message, PbEvent, Reply, Request, View};
 use crate::codec;
 use crate::effects::{Effects, Persist};
-use crate::node::{Answer, Node};
+use crate::node::Node;
 use crate::replica::Event;
 use crate::types::{NodeId, Time};
 
@@ -414,21 +414,7 @@ impl Node for ViewService {
         self.persist(out);
     }
 
-    fn answer(event: &PbEvent) -> Option<Answer<Reply>> {
-        answer(event)
-    }
-
-    fn is_response(msg: &Message) -> bool {
-        msg.is_response()
-    }
-
-    fn summarize(msg: &Message) -> String {
-        msg.summary()
-    }
-
-    fn wire_bytes(msg: &Message) -> usize {
-        msg.wire_bytes()
-    }
+    crate::pbservice::message::message_fns!();
 
     fn retained_bytes(&self) -> u64 {
         0

@@ -31,7 +31,7 @@ use crate::clerk::Clerk;
 use crate::effects::Effects;
 use crate::kvgroup::Batch;
 use crate::linearizability::{History, Input, Invocation, Output};
-use crate::node::{Answer, Node};
+use crate::node::Node;
 use crate::pbservice::{
     Core, Member, Message, PbEvent, PbServer, Reply, Request, Role, View, ViewService,
     PING_INTERVAL,
@@ -156,21 +156,7 @@ impl Node for PbNode {
         self.node().release(now, out)
     }
 
-    fn answer(event: &PbEvent) -> Option<Answer<Reply>> {
-        PbServer::answer(event)
-    }
-
-    fn is_response(msg: &Message) -> bool {
-        msg.is_response()
-    }
-
-    fn summarize(msg: &Message) -> String {
-        msg.summary()
-    }
-
-    fn wire_bytes(msg: &Message) -> usize {
-        msg.wire_bytes()
-    }
+    crate::pbservice::message::message_fns!();
 
     fn retained_bytes(&self) -> u64 {
         self.node_ref().retained_bytes()
