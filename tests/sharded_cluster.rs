@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::workload::assert_linearizable;
 use common::{clock, wait_for, Cluster, Shape};
-use kv_replication::linearizability::{check, Budget, CheckResult, History, Input, Output};
+use kv_replication::linearizability::{History, Input, Output};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -89,16 +90,6 @@ fn shard_owners(cluster: &Cluster) -> Vec<u64> {
         .iter()
         .map(|g| g.as_u64().unwrap())
         .collect()
-}
-
-fn assert_linearizable(history: &History) {
-    let result = check(history, Budget::DEFAULT);
-    assert_eq!(
-        result,
-        CheckResult::Ok,
-        "history of {} operations: {result}",
-        history.len()
-    );
 }
 
 /// The configuration number `kv admin join/leave/move` reports.
