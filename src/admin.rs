@@ -1,5 +1,5 @@
-//! `kv admin`: the cluster's status, and the shard master's commands (query, join, leave,
-//! move). Every argument is checked against the cluster file before anything is sent, so
+//! `kv admin`: the cluster's status, the shard master's commands (query, join, leave,
+//! move), and a primary/backup cluster's view. Every argument is checked against the cluster file before anything is sent, so
 //! a mistake gets one clear line and changes nothing.
 
 use std::collections::BTreeMap;
@@ -22,6 +22,15 @@ pub enum AdminCommand {
         #[command(flatten)]
         cluster: ClusterArg,
         /// Print JSON: one object per node, each replica's fields as strings.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A primary/backup cluster's current view, from its view service: view number,
+    /// primary, backup, and whether the primary acknowledged it.
+    View {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -80,6 +89,7 @@ impl ClusterArg {
 pub fn run(command: AdminCommand) -> Result<()> {
     match command {
         AdminCommand::Status { cluster, json } => status(&cluster.load()?, json),
+        AdminCommand::View { cluster, json } => view(&cluster, json),
         AdminCommand::Query { num, cluster, json } => {
             let config = sharded(&cluster)?;
             let reply = call(
@@ -148,6 +158,54 @@ pub fn run(command: AdminCommand) -> Result<()> {
             )
         }
     }
+}
+
+/// Prints the view service's current view.
+fn view(cluster: &ClusterArg, json: bool) -> Result<()> {
+    let config = cluster.load()?;
+    let Some(view_service) = config.view_service else {
+        bail!(
+            "{} describes a {} cluster: only a primary-backup cluster has views",
+            cluster.cluster.display(),
+            config.mode
+        );
+    };
+    let node = config.node(view_service).expect("validated");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let timeout = Duration::from_secs(cluster.timeout);
+    let shown = rt
+        .block_on(kv_server::client::view(
+            config.cluster_id,
+            node.peer,
+            timeout,
+        ))
+        .with_context(|| {
+            format!(
+                "asking the view service (node {view_service}, {})",
+                node.peer
+            )
+        })?;
+    let name = |n: Option<kv_replication::types::NodeId>| n.map(|n| n.0);
+    if json {
+        let value = json!({
+            "viewnum": shown.viewnum,
+            "primary": name(shown.primary_node()),
+            "backup": name(shown.backup_node()),
+            "view_service": view_service,
+        });
+        println!("{value}");
+        return Ok(());
+    }
+    let show = |n: Option<kv_replication::types::NodeId>| {
+        n.map_or("none".to_string(), |n| format!("node {}", n.0))
+    };
+    println!("viewnum: {}", shown.viewnum);
+    println!("primary: {}", show(shown.primary_node()));
+    println!("backup: {}", show(shown.backup_node()));
+    Ok(())
 }
 
 fn sharded(cluster: &ClusterArg) -> Result<ClusterConfig> {
@@ -351,8 +409,16 @@ fn parse_parts(text: &str) -> Vec<serde_json::Value> {
     parts.into_iter().map(serde_json::Value::Object).collect()
 }
 
-/// Groups of a sharded cluster's file, for `kv up`'s banner.
+/// Groups of a sharded cluster's file (or a primary/backup cluster's roles), for `kv up`'s
+/// banner.
 pub fn group_lines(config: &ClusterConfig) -> Vec<String> {
+    if let Some(view_service) = config.view_service {
+        let servers: Vec<String> = config.pb_servers().iter().map(|n| n.to_string()).collect();
+        return vec![format!(
+            "view service on node {view_service}; primary/backup servers on nodes {}",
+            servers.join(", ")
+        )];
+    }
     config
         .groups
         .iter()

@@ -1,7 +1,8 @@
 //! `kv`: the command-line tool of kv, a persistent, Paxos-replicated, sharded key-value
-//! store. One binary: `kv up` runs a whole local cluster, `kv node` one node, `kv get|put|
-//! append|del` is the client, `kv admin` administers, `kv bench` loads a cluster, `kv
-//! mapreduce` runs batch jobs.
+//! store (or, with `--mode primary-backup`, a view service and primary/backup servers). One
+//! binary: `kv up` runs a whole local cluster, `kv node` one node, `kv get|put|append|del`
+//! is the client, `kv admin` administers, `kv bench` loads a cluster, `kv mapreduce` runs
+//! batch jobs.
 
 mod admin;
 mod bench;
@@ -270,6 +271,7 @@ fn run_node(cluster: PathBuf, id: u32) -> Result<()> {
     // carried ~20% more puts/s than a multi-threaded runtime (`kv bench`, 50 clients).
     // A sharded node runs a core per replica it hosts: those run in parallel on a
     // multi-threaded runtime.
+    // A primary/backup node runs one core, like an unsharded node.
     let rt = if config.is_sharded() {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -289,6 +291,8 @@ fn run_node(cluster: PathBuf, id: u32) -> Result<()> {
         });
         if config.is_sharded() {
             kv_server::sharded::run(config, id, stop_rx, Default::default()).await
+        } else if config.is_primary_backup() {
+            kv_server::pb::run(config, id, stop_rx, Default::default()).await
         } else {
             kv_server::replica::run(config, id, stop_rx).await
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use kv_server::config::{ClusterConfig, InitOptions, CLUSTER_FILE};
+use kv_server::config::{ClusterConfig, InitOptions, Mode, CLUSTER_FILE};
 
 /// Where a local cluster lives and how a new one is laid out: the arguments of `kv up`,
 /// and (with a host) of `kv init`.
@@ -22,6 +22,11 @@ pub struct UpArgs {
     /// Directory for the cluster file and every node's data.
     #[arg(long, default_value = "./kv-data")]
     pub dir: PathBuf,
+    /// How a new cluster replicates: `paxos` (groups of Paxos replicas), or
+    /// `primary-backup` (a view service on node 0 and `--replicas` primary/backup servers
+    /// after it; `--nodes`, `--groups`, `--shards` and `--redis-cluster` do not apply).
+    #[arg(long, default_value_t = Mode::Paxos)]
+    pub mode: Mode,
     /// Number of nodes (processes) of a new sharded cluster.
     #[arg(long, default_value_t = 3)]
     pub nodes: u32,
@@ -29,7 +34,8 @@ pub struct UpArgs {
     /// nodes, without a shard master.
     #[arg(long, default_value_t = 3)]
     pub groups: u32,
-    /// Number of replicas of each group (and of the shard master) of a new cluster.
+    /// Number of replicas of each group (and of the shard master) of a new cluster; in
+    /// primary/backup mode, the number of servers (a primary, a backup, and spares).
     #[arg(long, default_value_t = 3)]
     pub replicas: u32,
     /// Number of shards of a new sharded cluster (Redis Cluster's 16384 slots are split
@@ -60,6 +66,7 @@ impl UpArgs {
             groups: self.groups,
             shards: self.shards,
             redis_cluster: self.redis_cluster,
+            mode: self.mode,
             host,
             peer_port: self.peer_port,
             resp_port: self.resp_port,
@@ -71,6 +78,12 @@ impl UpArgs {
 
 /// A cluster in a few words: its nodes, and its groups and shards if it is sharded.
 pub fn describe(config: &ClusterConfig) -> String {
+    if let Some(view_service) = config.view_service {
+        return format!(
+            "primary/backup: the view service on node {view_service}, {} servers",
+            config.pb_servers().len()
+        );
+    }
     match &config.master {
         None => format!("{} nodes, one unsharded group", config.nodes.len()),
         Some(master) => format!(
@@ -162,13 +175,23 @@ pub fn run(args: UpArgs) -> Result<()> {
     );
     println!("      kv get hello --cluster {}", path.display());
     println!("      kv admin status --cluster {}", path.display());
+    if config.is_primary_backup() {
+        println!("      kv admin view --cluster {}", path.display());
+    }
     if config.is_sharded() {
         println!("      kv admin query --cluster {}", path.display());
     }
-    println!(
-        "Ctrl-C stops every node; `kv up --dir {}` starts them again on the same data.",
-        args.dir.display()
-    );
+    if config.is_primary_backup() {
+        println!(
+            "Ctrl-C stops every node. Primary/backup servers keep the data in memory only: \
+             restarting them all loses it (the view service then reports stuck: true)."
+        );
+    } else {
+        println!(
+            "Ctrl-C stops every node; `kv up --dir {}` starts them again on the same data.",
+            args.dir.display()
+        );
+    }
 
     let mut restarts: Vec<Option<Instant>> = vec![None; children.len()];
     let mut started_at: Vec<Instant> = vec![Instant::now(); children.len()];

@@ -59,4 +59,16 @@ fn mistakes_get_one_line_and_a_failing_status() {
     assert!(!fresh.exists(), "a failed init left {f} behind");
     let (ok, stderr) = kv(&["init", "--dir", f]);
     assert!(ok, "{stderr}");
+
+    // Mode mistakes: an unknown mode, and a view asked of a cluster that has none.
+    let (ok, stderr) = kv(&["init", "--dir", d, "--mode", "raft"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("unknown mode") && stderr.contains("primary-backup"),
+        "{stderr}"
+    );
+    let file = dir.path().join("cluster.toml");
+    let (ok, stderr) = kv(&["admin", "view", "--cluster", file.to_str().unwrap()]);
+    assert!(!ok);
+    assert_one_line_error(&stderr, "only a primary-backup cluster has views");
 }

@@ -6,15 +6,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::{clock, Cluster};
-use kv_engine::kv::{Op, Reply};
-use kv_replication::linearizability::{check, Budget, CheckResult, History, Input, Output};
-use kv_server::client::ClientOptions;
+use common::workload::{self, assert_linearizable, spawn_clients};
+use common::Cluster;
+use kv_replication::linearizability::History;
+use kv_server::client::{Client, ClientOptions};
 
 const KEYS: u64 = 4;
 
@@ -25,112 +22,13 @@ fn options() -> ClientOptions {
     }
 }
 
-/// Runs `clients` closed-loop clients until `stop`, recording every operation.
-fn spawn_clients(
-    rt: &tokio::runtime::Runtime,
-    cluster: &Cluster,
-    clients: usize,
-    history: History,
-    epoch: Instant,
-    stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<u64>> {
-    (0..clients)
-        .map(|c| {
-            let mut client = cluster.client(c, options());
-            let history = history.clone();
-            let stop = stop.clone();
-            rt.spawn(async move {
-                let mut acked = 0;
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let key = format!("k{}", (c as u64 * 7 + n) % KEYS);
-                    let token = format!("[{c}.{n}]");
-                    let (op, input) = match n % 5 {
-                        0 => (
-                            Op::Get {
-                                key: Bytes::from(key.clone()),
-                            },
-                            Input::Get {
-                                key: key.clone().into_bytes(),
-                            },
-                        ),
-                        1 => (
-                            Op::Put {
-                                key: Bytes::from(key.clone()),
-                                value: Bytes::from(token.clone()),
-                            },
-                            Input::Put {
-                                key: key.clone().into_bytes(),
-                                value: token.clone().into_bytes(),
-                            },
-                        ),
-                        _ => (
-                            Op::Append {
-                                key: Bytes::from(key.clone()),
-                                value: Bytes::from(token.clone()),
-                            },
-                            Input::Append {
-                                key: key.clone().into_bytes(),
-                                value: token.clone().into_bytes(),
-                            },
-                        ),
-                    };
-                    let call = history.invoke(c as u64, input, clock(epoch));
-                    match client.execute(op).await {
-                        Ok(Reply::Value(v)) => history.complete(
-                            call,
-                            Output::Value(v.map(|b| b.to_vec())),
-                            clock(epoch),
-                        ),
-                        Ok(Reply::Ok | Reply::Appended(_)) => {
-                            acked += 1;
-                            history.complete(call, Output::Ok, clock(epoch))
-                        }
-                        Ok(other) => panic!("unexpected reply {other:?}"),
-                        Err(_) => history.give_up(call),
-                    }
-                }
-                acked
-            })
-        })
-        .collect()
+fn clients(cluster: &Cluster, count: usize) -> Vec<Client> {
+    (0..count).map(|c| cluster.client(c, options())).collect()
 }
 
-/// Reads every key once through a fresh client and records the reads.
 fn final_reads(rt: &tokio::runtime::Runtime, cluster: &Cluster, history: &History, epoch: Instant) {
     let mut client = cluster.client(0, options());
-    for k in 0..KEYS {
-        let key = format!("k{k}");
-        let call = history.invoke(
-            1_000,
-            Input::Get {
-                key: key.clone().into_bytes(),
-            },
-            clock(epoch),
-        );
-        match rt
-            .block_on(client.execute(Op::Get {
-                key: Bytes::from(key.clone()),
-            }))
-            .expect("the restarted cluster answers")
-        {
-            Reply::Value(v) => {
-                history.complete(call, Output::Value(v.map(|b| b.to_vec())), clock(epoch))
-            }
-            other => panic!("unexpected reply {other:?}"),
-        }
-    }
-}
-
-fn assert_linearizable(history: &History) {
-    let result = check(history, Budget::DEFAULT);
-    assert_eq!(
-        result,
-        CheckResult::Ok,
-        "history of {} operations: {result}",
-        history.len()
-    );
+    workload::final_reads(rt, &mut client, KEYS, history, epoch);
 }
 
 #[test]
@@ -139,8 +37,7 @@ fn repeated_sigkill_of_random_nodes_then_of_all_loses_no_acknowledged_write() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let history = History::new();
     let epoch = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = spawn_clients(&rt, &cluster, 6, history.clone(), epoch, stop.clone());
+    let load = spawn_clients(&rt, clients(&cluster, 6), KEYS, history.clone(), epoch);
 
     // Kill a random node, restart it, again and again, while the clients write.
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
@@ -156,8 +53,7 @@ fn repeated_sigkill_of_random_nodes_then_of_all_loses_no_acknowledged_write() {
         cluster.wait_ready(victim);
     }
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let acked: u64 = clients.into_iter().map(|c| rt.block_on(c).unwrap()).sum();
+    let acked = load.finish(&rt);
     assert!(
         acked > 50,
         "the cluster made progress under crashes: {acked} writes acknowledged"
@@ -182,8 +78,7 @@ fn wiped_node_rejoins_and_the_group_then_survives_killing_another() {
     let history = History::new();
     let epoch = Instant::now();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = spawn_clients(&rt, &cluster, 4, history.clone(), epoch, stop.clone());
+    let load = spawn_clients(&rt, clients(&cluster, 4), KEYS, history.clone(), epoch);
     std::thread::sleep(Duration::from_secs(2));
 
     // Node 1 loses its disk.
@@ -202,8 +97,7 @@ fn wiped_node_rejoins_and_the_group_then_survives_killing_another() {
     // Now a different node dies: the group must still have a majority with node 1 in it.
     cluster.kill_node(2);
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    let acked: u64 = clients.into_iter().map(|c| rt.block_on(c).unwrap()).sum();
+    let acked = load.finish(&rt);
     assert!(acked > 20, "{acked} writes acknowledged");
 
     // Nodes 0 and 1 alone must answer, with every acknowledged write.

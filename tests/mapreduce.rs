@@ -522,6 +522,7 @@ fn word_count_and_inverted_index_from_files_and_from_the_store_into_the_store_eq
             groups: 3,
             shards: 16,
             redis_cluster: false,
+            mode: kv_server::config::Mode::Paxos,
         },
     );
     let dir = tempfile::tempdir().unwrap();

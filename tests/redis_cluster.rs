@@ -31,6 +31,7 @@ fn shape(groups: u32, redis_cluster: bool) -> Shape {
         groups,
         shards: SHARDS,
         redis_cluster,
+        mode: kv_server::config::Mode::Paxos,
     }
 }
 

@@ -25,6 +25,7 @@ fn shape(redis_cluster: bool) -> Shape {
         groups: 3,
         shards: 16,
         redis_cluster,
+        mode: kv_server::config::Mode::Paxos,
     }
 }
 

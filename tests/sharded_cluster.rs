@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::workload::assert_linearizable;
 use common::{clock, config_num, wait_for, Cluster, Shape};
-use kv_replication::linearizability::{check, Budget, CheckResult, History, Input, Output};
+use kv_replication::linearizability::{History, Input, Output};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -19,6 +20,7 @@ fn shape(groups: u32) -> Shape {
         groups,
         shards: 16,
         redis_cluster: false,
+        mode: kv_server::config::Mode::Paxos,
     }
 }
 
@@ -88,16 +90,6 @@ fn shard_owners(cluster: &Cluster) -> Vec<u64> {
         .iter()
         .map(|g| g.as_u64().unwrap())
         .collect()
-}
-
-fn assert_linearizable(history: &History) {
-    let result = check(history, Budget::DEFAULT);
-    assert_eq!(
-        result,
-        CheckResult::Ok,
-        "history of {} operations: {result}",
-        history.len()
-    );
 }
 
 /// Closed-loop RESP clients on random keys, each recording its operations; a client whose
@@ -194,21 +186,9 @@ fn final_reads(
     epoch: Instant,
 ) -> Vec<(String, Option<Vec<u8>>)> {
     let mut conn = cluster.redis(id, IO_TIMEOUT);
-    (0..keys)
-        .map(|k| {
-            let key = format!("k{k}");
-            let call = history.invoke(
-                1_000,
-                Input::Get {
-                    key: key.clone().into_bytes(),
-                },
-                clock(epoch),
-            );
-            let value: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
-            history.complete(call, Output::Value(value.clone()), clock(epoch));
-            (key, value)
-        })
-        .collect()
+    common::workload::recorded_reads(keys, history, epoch, |key| {
+        redis::cmd("GET").arg(key).query(&mut conn).unwrap()
+    })
 }
 
 /// Joins, leaves and moves while RESP clients append: a node is SIGKILLed right after a

@@ -1,6 +1,6 @@
-//! A client of either kind of cluster — the native client of an unsharded one, or a shard
-//! clerk (through [`Outside`]) of a sharded one, whichever the cluster file says: what the
-//! CLI, the load generator and batch jobs use.
+//! A client of any kind of cluster — the native client of an unsharded one or of a
+//! primary/backup one, or a shard clerk (through [`Outside`]) of a sharded one, whichever
+//! the cluster file says: what the CLI, the load generator and batch jobs use.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +9,15 @@ use kv_engine::kv::{Op, Reply, Scan, ScanPage, Sharding};
 use kv_replication::kvgroup::{self, Batch};
 
 use crate::config::ClusterConfig;
-use crate::native::{random_client_id, Client, ClientOptions};
+use crate::native::{random_client_id, Client, ClientError, ClientOptions, PrimaryBackup};
 use crate::sharded::{Outside, ShardedStore};
 
 /// A client of either kind of cluster.
 pub enum AnyClient {
     /// An unsharded cluster's.
     Group(Box<Client>),
+    /// A primary/backup cluster's (it follows the primary each node names).
+    PrimaryBackup(Box<Client<PrimaryBackup>>),
     /// A sharded cluster's.
     Sharded(Box<ShardedStore<Outside>>),
 }
@@ -44,6 +46,19 @@ impl AnyClient {
                 random_client_id(),
                 outside.clone(),
             ))),
+            None if config.is_primary_backup() => {
+                // Start on a server (the view service only redirects): clients spread over
+                // the servers and move to the primary.
+                let servers = config.pb_servers();
+                let first = servers[index % servers.len()] as usize;
+                let nodes = config.nodes.iter().map(|n| n.peer).collect();
+                AnyClient::PrimaryBackup(Box::new(Client::new(
+                    config.cluster_id,
+                    nodes,
+                    first,
+                    options,
+                )))
+            }
             None => {
                 let nodes = config.nodes.iter().map(|n| n.peer).collect();
                 AnyClient::Group(Box::new(Client::new(
@@ -59,7 +74,7 @@ impl AnyClient {
     /// How the cluster's keys map to shards: the shards a walk of every key reads.
     pub fn sharding(&self) -> Sharding {
         match self {
-            AnyClient::Group(_) => kvgroup::SHARDING,
+            AnyClient::Group(_) | AnyClient::PrimaryBackup(_) => kvgroup::SHARDING,
             AnyClient::Sharded(store) => crate::sharded::Router::sharding(store.router().as_ref()),
         }
     }
@@ -68,6 +83,7 @@ impl AnyClient {
     pub async fn execute(&mut self, op: Op, deadline: Duration) -> Result<Reply, String> {
         match self {
             AnyClient::Group(client) => client.execute(op).await.map_err(|e| e.to_string()),
+            AnyClient::PrimaryBackup(client) => client.execute(op).await.map_err(|e| e.to_string()),
             AnyClient::Sharded(store) => within(deadline, store.execute(op)).await,
         }
     }
@@ -81,12 +97,9 @@ impl AnyClient {
         deadline: Duration,
     ) -> Result<Vec<Reply>, String> {
         let reply = match self {
-            AnyClient::Group(client) => {
-                return match client.execute_batch(batch).await {
-                    Ok(Ok(replies)) => Ok(replies),
-                    Ok(Err(refused)) => Err(format!("the batch did not run: {refused:?}")),
-                    Err(e) => Err(e.to_string()),
-                }
+            AnyClient::Group(client) => return batch_result(client.execute_batch(batch).await),
+            AnyClient::PrimaryBackup(client) => {
+                return batch_result(client.execute_batch(batch).await)
             }
             AnyClient::Sharded(store) => {
                 within(deadline, store.execute_batch(batch.clone())).await?
@@ -103,6 +116,17 @@ impl AnyClient {
             Reply::Scanned(page) => Ok(page),
             other => Err(format!("a scan was answered {other:?}")),
         }
+    }
+}
+
+/// A native client's answer to a batch, with a refusal or failure in words.
+fn batch_result(
+    answer: Result<Result<Vec<Reply>, Reply>, ClientError>,
+) -> Result<Vec<Reply>, String> {
+    match answer {
+        Ok(Ok(replies)) => Ok(replies),
+        Ok(Err(refused)) => Err(format!("the batch did not run: {refused:?}")),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -33,6 +33,15 @@
 //! nodes = [0, 1, 2]
 //! ```
 //!
+//! A *primary/backup* cluster's file names its mode and the node that runs the view
+//! service; every other node is a primary/backup server (see `kv_server::pb`):
+//!
+//! ```toml
+//! cluster_id = 7302569204810352129
+//! mode = "primary-backup"
+//! view_service = 0
+//! ```
+//!
 //! Groups are only ever appended: each replica's *endpoint* id is its position (the shard
 //! master's replicas first, then each group's in file order), so reordering or removing a
 //! `[[group]]` would give existing data directories to other replicas, and is refused
@@ -186,11 +195,62 @@ pub struct GroupConfig {
     pub nodes: Vec<u32>,
 }
 
+/// How a cluster replicates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Paxos-replicated groups (unsharded, or sharded under a shard master).
+    #[default]
+    Paxos,
+    /// A view service and primary/backup servers (Lab 2): one node runs the view service,
+    /// every other node is a primary/backup server.
+    PrimaryBackup,
+}
+
+impl Mode {
+    /// Whether this is the default mode (left out of cluster files).
+    pub fn is_paxos(&self) -> bool {
+        *self == Mode::Paxos
+    }
+
+    /// Its name, as cluster files and `--mode` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Paxos => "paxos",
+            Mode::PrimaryBackup => "primary-backup",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Mode, String> {
+        [Mode::Paxos, Mode::PrimaryBackup]
+            .into_iter()
+            .find(|m| m.name() == text)
+            .ok_or_else(|| format!("unknown mode {text:?} (the modes: paxos, primary-backup)"))
+    }
+}
+
 /// The whole cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterConfig {
     /// Distinguishes clusters, so a node never joins the wrong one or reads another's data.
     pub cluster_id: u64,
+    /// How the cluster replicates (absent: Paxos).
+    #[serde(default, skip_serializing_if = "Mode::is_paxos")]
+    pub mode: Mode,
+    /// In primary/backup mode, the node that runs the view service (its `[[node]]` entry
+    /// gives its addresses); every other node is a primary/backup server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_service: Option<u32>,
     /// Whether RESP speaks the Redis Cluster protocol (sharded clusters only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redis_cluster: bool,
@@ -220,6 +280,9 @@ pub struct Shape {
     pub shards: u32,
     /// Speak the Redis Cluster protocol.
     pub redis_cluster: bool,
+    /// How it replicates; in primary/backup mode `replicas` counts the servers, and a
+    /// node before them runs the view service (`groups` and `shards` do not apply).
+    pub mode: Mode,
 }
 
 /// How `kv init` lays out a local cluster.
@@ -236,6 +299,10 @@ pub struct InitOptions {
     pub shards: u32,
     /// Speak the Redis Cluster protocol on RESP.
     pub redis_cluster: bool,
+    /// How the cluster replicates: in primary/backup mode, node 0 runs the view service
+    /// and nodes `1..=replicas` are the servers (`nodes`, `groups`, `shards` and
+    /// `redis_cluster` do not apply).
+    pub mode: Mode,
     /// Host to bind every address on.
     pub host: std::net::IpAddr,
     /// First peer port; node i uses `peer_port + i`.
@@ -292,7 +359,55 @@ impl ClusterConfig {
                 }
             }
         }
-        self.validate_groups().map_err(invalid)
+        self.validate_mode()
+            .and_then(|()| self.validate_groups())
+            .map_err(invalid)
+    }
+
+    /// A primary/backup cluster names its view service and nothing of the Paxos modes.
+    fn validate_mode(&self) -> std::result::Result<(), String> {
+        let n = self.nodes.len();
+        match (self.mode, self.view_service) {
+            (Mode::Paxos, None) => Ok(()),
+            (Mode::Paxos, Some(_)) => {
+                Err("view_service is set but mode is not \"primary-backup\"".into())
+            }
+            (Mode::PrimaryBackup, None) => {
+                Err("mode = \"primary-backup\" needs view_service = <node id>".into())
+            }
+            (Mode::PrimaryBackup, Some(vs)) => {
+                if vs as usize >= n {
+                    return Err(format!(
+                        "view_service = {vs}: no such node (the nodes are 0..{n})"
+                    ));
+                }
+                if n < 2 {
+                    return Err(
+                        "primary-backup mode needs the view service and at least one server".into(),
+                    );
+                }
+                if self.master.is_some() || !self.groups.is_empty() || self.redis_cluster {
+                    return Err("primary-backup mode has no shard master, groups or \
+                                redis_cluster: its servers hold every key"
+                        .into());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the cluster runs in primary/backup mode.
+    pub fn is_primary_backup(&self) -> bool {
+        self.mode == Mode::PrimaryBackup
+    }
+
+    /// In primary/backup mode, the primary/backup servers' node ids.
+    pub fn pb_servers(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|&id| self.is_primary_backup() && Some(id) != self.view_service)
+            .collect()
     }
 
     /// The sharded parts: every group names known nodes, each at most once; group ids are
@@ -586,12 +701,15 @@ impl ClusterConfig {
         if options.replicas == 0 {
             return Err(invalid("a cluster needs at least one replica".into()));
         }
-        let nodes_count = if options.groups == 0 {
-            options.replicas
-        } else {
-            options.nodes
+        let nodes_count = match options.mode {
+            Mode::PrimaryBackup => options
+                .replicas
+                .checked_add(1)
+                .ok_or_else(|| invalid(format!("{} servers are too many", options.replicas)))?,
+            Mode::Paxos if options.groups == 0 => options.replicas,
+            Mode::Paxos => options.nodes,
         };
-        if options.groups > 0 && options.replicas > options.nodes {
+        if options.mode == Mode::Paxos && options.groups > 0 && options.replicas > options.nodes {
             return Err(invalid(format!(
                 "{} replicas per group need at least as many nodes (there are {})",
                 options.replicas, options.nodes
@@ -622,6 +740,7 @@ impl ClusterConfig {
                 groups: options.groups,
                 shards: options.shards,
                 redis_cluster: options.redis_cluster,
+                mode: options.mode,
             },
         );
         config.validate(dir)?;
@@ -644,6 +763,18 @@ impl ClusterConfig {
                 .map(|j| (first + j) % count.max(1))
                 .collect()
         };
+        if shape.mode == Mode::PrimaryBackup {
+            return ClusterConfig {
+                cluster_id,
+                mode: Mode::PrimaryBackup,
+                view_service: Some(0),
+                redis_cluster: false,
+                master: None,
+                groups: Vec::new(),
+                nodes,
+                base: base.to_path_buf(),
+            };
+        }
         let (master, groups) = if shape.groups == 0 {
             (None, Vec::new())
         } else {
@@ -662,6 +793,8 @@ impl ClusterConfig {
         };
         ClusterConfig {
             cluster_id,
+            mode: Mode::Paxos,
+            view_service: None,
             redis_cluster: shape.redis_cluster && shape.groups > 0,
             master,
             groups,
@@ -821,145 +954,4 @@ pub fn check_stamp(dir: &Path, cluster_id: u64, node: u32) -> Result<bool> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn options() -> InitOptions {
-        InitOptions {
-            nodes: 3,
-            replicas: 3,
-            groups: 0,
-            shards: 16,
-            redis_cluster: false,
-            host: "127.0.0.1".parse().unwrap(),
-            peer_port: 17000,
-            resp_port: 16380,
-            admin_port: 19000,
-            cluster_id: 42,
-        }
-    }
-
-    #[test]
-    fn init_writes_a_loadable_cluster_with_stamped_directories() {
-        let dir = tempfile::tempdir().unwrap();
-        let made = ClusterConfig::init(dir.path(), &options()).unwrap();
-        let loaded = ClusterConfig::load(&dir.path().join(CLUSTER_FILE)).unwrap();
-        assert_eq!(made, loaded);
-        assert_eq!(loaded.nodes.len(), 3);
-        assert_eq!(loaded.node(2).unwrap().resp.port(), 16382);
-        for i in 0..3 {
-            assert!(check_stamp(&loaded.data_dir(i), 42, i).unwrap());
-        }
-    }
-
-    #[test]
-    fn a_directory_of_another_data_format_is_refused_with_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(STAMP_FILE), "cluster_id = 42\nnode = 1\n").unwrap();
-        let error = check_stamp(dir.path(), 42, 1).unwrap_err();
-        assert!(matches!(error, ConfigError::WrongFormat { found: 0, .. }));
-        assert!(error.to_string().contains("format 0"), "{error}");
-        write_stamp(dir.path(), 42, 1).unwrap();
-        assert!(check_stamp(dir.path(), 42, 1).unwrap());
-    }
-
-    #[test]
-    fn a_wiped_directory_has_no_stamp_and_a_foreign_stamp_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = ClusterConfig::init(dir.path(), &options()).unwrap();
-        let data = config.data_dir(1);
-        std::fs::remove_dir_all(&data).unwrap();
-        std::fs::create_dir_all(&data).unwrap();
-        assert!(!check_stamp(&data, 42, 1).unwrap());
-        write_stamp(&data, 42, 2).unwrap();
-        assert!(matches!(
-            check_stamp(&data, 42, 1),
-            Err(ConfigError::WrongStamp { found_node: 2, .. })
-        ));
-    }
-
-    #[test]
-    fn cluster_ids_beyond_toml_range_are_refused_and_random_ones_fit() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut opts = options();
-        opts.cluster_id = u64::MAX;
-        assert!(matches!(
-            ClusterConfig::init(dir.path(), &opts),
-            Err(ConfigError::Invalid { .. })
-        ));
-        for _ in 0..64 {
-            opts.cluster_id = random_cluster_id();
-            let d = tempfile::tempdir().unwrap();
-            ClusterConfig::init(d.path(), &opts).unwrap();
-        }
-    }
-
-    #[test]
-    fn a_refused_init_creates_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("new/cluster");
-        let mut opts = options();
-        opts.peer_port = u16::MAX;
-        let err = ClusterConfig::init(&target, &opts).unwrap_err().to_string();
-        assert!(err.contains("out of range"), "{err}");
-        assert!(!dir.path().join("new").exists());
-    }
-
-    #[test]
-    fn an_init_that_fails_part_way_removes_what_it_created() {
-        let dir = tempfile::tempdir().unwrap();
-        // Node 1's data directory cannot be made: a file has its name.
-        std::fs::write(dir.path().join("node-1"), b"in the way").unwrap();
-        let err = ClusterConfig::init(dir.path(), &options()).unwrap_err();
-        assert!(matches!(err, ConfigError::Io { .. }), "{err}");
-        let left: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(left, vec![std::ffi::OsString::from("node-1")]);
-        assert_eq!(
-            std::fs::read(dir.path().join("node-1")).unwrap(),
-            b"in the way"
-        );
-
-        // A stamped node directory that was already there loses only the new stamp.
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("node-0")).unwrap();
-        std::fs::write(dir.path().join("node-0/keep"), b"x").unwrap();
-        std::fs::write(dir.path().join("node-2"), b"in the way").unwrap();
-        assert!(ClusterConfig::init(dir.path(), &options()).is_err());
-        let mut left: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert_eq!(left, vec!["node-0", "node-2"]);
-        let node0: Vec<_> = std::fs::read_dir(dir.path().join("node-0"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(node0, vec![std::ffi::OsString::from("keep")]);
-    }
-
-    #[test]
-    fn malformed_cluster_files_get_clear_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "cluster_id = \"x\"").unwrap();
-        assert!(matches!(
-            ClusterConfig::load(&path),
-            Err(ConfigError::Parse { .. })
-        ));
-        std::fs::write(
-            &path,
-            "cluster_id = 1\n[[node]]\nid = 1\npeer = \"127.0.0.1:1\"\nresp = \"127.0.0.1:2\"\nadmin = \"127.0.0.1:3\"\ndir = \"d\"\n",
-        )
-        .unwrap();
-        let err = ClusterConfig::load(&path).unwrap_err().to_string();
-        assert!(err.contains("node ids must be"), "{err}");
-        assert!(matches!(
-            ClusterConfig::load(&dir.path().join("missing.toml")),
-            Err(ConfigError::Io { .. })
-        ));
-    }
-}
+mod tests;

@@ -11,4 +11,4 @@ pub mod native;
 pub mod sharded;
 pub mod wire;
 
-pub use native::{random_client_id, Client, ClientError, ClientOptions};
+pub use native::{random_client_id, Client, ClientError, ClientOptions, PrimaryBackup, Protocol};

@@ -9,6 +9,11 @@
 //! the *same* sequence number on the next node; the replicas' dedup table makes the retry
 //! harmless. After [`ClientOptions::deadline`] without an answer the operation fails with
 //! [`ClientError::Timeout`] — its outcome is then unknown.
+//!
+//! A client speaks one cluster's [`Protocol`]: a Paxos cluster's nodes take kv requests as
+//! they are ([`Group`]); a primary/backup cluster's take them inside their own request
+//! type, beside the view query ([`PrimaryBackup`]). Either way a node that cannot serve
+//! names the node it believes can (the leader, the primary), and the client goes there.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -19,7 +24,9 @@ use futures_util::{SinkExt, StreamExt};
 use kv_engine::kv::{Op, Reply};
 use kv_replication::clerk::Clerk;
 use kv_replication::kvgroup::{Batch, Request};
+use kv_replication::pbservice;
 use kv_replication::types::{ClientId, NodeId};
+use serde::{de::DeserializeOwned, Serialize};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -56,14 +63,63 @@ impl Default for ClientOptions {
     }
 }
 
-/// A connection-per-node native client (the `M` of frames is irrelevant here: `()`). Its
-/// numbering, retries and leader-following are the replication library's [`Clerk`].
-pub struct Client {
+/// How a cluster's nodes take a kv request from a native client, and answer it.
+pub trait Protocol: Send + Sync + 'static {
+    /// What a request frame carries.
+    type Request: Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// What a reply frame carries.
+    type Reply: Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// The kv request as the nodes take it.
+    fn wrap(request: Request) -> Self::Request;
+    /// The kv reply in a node's answer (`None`: the answer is not a kv reply).
+    fn unwrap(reply: Self::Reply) -> Option<Reply>;
+}
+
+/// A Paxos cluster's nodes: kv requests and replies as they are.
+pub struct Group;
+
+impl Protocol for Group {
+    type Request = Request;
+    type Reply = Reply;
+
+    fn wrap(request: Request) -> Request {
+        request
+    }
+
+    fn unwrap(reply: Reply) -> Option<Reply> {
+        Some(reply)
+    }
+}
+
+/// A primary/backup cluster's nodes: kv requests beside the view query.
+pub struct PrimaryBackup;
+
+impl Protocol for PrimaryBackup {
+    type Request = pbservice::Request;
+    type Reply = pbservice::Reply;
+
+    fn wrap(request: Request) -> pbservice::Request {
+        pbservice::Request::Kv(request)
+    }
+
+    fn unwrap(reply: pbservice::Reply) -> Option<Reply> {
+        match reply {
+            pbservice::Reply::Kv(reply) => Some(reply),
+            pbservice::Reply::View(_) => None,
+        }
+    }
+}
+
+/// A connection-per-node native client of a cluster speaking protocol `P` (the `M` of
+/// frames is irrelevant here: `()`). Its numbering, retries and leader-following are the
+/// replication library's [`Clerk`].
+pub struct Client<P: Protocol = Group> {
     cluster_id: u64,
     nodes: Vec<SocketAddr>,
     connections: Vec<Option<Framed<TcpStream, LengthDelimitedCodec>>>,
     clerk: Clerk<Batch>,
     options: ClientOptions,
+    protocol: std::marker::PhantomData<fn(P)>,
 }
 
 /// A fresh random client id.
@@ -80,7 +136,7 @@ pub fn random_client_id() -> ClientId {
     ClientId(hasher.finish().max(1))
 }
 
-impl Client {
+impl<P: Protocol> Client<P> {
     /// A client of cluster `cluster_id`, whose nodes are at `nodes` (their peer/native
     /// addresses), starting at `first`.
     pub fn new(
@@ -88,9 +144,20 @@ impl Client {
         nodes: Vec<SocketAddr>,
         first: usize,
         options: ClientOptions,
-    ) -> Client {
+    ) -> Client<P> {
+        Client::with_id(random_client_id(), cluster_id, nodes, first, options)
+    }
+
+    /// [`Client::new`] with the at-most-once identity `client` (one no other client uses).
+    pub fn with_id(
+        client: ClientId,
+        cluster_id: u64,
+        nodes: Vec<SocketAddr>,
+        first: usize,
+        options: ClientOptions,
+    ) -> Client<P> {
         let count = nodes.len().max(1);
-        let mut clerk = Clerk::new(random_client_id(), (0..count as u32).map(NodeId).collect());
+        let mut clerk = Clerk::new(client, (0..count as u32).map(NodeId).collect());
         clerk.on_leader(NodeId((first % count) as u32));
         Client {
             cluster_id,
@@ -98,6 +165,7 @@ impl Client {
             nodes,
             clerk,
             options,
+            protocol: std::marker::PhantomData,
         }
     }
 
@@ -144,8 +212,10 @@ impl Client {
         Ok(batch.split_reply(reply))
     }
 
-    /// Sends one request, with the next sequence number, until a node answers it.
-    async fn send(&mut self, batch: Batch) -> Result<Reply, ClientError> {
+    /// Sends one batch as one request, with the next sequence number, until a node answers
+    /// it: the reply as the node gave it (a batch of one op: that op's reply; of more:
+    /// [`Reply::Batch`]).
+    pub async fn send(&mut self, batch: Batch) -> Result<Reply, ClientError> {
         // A request abandoned at its deadline is never resumed: the next has a higher seq.
         self.clerk.abandon();
         let (mut to, request) = self
@@ -208,21 +278,26 @@ impl Client {
             }
         }
         let framed = self.connections[node].as_mut().expect("just connected");
-        let frame: Frame<()> = Frame::Request { tag, request };
+        let frame: Frame<(), P::Request, P::Reply> = Frame::Request {
+            tag,
+            request: P::wrap(request),
+        };
         let bytes = wire::encode(&frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
         if framed.send(bytes).await.is_err() {
             self.connections[node] = None;
             return Ok(None);
         }
         match framed.next().await {
-            Some(Ok(body)) => match wire::decode::<(), Request, Reply>(&body) {
+            Some(Ok(body)) => match wire::decode::<(), P::Request, P::Reply>(&body) {
                 Ok(Frame::Reply {
                     tag: t,
                     reply: ClientReply::Done(reply),
                     leader,
                 }) if t == tag => {
                     self.follow(leader);
-                    Ok(Some(reply))
+                    P::unwrap(reply)
+                        .map(Some)
+                        .ok_or_else(|| ClientError::Protocol("a reply that is not kv".into()))
                 }
                 Ok(Frame::Reply {
                     reply: ClientReply::Unavailable(_) | ClientReply::StorageFailed(_),
@@ -232,7 +307,10 @@ impl Client {
                     self.follow(leader);
                     Ok(None)
                 }
-                Ok(other) => Err(ClientError::Protocol(format!("unexpected frame {other:?}"))),
+                Ok(other) => Err(ClientError::Protocol(format!(
+                    "unexpected {} frame",
+                    wire::frame_name(&other)
+                ))),
                 Err(e) => Err(ClientError::Protocol(e.to_string())),
             },
             _ => {
@@ -257,33 +335,75 @@ async fn connect(
     Ok(framed)
 }
 
-/// Asks one node of cluster `cluster_id` for its status text.
-pub async fn status(
+/// Sends one frame to one node of cluster `cluster_id` on a connection of its own and
+/// returns the node's answer, within `timeout`.
+async fn exchange<Q, R>(
     cluster_id: u64,
     addr: SocketAddr,
+    frame: Frame<(), Q, R>,
     timeout: Duration,
-) -> Result<String, ClientError> {
+) -> Result<Frame<(), Q, R>, ClientError>
+where
+    Q: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
     let ask = async {
         let mut framed = connect(cluster_id, addr)
             .await
             .map_err(|e| ClientError::Protocol(format!("{addr}: {e}")))?;
-        let bytes = wire::encode(&Frame::<()>::StatusRequest)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let bytes = wire::encode(&frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
         framed
             .send(bytes)
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         match framed.next().await {
-            Some(Ok(body)) => match wire::decode::<(), Request, Reply>(&body) {
-                Ok(Frame::Status(text)) => Ok(text),
-                other => Err(ClientError::Protocol(format!(
-                    "unexpected answer {other:?}"
-                ))),
-            },
+            Some(Ok(body)) => wire::decode::<(), Q, R>(&body)
+                .map_err(|e| ClientError::Protocol(format!("{addr}: {e}"))),
             _ => Err(ClientError::Protocol(format!("{addr}: connection closed"))),
         }
     };
     tokio::time::timeout(timeout, ask)
         .await
         .map_err(|_| ClientError::Timeout(timeout))?
+}
+
+/// Asks one node of cluster `cluster_id` for its status text.
+pub async fn status(
+    cluster_id: u64,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    match exchange::<Request, Reply>(cluster_id, addr, Frame::StatusRequest, timeout).await? {
+        Frame::Status(text) => Ok(text),
+        other => Err(ClientError::Protocol(format!(
+            "{addr}: unexpected {} frame",
+            wire::frame_name(&other)
+        ))),
+    }
+}
+
+/// Asks the view service of a primary/backup cluster (at `addr`) for its current view.
+pub async fn view(
+    cluster_id: u64,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<pbservice::View, ClientError> {
+    let ask = Frame::Request {
+        tag: 1,
+        request: pbservice::Request::View,
+    };
+    match exchange::<pbservice::Request, pbservice::Reply>(cluster_id, addr, ask, timeout).await? {
+        Frame::Reply {
+            reply: ClientReply::Done(pbservice::Reply::View(view)),
+            ..
+        } => Ok(view),
+        Frame::Reply {
+            reply: ClientReply::Unavailable(why) | ClientReply::StorageFailed(why),
+            ..
+        } => Err(ClientError::Protocol(format!("{addr}: {why}"))),
+        other => Err(ClientError::Protocol(format!(
+            "{addr}: unexpected {} frame (is it a primary/backup cluster's view service?)",
+            wire::frame_name(&other)
+        ))),
+    }
 }

@@ -81,6 +81,19 @@ pub enum ClientReply<R = Reply> {
     StorageFailed(String),
 }
 
+/// A frame's variant, for errors and logs (never its payload).
+pub fn frame_name<M, Q, R>(frame: &Frame<M, Q, R>) -> &'static str {
+    match frame {
+        Frame::Hello { .. } => "Hello",
+        Frame::ClientHello { .. } => "ClientHello",
+        Frame::Peer(_) => "Peer",
+        Frame::Request { .. } => "Request",
+        Frame::StatusRequest => "StatusRequest",
+        Frame::Reply { .. } => "Reply",
+        Frame::Status(_) => "Status",
+    }
+}
+
 /// A codec with the frame limit ([`FRAME_BYTES_MAX`]) applied.
 pub fn codec() -> LengthDelimitedCodec {
     codec_within(FRAME_BYTES_MAX)

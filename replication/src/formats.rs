@@ -16,6 +16,7 @@
 //! | `snapshot-payload` | the replica's combined snapshot | magic `KVREPL02`, header `version` 2 |
 //! | `shardmaster-batch` | the shard master's decided values | `Batch::V1` |
 //! | `shardmaster-image` | the shard master's applied state (configurations, sessions) | image header `version` 1, header piece `version` 1 |
+//! | `viewservice-record` | the view service's durable state (record kind 5, and its snapshots) | first byte `DURABLE_VERSION` 1 |
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use kv_engine::store::{Store, StoreOptions};
 use crate::codec;
 use crate::kvgroup::Batch as Ops;
 use crate::paxos::{Ballot, Record as PaxosRecord, Seq, SnapshotInstance, SnapshotState};
+use crate::pbservice::{Durable as ViewDurable, Member, View};
 use crate::replica::applied::{Applied, ImageAssembler, ImageStream};
 use crate::replica::durable::{self, DurableSnapshot, Header, Record, SNAPSHOT_VERSION};
 use crate::replica::frames::{self, Section};
@@ -281,6 +283,23 @@ fn engine_files() -> (Vec<u8>, Vec<u8>) {
     (segment, snapshot)
 }
 
+fn view_durable() -> ViewDurable {
+    ViewDurable {
+        view: View {
+            viewnum: 7,
+            primary: Some(Member {
+                node: NodeId(2),
+                boot: 0x1234_5678_9abc_def0,
+            }),
+            backup: Some(Member {
+                node: NodeId(3),
+                boot: 42,
+            }),
+        },
+        acked: true,
+    }
+}
+
 /// Every sample, encoded.
 pub fn samples() -> Vec<Sample> {
     let (segment, snapshot_file) = engine_files();
@@ -328,6 +347,10 @@ pub fn samples() -> Vec<Sample> {
         Sample {
             name: "shardmaster-image",
             bytes: image(&shardmaster_applied()),
+        },
+        Sample {
+            name: "viewservice-record",
+            bytes: view_durable().encode(),
         },
     ]
 }
@@ -390,6 +413,10 @@ pub fn check(name: &str, bytes: &[u8]) -> Result<(), String> {
                     && restored.applied.machine == expected.machine
                     && restored.applied.sessions == expected.sessions,
             )
+        }
+        "viewservice-record" => {
+            let decoded = ViewDurable::decode(bytes).map_err(|e| e.to_string())?;
+            same(name, decoded == view_durable())
         }
         other => Err(format!("no sample named {other}")),
     }

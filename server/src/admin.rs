@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::limits::Gate;
 use crate::node::{Input, Status};
@@ -28,11 +28,11 @@ pub trait StatusSource: Clone + Send + Sync + 'static {
     fn parts(&self) -> impl std::future::Future<Output = Option<Vec<(String, Status)>>> + Send;
 }
 
-impl<M: Send + 'static> StatusSource for mpsc::Sender<Input<M>> {
+impl<M: Send + 'static, Q: Send + 'static, R: Send + 'static> StatusSource
+    for mpsc::Sender<Input<M, Q, R>>
+{
     async fn parts(&self) -> Option<Vec<(String, Status)>> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Input::Status(tx)).await.ok()?;
-        Some(vec![(String::new(), rx.await.ok()?)])
+        Some(vec![(String::new(), crate::node::ask_status(self).await?)])
     }
 }
 

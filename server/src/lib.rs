@@ -14,6 +14,7 @@ pub use kv_client::native as client;
 pub use kv_client::wire;
 pub mod limits;
 pub mod node;
+pub mod pb;
 pub mod redis;
 pub mod redis_cluster;
 pub mod replica;

@@ -122,6 +122,13 @@ pub enum Input<M, Q = Request, R = Reply> {
     Status(oneshot::Sender<Status>),
 }
 
+/// Asks the core fed by `inputs` for its status; `None` once it has stopped.
+pub async fn ask_status<M, Q, R>(inputs: &mpsc::Sender<Input<M, Q, R>>) -> Option<Status> {
+    let (tx, rx) = oneshot::channel();
+    inputs.send(Input::Status(tx)).await.ok()?;
+    rx.await.ok()
+}
+
 /// A snapshot of the node's state for operators.
 #[derive(Debug, Clone, Default)]
 pub struct Status {

@@ -8,6 +8,7 @@ use kv_replication::types::{NodeId, Time};
 use tokio::sync::watch;
 
 use crate::config::ClusterConfig;
+use crate::redis::GroupStore;
 use crate::run::{run_node, NodeOptions, Start};
 
 /// Runs node `id` of `config` as a replica of the KV group until `shutdown`.
@@ -42,6 +43,7 @@ pub async fn run_with(
             )
             .map_err(|e| format!("recovering node {id}: {e}"))
         },
+        GroupStore::new,
         shutdown,
         options,
     )

@@ -13,12 +13,14 @@ use std::sync::Arc;
 
 use kv_engine::fs::{Fs, RealFs};
 use kv_engine::store::{Recovered, RecoveryReport, Store, StoreOptions};
+use kv_replication::types::ClientId;
+use serde::{de::DeserializeOwned, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{self, ClusterConfig};
 use crate::limits::{self, Budget};
-use crate::node::{self, Core, DriverOptions};
+use crate::node::{self, Core, CoreInput, DriverOptions};
 use crate::{admin, redis, transport};
 
 /// The lock file in every data directory: held exclusively while a node runs on it.
@@ -194,21 +196,28 @@ pub fn stamp_when_ready(
     }))
 }
 
-/// Runs node `id` of `config` until `shutdown` becomes true.
+/// Runs node `id` of `config` until `shutdown` becomes true: its one core, made by
+/// `make_core` from what its disk holds, serving native clients with the core's own
+/// requests and RESP connections through the store `resp_store` makes for each (from
+/// the connection's client id and the core's inputs).
 ///
 /// First raises the process's soft open-file limit to its hard limit and sizes every
 /// listener's connection cap from it (see [`crate::limits`]); a limit too low to run
 /// with is refused before anything else.
-pub async fn run_node<C, F>(
+pub async fn run_node<C, F, S>(
     config: ClusterConfig,
     id: u32,
     make_core: F,
+    resp_store: impl Fn(ClientId, mpsc::Sender<CoreInput<C>>) -> S + Send + Sync + 'static,
     shutdown: watch::Receiver<bool>,
     options: NodeOptions,
 ) -> Result<(), String>
 where
-    C: Core<Asked = kv_replication::kvgroup::Request, Answered = kv_engine::kv::Reply>,
+    C: Core,
+    C::Asked: Serialize + DeserializeOwned + Sync,
+    C::Answered: Serialize + DeserializeOwned + Sync,
     F: FnOnce(Start) -> Result<C, String>,
+    S: redis::Store,
 {
     let Opened {
         me,
@@ -244,7 +253,7 @@ where
     let resp_inputs = inputs_tx.clone();
     tokio::spawn(redis::serve(
         resp_listener,
-        move |client| redis::GroupStore::new(client, resp_inputs.clone()),
+        move |client| resp_store(client, resp_inputs.clone()),
         shutdown.clone(),
         budget.resp,
     ));

@@ -39,7 +39,7 @@ use tokio_util::codec::Framed;
 
 use crate::limits::{Budget, Gate, Permit};
 use crate::node::{Input, LeaderHint, PeerSender};
-use crate::wire::{self, ClientReply, Frame};
+use crate::wire::{self, frame_name, ClientReply, Frame};
 
 /// Messages queued for one peer before new ones are dropped.
 pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
@@ -322,9 +322,7 @@ impl<M, Q, R> CoreService<M, Q, R> {
 
     /// The core's status.
     pub async fn core_status(&self) -> Option<crate::node::Status> {
-        let (tx, rx) = oneshot::channel();
-        self.inputs.send(Input::Status(tx)).await.ok()?;
-        rx.await.ok()
+        crate::node::ask_status(&self.inputs).await
     }
 }
 
@@ -407,18 +405,6 @@ async fn next_body(
         None => Ok(None),
         Some(Ok(body)) => Ok(Some(body)),
         Some(Err(e)) => Err(format!("bad frame: {e}")),
-    }
-}
-
-fn frame_name<M, Q, R>(frame: &Frame<M, Q, R>) -> &'static str {
-    match frame {
-        Frame::Hello { .. } => "Hello",
-        Frame::ClientHello { .. } => "ClientHello",
-        Frame::Peer(_) => "Peer",
-        Frame::Request { .. } => "Request",
-        Frame::StatusRequest => "StatusRequest",
-        Frame::Reply { .. } => "Reply",
-        Frame::Status(_) => "Status",
     }
 }
 

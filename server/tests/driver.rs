@@ -16,6 +16,7 @@ use kv_replication::types::{NodeId, Time};
 use kv_server::client::{Client, ClientOptions};
 use kv_server::config::{self, ClusterConfig, NodeConfig};
 use kv_server::node::DriverOptions;
+use kv_server::redis::GroupStore;
 use kv_server::run::{run_node, NodeOptions, Start};
 use kv_server::wire::ClientReply;
 
@@ -106,6 +107,8 @@ fn port() -> SocketAddr {
 fn cluster(dir: &std::path::Path) -> ClusterConfig {
     let config = ClusterConfig {
         cluster_id: 99,
+        mode: Default::default(),
+        view_service: None,
         redis_cluster: false,
         master: None,
         groups: Vec::new(),
@@ -137,6 +140,7 @@ fn start(
             config,
             0,
             recover,
+            GroupStore::new,
             stop_rx,
             NodeOptions::default(),
         ))
@@ -185,7 +189,7 @@ fn acknowledged_writes_survive_shutdown_and_restart_through_both_front_doors() {
     );
     assert_eq!(resp(node.resp, b"APPEND a -x\r\n", 4), ":4\r\n");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut client = Client::new(99, vec![node.peer], 0, ClientOptions::default());
+    let mut client: Client = Client::new(99, vec![node.peer], 0, ClientOptions::default());
     assert_eq!(
         rt.block_on(client.execute(Op::Put {
             key: "b".into(),
@@ -205,7 +209,7 @@ fn acknowledged_writes_survive_shutdown_and_restart_through_both_front_doors() {
     // A second start on the same directory recovers both writes.
     let (stop, handle) = start(config);
     assert_eq!(resp(node.resp, b"GET a\r\n", 10), "$4\r\nv1-x\r\n");
-    let mut client = Client::new(99, vec![node.peer], 0, ClientOptions::default());
+    let mut client: Client = Client::new(99, vec![node.peer], 0, ClientOptions::default());
     assert_eq!(
         rt.block_on(client.execute(Op::Get { key: "b".into() }))
             .unwrap(),
@@ -241,6 +245,7 @@ fn a_directory_without_its_stamp_starts_in_lost_disk_mode_and_a_foreign_stamp_is
                 stop_tx.send(true).unwrap();
                 Err::<Solo, String>(format!("wiped={wiped}"))
             },
+            GroupStore::new,
             stop_rx,
             NodeOptions::default(),
         ))
@@ -525,7 +530,14 @@ fn clients_of_a_node_whose_disk_fails_get_errors_not_closed_connections() {
     };
     let handle = std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(run_node(config, 0, recover, stop_rx, options))
+        rt.block_on(run_node(
+            config,
+            0,
+            recover,
+            GroupStore::new,
+            stop_rx,
+            options,
+        ))
     });
     let mut redis = resp_connect(node.resp);
     redis.write_all(b"SET a 1\r\n").unwrap();

@@ -26,6 +26,8 @@ fn port() -> SocketAddr {
 fn one_node_cluster(dir: &Path) -> ClusterConfig {
     let config = ClusterConfig {
         cluster_id: 77,
+        mode: Default::default(),
+        view_service: None,
         redis_cluster: false,
         master: None,
         groups: Vec::new(),

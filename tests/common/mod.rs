@@ -5,13 +5,15 @@
 
 #![allow(dead_code)]
 
+pub mod workload;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kv_server::client::{Client, ClientOptions};
+use kv_server::client::{Client, ClientOptions, Protocol};
 pub use kv_server::config::Shape;
 use kv_server::config::{self, ClusterConfig, NodeConfig, CLUSTER_FILE};
 
@@ -53,6 +55,7 @@ impl Cluster {
                 groups: 0,
                 shards: 1,
                 redis_cluster: false,
+                mode: config::Mode::Paxos,
             },
             configure,
         )
@@ -266,6 +269,11 @@ impl Cluster {
     }
 
     pub fn client(&self, first: usize, options: ClientOptions) -> Client {
+        self.client_of(first, options)
+    }
+
+    /// A native client speaking protocol `P` (a primary/backup cluster's, say).
+    pub fn client_of<P: Protocol>(&self, first: usize, options: ClientOptions) -> Client<P> {
         Client::new(
             self.config.cluster_id,
             self.peer_addresses(),
@@ -277,11 +285,18 @@ impl Cluster {
     /// The status text of a node, if it answers.
     pub fn status(&self, id: u32) -> Option<String> {
         let addr = self.node(id).peer;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(kv_server::client::status(
+        block_on(kv_server::client::status(
+            self.config.cluster_id,
+            addr,
+            Duration::from_secs(2),
+        ))
+        .ok()
+    }
+
+    /// A primary/backup cluster's current view, from its view service, if it answers.
+    pub fn view(&self) -> Option<kv_replication::pbservice::View> {
+        let addr = self.node(self.config.view_service?).peer;
+        block_on(kv_server::client::view(
             self.config.cluster_id,
             addr,
             Duration::from_secs(2),
@@ -408,6 +423,15 @@ impl Status {
         text.parse()
             .unwrap_or_else(|_| panic!("status field {name} = {text:?} is not a number"))
     }
+}
+
+/// Runs `future` to completion on a runtime of its own (for a synchronous test's calls).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
 }
 
 /// Polls `probe` until it gives a value, or panics after `timeout` naming `what`. Tests

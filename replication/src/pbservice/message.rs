@@ -51,6 +51,16 @@ impl View {
         self.primary == Some(member)
     }
 
+    /// `viewnum`, `primary` and `backup` (node ids, `-` for nobody) as status fields.
+    pub fn status_fields(&self) -> [(&'static str, String); 3] {
+        let name = |node: Option<NodeId>| node.map_or("-".to_string(), |n| n.0.to_string());
+        [
+            ("viewnum", self.viewnum.to_string()),
+            ("primary", name(self.primary_node())),
+            ("backup", name(self.backup_node())),
+        ]
+    }
+
     /// True if `member` is the backup.
     pub fn is_backup(&self, member: Member) -> bool {
         self.backup == Some(member)
@@ -222,6 +232,32 @@ pub enum Reply {
 pub type PbEvent = Event<Reply>;
 
 /// What an event means for a client request.
-pub(super) fn answer(event: &PbEvent) -> Option<Answer<Reply>> {
+pub(crate) fn answer(event: &PbEvent) -> Option<Answer<Reply>> {
     Some(event.answer())
 }
+
+/// The [`crate::node::Node`] functions that depend only on the mode's types, the same for
+/// every node of the mode (the view service, the server, either of them, the simulator's
+/// world node): expands inside such an `impl Node`.
+macro_rules! message_fns {
+    () => {
+        fn answer(
+            event: &$crate::pbservice::PbEvent,
+        ) -> Option<$crate::node::Answer<$crate::pbservice::Reply>> {
+            $crate::pbservice::message::answer(event)
+        }
+
+        fn is_response(msg: &$crate::pbservice::Message) -> bool {
+            msg.is_response()
+        }
+
+        fn summarize(msg: &$crate::pbservice::Message) -> String {
+            msg.summary()
+        }
+
+        fn wire_bytes(msg: &$crate::pbservice::Message) -> usize {
+            msg.wire_bytes()
+        }
+    };
+}
+pub(crate) use message_fns;

@@ -52,20 +52,23 @@
 //! become primary without the state: the primary failing before it acknowledged its view
 //! (including the first primary, and a backup promoted by the view service after it
 //! crashed, while its last pings were still arriving); the primary and the backup failing
-//! together, or the second before the first was repaired; and a crash of the view service,
-//! which stops all view changes (it is a single point of failure, see
-//! [`super::viewservice`]). The simulator's `pb` sweep injects exactly the failures above
-//! that lose nothing.
+//! together, or the second before the first was repaired. The simulator's `pb` sweep
+//! injects exactly the failures above that lose nothing.
+//!
+//! The view service is a single point of failure for view changes: while it is down the
+//! current view's primary and backup go on serving, but no failure is repaired. It
+//! persists its view and resumes from it when restarted (see [`super::viewservice`]), so
+//! its crash loses nothing; the loss of its disk loses the service.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::message::{answer, Member, Message, PbEvent, Reply, Request, View};
+use super::message::{Member, Message, PbEvent, Reply, Request, View};
 use super::viewservice::PING_INTERVAL;
 use crate::codec;
 use crate::effects::Effects;
 use crate::kvgroup::Batch;
-use crate::node::{Answer, Node};
+use crate::node::Node;
 use crate::paxos::Seq;
 use crate::replica::applied::{Applied, ImageAssembler, ImageStream};
 use crate::replica::transfer::{Incoming, Outgoing, Received, Retry, Served};
@@ -105,6 +108,18 @@ pub enum Role {
     Backup,
     /// In no role.
     Idle,
+}
+
+impl Role {
+    /// Its name in status reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Orphan => "orphan",
+            Role::Backup => "backup",
+            Role::Idle => "idle",
+        }
+    }
 }
 
 /// A request the primary applied and waits to answer.
@@ -623,16 +638,20 @@ impl PbServer {
         out.send.push((from, applied));
     }
 
-    /// Status fields.
+    /// Status fields: its role, its view (numbers, so `/metrics` exports them; `-` for
+    /// nobody), whether it holds the view's state, its position, its data and what waits
+    /// for the backup.
     pub fn status_fields(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("role", format!("{:?}", self.role())),
-            ("view", self.view.to_string()),
+        let mut fields = vec![("role", self.role().name().to_string())];
+        fields.extend(self.view.status_fields());
+        fields.extend([
             ("holds_state", self.holds_state().to_string()),
             ("next", self.applied.next.0.to_string()),
             ("keys", self.applied.machine.len().to_string()),
+            ("bytes", self.applied.machine.live_bytes().to_string()),
             ("unacked", self.unacked.len().to_string()),
-        ]
+        ]);
+        fields
     }
 }
 
@@ -723,21 +742,7 @@ impl Node for PbServer {
         }
     }
 
-    fn answer(event: &PbEvent) -> Option<Answer<Reply>> {
-        answer(event)
-    }
-
-    fn is_response(msg: &Message) -> bool {
-        msg.is_response()
-    }
-
-    fn summarize(msg: &Message) -> String {
-        msg.summary()
-    }
-
-    fn wire_bytes(msg: &Message) -> usize {
-        msg.wire_bytes()
-    }
+    crate::pbservice::message::message_fns!();
 
     fn retained_bytes(&self) -> u64 {
         self.applied.machine.live_bytes()

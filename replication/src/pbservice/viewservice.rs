@@ -23,11 +23,25 @@
 //!   continuous across those views, so nothing is lost, and a backup dying mid-transfer
 //!   does not stall the service for good.
 //!
+//! # Persistence
+//! What the service must not forget is its view and whether that view's primary
+//! acknowledged it ([`Durable`]): a view service that came back at view 0 would make the
+//! first server to ping primary of view 1 — maybe one holding nothing — while the
+//! servers of the view it forgot still serve. So every change of the two is persisted (a
+//! synced [`RECORD_KIND`] record, or every [`RECORDS_PER_SNAPSHOT`] records a snapshot of
+//! the same bytes) before any answer that shows it leaves, and [`ViewService::recover`]
+//! resumes from the last one. Everything else (when each server last pinged, retired
+//! lives, call counts) is soft state: a recovered service treats the view's primary and
+//! backup as alive from the moment it starts, so they have [`DEAD_PINGS`] intervals to
+//! ping again before they are replaced — as if they had just pinged.
+//!
 //! # Failure model
-//! The view service keeps its state in memory and is a single point of failure: while it
-//! is down no view changes, and a restarted view service starts from view 0, forgetting
-//! which servers hold the data (an operator must restart the mode). Lost, duplicated and
-//! delayed pings are tolerated.
+//! The view service is a single point of failure for view changes: while it is down no
+//! view changes (the primary and backup of the current view go on serving without it); a
+//! restarted view service resumes from its persisted view. Its disk is needed: a view
+//! service whose durable state is lost cannot know which servers hold the data (the
+//! driver refuses to start one on a wiped directory). Lost, duplicated and delayed pings
+//! are tolerated.
 //!
 //! The ack rule makes this design stuck for good, by the lab's design, whenever the
 //! primary of the current view fails before acknowledging it: the first primary, or a
@@ -39,11 +53,16 @@
 //! was acknowledged; see [`super::server`] for what loses nothing.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::message::{answer, Member, Message, PbEvent, Reply, Request, View};
-use crate::effects::Effects;
-use crate::node::{Answer, Node};
+use kv_engine::store::Recovered;
+use serde::{Deserialize, Serialize};
+
+use super::message::{Member, Message, PbEvent, Reply, Request, View};
+use crate::codec;
+use crate::effects::{Effects, Persist};
+use crate::node::Node;
 use crate::replica::Event;
 use crate::types::{NodeId, Time};
 
@@ -53,6 +72,60 @@ pub const PING_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEAD_PINGS: u32 = 5;
 /// Former boot ids remembered per server (pings from them are ignored).
 const RETIRED_BOOTS_MAX: usize = 8;
+/// WAL record kind of the view service's durable state (see [`Durable`]).
+pub const RECORD_KIND: u8 = 5;
+/// The format byte that starts every encoded [`Durable`].
+pub const DURABLE_VERSION: u8 = 1;
+/// Records written between snapshots (each snapshot lets the log behind it go).
+pub const RECORDS_PER_SNAPSHOT: u32 = 1024;
+
+/// What the view service persists: its view, and whether that view's primary
+/// acknowledged it. Encoded as [`DURABLE_VERSION`] then the postcard bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Durable {
+    /// The current view.
+    pub view: View,
+    /// Its primary acknowledged it.
+    pub acked: bool,
+}
+
+/// Why a view service's durable state could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    /// A record or snapshot of an unknown format.
+    #[error("view service state in format {found}; this build reads format {DURABLE_VERSION}")]
+    Version {
+        /// The format byte found.
+        found: u8,
+    },
+    /// A record or snapshot that does not decode.
+    #[error("view service state does not decode: {0}")]
+    Codec(#[from] codec::CodecError),
+    /// An empty payload.
+    #[error("view service state is empty")]
+    Empty,
+    /// A WAL record of another core's kind (the directory is not a view service's).
+    #[error("the log holds a record of kind {0}, not a view service's ({RECORD_KIND})")]
+    Kind(u8),
+}
+
+impl Durable {
+    /// The encoded bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![DURABLE_VERSION];
+        out.extend(codec::encode(self).expect("a view always encodes"));
+        out
+    }
+
+    /// Decodes bytes [`Durable::encode`] made.
+    pub fn decode(bytes: &[u8]) -> Result<Durable, RecoverError> {
+        match bytes.split_first() {
+            None => Err(RecoverError::Empty),
+            Some((&DURABLE_VERSION, body)) => Ok(codec::decode(body)?),
+            Some((&found, _)) => Err(RecoverError::Version { found }),
+        }
+    }
+}
 
 /// The last ping of a server.
 #[derive(Clone, Copy, Debug)]
@@ -70,6 +143,13 @@ pub struct ViewService {
     retired: BTreeMap<NodeId, VecDeque<u64>>,
     pings: u64,
     gets: u64,
+    /// The primary is dead and nothing may replace it (see the module docs): the service
+    /// waits for that primary's life to ping again, or for good.
+    stuck: bool,
+    /// The state last handed to the driver to persist.
+    persisted: Durable,
+    /// Records persisted since the last snapshot.
+    records: u32,
 }
 
 impl Default for ViewService {
@@ -88,6 +168,80 @@ impl ViewService {
             retired: BTreeMap::new(),
             pings: 0,
             gets: 0,
+            stuck: false,
+            persisted: Durable::default(),
+            records: 0,
+        }
+    }
+
+    /// Whether the current view's primary is dead and nothing may replace it: its backup
+    /// is dead too, or it had not acknowledged the view. Only that primary's life pinging
+    /// again (a stopped process resumed, a partition healed) unsticks the service; a
+    /// restarted one is a new life without the data.
+    pub fn stuck(&self) -> bool {
+        self.stuck
+    }
+
+    /// The view service a driver restarts from what its disk held (nothing: a new one at
+    /// view 0). The recovered view's primary and backup count as having pinged at `now`.
+    pub fn recover(now: Time, recovered: &Recovered) -> Result<ViewService, RecoverError> {
+        let mut durable = match &recovered.snapshot {
+            Some(snapshot) => Durable::decode(&snapshot.data)?,
+            None => Durable::default(),
+        };
+        for record in &recovered.records {
+            if record.kind != RECORD_KIND {
+                return Err(RecoverError::Kind(record.kind));
+            }
+            durable = Durable::decode(&record.payload)?;
+        }
+        let mut service = ViewService::new();
+        for member in [durable.view.primary, durable.view.backup]
+            .into_iter()
+            .flatten()
+        {
+            service.heard.insert(
+                member.node,
+                Heard {
+                    at: now,
+                    boot: member.boot,
+                },
+            );
+        }
+        service.view = durable.view.clone();
+        service.acked = durable.acked;
+        service.persisted = durable;
+        Ok(service)
+    }
+
+    /// The durable state now.
+    pub fn durable(&self) -> Durable {
+        Durable {
+            view: self.view.clone(),
+            acked: self.acked,
+        }
+    }
+
+    /// Persists the view and its ack if either changed since last time: a synced record,
+    /// or a snapshot of the same bytes every [`RECORDS_PER_SNAPSHOT`] records. The answers
+    /// of the call that changed them leave only once it is durable (the driver's order).
+    fn persist(&mut self, out: &mut Effects<Message, PbEvent>) {
+        let durable = self.durable();
+        if durable == self.persisted {
+            return;
+        }
+        let payload = durable.encode();
+        self.persisted = durable;
+        self.records += 1;
+        if self.records >= RECORDS_PER_SNAPSHOT {
+            self.records = 0;
+            out.persist.push(Persist::Snapshot(Arc::new(payload)));
+        } else {
+            out.persist.push(Persist::Record {
+                kind: RECORD_KIND,
+                payload,
+                sync: true,
+            });
         }
     }
 
@@ -171,6 +325,7 @@ impl ViewService {
         };
         let primary_ok = self.alive(now, primary);
         let backup_ok = self.view.backup.map(|b| self.alive(now, b));
+        self.stuck = !(primary_ok || (self.acked && backup_ok == Some(true)));
         let (primary, backup) = match (primary_ok, backup_ok) {
             // Promote the backup: only once the primary acknowledged this view.
             (false, Some(true)) if self.acked => (self.view.backup, self.idle(now)),
@@ -200,12 +355,14 @@ impl ViewService {
 
     /// Status fields.
     pub fn status_fields(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("role", "view-service".into()),
-            ("view", self.view.to_string()),
+        let mut fields = vec![("role", "view-service".to_string())];
+        fields.extend(self.view.status_fields());
+        fields.extend([
             ("acked", self.acked.to_string()),
+            ("stuck", self.stuck.to_string()),
             ("calls", self.calls().to_string()),
-        ]
+        ]);
+        fields
     }
 }
 
@@ -226,6 +383,7 @@ impl Node for ViewService {
     ) {
         if let Message::Ping { viewnum, boot } = msg {
             let view = self.ping(now, from, viewnum, boot);
+            self.persist(out);
             out.send.push((from, Message::View { view }));
         }
     }
@@ -241,6 +399,7 @@ impl Node for ViewService {
             Request::View => {
                 self.gets += 1;
                 self.advance(now);
+                self.persist(out);
                 out.events.push(Event::Reply {
                     tag,
                     reply: Reply::View(self.view.clone()),
@@ -250,25 +409,12 @@ impl Node for ViewService {
         }
     }
 
-    fn on_tick(&mut self, now: Time, _out: &mut Effects<Message, PbEvent>) {
+    fn on_tick(&mut self, now: Time, out: &mut Effects<Message, PbEvent>) {
         self.tick(now);
+        self.persist(out);
     }
 
-    fn answer(event: &PbEvent) -> Option<Answer<Reply>> {
-        answer(event)
-    }
-
-    fn is_response(msg: &Message) -> bool {
-        msg.is_response()
-    }
-
-    fn summarize(msg: &Message) -> String {
-        msg.summary()
-    }
-
-    fn wire_bytes(msg: &Message) -> usize {
-        msg.wire_bytes()
-    }
+    crate::pbservice::message::message_fns!();
 
     fn retained_bytes(&self) -> u64 {
         0
@@ -314,11 +460,136 @@ mod tests {
             (3, Some(a), Some(c))
         );
         // Now a dies before acknowledging view 3: stuck, c is never promoted.
+        assert!(!vs.stuck());
         for t in (1000..3000).step_by(100) {
             vs.ping(at(t), c, 3, 30);
         }
+        assert!(vs.stuck());
         assert_eq!(vs.view().viewnum, 3);
         assert_eq!(vs.view().primary_node(), Some(a));
+    }
+
+    /// What a driver's disk would hold after `effects`: every record, in order.
+    fn recovered(persisted: &[Persist]) -> Recovered {
+        let mut recovered = Recovered {
+            snapshot: None,
+            records: Vec::new(),
+        };
+        for (i, p) in persisted.iter().enumerate() {
+            match p {
+                Persist::Record { kind, payload, .. } => {
+                    recovered.records.push(kv_engine::wal::WalRecord {
+                        index: i as u64 + 1,
+                        kind: *kind,
+                        payload: payload.clone(),
+                    })
+                }
+                Persist::Snapshot(_) => panic!("no snapshot this early"),
+            }
+        }
+        recovered
+    }
+
+    #[test]
+    fn every_view_change_and_ack_is_persisted_before_the_answer_and_recovered() {
+        let mut vs = ViewService::new();
+        let (a, b) = (NodeId(1), NodeId(2));
+        let mut out = Effects::new();
+        vs.on_message(
+            at(0),
+            a,
+            Message::Ping {
+                viewnum: 0,
+                boot: 10,
+            },
+            &mut out,
+        );
+        vs.on_message(
+            at(10),
+            a,
+            Message::Ping {
+                viewnum: 1,
+                boot: 10,
+            },
+            &mut out,
+        );
+        vs.on_message(
+            at(20),
+            b,
+            Message::Ping {
+                viewnum: 0,
+                boot: 20,
+            },
+            &mut out,
+        );
+        // Repeated pings change nothing durable and persist nothing.
+        vs.on_message(
+            at(30),
+            b,
+            Message::Ping {
+                viewnum: 0,
+                boot: 20,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            out.persist.len(),
+            3,
+            "view 1, its ack, view 2: {:?}",
+            out.persist
+        );
+        assert!(out
+            .persist
+            .iter()
+            .all(|p| matches!(p, Persist::Record { sync: true, .. })));
+
+        let back = ViewService::recover(at(5000), &recovered(&out.persist)).unwrap();
+        assert_eq!(back.view(), vs.view());
+        assert!(!back.acked());
+        // The recovered view's members count as alive from the restart: a is not replaced
+        // at once, but is once it stays silent for the dead interval.
+        let mut back = back;
+        back.tick(at(5000 + 100));
+        assert_eq!(back.view().viewnum, 2);
+        // a acknowledges view 2 after the restart; then b, silent, is replaced by nobody.
+        back.ping(at(5200), a, 2, 10);
+        back.tick(at(5000 + 400));
+        assert_eq!(back.view().viewnum, 2, "a acked, b within its grace");
+        back.ping(at(5700), a, 2, 10);
+        assert_eq!(
+            (back.view().viewnum, back.view().backup_node()),
+            (3, None),
+            "b silent past its grace is dropped"
+        );
+    }
+
+    #[test]
+    fn a_restarted_view_service_with_nothing_on_disk_is_at_view_0_and_bad_state_is_refused() {
+        let empty = Recovered {
+            snapshot: None,
+            records: Vec::new(),
+        };
+        let vs = ViewService::recover(at(0), &empty).unwrap();
+        assert_eq!(vs.view().viewnum, 0);
+        let mut bytes = Durable::default().encode();
+        bytes[0] = DURABLE_VERSION + 1;
+        assert!(matches!(
+            Durable::decode(&bytes),
+            Err(RecoverError::Version { .. })
+        ));
+        assert!(matches!(Durable::decode(&[]), Err(RecoverError::Empty)));
+        let foreign = Recovered {
+            snapshot: None,
+            records: vec![kv_engine::wal::WalRecord {
+                index: 1,
+                kind: RECORD_KIND + 1,
+                payload: vec![1],
+            }],
+        };
+        assert!(matches!(
+            ViewService::recover(at(0), &foreign),
+            Err(RecoverError::Kind(_))
+        ));
     }
 
     #[test]

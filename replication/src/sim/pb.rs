@@ -31,9 +31,10 @@ use crate::clerk::Clerk;
 use crate::effects::Effects;
 use crate::kvgroup::Batch;
 use crate::linearizability::{History, Input, Invocation, Output};
-use crate::node::{Answer, Node};
+use crate::node::Node;
 use crate::pbservice::{
-    Member, Message, PbEvent, PbServer, Reply, Request, Role, View, ViewService, PING_INTERVAL,
+    Core, Member, Message, PbEvent, PbServer, Reply, Request, Role, View, ViewService,
+    PING_INTERVAL,
 };
 use crate::replica::Request as KvRequest;
 use crate::rng::Rng;
@@ -48,7 +49,7 @@ pub enum PbNode {
     /// hard link to its socket).
     View {
         /// The core.
-        core: ViewService,
+        core: Box<ViewService>,
         /// Servers cut off from it.
         unheard: BTreeSet<NodeId>,
     },
@@ -72,14 +73,14 @@ impl PbNode {
     /// The view service, if this is it.
     pub fn view_service(&self) -> Option<&ViewService> {
         match self {
-            PbNode::View { core, .. } => Some(core),
+            PbNode::View { core, .. } => Some(core.as_ref()),
             PbNode::Server(_) | PbNode::Unstarted(_) => None,
         }
     }
 
     fn node(&mut self) -> &mut dyn Core {
         match self {
-            PbNode::View { core, .. } => core,
+            PbNode::View { core, .. } => core.as_mut(),
             PbNode::Server(s) => s.as_mut(),
             PbNode::Unstarted(u) => u,
         }
@@ -87,24 +88,11 @@ impl PbNode {
 
     fn node_ref(&self) -> &dyn Core {
         match self {
-            PbNode::View { core, .. } => core,
+            PbNode::View { core, .. } => core.as_ref(),
             PbNode::Server(s) => s.as_ref(),
             PbNode::Unstarted(u) => u,
         }
     }
-}
-
-/// The calls of [`Node`] on a core (both cores share their types), as a trait object.
-trait Core {
-    fn on_boot(&mut self, now: Time, out: &mut PbEffects);
-    fn on_message(&mut self, now: Time, from: NodeId, msg: Message, out: &mut PbEffects);
-    fn on_request(&mut self, now: Time, tag: u64, request: Request, out: &mut PbEffects);
-    fn on_tick(&mut self, now: Time, out: &mut PbEffects);
-    fn hold(&mut self);
-    fn release(&mut self, now: Time, out: &mut PbEffects);
-    fn retained_bytes(&self) -> u64;
-    fn status(&self) -> Vec<(&'static str, String)>;
-    fn leader(&self) -> Option<NodeId>;
 }
 
 /// What a node does before its server is started: it refuses requests.
@@ -125,41 +113,11 @@ impl Core for Unstarted {
     fn status(&self) -> Vec<(&'static str, String)> {
         vec![("role", "unstarted".into())]
     }
+    fn is_ready(&self) -> bool {
+        true
+    }
     fn leader(&self) -> Option<NodeId> {
         None
-    }
-}
-
-impl<N> Core for N
-where
-    N: Node<Msg = Message, Request = Request, Reply = Reply, Event = PbEvent>,
-{
-    fn on_boot(&mut self, now: Time, out: &mut PbEffects) {
-        Node::on_boot(self, now, out)
-    }
-    fn on_message(&mut self, now: Time, from: NodeId, msg: Message, out: &mut PbEffects) {
-        Node::on_message(self, now, from, msg, out)
-    }
-    fn on_request(&mut self, now: Time, tag: u64, request: Request, out: &mut PbEffects) {
-        Node::on_request(self, now, tag, request, out)
-    }
-    fn on_tick(&mut self, now: Time, out: &mut PbEffects) {
-        Node::on_tick(self, now, out)
-    }
-    fn hold(&mut self) {
-        Node::hold(self)
-    }
-    fn release(&mut self, now: Time, out: &mut PbEffects) {
-        Node::release(self, now, out)
-    }
-    fn retained_bytes(&self) -> u64 {
-        Node::retained_bytes(self)
-    }
-    fn status(&self) -> Vec<(&'static str, String)> {
-        Node::status(self)
-    }
-    fn leader(&self) -> Option<NodeId> {
-        Node::leader(self)
     }
 }
 
@@ -198,21 +156,7 @@ impl Node for PbNode {
         self.node().release(now, out)
     }
 
-    fn answer(event: &PbEvent) -> Option<Answer<Reply>> {
-        PbServer::answer(event)
-    }
-
-    fn is_response(msg: &Message) -> bool {
-        msg.is_response()
-    }
-
-    fn summarize(msg: &Message) -> String {
-        msg.summary()
-    }
-
-    fn wire_bytes(msg: &Message) -> usize {
-        msg.wire_bytes()
-    }
+    crate::pbservice::message::message_fns!();
 
     fn retained_bytes(&self) -> u64 {
         self.node_ref().retained_bytes()
@@ -248,7 +192,7 @@ impl Host for PbHost {
     fn boot(&mut self, boot: Boot) -> PbNode {
         if boot.id.index() == VIEW_SERVICE {
             PbNode::View {
-                core: ViewService::new(),
+                core: Box::new(ViewService::new()),
                 unheard: BTreeSet::new(),
             }
         } else if self.unstarted.contains(&boot.id.index()) {

@@ -305,9 +305,7 @@ impl<M: Send + 'static> Store for GroupStore<M> {
     }
 
     async fn status(&self) -> Option<crate::node::Status> {
-        let (tx, rx) = oneshot::channel();
-        self.inputs.send(Input::Status(tx)).await.ok()?;
-        rx.await.ok()
+        crate::node::ask_status(&self.inputs).await
     }
 }
 

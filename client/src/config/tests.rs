@@ -1,0 +1,195 @@
+//! The cluster file's tests: layouts `kv init` writes, stamps, and files refused with their reason.
+
+use super::*;
+
+fn options() -> InitOptions {
+    InitOptions {
+        nodes: 3,
+        replicas: 3,
+        groups: 0,
+        shards: 16,
+        redis_cluster: false,
+        mode: Mode::Paxos,
+        host: "127.0.0.1".parse().unwrap(),
+        peer_port: 17000,
+        resp_port: 16380,
+        admin_port: 19000,
+        cluster_id: 42,
+    }
+}
+
+#[test]
+fn init_writes_a_loadable_cluster_with_stamped_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = ClusterConfig::init(dir.path(), &options()).unwrap();
+    let loaded = ClusterConfig::load(&dir.path().join(CLUSTER_FILE)).unwrap();
+    assert_eq!(made, loaded);
+    assert_eq!(loaded.nodes.len(), 3);
+    assert_eq!(loaded.node(2).unwrap().resp.port(), 16382);
+    for i in 0..3 {
+        assert!(check_stamp(&loaded.data_dir(i), 42, i).unwrap());
+    }
+}
+
+#[test]
+fn a_directory_of_another_data_format_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(STAMP_FILE), "cluster_id = 42\nnode = 1\n").unwrap();
+    let error = check_stamp(dir.path(), 42, 1).unwrap_err();
+    assert!(matches!(error, ConfigError::WrongFormat { found: 0, .. }));
+    assert!(error.to_string().contains("format 0"), "{error}");
+    write_stamp(dir.path(), 42, 1).unwrap();
+    assert!(check_stamp(dir.path(), 42, 1).unwrap());
+}
+
+#[test]
+fn a_wiped_directory_has_no_stamp_and_a_foreign_stamp_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ClusterConfig::init(dir.path(), &options()).unwrap();
+    let data = config.data_dir(1);
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    assert!(!check_stamp(&data, 42, 1).unwrap());
+    write_stamp(&data, 42, 2).unwrap();
+    assert!(matches!(
+        check_stamp(&data, 42, 1),
+        Err(ConfigError::WrongStamp { found_node: 2, .. })
+    ));
+}
+
+#[test]
+fn cluster_ids_beyond_toml_range_are_refused_and_random_ones_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options();
+    opts.cluster_id = u64::MAX;
+    assert!(matches!(
+        ClusterConfig::init(dir.path(), &opts),
+        Err(ConfigError::Invalid { .. })
+    ));
+    for _ in 0..64 {
+        opts.cluster_id = random_cluster_id();
+        let d = tempfile::tempdir().unwrap();
+        ClusterConfig::init(d.path(), &opts).unwrap();
+    }
+}
+
+#[test]
+fn a_refused_init_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("new/cluster");
+    let mut opts = options();
+    opts.peer_port = u16::MAX;
+    let err = ClusterConfig::init(&target, &opts).unwrap_err().to_string();
+    assert!(err.contains("out of range"), "{err}");
+    assert!(!dir.path().join("new").exists());
+}
+
+#[test]
+fn an_init_that_fails_part_way_removes_what_it_created() {
+    let dir = tempfile::tempdir().unwrap();
+    // Node 1's data directory cannot be made: a file has its name.
+    std::fs::write(dir.path().join("node-1"), b"in the way").unwrap();
+    let err = ClusterConfig::init(dir.path(), &options()).unwrap_err();
+    assert!(matches!(err, ConfigError::Io { .. }), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("node-1")]);
+    assert_eq!(
+        std::fs::read(dir.path().join("node-1")).unwrap(),
+        b"in the way"
+    );
+
+    // A stamped node directory that was already there loses only the new stamp.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("node-0")).unwrap();
+    std::fs::write(dir.path().join("node-0/keep"), b"x").unwrap();
+    std::fs::write(dir.path().join("node-2"), b"in the way").unwrap();
+    assert!(ClusterConfig::init(dir.path(), &options()).is_err());
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["node-0", "node-2"]);
+    let node0: Vec<_> = std::fs::read_dir(dir.path().join("node-0"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(node0, vec![std::ffi::OsString::from("keep")]);
+}
+
+#[test]
+fn a_primary_backup_init_puts_the_view_service_on_node_0_and_servers_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = InitOptions {
+        mode: Mode::PrimaryBackup,
+        replicas: 4,
+        ..options()
+    };
+    let config = ClusterConfig::init(dir.path(), &options).unwrap();
+    assert_eq!(config.nodes.len(), 5);
+    assert_eq!(config.view_service, Some(0));
+    assert_eq!(config.pb_servers(), vec![1, 2, 3, 4]);
+    let text = std::fs::read_to_string(dir.path().join(CLUSTER_FILE)).unwrap();
+    assert!(text.contains("mode = \"primary-backup\""), "{text}");
+    assert!(text.contains("view_service = 0"), "{text}");
+    let loaded = ClusterConfig::load(&dir.path().join(CLUSTER_FILE)).unwrap();
+    assert!(loaded.is_primary_backup());
+    assert!(!loaded.is_sharded());
+    for id in 0..5 {
+        assert!(check_stamp(&loaded.data_dir(id), loaded.cluster_id, id).unwrap());
+    }
+}
+
+#[test]
+fn primary_backup_files_that_make_no_sense_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let nodes = "[[node]]\nid = 0\npeer = \"127.0.0.1:1\"\nresp = \"127.0.0.1:2\"\nadmin = \"127.0.0.1:3\"\ndir = \"a\"\n\
+                 [[node]]\nid = 1\npeer = \"127.0.0.1:4\"\nresp = \"127.0.0.1:5\"\nadmin = \"127.0.0.1:6\"\ndir = \"b\"\n";
+    for (head, reason) in [
+        ("mode = \"primary-backup\"\n", "needs view_service"),
+        (
+            "mode = \"primary-backup\"\nview_service = 2\n",
+            "no such node",
+        ),
+        ("view_service = 0\n", "mode is not"),
+        ("mode = \"raft\"\n", "unknown variant"),
+    ] {
+        std::fs::write(&path, format!("cluster_id = 1\n{head}{nodes}")).unwrap();
+        let err = ClusterConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains(reason), "{head}: {err}");
+    }
+    std::fs::write(
+        &path,
+        format!("cluster_id = 1\nmode = \"primary-backup\"\nview_service = 1\n{nodes}"),
+    )
+    .unwrap();
+    assert_eq!(ClusterConfig::load(&path).unwrap().pb_servers(), vec![0]);
+    assert!("primary-backup".parse::<Mode>().is_ok());
+    assert!("raft".parse::<Mode>().unwrap_err().contains("paxos"));
+}
+
+#[test]
+fn malformed_cluster_files_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "cluster_id = \"x\"").unwrap();
+    assert!(matches!(
+        ClusterConfig::load(&path),
+        Err(ConfigError::Parse { .. })
+    ));
+    std::fs::write(
+        &path,
+        "cluster_id = 1\n[[node]]\nid = 1\npeer = \"127.0.0.1:1\"\nresp = \"127.0.0.1:2\"\nadmin = \"127.0.0.1:3\"\ndir = \"d\"\n",
+    )
+    .unwrap();
+    let err = ClusterConfig::load(&path).unwrap_err().to_string();
+    assert!(err.contains("node ids must be"), "{err}");
+    assert!(matches!(
+        ClusterConfig::load(&dir.path().join("missing.toml")),
+        Err(ConfigError::Io { .. })
+    ));
+}
