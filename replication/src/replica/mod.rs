@@ -81,7 +81,7 @@ use self::applied::{Applied, ImageAssembler, ImageStream};
 use self::durable::{Record, LEGACY_RECORD_KINDS, RECORD_KIND};
 use self::reads::Reads;
 use self::rebuild::Phase;
-use self::requests::{InFlight, Waiting};
+use self::requests::{InFlight, Queue, Waiting};
 use self::transfer::{Incoming, Outgoing};
 use crate::codec::CodecError;
 use crate::effects::Effects;
@@ -201,7 +201,12 @@ pub struct ReplicaConfig {
     /// A batch stops growing once its commands reach this many bytes (a single larger one
     /// still goes alone).
     pub batch_bytes_max: usize,
-    /// Most instances this replica keeps started and undecided at once.
+    /// Most instances this replica keeps started and undecided at once. While one is
+    /// undecided, another starts only with a full batch (`batch_ops_max` requests or
+    /// `batch_bytes_max` bytes): requests that arrive meanwhile wait for the one in flight
+    /// and then go together. An instance costs every replica messages, a log record and
+    /// a share of an fsync whatever it carries, so this is what keeps batches large under
+    /// moderate load; a lone request never waits (nothing is in flight).
     pub inflight_max: usize,
     /// Most client requests held at once (beyond: [`Event::Dropped`]).
     pub pending_max: usize,
@@ -313,8 +318,8 @@ pub struct Replica<M: StateMachine> {
     held: bool,
     // Client requests (`requests.rs`).
     waiting: BTreeMap<ClientId, Waiting<M::Command>>,
-    own_queue: VecDeque<ClientId>,
-    relay_queue: VecDeque<ClientId>,
+    own_queue: Queue,
+    relay_queue: Queue,
     inflight: BTreeMap<Seq, InFlight>,
     /// The replicas' own commands waiting for an instance (see [`Replica::propose`]).
     internal: VecDeque<M::Command>,
@@ -481,8 +486,8 @@ impl<M: StateMachine> Replica<M> {
             boot_pending: true,
             held: false,
             waiting: BTreeMap::new(),
-            own_queue: VecDeque::new(),
-            relay_queue: VecDeque::new(),
+            own_queue: Queue::default(),
+            relay_queue: Queue::default(),
             inflight: BTreeMap::new(),
             internal: VecDeque::new(),
             next_slot: Seq::ZERO,

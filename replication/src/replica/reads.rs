@@ -255,7 +255,8 @@ impl<M: StateMachine> Replica<M> {
             if let Some(w) = self.waiting.get_mut(&client) {
                 if w.request.seq == seq && w.state == State::Reading {
                     w.state = State::Queued;
-                    self.own_queue.push_back(client);
+                    let bytes = M::command_bytes(&w.request.command);
+                    self.own_queue.push_back(client, bytes);
                     self.reads.logged += 1;
                 }
             }

@@ -115,7 +115,8 @@ impl<M: StateMachine> Replica<M> {
         if read {
             self.reads.push((client, request.seq));
         } else {
-            self.queue_of(relayed).push_back(client);
+            let bytes = M::command_bytes(&request.command);
+            self.queue_of(relayed).push_back(client, bytes);
         }
         self.waiting.insert(
             client,
@@ -128,7 +129,7 @@ impl<M: StateMachine> Replica<M> {
         );
     }
 
-    fn queue_of(&mut self, relayed: bool) -> &mut VecDeque<ClientId> {
+    fn queue_of(&mut self, relayed: bool) -> &mut Queue {
         if relayed {
             &mut self.relay_queue
         } else {
@@ -174,7 +175,8 @@ impl<M: StateMachine> Replica<M> {
         if w.request.seq == seq && w.state == (State::Proposed { slot }) {
             w.state = State::Queued;
             let relayed = w.relayed;
-            self.queue_of(relayed).push_front(client);
+            let bytes = M::command_bytes(&w.request.command);
+            self.queue_of(relayed).push_front(client, bytes);
         }
     }
 
@@ -188,14 +190,16 @@ impl<M: StateMachine> Replica<M> {
                 let bytes = M::command_bytes(&w.request.command);
                 if now - at >= timeout + timing::transfer_time(bytes, rate) {
                     w.state = State::Queued;
-                    expired.push(*client);
+                    expired.push((*client, bytes));
                 }
             }
         }
         if !expired.is_empty() {
             // The presumed leader did not get them decided: propose ourselves for a while.
             self.propose_locally_until = now + timeout;
-            self.own_queue.extend(expired);
+            for (client, bytes) in expired {
+                self.own_queue.push_back(client, bytes);
+            }
         }
     }
 
@@ -215,18 +219,25 @@ impl<M: StateMachine> Replica<M> {
                 proposed = true;
                 continue;
             }
-            let relayed = take_batch::<M>(
-                &mut self.relay_queue,
-                &self.waiting,
-                self.config.batch_ops_max,
-                self.config.batch_bytes_max,
-            );
-            if !relayed.is_empty() {
-                self.propose_batch(now, relayed, out);
-                proposed = true;
-                continue;
+            // One instance in flight: the next waits for it unless a batch is full.
+            let wait = !self.inflight.is_empty() && !self.full_batch_queued();
+            if !wait {
+                let relayed = take_batch::<M>(
+                    &mut self.relay_queue,
+                    &self.waiting,
+                    self.config.batch_ops_max,
+                    self.config.batch_bytes_max,
+                );
+                if !relayed.is_empty() {
+                    self.propose_batch(now, relayed, out);
+                    proposed = true;
+                    continue;
+                }
             }
             let route = self.route(now);
+            if wait && matches!(route, Route::Propose) {
+                break;
+            }
             let own = take_batch::<M>(
                 &mut self.own_queue,
                 &self.waiting,
@@ -245,6 +256,13 @@ impl<M: StateMachine> Replica<M> {
             }
         }
         proposed
+    }
+
+    /// Whether the queued requests (relayed and own) fill a batch (counting, until a
+    /// batch is taken, entries whose requests moved on meanwhile).
+    fn full_batch_queued(&self) -> bool {
+        self.relay_queue.len() + self.own_queue.len() >= self.config.batch_ops_max
+            || self.relay_queue.bytes() + self.own_queue.bytes() >= self.config.batch_bytes_max
     }
 
     pub(super) fn route(&self, now: Time) -> Route {
@@ -488,16 +506,60 @@ fn drop_tag<M: StateMachine>(tag: Option<u64>, out: &mut Output<M>) {
     }
 }
 
+/// Clients whose requests wait to be batched, in order, with their commands' bytes as
+/// queued. An entry whose request was answered or moved on meanwhile stays (and counts)
+/// until a batch is taken past it.
+#[derive(Debug, Default)]
+pub(super) struct Queue {
+    clients: VecDeque<(ClientId, usize)>,
+    bytes: usize,
+}
+
+impl Queue {
+    pub(super) fn push_back(&mut self, client: ClientId, bytes: usize) {
+        self.clients.push_back((client, bytes));
+        self.bytes += bytes;
+    }
+
+    fn push_front(&mut self, client: ClientId, bytes: usize) {
+        self.clients.push_front((client, bytes));
+        self.bytes += bytes;
+    }
+
+    fn front(&self) -> Option<ClientId> {
+        self.clients.front().map(|(client, _)| *client)
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, bytes)) = self.clients.pop_front() {
+            self.bytes -= bytes;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.clients.clear();
+        self.bytes = 0;
+    }
+}
+
 /// Pops queued requests (skipping entries no longer queued) into one batch.
 fn take_batch<M: StateMachine>(
-    queue: &mut VecDeque<ClientId>,
+    queue: &mut Queue,
     waiting: &BTreeMap<ClientId, Waiting<M::Command>>,
     ops_max: usize,
     bytes_max: usize,
 ) -> Vec<ClientId> {
     let mut batch = Vec::new();
     let mut bytes = 0;
-    while let Some(&client) = queue.front() {
+    while let Some(client) = queue.front() {
         let Some(w) = waiting.get(&client).filter(|w| w.state == State::Queued) else {
             queue.pop_front();
             continue;
