@@ -67,15 +67,15 @@ pub enum BatchError {
 impl Batch {
     /// A batch of `ops`, if they form one (see the module docs).
     pub fn new(ops: Vec<Op>) -> Result<Batch, BatchError> {
-        let mut builder = BatchBuilder::default();
-        let mut ops = ops.into_iter().enumerate();
-        for (at, op) in &mut ops {
-            if !builder.has_room_for(&op) {
+        let first = ops.first().ok_or(BatchError::Empty)?;
+        let mut bytes = 0usize;
+        for (at, op) in ops.iter().enumerate() {
+            if at > 0 && !room_for(first, at, bytes, op) {
                 return Err(BatchError::NoRoom { at });
             }
-            builder.push(op);
+            bytes = bytes.saturating_add(op.payload_bytes());
         }
-        builder.take().ok_or(BatchError::Empty)
+        Ok(Batch { ops, bytes })
     }
 
     /// A batch of one op (always valid).
@@ -120,22 +120,24 @@ impl Batch {
     /// Runs the batch on `state`: every op in order ([`Reply::Batch`], or the op's own
     /// reply for a batch of one), or none if a shard is not held ([`Reply::NotHeld`]).
     pub fn execute(&self, state: &mut KvState) -> Reply {
+        if let [op] = self.ops.as_slice() {
+            // One op: the state itself answers "not held" for it, with nothing run.
+            return state.execute(op);
+        }
         if let Some(shard) = self.not_held(state) {
             return Reply::NotHeld(shard);
-        }
-        if let [op] = self.ops.as_slice() {
-            return state.execute(op);
         }
         self.gather(self.ops.iter().map(|op| state.execute(op)).collect())
     }
 
     /// Runs a batch of reads on `state`, changing nothing: what [`Batch::execute`] answers.
     pub fn read(&self, state: &KvState) -> Reply {
+        if let [op] = self.ops.as_slice() {
+            // One op: the state itself answers "not held" for it, with nothing run.
+            return state.read(op);
+        }
         if let Some(shard) = self.not_held(state) {
             return Reply::NotHeld(shard);
-        }
-        if let [op] = self.ops.as_slice() {
-            return state.read(op);
         }
         self.gather(self.ops.iter().map(|op| state.read(op)).collect())
     }
@@ -180,8 +182,8 @@ impl From<Op> for Batch {
     }
 }
 
-/// Collects ops into a batch, one at a time, within the limits (see the module docs):
-/// the one place those limits are applied.
+/// Collects ops into a batch, one at a time, within the limits (see the module docs; they
+/// are applied by `room_for`, here as in [`Batch::new`]).
 #[derive(Clone, Debug, Default)]
 pub struct BatchBuilder {
     ops: Vec<Op>,
@@ -191,17 +193,10 @@ pub struct BatchBuilder {
 impl BatchBuilder {
     /// True if `op` may join the batch being built. An empty builder takes any op.
     pub fn has_room_for(&self, op: &Op) -> bool {
-        let Some(first) = self.ops.first() else {
-            return true;
-        };
-        let ops_max = if op.is_read() {
-            BATCH_READS_MAX
-        } else {
-            BATCH_WRITES_MAX
-        };
-        first.is_read() == op.is_read()
-            && self.ops.len() < ops_max
-            && self.bytes.saturating_add(op.payload_bytes()) <= BATCH_BYTES_MAX
+        match self.ops.first() {
+            None => true,
+            Some(first) => room_for(first, self.ops.len(), self.bytes, op),
+        }
     }
 
     /// Adds `op`. Panics unless [`BatchBuilder::has_room_for`] it.
@@ -235,6 +230,19 @@ impl BatchBuilder {
             bytes,
         })
     }
+}
+
+/// Whether `op` may join a batch that starts with `first` and holds `len` ops of `bytes`
+/// bytes: the one place the limits are applied (see the module docs).
+fn room_for(first: &Op, len: usize, bytes: usize, op: &Op) -> bool {
+    let ops_max = if op.is_read() {
+        BATCH_READS_MAX
+    } else {
+        BATCH_WRITES_MAX
+    };
+    first.is_read() == op.is_read()
+        && len < ops_max
+        && bytes.saturating_add(op.payload_bytes()) <= BATCH_BYTES_MAX
 }
 
 /// Refuses an encoding whose format byte is not [`FORMAT`].
