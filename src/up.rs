@@ -46,6 +46,10 @@ pub struct UpArgs {
     /// cluster-aware clients route each key to its group's leader themselves.
     #[arg(long)]
     pub redis_cluster: bool,
+    /// Password RESP clients of a new cluster must give (`AUTH`, redis-cli `-a`), kept in
+    /// its cluster file as `requirepass`; without one, only loopback clients are served.
+    #[arg(long, value_name = "PASSWORD")]
+    pub requirepass: Option<String>,
     /// First RESP port of a new cluster (node i listens on port + i).
     #[arg(long, default_value_t = 6380)]
     pub resp_port: u16,
@@ -72,6 +76,7 @@ impl UpArgs {
             resp_port: self.resp_port,
             admin_port: self.admin_port,
             cluster_id: kv_server::config::random_cluster_id(),
+            requirepass: self.requirepass.clone(),
         }
     }
 }
@@ -173,6 +178,12 @@ pub fn run(args: UpArgs) -> Result<()> {
         "try:  redis-cli -p {} set hello world",
         config.nodes[0].resp.port()
     );
+    if config.requirepass.is_some() {
+        println!(
+            "      (RESP clients authenticate: redis-cli -a PASSWORD, the requirepass in {})",
+            path.display()
+        );
+    }
     println!("      kv get hello --cluster {}", path.display());
     println!("      kv admin status --cluster {}", path.display());
     if config.is_primary_backup() {

@@ -33,6 +33,16 @@
 //! nodes = [0, 1, 2]
 //! ```
 //!
+//! RESP clients may have to authenticate (`AUTH`), as with Redis's `requirepass`; with no
+//! password, protected mode (on unless `protected_mode = false`) refuses RESP clients that
+//! are not on loopback (see `kv_server::redis::auth`). A file with a password is written
+//! readable by its owner only:
+//!
+//! ```toml
+//! requirepass = "a long random password"
+//! protected_mode = true
+//! ```
+//!
 //! A *primary/backup* cluster's file names its mode and the node that runs the view
 //! service; every other node is a primary/backup server (see `kv_server::pb`):
 //!
@@ -54,7 +64,9 @@
 //! votes, and stamps the directory only once that is done.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use kv_replication::cluster::Layout;
@@ -254,6 +266,17 @@ pub struct ClusterConfig {
     /// Whether RESP speaks the Redis Cluster protocol (sharded clusters only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redis_cluster: bool,
+    /// The password RESP clients give with `AUTH` (Redis's `requirepass`); absent: none,
+    /// every RESP connection starts authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirepass: Option<String>,
+    /// Redis's protected mode: with no `requirepass`, RESP clients not on loopback are
+    /// refused (absent: on).
+    #[serde(
+        default = "protected_mode_default",
+        skip_serializing_if = "Clone::clone"
+    )]
+    pub protected_mode: bool,
     /// The shard master, if the cluster is sharded; without it the cluster is one
     /// replicated group on every node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -267,6 +290,10 @@ pub struct ClusterConfig {
     /// Where the file was read from (for resolving relative data directories).
     #[serde(skip)]
     pub base: PathBuf,
+}
+
+fn protected_mode_default() -> bool {
+    true
 }
 
 /// How a cluster's groups are laid out over its nodes (see [`ClusterConfig::shaped`]).
@@ -313,6 +340,8 @@ pub struct InitOptions {
     pub admin_port: u16,
     /// Cluster id (random unless given).
     pub cluster_id: u64,
+    /// The password RESP clients must give (`requirepass`); `None`: no password.
+    pub requirepass: Option<String>,
 }
 
 impl ClusterConfig {
@@ -358,6 +387,11 @@ impl ClusterConfig {
                     return Err(invalid(format!("address {addr} is used twice")));
                 }
             }
+        }
+        if self.requirepass.as_deref() == Some("") {
+            return Err(invalid(
+                "requirepass is empty; leave it out for no password".into(),
+            ));
         }
         self.validate_mode()
             .and_then(|()| self.validate_groups())
@@ -481,10 +515,29 @@ impl ClusterConfig {
         })?;
         let header = "# kv cluster file: every node's id, addresses and data directory.\n\
                       # Relative directories are relative to this file.\n\n";
-        std::fs::write(path, format!("{header}{text}")).map_err(|source| ConfigError::Io {
+        let io = |source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
-        })
+        };
+        // A file holding a password is its owner's alone, from its first byte.
+        let mode = if self.requirepass.is_some() {
+            0o600
+        } else {
+            0o644
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)
+            .map_err(io)?;
+        if self.requirepass.is_some() {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io)?;
+        }
+        file.write_all(format!("{header}{text}").as_bytes())
+            .map_err(io)
     }
 
     /// Grows a sharded cluster by one KV group, on `new_nodes` new nodes if there are any
@@ -731,7 +784,7 @@ impl ClusterConfig {
                 dir: PathBuf::from(format!("node-{i}")),
             });
         }
-        let config = ClusterConfig::shaped(
+        let mut config = ClusterConfig::shaped(
             options.cluster_id,
             nodes,
             dir,
@@ -743,6 +796,7 @@ impl ClusterConfig {
                 mode: options.mode,
             },
         );
+        config.requirepass = options.requirepass.clone();
         config.validate(dir)?;
         Ok(config)
     }
@@ -769,6 +823,8 @@ impl ClusterConfig {
                 mode: Mode::PrimaryBackup,
                 view_service: Some(0),
                 redis_cluster: false,
+                requirepass: None,
+                protected_mode: true,
                 master: None,
                 groups: Vec::new(),
                 nodes,
@@ -796,6 +852,8 @@ impl ClusterConfig {
             mode: Mode::Paxos,
             view_service: None,
             redis_cluster: shape.redis_cluster && shape.groups > 0,
+            requirepass: None,
+            protected_mode: true,
             master,
             groups,
             nodes,

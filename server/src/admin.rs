@@ -2,7 +2,9 @@
 //! not rebuilding after a lost disk) and `/metrics` (Prometheus text format).
 //!
 //! A deliberately small HTTP/1.1 responder: it reads one request head (bounded), answers,
-//! and closes. Anything else gets 404; a malformed or oversized head gets 400. At most
+//! and closes. It only reads: GET of those three paths; any other method gets 405 (before
+//! the path is looked at), any other path 404, a malformed or oversized head 400. Nothing
+//! here changes the cluster; that goes through `kv admin` on the native protocol. At most
 //! `connections_max` connections are open at once, each for at most [`REQUEST_TIMEOUT`].
 
 use std::time::Duration;
@@ -69,7 +71,7 @@ async fn respond<S: StatusSource>(mut stream: TcpStream, source: S) {
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if method != "GET" {
-        let _ = write(&mut stream, 400, "only GET is served\n").await;
+        let _ = write(&mut stream, 405, "only GET is served\n").await;
         return;
     }
     let _ = match path {
@@ -150,10 +152,12 @@ async fn write(stream: &mut TcpStream, code: u16, body: &str) -> std::io::Result
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         _ => "Service Unavailable",
     };
+    let allow = if code == 405 { "allow: GET\r\n" } else { "" };
     let response = format!(
-        "HTTP/1.1 {code} {reason}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {code} {reason}\r\n{allow}content-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await

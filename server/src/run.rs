@@ -254,6 +254,7 @@ where
     tokio::spawn(redis::serve(
         resp_listener,
         move |client| resp_store(client, resp_inputs.clone()),
+        redis::Access::of(&config),
         shutdown.clone(),
         budget.resp,
     ));

@@ -110,6 +110,8 @@ fn cluster(dir: &std::path::Path) -> ClusterConfig {
         mode: Default::default(),
         view_service: None,
         redis_cluster: false,
+        requirepass: None,
+        protected_mode: true,
         master: None,
         groups: Vec::new(),
         nodes: vec![NodeConfig {

@@ -29,6 +29,8 @@ fn one_node_cluster(dir: &Path) -> ClusterConfig {
         mode: Default::default(),
         view_service: None,
         redis_cluster: false,
+        requirepass: None,
+        protected_mode: true,
         master: None,
         groups: Vec::new(),
         nodes: vec![NodeConfig {

@@ -15,6 +15,7 @@ fn options() -> InitOptions {
         resp_port: 16380,
         admin_port: 19000,
         cluster_id: 42,
+        requirepass: None,
     }
 }
 
@@ -192,4 +193,39 @@ fn malformed_cluster_files_get_clear_errors() {
         ClusterConfig::load(&dir.path().join("missing.toml")),
         Err(ConfigError::Io { .. })
     ));
+}
+
+#[test]
+fn a_password_is_kept_in_a_file_only_its_owner_reads_and_protected_mode_defaults_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = ClusterConfig::init(dir.path(), &options()).unwrap();
+    assert_eq!(plain.requirepass, None);
+    assert!(plain.protected_mode);
+    let path = dir.path().join(CLUSTER_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !text.contains("requirepass") && !text.contains("protected_mode"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = InitOptions {
+        requirepass: Some("s3cret pw".into()),
+        ..options()
+    };
+    ClusterConfig::init(dir.path(), &options).unwrap();
+    let path = dir.path().join(CLUSTER_FILE);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let loaded = ClusterConfig::load(&path).unwrap();
+    assert_eq!(loaded.requirepass.as_deref(), Some("s3cret pw"));
+    assert!(loaded.protected_mode);
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("protected_mode = false\n{text}")).unwrap();
+    assert!(!ClusterConfig::load(&path).unwrap().protected_mode);
+    std::fs::write(&path, text.replace("s3cret pw", "")).unwrap();
+    let empty = ClusterConfig::load(&path).unwrap_err().to_string();
+    assert!(empty.contains("requirepass is empty"), "{empty}");
 }

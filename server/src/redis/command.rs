@@ -1,6 +1,7 @@
 //! RESP commands: what a frame asks for ([`Command::from_frame`]), with Redis's arity
 //! checks and error texts, and how a store command becomes ops.
 
+use super::auth::Credentials;
 use super::scan::ScanArgs;
 use super::*;
 use crate::redis_cluster::ClusterCommand;
@@ -50,9 +51,16 @@ pub enum Command {
     /// READONLY / READWRITE (cluster mode only; accepted, reads are always consistent).
     ReadMode,
     /// HELLO \[protover \[AUTH username password\] \[SETNAME name\]\]: the protocol to
-    /// switch to, if one is named (there is no authentication to check, and names are
-    /// not kept).
-    Hello(Option<Protocol>),
+    /// switch to, if one is named, and the credentials to authenticate with first, if
+    /// given (names are not kept).
+    Hello {
+        /// The protocol to switch to.
+        protocol: Option<Protocol>,
+        /// AUTH's user and password.
+        auth: Option<Credentials>,
+    },
+    /// AUTH \[username\] password ([`super::auth`]).
+    Auth(Credentials),
     /// CLIENT SETNAME / SETINFO / ... (accepted and ignored)
     Client,
     /// CONFIG GET pattern (answers with nothing configured)
@@ -169,7 +177,22 @@ impl Command {
             "asking" if rest.is_empty() => Command::Asking,
             "readonly" | "readwrite" if rest.is_empty() => Command::ReadMode,
             "asking" | "readonly" | "readwrite" => return Err(arity(&name)),
-            "hello" => Command::Hello(hello_protocol(rest)?),
+            "hello" => {
+                let (protocol, auth) = hello_options(rest)?;
+                Command::Hello { protocol, auth }
+            }
+            "auth" => Command::Auth(match rest {
+                [password] => Credentials {
+                    user: None,
+                    password: password.clone(),
+                },
+                [user, password] => Credentials {
+                    user: Some(user.clone()),
+                    password: password.clone(),
+                },
+                [] => return Err(arity("auth")),
+                _ => return Err(refused("ERR syntax error")),
+            }),
             "client" => Command::Client,
             "config" => match rest.first().map(|s| s.to_ascii_lowercase()) {
                 Some(sub) if sub == b"get" => Command::ConfigGet,
@@ -219,10 +242,13 @@ impl Command {
     }
 }
 
-/// The protocol `HELLO`'s arguments ask for, checking the options after it as Redis does.
-pub(super) fn hello_protocol(args: &[Bytes]) -> Result<Option<Protocol>, CommandError> {
+/// The protocol `HELLO`'s arguments ask for and the credentials its AUTH option gives,
+/// checking the options after it as Redis does.
+pub(super) fn hello_options(
+    args: &[Bytes],
+) -> Result<(Option<Protocol>, Option<Credentials>), CommandError> {
     let Some((version, mut options)) = args.split_first() else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let protocol = match std::str::from_utf8(version).ok().map(str::parse::<i64>) {
         Some(Ok(2)) => Protocol::Resp2,
@@ -234,9 +260,16 @@ pub(super) fn hello_protocol(args: &[Bytes]) -> Result<Option<Protocol>, Command
             ))
         }
     };
+    let mut auth = None;
     while let Some((option, rest)) = options.split_first() {
         let taken = match (option.to_ascii_lowercase().as_slice(), rest) {
-            (b"auth", [_user, _password, ..]) => 3,
+            (b"auth", [user, password, ..]) => {
+                auth = Some(Credentials {
+                    user: Some(user.clone()),
+                    password: password.clone(),
+                });
+                3
+            }
             (b"setname", [_name, ..]) => 2,
             _ => {
                 return Err(refused(format!(
@@ -247,7 +280,7 @@ pub(super) fn hello_protocol(args: &[Bytes]) -> Result<Option<Protocol>, Command
         };
         options = &options[taken..];
     }
-    Ok(Some(protocol))
+    Ok((Some(protocol), auth))
 }
 
 #[cfg(test)]
@@ -312,15 +345,39 @@ mod tests {
     }
 
     #[test]
-    fn hello_chooses_a_protocol_version_and_checks_its_options() {
-        assert_eq!(cmd(&["hello"]), Ok(Command::Hello(None)));
+    fn auth_takes_a_password_or_a_user_and_a_password_as_redis_does() {
+        let auth = |user: Option<&'static str>| {
+            Ok(Command::Auth(Credentials {
+                user: user.map(|u| Bytes::from_static(u.as_bytes())),
+                password: Bytes::from_static(b"pw"),
+            }))
+        };
+        assert_eq!(cmd(&["AUTH", "pw"]), auth(None));
+        assert_eq!(cmd(&["auth", "default", "pw"]), auth(Some("default")));
         assert_eq!(
-            cmd(&["HELLO", "3"]),
-            Ok(Command::Hello(Some(Protocol::Resp3)))
+            cmd(&["auth"]).unwrap_err().message(),
+            "ERR wrong number of arguments for 'auth' command"
         );
         assert_eq!(
+            cmd(&["auth", "a", "b", "c"]).unwrap_err().message(),
+            "ERR syntax error"
+        );
+    }
+
+    #[test]
+    fn hello_chooses_a_protocol_version_and_checks_its_options() {
+        let hello = |protocol, auth| Ok(Command::Hello { protocol, auth });
+        assert_eq!(cmd(&["hello"]), hello(None, None));
+        assert_eq!(cmd(&["HELLO", "3"]), hello(Some(Protocol::Resp3), None));
+        assert_eq!(
             cmd(&["hello", "2", "AUTH", "default", "pw", "SETNAME", "app"]),
-            Ok(Command::Hello(Some(Protocol::Resp2)))
+            hello(
+                Some(Protocol::Resp2),
+                Some(Credentials {
+                    user: Some(Bytes::from_static(b"default")),
+                    password: Bytes::from_static(b"pw"),
+                })
+            )
         );
         assert!(cmd(&["hello", "4"])
             .unwrap_err()

@@ -35,6 +35,12 @@
 //! ([`crate::redis_cluster`] renders them and the CLUSTER replies). Without a view,
 //! CLUSTER, ASKING and READONLY are refused as Redis refuses them outside cluster mode.
 //!
+//! # Authentication
+//! Redis's `requirepass` and protected mode, with Redis's replies ([`auth`]): with a
+//! password a connection runs nothing but AUTH, HELLO, PING and QUIT until it
+//! authenticates; without one, clients off loopback are refused unless protected mode is
+//! off.
+//!
 //! # Limits
 //! - Connections: at most the `connections_max` given to [`serve`] (sized from the
 //!   process's open-file limit, see [`crate::limits`]); a connection over it is closed at
@@ -126,8 +132,10 @@ impl OutputLimits {
     };
 }
 
+pub mod auth;
 mod command;
 pub mod scan;
+pub use auth::Access;
 pub use command::{Command, CommandError};
 pub use scan::ResumePoints;
 
@@ -175,13 +183,16 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Serves RESP on `listener` until shutdown, sending each connection's batches to the
-/// store `store` makes for it; at most `connections_max` connections at once.
+/// store `store` makes for it; at most `connections_max` connections at once, each
+/// admitted and authenticated as `access` says.
 pub async fn serve<S: Store>(
     listener: TcpListener,
     store: impl Fn(ClientId) -> S + Send + Sync + 'static,
+    access: Access,
     shutdown: watch::Receiver<bool>,
     connections_max: usize,
 ) {
+    let access = Arc::new(access);
     let ids = Arc::new(ClientIds {
         seed: RandomState::new(),
         next: AtomicU64::new(0),
@@ -190,12 +201,24 @@ pub async fn serve<S: Store>(
     let mut gate = Gate::new("RESP", connections_max);
     let connected = gate.counter();
     let mut stop = shutdown.clone();
-    while let Some(admitted) = gate.accept(&listener, &mut stop).await {
+    while let Some(mut admitted) = gate.accept(&listener, &mut stop).await {
+        if let Err(denied) = access.admits(admitted.remote) {
+            tokio::spawn(async move {
+                tracing::warn!(remote = %admitted.remote, "refused RESP connection: protected mode (no requirepass) admits only loopback clients");
+                let mut reply = BytesMut::new();
+                denied.write_as(Protocol::Resp2, &mut reply);
+                let _ = admitted.stream.write_all(&reply).await;
+                drop(admitted.permit);
+            });
+            continue;
+        }
         let (number, client) = ids.fresh();
         let session = Session {
             number,
             protocol: Protocol::Resp2,
             asking: false,
+            authenticated: access.open(),
+            access: access.clone(),
             store: store(client),
             connected: connected.clone(),
             points: points.clone(),
@@ -233,11 +256,27 @@ struct Session<S> {
     protocol: Protocol,
     /// ASKING came just before the current command (Redis clears it after one command).
     asking: bool,
+    /// The client may run every command (it authenticated, or there is no password).
+    authenticated: bool,
+    access: Arc<Access>,
     store: S,
     /// Open RESP connections (INFO's `connected_clients`).
     connected: crate::limits::Counter,
     /// The node's SCAN resume points (shared by its connections).
     points: Arc<ResumePoints>,
+}
+
+impl<S> Session<S> {
+    /// Checks AUTH's or HELLO's credentials; on success the connection is authenticated,
+    /// on failure it stays as it was (and the reply is the error).
+    fn authenticate(&mut self, credentials: &auth::Credentials) -> Result<(), Frame> {
+        let checked = self.access.check(credentials);
+        match &checked {
+            Ok(()) => self.authenticated = true,
+            Err(_) => tracing::info!(connection = self.number, "RESP authentication failed"),
+        }
+        checked
+    }
 }
 
 /// The unsharded node's store: its one core, as one client for at-most-once purposes (the
@@ -614,6 +653,11 @@ impl<S: Store> Connection<S> {
                 return Err(self.protocol_error(message).await);
             }
         };
+        if !self.session.authenticated && !auth::allowed_before_auth(&command) {
+            self.run_pending().await?;
+            self.send(&Frame::Error(auth::NOAUTH.into())).await?;
+            return Ok(Next::Continue);
+        }
         let command = match command.into_ops() {
             Ok((reduce, ops)) => {
                 let slot = match self.cluster_slot(&ops, asking) {
@@ -800,7 +844,19 @@ impl<S: Store> Connection<S> {
                 Frame::Simple("OK".into())
             }
             Command::ReadMode => Frame::Simple("OK".into()),
-            Command::Hello(protocol) => {
+            Command::Auth(credentials) => match session.authenticate(&credentials) {
+                Ok(()) => Frame::Simple("OK".into()),
+                Err(refused) => refused,
+            },
+            Command::Hello { protocol, auth } => {
+                if let Some(credentials) = auth {
+                    if let Err(refused) = session.authenticate(&credentials) {
+                        return refused;
+                    }
+                }
+                if !session.authenticated {
+                    return Frame::Error(auth::HELLO_NOAUTH.into());
+                }
                 if let Some(protocol) = protocol {
                     session.protocol = protocol;
                 }

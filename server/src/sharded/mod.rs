@@ -477,6 +477,7 @@ pub async fn run(
     tokio::spawn(redis::serve(
         resp_listener,
         move |client| ShardedStore::new(client, resp_host.clone()),
+        redis::Access::of(&config),
         stop_rx.clone(),
         budget.resp,
     ));
