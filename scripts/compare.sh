@@ -43,6 +43,7 @@ fi
 
 work=$(mktemp -d)
 pids=()
+declare -A targets servers
 stop_all() {
   if [ ${#pids[@]} -gt 0 ]; then
     kill "${pids[@]}" 2>/dev/null || true
@@ -102,9 +103,9 @@ start_kv() {
   target="redis://127.0.0.1:$KV_RESP,127.0.0.1:$((KV_RESP + 1)),127.0.0.1:$((KV_RESP + 2))"
 }
 
-cpu_ticks() { # total CPU ticks (user+system) of the running servers
+cpu_ticks() { # total CPU ticks (user+system) of the given processes
   local t=0 p f
-  for p in "${pids[@]}"; do
+  for p in "$@"; do
     read -r -a f <"/proc/$p/stat"
     t=$((t + f[13] + f[14]))
   done
@@ -125,21 +126,29 @@ echo "system,op,clients,ops_per_s,p50_ms,p99_ms,p999_ms,errors,server_cpu_s,load
 } >"$RESULTS/machine.txt"
 hz=$(getconf CLK_TCK)
 
+# All three run for the whole session, and each row's three measurements are taken one
+# after the other, so the machine's other load hits them alike.
 for system in $SYSTEMS; do
+  first=${#pids[@]}
   "start_$system"
-  for clients in $CLIENTS; do
-    for op in SET GET; do
-      if [ "$op" = SET ]; then flags=(--reads 0); else flags=(--reads 100 --prefill); fi
-      before=$(cpu_ticks)
-      row=$("$KV" bench --target "$target" --clients "$clients" --duration "$DUR" "${flags[@]}" --csv)
-      used=$(( $(cpu_ticks) - before ))
+  targets[$system]=$target
+  servers[$system]="${pids[*]:$first}"
+done
+for clients in $CLIENTS; do
+  for op in SET GET; do
+    if [ "$op" = SET ]; then flags=(--reads 0); else flags=(--reads 100 --prefill); fi
+    for system in $SYSTEMS; do
+      read -r -a mine <<<"${servers[$system]}"
+      before=$(cpu_ticks "${mine[@]}")
+      row=$("$KV" bench --target "${targets[$system]}" --clients "$clients" --duration "$DUR" \
+        "${flags[@]}" --csv)
+      used=$(($(cpu_ticks "${mine[@]}") - before))
       load=$(cut -d' ' -f1 /proc/loadavg)
       line="$system,$op,${row%%,*},$(echo "$row" | cut -d, -f3-),$(awk "BEGIN{printf \"%.1f\", $used/$hz}"),$load"
       echo "$line" >>"$csv"
       echo "$line" >&2
     done
   done
-  stop_all
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/machine.txt"
 
