@@ -17,7 +17,7 @@ COLOURS = {"redis": "#d62728", "etcd": "#1f77b4", "kv": "#2ca02c"}
 OPS = ("SET", "GET")
 
 PANEL_W, PANEL_H = 380, 230  # plot area of one panel, in pixels
-MARGIN_L, MARGIN_T, GAP_X, GAP_Y = 70, 50, 90, 80
+MARGIN_L, MARGIN_T, GAP_X, GAP_Y = 84, 50, 100, 80
 
 
 def load(path):
@@ -88,7 +88,7 @@ def panel(out, x0, y0, title, clients, series, y_label, y_max):
                f'fill="none" stroke="#888"/>')
     out.append(f'<text x="{x0 + PANEL_W / 2}" y="{y0 + PANEL_H + 34}" '
                f'text-anchor="middle">clients</text>')
-    out.append(f'<text transform="translate({x0 - 52},{y0 + PANEL_H / 2}) rotate(-90)" '
+    out.append(f'<text transform="translate({x0 - 64},{y0 + PANEL_H / 2}) rotate(-90)" '
                f'text-anchor="middle">{y_label}</text>')
     for system, points in series.items():
         path = " ".join(f"{px(c):.1f},{py(min(v, y_max)):.1f}" for c, v in points)
@@ -103,7 +103,7 @@ def panel(out, x0, y0, title, clients, series, y_label, y_max):
 def chart(cells, systems):
     clients = sorted({k[2] for k in cells})
     width = MARGIN_L + 2 * PANEL_W + GAP_X + 30
-    height = MARGIN_T + 2 * PANEL_H + GAP_Y + 60
+    height = MARGIN_T + 2 * PANEL_H + GAP_Y + 80
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="sans-serif" font-size="12">',
            f'<rect width="{width}" height="{height}" fill="white"/>']
@@ -117,7 +117,7 @@ def chart(cells, systems):
             top = max((v for points in series.values() for _, v in points), default=1.0)
             y0 = MARGIN_T + row * (PANEL_H + GAP_Y)
             panel(out, x0, y0, title, clients, series, label, nice_max(top))
-    legend_y = height - 18
+    legend_y = height - 12
     for i, s in enumerate(systems):
         x = MARGIN_L + i * 220
         out.append(f'<line x1="{x}" y1="{legend_y - 4}" x2="{x + 24}" y2="{legend_y - 4}" '

@@ -82,7 +82,10 @@ impl Target {
             .with_context(|| format!("--target {url}: expected redis://... or etcd://..."))?;
         let addrs = list
             .split(',')
-            .map(|a| a.parse().with_context(|| format!("--target: bad address {a:?}")))
+            .map(|a| {
+                a.parse()
+                    .with_context(|| format!("--target: bad address {a:?}"))
+            })
             .collect::<Result<Vec<SocketAddr>>>()?;
         match scheme {
             "redis" => Ok(Target::Resp(addrs)),
@@ -130,27 +133,22 @@ trait Connection: Sized {
     async fn execute(&mut self, op: &Op) -> Result<(), String>;
 }
 
-impl Connection for resp::Connection {
-    async fn connect(addr: SocketAddr) -> Result<Self, String> {
-        resp::Connection::connect(addr).await
-    }
-    async fn execute(&mut self, op: &Op) -> Result<(), String> {
-        resp::Connection::execute(self, op).await
-    }
-}
-
-impl Connection for etcd::Connection {
-    async fn connect(addr: SocketAddr) -> Result<Self, String> {
-        etcd::Connection::connect(addr).await
-    }
-    async fn execute(&mut self, op: &Op) -> Result<(), String> {
-        etcd::Connection::execute(self, op).await
-    }
+/// A TCP connection to `addr` with Nagle's algorithm off (one small request at a time).
+async fn connect_tcp(addr: SocketAddr) -> Result<tokio::net::TcpStream, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(stream)
 }
 
 /// Runs `op` on the connection in `slot`, connecting first if there is none; a connection
 /// that fails is dropped.
-async fn call<C: Connection>(addr: SocketAddr, slot: &mut Option<C>, op: &Op) -> Result<(), String> {
+async fn call<C: Connection>(
+    addr: SocketAddr,
+    slot: &mut Option<C>,
+    op: &Op,
+) -> Result<(), String> {
     let connection = match slot {
         Some(connection) => connection,
         None => slot.insert(C::connect(addr).await?),

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kv_engine::kv::Op;
-use tokio::net::TcpStream;
 
 /// An HTTP/2 connection to one etcd member.
 pub struct Connection {
@@ -19,12 +18,9 @@ pub struct Connection {
     authority: String,
 }
 
-impl Connection {
-    pub async fn connect(addr: SocketAddr) -> Result<Connection, String> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect to {addr}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+impl super::Connection for Connection {
+    async fn connect(addr: SocketAddr) -> Result<Connection, String> {
+        let stream = super::connect_tcp(addr).await?;
         let (sender, connection) = h2::client::handshake(stream)
             .await
             .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
@@ -39,13 +35,17 @@ impl Connection {
 
     /// Sends `op` as a Put or a Range and waits for its reply; a gRPC status other than
     /// OK is an error.
-    pub async fn execute(&mut self, op: &Op) -> Result<(), String> {
+    async fn execute(&mut self, op: &Op) -> Result<(), String> {
         let (method, message) = match op {
             // PutRequest { key = 1, value = 2 }
             Op::Put { key, value } => ("Put", fields(&[(1, key), (2, value)])),
             // RangeRequest { key = 1 }: no range_end, not serializable.
             Op::Get { key } => ("Range", fields(&[(1, key)])),
-            other => return Err(format!("the etcd driver sends Put and Range only, not {other:?}")),
+            other => {
+                return Err(format!(
+                    "the etcd driver sends Put and Range only, not {other:?}"
+                ))
+            }
         };
         let request = http::Request::builder()
             .method("POST")

@@ -22,29 +22,32 @@ pub struct Connection {
     output: BytesMut,
 }
 
-impl Connection {
-    pub async fn connect(addr: SocketAddr) -> Result<Connection, String> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect to {addr}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+impl super::Connection for Connection {
+    async fn connect(addr: SocketAddr) -> Result<Connection, String> {
         Ok(Connection {
-            stream,
+            stream: super::connect_tcp(addr).await?,
             input: BytesMut::with_capacity(READ_BUFFER_BYTES),
             output: BytesMut::new(),
         })
     }
 
     /// Sends `op` as SET or GET and waits for its reply; an error reply is an error.
-    pub async fn execute(&mut self, op: &Op) -> Result<(), String> {
+    async fn execute(&mut self, op: &Op) -> Result<(), String> {
         let command = match op {
             Op::Put { key, value } => vec![
                 Frame::Bulk(Bytes::from_static(b"SET")),
                 Frame::Bulk(key.clone()),
                 Frame::Bulk(value.clone()),
             ],
-            Op::Get { key } => vec![Frame::Bulk(Bytes::from_static(b"GET")), Frame::Bulk(key.clone())],
-            other => return Err(format!("the RESP driver sends SET and GET only, not {other:?}")),
+            Op::Get { key } => vec![
+                Frame::Bulk(Bytes::from_static(b"GET")),
+                Frame::Bulk(key.clone()),
+            ],
+            other => {
+                return Err(format!(
+                    "the RESP driver sends SET and GET only, not {other:?}"
+                ))
+            }
         };
         self.output.clear();
         Frame::Array(command).write_to(&mut self.output);
@@ -57,7 +60,9 @@ impl Connection {
             _ => Ok(()),
         }
     }
+}
 
+impl Connection {
     async fn read_frame(&mut self) -> Result<Frame, String> {
         loop {
             let mut cursor = Cursor::new(&self.input[..]);
