@@ -7,122 +7,19 @@
 //! so throughput grows with concurrency; the operations per instance and operations per
 //! virtual second are printed once per configuration (stderr).
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kv_engine::kv::Reply;
-use kv_replication::sim::kv::{get, put, Action, KvCluster, Script, Scripts};
-
-/// Bytes of each Put's value.
-const VALUE_BYTES: usize = 32;
-
-/// What the clerks send.
-#[derive(Clone, Copy, Debug)]
-enum Mix {
-    /// Puts only.
-    Puts,
-    /// Of every ten operations, nine Gets and one Put.
-    ReadHeavy,
-}
-
-impl Mix {
-    fn name(self) -> &'static str {
-        match self {
-            Mix::Puts => "puts",
-            Mix::ReadHeavy => "read_heavy",
-        }
-    }
-}
-
-/// A clerk that works on its own key forever, counting completions.
-struct ClosedLoop {
-    clerk: usize,
-    key: String,
-    value: String,
-    mix: Mix,
-    sent: u64,
-    done: Rc<Cell<u64>>,
-}
-
-impl Script<KvCluster> for ClosedLoop {
-    fn next(&mut self, _c: &mut KvCluster, last: Option<Reply>) -> Action {
-        if last.is_some() {
-            self.done.set(self.done.get() + 1);
-        }
-        self.sent += 1;
-        let op = match self.mix {
-            Mix::ReadHeavy if !self.sent.is_multiple_of(10) => get(&self.key),
-            Mix::Puts | Mix::ReadHeavy => put(&self.key, &self.value),
-        };
-        Action::Run {
-            clerk: self.clerk,
-            op: op.into(),
-        }
-    }
-}
-
-struct Run {
-    cluster: KvCluster,
-    scripts: Scripts,
-    done: Rc<Cell<u64>>,
-}
-
-impl Run {
-    fn new(clerks: usize, mix: Mix) -> Run {
-        let mut cluster = KvCluster::new(7, 3);
-        cluster.record = false;
-        let done = Rc::new(Cell::new(0));
-        let mut scripts = Scripts::new();
-        for i in 0..clerks {
-            let clerk = cluster.clerk_all(i % 3);
-            scripts.add(ClosedLoop {
-                clerk,
-                key: format!("key{i}"),
-                value: "v".repeat(VALUE_BYTES),
-                mix,
-                sent: 0,
-                done: done.clone(),
-            });
-        }
-        let mut run = Run {
-            cluster,
-            scripts,
-            done,
-        };
-        // Elect a leader and fill the pipeline.
-        run.cluster.drive(&mut run.scripts, Duration::from_secs(1));
-        run
-    }
-
-    /// Runs until `ops` more operations completed.
-    fn complete(&mut self, ops: u64) {
-        let target = self.done.get() + ops;
-        while self.done.get() < target {
-            self.cluster
-                .drive(&mut self.scripts, Duration::from_millis(1));
-        }
-    }
-
-    fn applied(&self) -> u64 {
-        (0..3)
-            .filter_map(|i| self.cluster.sim.node(i))
-            .filter_map(|r| r.status().applied)
-            .map(|s| s.0 + 1)
-            .max()
-            .unwrap_or(0)
-    }
-}
+use kv_replication::sim::load::{Mix, Run};
 
 fn report(clerks: usize, mix: Mix) {
     let mut run = Run::new(clerks, mix);
-    let (ops0, instances0, virtual0) = (run.done.get(), run.applied(), run.cluster.sim.now());
+    let (ops0, instances0, virtual0) = (run.done(), run.applied(), run.cluster.sim.now());
     let events0 = run.cluster.sim.scheduled();
     let began = Instant::now();
     run.complete(20_000);
     let wall = began.elapsed();
-    let ops = run.done.get() - ops0;
+    let ops = run.done() - ops0;
     let instances = run.applied() - instances0;
     let events = run.cluster.sim.scheduled() - events0;
     let virtual_secs = (run.cluster.sim.now() - virtual0).as_secs_f64();

@@ -32,6 +32,7 @@ pub mod group;
 pub mod group_sweep;
 pub mod kv;
 pub mod kv_sweep;
+pub mod load;
 pub mod paxos;
 pub mod pb;
 pub mod pb_sweep;
