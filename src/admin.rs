@@ -196,15 +196,15 @@ fn view(cluster: &ClusterArg, json: bool) -> Result<()> {
             "backup": name(shown.backup_node()),
             "view_service": view_service,
         });
-        println!("{value}");
+        out!("{value}");
         return Ok(());
     }
     let show = |n: Option<kv_replication::types::NodeId>| {
         n.map_or("none".to_string(), |n| format!("node {}", n.0))
     };
-    println!("viewnum: {}", shown.viewnum);
-    println!("primary: {}", show(shown.primary_node()));
-    println!("backup: {}", show(shown.backup_node()));
+    out!("viewnum: {}", shown.viewnum);
+    out!("primary: {}", show(shown.primary_node()));
+    out!("backup: {}", show(shown.backup_node()));
     Ok(())
 }
 
@@ -243,11 +243,11 @@ fn call(config: &ClusterConfig, cluster: &ClusterArg, command: Command) -> Resul
 fn report(reply: Reply, done: &str) -> Result<()> {
     match reply {
         Reply::Changed(num) => {
-            println!("{done}: configuration {}", num.0);
+            out!("{done}: configuration {}", num.0);
             Ok(())
         }
         Reply::Unchanged(num) => {
-            println!("nothing to change: configuration {} stays", num.0);
+            out!("nothing to change: configuration {} stays", num.0);
             Ok(())
         }
         Reply::Refused(why) => bail!("refused: {why}"),
@@ -302,10 +302,10 @@ fn print_config(config: &ClusterConfig, shown: &Arc<Config>, json: bool) {
             .collect();
         let owners: Vec<u64> = shown.shards().iter().map(|g| g.0).collect();
         let value = json!({ "num": shown.num().0, "groups": groups, "shards": owners });
-        println!("{value}");
+        out!("{value}");
         return;
     }
-    println!(
+    out!(
         "configuration {}: {} groups, {} shards",
         shown.num().0,
         shown.groups().len(),
@@ -320,7 +320,7 @@ fn print_config(config: &ClusterConfig, shown: &Arc<Config>, json: bool) {
             })
             .collect();
         let shards = by_group.get(gid).map(|s| ranges(s)).unwrap_or_default();
-        println!(
+        out!(
             "  group {}: {} shards [{shards}] on {}",
             gid.0,
             by_group.get(gid).map_or(0, Vec::len),
@@ -328,7 +328,7 @@ fn print_config(config: &ClusterConfig, shown: &Arc<Config>, json: bool) {
         );
     }
     if let Some(unowned) = by_group.get(&GroupId::NONE) {
-        println!(
+        out!(
             "  unassigned: {} shards [{}]",
             unowned.len(),
             ranges(unowned)
@@ -349,17 +349,20 @@ fn status(config: &ClusterConfig, json: bool) -> Result<()> {
             Duration::from_secs(3),
         ));
         if !json {
-            println!(
+            out!(
                 "node {} (peer {}, resp {}, admin {})",
-                node.id, node.peer, node.resp, node.admin
+                node.id,
+                node.peer,
+                node.resp,
+                node.admin
             );
             match &answer {
                 Ok(text) => {
                     for line in text.lines().filter(|l| !l.is_empty()) {
-                        println!("  {line}");
+                        out!("  {line}");
                     }
                 }
-                Err(e) => println!("  unreachable: {e}"),
+                Err(e) => out!("  unreachable: {e}"),
             }
             continue;
         }
@@ -377,7 +380,7 @@ fn status(config: &ClusterConfig, json: bool) -> Result<()> {
         }));
     }
     if json {
-        println!(
+        out!(
             "{}",
             json!({ "cluster_id": config.cluster_id, "nodes": nodes })
         );

@@ -244,7 +244,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let rate = ops as f64 / window.as_secs_f64();
     if args.csv {
-        println!(
+        out!(
             "{},{},{:.0},{:.3},{:.3},{:.3},{}",
             args.clients,
             args.reads,
@@ -256,11 +256,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
         return Ok(());
     }
-    println!(
+    out!(
         "clients={} duration={}s value_size={}B reads={}%",
-        args.clients, args.duration, args.value_size, args.reads
+        args.clients,
+        args.duration,
+        args.value_size,
+        args.reads
     );
-    println!(
+    out!(
         "ops/s: {:.0}   p50: {:.2} ms   p99: {:.2} ms   p999: {:.2} ms   errors: {}",
         rate,
         pct(0.50),

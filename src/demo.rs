@@ -43,7 +43,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let op: Op = kv_engine::codec::decode(&record.payload).context("decoding a log record")?;
         state.execute(&op);
     }
-    println!(
+    out!(
         "recovered {} keys ({} bytes) from {} in {:?}: snapshot at index {}, {} log records replayed",
         state.len(),
         state.live_bytes(),
@@ -91,7 +91,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     for op in &durable {
         state.execute(op);
     }
-    println!(
+    out!(
         "{} durable writes from {writers} writers in {elapsed:?}: {:.0} writes/s, each fsynced before it was acknowledged",
         durable.len(),
         durable.len() as f64 / elapsed.as_secs_f64()
@@ -102,14 +102,14 @@ pub fn run(args: DemoArgs) -> Result<()> {
     commit.snapshot(Arc::new(snapshot), Box::new(move |r| drop(tx.send(r))))?;
     let index = rx.recv()??;
     let stats = commit.stats();
-    println!(
+    out!(
         "snapshot at index {index}: {} keys, {} bytes of live data; on disk now: {} bytes of snapshot, {} bytes of log",
         state.len(),
         state.live_bytes(),
         stats.snapshot_bytes,
         stats.wal_bytes
     );
-    println!(
+    out!(
         "run again to recover this state: kv demo --dir {}",
         dir.display()
     );

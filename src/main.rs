@@ -4,6 +4,17 @@
 //! is the client, `kv admin` administers, `kv bench` loads a cluster, `kv mapreduce` runs
 //! batch jobs.
 
+/// Prints a line to stdout as `println!` does, except that a closed pipe (`kv admin status
+/// | head`) ends the process quietly instead of panicking.
+macro_rules! out {
+    () => {
+        $crate::print_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::print_line(format_args!($($arg)*))
+    };
+}
+
 mod admin;
 mod bench;
 mod demo;
@@ -136,6 +147,19 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Writes one line to stdout (see `out!`): a reader that went away ends the process with
+/// success, as for other Unix tools; any other failure to write ends it with an error.
+fn print_line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{args}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// An error and its causes joined by `: `, skipping a cause whose text the message
 /// already carries (many errors print their source themselves).
 fn one_line(e: &anyhow::Error) -> String {
@@ -166,7 +190,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             let config = ClusterConfig::init(&dir, &layout.init_options(host))?;
-            println!("wrote {} ({})", path.display(), up::describe(&config));
+            out!("wrote {} ({})", path.display(), up::describe(&config));
             Ok(())
         }
         Command::Up(args) => up::run(args),
@@ -180,21 +204,21 @@ fn run(cli: Cli) -> Result<()> {
             let gid = config.grow(&cluster, nodes, replicas)?;
             let group = config.groups.last().expect("just added");
             let on: Vec<String> = group.nodes.iter().map(|n| n.to_string()).collect();
-            println!(
+            out!(
                 "added group {gid} on nodes {} to {}",
                 on.join(", "),
                 cluster.display()
             );
-            println!("next: restart the running nodes 0..{before} one at a time (they read the file at start;");
-            println!("      a running `kv up` does this, and starts the new nodes, by itself),");
+            out!("next: restart the running nodes 0..{before} one at a time (they read the file at start;");
+            out!("      a running `kv up` does this, and starts the new nodes, by itself),");
             if nodes > 0 {
-                println!(
+                out!(
                     "      start the new nodes {before}..{} (kv node --cluster {} --id N),",
                     config.nodes.len(),
                     cluster.display()
                 );
             }
-            println!(
+            out!(
                 "      then: kv admin join {gid} --cluster {}",
                 cluster.display()
             );
@@ -242,14 +266,14 @@ fn client_op(target: Target, op: Op) -> Result<()> {
         .block_on(client.execute(op, deadline))
         .map_err(|e| anyhow::anyhow!(e))?;
     match reply {
-        Reply::Value(Some(value)) => println!("{}", String::from_utf8_lossy(&value)),
+        Reply::Value(Some(value)) => out!("{}", String::from_utf8_lossy(&value)),
         Reply::Value(None) => {
             eprintln!("(nil)");
             std::process::exit(1);
         }
-        Reply::Ok => println!("OK"),
-        Reply::Appended(len) => println!("{len}"),
-        Reply::Deleted(existed) => println!("{}", existed as u8),
+        Reply::Ok => out!("OK"),
+        Reply::Appended(len) => out!("{len}"),
+        Reply::Deleted(existed) => out!("{}", existed as u8),
         other => bail!("unexpected reply {other:?}"),
     }
     Ok(())

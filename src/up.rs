@@ -121,7 +121,7 @@ pub fn run(args: UpArgs) -> Result<()> {
             &args.dir,
             &args.init_options("127.0.0.1".parse().expect("literal address")),
         )?;
-        println!(
+        out!(
             "initialised a cluster in {}: {}",
             args.dir.display(),
             describe(&config)
@@ -156,13 +156,13 @@ pub fn run(args: UpArgs) -> Result<()> {
         children.push(start(node.id)?);
     }
 
-    println!(
+    out!(
         "kv is up: {} nodes, data in {}",
         config.nodes.len(),
         args.dir.display()
     );
     for node in &config.nodes {
-        println!(
+        out!(
             "  node {}: redis-cli -p {}   (peer {}, metrics http://{}/metrics, log {})",
             node.id,
             node.resp.port(),
@@ -172,33 +172,33 @@ pub fn run(args: UpArgs) -> Result<()> {
         );
     }
     for line in crate::admin::group_lines(&config) {
-        println!("  {line}");
+        out!("  {line}");
     }
-    println!(
+    out!(
         "try:  redis-cli -p {} set hello world",
         config.nodes[0].resp.port()
     );
     if config.requirepass.is_some() {
-        println!(
+        out!(
             "      (RESP clients authenticate: redis-cli -a PASSWORD, the requirepass in {})",
             path.display()
         );
     }
-    println!("      kv get hello --cluster {}", path.display());
-    println!("      kv admin status --cluster {}", path.display());
+    out!("      kv get hello --cluster {}", path.display());
+    out!("      kv admin status --cluster {}", path.display());
     if config.is_primary_backup() {
-        println!("      kv admin view --cluster {}", path.display());
+        out!("      kv admin view --cluster {}", path.display());
     }
     if config.is_sharded() {
-        println!("      kv admin query --cluster {}", path.display());
+        out!("      kv admin query --cluster {}", path.display());
     }
     if config.is_primary_backup() {
-        println!(
+        out!(
             "Ctrl-C stops every node. Primary/backup servers keep the data in memory only: \
              restarting them all loses it (the view service then reports stuck: true)."
         );
     } else {
-        println!(
+        out!(
             "Ctrl-C stops every node; `kv up --dir {}` starts them again on the same data.",
             args.dir.display()
         );
@@ -222,7 +222,7 @@ pub fn run(args: UpArgs) -> Result<()> {
             if now_modified != modified {
                 modified = now_modified;
                 match ClusterConfig::load(&path) {
-                    Err(e) => println!("the cluster file changed but does not load: {e}"),
+                    Err(e) => out!("the cluster file changed but does not load: {e}"),
                     Ok(grown) => {
                         let old_nodes = children.len();
                         let regroup = grown.groups != config.groups;
@@ -234,7 +234,7 @@ pub fn run(args: UpArgs) -> Result<()> {
                                 }
                                 restart_and_wait(&mut children[id], id as u32, &config, &start)?;
                                 started_at[id] = Instant::now();
-                                println!("node {id} restarted with the new cluster file");
+                                out!("node {id} restarted with the new cluster file");
                             }
                         }
                         for node in config.nodes.iter().skip(old_nodes) {
@@ -242,7 +242,7 @@ pub fn run(args: UpArgs) -> Result<()> {
                             restarts.push(None);
                             started_at.push(Instant::now());
                             quick_failures.push(0);
-                            println!(
+                            out!(
                                 "node {} started: redis-cli -p {} (log {})",
                                 node.id,
                                 node.resp.port(),
@@ -259,7 +259,7 @@ pub fn run(args: UpArgs) -> Result<()> {
                     *child = start(id as u32)?;
                     started_at[id] = Instant::now();
                     restarts[id] = None;
-                    println!("node {id} restarted");
+                    out!("node {id} restarted");
                 }
                 continue;
             }
@@ -278,13 +278,13 @@ pub fn run(args: UpArgs) -> Result<()> {
                     ));
                     break;
                 }
-                println!("node {id} exited ({status}); restarting it in 1 s (see its log)");
+                out!("node {id} exited ({status}); restarting it in 1 s (see its log)");
                 restarts[id] = Some(Instant::now() + Duration::from_secs(1));
             }
         }
     }
 
-    println!("stopping {} nodes", children.len());
+    out!("stopping {} nodes", children.len());
     for child in &children {
         signal_hook_like::terminate(child.id());
     }
@@ -295,7 +295,7 @@ pub fn run(args: UpArgs) -> Result<()> {
                 break;
             }
             if Instant::now() >= deadline {
-                println!("node {id} did not stop in {STOP_GRACE:?}; killing it");
+                out!("node {id} did not stop in {STOP_GRACE:?}; killing it");
                 let _ = child.kill();
                 let _ = child.wait();
                 break;
@@ -303,7 +303,7 @@ pub fn run(args: UpArgs) -> Result<()> {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    println!("stopped; data kept in {}", args.dir.display());
+    out!("stopped; data kept in {}", args.dir.display());
     match failed {
         Some(reason) => anyhow::bail!(reason),
         None => Ok(()),
@@ -349,7 +349,7 @@ fn restart_and_wait(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    println!("node {id} is not ready after its restart; going on");
+    out!("node {id} is not ready after its restart; going on");
     Ok(())
 }
 

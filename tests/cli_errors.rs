@@ -72,3 +72,23 @@ fn mistakes_get_one_line_and_a_failing_status() {
     assert!(!ok);
     assert_one_line_error(&stderr, "only a primary-backup cluster has views");
 }
+
+/// Output into a pipe whose reader is gone (`kv ... | head`) ends the command quietly with
+/// success, as for other Unix tools — not with a panic about printing to stdout.
+#[test]
+fn a_closed_stdout_pipe_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("c");
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_kv"))
+        .args(["init", "--dir", d.to_str().unwrap()])
+        .env("RUST_BACKTRACE", "1")
+        .stdout(writer)
+        .output()
+        .expect("run kv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "status {:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
