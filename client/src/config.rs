@@ -74,10 +74,10 @@ use kv_replication::shardmaster::GroupId;
 use kv_replication::types::NodeId;
 use serde::{Deserialize, Serialize};
 
-/// Name of the stamp file inside a node's data directory.
-pub const STAMP_FILE: &str = "kv-node.stamp";
-/// The stamp's temporary name while it is written (then renamed to [`STAMP_FILE`]).
-const STAMP_TEMP_FILE: &str = "kv-node.stamp.tmp";
+mod stamp;
+use stamp::STAMP_TEMP_FILE;
+pub use stamp::{check_stamp, write_stamp, DATA_FORMAT, STAMP_FILE};
+
 /// Largest cluster id: TOML integers are signed 64-bit.
 pub const CLUSTER_ID_MAX: u64 = i64::MAX as u64;
 
@@ -935,80 +935,6 @@ impl Created {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Stamp {
-    cluster_id: u64,
-    node: u32,
-    /// The data directory's format ([`DATA_FORMAT`]); stamps written before formats were
-    /// versioned have none.
-    #[serde(default)]
-    format: u32,
-}
-
-/// The format of everything a data directory holds (WAL framing, snapshot files, the
-/// replica's records and snapshots), as a whole: a node refuses a directory stamped with
-/// another format rather than misread it. Raised whenever any of them changes in a way
-/// this build cannot read back (each also carries its own tag: record kinds, magic numbers,
-/// enum variants — see `kv_replication::formats`).
-/// Format 3: kv requests are batches of ops and replies one reply per op (each with its own
-/// format byte, see `kv_replication::kvgroup::Batch`).
-pub const DATA_FORMAT: u32 = 3;
-
-/// Stamps a data directory as belonging to `node` of `cluster_id` (durably: temp file,
-/// fsync, rename, directory fsync).
-pub fn write_stamp(dir: &Path, cluster_id: u64, node: u32) -> Result<()> {
-    let io = |path: PathBuf| move |source| ConfigError::Io { path, source };
-    let path = dir.join(STAMP_FILE);
-    let temp = dir.join(STAMP_TEMP_FILE);
-    let stamp = Stamp {
-        cluster_id,
-        node,
-        format: DATA_FORMAT,
-    };
-    let text = toml::to_string(&stamp).expect("a stamp always encodes");
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&temp).map_err(io(temp.clone()))?;
-        file.write_all(text.as_bytes()).map_err(io(temp.clone()))?;
-        file.sync_all().map_err(io(temp.clone()))?;
-    }
-    std::fs::rename(&temp, &path).map_err(io(path.clone()))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir.to_path_buf()))
-}
-
-/// Whether `dir` carries this node's stamp. `Ok(false)` means no stamp: the disk was lost
-/// (or never initialised). A stamp for another cluster or node is an error.
-pub fn check_stamp(dir: &Path, cluster_id: u64, node: u32) -> Result<bool> {
-    let path = dir.join(STAMP_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(source) => return Err(ConfigError::Io { path, source }),
-    };
-    let stamp: Stamp = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
-    if stamp.cluster_id != cluster_id || stamp.node != node {
-        return Err(ConfigError::WrongStamp {
-            path,
-            found_cluster: stamp.cluster_id,
-            found_node: stamp.node,
-            cluster: cluster_id,
-            node,
-        });
-    }
-    if stamp.format != DATA_FORMAT {
-        return Err(ConfigError::WrongFormat {
-            path,
-            found: stamp.format,
-        });
-    }
-    Ok(true)
 }
 
 #[cfg(test)]
