@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# CPU per operation and operations per Paxos instance of a local 3-node cluster with 1 and
+# with 3 KV groups: `kv bench --clients N` on a fresh cluster, the nodes' CPU seconds from
+# /proc, the instances decided from /metrics.
+# Usage: scripts/bench-cpu-per-op.sh [kv binary] (default target/release/kv)
+# Env: CLIENTS (50), DUR (8 s), GROUPS_LIST ("1 3"), TMPBASE (parent of the data
+# directories, e.g. /dev/shm to take fsync out of the picture).
+set -uo pipefail
+KV=${1:-target/release/kv}
+CLIENTS=${CLIENTS:-50}
+DUR=${DUR:-8}
+pids=()
+trap 'kill "${pids[@]:-}" 2>/dev/null' EXIT
+ticks() { local t=0 f; for p in "$@"; do read -r -a f < "/proc/$p/stat"; t=$((t + f[13] + f[14])); done; echo "$t"; }
+decided() { curl -s 127.0.0.1:29380/metrics | awk '/^kv_decided_index\{group="[0-9]+"\}/ {s += $2} END {print s + 0}'; }
+hz=$(getconf CLK_TCK)
+for groups in ${GROUPS_LIST:-1 3}; do
+  dir=$(mktemp -d ${TMPBASE:+-p "$TMPBASE"})
+  "$KV" init --dir "$dir" --groups "$groups" --shards 64 --resp-port 26380 --peer-port 27380 --admin-port 29380 >/dev/null
+  pids=()
+  for id in 0 1 2; do "$KV" node --cluster "$dir/cluster.toml" --id "$id" >"$dir/node-$id.log" 2>&1 & pids+=($!); done
+  for _ in $(seq 100); do
+    ready=0
+    for port in 29380 29381 29382; do curl -sf "127.0.0.1:$port/readyz" >/dev/null && ready=$((ready + 1)); done
+    [ "$ready" = 3 ] && break
+    sleep 0.2
+  done
+  b=$(ticks "${pids[@]}"); i0=$(decided)
+  out=$("$KV" bench --cluster "$dir/cluster.toml" --clients "$CLIENTS" --duration "$DUR" | tail -1)
+  a=$(ticks "${pids[@]}"); i1=$(decided)
+  rate=$(echo "$out" | sed -n 's/.*ops\/s: *\([0-9]*\).*/\1/p')
+  python3 - "$groups" "$rate" "$DUR" "$((a - b))" "$hz" "$((i1 - i0))" "$out" <<'PY'
+import sys
+groups, rate, dur, ticks, hz, inst, out = sys.argv[1:]
+ops = int(rate) * float(dur)
+print(f"groups={groups}: {out}")
+print(f"  node CPU {int(ticks)/int(hz):.1f} s = {int(ticks)/int(hz)*1e6/ops:.0f} us/op; "
+      f"{int(inst)} instances = {ops/max(int(inst),1):.1f} ops/instance")
+PY
+  kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null
+  pids=()
+  rm -rf "$dir"
+done
