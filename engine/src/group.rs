@@ -28,6 +28,11 @@
 //! waits, and a newer one replaces it (its completion then runs when the newer one is
 //! installed: a later snapshot covers everything an earlier one would have).
 //!
+//! One writer can serve many streams: a [`crate::shared::SharedStore`] is one log holding
+//! the records of several replicas, each a [`Stream`] handle with its own snapshots, and
+//! one fsync then makes every stream's records durable. A [`Store`] is a log with one
+//! stream. Either is a [`Log`].
+//!
 //! Failure model: if a sync or a snapshot write fails, every command in the batch and every
 //! later one is completed with [`Error::Poisoned`]; the store is never retried.
 
@@ -40,6 +45,55 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::snapshot::SnapshotSource;
 use crate::store::{SnapshotJob, Store, StoreStats};
+
+/// What the writer drives: a log of one or more streams, each numbering its records 1, 2,
+/// 3, ... and keeping its own snapshots.
+pub trait Log: Send + 'static {
+    /// How many streams there are.
+    fn streams(&self) -> usize;
+    /// Buffers a record of `stream`; returns its index in the stream.
+    fn append(&mut self, stream: usize, kind: u8, payload: &[u8]) -> Result<u64>;
+    /// Makes every buffered record of every stream durable.
+    fn sync(&mut self) -> Result<()>;
+    /// The index of the last record of `stream` (0 if none).
+    fn last_index(&self, stream: usize) -> u64;
+    /// See [`Store::begin_snapshot`].
+    fn begin_snapshot(&mut self, stream: usize, index: u64) -> Result<SnapshotJob>;
+    /// See [`Store::finish_snapshot`].
+    fn finish_snapshot(&mut self, stream: usize, index: u64, written: Result<u64>) -> Result<()>;
+    /// Sizes and positions of `stream`.
+    fn stats(&self, stream: usize) -> StoreStats;
+}
+
+impl Log for Store {
+    fn streams(&self) -> usize {
+        1
+    }
+
+    fn append(&mut self, _stream: usize, kind: u8, payload: &[u8]) -> Result<u64> {
+        Store::append(self, kind, payload)
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        Store::sync(self).map(|_| ())
+    }
+
+    fn last_index(&self, _stream: usize) -> u64 {
+        self.next_index() - 1
+    }
+
+    fn begin_snapshot(&mut self, _stream: usize, index: u64) -> Result<SnapshotJob> {
+        Store::begin_snapshot(self, index)
+    }
+
+    fn finish_snapshot(&mut self, _stream: usize, index: u64, written: Result<u64>) -> Result<()> {
+        Store::finish_snapshot(self, index, written)
+    }
+
+    fn stats(&self, _stream: usize) -> StoreStats {
+        Store::stats(self)
+    }
+}
 
 /// Called once a command is durable (with the index of its last record) or has failed.
 pub type Completion = Box<dyn FnOnce(Result<u64>) + Send>;
@@ -67,14 +121,16 @@ const SNAPSHOT_POLL: Duration = Duration::from_millis(1);
 struct Counters {
     batches: AtomicU64,
     appends: AtomicU64,
-    /// The store's stats as of the writer's last batch or snapshot, so readers never wait
-    /// for the writer (which may be in the middle of an fsync).
-    store: std::sync::Mutex<StoreStats>,
+    /// Each stream's stats as of the writer's last batch or snapshot, so readers never
+    /// wait for the writer (which may be in the middle of an fsync).
+    streams: std::sync::Mutex<Vec<StoreStats>>,
 }
 
 impl Counters {
-    fn publish(&self, store: &Store) {
-        *self.store.lock().expect("stats lock") = store.stats();
+    fn publish(&self, log: &dyn Log) {
+        let mut streams = self.streams.lock().expect("stats lock");
+        streams.clear();
+        streams.extend((0..log.streams()).map(|stream| log.stats(stream)));
     }
 }
 
@@ -99,11 +155,13 @@ impl Default for GroupOptions {
 
 enum Command {
     Append {
+        stream: usize,
         records: Vec<(u8, Vec<u8>)>,
         done: Completion,
     },
-    /// A snapshot of the state after every record submitted before it.
+    /// A snapshot of the stream's state after every record submitted before it.
     Snapshot {
+        stream: usize,
         source: Arc<dyn SnapshotSource>,
         done: Completion,
     },
@@ -111,32 +169,47 @@ enum Command {
 
 /// A snapshot file for the snapshot thread to write.
 struct Job {
+    stream: usize,
     job: SnapshotJob,
     source: Arc<dyn SnapshotSource>,
 }
 
-/// The writer's side of the snapshot thread.
-struct Snapshots {
-    jobs: Option<Sender<Job>>,
-    results: Receiver<(u64, Result<u64>)>,
-    thread: Option<JoinHandle<()>>,
+/// One stream's snapshots, as the writer sees them.
+#[derive(Default)]
+struct Slot {
     /// Completions of the snapshot being written.
     busy: Option<Vec<Completion>>,
     /// The snapshot to write next, and every completion it answers for.
     pending: Option<(Job, Vec<Completion>)>,
 }
 
+/// The writer's side of the snapshot thread, which writes every stream's snapshots, one
+/// at a time.
+struct Snapshots {
+    jobs: Option<Sender<Job>>,
+    results: Receiver<(usize, u64, Result<u64>)>,
+    thread: Option<JoinHandle<()>>,
+    slots: Vec<Slot>,
+    /// Snapshots sent to the thread and not yet installed.
+    busy: usize,
+}
+
 impl Snapshots {
-    fn start() -> Snapshots {
+    fn start(streams: usize) -> Snapshots {
         let (jobs, rx) = mpsc::channel::<Job>();
         let (tx, results) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("kv-snapshot".into())
             .spawn(move || {
-                for Job { job, source } in rx {
+                for Job {
+                    stream,
+                    job,
+                    source,
+                } in rx
+                {
                     let written = job.write(&*source);
                     drop(source);
-                    if tx.send((job.index(), written)).is_err() {
+                    if tx.send((stream, job.index(), written)).is_err() {
                         return;
                     }
                 }
@@ -146,44 +219,48 @@ impl Snapshots {
             jobs: Some(jobs),
             results,
             thread: Some(thread),
-            busy: None,
-            pending: None,
+            slots: (0..streams).map(|_| Slot::default()).collect(),
+            busy: 0,
         }
     }
 
-    /// Queues a snapshot: written now if none is, else after the current one (replacing
-    /// any that was waiting).
+    /// Queues a snapshot: written now if none of its stream is, else after the current one
+    /// (replacing any that was waiting).
     fn submit(&mut self, job: Job, done: Completion) {
-        if self.busy.is_none() {
-            self.busy = Some(vec![done]);
+        let slot = &mut self.slots[job.stream];
+        if slot.busy.is_none() {
+            slot.busy = Some(vec![done]);
             self.send(job);
             return;
         }
-        let mut completions = match self.pending.take() {
+        let mut completions = match slot.pending.take() {
             Some((_, earlier)) => earlier,
             None => Vec::new(),
         };
         completions.push(done);
-        self.pending = Some((job, completions));
+        slot.pending = Some((job, completions));
     }
 
     fn send(&mut self, job: Job) {
+        let stream = job.stream;
         let jobs = self
             .jobs
             .as_ref()
             .expect("snapshot thread runs until the writer ends");
         if jobs.send(job).is_err() {
             // The thread is gone only if it panicked: fail the snapshot rather than hang.
-            for done in self.busy.take().unwrap_or_default() {
+            for done in self.slots[stream].busy.take().unwrap_or_default() {
                 done(Err(Error::Closed));
             }
+            return;
         }
+        self.busy += 1;
     }
 
-    /// Installs a finished snapshot (if `block`, waits for the one being written); returns
+    /// Installs a finished snapshot (if `block`, waits for one being written); returns
     /// whether one was installed.
-    fn collect(&mut self, store: &mut Store, counters: &Counters, block: bool) -> bool {
-        if self.busy.is_none() {
+    fn collect(&mut self, log: &mut dyn Log, counters: &Counters, block: bool) -> bool {
+        if self.busy == 0 {
             return false;
         }
         let result = if block {
@@ -191,12 +268,13 @@ impl Snapshots {
         } else {
             self.results.try_recv().map_err(|_| ())
         };
-        let Ok((index, written)) = result else {
+        let Ok((stream, index, written)) = result else {
             return false;
         };
-        let installed = store.finish_snapshot(index, written).map(|()| index);
-        counters.publish(store);
-        for done in self.busy.take().unwrap_or_default() {
+        self.busy -= 1;
+        let installed = log.finish_snapshot(stream, index, written).map(|()| index);
+        counters.publish(log);
+        for done in self.slots[stream].busy.take().unwrap_or_default() {
             done(match &installed {
                 Ok(index) => Ok(*index),
                 // Skipped for want of room: the store goes on, and says so to each waiter.
@@ -207,8 +285,8 @@ impl Snapshots {
                 Err(e) => Err(Error::Poisoned(e.to_string())),
             });
         }
-        if let Some((job, completions)) = self.pending.take() {
-            self.busy = Some(completions);
+        if let Some((job, completions)) = self.slots[stream].pending.take() {
+            self.slots[stream].busy = Some(completions);
             self.send(job);
         }
         true
@@ -222,73 +300,68 @@ impl Snapshots {
     }
 }
 
-/// Queues appends to a [`GroupCommit`] without owning it (see [`GroupCommit::submitter`]).
+/// Queues appends to one stream of a [`GroupCommit`] without owning it (see
+/// [`Stream::submitter`]).
 #[derive(Clone)]
 pub struct Submitter {
     tx: SyncSender<Command>,
+    stream: usize,
 }
 
 impl Submitter {
     /// Queues records; `done` runs on the writer thread once they are durable.
     pub fn submit(&self, records: Vec<(u8, Vec<u8>)>, done: Completion) -> Result<()> {
         self.tx
-            .send(Command::Append { records, done })
+            .send(Command::Append {
+                stream: self.stream,
+                records,
+                done,
+            })
             .map_err(|_| Error::Closed)
     }
 }
 
-/// A store driven by a writer thread that batches fsyncs across callers.
-pub struct GroupCommit {
-    tx: Option<SyncSender<Command>>,
-    thread: Option<JoinHandle<Store>>,
+/// One stream of a [`GroupCommit`]: what a replica persists through. Handles are cheap to
+/// clone; the writer runs until its `GroupCommit` and every handle are gone.
+#[derive(Clone)]
+pub struct Stream {
+    tx: SyncSender<Command>,
+    stream: usize,
     counters: Arc<Counters>,
 }
 
-impl GroupCommit {
-    /// Starts the writer thread, which owns `store` until [`GroupCommit::shutdown`].
-    pub fn start(store: Store, options: GroupOptions) -> GroupCommit {
-        let (tx, rx) = mpsc::sync_channel(options.queue_commands_max.max(1));
-        let counters = Arc::new(Counters::default());
-        counters.publish(&store);
-        let writer_counters = counters.clone();
-        let thread = std::thread::Builder::new()
-            .name("kv-wal-writer".into())
-            .spawn(move || writer(store, rx, options, writer_counters))
-            .expect("spawn WAL writer thread");
-        GroupCommit {
-            tx: Some(tx),
-            thread: Some(thread),
-            counters,
-        }
-    }
-
+impl Stream {
     fn send(&self, command: Command) -> Result<()> {
-        self.tx
-            .as_ref()
-            .expect("sender lives until shutdown")
-            .send(command)
-            .map_err(|_| Error::Closed)
+        self.tx.send(command).map_err(|_| Error::Closed)
     }
 
     /// Queues records; `done` runs on the writer thread once they are durable.
     pub fn submit(&self, records: Vec<(u8, Vec<u8>)>, done: Completion) -> Result<()> {
-        self.send(Command::Append { records, done })
+        self.send(Command::Append {
+            stream: self.stream,
+            records,
+            done,
+        })
     }
 
-    /// A cheap handle that can queue appends from anywhere — including from inside a
-    /// completion, which runs on the writer thread. It does not own the writer: the writer
-    /// stops once the `GroupCommit` and every submitter are gone.
+    /// A handle that can queue appends from anywhere — including from inside a
+    /// completion, which runs on the writer thread.
     pub fn submitter(&self) -> Submitter {
         Submitter {
-            tx: self.tx.clone().expect("sender lives until shutdown"),
+            tx: self.tx.clone(),
+            stream: self.stream,
         }
     }
 
-    /// Queues a snapshot covering every record submitted before it; `done` runs once it is
-    /// durable and the log behind it compacted. The payload is streamed from `source` on the
-    /// snapshot thread while appends go on.
+    /// Queues a snapshot covering every record of this stream submitted before it; `done`
+    /// runs once it is durable and the log behind it compacted. The payload is streamed
+    /// from `source` on the snapshot thread while appends go on.
     pub fn snapshot(&self, source: Arc<dyn SnapshotSource>, done: Completion) -> Result<()> {
-        self.send(Command::Snapshot { source, done })
+        self.send(Command::Snapshot {
+            stream: self.stream,
+            source,
+            done,
+        })
     }
 
     /// Appends one record and blocks until it is durable; returns its index.
@@ -303,22 +376,93 @@ impl GroupCommit {
         rx.recv().map_err(|_| Error::Closed)?
     }
 
-    /// The store's sizes and positions, as of the writer's last completed batch or snapshot.
-    /// Never waits for the writer.
+    /// The stream's sizes and positions, as of the writer's last completed batch or
+    /// snapshot. Never waits for the writer.
     pub fn stats(&self) -> StoreStats {
-        *self.counters.store.lock().expect("stats lock")
+        self.counters.streams.lock().expect("stats lock")[self.stream]
     }
 
-    /// How many batches (fsyncs) and append commands the writer has completed.
+    /// How many batches (fsyncs) and append commands the writer has completed, over every
+    /// stream it serves.
     pub fn group_stats(&self) -> GroupStats {
         GroupStats {
             batches: self.counters.batches.load(Ordering::Relaxed),
             appends: self.counters.appends.load(Ordering::Relaxed),
         }
     }
+}
 
-    /// Finishes every queued command, stops the writer and returns the store.
-    pub fn shutdown(mut self) -> Store {
+/// A log driven by a writer thread that batches fsyncs across callers (and streams).
+pub struct GroupCommit<L: Log = Store> {
+    tx: Option<SyncSender<Command>>,
+    thread: Option<JoinHandle<L>>,
+    counters: Arc<Counters>,
+}
+
+impl<L: Log> GroupCommit<L> {
+    /// Starts the writer thread, which owns `log` until [`GroupCommit::shutdown`].
+    pub fn start(log: L, options: GroupOptions) -> GroupCommit<L> {
+        let (tx, rx) = mpsc::sync_channel(options.queue_commands_max.max(1));
+        let counters = Arc::new(Counters::default());
+        counters.publish(&log);
+        let writer_counters = counters.clone();
+        let thread = std::thread::Builder::new()
+            .name("kv-wal-writer".into())
+            .spawn(move || writer(log, rx, options, writer_counters))
+            .expect("spawn WAL writer thread");
+        GroupCommit {
+            tx: Some(tx),
+            thread: Some(thread),
+            counters,
+        }
+    }
+
+    /// A handle on stream `stream` (0 for a [`Store`]).
+    pub fn stream(&self, stream: usize) -> Stream {
+        assert!(
+            stream < self.counters.streams.lock().expect("stats lock").len(),
+            "no stream {stream}"
+        );
+        Stream {
+            tx: self.tx.clone().expect("sender lives until shutdown"),
+            stream,
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Queues records of stream 0; see [`Stream::submit`].
+    pub fn submit(&self, records: Vec<(u8, Vec<u8>)>, done: Completion) -> Result<()> {
+        self.stream(0).submit(records, done)
+    }
+
+    /// See [`Stream::submitter`] (stream 0).
+    pub fn submitter(&self) -> Submitter {
+        self.stream(0).submitter()
+    }
+
+    /// See [`Stream::snapshot`] (stream 0).
+    pub fn snapshot(&self, source: Arc<dyn SnapshotSource>, done: Completion) -> Result<()> {
+        self.stream(0).snapshot(source, done)
+    }
+
+    /// See [`Stream::append_durable`] (stream 0).
+    pub fn append_durable(&self, kind: u8, payload: Vec<u8>) -> Result<u64> {
+        self.stream(0).append_durable(kind, payload)
+    }
+
+    /// See [`Stream::stats`] (stream 0).
+    pub fn stats(&self) -> StoreStats {
+        self.stream(0).stats()
+    }
+
+    /// See [`Stream::group_stats`].
+    pub fn group_stats(&self) -> GroupStats {
+        self.stream(0).group_stats()
+    }
+
+    /// Finishes every queued command, stops the writer and returns the log. Waits for
+    /// every [`Stream`] handle to be dropped.
+    pub fn shutdown(mut self) -> L {
         drop(self.tx.take());
         self.thread
             .take()
@@ -328,7 +472,7 @@ impl GroupCommit {
     }
 }
 
-impl Drop for GroupCommit {
+impl<L: Log> Drop for GroupCommit<L> {
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(thread) = self.thread.take() {
@@ -340,26 +484,26 @@ impl Drop for GroupCommit {
 /// Completions waiting for the next sync: (callback, index of its last record).
 type Waiting = Vec<(Completion, u64)>;
 
-fn writer(
-    mut store: Store,
+fn writer<L: Log>(
+    mut log: L,
     rx: Receiver<Command>,
     options: GroupOptions,
     counters: Arc<Counters>,
-) -> Store {
+) -> L {
     let mut waiting: Waiting = Vec::new();
-    let mut snapshots = Snapshots::start();
+    let mut snapshots = Snapshots::start(log.streams());
     // How many appends the previous batch carried: the writers it completed are likely to
     // be back with their next record within a few microseconds.
     let mut previous_batch = 0usize;
     loop {
-        snapshots.collect(&mut store, &counters, false);
-        let first = if snapshots.busy.is_some() {
+        snapshots.collect(&mut log, &counters, false);
+        let first = if snapshots.busy > 0 {
             match rx.recv_timeout(SNAPSHOT_POLL) {
                 Ok(command) => command,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => {
                     // Nothing more will come: finish the snapshots under way, then stop.
-                    while snapshots.collect(&mut store, &counters, true) {}
+                    while snapshots.collect(&mut log, &counters, true) {}
                     break;
                 }
             }
@@ -373,7 +517,7 @@ fn writer(
         let mut next = Some(first);
         let mut lingered = Duration::ZERO;
         while let Some(command) = next.take() {
-            batch_bytes += handle(&mut store, command, &mut waiting, &counters, &mut snapshots);
+            batch_bytes += handle(&mut log, command, &mut waiting, &counters, &mut snapshots);
             if batch_bytes >= options.batch_bytes_max {
                 break;
             }
@@ -395,26 +539,30 @@ fn writer(
                 .appends
                 .fetch_add(waiting.len() as u64, Ordering::Relaxed);
         }
-        finish(&mut store, &mut waiting, &counters);
+        finish(&mut log, &mut waiting, &counters);
     }
     snapshots.stop();
-    store
+    log
 }
 
 /// Applies one command; returns the payload bytes it added to the batch.
 fn handle(
-    store: &mut Store,
+    log: &mut dyn Log,
     command: Command,
     waiting: &mut Waiting,
     counters: &Counters,
     snapshots: &mut Snapshots,
 ) -> usize {
     match command {
-        Command::Append { records, done } => {
+        Command::Append {
+            stream,
+            records,
+            done,
+        } => {
             let bytes = records.iter().map(|(_, p)| p.len()).sum();
             let mut last = Ok(0);
             for (kind, payload) in &records {
-                last = store.append(*kind, payload);
+                last = log.append(stream, *kind, payload);
                 if last.is_err() {
                     break;
                 }
@@ -425,29 +573,40 @@ fn handle(
             }
             bytes
         }
-        Command::Snapshot { source, done } => {
+        Command::Snapshot {
+            stream,
+            source,
+            done,
+        } => {
             // Everything before the snapshot must be durable (and acknowledged) first.
-            finish(store, waiting, counters);
-            let index = store.next_index() - 1;
-            match store.begin_snapshot(index) {
-                Ok(job) => snapshots.submit(Job { job, source }, done),
+            finish(log, waiting, counters);
+            let index = log.last_index(stream);
+            match log.begin_snapshot(stream, index) {
+                Ok(job) => snapshots.submit(
+                    Job {
+                        stream,
+                        job,
+                        source,
+                    },
+                    done,
+                ),
                 Err(e) => done(Err(e)),
             }
-            counters.publish(store);
+            counters.publish(log);
             0
         }
     }
 }
 
 /// Syncs and completes every waiting command.
-fn finish(store: &mut Store, waiting: &mut Waiting, counters: &Counters) {
+fn finish(log: &mut dyn Log, waiting: &mut Waiting, counters: &Counters) {
     if waiting.is_empty() {
         return;
     }
-    let synced = store.sync();
-    counters.publish(store);
+    let synced = log.sync();
+    counters.publish(log);
     match synced {
-        Ok(_) => {
+        Ok(()) => {
             for (done, index) in waiting.drain(..) {
                 done(Ok(index));
             }

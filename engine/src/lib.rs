@@ -7,6 +7,8 @@
 //! - [`snapshot`]: atomic, checksummed snapshot files (temp → fsync → rename → fsync dir).
 //! - [`store`]: the facade a replica opens: newest valid snapshot plus the WAL records
 //!   after it; writing a snapshot compacts the WAL behind it.
+//! - [`shared`]: one WAL shared by many replicas' streams (a node hosting several groups),
+//!   each with its own snapshots, so one fdatasync serves them all.
 //! - [`kv`]: `KvState`, the deterministic key-value data every replica kind applies
 //!   decided operations to, in persistent maps that stream as image pieces; scans of
 //!   a shard's keys by pages ([`kv::scan`]), filtered by Redis glob patterns ([`glob`]).
@@ -39,6 +41,7 @@ pub mod fs;
 pub mod glob;
 pub mod group;
 pub mod kv;
+pub mod shared;
 pub mod snapshot;
 pub mod store;
 pub mod wal;

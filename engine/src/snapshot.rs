@@ -289,6 +289,11 @@ pub fn list(fs: &dyn Fs, dir: &Path) -> Result<Vec<u64>> {
     Ok(indexes)
 }
 
+/// The index of the snapshot file at `path`, if it is one.
+pub fn index_of(path: &Path) -> Option<u64> {
+    parse_name(path.file_name()?.to_str()?)
+}
+
 /// Removes stray temp files left by a crash mid-write; returns their paths.
 pub fn remove_temps(fs: &dyn Fs, dir: &Path) -> Result<Vec<PathBuf>> {
     let names = fs.list(dir).map_err(|e| Error::io("list", dir, e))?;

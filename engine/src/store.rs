@@ -49,6 +49,18 @@ impl Default for StoreOptions {
     }
 }
 
+impl StoreOptions {
+    /// Refuses options no store can run with.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.snapshots_retained == 0 {
+            return Err(Error::Invalid(
+                "snapshots_retained must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What a store held when it was opened.
 #[derive(Debug)]
 pub struct Recovered {
@@ -123,14 +135,110 @@ impl SnapshotJob {
     }
 }
 
+/// The snapshots a directory keeps, oldest first, and the rule that drops old ones: what
+/// [`Store`] and each stream of a [`crate::shared::SharedStore`] share.
+pub(crate) struct Retained {
+    dir: PathBuf,
+    keep: usize,
+    /// (index, file bytes), oldest first.
+    list: Vec<(u64, u64)>,
+}
+
+impl Retained {
+    /// The snapshot files in `dir` up to `newest` (the newest valid one; newer ones were
+    /// found invalid and are not kept).
+    pub(crate) fn load(fs: &dyn Fs, dir: &Path, newest: u64, keep: usize) -> Result<Retained> {
+        let mut list = Vec::new();
+        if fs.exists(dir) {
+            for index in snapshot::list(fs, dir)? {
+                if index <= newest {
+                    let bytes = fs
+                        .read_all(&snapshot::path_of(dir, index))
+                        .map(|b| b.len() as u64)
+                        .unwrap_or(0);
+                    list.push((index, bytes));
+                }
+            }
+        }
+        Ok(Retained {
+            dir: dir.to_path_buf(),
+            keep,
+            list,
+        })
+    }
+
+    /// Refuses a snapshot at `index` of a log whose last index is `last`.
+    pub(crate) fn check(&self, index: u64, last: u64) -> Result<()> {
+        if index > last {
+            return Err(Error::Invalid(format!(
+                "snapshot index {index} is past the end of the log ({last})"
+            )));
+        }
+        if let Some(&(newest, _)) = self.list.last() {
+            if index < newest {
+                return Err(Error::Invalid(format!(
+                    "snapshot index {index} is older than the newest snapshot ({newest})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A job writing the snapshot at `index` into this directory.
+    pub(crate) fn job(&self, fs: &Arc<dyn Fs>, index: u64) -> SnapshotJob {
+        SnapshotJob {
+            fs: fs.clone(),
+            dir: self.dir.clone(),
+            index,
+        }
+    }
+
+    /// Records a snapshot written at `index`, then deletes those beyond the retention
+    /// count. Returns the oldest kept: the log before it is no longer needed.
+    pub(crate) fn add(&mut self, fs: &dyn Fs, index: u64, bytes: u64) -> Result<Option<u64>> {
+        self.list.retain(|&(i, _)| i != index);
+        self.list.push((index, bytes));
+        self.list.sort_unstable();
+        self.trim(fs)
+    }
+
+    /// Deletes the snapshots beyond the retention count; returns the oldest kept.
+    pub(crate) fn trim(&mut self, fs: &dyn Fs) -> Result<Option<u64>> {
+        let excess = self.list.len().saturating_sub(self.keep);
+        for (index, _) in self.list.drain(..excess) {
+            let path = snapshot::path_of(&self.dir, index);
+            fs.remove(&path)
+                .map_err(|e| Error::io("remove", &path, e))?;
+        }
+        if excess > 0 {
+            fs.sync_dir(&self.dir)
+                .map_err(|e| Error::io("sync directory", &self.dir, e))?;
+        }
+        Ok(self.oldest())
+    }
+
+    /// The oldest kept snapshot's index.
+    pub(crate) fn oldest(&self) -> Option<u64> {
+        self.list.first().map(|&(i, _)| i)
+    }
+
+    /// The newest kept snapshot's index (0 if none).
+    pub(crate) fn newest(&self) -> u64 {
+        self.list.last().map_or(0, |&(i, _)| i)
+    }
+
+    /// Bytes of every kept snapshot file.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.list.iter().map(|&(_, b)| b).sum()
+    }
+}
+
 /// A data directory: WAL plus snapshots.
 pub struct Store {
     fs: Arc<dyn Fs>,
     dir: PathBuf,
-    options: StoreOptions,
     wal: Wal,
-    /// Retained snapshots, oldest first: (index, file bytes).
-    snapshots: Vec<(u64, u64)>,
+    snapshots: Retained,
     poisoned: Option<String>,
     report: RecoveryReport,
 }
@@ -222,11 +330,7 @@ impl Store {
     /// missing file back) is enough. What recovery skipped or cut is in
     /// [`Store::recovery_report`].
     pub fn open(fs: Arc<dyn Fs>, dir: &Path, options: StoreOptions) -> Result<(Store, Recovered)> {
-        if options.snapshots_retained == 0 {
-            return Err(Error::Invalid(
-                "snapshots_retained must be at least 1".into(),
-            ));
-        }
+        options.check()?;
         // Look, changing nothing.
         let (snapshot, skipped_snapshots) = snapshot::newest_valid(&*fs, dir)?;
         let scan = Wal::scan(&*fs, dir, options.wal)?;
@@ -244,16 +348,7 @@ impl Store {
             .into_iter()
             .filter(|r| r.index > snapshot_index)
             .collect();
-        let mut snapshots = Vec::new();
-        for index in snapshot::list(&*fs, dir)? {
-            if index <= snapshot_index {
-                let bytes = fs
-                    .read_all(&snapshot::path_of(dir, index))
-                    .map(|b| b.len() as u64)
-                    .unwrap_or(0);
-                snapshots.push((index, bytes));
-            }
-        }
+        let snapshots = Retained::load(&*fs, dir, snapshot_index, options.snapshots_retained)?;
         let report = RecoveryReport {
             skipped_snapshots,
             truncated_tail: wal.truncated_tail().cloned(),
@@ -262,7 +357,6 @@ impl Store {
         let mut store = Store {
             fs,
             dir: dir.to_path_buf(),
-            options,
             wal,
             snapshots,
             poisoned: None,
@@ -275,6 +369,11 @@ impl Store {
     /// What opening this store skipped or repaired, for the operator's log.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.report
+    }
+
+    /// Closes the store, keeping what opening it skipped or repaired.
+    pub fn into_report(self) -> RecoveryReport {
+        self.report
     }
 
     fn check_poisoned(&self) -> Result<()> {
@@ -322,18 +421,7 @@ impl Store {
     pub fn begin_snapshot(&mut self, index: u64) -> Result<SnapshotJob> {
         self.check_poisoned()?;
         let last = self.wal.next_index() - 1;
-        if index > last {
-            return Err(Error::Invalid(format!(
-                "snapshot index {index} is past the end of the log ({last})"
-            )));
-        }
-        if let Some(&(newest, _)) = self.snapshots.last() {
-            if index < newest {
-                return Err(Error::Invalid(format!(
-                    "snapshot index {index} is older than the newest snapshot ({newest})"
-                )));
-            }
-        }
+        self.snapshots.check(index, last)?;
         let prepared = if index == last {
             // Close the active segment so the whole log so far can be compacted.
             self.wal.rotate()
@@ -344,11 +432,7 @@ impl Store {
             self.poisoned = Some(e.to_string());
             return Err(e);
         }
-        Ok(SnapshotJob {
-            fs: self.fs.clone(),
-            dir: self.dir.clone(),
-            index,
-        })
+        Ok(self.snapshots.job(&self.fs, index))
     }
 
     /// Installs a snapshot whose file [`SnapshotJob::write`] wrote (`written`: its bytes, or
@@ -358,10 +442,8 @@ impl Store {
     pub fn finish_snapshot(&mut self, index: u64, written: Result<u64>) -> Result<()> {
         self.check_poisoned()?;
         let result = written.and_then(|bytes| {
-            self.snapshots.retain(|&(i, _)| i != index);
-            self.snapshots.push((index, bytes));
-            self.snapshots.sort_unstable();
-            self.trim_snapshots()
+            let oldest = self.snapshots.add(&*self.fs, index, bytes)?;
+            self.compact(oldest)
         });
         match &result {
             Ok(()) | Err(Error::SnapshotSkipped { .. }) => {}
@@ -372,33 +454,24 @@ impl Store {
 
     /// Deletes snapshots beyond the retention count, then the log they no longer need.
     fn trim_snapshots(&mut self) -> Result<()> {
-        let excess = self
-            .snapshots
-            .len()
-            .saturating_sub(self.options.snapshots_retained);
-        for (index, _) in self.snapshots.drain(..excess) {
-            let path = snapshot::path_of(&self.dir, index);
-            self.fs
-                .remove(&path)
-                .map_err(|e| Error::io("remove", &path, e))?;
+        let oldest = self.snapshots.trim(&*self.fs)?;
+        self.compact(oldest)
+    }
+
+    /// Deletes the log segments wholly covered by the oldest kept snapshot.
+    fn compact(&mut self, oldest: Option<u64>) -> Result<()> {
+        match oldest {
+            Some(oldest) => self.wal.compact(oldest),
+            None => Ok(()),
         }
-        if excess > 0 {
-            self.fs
-                .sync_dir(&self.dir)
-                .map_err(|e| Error::io("sync directory", &self.dir, e))?;
-        }
-        if let Some(&(oldest, _)) = self.snapshots.first() {
-            self.wal.compact(oldest)?;
-        }
-        Ok(())
     }
 
     /// Sizes and positions.
     pub fn stats(&self) -> StoreStats {
         StoreStats {
             wal_bytes: self.wal.disk_bytes(),
-            snapshot_bytes: self.snapshots.iter().map(|&(_, b)| b).sum(),
-            snapshot_index: self.snapshots.last().map_or(0, |&(i, _)| i),
+            snapshot_bytes: self.snapshots.bytes(),
+            snapshot_index: self.snapshots.newest(),
             durable_index: self.wal.durable_index(),
             next_index: self.wal.next_index(),
         }

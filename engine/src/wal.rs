@@ -148,22 +148,26 @@ fn parse_segment_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-fn checksum(index: u64, len: u32, kind: u8, payload: &[u8]) -> u32 {
+fn checksum(index: u64, len: u32, kind: u8, payload: &[&[u8]]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&index.to_le_bytes());
     hasher.update(&len.to_le_bytes());
     hasher.update(&[kind]);
-    hasher.update(payload);
+    for part in payload {
+        hasher.update(part);
+    }
     hasher.finalize()
 }
 
-/// Appends one framed record to `out`.
-fn frame(out: &mut Vec<u8>, index: u64, kind: u8, payload: &[u8]) {
-    let len = payload.len() as u32;
+/// Appends one framed record, whose payload is the concatenation of `payload`, to `out`.
+fn frame(out: &mut Vec<u8>, index: u64, kind: u8, payload: &[&[u8]]) {
+    let len = payload.iter().map(|p| p.len()).sum::<usize>() as u32;
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&checksum(index, len, kind, payload).to_le_bytes());
     out.push(kind);
-    out.extend_from_slice(payload);
+    for part in payload {
+        out.extend_from_slice(part);
+    }
 }
 
 /// Why a record could not be read at some offset.
@@ -204,7 +208,7 @@ fn decode_at(
         return Err(Bad::Short);
     }
     let payload = &rest[RECORD_HEADER_BYTES..end];
-    if checksum(index, len, kind, payload) != crc {
+    if checksum(index, len, kind, &[payload]) != crc {
         return Err(Bad::Checksum);
     }
     let record = WalRecord {
@@ -304,6 +308,11 @@ impl WalScan {
     pub fn first_segment(&self) -> Option<&Path> {
         self.segments.first().map(|s| s.path.as_path())
     }
+
+    /// Every valid record, in index order (a torn tail excluded).
+    pub fn records(&self) -> &[WalRecord] {
+        &self.records
+    }
 }
 
 impl Wal {
@@ -386,6 +395,26 @@ impl Wal {
             next_index: expected,
             truncate,
         })
+    }
+
+    /// Removes every segment file (and the spare) in `dir` and syncs it: the log is gone.
+    pub fn remove_files(fs: &dyn Fs, dir: &Path) -> Result<()> {
+        let names = fs.list(dir).map_err(|e| Error::io("list", dir, e))?;
+        let mut removed = false;
+        for name in names
+            .iter()
+            .filter(|n| parse_segment_name(n).is_some() || *n == SPARE_NAME)
+        {
+            let path = dir.join(name);
+            fs.remove(&path)
+                .map_err(|e| Error::io("remove", &path, e))?;
+            removed = true;
+        }
+        if removed {
+            fs.sync_dir(dir)
+                .map_err(|e| Error::io("sync directory", dir, e))?;
+        }
+        Ok(())
     }
 
     /// Opens the log a [`Wal::scan`] of `dir` found, making the changes recovery needs: the
@@ -494,16 +523,21 @@ impl Wal {
 
     /// Buffers a record and returns its index. Nothing is written until [`Wal::sync`].
     pub fn append(&mut self, kind: u8, payload: &[u8]) -> Result<u64> {
+        self.append_parts(kind, &[payload])
+    }
+
+    /// [`Wal::append`] of the concatenation of `parts` (say, a header and a body), without
+    /// first copying them into one buffer.
+    pub fn append_parts(&mut self, kind: u8, parts: &[&[u8]]) -> Result<u64> {
         self.check_poisoned()?;
-        if payload.len() > RECORD_PAYLOAD_BYTES_MAX {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > RECORD_PAYLOAD_BYTES_MAX {
             return Err(Error::Invalid(format!(
-                "record of {} bytes exceeds the {} byte limit",
-                payload.len(),
-                RECORD_PAYLOAD_BYTES_MAX
+                "record of {len} bytes exceeds the {RECORD_PAYLOAD_BYTES_MAX} byte limit"
             )));
         }
         let index = self.next_index;
-        frame(&mut self.buffer, index, kind, payload);
+        frame(&mut self.buffer, index, kind, parts);
         self.buffered.push((index, self.buffer.len()));
         self.next_index += 1;
         Ok(index)
@@ -784,7 +818,7 @@ mod tests {
         wal.sync().unwrap();
         // A torn write: the first 50 bytes of a 109-byte record reached the medium.
         let mut framed = Vec::new();
-        frame(&mut framed, 2, 0, &[7u8; 100]);
+        frame(&mut framed, 2, 0, &[&[7u8; 100]]);
         wal.active.append(&framed[..50]).unwrap();
         wal.active.sync().unwrap();
         drop(wal);
