@@ -526,3 +526,77 @@ fn a_pipeline_costs_fewer_log_instances_than_commands_and_keeps_per_key_order() 
         "{N} pipelined SETs took {used} log instances"
     );
 }
+
+/// Every file under `dir` (recursively) whose name ends with `suffix`.
+fn files_under(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_under(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// A node keeps one write-ahead log for every group it hosts (`wal/` in its directory; a
+/// group's directory holds its stamp and snapshots). When a node loses one group's
+/// directory but not the rest, that replica rejoins from its peers, its old records in the
+/// shared log are passed over, and once another node is down the rejoined replica is part
+/// of every majority: nothing acknowledged is lost.
+#[test]
+fn one_log_per_node_and_a_lost_group_directory_rejoins_without_loss() {
+    const KEYS: usize = 300;
+    let mut cluster = Cluster::start_sharded(3, shape(3));
+    let mut conn = cluster.redis(0, IO_TIMEOUT);
+    for i in 0..KEYS {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(format!("v{i}"))
+            .query(&mut conn)
+            .unwrap();
+    }
+    let dir = cluster.data_dir(2);
+    let segments = files_under(&dir, ".wal");
+    assert!(!segments.is_empty());
+    for segment in &segments {
+        assert_eq!(
+            segment.parent().unwrap(),
+            dir.join("wal"),
+            "a log outside the node's shared log: {segments:?}"
+        );
+    }
+
+    cluster.kill_node(2);
+    let group = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("group-")
+        })
+        .expect("a group directory");
+    std::fs::remove_dir_all(&group).unwrap();
+    cluster.start_node(2);
+    cluster.wait_ready(2);
+    let log = cluster.log(2);
+    assert!(
+        log.contains("lost disk") && log.contains("passed over log records"),
+        "{log}"
+    );
+
+    cluster.kill_node(0);
+    let mut conn = cluster.redis(1, IO_TIMEOUT);
+    for i in 0..KEYS {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(format!("k{i}"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(value, Some(format!("v{i}")), "key k{i}");
+    }
+    cluster.assert_no_panic();
+}

@@ -34,9 +34,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kv_engine::group::{GroupCommit, GroupOptions};
+use kv_engine::group::{GroupOptions, Stream};
 use kv_engine::kv::Reply;
-use kv_engine::store::Store;
 use kv_replication::effects::{Effects, Persist};
 use kv_replication::kvgroup::Request;
 use kv_replication::node::{Answer, Node, Pipeline};
@@ -226,11 +225,12 @@ where
 /// The inputs of core `C`.
 pub type CoreInput<C> = Input<<C as Node>::Msg, <C as Node>::Request, <C as Node>::Reply>;
 
-/// Runs `core` until `shutdown` flips to true or the store fails. Returns the reason it
-/// stopped with an error, if it did.
+/// Runs `core` until `shutdown` flips to true or the store fails, persisting through `log`
+/// (its stream of a group-commit writer, which may serve other cores too). Returns the
+/// reason it stopped with an error, if it did.
 pub async fn run_core<C, P>(
     mut core: C,
-    store: Store,
+    log: Stream,
     peers: P,
     mut inputs: mpsc::Receiver<CoreInput<C>>,
     mut shutdown: watch::Receiver<bool>,
@@ -241,7 +241,7 @@ where
     C: Core,
     P: PeerSender<C::Msg>,
 {
-    let commit = Arc::new(GroupCommit::start(store, options.group));
+    let commit = log;
     let (durable_tx, mut durable_rx) = mpsc::unbounded_channel::<Result<u64, String>>();
     let reports = Reports {
         durable: durable_tx,
@@ -412,7 +412,7 @@ async fn refuse_inputs<M, Q, R>(
 }
 
 /// The node's status as operators see it.
-fn status<C: Node>(core: &C, commit: &GroupCommit, reports: &Reports, dropped: u64) -> Status {
+fn status<C: Node>(core: &C, commit: &Stream, reports: &Reports, dropped: u64) -> Status {
     let stats = commit.stats();
     let group = commit.group_stats();
     Status {
@@ -440,7 +440,7 @@ struct Reports {
 /// Hands one call's persists to the writer, in order; the last completion reports
 /// `ticket` durable. Failures are reported whether or not there is a ticket.
 fn submit(
-    commit: &GroupCommit,
+    commit: &Stream,
     persist: Vec<Persist>,
     ticket: Option<u64>,
     reports: &Reports,

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use kv_engine::fs::{Fs, RealFs};
+use kv_engine::group::GroupCommit;
 use kv_engine::store::{Recovered, RecoveryReport, Store, StoreOptions};
 use kv_replication::types::ClientId;
 use serde::{de::DeserializeOwned, Serialize};
@@ -25,6 +26,33 @@ use crate::{admin, redis, transport};
 
 /// The lock file in every data directory: held exclusively while a node runs on it.
 pub const LOCK_FILE: &str = "kv-node.lock";
+
+/// Logs what opening a node's shared log had to skip, repair or take over.
+pub fn log_shared_recovery(id: u32, report: &kv_engine::shared::SharedReport) {
+    for stream in &report.streams {
+        log_recovery(id, stream);
+    }
+    if let Some(tail) = &report.log_tail {
+        tracing::warn!(
+            node = id,
+            file = %tail.file.display(),
+            offset = tail.offset,
+            bytes = tail.bytes,
+            found = %tail.reason,
+            "cut a torn tail off the shared write-ahead log (bytes never reported durable)"
+        );
+    }
+    if report.foreign_records > 0 {
+        tracing::info!(
+            node = id,
+            records = report.foreign_records,
+            "passed over log records of lost or departed replica directories"
+        );
+    }
+    for dir in &report.imported {
+        tracing::info!(node = id, dir = %dir.display(), "moved a replica's own log into the node's shared log");
+    }
+}
 
 /// What a core factory is told about the node's disk.
 pub struct Start {
@@ -161,15 +189,21 @@ pub fn open_replica(
     cluster_id: u64,
     stamp_id: u32,
 ) -> Result<(Store, Recovered, bool), String> {
-    let stamped = config::check_stamp(dir, cluster_id, stamp_id).map_err(|e| e.to_string())?;
+    let wiped = lost_disk(dir, cluster_id, stamp_id)?;
     let (store, recovered) = Store::open(options.fs.clone(), dir, StoreOptions::default())
         .map_err(|e| format!("opening {}: {e}", dir.display()))?;
     log_recovery(stamp_id, store.recovery_report());
-    let wiped = !stamped;
-    if wiped {
+    Ok((store, recovered, wiped))
+}
+
+/// Whether the replica directory `dir` lost its disk (it has no stamp; see
+/// [`open_replica`]). A stamp of another cluster or replica is refused.
+pub fn lost_disk(dir: &std::path::Path, cluster_id: u64, stamp_id: u32) -> Result<bool, String> {
+    let stamped = config::check_stamp(dir, cluster_id, stamp_id).map_err(|e| e.to_string())?;
+    if !stamped {
         tracing::warn!(replica = stamp_id, dir = %dir.display(), "data directory has no stamp: lost disk, rebuilding from intact peers");
     }
-    Ok((store, recovered, wiped))
+    Ok(!stamped)
 }
 
 /// For a replica whose disk was lost: what the driver runs once the rebuilt state is
@@ -277,9 +311,10 @@ where
     );
 
     let on_ready = stamp_when_ready(wiped, dir, config.cluster_id, id);
+    let commit = GroupCommit::start(store, options.driver.group);
     let result = node::run_core(
         core,
-        store,
+        commit.stream(0),
         peers,
         inputs_rx,
         shutdown,
@@ -287,6 +322,8 @@ where
         on_ready,
     )
     .await;
+    // Everything queued is written before another process may take the directory.
+    drop(commit);
     drop(lock);
     result
 }

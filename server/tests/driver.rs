@@ -294,9 +294,10 @@ fn no_reply_leaves_before_its_record_is_durable() {
         let core = Solo {
             state: KvState::new(),
         };
+        let commit = kv_engine::group::GroupCommit::start(store, Default::default());
         let driver = rt.spawn(run_core(
             core,
-            store,
+            commit.stream(0),
             NoPeers,
             inputs_rx,
             stop_rx,
@@ -351,6 +352,7 @@ fn no_reply_leaves_before_its_record_is_durable() {
         }
         driver.abort();
         drop(rt);
+        drop(commit);
 
         let (_, recovered) =
             Store::open(Arc::new(fs.clone()), dir, StoreOptions::default()).unwrap();
