@@ -38,6 +38,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::histogram::{Histogram, HistogramSnapshot};
 use crate::snapshot::SnapshotSource;
 use crate::store::{SnapshotJob, Store, StoreStats};
 
@@ -67,6 +68,10 @@ const SNAPSHOT_POLL: Duration = Duration::from_millis(1);
 struct Counters {
     batches: AtomicU64,
     appends: AtomicU64,
+    /// How long each batch's fsync took (microseconds).
+    fsync_micros: Histogram,
+    /// Append commands per fsynced batch.
+    batch_appends: Histogram,
     /// The store's stats as of the writer's last batch or snapshot, so readers never wait
     /// for the writer (which may be in the middle of an fsync).
     store: std::sync::Mutex<StoreStats>,
@@ -85,6 +90,10 @@ pub struct GroupStats {
     pub batches: u64,
     /// Append commands those batches carried.
     pub appends: u64,
+    /// How long each fsync took, in microseconds.
+    pub fsync_micros: HistogramSnapshot,
+    /// Append commands per fsynced batch.
+    pub batch_appends: HistogramSnapshot,
 }
 
 impl Default for GroupOptions {
@@ -314,6 +323,8 @@ impl GroupCommit {
         GroupStats {
             batches: self.counters.batches.load(Ordering::Relaxed),
             appends: self.counters.appends.load(Ordering::Relaxed),
+            fsync_micros: self.counters.fsync_micros.snapshot(),
+            batch_appends: self.counters.batch_appends.snapshot(),
         }
     }
 
@@ -394,6 +405,7 @@ fn writer(
             counters
                 .appends
                 .fetch_add(waiting.len() as u64, Ordering::Relaxed);
+            counters.batch_appends.observe(waiting.len() as u64);
         }
         finish(&mut store, &mut waiting, &counters);
     }
@@ -444,7 +456,9 @@ fn finish(store: &mut Store, waiting: &mut Waiting, counters: &Counters) {
     if waiting.is_empty() {
         return;
     }
+    let started = Instant::now();
     let synced = store.sync();
+    counters.fsync_micros.observe_duration(started.elapsed());
     counters.publish(store);
     match synced {
         Ok(_) => {

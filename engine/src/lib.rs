@@ -38,6 +38,7 @@ pub mod error;
 pub mod fs;
 pub mod glob;
 pub mod group;
+pub mod histogram;
 pub mod kv;
 pub mod snapshot;
 pub mod store;
