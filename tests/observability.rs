@@ -447,12 +447,13 @@ fn metrics_are_valid_prometheus_text_and_move_with_traffic() {
         .value("kv_fsync_duration_seconds_count", &[("node", "0")])
         .expect("fsync histogram");
     assert!(fsyncs > 0.0, "fsyncs were timed");
-    assert_eq!(
-        Some(fsyncs),
-        after.value("kv_fsyncs_total", &[("node", "0")]),
-        "every fsync is timed once"
+    assert!(after.value("kv_fsync_duration_seconds_sum", &[("node", "0")]) > Some(0.0));
+    assert!(after.value("kv_fsync_batch_size_count", &[("node", "0")]) > Some(0.0));
+    assert!(
+        after.value("kv_fsync_batch_size_sum", &[("node", "0")])
+            >= after.value("kv_fsync_batch_size_count", &[("node", "0")]),
+        "a batch holds at least one step"
     );
-    assert!(after.value("kv_fsync_batch_size_count", &[("node", "0")]) == Some(fsyncs));
     assert!(after.value("kv_keys", &[("node", "0")]) >= Some(SETS as f64));
 
     // The cluster as a whole decided the writes and saw a leader elected.
@@ -517,18 +518,19 @@ fn a_sharded_nodes_metrics_label_each_group_and_stay_valid() {
         (scrape(&cluster, 0).sum("kv_keys") >= 20.0).then_some(())
     });
 
-    // Shard 0 moves to group 101 and back to 100: at least one of the two is a handoff,
-    // which every node (each hosts a replica of both groups) times.
+    // Shard 0 moves to group 101, then back to 100 once that move settled (a shard that
+    // leaves and comes back between two looks is not seen): at least one of the two is a
+    // handoff, which every node (each hosts a replica of both groups) times.
     let handoffs = |id: u32| scrape(&cluster, id).sum("kv_shard_handoff_duration_seconds_count");
     let before: Vec<f64> = (0..3).map(handoffs).collect();
-    let mut num = 0;
+    let mut moved = false;
     for gid in ["101", "100"] {
         if let Ok(out) = cluster.admin(&["move", "0", gid]) {
-            num = num.max(common::config_num(&out));
+            cluster.wait_settled(common::config_num(&out), SETTLE_TIMEOUT);
+            moved = true;
         }
     }
-    assert!(num > 0, "a move was accepted");
-    cluster.wait_settled(num, SETTLE_TIMEOUT);
+    assert!(moved, "a move was accepted");
     for (id, before) in before.iter().enumerate() {
         wait_for("the handoff to be timed", SETTLE_TIMEOUT, || {
             (handoffs(id as u32) > *before).then_some(())
