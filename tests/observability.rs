@@ -106,8 +106,11 @@ fn parse_value(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A sample line's name, labels and value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// Parses `name{a="x",b="y"} value` (labels optional, no timestamp).
-fn parse_sample(line: &str) -> Result<(String, Vec<(String, String)>, f64), String> {
+fn parse_sample(line: &str) -> Result<Sample, String> {
     let name_end = line
         .find(['{', ' '])
         .ok_or_else(|| format!("no value in {line:?}"))?;
@@ -281,7 +284,7 @@ fn validate(text: &str) -> Result<Page, String> {
             if name != family {
                 return Err(format!("{line:?} is not a sample of {kind} {family}"));
             }
-            if kind == "counter" && !(value >= 0.0) {
+            if kind == "counter" && (value.is_nan() || value < 0.0) {
                 return Err(format!("negative counter: {line:?}"));
             }
         }
@@ -295,7 +298,7 @@ fn validate(text: &str) -> Result<Page, String> {
             return Err(format!("{what} has no buckets"));
         }
         for pair in series.buckets.windows(2) {
-            if !(pair[0].0 < pair[1].0) {
+            if pair[0].0.partial_cmp(&pair[1].0) != Some(std::cmp::Ordering::Less) {
                 return Err(format!("{what}: bucket bounds not ascending"));
             }
             if pair[0].1 > pair[1].1 {

@@ -291,7 +291,7 @@ struct Family {
 
 enum Sample {
     Number(u64),
-    Histogram(HistogramSnapshot, f64),
+    Histogram(Box<HistogramSnapshot>, f64),
 }
 
 /// Families in first-seen order.
@@ -441,14 +441,14 @@ fn add_part(families: &mut Families, labels: &[(String, String)], status: &Statu
         Kind::Histogram,
         "How long each write-ahead log fsync took.",
         with(None),
-        Sample::Histogram(status.fsync_micros, MICROS),
+        Sample::Histogram(Box::new(status.fsync_micros), MICROS),
     );
     families.add(
         "kv_fsync_batch_size",
         Kind::Histogram,
         "Persist steps (append commands) each fsync made durable.",
         with(None),
-        Sample::Histogram(status.batch_appends, UNITS),
+        Sample::Histogram(Box::new(status.batch_appends), UNITS),
     );
 }
 

@@ -177,7 +177,7 @@ impl ProcessMetrics {
                 out.histogram(&labels, &stats.latency_micros.snapshot(), MICROS);
             }
         }
-        let outcomes: [(&str, &str, fn(&CommandStats) -> &AtomicU64); 2] = [
+        let outcomes: [Outcome; 2] = [
             (
                 "kv_request_errors_total",
                 "Client commands run and answered with an error.",
@@ -241,6 +241,9 @@ impl ProcessMetrics {
         out.sample(&[("node", &node)], self.uptime().as_secs());
     }
 }
+
+/// A per-command counter family: its name, help, and which counter of a command it is.
+type Outcome = (&'static str, &'static str, fn(&CommandStats) -> &AtomicU64);
 
 /// Divisor of a histogram recorded in microseconds and exposed in seconds.
 pub const MICROS: f64 = 1e6;
