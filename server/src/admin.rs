@@ -278,7 +278,8 @@ const FIELDS: &[Field] = &[
 /// the `kv_role` state set, `group` as a label, `ballot` as round and node).
 const NOT_NUMBERS: &[&str] = &["role", "ballot", "group", "halted"];
 
-/// Roles a replica can be in (`kv_role` has one sample per role, 1 for the current one).
+/// Roles a Paxos replica can be in (`kv_role` has one sample per role, 1 for the current
+/// one).
 const ROLES: &[&str] = &["leader", "follower", "verifying", "recovering", "halted"];
 
 /// One family's samples across parts, gathered before it is written.
@@ -349,13 +350,15 @@ fn add_part(families: &mut Families, labels: &[(String, String)], status: &Statu
         labels
     };
     if let Some((_, role)) = status.core.iter().find(|(name, _)| *name == "role") {
-        for candidate in ROLES {
+        // A core with roles of its own (primary/backup's) reports its role alone.
+        let own = (!ROLES.contains(&role.as_str())).then_some(role.as_str());
+        for candidate in ROLES.iter().copied().chain(own) {
             families.add(
                 "kv_role",
                 Kind::Gauge,
                 "The replica's role: 1 for the role it is in, 0 for the others.",
                 with(Some(("role", candidate))),
-                Sample::Number(u64::from(role == candidate)),
+                Sample::Number(u64::from(role.as_str() == candidate)),
             );
         }
     }
@@ -484,4 +487,67 @@ async fn write(stream: &mut TcpStream, code: u16, body: &str) -> std::io::Result
         body.len()
     );
     stream.write_all(response.as_bytes()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(role: &str, ballot: &str) -> Status {
+        Status {
+            core: vec![
+                ("role", role.to_string()),
+                ("ballot", ballot.to_string()),
+                ("ballot_round", "3".to_string()),
+                ("decided_index", "-".to_string()),
+                ("leader_changes", "2".to_string()),
+                ("group", "100".to_string()),
+                ("viewnum", "7".to_string()),
+            ],
+            fsyncs: 5,
+            ..Status::default()
+        }
+    }
+
+    #[test]
+    fn fields_become_typed_families_labelled_with_node_and_group() {
+        let page = metrics_of(
+            &[
+                ("master".into(), status("follower", "3.1")),
+                ("100".into(), status("leader", "3.1")),
+            ],
+            4,
+        );
+        for line in [
+            "# TYPE kv_leader_changes_total counter\n",
+            "kv_leader_changes_total{node=\"4\",group=\"master\"} 2\n",
+            "kv_leader_changes_total{node=\"4\",group=\"100\"} 2\n",
+            "kv_paxos_ballot_round{node=\"4\",group=\"100\"} 3\n",
+            "kv_role{node=\"4\",group=\"100\",role=\"leader\"} 1\n",
+            "kv_role{node=\"4\",group=\"100\",role=\"follower\"} 0\n",
+            "kv_role{node=\"4\",group=\"master\",role=\"follower\"} 1\n",
+            "kv_fsyncs_total{node=\"4\",group=\"100\"} 5\n",
+            "# HELP kv_viewnum The core's status field viewnum.\n",
+            "kv_fsync_duration_seconds_count{node=\"4\",group=\"100\"} 0\n",
+        ] {
+            assert!(page.contains(line), "{line:?} missing from\n{page}");
+        }
+        assert_eq!(page.matches("# TYPE kv_role gauge\n").count(), 1);
+        for absent in ["kv_ballot", "kv_decided_index", "kv_group"] {
+            assert!(!page.contains(absent), "{absent} in\n{page}");
+        }
+    }
+
+    #[test]
+    fn a_role_of_another_kind_of_core_is_reported_alone() {
+        let page = metrics(&status("primary", "1"), 0);
+        assert!(
+            page.contains("kv_role{node=\"0\",role=\"primary\"} 1\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains("kv_role{node=\"0\",role=\"leader\"} 0\n"),
+            "{page}"
+        );
+    }
 }

@@ -1332,6 +1332,75 @@ mod tests {
     }
 
     #[test]
+    fn info_sections_are_chosen_as_redis_chooses_them() {
+        let asked = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            info_sections(&args)
+        };
+        let default = asked(&[]);
+        assert_eq!(default.first(), Some(&"server"));
+        assert!(default.contains(&"keyspace") && !default.contains(&"commandstats"));
+        assert_eq!(asked(&["default"]), default);
+        assert_eq!(asked(&["all"]).len(), INFO_SECTIONS.len());
+        assert_eq!(asked(&["everything"]), asked(&["all"]));
+        assert_eq!(asked(&["commandstats"]), vec!["commandstats"]);
+        assert_eq!(
+            asked(&["keyspace", "server"]),
+            vec!["server", "keyspace"],
+            "in Redis's order, whatever the order asked"
+        );
+        assert!(asked(&["nosuch"]).is_empty());
+    }
+
+    #[test]
+    fn every_command_has_its_stats() {
+        let samples: [&[&str]; 23] = [
+            &["GET", "k"],
+            &["SET", "k", "v"],
+            &["APPEND", "k", "v"],
+            &["DEL", "k"],
+            &["UNLINK", "k"],
+            &["EXISTS", "k"],
+            &["MGET", "k"],
+            &["PING"],
+            &["ECHO", "m"],
+            &["INFO"],
+            &["QUIT"],
+            &["SELECT", "0"],
+            &["DBSIZE"],
+            &["SCAN", "0"],
+            &["KEYS", "*"],
+            &["COMMAND"],
+            &["CLUSTER", "INFO"],
+            &["ASKING"],
+            &["READWRITE"],
+            &["HELLO"],
+            &["AUTH", "pw"],
+            &["CLIENT", "SETNAME", "x"],
+            &["CONFIG", "GET", "x"],
+        ];
+        let mut names = std::collections::BTreeSet::new();
+        for args in samples {
+            let frame = Frame::Array(
+                args.iter()
+                    .map(|a| Frame::Bulk(Bytes::copy_from_slice(a.as_bytes())))
+                    .collect(),
+            );
+            let command = Command::from_frame(frame).expect(args[0]);
+            PROCESS.resp_command(command.name());
+            names.insert(command.name());
+        }
+        assert_eq!(names.len(), crate::metrics::RESP_COMMANDS.len());
+    }
+
+    #[test]
+    fn sizes_read_as_redis_writes_them() {
+        assert_eq!(human_bytes(1000), "1000B");
+        assert_eq!(human_bytes(1536), "1.50K");
+        assert_eq!(human_bytes(3 << 20), "3.00M");
+    }
+
+    #[test]
     fn failures_become_redis_error_replies() {
         let misconf = failure_frame(&Failure::StorageFailed("no space left on device".into()));
         assert!(
