@@ -12,7 +12,7 @@ DUR=${DUR:-8}
 pids=()
 trap 'kill "${pids[@]:-}" 2>/dev/null' EXIT
 ticks() { local t=0 f; for p in "$@"; do read -r -a f < "/proc/$p/stat"; t=$((t + f[13] + f[14])); done; echo "$t"; }
-decided() { curl -s 127.0.0.1:29380/metrics | awk '/^kv_decided_index\{group="[0-9]+"\}/ {s += $2} END {print s + 0}'; }
+decided() { curl -s 127.0.0.1:29380/metrics | awk '/^kv_decided_index\{node="[0-9]+",group="[0-9]+"\}/ {s += $2} END {print s + 0}'; }
 hz=$(getconf CLK_TCK)
 for groups in ${GROUPS_LIST:-1 3}; do
   dir=$(mktemp -d ${TMPBASE:+-p "$TMPBASE"})

@@ -47,7 +47,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start a complete local cluster (init if needed), one process per node; Ctrl-C stops it.
-    Up(up::UpArgs),
+    Up {
+        #[command(flatten)]
+        layout: up::UpArgs,
+        /// The nodes' log format (see `kv node --log-format`).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
     /// Write DIR/cluster.toml and stamp each node's data directory.
     Init {
         #[command(flatten)]
@@ -78,6 +84,10 @@ enum Command {
         /// This node's id.
         #[arg(long)]
         id: u32,
+        /// How the node writes its log to stderr: `text` for people, `json` (one object a
+        /// line, with `timestamp`, `level`, `target` and `fields`) for log collectors.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Read a key.
     Get {
@@ -122,6 +132,25 @@ enum Command {
     Demo(demo::DemoArgs),
     /// MapReduce jobs: `run` one with local workers, or its `coordinator` and `worker`s.
     Mapreduce(kv_mapreduce::cli::MapReduceArgs),
+}
+
+/// A node's log format (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+impl LogFormat {
+    /// The flag's value, as a node's command line takes it.
+    pub fn arg(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 /// Which cluster a client command talks to.
@@ -193,7 +222,7 @@ fn run(cli: Cli) -> Result<()> {
             out!("wrote {} ({})", path.display(), up::describe(&config));
             Ok(())
         }
-        Command::Up(args) => up::run(args),
+        Command::Up { layout, log_format } => up::run(layout, log_format),
         Command::Grow {
             cluster,
             nodes,
@@ -224,7 +253,11 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Node { cluster, id } => run_node(cluster, id),
+        Command::Node {
+            cluster,
+            id,
+            log_format,
+        } => run_node(cluster, id, log_format),
         Command::Get { key, target } => client_op(target, Op::Get { key: key.into() }),
         Command::Put { key, value, target } => client_op(
             target,
@@ -279,15 +312,23 @@ fn client_op(target: Target, op: Op) -> Result<()> {
     Ok(())
 }
 
-fn run_node(cluster: PathBuf, id: u32) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+/// Logs to stderr in `format`, at the level `RUST_LOG` says (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}
+
+fn run_node(cluster: PathBuf, id: u32, log_format: LogFormat) -> Result<()> {
+    init_logging(log_format);
     let config = ClusterConfig::load(&cluster)?;
     // One thread runs the node's network and its core: a message handed from a network
     // task to the core is a function call, not a cross-thread wake-up. The engine's

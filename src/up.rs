@@ -112,7 +112,7 @@ const QUICK_FAILURES_MAX: u32 = 3;
 /// How long a node gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-pub fn run(args: UpArgs) -> Result<()> {
+pub fn run(args: UpArgs, log_format: crate::LogFormat) -> Result<()> {
     let path = args.dir.join(CLUSTER_FILE);
     let config = if path.exists() {
         ClusterConfig::load(&path)?
@@ -145,6 +145,7 @@ pub fn run(args: UpArgs) -> Result<()> {
             .args(["node", "--cluster"])
             .arg(&path)
             .args(["--id", &id.to_string()])
+            .args(["--log-format", log_format.arg()])
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)

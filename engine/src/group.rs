@@ -43,6 +43,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::histogram::{Histogram, HistogramSnapshot};
 use crate::snapshot::SnapshotSource;
 use crate::store::{SnapshotJob, Store, StoreStats};
 
@@ -121,6 +122,10 @@ const SNAPSHOT_POLL: Duration = Duration::from_millis(1);
 struct Counters {
     batches: AtomicU64,
     appends: AtomicU64,
+    /// How long each batch's fsync took (microseconds).
+    fsync_micros: Histogram,
+    /// Append commands per fsynced batch.
+    batch_appends: Histogram,
     /// Each stream's stats as of the writer's last batch or snapshot, so readers never
     /// wait for the writer (which may be in the middle of an fsync).
     streams: std::sync::Mutex<Vec<StoreStats>>,
@@ -141,6 +146,10 @@ pub struct GroupStats {
     pub batches: u64,
     /// Append commands those batches carried.
     pub appends: u64,
+    /// How long each fsync took, in microseconds.
+    pub fsync_micros: HistogramSnapshot,
+    /// Append commands per fsynced batch.
+    pub batch_appends: HistogramSnapshot,
 }
 
 impl Default for GroupOptions {
@@ -388,6 +397,8 @@ impl Stream {
         GroupStats {
             batches: self.counters.batches.load(Ordering::Relaxed),
             appends: self.counters.appends.load(Ordering::Relaxed),
+            fsync_micros: self.counters.fsync_micros.snapshot(),
+            batch_appends: self.counters.batch_appends.snapshot(),
         }
     }
 }
@@ -538,6 +549,7 @@ fn writer<L: Log>(
             counters
                 .appends
                 .fetch_add(waiting.len() as u64, Ordering::Relaxed);
+            counters.batch_appends.observe(waiting.len() as u64);
         }
         finish(&mut log, &mut waiting, &counters);
     }
@@ -603,7 +615,9 @@ fn finish(log: &mut dyn Log, waiting: &mut Waiting, counters: &Counters) {
     if waiting.is_empty() {
         return;
     }
+    let started = Instant::now();
     let synced = log.sync();
+    counters.fsync_micros.observe_duration(started.elapsed());
     counters.publish(log);
     match synced {
         Ok(()) => {

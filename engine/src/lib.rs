@@ -40,6 +40,7 @@ pub mod error;
 pub mod fs;
 pub mod glob;
 pub mod group;
+pub mod histogram;
 pub mod kv;
 pub mod shared;
 pub mod snapshot;

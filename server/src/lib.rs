@@ -13,6 +13,7 @@ pub use kv_client::native as client;
 /// The native protocol (moved to `kv-client`).
 pub use kv_client::wire;
 pub mod limits;
+pub mod metrics;
 pub mod node;
 pub mod pb;
 pub mod redis;

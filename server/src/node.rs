@@ -145,6 +145,10 @@ pub struct Status {
     pub fsyncs: u64,
     /// Persist steps those fsyncs carried.
     pub persisted_steps: u64,
+    /// How long each fsync took, in microseconds.
+    pub fsync_micros: kv_engine::histogram::HistogramSnapshot,
+    /// Persist steps per fsync.
+    pub batch_appends: kv_engine::histogram::HistogramSnapshot,
     /// Peer messages dropped because a peer's queue was full.
     pub dropped_messages: u64,
     /// Whether the core can serve.
@@ -423,6 +427,8 @@ fn status<C: Node>(core: &C, commit: &Stream, reports: &Reports, dropped: u64) -
         durable_index: stats.durable_index,
         fsyncs: group.batches,
         persisted_steps: group.appends,
+        fsync_micros: group.fsync_micros,
+        batch_appends: group.batch_appends,
         dropped_messages: dropped,
         ready: core.is_ready(),
         snapshots_skipped: reports.snapshots_skipped.load(Ordering::Relaxed),

@@ -294,6 +294,7 @@ where
     ));
     tokio::spawn(admin::serve(
         admin_listener,
+        id,
         inputs_tx.clone(),
         shutdown.clone(),
         budget.admin,

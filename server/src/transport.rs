@@ -495,13 +495,21 @@ impl<S: Service> Listener<S> {
         mut framed: Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), String> {
+        let [requests, statuses] = &crate::metrics::PROCESS.native;
         while let Some(body) = next_body(&mut framed, &mut shutdown).await? {
+            let started = std::time::Instant::now();
             let answer: ServiceFrame<S> = match Self::decode(&body)? {
                 Frame::Request { tag, request } => {
                     let (reply, leader) = self.service.request(request).await;
+                    let failed = !matches!(reply, ClientReply::Done(_));
+                    requests.record(started, failed);
                     Frame::Reply { tag, reply, leader }
                 }
-                Frame::StatusRequest => Frame::Status(self.service.status().await),
+                Frame::StatusRequest => {
+                    let status = self.service.status().await;
+                    statuses.record(started, false);
+                    Frame::Status(status)
+                }
                 other => {
                     return Err(format!(
                         "unexpected {} frame on a client connection",

@@ -203,7 +203,7 @@ fn acknowledged_writes_survive_shutdown_and_restart_through_both_front_doors() {
     assert!(http_get(node.admin, "/livez").starts_with("HTTP/1.1 200"));
     assert!(http_get(node.admin, "/readyz").starts_with("HTTP/1.1 200"));
     let metrics = http_get(node.admin, "/metrics");
-    assert!(metrics.contains("kv_keys 2"), "{metrics}");
+    assert!(metrics.contains("\nkv_keys{node=\"0\"} 2\n"), "{metrics}");
     assert!(http_get(node.admin, "/nope").starts_with("HTTP/1.1 404"));
     stop.send(true).unwrap();
     handle.join().unwrap().unwrap();

@@ -113,6 +113,8 @@ pub struct Paxos {
     leader: Option<NodeId>,
     /// When this peer last heard from `leader` (an accept, a decision, a prepare).
     leader_seen: Option<Time>,
+    /// Times `leader` changed since this peer started (counted for metrics).
+    leader_changes: u64,
     failures: u32,
     pending: BTreeMap<NodeId, Vec<PendingCommit>>,
     /// The leadership confirmation round in flight, if any.
@@ -158,6 +160,7 @@ impl Paxos {
             proposals: BTreeMap::new(),
             leader: None,
             leader_seen: None,
+            leader_changes: 0,
             failures: 0,
             pending: BTreeMap::new(),
             confirmation: None,
@@ -363,6 +366,12 @@ impl Paxos {
     /// True while this peer holds phase 1 for some range of instances.
     pub fn is_leader(&self) -> bool {
         self.prepared_from.is_some()
+    }
+
+    /// Times the leader this peer knows changed (to another node, or from none to one)
+    /// since it started.
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes
     }
 
     /// The acceptor's promise.

@@ -177,6 +177,12 @@ pub struct ReplicaStatus {
     pub transfers: (usize, usize),
     /// State transfers installed since this replica started.
     pub installs: u64,
+    /// Times the leader this replica knows changed since it started.
+    pub leader_changes: u64,
+    /// Own proposals decided with their value since this replica started.
+    pub proposals_decided: u64,
+    /// Own proposals decided with another value, or abandoned, since it started.
+    pub proposals_failed: u64,
     /// Reads answered at a read index (not through the log) since this replica started.
     pub reads_indexed: u64,
     /// Reads sent through the log instead (no leader known, or it did not answer).
@@ -341,6 +347,11 @@ pub struct Replica<M: StateMachine> {
     incoming: Option<Incoming<ImageAssembler<M>>>,
     outgoing: Outgoing<ImageStream<M>>,
     installs: u64,
+    /// Instances this replica proposed whose own value was decided there.
+    proposals_decided: u64,
+    /// Instances this replica proposed that were decided with another value, or that it
+    /// gave up on (it stopped serving).
+    proposals_failed: u64,
     // Snapshots and done (`compaction.rs`).
     done: Option<Seq>,
     log_bytes: u64,
@@ -505,6 +516,8 @@ impl<M: StateMachine> Replica<M> {
             incoming: None,
             outgoing: Outgoing::default(),
             installs: 0,
+            proposals_decided: 0,
+            proposals_failed: 0,
             done: None,
             log_bytes: 0,
             snapshot_next,
@@ -739,6 +752,9 @@ impl<M: StateMachine> Replica<M> {
             live_bytes: self.applied.machine.live_bytes(),
             transfers: (usize::from(self.incoming.is_some()), self.outgoing.len()),
             installs: self.installs,
+            leader_changes: self.paxos.leader_changes(),
+            proposals_decided: self.proposals_decided,
+            proposals_failed: self.proposals_failed,
             reads_indexed: self.reads.answered,
             reads_logged: self.reads.logged,
             halted: match &self.phase {
@@ -831,6 +847,8 @@ impl ReplicaStatus {
         let mut fields = vec![
             ("role", self.role.name().to_string()),
             ("ballot", self.ballot.to_string()),
+            ("ballot_round", self.ballot.round.to_string()),
+            ("ballot_node", self.ballot.node.0.to_string()),
             ("decided_index", seq(self.decided)),
             ("applied_index", seq(self.applied)),
             ("paxos_min", self.paxos_min.0.to_string()),
@@ -843,6 +861,9 @@ impl ReplicaStatus {
             ("transfers_in", self.transfers.0.to_string()),
             ("transfers_out", self.transfers.1.to_string()),
             ("installs", self.installs.to_string()),
+            ("leader_changes", self.leader_changes.to_string()),
+            ("proposals_decided", self.proposals_decided.to_string()),
+            ("proposals_failed", self.proposals_failed.to_string()),
             ("reads_indexed", self.reads_indexed.to_string()),
             ("reads_logged", self.reads_logged.to_string()),
         ];

@@ -446,6 +446,11 @@ impl<M: StateMachine> Replica<M> {
             self.answer(request.client, request.seq, reply, out);
         }
         if let Some(flight) = self.inflight.remove(&seq) {
+            if flight.value[..] == value[..] {
+                self.proposals_decided += 1;
+            } else {
+                self.proposals_failed += 1;
+            }
             for (client, s) in flight.requests {
                 self.requeue_if_proposed(client, s, seq);
             }
@@ -495,6 +500,7 @@ impl<M: StateMachine> Replica<M> {
         }
         self.own_queue.clear();
         self.relay_queue.clear();
+        self.proposals_failed += self.inflight.len() as u64;
         self.inflight.clear();
         self.reads.clear();
     }

@@ -28,8 +28,8 @@ pub enum Command {
     Ping(Option<Bytes>),
     /// ECHO message
     Echo(Bytes),
-    /// INFO \[section\]
-    Info,
+    /// INFO \[section ...\] (lower-cased)
+    Info(Vec<String>),
     /// QUIT
     Quit,
     /// SELECT db (only 0 exists)
@@ -166,7 +166,11 @@ impl Command {
                 _ => return Err(arity("ping")),
             },
             "echo" => Command::Echo(one("echo")?),
-            "info" => Command::Info,
+            "info" => Command::Info(
+                rest.iter()
+                    .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+                    .collect(),
+            ),
             "quit" => Command::Quit,
             "select" => Command::Select(one("select")?),
             "dbsize" => Command::DbSize,
@@ -212,6 +216,35 @@ impl Command {
 }
 
 impl Command {
+    /// The command's name in INFO's commandstats and `/metrics` (one of
+    /// [`crate::metrics::RESP_COMMANDS`]).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Get(_) => "get",
+            Command::Set(..) => "set",
+            Command::Append(..) => "append",
+            Command::Del(_) => "del",
+            Command::Exists(_) => "exists",
+            Command::MGet(_) => "mget",
+            Command::Ping(_) => "ping",
+            Command::Echo(_) => "echo",
+            Command::Info(_) => "info",
+            Command::Quit => "quit",
+            Command::Select(_) => "select",
+            Command::DbSize => "dbsize",
+            Command::Scan(_) => "scan",
+            Command::Keys(_) => "keys",
+            Command::CommandInfo(_) => "command",
+            Command::Cluster(_) => "cluster",
+            Command::Asking => "asking",
+            Command::ReadMode => "readonly",
+            Command::Hello { .. } => "hello",
+            Command::Auth(_) => "auth",
+            Command::Client => "client",
+            Command::ConfigGet => "config",
+        }
+    }
+
     /// A store command's ops, and how its reply is made from theirs; any other command
     /// back as it is.
     pub(super) fn into_ops(self) -> Result<(Reduce, Vec<Op>), Command> {

@@ -38,7 +38,7 @@ impl redis::Store for ShardedStore<Host> {
         };
         let mut keys = 0u64;
         for (label, status) in &parts {
-            if label != "group=\"master\"" {
+            if label != "master" {
                 keys += status
                     .core
                     .iter()

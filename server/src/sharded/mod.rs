@@ -76,6 +76,7 @@ use crate::wire::ClientReply;
 use crate::{admin, replica};
 
 mod client;
+mod handoffs;
 mod redis_mode;
 
 use kv_client::sharded::{done, Remote};
@@ -223,8 +224,8 @@ impl Host {
             local.inputs.send(Input::Status(tx)).await.ok()?;
             let status = rx.await.ok()?;
             let label = match local.endpoint.role {
-                Role::Master => "group=\"master\"".to_string(),
-                Role::Group(gid) => format!("group=\"{gid}\""),
+                Role::Master => "master".to_string(),
+                Role::Group(gid) => gid.to_string(),
             };
             parts.push((label, status));
         }
@@ -494,6 +495,7 @@ pub async fn run(
         });
     }
 
+    tokio::spawn(host.clone().time_handoffs(stop_rx.clone()));
     if host.cluster.is_some() {
         tokio::spawn(host.clone().refresh_config(stop_rx.clone()));
         tokio::spawn(host.clone().watch_nodes(stop_rx.clone()));
@@ -516,6 +518,7 @@ pub async fn run(
     ));
     tokio::spawn(admin::serve(
         admin_listener,
+        id,
         service,
         stop_rx.clone(),
         budget.admin,

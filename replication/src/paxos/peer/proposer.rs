@@ -85,6 +85,9 @@ impl Paxos {
     }
 
     pub(super) fn set_leader(&mut self, now: Time, leader: NodeId) {
+        if self.leader != Some(leader) {
+            self.leader_changes += 1;
+        }
         self.leader = Some(leader);
         self.leader_seen = Some(now);
     }
