@@ -152,6 +152,8 @@ pub fn spawn_clients<C: Execute>(
                         Ok(other) => panic!("unexpected reply {other:?}"),
                         Err(_) => {
                             history.give_up(call);
+                            // A client failing at once must still let the runtime stop it.
+                            tokio::task::yield_now().await;
                             continue;
                         }
                     }
