@@ -36,8 +36,10 @@ use kv_server::config::Mode;
 
 const KEYS: u64 = 6;
 const CLIENTS: usize = 6;
+/// Times each schedule runs.
+const ROUNDS: u32 = 2;
 /// Operations the clients must answer under each fault (and between faults).
-const PROGRESS: u64 = 400;
+const PROGRESS: u64 = 1500;
 /// Hang guards: a new leader or view plus a client's retries take a few seconds at most.
 const PROGRESS_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -142,58 +144,61 @@ fn a_single_group_under_partitions_crashes_and_a_lost_disk_stays_linearizable() 
     };
     let mut run = Run::start(N, shape);
 
-    // The leader cut off from every other node (clients still reach it).
-    let old = leader(&run.cluster);
-    run.net.isolate(&[old]);
-    run.net.verify();
-    run.progress("the majority serving without the old leader");
-    run.net.heal();
+    // Twice over: the victims follow the leader, wherever it is by then.
+    for _ in 0..ROUNDS {
+        // The leader cut off from every other node (clients still reach it).
+        let old = leader(&run.cluster);
+        run.net.isolate(&[old]);
+        run.net.verify();
+        run.progress("the majority serving without the old leader");
+        run.net.heal();
 
-    // A minority of two cut off; one of them SIGKILLed and restarted inside it.
-    let (a, b) = ((old + 1) % N, (old + 2) % N);
-    run.net.isolate(&[a, b]);
-    run.net.verify();
-    run.cluster.kill_node(a);
-    run.cluster.start_node(a);
-    run.progress("the majority serving with a minority cut off");
-    run.net.heal();
+        // A minority of two cut off; one of them SIGKILLed and restarted inside it.
+        let (a, b) = ((old + 1) % N, (old + 2) % N);
+        run.net.isolate(&[a, b]);
+        run.net.verify();
+        run.cluster.kill_node(a);
+        run.cluster.start_node(a);
+        run.progress("the majority serving with a minority cut off");
+        run.net.heal();
 
-    // The majorities ring: every node sees a majority, no two the same one.
-    run.net.ring();
-    run.net.verify();
-    run.progress("serving in a majorities ring");
-    run.net.heal();
+        // The majorities ring: every node sees a majority, no two the same one.
+        run.net.ring();
+        run.net.verify();
+        run.progress("serving in a majorities ring");
+        run.net.heal();
 
-    // One-way loss: the leader hears every other node, none hears it.
-    let current = leader(&run.cluster);
-    for other in (0..N).filter(|&id| id != current) {
-        run.net.drop_from(current, other);
+        // One-way loss: the leader hears every other node, none hears it.
+        let current = leader(&run.cluster);
+        for other in (0..N).filter(|&id| id != current) {
+            run.net.drop_from(current, other);
+        }
+        run.net.verify();
+        run.progress("serving while the leader's messages are lost");
+        run.net.heal();
+
+        // One node SIGSTOPped and another cut off: three of five left, a bare majority.
+        let (stopped, cut) = (current, (current + 3) % N);
+        run.cluster.signal(stopped, libc::SIGSTOP);
+        run.net.isolate(&[cut]);
+        run.net.verify();
+        run.progress("a bare majority serving");
+        run.cluster.signal(stopped, libc::SIGCONT);
+        run.net.heal();
+
+        // A lost disk: the node restarts on an empty directory while cut off from two peers,
+        // so it has to rebuild from the others once healed, under load.
+        let wiped = (current + 1) % N;
+        run.cluster.kill_node(wiped);
+        run.cluster.wipe_node(wiped);
+        run.net.cut(wiped, (wiped + 1) % N);
+        run.net.cut(wiped, (wiped + 2) % N);
+        run.net.verify();
+        run.cluster.start_node(wiped);
+        run.progress("serving while a wiped node is half cut off");
+        run.net.heal();
+        run.cluster.wait_ready(wiped);
     }
-    run.net.verify();
-    run.progress("serving while the leader's messages are lost");
-    run.net.heal();
-
-    // One node SIGSTOPped and another cut off: three of five left, a bare majority.
-    let (stopped, cut) = (current, (current + 3) % N);
-    run.cluster.signal(stopped, libc::SIGSTOP);
-    run.net.isolate(&[cut]);
-    run.net.verify();
-    run.progress("a bare majority serving");
-    run.cluster.signal(stopped, libc::SIGCONT);
-    run.net.heal();
-
-    // A lost disk: the node restarts on an empty directory while cut off from two peers,
-    // so it has to rebuild from the others once healed, under load.
-    let wiped = (current + 1) % N;
-    run.cluster.kill_node(wiped);
-    run.cluster.wipe_node(wiped);
-    run.net.cut(wiped, (wiped + 1) % N);
-    run.net.cut(wiped, (wiped + 2) % N);
-    run.net.verify();
-    run.cluster.start_node(wiped);
-    run.progress("serving while a wiped node is half cut off");
-    run.net.heal();
-    run.cluster.wait_ready(wiped);
     run.finish();
 }
 
@@ -207,49 +212,54 @@ fn a_sharded_cluster_under_partitions_crashes_a_handoff_and_a_lost_disk_stays_li
         mode: Mode::Paxos,
     };
     let mut run = Run::start(3, shape);
-
-    // Node 0 cut off (with whatever leaders it held) while two shards change groups.
-    run.net.isolate(&[0]);
-    run.net.verify();
     let mut num = 0;
-    for (shard, gid) in [("0", "101"), ("5", "102")] {
-        let moved = run.cluster.admin(&["move", shard, gid]).expect("a move");
-        num = num.max(common::config_num(&moved));
+    // Twice over, each round with the nodes' parts rotated.
+    for round in 0..ROUNDS {
+        let [n0, n1, n2] = [round % 3, (round + 1) % 3, (round + 2) % 3];
+
+        // A node cut off (with whatever leaders it held) while two shards change groups.
+        run.net.isolate(&[n0]);
+        run.net.verify();
+        let moves = [("0", "101"), ("5", "102"), ("0", "100"), ("5", "101")];
+        for (shard, gid) in &moves[2 * round as usize % 4..][..2] {
+            let moved = run.cluster.admin(&["move", shard, gid]).expect("a move");
+            num = num.max(common::config_num(&moved));
+        }
+        run.progress("serving with a node cut off, shards moving");
+        run.net.heal();
+        run.cluster.wait_settled(num, SETTLE_TIMEOUT);
+
+        // A bridge: two nodes cannot talk; the third talks to both.
+        run.net.cut(n0, n2);
+        run.net.verify();
+        run.progress("serving across a bridge");
+        run.net.heal();
+
+        // One-way loss: a node hears the others, they do not hear it.
+        run.net.drop_from(n1, n0);
+        run.net.drop_from(n1, n2);
+        run.net.verify();
+        run.progress("serving while one node's messages are lost");
+        run.net.heal();
+
+        // A node SIGSTOPped, then SIGKILLed while stopped, and back.
+        run.cluster.signal(n2, libc::SIGSTOP);
+        run.progress("serving with a node stopped");
+        run.cluster.kill_node(n2);
+        run.cluster.start_node(n2);
+        run.progress("serving with the stopped node restarted");
+
+        // A lost disk: a node restarts on an empty directory cut off from both others,
+        // and rebuilds once healed.
+        run.cluster.kill_node(n1);
+        run.cluster.wipe_node(n1);
+        run.net.isolate(&[n1]);
+        run.net.verify();
+        run.cluster.start_node(n1);
+        run.progress("serving with a wiped node cut off");
+        run.net.heal();
+        run.cluster.wait_ready(n1);
     }
-    run.progress("serving with node 0 cut off, shards moving");
-    run.net.heal();
-    run.cluster.wait_settled(num, SETTLE_TIMEOUT);
-
-    // A bridge: nodes 0 and 2 cannot talk; node 1 talks to both.
-    run.net.cut(0, 2);
-    run.net.verify();
-    run.progress("serving across a bridge");
-    run.net.heal();
-
-    // One-way loss: node 1 hears the others, they do not hear it.
-    run.net.drop_from(1, 0);
-    run.net.drop_from(1, 2);
-    run.net.verify();
-    run.progress("serving while node 1's messages are lost");
-    run.net.heal();
-
-    // Node 2 SIGSTOPped, then SIGKILLed while stopped, and back.
-    run.cluster.signal(2, libc::SIGSTOP);
-    run.progress("serving with node 2 stopped");
-    run.cluster.kill_node(2);
-    run.cluster.start_node(2);
-    run.progress("serving with node 2 restarted");
-
-    // A lost disk: node 1 restarts on an empty directory cut off from both others, and
-    // rebuilds once healed.
-    run.cluster.kill_node(1);
-    run.cluster.wipe_node(1);
-    run.net.isolate(&[1]);
-    run.net.verify();
-    run.cluster.start_node(1);
-    run.progress("serving with a wiped node cut off");
-    run.net.heal();
-    run.cluster.wait_ready(1);
     run.cluster.wait_settled(num, SETTLE_TIMEOUT);
     run.finish();
 }
@@ -284,76 +294,79 @@ fn a_primary_backup_cluster_under_partitions_it_survives_stays_linearizable() {
         })
     };
 
-    // The primary cut off from the view service only: it still reaches its backup, which
-    // the view service promotes; the old primary's forwards are then refused.
-    let (viewnum, primary, _) = settled(&run);
-    run.net.cut(primary, VIEW_SERVICE);
-    run.net.verify();
-    settled_without(&run.cluster, viewnum, primary);
-    run.progress("serving after the primary was cut from the view service");
-    run.net.heal();
+    // Twice over: the victims follow the view, whatever it is by then.
+    for _ in 0..ROUNDS {
+        // The primary cut off from the view service only: it still reaches its backup, which
+        // the view service promotes; the old primary's forwards are then refused.
+        let (viewnum, primary, _) = settled(&run);
+        run.net.cut(primary, VIEW_SERVICE);
+        run.net.verify();
+        settled_without(&run.cluster, viewnum, primary);
+        run.progress("serving after the primary was cut from the view service");
+        run.net.heal();
 
-    // The backup cut off from everyone: the spare replaces it.
-    let (viewnum, _, backup) = settled(&run);
-    run.net.isolate(&[backup]);
-    run.net.verify();
-    settled_without(&run.cluster, viewnum, backup);
-    run.progress("serving after the backup was cut off");
-    run.net.heal();
+        // The backup cut off from everyone: the spare replaces it.
+        let (viewnum, _, backup) = settled(&run);
+        run.net.isolate(&[backup]);
+        run.net.verify();
+        settled_without(&run.cluster, viewnum, backup);
+        run.progress("serving after the backup was cut off");
+        run.net.heal();
 
-    // One-way loss: the primary hears the view service, which no longer hears it.
-    let (viewnum, primary, _) = settled(&run);
-    run.net.drop_from(primary, VIEW_SERVICE);
-    run.net.verify();
-    settled_without(&run.cluster, viewnum, primary);
-    run.progress("serving after the primary's pings were lost");
-    run.net.heal();
+        // One-way loss: the primary hears the view service, which no longer hears it.
+        let (viewnum, primary, _) = settled(&run);
+        run.net.drop_from(primary, VIEW_SERVICE);
+        run.net.verify();
+        settled_without(&run.cluster, viewnum, primary);
+        run.progress("serving after the primary's pings were lost");
+        run.net.heal();
 
-    // Beyond what the mode survives with service: the primary and the backup cut from each
-    // other, both still heard by the view service, which so replaces neither. Held until a
-    // probe write has had its full deadline; whatever it answered, nothing may be lost.
-    let (_, primary, backup) = settled(&run);
-    run.net.cut(primary, backup);
-    run.net.verify();
-    let mut probe = client(&run.cluster, &Shared::new(&run.cluster.config), 0);
-    let put = Op::Put {
-        key: Bytes::from_static(b"probe"),
-        value: Bytes::from_static(b"p"),
-    };
-    let _ = run.rt.block_on(probe.execute(put, Duration::from_secs(2)));
-    run.net.heal();
-    run.progress("serving once the primary reaches its backup again");
+        // Beyond what the mode survives with service: the primary and the backup cut from each
+        // other, both still heard by the view service, which so replaces neither. Held until a
+        // probe write has had its full deadline; whatever it answered, nothing may be lost.
+        let (_, primary, backup) = settled(&run);
+        run.net.cut(primary, backup);
+        run.net.verify();
+        let mut probe = client(&run.cluster, &Shared::new(&run.cluster.config), 0);
+        let put = Op::Put {
+            key: Bytes::from_static(b"probe"),
+            value: Bytes::from_static(b"p"),
+        };
+        let _ = run.rt.block_on(probe.execute(put, Duration::from_secs(2)));
+        run.net.heal();
+        run.progress("serving once the primary reaches its backup again");
 
-    // The view service SIGKILLed while the spare is cut off, and restarted on its disk.
-    let (viewnum, primary, backup) = settled(&run);
-    let spare = (1..4).find(|s| *s != primary && *s != backup).unwrap();
-    run.net.isolate(&[spare]);
-    run.net.verify();
-    run.cluster.kill_node(VIEW_SERVICE);
-    run.cluster.start_node(VIEW_SERVICE);
-    run.cluster.wait_ready(VIEW_SERVICE);
-    run.progress("serving across a view service restart");
-    run.net.heal();
+        // The view service SIGKILLed while the spare is cut off, and restarted on its disk.
+        let (viewnum, primary, backup) = settled(&run);
+        let spare = (1..4).find(|s| *s != primary && *s != backup).unwrap();
+        run.net.isolate(&[spare]);
+        run.net.verify();
+        run.cluster.kill_node(VIEW_SERVICE);
+        run.cluster.start_node(VIEW_SERVICE);
+        run.cluster.wait_ready(VIEW_SERVICE);
+        run.progress("serving across a view service restart");
+        run.net.heal();
 
-    // The primary SIGSTOPped until the view service replaced it; resumed, it must not
-    // answer as primary.
-    let (viewnum, primary, _) = wait_for("a settled view", SETTLE_TIMEOUT, || {
-        run.cluster.settled_view().filter(|v| v.0 >= viewnum)
-    });
-    run.cluster.signal(primary, libc::SIGSTOP);
-    let (viewnum, _, _) = settled_without(&run.cluster, viewnum, primary);
-    run.progress("serving with the old primary stopped");
-    run.cluster.signal(primary, libc::SIGCONT);
-    run.progress("serving with the old primary resumed");
+        // The primary SIGSTOPped until the view service replaced it; resumed, it must not
+        // answer as primary.
+        let (viewnum, primary, _) = wait_for("a settled view", SETTLE_TIMEOUT, || {
+            run.cluster.settled_view().filter(|v| v.0 >= viewnum)
+        });
+        run.cluster.signal(primary, libc::SIGSTOP);
+        let (viewnum, _, _) = settled_without(&run.cluster, viewnum, primary);
+        run.progress("serving with the old primary stopped");
+        run.cluster.signal(primary, libc::SIGCONT);
+        run.progress("serving with the old primary resumed");
 
-    // A server with no role loses its directory and comes back.
-    let (_, p, b) = wait_for("a settled view", SETTLE_TIMEOUT, || {
-        run.cluster.settled_view().filter(|v| v.0 >= viewnum)
-    });
-    let spare = (1..4).find(|s| *s != p && *s != b).unwrap();
-    run.cluster.kill_node(spare);
-    run.cluster.wipe_node(spare);
-    run.cluster.start_node(spare);
-    run.cluster.wait_ready(spare);
+        // A server with no role loses its directory and comes back.
+        let (_, p, b) = wait_for("a settled view", SETTLE_TIMEOUT, || {
+            run.cluster.settled_view().filter(|v| v.0 >= viewnum)
+        });
+        let spare = (1..4).find(|s| *s != p && *s != b).unwrap();
+        run.cluster.kill_node(spare);
+        run.cluster.wipe_node(spare);
+        run.cluster.start_node(spare);
+        run.cluster.wait_ready(spare);
+    }
     run.finish();
 }
