@@ -526,3 +526,41 @@ fn a_pipeline_costs_fewer_log_instances_than_commands_and_keeps_per_key_order() 
         "{N} pipelined SETs took {used} log instances"
     );
 }
+
+/// A native client of a sharded cluster that gave an op up at its deadline, mid-send (the
+/// op's future dropped with the request outstanding), still runs the next op: it used to
+/// refuse every later one as busy, so `kv bench` and batch jobs stopped for good after one
+/// timeout (a node stopped or cut off).
+#[test]
+fn an_op_given_up_at_its_deadline_does_not_stop_the_client() {
+    use bytes::Bytes;
+    use kv_client::any::{AnyClient, Shared};
+    use kv_engine::kv::{Op, Reply};
+
+    let cluster = Cluster::start_sharded(3, shape(3));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let options = kv_server::client::ClientOptions {
+        attempt_timeout: Duration::from_secs(1),
+        deadline: IO_TIMEOUT,
+    };
+    let mut client = AnyClient::new(&cluster.config, &Shared::new(&cluster.config), 0, options);
+    let put = |value: &'static [u8]| Op::Put {
+        key: Bytes::from_static(b"given-up"),
+        value: Bytes::from_static(value),
+    };
+    // A zero deadline cancels the op at its first wait, after it was sent or queued.
+    let given_up = rt.block_on(client.execute(put(b"1"), Duration::ZERO));
+    assert!(given_up.is_err(), "answered within no time: {given_up:?}");
+    let next = rt.block_on(client.execute(put(b"2"), IO_TIMEOUT));
+    assert!(matches!(next, Ok(Reply::Ok)), "the next op: {next:?}");
+    let read = rt.block_on(client.execute(
+        Op::Get {
+            key: Bytes::from_static(b"given-up"),
+        },
+        IO_TIMEOUT,
+    ));
+    assert!(
+        matches!(&read, Ok(Reply::Value(Some(v))) if &v[..] == b"2"),
+        "{read:?}"
+    );
+}
