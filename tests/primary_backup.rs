@@ -59,37 +59,8 @@ fn clients(cluster: &Cluster, count: usize) -> Vec<Client<PrimaryBackup>> {
         .collect()
 }
 
-/// A view whose primary acknowledged it and whose backup holds the whole state: one more
-/// failure now loses nothing. Returns `(viewnum, primary, backup)`.
-fn settled(cluster: &Cluster) -> Option<(u64, u32, u32)> {
-    let vs = cluster.status_fields(VIEW_SERVICE)?;
-    if vs.get("acked") != "true" || vs.get("backup") == "-" {
-        return None;
-    }
-    let (viewnum, primary, backup) = (vs.u64("viewnum"), vs.u64("primary"), vs.u64("backup"));
-    let b = cluster.status_fields(backup as u32)?;
-    let ready = b.get("role") == "backup" && b.get("holds_state") == "true";
-    let current = b.u64("viewnum") == viewnum;
-    (ready && current).then_some((viewnum, primary as u32, backup as u32))
-}
-
 fn wait_settled(cluster: &Cluster, what: &str) -> (u64, u32, u32) {
-    wait_for(what, VIEW_TIMEOUT, || settled(cluster))
-}
-
-/// Waits until the clients answered `more` operations beyond what they had.
-fn wait_progress(load: &common::workload::Load, more: u64, what: &str) {
-    let from = load.answered();
-    wait_for(what, PROGRESS_TIMEOUT, || {
-        (load.answered() >= from + more).then_some(())
-    });
-}
-
-fn signal(cluster: &Cluster, id: u32, signal: libc::c_int) {
-    // SAFETY: kill(2) with a valid signal on a child the harness spawned and has not
-    // reaped, so the pid still names it.
-    let sent = unsafe { libc::kill(cluster.pid(id) as libc::pid_t, signal) };
-    assert_eq!(sent, 0, "signal {signal} to node {id}");
+    wait_for(what, VIEW_TIMEOUT, || cluster.settled_view())
 }
 
 #[test]
@@ -100,7 +71,11 @@ fn sigkill_of_the_primary_under_load_loses_no_acknowledged_write() {
     let epoch = Instant::now();
     let (_, first_primary, _) = wait_settled(&cluster, "a first view with a backup");
     let load = spawn_clients(&rt, clients(&cluster, 6), KEYS, history.clone(), epoch);
-    wait_progress(&load, 200, "clients working before the first kill");
+    load.wait_progress(
+        200,
+        "clients working before the first kill",
+        PROGRESS_TIMEOUT,
+    );
 
     // Twice: kill the primary mid-stream; the backup takes over (and the spare becomes
     // backup); the killed server comes back as a new, empty life — a spare.
@@ -119,12 +94,12 @@ fn sigkill_of_the_primary_under_load_loses_no_acknowledged_write() {
             Some(backup),
             "round {round}: the backup, which holds the state, becomes primary: {promoted}"
         );
-        wait_progress(&load, 200, "clients working after the kill");
+        load.wait_progress(200, "clients working after the kill", PROGRESS_TIMEOUT);
         cluster.start_node(primary);
         cluster.wait_ready(primary);
         primary = backup;
     }
-    wait_progress(&load, 100, "clients working at the end");
+    load.wait_progress(100, "clients working at the end", PROGRESS_TIMEOUT);
     let acked = load.finish(&rt);
     assert!(acked > 300, "{acked} writes acknowledged");
 
@@ -172,14 +147,15 @@ fn a_stopped_primary_replaced_meanwhile_never_answers_as_primary_after_it_resume
     }))
     .expect("the first write");
     let load = spawn_clients(&rt, clients(&cluster, 6), KEYS, history.clone(), epoch);
-    wait_progress(&load, 200, "clients working before the stop");
+    load.wait_progress(200, "clients working before the stop", PROGRESS_TIMEOUT);
 
     // Stop the primary (a partition stand-in: it hears nothing and says nothing) until the
     // view service has moved on without it and the new view is settled.
-    signal(&cluster, old_primary, libc::SIGSTOP);
+    cluster.signal(old_primary, libc::SIGSTOP);
     let (new_viewnum, new_primary, _) =
         wait_for("a view without the stopped primary", VIEW_TIMEOUT, || {
-            settled(&cluster)
+            cluster
+                .settled_view()
                 .filter(|&(n, p, b)| n > viewnum && p != old_primary && b != old_primary)
         });
     assert_eq!(new_primary, backup, "the old backup was promoted");
@@ -188,17 +164,17 @@ fn a_stopped_primary_replaced_meanwhile_never_answers_as_primary_after_it_resume
         value: Bytes::from_static(b"new"),
     }))
     .expect("a write in the new view");
-    wait_progress(
-        &load,
+    load.wait_progress(
         200,
         "clients working while the old primary is stopped",
+        PROGRESS_TIMEOUT,
     );
     // A read sent to the stopped primary waits in its socket for it to resume.
     let cluster_id = cluster.config.cluster_id;
     let stale_addr = cluster.node(old_primary).peer;
     let mut stale = rt.block_on(send_get(cluster_id, stale_addr, "fenced"));
 
-    signal(&cluster, old_primary, libc::SIGCONT);
+    cluster.signal(old_primary, libc::SIGCONT);
     // It resumes believing it is the primary of view `viewnum`, with requests queued (the
     // read above, and the load's). Whatever it does with them, its answer to the read must
     // not be a value: the backup it must forward to has moved on.
@@ -230,7 +206,11 @@ fn a_stopped_primary_replaced_meanwhile_never_answers_as_primary_after_it_resume
         },
     );
     assert_ne!(resumed.get("role"), "primary");
-    wait_progress(&load, 200, "clients working after the old primary resumed");
+    load.wait_progress(
+        200,
+        "clients working after the old primary resumed",
+        PROGRESS_TIMEOUT,
+    );
     let acked = load.finish(&rt);
     assert!(acked > 300, "{acked} writes acknowledged");
 

@@ -599,4 +599,42 @@ fn one_log_per_node_and_a_lost_group_directory_rejoins_without_loss() {
         assert_eq!(value, Some(format!("v{i}")), "key k{i}");
     }
     cluster.assert_no_panic();
+
+/// A native client of a sharded cluster that gave an op up at its deadline, mid-send (the
+/// op's future dropped with the request outstanding), still runs the next op: it used to
+/// refuse every later one as busy, so `kv bench` and batch jobs stopped for good after one
+/// timeout (a node stopped or cut off).
+#[test]
+fn an_op_given_up_at_its_deadline_does_not_stop_the_client() {
+    use bytes::Bytes;
+    use futures_util::FutureExt;
+    use kv_client::any::{AnyClient, Shared};
+    use kv_engine::kv::{Op, Reply};
+
+    let cluster = Cluster::start_sharded(3, shape(3));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let options = kv_server::client::ClientOptions {
+        attempt_timeout: Duration::from_secs(1),
+        deadline: IO_TIMEOUT,
+    };
+    let mut client = AnyClient::new(&cluster.config, &Shared::new(&cluster.config), 0, options);
+    let put = |value: &'static [u8]| Op::Put {
+        key: Bytes::from_static(b"given-up"),
+        value: Bytes::from_static(value),
+    };
+    // Polled once and dropped: the op is given up at its first wait, its request begun.
+    let given_up = rt.block_on(async { client.execute(put(b"1"), IO_TIMEOUT).now_or_never() });
+    assert!(given_up.is_none(), "answered at once: {given_up:?}");
+    let next = rt.block_on(client.execute(put(b"2"), IO_TIMEOUT));
+    assert!(matches!(next, Ok(Reply::Ok)), "the next op: {next:?}");
+    let read = rt.block_on(client.execute(
+        Op::Get {
+            key: Bytes::from_static(b"given-up"),
+        },
+        IO_TIMEOUT,
+    ));
+    assert!(
+        matches!(&read, Ok(Reply::Value(Some(v))) if &v[..] == b"2"),
+        "{read:?}"
+    );
 }

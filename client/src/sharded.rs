@@ -502,6 +502,10 @@ async fn one<R: Router>(
     let mut uncertain = false;
     let mut arriving_since = None;
     let mut backoff = Duration::from_millis(5);
+    // A request whose caller stopped waiting (an op cancelled at the caller's deadline,
+    // mid-send) is never resumed: without this the clerk would refuse every later op as
+    // busy. It may still execute, once at most; this one has a higher sequence number.
+    clerk.abandon();
     let mut step = clerk
         .begin(op)
         .map_err(|e| Failure::Unavailable(e.to_string()))?;

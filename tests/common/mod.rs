@@ -5,10 +5,11 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod workload;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,6 +38,17 @@ fn free_listener() -> TcpListener {
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Node `id` listening on `[peer, resp, admin]`, with its directory beside the cluster file.
+fn node_config(id: u32, [peer, resp, admin]: [SocketAddr; 3]) -> NodeConfig {
+    NodeConfig {
+        id,
+        peer,
+        resp,
+        admin,
+        dir: PathBuf::from(format!("node-{id}")),
+    }
 }
 
 impl Cluster {
@@ -80,20 +92,39 @@ impl Cluster {
         configure: Configure,
         edit: impl FnOnce(&mut ClusterConfig),
     ) -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
         // Hold every listener until all ports are chosen, so no two are the same.
         let held: Vec<TcpListener> = (0..3 * n).map(|_| free_listener()).collect();
         let port = |i: u32| loopback(held[i as usize].local_addr().expect("address").port());
         let nodes = (0..n)
-            .map(|id| NodeConfig {
-                id,
-                peer: port(3 * id),
-                resp: port(3 * id + 1),
-                admin: port(3 * id + 2),
-                dir: PathBuf::from(format!("node-{id}")),
-            })
+            .map(|id| node_config(id, [port(3 * id), port(3 * id + 1), port(3 * id + 2)]))
             .collect();
         drop(held);
+        Cluster::launch(nodes, shape, configure, edit)
+    }
+
+    /// [`Cluster::start_shaped`] with node `i` listening on `hosts[i]` (an address inside
+    /// a network namespace of its own, say) on the ports `kv init` gives by default:
+    /// every node has an address of its own, so the ports cannot clash.
+    pub fn start_hosted(hosts: &[IpAddr], shape: Shape, configure: Configure) -> Cluster {
+        let nodes = (0..hosts.len() as u32)
+            .map(|id| {
+                let at = |port| SocketAddr::new(hosts[id as usize], port);
+                node_config(id, [at(7380), at(6380), at(9380)])
+            })
+            .collect();
+        Cluster::launch(nodes, shape, configure, |_| {})
+    }
+
+    /// Writes the cluster file for `nodes`, stamps their directories, starts every node
+    /// and waits until all are ready.
+    fn launch(
+        nodes: Vec<NodeConfig>,
+        shape: Shape,
+        configure: Configure,
+        edit: impl FnOnce(&mut ClusterConfig),
+    ) -> Cluster {
+        let n = nodes.len() as u32;
+        let dir = tempfile::tempdir().expect("temp dir");
         let mut config = ClusterConfig::shaped(
             0x6b76_7465_7374 ^ u64::from(std::process::id()),
             nodes,
@@ -162,17 +193,22 @@ impl Cluster {
     /// lock released), as an operator stops a node before copying its directory. Panics if
     /// the node does not exit within [`READY_TIMEOUT`].
     pub fn stop_node(&mut self, id: u32) {
-        let pid = self.pid(id);
-        // SAFETY: kill(2) with a valid signal on a child this harness spawned and has not
-        // reaped, so the pid still names it.
-        let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(sent, 0, "SIGTERM to node {id}");
+        self.signal(id, libc::SIGTERM);
         let clean = self.wait_exit(id);
         assert!(
             clean,
             "node {id} did not stop cleanly; log:\n{}",
             self.log(id)
         );
+    }
+
+    /// Sends `signal` to a running node (SIGSTOP: it hears nothing and says nothing until
+    /// SIGCONT).
+    pub fn signal(&self, id: u32, signal: libc::c_int) {
+        // SAFETY: kill(2) with a valid signal on a child this harness spawned and has not
+        // reaped, so the pid still names it.
+        let sent = unsafe { libc::kill(self.pid(id) as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "signal {signal} to node {id}");
     }
 
     /// The process id of a running node.
@@ -302,6 +338,21 @@ impl Cluster {
             Duration::from_secs(2),
         ))
         .ok()
+    }
+
+    /// A primary/backup cluster's view if it is settled — its primary acknowledged it and
+    /// its backup holds the whole state, so one more failure loses nothing — as
+    /// `(viewnum, primary, backup)`.
+    pub fn settled_view(&self) -> Option<(u64, u32, u32)> {
+        let vs = self.status_fields(self.config.view_service?)?;
+        if vs.get("acked") != "true" || vs.get("backup") == "-" {
+            return None;
+        }
+        let (viewnum, primary, backup) = (vs.u64("viewnum"), vs.u64("primary"), vs.u64("backup"));
+        let b = self.status_fields(backup as u32)?;
+        let ready = b.get("role") == "backup" && b.get("holds_state") == "true";
+        let current = b.u64("viewnum") == viewnum;
+        (ready && current).then_some((viewnum, primary as u32, backup as u32))
     }
 
     /// A node's status as named fields, if it answers.

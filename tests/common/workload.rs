@@ -9,11 +9,35 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use kv_client::any::AnyClient;
 use kv_engine::kv::{Op, Reply};
-use kv_replication::linearizability::{check, Budget, CheckResult, History, Input, Output};
+use kv_replication::linearizability::{
+    check, Budget, CheckResult, History, Input, Operation, Outcome, Output,
+};
 use kv_server::client::{Client, Protocol};
 
 use super::clock;
+
+/// A client the workload can drive: one op at a time, an error when its outcome is unknown.
+pub trait Execute: Send + 'static {
+    fn execute(
+        &mut self,
+        op: Op,
+    ) -> impl std::future::Future<Output = Result<Reply, String>> + Send;
+}
+
+impl<P: Protocol> Execute for Client<P> {
+    async fn execute(&mut self, op: Op) -> Result<Reply, String> {
+        Client::execute(self, op).await.map_err(|e| e.to_string())
+    }
+}
+
+/// A client of whatever kind the cluster file names, giving up on an op after the duration.
+impl Execute for (AnyClient, std::time::Duration) {
+    async fn execute(&mut self, op: Op) -> Result<Reply, String> {
+        self.0.execute(op, self.1).await
+    }
+}
 
 /// Clients running until [`Load::finish`].
 pub struct Load {
@@ -32,6 +56,15 @@ impl Load {
     /// Operations answered so far (reads and writes).
     pub fn answered(&self) -> u64 {
         self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the clients answered `more` operations beyond what they had (panics,
+    /// naming `what`, if they have not within `timeout`).
+    pub fn wait_progress(&self, more: u64, what: &str, timeout: std::time::Duration) {
+        let from = self.answered();
+        super::wait_for(what, timeout, || {
+            (self.answered() >= from + more).then_some(())
+        });
     }
 
     /// Stops the clients (each after its current operation) and returns the writes
@@ -84,9 +117,9 @@ fn operation(c: usize, n: u64, keys: u64) -> (Op, Input) {
 
 /// Runs each of `clients` as a closed-loop client on `keys` keys, recording every
 /// operation in `history`, until [`Load::finish`].
-pub fn spawn_clients<P: Protocol>(
+pub fn spawn_clients<C: Execute>(
     rt: &tokio::runtime::Runtime,
-    clients: Vec<Client<P>>,
+    clients: Vec<C>,
     keys: u64,
     history: History,
     epoch: Instant,
@@ -119,6 +152,8 @@ pub fn spawn_clients<P: Protocol>(
                         Ok(other) => panic!("unexpected reply {other:?}"),
                         Err(_) => {
                             history.give_up(call);
+                            // A client failing at once must still let the runtime stop it.
+                            tokio::task::yield_now().await;
                             continue;
                         }
                     }
@@ -158,9 +193,9 @@ pub fn recorded_reads(
 }
 
 /// Reads every one of `keys` keys once through `client` and records the reads.
-pub fn final_reads<P: Protocol>(
+pub fn final_reads<C: Execute>(
     rt: &tokio::runtime::Runtime,
-    client: &mut Client<P>,
+    client: &mut C,
     keys: u64,
     history: &History,
     epoch: Instant,
@@ -187,5 +222,66 @@ pub fn assert_linearizable(history: &History) {
         CheckResult::Ok,
         "history of {} operations: {result}",
         history.len()
+    );
+}
+
+/// Panics unless the checker rejects `history` with one acknowledged append taken out of a
+/// final read (client 1000's) that showed it: proof that a lost write in this very history
+/// would not have passed [`assert_linearizable`]. The append taken out is one that began
+/// after the write at the start of the value had returned, so that no order of the
+/// operations explains its absence.
+pub fn assert_a_lost_write_would_show(history: &History) {
+    let operations = history.operations();
+    // Each token's write (tokens are unique): its input's kind and its outcome.
+    let writes: std::collections::HashMap<&[u8], &Operation> = operations
+        .iter()
+        .filter_map(|op| match &op.input {
+            Input::Put { value, .. } | Input::Append { value, .. } => Some((&value[..], op)),
+            _ => None,
+        })
+        .collect();
+    let returned = |op: &Operation| match op.outcome {
+        Outcome::Returned { time, .. } => Some(time),
+        Outcome::Indeterminate => None,
+    };
+    let lost = operations.iter().enumerate().find_map(|(i, read)| {
+        let (Input::Get { .. }, Outcome::Returned { time, output }) = (&read.input, &read.outcome)
+        else {
+            return None;
+        };
+        let Output::Value(Some(value)) = output else {
+            return None;
+        };
+        let tokens: Vec<&[u8]> = value.split_inclusive(|&b| b == b']').collect();
+        let first = returned(writes.get(tokens.first()?)?)?;
+        let at = tokens.iter().position(|token| {
+            writes.get(token).is_some_and(|op| {
+                matches!(op.input, Input::Append { .. })
+                    && returned(op).is_some()
+                    && op.invoke > first
+            })
+        })?;
+        let without: Vec<u8> = tokens
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != at)
+            .flat_map(|(_, token)| token.iter().copied())
+            .collect();
+        (read.client == 1_000).then_some((i, *time, without))
+    });
+    let (i, time, without) = lost.expect("a final read shows an acknowledged append");
+    let mutated = History::new();
+    for (j, mut op) in operations.into_iter().enumerate() {
+        if j == i {
+            op.outcome = Outcome::Returned {
+                time,
+                output: Output::Value(Some(without.clone())),
+            };
+        }
+        mutated.record(op);
+    }
+    assert!(
+        !check(&mutated, Budget::DEFAULT).is_ok(),
+        "the checker accepts a final read missing an acknowledged append"
     );
 }
