@@ -599,6 +599,7 @@ fn one_log_per_node_and_a_lost_group_directory_rejoins_without_loss() {
         assert_eq!(value, Some(format!("v{i}")), "key k{i}");
     }
     cluster.assert_no_panic();
+}
 
 /// A native client of a sharded cluster that gave an op up at its deadline, mid-send (the
 /// op's future dropped with the request outstanding), still runs the next op: it used to
