@@ -261,7 +261,7 @@ fn client_op(target: Target, op: Op) -> Result<()> {
         ..ClientOptions::default()
     };
     let deadline = options.deadline;
-    let mut client = AnyClient::new(&config, &Shared::new(&config), 0, options);
+    let mut client = AnyClient::new(&config, &Shared::new(&config)?, 0, options);
     let reply = runtime()?
         .block_on(client.execute(op, deadline))
         .map_err(|e| anyhow::anyhow!(e))?;

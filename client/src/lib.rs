@@ -6,6 +6,7 @@
 //! cluster, as the cluster file says.
 
 pub mod any;
+pub mod auth;
 pub mod config;
 pub mod native;
 pub mod sharded;
