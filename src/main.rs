@@ -48,7 +48,8 @@ struct Cli {
 enum Command {
     /// Start a complete local cluster (init if needed), one process per node; Ctrl-C stops it.
     Up(up::UpArgs),
-    /// Write DIR/cluster.toml and stamp each node's data directory.
+    /// Write DIR/cluster.toml and DIR/cluster.secret (mode 0600), and stamp each node's data
+    /// directory.
     Init {
         #[command(flatten)]
         layout: up::UpArgs,

@@ -170,7 +170,7 @@ where
             }
             let (frames, rx) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
             let bytes = Arc::new(QueueBytes::new(PEER_QUEUE_BYTES_MAX));
-            tokio::spawn(outbound::<M>(
+            tokio::spawn(outbound(
                 key.clone(),
                 me,
                 i as u32,
@@ -188,7 +188,7 @@ where
     }
 }
 
-async fn outbound<M: Serialize>(
+async fn outbound(
     key: ClusterKey,
     me: u32,
     peer: u32,
