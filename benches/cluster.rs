@@ -73,7 +73,7 @@ impl Bench {
             .enable_all()
             .build()
             .expect("runtime");
-        let shared = Shared::new(&cluster.config);
+        let shared = Shared::new(&cluster.config).expect("the cluster secret");
         let clients = (0..CLIENTS)
             .map(|i| AnyClient::new(&cluster.config, &shared, i, ClientOptions::default()))
             .collect();

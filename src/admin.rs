@@ -178,7 +178,8 @@ fn view(cluster: &ClusterArg, json: bool) -> Result<()> {
     let timeout = Duration::from_secs(cluster.timeout);
     let shown = rt
         .block_on(kv_server::client::view(
-            config.cluster_id,
+            &config.key()?,
+            view_service,
             node.peer,
             timeout,
         ))
@@ -337,6 +338,7 @@ fn print_config(config: &ClusterConfig, shown: &Arc<Config>, json: bool) {
 }
 
 fn status(config: &ClusterConfig, json: bool) -> Result<()> {
+    let key = config.key()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -344,7 +346,8 @@ fn status(config: &ClusterConfig, json: bool) -> Result<()> {
     let mut nodes = Vec::new();
     for node in &config.nodes {
         let answer = rt.block_on(kv_server::client::status(
-            config.cluster_id,
+            &key,
+            node.id,
             node.peer,
             Duration::from_secs(3),
         ));

@@ -74,7 +74,7 @@ impl Target {
     fn parse(args: &BenchArgs) -> Result<Target> {
         let Some(url) = &args.target else {
             let config = ClusterConfig::load(&args.cluster)?;
-            let shared = Shared::new(&config);
+            let shared = Shared::new(&config)?;
             return Ok(Target::Native(config, shared));
         };
         let (scheme, list) = url

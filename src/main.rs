@@ -54,7 +54,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
-    /// Write DIR/cluster.toml and stamp each node's data directory.
+    /// Write DIR/cluster.toml and DIR/cluster.secret (mode 0600), and stamp each node's data
+    /// directory.
     Init {
         #[command(flatten)]
         layout: up::UpArgs,
@@ -294,7 +295,7 @@ fn client_op(target: Target, op: Op) -> Result<()> {
         ..ClientOptions::default()
     };
     let deadline = options.deadline;
-    let mut client = AnyClient::new(&config, &Shared::new(&config), 0, options);
+    let mut client = AnyClient::new(&config, &Shared::new(&config)?, 0, options);
     let reply = runtime()?
         .block_on(client.execute(op, deadline))
         .map_err(|e| anyhow::anyhow!(e))?;

@@ -128,6 +128,9 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat) -> Result<()> {
         );
         config
     };
+    // Every node needs the cluster secret: a missing or unsafe one is said once, here,
+    // rather than by each node failing to start.
+    config.key()?;
     let exe = std::env::current_exe().context("locating the kv binary")?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook_like::SIGINT, signal_hook_like::SIGTERM] {

@@ -69,7 +69,7 @@ impl Run {
         net.verify();
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let (history, epoch) = (History::new(), Instant::now());
-        let shared = Shared::new(&cluster.config);
+        let shared = Shared::new(&cluster.config).expect("the cluster secret");
         let clients: Vec<_> = (0..CLIENTS)
             .map(|i| (client(&cluster, &shared, i), DEADLINE))
             .collect();
@@ -103,7 +103,7 @@ impl Run {
         self.progress("clients working once healed");
         let acked = self.load.take().expect("clients running").finish(&self.rt);
         self.cluster.wait_ready_all();
-        let shared = Shared::new(&self.cluster.config);
+        let shared = Shared::new(&self.cluster.config).expect("the cluster secret");
         let mut reader = (client(&self.cluster, &shared, 0), DEADLINE * 4);
         workload::final_reads(&self.rt, &mut reader, KEYS, &self.history, self.epoch);
         eprintln!(
@@ -330,7 +330,11 @@ fn a_primary_backup_cluster_under_partitions_it_survives_stays_linearizable() {
         let (_, primary, backup) = settled(&run);
         run.net.cut(primary, backup);
         run.net.verify();
-        let mut probe = client(&run.cluster, &Shared::new(&run.cluster.config), 0);
+        let mut probe = client(
+            &run.cluster,
+            &Shared::new(&run.cluster.config).expect("the cluster secret"),
+            0,
+        );
         let put = Op::Put {
             key: Bytes::from_static(b"probe"),
             value: Bytes::from_static(b"p"),

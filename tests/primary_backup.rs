@@ -109,16 +109,14 @@ fn sigkill_of_the_primary_under_load_loses_no_acknowledged_write() {
     cluster.assert_no_panic();
 }
 
-/// Sends a native GET of `key` to `addr` as a new client, without waiting for the answer.
+/// Sends a native GET of `key` on `framed` as a new client, without waiting for the answer.
 async fn send_get(
-    cluster_id: u64,
-    addr: std::net::SocketAddr,
+    framed: &mut tokio_util::codec::Framed<
+        tokio::net::TcpStream,
+        tokio_util::codec::LengthDelimitedCodec,
+    >,
     key: &str,
-) -> tokio_util::codec::Framed<tokio::net::TcpStream, tokio_util::codec::LengthDelimitedCodec> {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut framed = tokio_util::codec::Framed::new(stream, wire::codec());
-    let hello = Frame::<(), pbservice::Request, pbservice::Reply>::ClientHello { cluster_id };
-    framed.send(wire::encode(&hello).unwrap()).await.unwrap();
+) {
     let request = Frame::<(), _, pbservice::Reply>::Request {
         tag: 1,
         request: pbservice::Request::Kv(Request {
@@ -130,7 +128,6 @@ async fn send_get(
         }),
     };
     framed.send(wire::encode(&request).unwrap()).await.unwrap();
-    framed
 }
 
 #[test]
@@ -149,6 +146,15 @@ fn a_stopped_primary_replaced_meanwhile_never_answers_as_primary_after_it_resume
     let load = spawn_clients(&rt, clients(&cluster, 6), KEYS, history.clone(), epoch);
     load.wait_progress(200, "clients working before the stop", PROGRESS_TIMEOUT);
 
+    // A native connection to the primary, made (the handshake needs its answers) before
+    // it stops.
+    let mut stale = rt
+        .block_on(kv_server::client::connect(
+            &cluster.key(),
+            old_primary,
+            cluster.node(old_primary).peer,
+        ))
+        .expect("connect to the primary");
     // Stop the primary (a partition stand-in: it hears nothing and says nothing) until the
     // view service has moved on without it and the new view is settled.
     cluster.signal(old_primary, libc::SIGSTOP);
@@ -170,9 +176,7 @@ fn a_stopped_primary_replaced_meanwhile_never_answers_as_primary_after_it_resume
         PROGRESS_TIMEOUT,
     );
     // A read sent to the stopped primary waits in its socket for it to resume.
-    let cluster_id = cluster.config.cluster_id;
-    let stale_addr = cluster.node(old_primary).peer;
-    let mut stale = rt.block_on(send_get(cluster_id, stale_addr, "fenced"));
+    rt.block_on(send_get(&mut stale, "fenced"));
 
     cluster.signal(old_primary, libc::SIGCONT);
     // It resumes believing it is the primary of view `viewnum`, with requests queued (the

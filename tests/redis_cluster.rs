@@ -298,25 +298,18 @@ fn master_call(cluster: &Cluster, command: shardmaster::Command) -> shardmaster:
                 seq,
                 command: command.clone(),
             });
-            let frames: [ShardedFrame; 2] = [
-                Frame::ClientHello {
-                    cluster_id: cluster.config.cluster_id,
+            let frame: ShardedFrame = Frame::Request {
+                tag: 1,
+                request: ToEndpoint {
+                    to: endpoint.id,
+                    request,
                 },
-                Frame::Request {
-                    tag: 1,
-                    request: ToEndpoint {
-                        to: endpoint.id,
-                        request,
-                    },
-                },
-            ];
-            let mut stream = TcpStream::connect(cluster.node(endpoint.node).peer).ok()?;
+            };
+            let mut stream = cluster.native_stream(endpoint.node).ok()?;
             stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            for frame in &frames {
-                let body = wire::encode(frame).unwrap();
-                stream.write_all(&(body.len() as u32).to_be_bytes()).ok()?;
-                stream.write_all(&body).ok()?;
-            }
+            let body = wire::encode(&frame).unwrap();
+            stream.write_all(&(body.len() as u32).to_be_bytes()).ok()?;
+            stream.write_all(&body).ok()?;
             let mut len = [0u8; 4];
             stream.read_exact(&mut len).ok()?;
             let mut body = vec![0u8; u32::from_be_bytes(len) as usize];

@@ -618,7 +618,12 @@ fn an_op_given_up_at_its_deadline_does_not_stop_the_client() {
         attempt_timeout: Duration::from_secs(1),
         deadline: IO_TIMEOUT,
     };
-    let mut client = AnyClient::new(&cluster.config, &Shared::new(&cluster.config), 0, options);
+    let mut client = AnyClient::new(
+        &cluster.config,
+        &Shared::new(&cluster.config).expect("the cluster secret"),
+        0,
+        options,
+    );
     let put = |value: &'static [u8]| Op::Put {
         key: Bytes::from_static(b"given-up"),
         value: Bytes::from_static(value),

@@ -8,7 +8,8 @@ use std::time::Duration;
 use kv_engine::kv::{Op, Reply, Scan, ScanPage, Sharding};
 use kv_replication::kvgroup::{self, Batch};
 
-use crate::config::ClusterConfig;
+use crate::auth::ClusterKey;
+use crate::config::{ClusterConfig, ConfigError};
 use crate::native::{random_client_id, Client, ClientError, ClientOptions, PrimaryBackup};
 use crate::sharded::{Outside, ShardedStore};
 
@@ -22,14 +23,23 @@ pub enum AnyClient {
     Sharded(Box<ShardedStore<Outside>>),
 }
 
-/// What clients of one cluster share: a sharded cluster's connections and configuration.
+/// What clients of one cluster share: its id and secret, and a sharded cluster's
+/// connections and configuration.
 #[derive(Clone)]
-pub struct Shared(Option<Arc<Outside>>);
+pub struct Shared {
+    key: ClusterKey,
+    outside: Option<Arc<Outside>>,
+}
 
 impl Shared {
-    /// For clients of `config`.
-    pub fn new(config: &ClusterConfig) -> Shared {
-        Shared(config.is_sharded().then(|| Arc::new(Outside::new(config))))
+    /// For clients of `config`: an error if its secret cannot be read (see
+    /// [`ClusterConfig::key`]).
+    pub fn new(config: &ClusterConfig) -> Result<Shared, ConfigError> {
+        let key = config.key()?;
+        let outside = config
+            .is_sharded()
+            .then(|| Arc::new(Outside::new(config, key.clone())));
+        Ok(Shared { key, outside })
     }
 }
 
@@ -41,7 +51,7 @@ impl AnyClient {
         index: usize,
         options: ClientOptions,
     ) -> AnyClient {
-        match &shared.0 {
+        match &shared.outside {
             Some(outside) => AnyClient::Sharded(Box::new(ShardedStore::new(
                 random_client_id(),
                 outside.clone(),
@@ -53,7 +63,7 @@ impl AnyClient {
                 let first = servers[index % servers.len()] as usize;
                 let nodes = config.nodes.iter().map(|n| n.peer).collect();
                 AnyClient::PrimaryBackup(Box::new(Client::new(
-                    config.cluster_id,
+                    shared.key.clone(),
                     nodes,
                     first,
                     options,
@@ -62,7 +72,7 @@ impl AnyClient {
             None => {
                 let nodes = config.nodes.iter().map(|n| n.peer).collect();
                 AnyClient::Group(Box::new(Client::new(
-                    config.cluster_id,
+                    shared.key.clone(),
                     nodes,
                     index,
                     options,

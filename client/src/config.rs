@@ -57,11 +57,13 @@
 //! `[[group]]` would give existing data directories to other replicas, and is refused
 //! when a node finds another group's stamp in a directory.
 //!
-//! `kv init` writes the file and *stamps* each data directory with a file naming the
-//! cluster and the node. A node that finds its stamp starts normally (a fresh stamped
-//! directory is a first start). A node whose directory has no stamp has lost its disk: it
-//! starts in the lost-disk rejoin mode, rebuilding from a majority of intact peers before it
-//! votes, and stamps the directory only once that is done.
+//! `kv init` writes the file, the cluster secret beside it (`cluster.secret`, mode 0600;
+//! every node and native client needs it, see [`crate::auth`]), and *stamps* each data
+//! directory with a file naming the cluster and the node. A node that finds its stamp
+//! starts normally (a fresh stamped directory is a first start). A node whose directory
+//! has no stamp has lost its disk: it starts in the lost-disk rejoin mode, rebuilding from
+//! a majority of intact peers before it votes, and stamps the directory only once that is
+//! done.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -73,6 +75,8 @@ use kv_replication::cluster::Layout;
 use kv_replication::shardmaster::GroupId;
 use kv_replication::types::NodeId;
 use serde::{Deserialize, Serialize};
+
+use crate::auth::{random_secret, read_secret, write_secret, ClusterKey, SECRET_FILE};
 
 mod stamp;
 use stamp::STAMP_TEMP_FILE;
@@ -711,6 +715,21 @@ impl ClusterConfig {
         self.master.as_ref().map(|m| m.shards)
     }
 
+    /// Where the cluster secret is: beside the cluster file.
+    pub fn secret_path(&self) -> PathBuf {
+        self.base.join(SECRET_FILE)
+    }
+
+    /// The cluster's id and secret (read from [`ClusterConfig::secret_path`]), which every
+    /// native connection proves it knows: an error naming the file if it is missing, too
+    /// short, or readable by others than its owner.
+    pub fn key(&self) -> Result<ClusterKey> {
+        Ok(ClusterKey::new(
+            self.cluster_id,
+            &read_secret(&self.secret_path())?,
+        ))
+    }
+
     /// A node's data directory, resolved against the cluster file's directory.
     pub fn data_dir(&self, id: u32) -> PathBuf {
         let dir = &self.nodes[id as usize].dir;
@@ -887,6 +906,15 @@ impl ClusterConfig {
             created.file(data.join(STAMP_FILE));
             write_stamp(&data, self.cluster_id, id)?;
         }
+        let secret = dir.join(SECRET_FILE);
+        created.file(secret.clone());
+        write_secret(
+            &secret,
+            &random_secret().map_err(|message| ConfigError::Invalid {
+                path: secret.clone(),
+                message,
+            })?,
+        )?;
         let path = dir.join(CLUSTER_FILE);
         created.file(path.clone());
         self.save(&path)

@@ -4,7 +4,8 @@
 //! request, one request outstanding at a time. A request is one operation
 //! ([`Client::execute`]) or a batch of them run in order at one log position
 //! ([`Client::execute_batch`]: pipelining, at the cost of one round). Each connection starts with a
-//! `ClientHello` naming the cluster (see [`crate::wire`]). An attempt that gets no answer within
+//! `ClientHello` naming the cluster and a handshake proving both sides know the cluster
+//! secret (see [`crate::auth`]). An attempt that gets no answer within
 //! [`ClientOptions::attempt_timeout`] (a node in a minority never answers) is retried with
 //! the *same* sequence number on the next node; the replicas' dedup table makes the retry
 //! harmless. After [`ClientOptions::deadline`] without an answer the operation fails with
@@ -30,6 +31,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use crate::auth::{self, Caller, ClusterKey};
 use crate::wire::{self, ClientReply, Frame};
 
 /// Client errors.
@@ -114,7 +116,7 @@ impl Protocol for PrimaryBackup {
 /// frames is irrelevant here: `()`). Its numbering, retries and leader-following are the
 /// replication library's [`Clerk`].
 pub struct Client<P: Protocol = Group> {
-    cluster_id: u64,
+    key: ClusterKey,
     nodes: Vec<SocketAddr>,
     connections: Vec<Option<Framed<TcpStream, LengthDelimitedCodec>>>,
     clerk: Clerk<Batch>,
@@ -137,21 +139,21 @@ pub fn random_client_id() -> ClientId {
 }
 
 impl<P: Protocol> Client<P> {
-    /// A client of cluster `cluster_id`, whose nodes are at `nodes` (their peer/native
-    /// addresses), starting at `first`.
+    /// A client of the cluster `key` names, whose nodes are at `nodes` (their peer/native
+    /// addresses, by node id), starting at `first`.
     pub fn new(
-        cluster_id: u64,
+        key: ClusterKey,
         nodes: Vec<SocketAddr>,
         first: usize,
         options: ClientOptions,
     ) -> Client<P> {
-        Client::with_id(random_client_id(), cluster_id, nodes, first, options)
+        Client::with_id(random_client_id(), key, nodes, first, options)
     }
 
     /// [`Client::new`] with the at-most-once identity `client` (one no other client uses).
     pub fn with_id(
         client: ClientId,
-        cluster_id: u64,
+        key: ClusterKey,
         nodes: Vec<SocketAddr>,
         first: usize,
         options: ClientOptions,
@@ -160,7 +162,7 @@ impl<P: Protocol> Client<P> {
         let mut clerk = Clerk::new(client, (0..count as u32).map(NodeId).collect());
         clerk.on_leader(NodeId((first % count) as u32));
         Client {
-            cluster_id,
+            key,
             connections: (0..nodes.len()).map(|_| None).collect(),
             nodes,
             clerk,
@@ -272,7 +274,7 @@ impl<P: Protocol> Client<P> {
         request: Request,
     ) -> Result<Option<Reply>, ClientError> {
         if self.connections[node].is_none() {
-            match connect(self.cluster_id, self.nodes[node]).await {
+            match connect(&self.key, node as u32, self.nodes[node]).await {
                 Ok(framed) => self.connections[node] = Some(framed),
                 Err(_) => return Ok(None),
             }
@@ -321,24 +323,25 @@ impl<P: Protocol> Client<P> {
     }
 }
 
-/// Connects to a node and introduces this client to it.
-async fn connect(
-    cluster_id: u64,
+/// Connects to node `node` (at `addr`) of `key`'s cluster as a native client: the
+/// handshake done, both sides proved to know the secret.
+pub async fn connect(
+    key: &ClusterKey,
+    node: u32,
     addr: SocketAddr,
 ) -> std::io::Result<Framed<TcpStream, LengthDelimitedCodec>> {
     let stream = TcpStream::connect(addr).await?;
     let _ = stream.set_nodelay(true);
     let mut framed = Framed::new(stream, wire::codec());
-    let hello =
-        wire::encode(&Frame::<()>::ClientHello { cluster_id }).map_err(std::io::Error::other)?;
-    framed.send(hello).await?;
+    auth::introduce(&mut framed, key, Caller::Client, node).await?;
     Ok(framed)
 }
 
-/// Sends one frame to one node of cluster `cluster_id` on a connection of its own and
-/// returns the node's answer, within `timeout`.
+/// Sends one frame to node `node` (at `addr`) of `key`'s cluster on a connection of its
+/// own and returns the node's answer, within `timeout`.
 async fn exchange<Q, R>(
-    cluster_id: u64,
+    key: &ClusterKey,
+    node: u32,
     addr: SocketAddr,
     frame: Frame<(), Q, R>,
     timeout: Duration,
@@ -348,7 +351,7 @@ where
     R: Serialize + DeserializeOwned,
 {
     let ask = async {
-        let mut framed = connect(cluster_id, addr)
+        let mut framed = connect(key, node, addr)
             .await
             .map_err(|e| ClientError::Protocol(format!("{addr}: {e}")))?;
         let bytes = wire::encode(&frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -367,13 +370,14 @@ where
         .map_err(|_| ClientError::Timeout(timeout))?
 }
 
-/// Asks one node of cluster `cluster_id` for its status text.
+/// Asks node `node` (at `addr`) of `key`'s cluster for its status text.
 pub async fn status(
-    cluster_id: u64,
+    key: &ClusterKey,
+    node: u32,
     addr: SocketAddr,
     timeout: Duration,
 ) -> Result<String, ClientError> {
-    match exchange::<Request, Reply>(cluster_id, addr, Frame::StatusRequest, timeout).await? {
+    match exchange::<Request, Reply>(key, node, addr, Frame::StatusRequest, timeout).await? {
         Frame::Status(text) => Ok(text),
         other => Err(ClientError::Protocol(format!(
             "{addr}: unexpected {} frame",
@@ -382,9 +386,11 @@ pub async fn status(
     }
 }
 
-/// Asks the view service of a primary/backup cluster (at `addr`) for its current view.
+/// Asks the view service of a primary/backup cluster (node `node`, at `addr`) for its
+/// current view.
 pub async fn view(
-    cluster_id: u64,
+    key: &ClusterKey,
+    node: u32,
     addr: SocketAddr,
     timeout: Duration,
 ) -> Result<pbservice::View, ClientError> {
@@ -392,7 +398,7 @@ pub async fn view(
         tag: 1,
         request: pbservice::Request::View,
     };
-    match exchange::<pbservice::Request, pbservice::Reply>(cluster_id, addr, ask, timeout).await? {
+    match exchange::<pbservice::Request, pbservice::Reply>(key, node, addr, ask, timeout).await? {
         Frame::Reply {
             reply: ClientReply::Done(pbservice::Reply::View(view)),
             ..

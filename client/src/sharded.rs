@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use crate::auth::ClusterKey;
 use crate::config::{ClusterConfig, Endpoint, Role};
 use crate::wire::{self, ClientReply, Frame};
 
@@ -178,7 +179,7 @@ pub async fn latest_config<R: Router>(router: &R, known: Option<ConfigNum>) -> O
 /// Native connections to other nodes, for calls to endpoints this process does not host:
 /// a small pool per node, each connection carrying one call at a time.
 pub struct Remote {
-    cluster_id: u64,
+    key: ClusterKey,
     addresses: Vec<SocketAddr>,
     pools: Vec<Mutex<Vec<Framed<TcpStream, LengthDelimitedCodec>>>>,
 }
@@ -187,12 +188,12 @@ pub struct Remote {
 const REMOTE_POOL_MAX: usize = 256;
 
 impl Remote {
-    /// Connections to the nodes of cluster `cluster_id`, at `addresses` (their peer and
-    /// native-client listeners), made when first needed.
-    pub fn new(cluster_id: u64, addresses: Vec<SocketAddr>) -> Remote {
+    /// Connections to the nodes of `key`'s cluster, at `addresses` (their peer and
+    /// native-client listeners, by node id), made when first needed.
+    pub fn new(key: ClusterKey, addresses: Vec<SocketAddr>) -> Remote {
         let pools = addresses.iter().map(|_| Mutex::new(Vec::new())).collect();
         Remote {
-            cluster_id,
+            key,
             addresses,
             pools,
         }
@@ -211,7 +212,7 @@ impl Remote {
         let pooled = self.pools[node as usize].lock().expect("pool lock").pop();
         let mut framed = match pooled {
             Some(framed) => framed,
-            None => match self.connect(addr).await {
+            None => match self.connect(node, addr).await {
                 Ok(framed) => framed,
                 Err(e) => return unavailable(format!("node {node} at {addr}: {e}")),
             },
@@ -241,20 +242,13 @@ impl Remote {
         reply
     }
 
-    /// A new native connection to the node at `addr`, introduced with the cluster id.
+    /// A new native connection to node `node` at `addr`, the handshake done.
     pub async fn connect(
         &self,
+        node: u32,
         addr: SocketAddr,
     ) -> std::io::Result<Framed<TcpStream, LengthDelimitedCodec>> {
-        let stream = TcpStream::connect(addr).await?;
-        let _ = stream.set_nodelay(true);
-        let mut framed = Framed::new(stream, wire::codec());
-        let hello: ShardedFrame = Frame::ClientHello {
-            cluster_id: self.cluster_id,
-        };
-        let bytes = wire::encode(&hello).map_err(std::io::Error::other)?;
-        framed.send(bytes).await?;
-        Ok(framed)
+        crate::native::connect(&self.key, node, addr).await
     }
 }
 
@@ -268,13 +262,10 @@ pub struct Outside {
 }
 
 impl Outside {
-    /// A router to the sharded cluster `config`.
-    pub fn new(config: &ClusterConfig) -> Outside {
+    /// A router to the sharded cluster `config`, whose id and secret are `key`.
+    pub fn new(config: &ClusterConfig, key: ClusterKey) -> Outside {
         Outside {
-            remote: Remote::new(
-                config.cluster_id,
-                config.nodes.iter().map(|n| n.peer).collect(),
-            ),
+            remote: Remote::new(key, config.nodes.iter().map(|n| n.peer).collect()),
             endpoints: config.endpoints(),
             sharding: Sharding::Slots {
                 shards: config.shards().unwrap_or(1),
@@ -348,10 +339,8 @@ pub async fn master_call(
     if masters.is_empty() {
         return Err("the cluster is not sharded: it has no shard master".into());
     }
-    let remote = Remote::new(
-        config.cluster_id,
-        config.nodes.iter().map(|n| n.peer).collect(),
-    );
+    let key = config.key().map_err(|e| e.to_string())?;
+    let remote = Remote::new(key, config.nodes.iter().map(|n| n.peer).collect());
     let request = shardmaster::Request {
         client: crate::native::random_client_id(),
         seq: 1,

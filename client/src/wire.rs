@@ -1,9 +1,12 @@
 //! The native protocol: length-delimited frames (a u32 big-endian length, then the body)
 //! carrying postcard-encoded [`Frame`]s. One listener per node serves both peers and
 //! native clients; the first frame of a connection says which it is: [`Frame::Hello`]
-//! (a peer) or [`Frame::ClientHello`] (a client), each naming the cluster.
+//! (a peer) or [`Frame::ClientHello`] (a client), each naming the cluster. Then both sides
+//! prove they know the cluster secret ([`Frame::Challenge`], [`Frame::Proof`]; see
+//! [`crate::auth`]).
 //!
-//! Limits: until a connection has introduced itself its frames may be at most
+//! Limits: until a connection has introduced itself and proved it knows the secret, its
+//! frames may be at most
 //! [`HELLO_FRAME_BYTES_MAX`]; then a client's at most [`CLIENT_FRAME_BYTES_MAX`] and a
 //! peer's at most [`FRAME_BYTES_MAX`]. A longer frame is refused by the codec as soon as
 //! its length is read, before its body is buffered, so a connection never holds more than
@@ -15,6 +18,8 @@ use kv_engine::kv::Reply;
 use kv_replication::kvgroup::Request;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
+
+use crate::auth::{Nonce, Proof};
 
 /// Largest frame accepted or sent: room for the largest WAL record plus framing.
 pub const FRAME_BYTES_MAX: usize = kv_engine::wal::RECORD_PAYLOAD_BYTES_MAX + (1 << 20);
@@ -31,12 +36,16 @@ pub const HELLO_FRAME_BYTES_MAX: usize = 4 << 10;
 /// client's request and `R` its reply (the unsharded group's by default).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Frame<M, Q = Request, R = Reply> {
-    /// First frame of a peer connection: who is calling, from which cluster.
+    /// First frame of a peer connection: who is calling, from which cluster, to whom.
     Hello {
         /// Cluster id (from the cluster file); a mismatch closes the connection.
         cluster_id: u64,
         /// The caller's node id.
         node: u32,
+        /// The node the caller means to reach; any other closes the connection.
+        to: u32,
+        /// The caller's fresh nonce, for the handshake.
+        nonce: Nonce,
     },
     /// A protocol message between replicas.
     Peer(M),
@@ -65,6 +74,24 @@ pub enum Frame<M, Q = Request, R = Reply> {
     ClientHello {
         /// Cluster id (from the cluster file).
         cluster_id: u64,
+        /// The node the client means to reach; any other closes the connection.
+        to: u32,
+        /// The client's fresh nonce, for the handshake.
+        nonce: Nonce,
+    },
+    /// The listener's answer to a hello: its own nonce and its proof that it knows the
+    /// cluster secret (see [`crate::auth`]).
+    Challenge {
+        /// The listener's fresh nonce.
+        nonce: Nonce,
+        /// The listener's HMAC of the exchange.
+        proof: Proof,
+    },
+    /// The caller's proof that it knows the cluster secret; the last frame of the
+    /// handshake.
+    Proof {
+        /// The caller's HMAC of the exchange.
+        proof: Proof,
     },
 }
 
@@ -91,6 +118,8 @@ pub fn frame_name<M, Q, R>(frame: &Frame<M, Q, R>) -> &'static str {
         Frame::StatusRequest => "StatusRequest",
         Frame::Reply { .. } => "Reply",
         Frame::Status(_) => "Status",
+        Frame::Challenge { .. } => "Challenge",
+        Frame::Proof { .. } => "Proof",
     }
 }
 

@@ -77,7 +77,8 @@ struct StoreClient {
 impl StoreClient {
     fn open(cluster: &Path) -> Result<StoreClient> {
         let config = ClusterConfig::load(cluster).map_err(|e| Error::Store(e.to_string()))?;
-        let client = AnyClient::new(&config, &Shared::new(&config), 0, ClientOptions::default());
+        let shared = Shared::new(&config).map_err(|e| Error::Store(e.to_string()))?;
+        let client = AnyClient::new(&config, &shared, 0, ClientOptions::default());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("kv-store-client")

@@ -7,6 +7,7 @@
 
 pub mod admin;
 /// The cluster file (moved to `kv-client`: clients read it too).
+pub use kv_client::auth;
 pub use kv_client::config;
 /// The native client (moved to `kv-client`; re-exported where the server's users found it).
 pub use kv_client::native as client;

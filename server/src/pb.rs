@@ -55,7 +55,7 @@ pub async fn run(
         .ok_or("the cluster file is not in primary-backup mode")?;
     let seed = crate::replica::kv_engine_seed(config.cluster_id, id);
     let forward = Forward {
-        cluster_id: config.cluster_id,
+        key: config.key().map_err(|e| e.to_string())?,
         nodes: config.nodes.iter().map(|n| n.peer).collect(),
         me: id as usize,
     };
@@ -99,7 +99,7 @@ fn make_core(start: Start, view_service: u32, seed: u64) -> Result<AnyCore, Stri
 /// Where a node forwards its RESP connections' commands: the cluster's nodes, itself first.
 #[derive(Clone)]
 struct Forward {
-    cluster_id: u64,
+    key: kv_client::auth::ClusterKey,
     nodes: Vec<std::net::SocketAddr>,
     me: usize,
 }
@@ -121,7 +121,7 @@ impl PbStore {
         PbStore {
             client: Client::with_id(
                 client,
-                forward.cluster_id,
+                forward.key.clone(),
                 forward.nodes.clone(),
                 forward.me,
                 options,

@@ -253,6 +253,7 @@ where
     F: FnOnce(Start) -> Result<C, String>,
     S: redis::Store,
 {
+    let key = config.key().map_err(|e| e.to_string())?;
     let Opened {
         me,
         dir,
@@ -272,10 +273,11 @@ where
 
     let (inputs_tx, inputs_rx) = mpsc::channel(options.driver.inputs_max);
     let addresses: Vec<_> = config.nodes.iter().map(|n| n.peer).collect();
-    let peers = transport::connect_peers(config.cluster_id, id, &addresses, shutdown.clone());
+    let peers = transport::connect_peers(key.clone(), id, &addresses, shutdown.clone());
     tokio::spawn(transport::serve(
         peer_listener,
-        config.cluster_id,
+        key,
+        id,
         transport::CoreService {
             inputs: inputs_tx.clone(),
             leader: options.driver.leader.clone(),

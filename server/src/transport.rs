@@ -6,18 +6,20 @@
 //!   does not fit is dropped (the protocols retransmit), except that one message always
 //!   fits an empty queue — so a slow or dead peer cannot exhaust memory, however large the
 //!   messages, and no message is too large to send. Messages are encoded when queued, so
-//!   the bound counts the bytes that will go on the wire. The task connects, sends
-//!   `Hello`, and forwards messages; on any error it reconnects with capped exponential
-//!   backoff.
-//! - Inbound: the first frame of a connection says what it is, within
-//!   [`HELLO_TIMEOUT`] and [`wire::HELLO_FRAME_BYTES_MAX`]. `Hello` (with the right cluster
-//!   id) makes it a peer connection whose messages go to the core; `ClientHello` (with the
-//!   right cluster id) a client connection, whose `Request`s and `StatusRequest`s are
-//!   served one at a time. Only then may its frames grow, to [`wire::FRAME_BYTES_MAX`]
-//!   for a peer and [`wire::CLIENT_FRAME_BYTES_MAX`] for a client: a stranger cannot make
-//!   the node buffer more than a few KiB. A frame that is oversized or does not decode
-//!   closes that connection with a logged reason; the node and its other connections
-//!   carry on.
+//!   the bound counts the bytes that will go on the wire. The task connects, runs the
+//!   handshake (`Hello`, the peer's `Challenge`, its own `Proof`: see [`kv_client::auth`]),
+//!   and forwards messages; on any error it reconnects with capped exponential backoff. A
+//!   peer that does not prove it knows the cluster secret gets no message (logged).
+//! - Inbound: the first frame of a connection says what it is, and the handshake that
+//!   follows proves it knows the cluster secret, within [`HELLO_TIMEOUT`] and
+//!   [`wire::HELLO_FRAME_BYTES_MAX`]. `Hello` (with the right cluster id, naming this node)
+//!   makes it a peer connection whose messages go to the core; `ClientHello` (likewise) a
+//!   client connection, whose `Request`s and `StatusRequest`s are served one at a time.
+//!   Only once the caller's proof checks may its frames grow, to [`wire::FRAME_BYTES_MAX`]
+//!   for a peer and [`wire::CLIENT_FRAME_BYTES_MAX`] for a client, and reach a core: a
+//!   stranger cannot make the node buffer more than a few KiB, nor vote, apply or write
+//!   anything. A frame that is oversized or does not decode, and a failed handshake, close
+//!   that connection with a logged reason; the node and its other connections carry on.
 //! - Connections are capped by a [`Gate`] sized from the open-file limit (see
 //!   [`crate::limits`]), with slots kept for peers; accept errors back off.
 
@@ -37,6 +39,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::Framed;
 
+use kv_client::auth::{self, Caller, ClusterKey, Transcript};
+
 use crate::limits::{Budget, Gate, Permit};
 use crate::node::{Input, LeaderHint, PeerSender};
 use crate::wire::{self, frame_name, ClientReply, Frame};
@@ -51,8 +55,9 @@ pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
 pub const PEER_QUEUE_BYTES_MAX: usize = 128 << 20;
 /// Frames the outbound task writes before it flushes the connection.
 const FRAMES_PER_FLUSH_MAX: usize = 256;
-/// How long a new inbound connection has to say who it is before it is closed.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new inbound connection has to say who it is and prove it knows the secret
+/// before it is closed (and how long a caller waits for each answer of the handshake).
+pub const HELLO_TIMEOUT: Duration = auth::HANDSHAKE_TIMEOUT;
 /// First reconnect delay.
 pub const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(20);
 /// Largest reconnect delay.
@@ -146,9 +151,9 @@ fn enqueue(queue: &PeerQueue, frame: Bytes) -> bool {
     }
 }
 
-/// Starts an outbound task per peer (every address but `me`'s).
+/// Starts an outbound task per peer (every address but `me`'s) of `key`'s cluster.
 pub fn connect_peers<M>(
-    cluster_id: u64,
+    key: ClusterKey,
     me: u32,
     addresses: &[SocketAddr],
     shutdown: watch::Receiver<bool>,
@@ -165,8 +170,8 @@ where
             }
             let (frames, rx) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
             let bytes = Arc::new(QueueBytes::new(PEER_QUEUE_BYTES_MAX));
-            tokio::spawn(outbound::<M>(
-                cluster_id,
+            tokio::spawn(outbound(
+                key.clone(),
                 me,
                 i as u32,
                 addr,
@@ -183,8 +188,8 @@ where
     }
 }
 
-async fn outbound<M: Serialize>(
-    cluster_id: u64,
+async fn outbound(
+    key: ClusterKey,
     me: u32,
     peer: u32,
     addr: SocketAddr,
@@ -192,6 +197,9 @@ async fn outbound<M: Serialize>(
     shutdown: watch::Receiver<bool>,
 ) {
     let mut delay = RECONNECT_DELAY_MIN;
+    // The last handshake failure logged: a peer that keeps failing is logged once, until
+    // the reason changes.
+    let mut refused: Option<String> = None;
     while !*shutdown.borrow() {
         let stream = match TcpStream::connect(addr).await {
             Ok(stream) => stream,
@@ -203,13 +211,17 @@ async fn outbound<M: Serialize>(
         };
         let _ = stream.set_nodelay(true);
         let mut framed = Framed::new(stream, wire::codec());
-        let hello: Frame<M> = Frame::Hello {
-            cluster_id,
-            node: me,
-        };
-        if send_frame(&mut framed, &hello).await.is_err() {
+        if let Err(e) = auth::introduce(&mut framed, &key, Caller::Peer(me), peer).await {
+            let reason = e.to_string();
+            if refused.as_ref() != Some(&reason) {
+                tracing::warn!(peer, %addr, %reason, "handshake with peer failed");
+                refused = Some(reason);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RECONNECT_DELAY_MAX);
             continue;
         }
+        refused = None;
         delay = RECONNECT_DELAY_MIN;
         tracing::debug!(peer, %addr, "connected to peer");
         loop {
@@ -251,14 +263,6 @@ async fn forward_frames(
     SinkExt::<Bytes>::flush(framed)
         .await
         .map_err(|e: std::io::Error| e.to_string())
-}
-
-async fn send_frame<M: Serialize>(
-    framed: &mut Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
-    frame: &Frame<M>,
-) -> Result<(), String> {
-    let bytes = wire::encode(frame).map_err(|e| e.to_string())?;
-    framed.send(bytes).await.map_err(|e| e.to_string())
 }
 
 /// What a node's listener serves: where peers' messages go and how native clients'
@@ -360,23 +364,24 @@ where
 /// Who an inbound connection is, and what it is served.
 #[derive(Clone)]
 struct Listener<S> {
-    cluster_id: u64,
+    key: ClusterKey,
+    me: u32,
     service: S,
 }
 
-/// Accepts peer and native-client connections until shutdown, within `budget`.
+/// Accepts peer and native-client connections to node `me` of `key`'s cluster until
+/// shutdown, within `budget`; each proves it knows the cluster secret before its frames
+/// reach `service`.
 pub async fn serve<S: Service>(
     listener: TcpListener,
-    cluster_id: u64,
+    key: ClusterKey,
+    me: u32,
     service: S,
     budget: Budget,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut gate = Gate::new("peer", budget.native).with_reserve(budget.peer_reserve);
-    let this = Listener {
-        cluster_id,
-        service,
-    };
+    let this = Listener { key, me, service };
     while let Some(admitted) = gate.accept(&listener, &mut shutdown).await {
         let this = this.clone();
         let shutdown = shutdown.clone();
@@ -413,7 +418,8 @@ impl<S: Service> Listener<S> {
         wire::decode(body).map_err(|e| format!("undecodable frame: {e}"))
     }
 
-    /// Serves one inbound connection: its introduction, then its role.
+    /// Serves one inbound connection: its introduction and handshake (together within
+    /// [`HELLO_TIMEOUT`]), then its role.
     async fn connection(
         &self,
         stream: TcpStream,
@@ -422,26 +428,19 @@ impl<S: Service> Listener<S> {
     ) -> Result<(), String> {
         let _ = stream.set_nodelay(true);
         let mut framed = Framed::new(stream, wire::codec_within(wire::HELLO_FRAME_BYTES_MAX));
-        let first = tokio::time::timeout(HELLO_TIMEOUT, next_body(&mut framed, &mut shutdown))
-            .await
-            .map_err(|_| format!("no Hello within {HELLO_TIMEOUT:?}"))??;
-        let Some(body) = first else { return Ok(()) };
-        match Self::decode(&body)? {
-            Frame::Hello { cluster_id, node } => {
-                self.check_cluster(cluster_id)?;
-                if node as usize >= self.service.nodes() {
-                    return Err(format!(
-                        "peer claims node id {node}, cluster has {}",
-                        self.service.nodes()
-                    ));
-                }
+        let introduced =
+            tokio::time::timeout(HELLO_TIMEOUT, self.handshake(&mut framed, &mut shutdown))
+                .await
+                .map_err(|_| format!("no Hello and Proof within {HELLO_TIMEOUT:?}"))??;
+        match introduced {
+            None => Ok(()),
+            Some(Caller::Peer(node)) => {
                 framed
                     .codec_mut()
                     .set_max_frame_length(wire::FRAME_BYTES_MAX);
                 self.peer(framed, NodeId(node), shutdown).await
             }
-            Frame::ClientHello { cluster_id } => {
-                self.check_cluster(cluster_id)?;
+            Some(Caller::Client) => {
                 if permit.reserved {
                     return Err("client connection limit reached".into());
                 }
@@ -450,21 +449,84 @@ impl<S: Service> Listener<S> {
                     .set_max_frame_length(wire::CLIENT_FRAME_BYTES_MAX);
                 self.client(framed, shutdown).await
             }
-            other => Err(format!(
-                "first frame must be Hello or ClientHello, got {}",
-                frame_name(&other)
-            )),
         }
     }
 
-    fn check_cluster(&self, cluster_id: u64) -> Result<(), String> {
-        if cluster_id != self.cluster_id {
+    /// The listener's side of the handshake (see [`kv_client::auth`]): who the caller is,
+    /// once it has proved it knows the secret; `None` if it went away (or the node is
+    /// stopping) first.
+    async fn handshake(
+        &self,
+        framed: &mut Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Caller>, String> {
+        let Some(body) = next_body(framed, shutdown).await? else {
+            return Ok(None);
+        };
+        let (caller, cluster_id, to, caller_nonce) = match Self::decode(&body)? {
+            Frame::Hello {
+                cluster_id,
+                node,
+                to,
+                nonce,
+            } => {
+                if node as usize >= self.service.nodes() {
+                    return Err(format!(
+                        "peer claims node id {node}, cluster has {}",
+                        self.service.nodes()
+                    ));
+                }
+                (Caller::Peer(node), cluster_id, to, nonce)
+            }
+            Frame::ClientHello {
+                cluster_id,
+                to,
+                nonce,
+            } => (Caller::Client, cluster_id, to, nonce),
+            other => {
+                return Err(format!(
+                    "first frame must be Hello or ClientHello, got {}",
+                    frame_name(&other)
+                ))
+            }
+        };
+        if cluster_id != self.key.cluster_id() {
             return Err(format!(
                 "connection from cluster {cluster_id}, expected {}",
-                self.cluster_id
+                self.key.cluster_id()
             ));
         }
-        Ok(())
+        if to != self.me {
+            return Err(format!(
+                "connection meant for node {to}, this is node {}",
+                self.me
+            ));
+        }
+        let transcript = Transcript {
+            caller,
+            to,
+            caller_nonce,
+            listener_nonce: auth::nonce(),
+        };
+        let challenge: ServiceFrame<S> = Frame::Challenge {
+            nonce: transcript.listener_nonce,
+            proof: transcript.listener_proof(&self.key),
+        };
+        let bytes = wire::encode(&challenge).map_err(|e| e.to_string())?;
+        framed.send(bytes).await.map_err(|e| e.to_string())?;
+        let Some(body) = next_body(framed, shutdown).await? else {
+            return Ok(None);
+        };
+        match Self::decode(&body)? {
+            Frame::Proof { proof } => transcript.verify_caller(&self.key, &proof)?,
+            other => {
+                return Err(format!(
+                    "expected a Proof after the Challenge, got {}",
+                    frame_name(&other)
+                ))
+            }
+        }
+        Ok(Some(caller))
     }
 
     /// A peer's messages, to the service.
@@ -545,10 +607,23 @@ mod tests {
     use crate::limits::Admitted;
     use tokio::io::AsyncWriteExt;
 
+    const SECRET: &[u8] = b"the test cluster's secret, 32 bytes or more";
+
+    /// Cluster 5's id and secret.
+    fn key() -> ClusterKey {
+        ClusterKey::new(5, SECRET)
+    }
+
+    /// Node 0 of cluster 5, of three nodes.
     fn listener() -> (Listener<CoreService<()>>, mpsc::Receiver<Input<()>>) {
+        listener_of::<()>()
+    }
+
+    fn listener_of<M>() -> (Listener<CoreService<M>>, mpsc::Receiver<Input<M>>) {
         let (inputs, rx) = mpsc::channel(16);
         let this = Listener {
-            cluster_id: 5,
+            key: key(),
+            me: 0,
             service: CoreService {
                 inputs,
                 leader: LeaderHint::default(),
@@ -566,15 +641,6 @@ mod tests {
             gate.accept(socket, &mut shutdown)
         );
         (client.unwrap(), admitted.unwrap())
-    }
-
-    async fn send(client: &mut TcpStream, frame: &Frame<()>) {
-        let body = wire::encode(frame).unwrap();
-        client
-            .write_all(&(body.len() as u32).to_be_bytes())
-            .await
-            .unwrap();
-        client.write_all(&body).await.unwrap();
     }
 
     #[test]
@@ -603,7 +669,7 @@ mod tests {
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (_stop, shutdown) = watch::channel(false);
         let peers: Peers<Vec<u8>> =
-            connect_peers(5, 0, &two_nodes(silent.local_addr().unwrap()), shutdown);
+            connect_peers(key(), 0, &two_nodes(silent.local_addr().unwrap()), shutdown);
         let message = vec![7u8; 1 << 20];
         let frame_bytes = wire::encode(&Frame::<_>::Peer(message.clone()))
             .unwrap()
@@ -621,42 +687,47 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_that_reads_gets_every_message_and_the_queue_empties() {
+        // Node 0 sends to node 1, whose listener hands the messages to its core.
         let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (_stop, shutdown) = watch::channel(false);
         let peers: Peers<Vec<u8>> =
-            connect_peers(5, 0, &two_nodes(socket.local_addr().unwrap()), shutdown);
+            connect_peers(key(), 0, &two_nodes(socket.local_addr().unwrap()), shutdown);
+        let (mut node1, mut inputs) = listener_of::<Vec<u8>>();
+        node1.me = 1;
         let messages = 300;
-        let reader = tokio::spawn(async move {
-            let (stream, _) = socket.accept().await.unwrap();
-            let mut framed = Framed::new(stream, wire::codec());
-            let mut received = 0;
-            while received < messages {
-                let body = framed
-                    .next()
-                    .await
-                    .expect("a frame")
-                    .expect("a whole frame");
-                match wire::decode::<Vec<u8>, Request, Reply>(&body).unwrap() {
-                    Frame::Hello { .. } => {}
-                    Frame::Peer(m) => {
-                        assert_eq!(m, vec![received as u8; 1 << 20], "in order");
-                        received += 1;
-                    }
-                    other => panic!("{}", frame_name(&other)),
-                }
-            }
-            received
+        let (_stop_listener, listener_shutdown) = watch::channel(false);
+        let serving = tokio::spawn(async move {
+            let mut gate = Gate::new("test", 1);
+            let (_stop, mut accepting) = watch::channel(false);
+            let admitted = gate.accept(&socket, &mut accepting).await.unwrap();
+            node1
+                .connection(admitted.stream, &admitted.permit, listener_shutdown)
+                .await
         });
         // More bytes in all than the bound: each is sent once the queue has room.
-        for i in 0..messages {
-            while peers.queued_bytes(NodeId(1)) > PEER_QUEUE_BYTES_MAX - (2 << 20) {
-                tokio::task::yield_now().await;
+        let sending = async {
+            for i in 0..messages {
+                while peers.queued_bytes(NodeId(1)) > PEER_QUEUE_BYTES_MAX - (2 << 20) {
+                    tokio::task::yield_now().await;
+                }
+                assert!(peers.send(NodeId(1), vec![i as u8; 1 << 20]), "message {i}");
             }
-            assert!(peers.send(NodeId(1), vec![i as u8; 1 << 20]), "message {i}");
-        }
-        assert_eq!(reader.await.unwrap(), messages);
+        };
+        let receiving = async {
+            for received in 0..messages {
+                match inputs.recv().await.expect("a message") {
+                    Input::Peer { from, msg } => {
+                        assert_eq!(from, NodeId(0));
+                        assert_eq!(msg, vec![received as u8; 1 << 20], "in order");
+                    }
+                    _ => panic!("not a peer message"),
+                }
+            }
+        };
+        tokio::join!(sending, receiving);
         assert_eq!(peers.dropped(), 0);
         assert_eq!(peers.queued_bytes(NodeId(1)), 0);
+        serving.abort();
     }
 
     #[tokio::test(start_paused = true)]
@@ -683,30 +754,35 @@ mod tests {
         let mut gate = Gate::new("test", 0).with_reserve(2);
         let (this, mut inputs) = listener();
 
-        let (mut client, admitted) = admit(&mut gate, &socket).await;
+        let (client, admitted) = admit(&mut gate, &socket).await;
         assert!(admitted.permit.reserved);
-        send(&mut client, &Frame::ClientHello { cluster_id: 5 }).await;
+        let mut client = Framed::new(client, wire::codec());
         let (_stop, shutdown) = watch::channel(false);
-        let result = this
-            .connection(admitted.stream, &admitted.permit, shutdown.clone())
-            .await;
+        let key = key();
+        let (introduced, result) = tokio::join!(
+            auth::introduce(&mut client, &key, Caller::Client, 0),
+            this.connection(admitted.stream, &admitted.permit, shutdown.clone())
+        );
+        introduced.unwrap();
         assert_eq!(result, Err("client connection limit reached".to_string()));
 
-        let (mut peer, admitted) = admit(&mut gate, &socket).await;
+        let (peer, admitted) = admit(&mut gate, &socket).await;
         assert!(admitted.permit.reserved);
-        send(
-            &mut peer,
-            &Frame::Hello {
-                cluster_id: 5,
-                node: 1,
-            },
-        )
-        .await;
-        send(&mut peer, &Frame::Peer(())).await;
-        drop(peer);
-        let result = this
-            .connection(admitted.stream, &admitted.permit, shutdown)
-            .await;
+        let mut peer = Framed::new(peer, wire::codec());
+        let calling = async move {
+            auth::introduce(&mut peer, &key, Caller::Peer(1), 0)
+                .await
+                .unwrap();
+            peer.send(wire::encode(&Frame::<()>::Peer(())).unwrap())
+                .await
+                .unwrap();
+            // Hung up: the listener's loop ends.
+            drop(peer);
+        };
+        let (_, result) = tokio::join!(
+            calling,
+            this.connection(admitted.stream, &admitted.permit, shutdown)
+        );
         assert_eq!(result, Ok(()));
         assert!(matches!(
             inputs.try_recv(),
@@ -715,6 +791,227 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// A connection whose caller says `hello`, then (given the listener's challenge, if
+    /// any) sends what `then` makes of it, then a peer message; what the listener made of
+    /// the connection, and whether the message reached the core.
+    async fn forged(
+        hello: Frame<()>,
+        then: impl FnOnce(Frame<()>) -> Vec<Frame<()>>,
+    ) -> (Result<(), String>, bool) {
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut gate = Gate::new("test", 1);
+        let (client, admitted) = admit(&mut gate, &socket).await;
+        let (this, mut inputs) = listener();
+        let (_stop, shutdown) = watch::channel(false);
+        let mut client = Framed::new(client, wire::codec());
+        let calling = async move {
+            client.send(wire::encode(&hello).unwrap()).await.unwrap();
+            // The listener closes at once a hello it refuses.
+            if let Some(Ok(body)) = client.next().await {
+                let challenge = wire::decode(&body).unwrap();
+                for frame in then(challenge) {
+                    let _ = client.send(wire::encode(&frame).unwrap()).await;
+                }
+            }
+            let _ = client
+                .send(wire::encode(&Frame::<()>::Peer(())).unwrap())
+                .await;
+        };
+        let (_, result) = tokio::join!(
+            calling,
+            this.connection(admitted.stream, &admitted.permit, shutdown)
+        );
+        (result, inputs.try_recv().is_ok())
+    }
+
+    /// The hello of node 1 calling node 0 of cluster 5, with nonce `nonce`.
+    fn hello(nonce: auth::Nonce) -> Frame<()> {
+        Frame::Hello {
+            cluster_id: 5,
+            node: 1,
+            to: 0,
+            nonce,
+        }
+    }
+
+    /// The caller's proof for `challenge` under `key`, as node 1 with nonce `nonce`.
+    fn proof(key: &ClusterKey, nonce: auth::Nonce, challenge: &Frame<()>) -> Frame<()> {
+        let Frame::Challenge {
+            nonce: listener_nonce,
+            ..
+        } = challenge
+        else {
+            panic!("a challenge: {}", frame_name(challenge))
+        };
+        let transcript = Transcript {
+            caller: Caller::Peer(1),
+            to: 0,
+            caller_nonce: nonce,
+            listener_nonce: *listener_nonce,
+        };
+        Frame::Proof {
+            proof: transcript.caller_proof(key),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_proves_it_knows_the_secret_is_heard() {
+        let nonce = auth::nonce();
+        let (result, delivered) = forged(hello(nonce), |c| vec![proof(&key(), nonce, &c)]).await;
+        assert_eq!(result, Ok(()));
+        assert!(delivered);
+    }
+
+    #[tokio::test]
+    async fn a_peer_with_another_secret_is_refused_and_never_heard() {
+        let other = ClusterKey::new(5, b"another cluster's secret, 32 bytes or more");
+        let nonce = auth::nonce();
+        let (result, delivered) = forged(hello(nonce), |c| vec![proof(&other, nonce, &c)]).await;
+        assert!(
+            result
+                .as_ref()
+                .is_err_and(|e| e.contains("authentication failed")),
+            "{result:?}"
+        );
+        assert!(!delivered);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_skips_the_proof_is_refused_and_never_heard() {
+        let (result, delivered) = forged(hello(auth::nonce()), |_| Vec::new()).await;
+        assert!(
+            result
+                .as_ref()
+                .is_err_and(|e| e.contains("expected a Proof after the Challenge, got Peer")),
+            "{result:?}"
+        );
+        assert!(!delivered);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_reflects_the_listeners_proof_is_refused_and_never_heard() {
+        let (result, delivered) = forged(hello(auth::nonce()), |challenge| {
+            let Frame::Challenge { proof, .. } = challenge else {
+                panic!("a challenge")
+            };
+            vec![Frame::Proof { proof }]
+        })
+        .await;
+        assert!(
+            result
+                .as_ref()
+                .is_err_and(|e| e.contains("authentication failed")),
+            "{result:?}"
+        );
+        assert!(!delivered);
+    }
+
+    #[tokio::test]
+    async fn a_replayed_handshake_is_refused_and_never_heard() {
+        // A genuine exchange, recorded.
+        let nonce = auth::nonce();
+        let recorded = std::sync::Mutex::new(None);
+        let (result, delivered) = forged(hello(nonce), |challenge| {
+            let answer = proof(&key(), nonce, &challenge);
+            *recorded.lock().unwrap() = Some(answer.clone());
+            vec![answer]
+        })
+        .await;
+        assert_eq!((result, delivered), (Ok(()), true));
+        // Its hello and proof again, word for word, on a new connection.
+        let answer = recorded.into_inner().unwrap().unwrap();
+        let (result, delivered) = forged(hello(nonce), |_| vec![answer]).await;
+        assert!(
+            result
+                .as_ref()
+                .is_err_and(|e| e.contains("authentication failed")),
+            "{result:?}"
+        );
+        assert!(!delivered);
+    }
+
+    #[tokio::test]
+    async fn a_hello_for_another_cluster_or_node_gets_no_challenge() {
+        for (hello, why) in [
+            (
+                Frame::Hello {
+                    cluster_id: 6,
+                    node: 1,
+                    to: 0,
+                    nonce: auth::nonce(),
+                },
+                "connection from cluster 6, expected 5",
+            ),
+            (
+                Frame::Hello {
+                    cluster_id: 5,
+                    node: 1,
+                    to: 2,
+                    nonce: auth::nonce(),
+                },
+                "connection meant for node 2, this is node 0",
+            ),
+            (
+                Frame::Hello {
+                    cluster_id: 5,
+                    node: 3,
+                    to: 0,
+                    nonce: auth::nonce(),
+                },
+                "peer claims node id 3, cluster has 3",
+            ),
+        ] {
+            let (result, delivered) = forged(hello, |c| panic!("challenged: {c:?}")).await;
+            assert_eq!(result, Err(why.to_string()));
+            assert!(!delivered);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_task_never_sends_to_a_listener_without_the_secret() {
+        let impostor = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (_stop, shutdown) = watch::channel(false);
+        let peers: Peers<Vec<u8>> = connect_peers(
+            key(),
+            0,
+            &two_nodes(impostor.local_addr().unwrap()),
+            shutdown,
+        );
+        assert!(peers.send(NodeId(1), b"a vote".to_vec()));
+        let (stream, _) = impostor.accept().await.unwrap();
+        let mut framed = Framed::new(stream, wire::codec());
+        let body = framed.next().await.unwrap().unwrap();
+        let Frame::Hello {
+            cluster_id: 5,
+            node: 0,
+            to: 1,
+            nonce,
+        } = wire::decode::<(), Request, Reply>(&body).unwrap()
+        else {
+            panic!("a hello from node 0 to node 1")
+        };
+        // A challenge proved with another secret.
+        let other = ClusterKey::new(5, b"another cluster's secret, 32 bytes or more");
+        let transcript = Transcript {
+            caller: Caller::Peer(0),
+            to: 1,
+            caller_nonce: nonce,
+            listener_nonce: auth::nonce(),
+        };
+        let challenge: Frame<()> = Frame::Challenge {
+            nonce: transcript.listener_nonce,
+            proof: transcript.listener_proof(&other),
+        };
+        framed
+            .send(wire::encode(&challenge).unwrap())
+            .await
+            .unwrap();
+        // The peer task hangs up: no proof, no message.
+        assert!(framed.next().await.is_none());
+        let queued = wire::encode(&Frame::<_>::Peer(b"a vote".to_vec())).unwrap();
+        assert_eq!(peers.queued_bytes(NodeId(1)), queued.len());
     }
 
     #[tokio::test]

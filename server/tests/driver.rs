@@ -13,6 +13,7 @@ use kv_replication::effects::{Effects, Persist};
 use kv_replication::kvgroup::{Batch, Request};
 use kv_replication::node::{Answer, Node};
 use kv_replication::types::{NodeId, Time};
+use kv_server::auth;
 use kv_server::client::{Client, ClientOptions};
 use kv_server::config::{self, ClusterConfig, NodeConfig};
 use kv_server::node::DriverOptions;
@@ -125,6 +126,7 @@ fn cluster(dir: &std::path::Path) -> ClusterConfig {
     };
     std::fs::create_dir_all(config.data_dir(0)).unwrap();
     config::write_stamp(&config.data_dir(0), 99, 0).unwrap();
+    auth::write_secret(&config.secret_path(), &auth::random_secret().unwrap()).unwrap();
     config
 }
 
@@ -183,6 +185,7 @@ fn acknowledged_writes_survive_shutdown_and_restart_through_both_front_doors() {
     let dir = tempfile::tempdir().unwrap();
     let config = cluster(dir.path());
     let node = config.nodes[0].clone();
+    let key = config.key().unwrap();
 
     let (stop, handle) = start(config.clone());
     assert_eq!(
@@ -191,7 +194,7 @@ fn acknowledged_writes_survive_shutdown_and_restart_through_both_front_doors() {
     );
     assert_eq!(resp(node.resp, b"APPEND a -x\r\n", 4), ":4\r\n");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut client: Client = Client::new(99, vec![node.peer], 0, ClientOptions::default());
+    let mut client: Client = Client::new(key.clone(), vec![node.peer], 0, ClientOptions::default());
     assert_eq!(
         rt.block_on(client.execute(Op::Put {
             key: "b".into(),
@@ -211,7 +214,7 @@ fn acknowledged_writes_survive_shutdown_and_restart_through_both_front_doors() {
     // A second start on the same directory recovers both writes.
     let (stop, handle) = start(config);
     assert_eq!(resp(node.resp, b"GET a\r\n", 10), "$4\r\nv1-x\r\n");
-    let mut client: Client = Client::new(99, vec![node.peer], 0, ClientOptions::default());
+    let mut client: Client = Client::new(key.clone(), vec![node.peer], 0, ClientOptions::default());
     assert_eq!(
         rt.block_on(client.execute(Op::Get { key: "b".into() }))
             .unwrap(),
@@ -219,7 +222,8 @@ fn acknowledged_writes_survive_shutdown_and_restart_through_both_front_doors() {
     );
     let status = rt
         .block_on(kv_server::client::status(
-            99,
+            &key,
+            0,
             node.peer,
             Duration::from_secs(5),
         ))
@@ -526,6 +530,7 @@ fn clients_of_a_node_whose_disk_fails_get_errors_not_closed_connections() {
     let dir = tempfile::tempdir().unwrap();
     let config = cluster(dir.path());
     let node = config.nodes[0].clone();
+    let key = config.key().unwrap();
     let fs = SimFs::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let options = NodeOptions {
@@ -558,7 +563,7 @@ fn clients_of_a_node_whose_disk_fails_get_errors_not_closed_connections() {
             .unwrap();
         stream.write_all(&body).unwrap();
     };
-    send_frame(&mut native, &Frame::ClientHello { cluster_id: 99 });
+    auth::introduce_blocking(&mut native, &key, auth::Caller::Client, 0).unwrap();
 
     fs.fail_next_syncs(u32::MAX);
     redis.write_all(b"SET b 2\r\n").unwrap();

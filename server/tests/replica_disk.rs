@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kv_engine::fs::SimFs;
+use kv_server::auth;
 use kv_server::config::{self, ClusterConfig, NodeConfig};
 use kv_server::run::NodeOptions;
 
@@ -44,6 +45,7 @@ fn one_node_cluster(dir: &Path) -> ClusterConfig {
     };
     std::fs::create_dir_all(config.data_dir(0)).unwrap();
     config::write_stamp(&config.data_dir(0), 77, 0).unwrap();
+    auth::write_secret(&config.secret_path(), &auth::random_secret().unwrap()).unwrap();
     config
 }
 
@@ -101,7 +103,8 @@ impl Node {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let text = rt
             .block_on(kv_server::client::status(
-                77,
+                &self.config.key().unwrap(),
+                0,
                 self.config.nodes[0].peer,
                 WAIT,
             ))

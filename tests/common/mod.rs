@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kv_client::auth::{self, ClusterKey};
 use kv_server::client::{Client, ClientOptions, Protocol};
 pub use kv_server::config::Shape;
 use kv_server::config::{self, ClusterConfig, NodeConfig, CLUSTER_FILE};
@@ -135,6 +136,11 @@ impl Cluster {
         let path = dir.path().join(CLUSTER_FILE);
         config.save(&path).expect("write cluster file");
         config = ClusterConfig::load(&path).expect("reload cluster file");
+        auth::write_secret(
+            &config.secret_path(),
+            &auth::random_secret().expect("a random secret"),
+        )
+        .expect("write the cluster secret");
         for (data, id) in config.stamped_dirs() {
             std::fs::create_dir_all(&data).expect("data dir");
             config::write_stamp(&data, config.cluster_id, id).expect("stamp");
@@ -310,19 +316,29 @@ impl Cluster {
 
     /// A native client speaking protocol `P` (a primary/backup cluster's, say).
     pub fn client_of<P: Protocol>(&self, first: usize, options: ClientOptions) -> Client<P> {
-        Client::new(
-            self.config.cluster_id,
-            self.peer_addresses(),
-            first,
-            options,
-        )
+        Client::new(self.key(), self.peer_addresses(), first, options)
+    }
+
+    /// The cluster's id and secret, as its nodes and clients read them.
+    pub fn key(&self) -> ClusterKey {
+        self.config.key().expect("the cluster secret")
+    }
+
+    /// A raw native connection to node `id` (blocking, with a generous read timeout),
+    /// introduced as a client: for tests that write frames themselves.
+    pub fn native_stream(&self, id: u32) -> std::io::Result<std::net::TcpStream> {
+        let mut stream = std::net::TcpStream::connect(self.node(id).peer)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        auth::introduce_blocking(&mut stream, &self.key(), auth::Caller::Client, id)?;
+        Ok(stream)
     }
 
     /// The status text of a node, if it answers.
     pub fn status(&self, id: u32) -> Option<String> {
         let addr = self.node(id).peer;
         block_on(kv_server::client::status(
-            self.config.cluster_id,
+            &self.key(),
+            id,
             addr,
             Duration::from_secs(2),
         ))
@@ -331,9 +347,11 @@ impl Cluster {
 
     /// A primary/backup cluster's current view, from its view service, if it answers.
     pub fn view(&self) -> Option<kv_replication::pbservice::View> {
-        let addr = self.node(self.config.view_service?).peer;
+        let view_service = self.config.view_service?;
+        let addr = self.node(view_service).peer;
         block_on(kv_server::client::view(
-            self.config.cluster_id,
+            &self.key(),
+            view_service,
             addr,
             Duration::from_secs(2),
         ))

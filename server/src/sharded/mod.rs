@@ -385,6 +385,7 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     options: NodeOptions,
 ) -> Result<(), String> {
+    let key = config.key().map_err(|e| e.to_string())?;
     let Opened {
         me,
         dir,
@@ -465,8 +466,8 @@ pub async fn run(
         nodes: config.nodes.len(),
         endpoints,
         local,
-        peers: transport::connect_peers(config.cluster_id, id, &addresses, shutdown.clone()),
-        remote: Remote::new(config.cluster_id, addresses),
+        peers: transport::connect_peers(key.clone(), id, &addresses, shutdown.clone()),
+        remote: Remote::new(key.clone(), addresses),
         sharding: blueprint.sharding,
         cache: ConfigCache::new(),
         cluster,
@@ -503,7 +504,8 @@ pub async fn run(
     let service = HostService(host.clone());
     tokio::spawn(transport::serve(
         peer_listener,
-        config.cluster_id,
+        key,
+        id,
         service.clone(),
         budget,
         stop_rx.clone(),

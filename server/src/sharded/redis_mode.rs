@@ -108,7 +108,8 @@ impl Host {
         let Some(facts) = &self.cluster else { return };
         let up = |value: bool| facts.up[node].store(value, std::sync::atomic::Ordering::Relaxed);
         while !*stop.borrow() {
-            match tokio::time::timeout(PROBE_INTERVAL, self.remote.connect(peer)).await {
+            match tokio::time::timeout(PROBE_INTERVAL, self.remote.connect(node as u32, peer)).await
+            {
                 Ok(Ok(mut framed)) => {
                     up(true);
                     // Nothing is ever sent on it: it ends when the node does.
