@@ -17,6 +17,7 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod pb;
+pub mod ports;
 pub mod redis;
 pub mod redis_cluster;
 pub mod replica;

@@ -4,7 +4,7 @@
 //! the native protocol, RESP, and the admin endpoints.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -98,14 +98,15 @@ fn recover(start: Start) -> Result<Solo, String> {
     Ok(Solo { state })
 }
 
-fn port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// A node's three listening addresses, free loopback ports (see `kv_server::ports`).
+fn ports() -> [SocketAddr; 3] {
+    let held = kv_server::ports::hold_free_loopback(3);
+    let address = |i: usize| held[i].local_addr().unwrap();
+    [address(0), address(1), address(2)]
 }
 
 fn cluster(dir: &std::path::Path) -> ClusterConfig {
+    let [peer, resp, admin] = ports();
     let config = ClusterConfig {
         cluster_id: 99,
         mode: Default::default(),
@@ -117,9 +118,9 @@ fn cluster(dir: &std::path::Path) -> ClusterConfig {
         groups: Vec::new(),
         nodes: vec![NodeConfig {
             id: 0,
-            peer: port(),
-            resp: port(),
-            admin: port(),
+            peer,
+            resp,
+            admin,
             dir: PathBuf::from("n0"),
         }],
         base: dir.to_path_buf(),

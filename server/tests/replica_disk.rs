@@ -4,7 +4,7 @@
 //! skipped, never the node stopped for it (engine tests cover the skip itself).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,14 +17,15 @@ use kv_server::run::NodeOptions;
 /// Hang guard for conditions the test waits on; never a measure of speed.
 const WAIT: Duration = Duration::from_secs(60);
 
-fn port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// A node's three listening addresses, free loopback ports (see `kv_server::ports`).
+fn ports() -> [SocketAddr; 3] {
+    let held = kv_server::ports::hold_free_loopback(3);
+    let address = |i: usize| held[i].local_addr().unwrap();
+    [address(0), address(1), address(2)]
 }
 
 fn one_node_cluster(dir: &Path) -> ClusterConfig {
+    let [peer, resp, admin] = ports();
     let config = ClusterConfig {
         cluster_id: 77,
         mode: Default::default(),
@@ -36,9 +37,9 @@ fn one_node_cluster(dir: &Path) -> ClusterConfig {
         groups: Vec::new(),
         nodes: vec![NodeConfig {
             id: 0,
-            peer: port(),
-            resp: port(),
-            admin: port(),
+            peer,
+            resp,
+            admin,
             dir: PathBuf::from("n0"),
         }],
         base: dir.to_path_buf(),

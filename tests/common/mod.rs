@@ -9,7 +9,7 @@ pub mod netns;
 pub mod workload;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,10 +31,6 @@ pub struct Cluster {
     pub path: PathBuf,
     children: Vec<Option<Child>>,
     configure: Configure,
-}
-
-fn free_listener() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port")
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -94,7 +90,7 @@ impl Cluster {
         edit: impl FnOnce(&mut ClusterConfig),
     ) -> Cluster {
         // Hold every listener until all ports are chosen, so no two are the same.
-        let held: Vec<TcpListener> = (0..3 * n).map(|_| free_listener()).collect();
+        let held = kv_server::ports::hold_free_loopback(3 * n as usize);
         let port = |i: u32| loopback(held[i as usize].local_addr().expect("address").port());
         let nodes = (0..n)
             .map(|id| node_config(id, [port(3 * id), port(3 * id + 1), port(3 * id + 2)]))
@@ -601,7 +597,7 @@ impl Cluster {
     /// numbers new nodes' ports after the highest in the file, which another test's node
     /// may hold.
     pub fn reassign_ports(&mut self, ids: std::ops::Range<u32>) {
-        let held: Vec<TcpListener> = (0..3 * ids.len()).map(|_| free_listener()).collect();
+        let held = kv_server::ports::hold_free_loopback(3 * ids.len());
         let port = |i: usize| loopback(held[i].local_addr().expect("address").port());
         for (k, id) in ids.enumerate() {
             let node = &mut self.config.nodes[id as usize];
