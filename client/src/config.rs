@@ -569,27 +569,40 @@ impl ClusterConfig {
             )));
         }
         let host = self.nodes[0].peer.ip();
-        let next_port = |pick: fn(&NodeConfig) -> u16| -> u16 {
+        // Each kind of port continues after its highest, skipping any port another
+        // address of the file already uses (a hand-written file may interleave them).
+        let mut used: std::collections::BTreeSet<u16> = self
+            .nodes
+            .iter()
+            .flat_map(|n| [n.peer.port(), n.resp.port(), n.admin.port()])
+            .collect();
+        let highest = |pick: fn(&NodeConfig) -> u16| -> u16 {
             self.nodes.iter().map(pick).max().unwrap_or(0)
         };
-        let (peer, resp, admin) = (
-            next_port(|n| n.peer.port()),
-            next_port(|n| n.resp.port()),
-            next_port(|n| n.admin.port()),
-        );
+        let mut cursors = [
+            highest(|n| n.peer.port()),
+            highest(|n| n.resp.port()),
+            highest(|n| n.admin.port()),
+        ];
         for i in 0..new_nodes {
-            let port = |base: u16| -> Result<u16> {
-                u16::try_from(i + 1)
-                    .ok()
-                    .and_then(|i| base.checked_add(i))
-                    .ok_or_else(|| invalid(format!("port {base} + {} is out of range", i + 1)))
+            let mut next = |kind: usize| -> Result<u16> {
+                loop {
+                    let base = cursors[kind];
+                    cursors[kind] = base
+                        .checked_add(1)
+                        .ok_or_else(|| invalid(format!("no free port after {base}")))?;
+                    if used.insert(cursors[kind]) {
+                        return Ok(cursors[kind]);
+                    }
+                }
             };
             let id = first_new + i;
+            let (peer, resp, admin) = (next(0)?, next(1)?, next(2)?);
             self.nodes.push(NodeConfig {
                 id,
-                peer: SocketAddr::new(host, port(peer)?),
-                resp: SocketAddr::new(host, port(resp)?),
-                admin: SocketAddr::new(host, port(admin)?),
+                peer: SocketAddr::new(host, peer),
+                resp: SocketAddr::new(host, resp),
+                admin: SocketAddr::new(host, admin),
                 dir: PathBuf::from(format!("node-{id}")),
             });
         }

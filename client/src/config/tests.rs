@@ -229,3 +229,32 @@ fn a_password_is_kept_in_a_file_only_its_owner_reads_and_protected_mode_defaults
     let empty = ClusterConfig::load(&path).unwrap_err().to_string();
     assert!(empty.contains("requirepass is empty"), "{empty}");
 }
+
+#[test]
+fn growing_a_file_whose_ports_interleave_skips_every_port_already_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options();
+    options.groups = 2;
+    let path = dir.path().join(CLUSTER_FILE);
+    let mut config = ClusterConfig::init(dir.path(), &options).unwrap();
+    // Node i on ports 20000 + 3i, + 3i + 1, + 3i + 2: "after the highest peer port" is
+    // node 2's RESP port.
+    for (i, node) in config.nodes.iter_mut().enumerate() {
+        let base = 20_000 + 3 * i as u16;
+        node.peer.set_port(base);
+        node.resp.set_port(base + 1);
+        node.admin.set_port(base + 2);
+    }
+    config.save(&path).unwrap();
+    config.grow(&path, 3, 3).unwrap();
+    let grown = ClusterConfig::load(&path).unwrap();
+    let mut ports: Vec<u16> = grown
+        .nodes
+        .iter()
+        .flat_map(|n| [n.peer.port(), n.resp.port(), n.admin.port()])
+        .collect();
+    assert_eq!(grown.nodes.len(), 6);
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 18, "a port is used twice: {ports:?}");
+}
