@@ -163,19 +163,26 @@ impl ProcessMetrics {
             Kind::Histogram,
             "Client command latency, from reading the command to its reply being ready.",
         );
-        let protocols = [
-            ("resp", &RESP_COMMANDS[..], &self.resp[..]),
-            ("native", &NATIVE_COMMANDS[..], &self.native[..]),
-        ];
-        for (protocol, names, stats) in protocols {
-            for (command, stats) in names.iter().zip(stats) {
-                let labels = [
-                    ("node", &node[..]),
-                    ("protocol", protocol),
-                    ("command", command),
-                ];
-                out.histogram(&labels, &stats.latency_micros.snapshot(), MICROS);
-            }
+        // Every command of every protocol, with its labels.
+        let node = &node[..];
+        let commands = || {
+            let protocols = [
+                ("resp", &RESP_COMMANDS[..], &self.resp[..]),
+                ("native", &NATIVE_COMMANDS[..], &self.native[..]),
+            ];
+            protocols.into_iter().flat_map(|(protocol, names, stats)| {
+                names.iter().zip(stats).map(move |(command, stats)| {
+                    let labels = [
+                        ("node", node),
+                        ("protocol", protocol),
+                        ("command", *command),
+                    ];
+                    (labels, stats)
+                })
+            })
+        };
+        for (labels, stats) in commands() {
+            out.histogram(&labels, &stats.latency_micros.snapshot(), MICROS);
         }
         let outcomes: [Outcome; 2] = [
             (
@@ -191,15 +198,8 @@ impl ProcessMetrics {
         ];
         for (name, help, counter) in outcomes {
             out.family(name, Kind::Counter, help);
-            for (protocol, names, stats) in protocols {
-                for (command, stats) in names.iter().zip(stats) {
-                    let labels = [
-                        ("node", &node[..]),
-                        ("protocol", protocol),
-                        ("command", command),
-                    ];
-                    out.sample(&labels, counter(stats).load(Ordering::Relaxed));
-                }
+            for (labels, stats) in commands() {
+                out.sample(&labels, counter(stats).load(Ordering::Relaxed));
             }
         }
         let counters = [
@@ -221,7 +221,7 @@ impl ProcessMetrics {
         ];
         for (name, help, value) in counters {
             out.family(name, Kind::Counter, help);
-            out.sample(&[("node", &node)], value.load(Ordering::Relaxed));
+            out.sample(&[("node", node)], value.load(Ordering::Relaxed));
         }
         out.family(
             "kv_shard_handoff_duration_seconds",
@@ -229,7 +229,7 @@ impl ProcessMetrics {
             "How long a shard took to arrive at a group on this node once it was waited for.",
         );
         out.histogram(
-            &[("node", &node)],
+            &[("node", node)],
             &self.shard_handoff_micros.snapshot(),
             MICROS,
         );
@@ -238,7 +238,7 @@ impl ProcessMetrics {
             Kind::Gauge,
             "Seconds since the process started.",
         );
-        out.sample(&[("node", &node)], self.uptime().as_secs());
+        out.sample(&[("node", node)], self.uptime().as_secs());
     }
 }
 

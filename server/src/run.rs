@@ -27,20 +27,25 @@ use crate::{admin, redis, transport};
 /// The lock file in every data directory: held exclusively while a node runs on it.
 pub const LOCK_FILE: &str = "kv-node.lock";
 
+/// Logs the torn tail opening a write-ahead log cut off (the file names which log).
+fn log_torn_tail(id: u32, tail: &kv_engine::wal::TruncatedTail) {
+    tracing::warn!(
+        node = id,
+        file = %tail.file.display(),
+        offset = tail.offset,
+        bytes = tail.bytes,
+        found = %tail.reason,
+        "cut a torn tail off the write-ahead log (bytes never reported durable)"
+    );
+}
+
 /// Logs what opening a node's shared log had to skip, repair or take over.
 pub fn log_shared_recovery(id: u32, report: &kv_engine::shared::SharedReport) {
     for stream in &report.streams {
         log_recovery(id, stream);
     }
     if let Some(tail) = &report.log_tail {
-        tracing::warn!(
-            node = id,
-            file = %tail.file.display(),
-            offset = tail.offset,
-            bytes = tail.bytes,
-            found = %tail.reason,
-            "cut a torn tail off the shared write-ahead log (bytes never reported durable)"
-        );
+        log_torn_tail(id, tail);
     }
     if report.foreign_records > 0 {
         tracing::info!(
@@ -92,14 +97,7 @@ pub fn log_recovery(id: u32, report: &RecoveryReport) {
         tracing::warn!(node = id, error = %skipped, "skipped an invalid snapshot; recovering from an older one");
     }
     if let Some(tail) = &report.truncated_tail {
-        tracing::warn!(
-            node = id,
-            file = %tail.file.display(),
-            offset = tail.offset,
-            bytes = tail.bytes,
-            found = %tail.reason,
-            "cut a torn tail off the write-ahead log (bytes never reported durable)"
-        );
+        log_torn_tail(id, tail);
     }
     for temp in &report.removed_temps {
         tracing::warn!(node = id, file = %temp.display(), "removed the temporary file of an interrupted snapshot");

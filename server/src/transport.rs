@@ -796,6 +796,15 @@ mod tests {
     /// A connection whose caller says `hello`, then (given the listener's challenge, if
     /// any) sends what `then` makes of it, then a peer message; what the listener made of
     /// the connection, and whether the message reached the core.
+    /// Asserts that a forged connection was closed for `why` and delivered nothing.
+    fn refused((result, delivered): (Result<(), String>, bool), why: &str) {
+        assert!(
+            result.as_ref().is_err_and(|e| e.contains(why)),
+            "{result:?}"
+        );
+        assert!(!delivered);
+    }
+
     async fn forged(
         hello: Frame<()>,
         then: impl FnOnce(Frame<()>) -> Vec<Frame<()>>,
@@ -868,44 +877,30 @@ mod tests {
     async fn a_peer_with_another_secret_is_refused_and_never_heard() {
         let other = ClusterKey::new(5, b"another cluster's secret, 32 bytes or more");
         let nonce = auth::nonce();
-        let (result, delivered) = forged(hello(nonce), |c| vec![proof(&other, nonce, &c)]).await;
-        assert!(
-            result
-                .as_ref()
-                .is_err_and(|e| e.contains("authentication failed")),
-            "{result:?}"
+        refused(
+            forged(hello(nonce), |c| vec![proof(&other, nonce, &c)]).await,
+            "authentication failed",
         );
-        assert!(!delivered);
     }
 
     #[tokio::test]
     async fn a_peer_that_skips_the_proof_is_refused_and_never_heard() {
-        let (result, delivered) = forged(hello(auth::nonce()), |_| Vec::new()).await;
-        assert!(
-            result
-                .as_ref()
-                .is_err_and(|e| e.contains("expected a Proof after the Challenge, got Peer")),
-            "{result:?}"
+        refused(
+            forged(hello(auth::nonce()), |_| Vec::new()).await,
+            "expected a Proof after the Challenge, got Peer",
         );
-        assert!(!delivered);
     }
 
     #[tokio::test]
     async fn a_peer_that_reflects_the_listeners_proof_is_refused_and_never_heard() {
-        let (result, delivered) = forged(hello(auth::nonce()), |challenge| {
+        let reflected = forged(hello(auth::nonce()), |challenge| {
             let Frame::Challenge { proof, .. } = challenge else {
                 panic!("a challenge")
             };
             vec![Frame::Proof { proof }]
         })
         .await;
-        assert!(
-            result
-                .as_ref()
-                .is_err_and(|e| e.contains("authentication failed")),
-            "{result:?}"
-        );
-        assert!(!delivered);
+        refused(reflected, "authentication failed");
     }
 
     #[tokio::test]
@@ -922,14 +917,10 @@ mod tests {
         assert_eq!((result, delivered), (Ok(()), true));
         // Its hello and proof again, word for word, on a new connection.
         let answer = recorded.into_inner().unwrap().unwrap();
-        let (result, delivered) = forged(hello(nonce), |_| vec![answer]).await;
-        assert!(
-            result
-                .as_ref()
-                .is_err_and(|e| e.contains("authentication failed")),
-            "{result:?}"
+        refused(
+            forged(hello(nonce), |_| vec![answer]).await,
+            "authentication failed",
         );
-        assert!(!delivered);
     }
 
     #[tokio::test]
