@@ -479,7 +479,13 @@ fn instances(cluster: &Cluster, id: u32) -> u64 {
         .unwrap()
         .iter()
         .filter(|p| p.group != "master")
-        .map(|p| p.u64("applied_index"))
+        // "-": a replica that has applied nothing yet.
+        .map(
+            |p| match p.fields.get("applied_index").map(String::as_str) {
+                Some("-") => 0,
+                _ => p.u64("applied_index"),
+            },
+        )
         .sum()
 }
 
