@@ -54,15 +54,19 @@ pub fn resp(data: &[u8]) {
                 );
                 frame
             }
-            (Err(FrameError::Incomplete), Err(_)) | (Err(FrameError::Invalid(_)), Err(_)) => {
-                return
-            }
+            (Err(FrameError::Incomplete), Err(_)) | (Err(FrameError::Invalid(_)), Err(_)) => return,
             (check, parse) => panic!("check gave {check:?} but parse gave {parse:?}"),
         };
         let bytes = frame.to_bytes();
         let again = Frame::parse_within(&mut Cursor::new(&bytes[..]), &Limits::DEFAULT)
-            .unwrap_or_else(|e| panic!("{frame:?} encodes as {bytes:?}, which does not parse: {e}"));
-        assert_eq!(again.to_bytes(), bytes, "{frame:?} does not survive a round trip");
+            .unwrap_or_else(|e| {
+                panic!("{frame:?} encodes as {bytes:?}, which does not parse: {e}")
+            });
+        assert_eq!(
+            again.to_bytes(),
+            bytes,
+            "{frame:?} does not survive a round trip"
+        );
         assert!(parsed.position() as usize > start, "a frame of no bytes");
         start = parsed.position() as usize;
     }
