@@ -21,8 +21,11 @@ use kv_server::config::ClusterConfig;
 use kv_server::resp::{Frame, FrameError, Limits};
 use serde::{de::DeserializeOwned, Serialize};
 
+/// A fuzz target: takes any bytes, panics only on a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its binary and corpus directory.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("resp", resp),
     ("wire", wire),
     ("wal", wal),
