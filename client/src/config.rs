@@ -355,7 +355,13 @@ impl ClusterConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config: ClusterConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        ClusterConfig::parse(&text, path)
+    }
+
+    /// Parses and validates the text of the cluster file at `path` (which names the file in
+    /// errors and anchors its relative directories). Any text gives a config or an error.
+    pub fn parse(text: &str, path: &Path) -> Result<ClusterConfig> {
+        let mut config: ClusterConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
