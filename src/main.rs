@@ -63,6 +63,14 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         host: std::net::IpAddr,
     },
+    /// Create the cluster secret (cluster.secret, mode 0600, beside the cluster file) of a
+    /// cluster made before secrets; copy it to the cluster's other machines, then restart
+    /// its nodes. Refuses to replace a secret that is there.
+    Secret {
+        /// The cluster file.
+        #[arg(long, default_value = "./kv-data/cluster.toml")]
+        cluster: PathBuf,
+    },
     /// Add a KV group to a sharded cluster, on new nodes (appended to the cluster file, their
     /// directories stamped) or on the existing ones; then restart the running nodes one at
     /// a time, start the new ones, and `kv admin join GID`.
@@ -224,6 +232,15 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Up { layout, log_format } => up::run(layout, log_format),
+        Command::Secret { cluster } => {
+            let config = ClusterConfig::load(&cluster)?;
+            let path = config.secret_path();
+            kv_server::auth::create_secret(&path)?;
+            out!("wrote {} (mode 0600)", path.display());
+            out!("next: copy it, at mode 0600, beside the cluster file on every machine of the");
+            out!("      cluster, then restart the nodes");
+            Ok(())
+        }
         Command::Grow {
             cluster,
             nodes,

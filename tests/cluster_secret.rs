@@ -321,3 +321,56 @@ fn init_writes_a_private_secret_and_nodes_refuse_a_missing_or_readable_one() {
         "{stderr}"
     );
 }
+
+/// A cluster made before secrets has no `cluster.secret`, and its nodes refuse to start
+/// without one: `kv secret` creates it (the owner's alone), refuses to replace it, and the
+/// restarted nodes serve what they held.
+#[test]
+fn kv_secret_gives_a_cluster_made_without_one_its_secret() {
+    let mut cluster = Cluster::start(3);
+    let mut client = cluster.client(0, ClientOptions::default());
+    assert_eq!(
+        block_on(client.execute(Op::Put {
+            key: Bytes::from_static(b"before"),
+            value: Bytes::from_static(b"written"),
+        }))
+        .expect("a write"),
+        Reply::Ok
+    );
+    drop(client);
+    for id in 0..cluster.len() {
+        cluster.stop_node(id);
+    }
+    let secret = cluster.config.secret_path();
+    let old = std::fs::read_to_string(&secret).unwrap();
+    std::fs::remove_file(&secret).unwrap();
+    let path = cluster.path.to_str().unwrap().to_string();
+
+    let (ok, stderr) = kv(&["secret", "--cluster", &path]);
+    assert!(ok, "{stderr}");
+    let mode = std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let new = std::fs::read_to_string(&secret).unwrap();
+    assert_eq!(new.trim().len(), 2 * auth::SECRET_RANDOM_BYTES, "{new}");
+    assert_ne!(new, old);
+
+    let (ok, stderr) = kv(&["secret", "--cluster", &path]);
+    assert!(!ok, "a second `kv secret` replaced the secret");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains(auth::SECRET_FILE) && lines[0].contains("already there"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), new);
+
+    for id in 0..cluster.len() {
+        cluster.start_node(id);
+    }
+    cluster.wait_ready_all();
+    assert_eq!(
+        get(&cluster, "before"),
+        Reply::Value(Some(Bytes::from_static(b"written")))
+    );
+    cluster.assert_no_panic();
+}

@@ -101,21 +101,52 @@ pub fn random_secret() -> Result<String, String> {
 
 /// Writes `secret` to `path`, readable and writable by its owner only from the first byte.
 pub fn write_secret(path: &Path, secret: &str) -> Result<(), ConfigError> {
-    let io = |source| ConfigError::Io {
+    save_secret(path, secret, false)
+}
+
+/// Writes a fresh random secret to `path`, which must not exist yet: the secret of a
+/// cluster that has none (one made before secrets), which is then copied to its other
+/// machines. Refuses, changing nothing, if the file is there, since replacing a running
+/// cluster's secret would shut its own nodes and clients out.
+pub fn create_secret(path: &Path) -> Result<(), ConfigError> {
+    let secret = random_secret().map_err(|message| ConfigError::Invalid {
         path: path.to_path_buf(),
-        source,
+        message,
+    })?;
+    save_secret(path, &secret, true)
+}
+
+/// Writes `secret` to `path` at mode 0600 and syncs it; with `new`, only if there was no
+/// such file.
+fn save_secret(path: &Path, secret: &str, new: bool) -> Result<(), ConfigError> {
+    let io = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            return ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: "a cluster secret is already there; refusing to replace it (the \
+                          nodes and clients that read it would be shut out)"
+                    .to_string(),
+            };
+        }
+        ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(0o600);
+    if new {
+        options.create_new(true);
+    } else {
+        options.create(true).truncate(true);
+    }
+    let mut file = options.open(path).map_err(io)?;
     // `mode` applies only to a new file: an old one keeps its permissions unless set.
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(io)?;
-    file.write_all(format!("{secret}\n").as_bytes()).map_err(io)
+    file.write_all(format!("{secret}\n").as_bytes())
+        .map_err(io)?;
+    file.sync_all().map_err(io)
 }
 
 /// Reads the secret at `path`: its owner's alone, at least [`SECRET_BYTES_MIN`] bytes.
@@ -130,7 +161,8 @@ pub fn read_secret(path: &Path) -> Result<Vec<u8>, ConfigError> {
             return Err(invalid(format!(
                 "no cluster secret: every node and native client of a cluster needs the \
                  secret `kv init` writes beside the cluster file (copy it here from the \
-                 cluster's other machines, mode 0600) ({e})"
+                 cluster's other machines, mode 0600; a cluster made before secrets gets \
+                 one from `kv secret`) ({e})"
             )))
         }
         Err(source) => {
