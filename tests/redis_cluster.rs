@@ -440,3 +440,69 @@ fn redis_py_cluster_client_rides_through_a_leader_kill_and_a_shard_move() {
     println!("{text}");
     cluster.assert_no_panic();
 }
+
+/// A shard moved to a group whose old owner is down cannot arrive: the node that masters
+/// its slots (the new group's leader) answers `-TRYAGAIN` after
+/// [`kv_server::sharded::ARRIVAL_WAIT_MAX`] (a cluster client retries), other nodes answer
+/// `-MOVED` to it, and once the old owner is back the shard arrives and its key reads back.
+#[test]
+fn a_shard_that_cannot_arrive_gets_tryagain_until_its_old_owner_is_back() {
+    // The shard master and group 100 on nodes 0-2; group 101 alone on node 3.
+    let mut cluster = Cluster::start_edited(4, shape(2, true), Box::new(|_, _| {}), |config| {
+        for section in [
+            &mut config.master.as_mut().unwrap().nodes,
+            &mut config.groups[0].nodes,
+        ] {
+            *section = vec![0, 1, 2];
+        }
+        config.groups[1].nodes = vec![3];
+    });
+    settle(&cluster, &[0, 1, 2, 3]);
+    let sharding = Sharding::Slots { shards: SHARDS };
+    let config = latest_config(&cluster);
+    let key = (0..)
+        .map(|i| format!("stranded-{i}"))
+        .find(|k| config.owner(ShardId(sharding.shard_of(k.as_bytes()).0)) == Some(GroupId(101)))
+        .unwrap();
+    let slot = slot_of(key.as_bytes());
+    let shard = ShardId(sharding.shard_of_slot(slot).0);
+    let set = raw(cluster.node(0).resp, &[&["ASKING"], &["SET", &key, "kept"]]);
+    assert_eq!(set, ["+OK", "+OK"]);
+
+    cluster.kill_node(3);
+    let moved = master_call(
+        &cluster,
+        shardmaster::Command::Move {
+            shard,
+            group: GroupId(100),
+        },
+    );
+    assert!(matches!(moved, shardmaster::Reply::Changed(_)), "{moved:?}");
+    let ports: Vec<u16> = (0..4).map(|id| cluster.node(id).resp.port()).collect();
+    let master = wait_for(
+        "the nodes of group 100 agree that one of them masters the moved slot",
+        SETTLE_TIMEOUT,
+        || {
+            let first = master_port(&cluster_slots(&cluster, 0), slot);
+            (first != ports[3]
+                && (1..3).all(|id| master_port(&cluster_slots(&cluster, id), slot) == first))
+            .then_some(first)
+        },
+    );
+    let master_id = ports.iter().position(|&p| p == master).unwrap() as u32;
+    let reply = raw(cluster.node(master_id).resp, &[&["GET", &key]]);
+    assert!(reply[0].starts_with("-TRYAGAIN "), "{reply:?}");
+    let other = (0..3).find(|&id| id != master_id).unwrap();
+    let reply = raw(cluster.node(other).resp, &[&["GET", &key]]);
+    assert_eq!(reply, [format!("-MOVED {slot} 127.0.0.1:{master}")]);
+
+    cluster.start_node(3);
+    cluster.wait_ready(3);
+    // The shard arrives; until then each try may still get `-TRYAGAIN`, as a client's would.
+    let got = wait_for("the moved shard arrives", SETTLE_TIMEOUT, || {
+        let reply = raw(cluster.node(master_id).resp, &[&["GET", &key]]);
+        (!reply[0].starts_with("-TRYAGAIN ")).then(|| reply[0].clone())
+    });
+    assert_eq!(got, "kept");
+    cluster.assert_no_panic();
+}

@@ -795,6 +795,8 @@ impl<S: Store> Connection<S> {
         let replies: Vec<Result<Reply, Frame>> = match self.session.store.run(batch.clone()).await {
             Ok(reply) => match batch.split_reply(reply) {
                 Ok(replies) => replies.into_iter().map(Ok).collect(),
+                // The owning group refused the whole batch before running any of it.
+                Err(refused @ Reply::NotHeld(_)) => vec![Ok(refused); ops],
                 Err(other) => vec![Err(Frame::Error(unexpected(other))); ops],
             },
             Err(failure) => vec![Err(failure_frame(&failure)); ops],
