@@ -28,12 +28,15 @@ fn world(seed: u64, lab5: bool) -> ShardWorld {
     w
 }
 
+/// Crashes the churn must have made for a Lab 5 run to count.
+const CHURN_CRASHES_MIN: u32 = 2;
+
 /// Stops the churn; with churn on, it must have crashed replicas.
 fn stop_churn(w: &mut ShardWorld) {
     let churning = w.churn.is_some();
     let crashes = w.stop_churn();
     assert!(
-        !churning || crashes > 2,
+        !churning || crashes > CHURN_CRASHES_MIN,
         "the churn crashed {crashes} replicas"
     );
 }
@@ -194,12 +197,18 @@ struct Mover {
 }
 
 impl Script<ShardWorld> for Mover {
-    fn next(&mut self, _w: &mut ShardWorld, last: Option<ClusterReply>) -> Action {
+    fn next(&mut self, w: &mut ShardWorld, last: Option<ClusterReply>) -> Action {
         let step = self.step;
         self.step += 1;
         match step % 4 {
             0 => {
-                if self.rounds == 3 {
+                // The lab's 3 rounds; with churn, as many more as it takes the churn to
+                // crash replicas under the load (see `stop_churn`).
+                let churned = w
+                    .churn
+                    .as_ref()
+                    .is_none_or(|c| c.crashes > CHURN_CRASHES_MIN);
+                if self.rounds >= 3 && churned {
                     return Action::Finish;
                 }
                 self.rounds += 1;

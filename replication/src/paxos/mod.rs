@@ -161,8 +161,9 @@ pub struct Config {
     /// 2. its own acceptance counts towards a decision, but the acknowledgements that
     ///    complete the decision answer accepts sent in an earlier call, so the acceptance
     ///    (persisted in that call) is durable before anything revealing the decision
-    ///    leaves; early accepts themselves carry no decisions (with a group of one, where
-    ///    a value is decided in the call that proposes it, nothing goes early);
+    ///    leaves — a `Decided` message or a later early accept carrying it (with a group
+    ///    of one, where a value is decided in the call that proposes it, nothing goes
+    ///    early);
     /// 3. a leader that crashes before its acceptance is durable restarts not leading and
     ///    campaigns above its durable promise, so it never reuses the ballot with another
     ///    value.

@@ -19,6 +19,10 @@ use super::{Config, Error, Event, Fate, Output, Result};
 use crate::codec;
 use crate::effects::Persist;
 use crate::rng::Rng;
+
+/// Largest accepted value decisions ride along with; an accept of a larger one leaves the
+/// decisions to a message of their own, so they do not wait behind its transfer.
+const COMMITS_RIDE_VALUE_BYTES_MAX: usize = 64 << 10;
 use crate::timing;
 use crate::types::{NodeId, Time};
 
@@ -117,6 +121,9 @@ pub struct Paxos {
     leader_changes: u64,
     failures: u32,
     pending: BTreeMap<NodeId, Vec<PendingCommit>>,
+    /// Between [`Paxos::hold_decisions`] and [`Paxos::release_decisions`]: decisions wait
+    /// in `pending` rather than leaving at the end of each call.
+    holding_decisions: bool,
     /// The leadership confirmation round in flight, if any.
     confirmation: Option<Confirmation>,
     /// The last round a majority confirmed.
@@ -163,6 +170,7 @@ impl Paxos {
             leader_changes: 0,
             failures: 0,
             pending: BTreeMap::new(),
+            holding_decisions: false,
             confirmation: None,
             confirmed: None,
             log_bytes_since_snapshot: 0,
@@ -829,6 +837,15 @@ impl Paxos {
             .collect()
     }
 
+    /// The decisions pending for `peer` that ride with an accept of a `value_bytes` value:
+    /// none if the value is large, so that no decision waits behind its transfer.
+    fn commits_riding(&mut self, peer: NodeId, value_bytes: usize) -> Vec<Commit> {
+        if value_bytes > COMMITS_RIDE_VALUE_BYTES_MAX {
+            return Vec::new();
+        }
+        self.take_commits(peer)
+    }
+
     /// The decisions pending for `peer` that fit in one message; the rest stay pending.
     fn take_commits(&mut self, peer: NodeId) -> Vec<Commit> {
         match self.pending.remove(&peer) {
@@ -944,10 +961,35 @@ impl Paxos {
         }
     }
 
-    fn end_step(&mut self, out: &mut Output) {
+    /// Until [`Paxos::release_decisions`], the decisions this peer reaches do not leave at
+    /// the end of each call (with `piggyback_commits` off) but wait, and an accept to the
+    /// same peer started meanwhile carries them. A driver that handles a burst of messages
+    /// at once brackets it with the two: under load the burst that decides one instance
+    /// starts the next, whose accepts then carry the decision — a message per peer per
+    /// instance saved — and the decision still leaves when the burst ends.
+    pub fn hold_decisions(&mut self) {
+        self.holding_decisions = true;
+    }
+
+    /// Ends [`Paxos::hold_decisions`]: sends every decision still waiting (unless
+    /// `piggyback_commits` says they wait for the next accept or tick anyway).
+    pub fn release_decisions(&mut self, out: &mut Output) {
+        self.holding_decisions = false;
         if !self.config.piggyback_commits {
             self.flush_commits(out);
         }
+    }
+
+    /// Sends the pending decisions unless they wait: for the next accept or tick
+    /// (`piggyback_commits`), or for the end of a burst ([`Paxos::hold_decisions`]).
+    fn send_decisions_now(&mut self, out: &mut Output) {
+        if !self.config.piggyback_commits && !self.holding_decisions {
+            self.flush_commits(out);
+        }
+    }
+
+    fn end_step(&mut self, out: &mut Output) {
+        self.send_decisions_now(out);
         self.maybe_snapshot(out);
     }
 

@@ -656,6 +656,7 @@ impl<M: StateMachine> Replica<M> {
     /// Everything else (voting, applying, answering) goes on as usual.
     pub fn hold(&mut self) {
         self.held = true;
+        self.paxos.hold_decisions();
     }
 
     /// Settles now unless held: a held replica settles once, at [`Replica::release`],
@@ -672,6 +673,10 @@ impl<M: StateMachine> Replica<M> {
         let mark = out.events.len();
         self.held = false;
         self.settle(now, out);
+        // The decisions of the burst that no new instance's accepts carried.
+        let mut p = paxos::Output::new();
+        self.paxos.release_decisions(&mut p);
+        self.absorb(p, out);
         self.report(mark, out);
     }
 

@@ -200,6 +200,17 @@ pub fn client_servers(replicas: usize, rng: &mut Rng) -> Vec<usize> {
     servers
 }
 
+/// Salt of the draw that picks how a seed's replicas send their decisions.
+const DECISIONS_SALT: u64 = 0x4445_4349_5349_4F4E;
+
+/// Whether `seed`'s replicas let decisions wait for the next accept or tick (the library's
+/// default, `paxos.piggyback_commits`) or send them at the end of each burst, as the
+/// server's nodes do: half the seeds each. Drawn from a generator of its own, so a seed's
+/// other draws are what they were.
+pub fn piggyback_commits(seed: u64) -> bool {
+    Rng::new(seed ^ DECISIONS_SALT).chance(0.5)
+}
+
 /// Runs one seed of `workload`, keeping the last `trace_lines` trace lines for a failure
 /// report; `tune` adjusts the replicas' configuration (mutation tests).
 pub fn run<M: Recorded, W: Workload<M>>(
@@ -225,7 +236,10 @@ pub fn run<M: Recorded, W: Workload<M>>(
         },
     );
     options.random_speeds(&mut rng);
-    let mut cluster = Cluster::<M>::with(seed, options, tune);
+    let mut cluster = Cluster::<M>::with(seed, options, |config| {
+        config.paxos.piggyback_commits = piggyback_commits(seed);
+        tune(config)
+    });
     let mut schedule = Schedule::new(rng, replicas);
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut scripts = workload.clients(&mut cluster, &mut schedule.rng);

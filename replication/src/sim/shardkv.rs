@@ -168,6 +168,9 @@ pub struct WorldOptions {
     pub sharding: Sharding,
     /// The groups' duties.
     pub settings: ShardKvSettings,
+    /// Every replica's `paxos.piggyback_commits` (the library's default: true; the
+    /// server's nodes: false).
+    pub piggyback_commits: bool,
 }
 
 impl Default for WorldOptions {
@@ -180,6 +183,7 @@ impl Default for WorldOptions {
             first_group: 100,
             sharding: Sharding::LAB,
             settings: ShardKvSettings::default(),
+            piggyback_commits: true,
         }
     }
 }
@@ -205,11 +209,16 @@ impl ShardWorld {
         let nodes = layout.nodes();
         let mut sim_options = SimOptions::new(nodes);
         tune(&mut sim_options);
+        let config = |replicas| {
+            let mut config = ReplicaConfig::new(NodeId(0), replicas);
+            config.paxos.piggyback_commits = options.piggyback_commits;
+            config
+        };
         let host = WorldHost::new(
             seed,
             Blueprint {
-                master_config: ReplicaConfig::new(NodeId(0), options.masters),
-                kv_config: ReplicaConfig::new(NodeId(0), options.replicas),
+                master_config: config(options.masters),
+                kv_config: config(options.replicas),
                 settings: options.settings,
                 sharding: options.sharding,
                 initial_joins: Vec::new(),

@@ -57,6 +57,7 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
     let groups = rng.range(2, 5) as usize;
     let options = WorldOptions {
         groups,
+        piggyback_commits: group_sweep::piggyback_commits(seed),
         ..WorldOptions::default()
     };
     let faults = Faults::random(

@@ -339,15 +339,17 @@ impl Paxos {
         let early = self.early();
         for peer in self.others() {
             if early {
-                // No commits ride along: they would reveal decisions that may count this
-                // peer's own acceptance before it is durable.
+                // The decisions waiting for this peer ride along. Each was reached from
+                // acknowledgements of accepts sent in an earlier step (or learned from a
+                // peer that had them), so the acceptances it counts are durable before
+                // this early send leaves (see `Config::early_accepts`).
                 let message = Message {
                     dones: self.dones.clone(),
                     body: Body::Accept {
                         ballot,
                         seq,
                         value: value.clone(),
-                        commits: Vec::new(),
+                        commits: self.commits_riding(peer, value.len()),
                     },
                 };
                 out.send_early.push((peer, message));
@@ -368,7 +370,7 @@ impl Paxos {
         seq: Seq,
         value: Bytes,
     ) {
-        let commits = self.take_commits(peer);
+        let commits = self.commits_riding(peer, value.len());
         self.send(
             out,
             peer,
@@ -430,9 +432,7 @@ impl Paxos {
                 acked: acks.contains(&peer),
             });
         }
-        if !self.config.piggyback_commits {
-            self.flush_commits(out);
-        }
+        self.send_decisions_now(out);
     }
 
     pub(super) fn retry_proposal(&mut self, now: Time, seq: Seq, out: &mut Output) {

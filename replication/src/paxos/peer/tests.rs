@@ -90,3 +90,99 @@ fn a_start_below_min_is_ignored() {
     assert!(out.is_empty());
     assert_eq!(p.status(Seq(0)), Fate::Forgotten);
 }
+
+/// Delivers every message in `out` (sent by `from`) and everything it causes, until the
+/// peers fall quiet.
+fn settle_all(peers: &mut [Paxos], from: NodeId, out: Output) {
+    let mut queue: Vec<(NodeId, NodeId, Message)> = Vec::new();
+    let push = |queue: &mut Vec<_>, from: NodeId, out: Output| {
+        for (to, msg) in out.send_early.into_iter().chain(out.send) {
+            queue.push((from, to, msg));
+        }
+    };
+    push(&mut queue, from, out);
+    while let Some((from, to, msg)) = queue.pop() {
+        let mut out = Output::new();
+        peers[to.index()].on_message(Time::ZERO, from, msg, &mut out);
+        push(&mut queue, to, out);
+    }
+}
+
+/// The sends of `out`, early or not.
+fn sends(out: &Output) -> Vec<&(NodeId, Message)> {
+    out.send_early.iter().chain(&out.send).collect()
+}
+
+#[test]
+fn held_decisions_ride_with_the_next_accepts_or_leave_at_release() {
+    let mut peers: Vec<Paxos> = (0..3)
+        .map(|i| {
+            let mut config = Config::new(NodeId(i), 3);
+            config.piggyback_commits = false;
+            Paxos::new(config, u64::from(i) + 1)
+        })
+        .collect();
+    let me = NodeId(0);
+    let mut out = Output::new();
+    peers[0].start(Time::ZERO, Seq(0), Bytes::from_static(b"a"), &mut out);
+    settle_all(&mut peers, me, out);
+    assert!(peers.iter().all(|p| p.status(Seq(0)) != Fate::Pending));
+
+    // Instance 1's accepts, and one follower's answer to them.
+    let mut out = Output::new();
+    peers[0].start(Time::ZERO, Seq(1), Bytes::from_static(b"b"), &mut out);
+    let (to, accept) = sends(&out)[0].clone();
+    let mut answer = Output::new();
+    peers[to.index()].on_message(Time::ZERO, me, accept, &mut answer);
+    let (_, accepted) = sends(&answer)[0].clone();
+
+    // A held burst: the answer decides instance 1, instance 2 starts, and its accepts carry
+    // the decision; nothing is left for the release.
+    peers[0].hold_decisions();
+    let mut burst = Output::new();
+    peers[0].on_message(Time::ZERO, to, accepted, &mut burst);
+    assert!(peers[0].status(Seq(1)) != Fate::Pending);
+    assert!(sends(&burst).is_empty(), "{burst:?}");
+    peers[0].start(Time::ZERO, Seq(2), Bytes::from_static(b"c"), &mut burst);
+    let carried: Vec<Seq> = sends(&burst)
+        .iter()
+        .flat_map(|(_, m)| match &m.body {
+            Body::Accept { seq, commits, .. } => {
+                assert_eq!(*seq, Seq(2));
+                commits.iter().map(|c| c.seq).collect::<Vec<Seq>>()
+            }
+            other => panic!("only accepts leave in the burst: {other:?}"),
+        })
+        .collect();
+    assert_eq!(carried, [Seq(1), Seq(1)]);
+    let mut released = Output::new();
+    peers[0].release_decisions(&mut released);
+    assert!(sends(&released).is_empty(), "{released:?}");
+    settle_all(&mut peers, me, burst);
+    assert!(peers.iter().all(|p| p.status(Seq(2)) != Fate::Pending));
+
+    // A decision no accept carried leaves at the release.
+    let mut out = Output::new();
+    peers[0].start(Time::ZERO, Seq(3), Bytes::from_static(b"d"), &mut out);
+    let (to, accept) = sends(&out)[0].clone();
+    let mut answer = Output::new();
+    peers[to.index()].on_message(Time::ZERO, me, accept, &mut answer);
+    let (_, accepted) = sends(&answer)[0].clone();
+    peers[0].hold_decisions();
+    let mut burst = Output::new();
+    peers[0].on_message(Time::ZERO, to, accepted, &mut burst);
+    assert!(sends(&burst).is_empty(), "{burst:?}");
+    let mut released = Output::new();
+    peers[0].release_decisions(&mut released);
+    let decided: Vec<NodeId> = sends(&released)
+        .iter()
+        .map(|(to, m)| {
+            assert!(
+                matches!(&m.body, Body::Decided { commits } if commits[0].seq == Seq(3)),
+                "{m:?}"
+            );
+            *to
+        })
+        .collect();
+    assert_eq!(decided, [NodeId(1), NodeId(2)]);
+}
