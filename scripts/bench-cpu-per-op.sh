@@ -4,7 +4,8 @@
 # /proc, the instances decided from /metrics.
 # Usage: scripts/bench-cpu-per-op.sh [kv binary] (default target/release/kv)
 # Env: CLIENTS (50), DUR (8 s), GROUPS_LIST ("1 3"), TMPBASE (parent of the data
-# directories, e.g. /dev/shm to take fsync out of the picture).
+# directories, e.g. /dev/shm to take fsync out of the picture), THREADS (each node's
+# `--threads`; default: the node's own default).
 set -uo pipefail
 KV=${1:-target/release/kv}
 CLIENTS=${CLIENTS:-50}
@@ -18,7 +19,7 @@ for groups in ${GROUPS_LIST:-1 3}; do
   dir=$(mktemp -d ${TMPBASE:+-p "$TMPBASE"})
   "$KV" init --dir "$dir" --groups "$groups" --shards 64 --resp-port 26380 --peer-port 27380 --admin-port 29380 >/dev/null
   pids=()
-  for id in 0 1 2; do "$KV" node --cluster "$dir/cluster.toml" --id "$id" >"$dir/node-$id.log" 2>&1 & pids+=($!); done
+  for id in 0 1 2; do "$KV" node --cluster "$dir/cluster.toml" --id "$id" ${THREADS:+--threads "$THREADS"} >"$dir/node-$id.log" 2>&1 & pids+=($!); done
   for _ in $(seq 100); do
     ready=0
     for port in 29380 29381 29382; do curl -sf "127.0.0.1:$port/readyz" >/dev/null && ready=$((ready + 1)); done

@@ -97,6 +97,14 @@ enum Command {
         /// line, with `timestamp`, `level`, `target` and `fields`) for log collectors.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Threads that run the node's network and replicas. With 1 everything runs on one
+        /// thread, where a message from the network reaches a replica by a function call
+        /// rather than a cross-thread wake-up; more let a sharded node's replicas run in
+        /// parallel. Default: 1 for an unsharded or primary/backup node (one replica), one
+        /// per CPU for a sharded node. `kv up`, whose nodes share one machine, gives each
+        /// sharded node its share of the CPUs.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        threads: Option<u16>,
     },
     /// Read a key.
     Get {
@@ -275,7 +283,8 @@ fn run(cli: Cli) -> Result<()> {
             cluster,
             id,
             log_format,
-        } => run_node(cluster, id, log_format),
+            threads,
+        } => run_node(cluster, id, log_format, threads),
         Command::Get { key, target } => client_op(target, Op::Get { key: key.into() }),
         Command::Put { key, value, target } => client_op(
             target,
@@ -345,22 +354,22 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn run_node(cluster: PathBuf, id: u32, log_format: LogFormat) -> Result<()> {
+fn run_node(cluster: PathBuf, id: u32, log_format: LogFormat, threads: Option<u16>) -> Result<()> {
     init_logging(log_format);
     let config = ClusterConfig::load(&cluster)?;
-    // One thread runs the node's network and its core: a message handed from a network
-    // task to the core is a function call, not a cross-thread wake-up. The engine's
-    // group-commit writer is the only other thread. On this project's 2-vCPU machine this
-    // carried ~20% more puts/s than a multi-threaded runtime (`kv bench`, 50 clients).
-    // A sharded node runs a core per replica it hosts: those run in parallel on a
-    // multi-threaded runtime.
-    // A primary/backup node runs one core, like an unsharded node.
-    let rt = if config.is_sharded() {
-        tokio::runtime::Builder::new_multi_thread()
+    // On one thread, a message handed from a network task to a core is a function call,
+    // not a cross-thread wake-up; the engine's group-commit and snapshot threads are the
+    // only others. On this project's 2-vCPU machine an unsharded node carried ~20% more
+    // puts/s than on a multi-threaded runtime (`kv bench`, 50 clients). A sharded node
+    // runs a core per replica it hosts, which a multi-threaded runtime runs in parallel.
+    let threads = threads.map_or_else(|| default_threads(&config), usize::from);
+    let rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
     } else {
-        tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
             .enable_all()
             .build()
     }
@@ -381,6 +390,15 @@ fn run_node(cluster: PathBuf, id: u32, log_format: LogFormat) -> Result<()> {
         }
     })
     .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// A node's threads unless `--threads` says: see `kv node --threads`.
+pub fn default_threads(config: &ClusterConfig) -> usize {
+    if config.is_sharded() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    }
 }
 
 async fn wait_for_signal() {

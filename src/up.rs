@@ -132,6 +132,10 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat) -> Result<()> {
     // rather than by each node failing to start.
     config.key()?;
     let exe = std::env::current_exe().context("locating the kv binary")?;
+    // The nodes share this machine: a sharded node gets its share of the CPUs (see `kv
+    // node --threads`), not a thread per CPU competing with the others'.
+    let threads = crate::default_threads(&config) / config.nodes.len().max(1);
+    let threads = threads.max(1).to_string();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook_like::SIGINT, signal_hook_like::SIGTERM] {
         signal_hook_like::flag_on(signal, stop.clone())?;
@@ -149,6 +153,7 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat) -> Result<()> {
             .arg(&path)
             .args(["--id", &id.to_string()])
             .args(["--log-format", log_format.arg()])
+            .args(["--threads", &threads])
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)

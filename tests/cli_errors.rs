@@ -71,6 +71,24 @@ fn mistakes_get_one_line_and_a_failing_status() {
     let (ok, stderr) = kv(&["admin", "view", "--cluster", file.to_str().unwrap()]);
     assert!(!ok);
     assert_one_line_error(&stderr, "only a primary-backup cluster has views");
+
+    // A node needs at least one thread.
+    let (ok, stderr) = kv(&[
+        "node",
+        "--cluster",
+        file.to_str().unwrap(),
+        "--id",
+        "0",
+        "--threads",
+        "0",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("error: ")
+            && stderr.contains("--threads")
+            && stderr.contains("1..=1024"),
+        "{stderr}"
+    );
 }
 
 /// Output into a pipe whose reader is gone (`kv ... | head`) ends the command quietly with
