@@ -113,6 +113,24 @@ fn sends(out: &Output) -> Vec<&(NodeId, Message)> {
     out.send_early.iter().chain(&out.send).collect()
 }
 
+/// Peer 0 starts instance `seq`, one follower accepts, and peer 0 takes the answer while
+/// holding its decisions: the instance is decided there and nothing is sent. Returns what
+/// the held call put out.
+fn held_decision(peers: &mut [Paxos], seq: Seq) -> Output {
+    let mut out = Output::new();
+    peers[0].start(Time::ZERO, seq, Bytes::from_static(b"v"), &mut out);
+    let (to, accept) = sends(&out)[0].clone();
+    let mut answer = Output::new();
+    peers[to.index()].on_message(Time::ZERO, NodeId(0), accept, &mut answer);
+    let (_, accepted) = sends(&answer)[0].clone();
+    peers[0].hold_decisions();
+    let mut burst = Output::new();
+    peers[0].on_message(Time::ZERO, to, accepted, &mut burst);
+    assert!(peers[0].status(seq) != Fate::Pending);
+    assert!(sends(&burst).is_empty(), "{burst:?}");
+    burst
+}
+
 #[test]
 fn held_decisions_ride_with_the_next_accepts_or_leave_at_release() {
     let mut peers: Vec<Paxos> = (0..3)
@@ -128,21 +146,9 @@ fn held_decisions_ride_with_the_next_accepts_or_leave_at_release() {
     settle_all(&mut peers, me, out);
     assert!(peers.iter().all(|p| p.status(Seq(0)) != Fate::Pending));
 
-    // Instance 1's accepts, and one follower's answer to them.
-    let mut out = Output::new();
-    peers[0].start(Time::ZERO, Seq(1), Bytes::from_static(b"b"), &mut out);
-    let (to, accept) = sends(&out)[0].clone();
-    let mut answer = Output::new();
-    peers[to.index()].on_message(Time::ZERO, me, accept, &mut answer);
-    let (_, accepted) = sends(&answer)[0].clone();
-
-    // A held burst: the answer decides instance 1, instance 2 starts, and its accepts carry
-    // the decision; nothing is left for the release.
-    peers[0].hold_decisions();
-    let mut burst = Output::new();
-    peers[0].on_message(Time::ZERO, to, accepted, &mut burst);
-    assert!(peers[0].status(Seq(1)) != Fate::Pending);
-    assert!(sends(&burst).is_empty(), "{burst:?}");
+    // A held burst: a follower's answer to instance 1's accepts decides it, instance 2
+    // starts, and its accepts carry the decision; nothing is left for the release.
+    let mut burst = held_decision(&mut peers, Seq(1));
     peers[0].start(Time::ZERO, Seq(2), Bytes::from_static(b"c"), &mut burst);
     let carried: Vec<Seq> = sends(&burst)
         .iter()
@@ -162,16 +168,7 @@ fn held_decisions_ride_with_the_next_accepts_or_leave_at_release() {
     assert!(peers.iter().all(|p| p.status(Seq(2)) != Fate::Pending));
 
     // A decision no accept carried leaves at the release.
-    let mut out = Output::new();
-    peers[0].start(Time::ZERO, Seq(3), Bytes::from_static(b"d"), &mut out);
-    let (to, accept) = sends(&out)[0].clone();
-    let mut answer = Output::new();
-    peers[to.index()].on_message(Time::ZERO, me, accept, &mut answer);
-    let (_, accepted) = sends(&answer)[0].clone();
-    peers[0].hold_decisions();
-    let mut burst = Output::new();
-    peers[0].on_message(Time::ZERO, to, accepted, &mut burst);
-    assert!(sends(&burst).is_empty(), "{burst:?}");
+    held_decision(&mut peers, Seq(3));
     let mut released = Output::new();
     peers[0].release_decisions(&mut released);
     let decided: Vec<NodeId> = sends(&released)
