@@ -3,6 +3,7 @@
 # `kv bench` (native shard clerk) and redis-benchmark through node 0's RESP port, at 50 and
 # 200 clients, with each node process's CPU seconds over each run.
 # Usage: scripts/bench-sharded.sh [kv binary] (default target/release/kv)
+# Env: KV_BENCH_SECONDS (10), THREADS (each node's `--threads`; default: the node's own).
 set -euo pipefail
 KV=${1:-target/release/kv}
 DUR=${KV_BENCH_SECONDS:-10}
@@ -19,7 +20,7 @@ for groups in 1 3; do
   "$KV" init --dir "$dir" --groups "$groups" --shards 64 --resp-port 26380 --peer-port 27380 --admin-port 29380 >/dev/null
   pids=()
   for id in 0 1 2; do
-    "$KV" node --cluster "$dir/cluster.toml" --id "$id" >"$dir/node-$id.log" 2>&1 &
+    "$KV" node --cluster "$dir/cluster.toml" --id "$id" ${THREADS:+--threads "$THREADS"} >"$dir/node-$id.log" 2>&1 &
     pids+=($!)
   done
   for _ in $(seq 100); do
