@@ -341,12 +341,38 @@ fn progress(control: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits until the script has done `more` operations beyond what it had done on entry.
-fn wait_progress(control: &std::path::Path, more: u64, what: &str) {
-    let from = progress(control);
-    wait_for(what, SETTLE_TIMEOUT, || {
-        (progress(control) >= from + more).then_some(())
-    });
+/// The python script, and its output once it has exited.
+struct Script {
+    child: std::process::Child,
+    output: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Script {
+    /// What the script printed (its traceback, if it failed), once it has exited.
+    fn exited(&mut self) -> Option<String> {
+        let status = self.child.try_wait().unwrap()?;
+        let text = self
+            .output
+            .take()
+            .map(|o| o.join().unwrap())
+            .unwrap_or_default();
+        Some(format!("redis-py exited ({status}):\n{text}"))
+    }
+
+    /// Waits until the script has done `more` operations beyond what it had done on
+    /// entry; a script that exits meanwhile fails the test with what it printed.
+    fn wait_progress(&mut self, control: &std::path::Path, more: u64, what: &str) {
+        let from = progress(control);
+        let exited = wait_for(what, SETTLE_TIMEOUT, || {
+            if progress(control) >= from + more {
+                return Some(None);
+            }
+            self.exited().map(Some)
+        });
+        if let Some(text) = exited {
+            panic!("{what}: {text}");
+        }
+    }
 }
 
 #[test]
@@ -377,8 +403,11 @@ fn redis_py_cluster_client_rides_through_a_leader_kill_and_a_shard_move() {
             text
         }
     });
-    let running = |python: &mut std::process::Child| python.try_wait().unwrap().is_none();
-    wait_progress(&control, 500, "redis-py runs");
+    let mut python = Script {
+        child: python,
+        output: Some(output),
+    };
+    python.wait_progress(&control, 500, "redis-py runs");
 
     // SIGKILL a node that masters some slots (its replicas lead groups), then keep going.
     let ports: Vec<u16> = (0..3).map(|id| cluster.node(id).resp.port()).collect();
@@ -398,8 +427,7 @@ fn redis_py_cluster_client_rides_through_a_leader_kill_and_a_shard_move() {
                 .then_some(())
         },
     );
-    wait_progress(&control, 500, "redis-py goes on after the kill");
-    assert!(running(&mut python), "redis-py stopped");
+    python.wait_progress(&control, 500, "redis-py goes on after the kill");
     cluster.start_node(victim);
     cluster.wait_ready(victim);
 
@@ -425,16 +453,12 @@ fn redis_py_cluster_client_rides_through_a_leader_kill_and_a_shard_move() {
             (after.owner(shard) == Some(to)).then_some(())
         },
     );
-    wait_progress(&control, 1500, "redis-py goes on after the move");
-    assert!(running(&mut python), "redis-py stopped");
+    python.wait_progress(&control, 1500, "redis-py goes on after the move");
 
     std::fs::write(control.join("stop"), b"").unwrap();
-    let status = wait_for("redis-py finishes", SETTLE_TIMEOUT, || {
-        python.try_wait().unwrap()
-    });
-    let text = output.join().unwrap();
+    let text = wait_for("redis-py finishes", SETTLE_TIMEOUT, || python.exited());
     assert!(
-        status.success() && text.contains("\nok\n"),
+        text.starts_with("redis-py exited (exit status: 0)") && text.contains("\nok\n"),
         "redis-py RedisCluster failed:\n{text}"
     );
     println!("{text}");
