@@ -3,7 +3,6 @@
 //! second `kv up` on the same directory still has the data.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -18,22 +17,10 @@ fn free_bases() -> (u16, u16, u16) {
 
 /// A base port such that base..base+nodes are free, for each of the three port ranges.
 fn free_bases_for(nodes: u16) -> (u16, u16, u16) {
-    let mut seed = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut pick = || loop {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let base = 20_000 + ((seed >> 33) % 30_000) as u16;
-        if (base..base + nodes).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
-        }
-    };
-    let (a, b, c) = (pick(), pick(), pick());
-    assert!(
-        a.abs_diff(b) >= nodes && b.abs_diff(c) >= nodes && a.abs_diff(c) >= nodes,
-        "overlapping bases"
-    );
-    (a, b, c)
+    // One run of free ports below the ephemeral range (an outgoing connection of another
+    // test can take an ephemeral port at any moment): resp, peer and admin ports in turn.
+    let base = kv_server::ports::free_loopback_run(3 * nodes);
+    (base, base + nodes, base + 2 * nodes)
 }
 
 struct Up {

@@ -29,9 +29,7 @@ fn ephemeral_start() -> u16 {
 pub fn hold_free_loopback(n: usize) -> Vec<TcpListener> {
     let end = ephemeral_start().max(SEARCH_FROM + 1);
     let span = u32::from(end - SEARCH_FROM);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    let start = (hasher.finish() % u64::from(span)) as u32;
+    let start = search_offset(span);
     let mut held = Vec::with_capacity(n);
     for step in 0..span {
         if held.len() == n {
@@ -48,9 +46,51 @@ pub fn hold_free_loopback(n: usize) -> Vec<TcpListener> {
     held
 }
 
+/// The first of `len` consecutive ports, each free on loopback and all below the ephemeral
+/// range, for a starter that numbers its ports from a base (`kv up --resp-port` and the
+/// like, which give node `i` the base plus `i`). Searched as [`hold_free_loopback`]
+/// searches, from an offset of the caller's own.
+pub fn free_loopback_run(len: u16) -> u16 {
+    let end = ephemeral_start();
+    let last_base = end.saturating_sub(len).max(SEARCH_FROM);
+    let span = u32::from(last_base - SEARCH_FROM) + 1;
+    let start = search_offset(span);
+    for step in 0..span {
+        let base = SEARCH_FROM + ((start + step) % span) as u16;
+        let free: Option<Vec<TcpListener>> = (base..base.saturating_add(len))
+            .map(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).ok())
+            .collect();
+        if free.is_some() {
+            return base;
+        }
+    }
+    panic!("no {len} consecutive free loopback ports from {SEARCH_FROM} to {end}");
+}
+
+/// Where a search of `span` ports starts: random per call, so two starters (two test
+/// processes, two threads) seldom look at the same ports.
+fn search_offset(span: u32) -> u32 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    (hasher.finish() % u64::from(span.max(1))) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_of_ports_is_free_and_below_the_ephemeral_range() {
+        let base = free_loopback_run(18);
+        assert!(
+            base >= SEARCH_FROM && base + 18 <= ephemeral_start(),
+            "{base}"
+        );
+        let held: Vec<TcpListener> = (base..base + 18)
+            .map(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).expect("a free port"))
+            .collect();
+        assert_eq!(held.len(), 18);
+    }
 
     #[test]
     fn ports_are_distinct_and_below_the_ephemeral_range() {
