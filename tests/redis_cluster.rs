@@ -7,9 +7,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{redis_cli, wait_for, Cluster, Shape};
 use kv_engine::kv::{slot_of, ShardId, Sharding};
@@ -334,7 +335,7 @@ fn latest_config(cluster: &Cluster) -> std::sync::Arc<Config> {
 }
 
 /// The python script's progress: operations done so far.
-fn progress(control: &std::path::Path) -> u64 {
+fn progress(control: &Path) -> u64 {
     std::fs::read_to_string(control.join("progress"))
         .ok()
         .and_then(|t| t.trim().parse().ok())
@@ -360,17 +361,32 @@ impl Script {
     }
 
     /// Waits until the script has done `more` operations beyond what it had done on
-    /// entry; a script that exits meanwhile fails the test with what it printed.
-    fn wait_progress(&mut self, control: &std::path::Path, more: u64, what: &str) {
+    /// entry; a script that exits meanwhile fails the test with what it printed. One that
+    /// stalls fails it with each client's operation in flight, every python thread's
+    /// stack, and the end of every node's log.
+    fn wait_progress(&mut self, cluster: &Cluster, control: &Path, more: u64, what: &str) {
         let from = progress(control);
-        let exited = wait_for(what, SETTLE_TIMEOUT, || {
-            if progress(control) >= from + more {
-                return Some(None);
+        let started = Instant::now();
+        while progress(control) < from + more {
+            if let Some(text) = self.exited() {
+                panic!("{what}: {text}");
             }
-            self.exited().map(Some)
-        });
-        if let Some(text) = exited {
-            panic!("{what}: {text}");
+            if started.elapsed() > SETTLE_TIMEOUT {
+                let pid = self.child.id().to_string();
+                let _ = Command::new("kill").args(["-USR1", &pid]).status();
+                std::thread::sleep(Duration::from_secs(1));
+                let _ = self.child.kill();
+                let text = wait_for("the stalled script exits", SETTLE_TIMEOUT, || self.exited());
+                let logs: String = (0..cluster.len())
+                    .map(|id| format!("\n--- node {id} log ---\n{}", cluster.log(id)))
+                    .collect();
+                panic!(
+                    "{what}: no {more} more operations within {SETTLE_TIMEOUT:?} (at {} of {})\n{text}{logs}",
+                    progress(control),
+                    from + more
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -407,7 +423,7 @@ fn redis_py_cluster_client_rides_through_a_leader_kill_and_a_shard_move() {
         child: python,
         output: Some(output),
     };
-    python.wait_progress(&control, 500, "redis-py runs");
+    python.wait_progress(&cluster, &control, 500, "redis-py runs");
 
     // SIGKILL a node that masters some slots (its replicas lead groups), then keep going.
     let ports: Vec<u16> = (0..3).map(|id| cluster.node(id).resp.port()).collect();
@@ -427,7 +443,7 @@ fn redis_py_cluster_client_rides_through_a_leader_kill_and_a_shard_move() {
                 .then_some(())
         },
     );
-    python.wait_progress(&control, 500, "redis-py goes on after the kill");
+    python.wait_progress(&cluster, &control, 500, "redis-py goes on after the kill");
     cluster.start_node(victim);
     cluster.wait_ready(victim);
 
@@ -453,7 +469,7 @@ fn redis_py_cluster_client_rides_through_a_leader_kill_and_a_shard_move() {
             (after.owner(shard) == Some(to)).then_some(())
         },
     );
-    python.wait_progress(&control, 1500, "redis-py goes on after the move");
+    python.wait_progress(&cluster, &control, 1500, "redis-py goes on after the move");
 
     std::fs::write(control.join("stop"), b"").unwrap();
     let text = wait_for("redis-py finishes", SETTLE_TIMEOUT, || python.exited());

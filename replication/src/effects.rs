@@ -10,7 +10,9 @@
 //!    before it. A record with `sync: false` is *lazy*: it is appended in order but need not
 //!    be synced before the sends (a crash may lose it, and with it any later lazy record,
 //!    but never an earlier synced one); the driver syncs only if some record of the call
-//!    has `sync: true`;
+//!    has `sync: true`. A [`Persist::Compaction`] is a snapshot the sends need not wait
+//!    for: it is written in order like any snapshot, but a crash may lose it (with the
+//!    records it would have replaced still on disk);
 //! 2. only then hands every `send` to the network;
 //! 3. only then delivers `events` (and, for client-facing cores, replies) upward.
 //!
@@ -50,6 +52,32 @@ pub enum Persist {
     /// is a frozen copy that writes itself: the driver may stream it on another thread
     /// while the core goes on.
     Snapshot(Arc<dyn SnapshotSource>),
+    /// A snapshot of nothing the disk does not already hold: the core could rebuild the
+    /// same state from the records and snapshots persisted before it, so it only lets the
+    /// driver compact the log. Written in order like [`Persist::Snapshot`], but nothing
+    /// waits for it — not the call's sends, events or sync — and a crash before it is
+    /// durable loses only the compaction. (So the node's queue never stalls for the whole
+    /// write of a large snapshot.)
+    Compaction(Arc<dyn SnapshotSource>),
+}
+
+impl Persist {
+    /// The snapshot's source, if this is a snapshot of either kind.
+    pub fn snapshot(&self) -> Option<&Arc<dyn SnapshotSource>> {
+        match self {
+            Persist::Record { .. } => None,
+            Persist::Snapshot(source) | Persist::Compaction(source) => Some(source),
+        }
+    }
+
+    /// Whether the call's sends must wait for this to be durable.
+    pub fn gates_sends(&self) -> bool {
+        match self {
+            Persist::Record { sync, .. } => *sync,
+            Persist::Snapshot(_) => true,
+            Persist::Compaction(_) => false,
+        }
+    }
 }
 
 impl fmt::Debug for Persist {
@@ -66,6 +94,7 @@ impl fmt::Debug for Persist {
                 .field("sync", sync)
                 .finish(),
             Persist::Snapshot(_) => f.write_str("Snapshot"),
+            Persist::Compaction(_) => f.write_str("Compaction"),
         }
     }
 }
@@ -85,7 +114,8 @@ impl PartialEq for Persist {
                     sync: t,
                 },
             ) => a == b && p == q && s == t,
-            (Persist::Snapshot(a), Persist::Snapshot(b)) => Arc::ptr_eq(a, b),
+            (Persist::Snapshot(a), Persist::Snapshot(b))
+            | (Persist::Compaction(a), Persist::Compaction(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }

@@ -166,10 +166,7 @@ impl<M, E> Pipeline<M, E> {
             None
         } else {
             let persist = std::mem::take(&mut out.persist);
-            let must_sync = persist.iter().any(|p| match p {
-                Persist::Record { sync, .. } => *sync,
-                Persist::Snapshot(_) => true,
-            });
+            let must_sync = persist.iter().any(Persist::gates_sends);
             let ticket = must_sync.then(|| {
                 self.issued += 1;
                 self.issued

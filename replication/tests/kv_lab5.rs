@@ -545,3 +545,144 @@ fn steady_overwrites_keep_every_disk_proportional_to_live_data() {
     println!("20,000 overwrites of 100 keys: worst disk / live data = {worst:.2}");
     assert!(worst < 6.0, "disk grew to {worst:.1}x the live data");
 }
+
+/// Beyond the lab: under steady load the replicas of a group take their snapshots in turn,
+/// never all at once (their logs outgrow the threshold at the same instance, and a
+/// snapshot's write and fsync would slow every replica's WAL fsyncs together).
+#[test]
+fn replicas_under_steady_load_snapshot_in_turn() {
+    let mut c = KvCluster::new(62, 3);
+    let clerks: Vec<usize> = (0..8).map(|i| c.clerk_all(i % 3)).collect();
+    let mut rng = Rng::new(62);
+    let value = "v".repeat(1000);
+    // Where each replica's snapshots began: the instance its next snapshot would cover from.
+    let mut taken: Vec<Vec<u64>> = vec![Vec::new(); 3];
+    for round in 0..1500u64 {
+        for (n, &ck) in clerks.iter().enumerate() {
+            let key = format!("key-{}", rng.below(100));
+            c.begin(
+                ck,
+                kv_engine::kv::Op::Put {
+                    key: key.into_bytes().into(),
+                    value: format!("{round}.{n}{value}").into_bytes().into(),
+                },
+            );
+        }
+        assert!(c.wait(&clerks, secs(10)), "round {round} did not finish");
+        for &ck in &clerks {
+            assert!(matches!(c.take_result(ck), Some(Reply::Ok)));
+        }
+        for (i, seen) in taken.iter_mut().enumerate() {
+            let next = c.sim.node(i).map_or(0, |r| r.status().snapshot_next.0);
+            if next > 0 && seen.last() != Some(&next) {
+                seen.push(next);
+            }
+        }
+    }
+    // Two replicas' snapshots "together": taken within a few instances of each other.
+    let together = |a: &[u64], b: &[u64]| {
+        a.iter()
+            .filter(|&&p| b.iter().any(|&q| p.abs_diff(q) <= 2))
+            .count()
+    };
+    let counts: Vec<usize> = taken.iter().map(Vec::len).collect();
+    let overlaps: Vec<usize> = (0..3)
+        .map(|i| together(&taken[i], &taken[(i + 1) % 3]))
+        .collect();
+    println!(
+        "snapshots per replica {counts:?}; taken together with the next replica's {overlaps:?}"
+    );
+    assert!(
+        counts.iter().all(|&n| n >= 20),
+        "too few snapshots: {counts:?}"
+    );
+    for (i, &o) in overlaps.iter().enumerate() {
+        assert!(
+            o * 10 <= counts[i],
+            "replica {i} took {o} of its {} snapshots together with replica {}'s",
+            counts[i],
+            (i + 1) % 3
+        );
+    }
+}
+
+/// Beyond the lab: a snapshot taken to compact the log is written while the replica goes
+/// on, and nothing waits for it — so a crash may lose it after the `done` it implies was
+/// announced. Crashes timed into that window, with the group going on while the replica is
+/// down (so its peers forget what it announced done), lose no acknowledged write, and the
+/// history stays linearizable.
+#[test]
+fn crashes_that_lose_a_compaction_lose_no_acknowledged_write() {
+    let mut c = KvCluster::new(63, 3);
+    let clerks: Vec<usize> = (0..6).map(|i| c.clerk_all(i % 3)).collect();
+    let pad = "p".repeat(200);
+    // Per clerk: its key's value so far, and the token of the append in flight.
+    let mut values = vec![String::new(); clerks.len()];
+    let mut sent = vec![String::new(); clerks.len()];
+    let mut tokens = 0u64;
+    let mut crashes = 0;
+    let mut down: Option<(usize, u64)> = None;
+    for round in 0u64.. {
+        assert!(
+            round < 400_000,
+            "only {crashes} crashes hit a compaction ({tokens} appends)"
+        );
+        for (n, &ck) in clerks.iter().enumerate() {
+            if !c.idle(ck) {
+                continue;
+            }
+            if !sent[n].is_empty() {
+                let reply = c.take_result(ck);
+                assert!(
+                    matches!(reply, Some(Reply::Appended(_))),
+                    "append: {reply:?}"
+                );
+                values[n].push_str(&std::mem::take(&mut sent[n]));
+            }
+            tokens += 1;
+            sent[n] = format!("<{tokens}{pad}>");
+            c.begin(ck, append(&format!("k{n}"), &sent[n]));
+        }
+        c.run_for(Duration::from_micros(500));
+        match down {
+            // Down for 250 ms of the group's progress, then back.
+            Some((i, since)) if round >= since + 500 => {
+                c.sim.restart(i);
+                down = None;
+            }
+            Some(_) => {}
+            None if crashes == 12 => break,
+            None => {
+                if let Some(i) = (0..3).find(|&i| c.sim.compaction_pending(i)) {
+                    kill(&mut c, i);
+                    down = Some((i, round));
+                    crashes += 1;
+                }
+            }
+        }
+    }
+    assert!(c.wait(&clerks, secs(30)), "the last appends did not finish");
+    for (n, &ck) in clerks.iter().enumerate() {
+        if !sent[n].is_empty() {
+            let reply = c.take_result(ck);
+            assert!(
+                matches!(reply, Some(Reply::Appended(_))),
+                "append: {reply:?}"
+            );
+            values[n].push_str(&sent[n]);
+        }
+    }
+    let lost: u64 = (0..3).map(|i| c.sim.counters(i).compactions_lost).sum();
+    let installs: Vec<u64> = (0..3)
+        .map(|i| c.sim.node(i).map_or(0, |r| r.status().installs))
+        .collect();
+    println!(
+        "{tokens} appends; state transfers installed since each replica's last start: {installs:?}"
+    );
+    assert_eq!(lost, 12, "every crash lost the compaction it interrupted");
+    let reader = c.clerk_all(0);
+    for (n, value) in values.iter().enumerate() {
+        assert_eq!(&c.get_str(reader, &format!("k{n}")), value, "key k{n}");
+    }
+    c.check_linearizable();
+}

@@ -30,7 +30,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -443,48 +443,105 @@ struct Reports {
     snapshots_skipped: Arc<AtomicU64>,
 }
 
-/// Hands one call's persists to the writer, in order; the last completion reports
-/// `ticket` durable. Failures are reported whether or not there is a ticket.
+/// Hands one call's persists to the writer, in order. The ticket is reported durable once
+/// every part the call's sends wait for is: each run of records, and each
+/// [`Persist::Snapshot`] (once installed). A [`Persist::Compaction`] is written in order too,
+/// but nothing waits for it. Failures are reported whether or not there is a ticket.
 fn submit(
     commit: &Stream,
     persist: Vec<Persist>,
     ticket: Option<u64>,
     reports: &Reports,
 ) -> Result<(), String> {
-    let count = persist.len();
+    let join = Join::new(&reports.durable, ticket);
     let mut records = Vec::new();
-    for (i, item) in persist.into_iter().enumerate() {
-        let last = i + 1 == count;
-        match item {
-            Persist::Record { kind, payload, .. } => records.push((kind, payload)),
-            Persist::Snapshot(data) => {
-                if !records.is_empty() {
-                    commit
-                        .submit(
-                            std::mem::take(&mut records),
-                            completion(&reports.durable, None),
-                        )
-                        .map_err(|e| e.to_string())?;
-                }
-                let done = snapshot_completion(reports, if last { ticket } else { None });
-                tracing::debug!(bytes = ?data.size_hint(), "writing a snapshot");
-                commit.snapshot(data, done).map_err(|e| e.to_string())?;
+    for item in persist {
+        let (data, gates) = match item {
+            Persist::Record { kind, payload, .. } => {
+                records.push((kind, payload));
+                continue;
             }
+            Persist::Snapshot(data) => (data, true),
+            Persist::Compaction(data) => (data, false),
+        };
+        if !records.is_empty() {
+            commit
+                .submit(std::mem::take(&mut records), join.part())
+                .map_err(|e| e.to_string())?;
         }
+        let done = if gates {
+            join.part()
+        } else {
+            completion(&reports.durable, None)
+        };
+        tracing::debug!(bytes = ?data.size_hint(), gates, "writing a snapshot");
+        commit
+            .snapshot(data, snapshot_completion(reports, done))
+            .map_err(|e| e.to_string())?;
     }
     if !records.is_empty() {
         commit
-            .submit(records, completion(&reports.durable, ticket))
+            .submit(records, join.part())
             .map_err(|e| e.to_string())?;
     }
+    join.close();
     Ok(())
 }
 
-/// A snapshot's completion: like [`completion`], except that a snapshot the store skipped
-/// (no room for it) is counted, logged, and counts as done. Writing it synced every record
-/// before it, which is all its ticket promises; the log it would have compacted stays.
-fn snapshot_completion(reports: &Reports, ticket: Option<u64>) -> kv_engine::group::Completion {
-    let done = completion(&reports.durable, ticket);
+/// Reports a call's ticket durable once each of its parts has completed: one count per
+/// part handed out, plus one the submitter holds until it has handed out the last (so
+/// parts that complete meanwhile cannot report it early).
+struct Join {
+    durable: mpsc::UnboundedSender<Result<u64, String>>,
+    ticket: Option<u64>,
+    left: Arc<AtomicUsize>,
+}
+
+impl Join {
+    fn new(durable: &mpsc::UnboundedSender<Result<u64, String>>, ticket: Option<u64>) -> Join {
+        Join {
+            durable: durable.clone(),
+            ticket,
+            left: Arc::new(AtomicUsize::new(1)),
+        }
+    }
+
+    /// The completion of one more part: a failure is reported at once; the last success
+    /// reports the ticket.
+    fn part(&self) -> kv_engine::group::Completion {
+        self.left.fetch_add(1, Ordering::AcqRel);
+        let (tx, ticket, left) = (self.durable.clone(), self.ticket, self.left.clone());
+        Box::new(move |result| match result {
+            Ok(_) => Join::count_down(&left, &tx, ticket),
+            Err(e) => drop(tx.send(Err(e.to_string()))),
+        })
+    }
+
+    /// Every part is handed out.
+    fn close(self) {
+        Join::count_down(&self.left, &self.durable, self.ticket);
+    }
+
+    fn count_down(
+        left: &AtomicUsize,
+        tx: &mpsc::UnboundedSender<Result<u64, String>>,
+        ticket: Option<u64>,
+    ) {
+        if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(ticket) = ticket {
+                let _ = tx.send(Ok(ticket));
+            }
+        }
+    }
+}
+
+/// A snapshot's completion: a snapshot skipped for want of room is counted and logged, and
+/// then counts as done — the records before it are durable, which is all a ticket
+/// promises; the log it would have compacted stays.
+fn snapshot_completion(
+    reports: &Reports,
+    done: kv_engine::group::Completion,
+) -> kv_engine::group::Completion {
     let skipped = reports.snapshots_skipped.clone();
     Box::new(move |result| match result {
         Err(skip @ kv_engine::Error::SnapshotSkipped { .. }) => {

@@ -15,12 +15,15 @@ kills nodes and moves shards meanwhile):
   every acknowledged token must appear, and nothing else may.
 
 Progress (operations done so far) is written to CONTROL_DIR/progress. Prints a summary,
-then "ok"; any failure raises (a traceback and a failing exit status).
+then "ok"; any failure raises (a traceback and a failing exit status). SIGUSR1 prints
+every thread's stack to stderr (the driving test sends it when progress stalls).
 """
 
 import collections
+import faulthandler
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -44,6 +47,16 @@ def main() -> None:
 
     stop = threading.Event()
     counts = collections.Counter()
+    doing = {}  # each client's operation in flight: (command, key, since)
+
+    def report_stall(_signum, _frame) -> None:
+        now = time.monotonic()
+        for who, (command, key, since) in sorted(doing.items()):
+            print(f"{who}: {command} {key} for {now - since:.1f}s", file=sys.stderr)
+        faulthandler.dump_traceback(all_threads=True)
+        sys.stderr.flush()
+
+    signal.signal(signal.SIGUSR1, report_stall)
     failures = []
     written = {}
     acked = collections.defaultdict(list)
@@ -53,10 +66,12 @@ def main() -> None:
         i = 0
         while not stop.is_set():
             key, value = f"w:{i}", f"v{i}"
+            doing["writer"] = ("SET", key, time.monotonic())
             assert writer.set(key, value) is True
             written[key] = value.encode()
             if i > 0:
                 back = f"w:{i // 2}"
+                doing["writer"] = ("GET", back, time.monotonic())
                 got = writer.get(back)
                 assert got == written[back], (back, got)
             counts["writer"] += 2
@@ -67,6 +82,7 @@ def main() -> None:
         while not stop.is_set():
             key = f"a:{n % APPEND_KEYS}"
             token = f"<{n}>"
+            doing["appender"] = ("APPEND", key, time.monotonic())
             try:
                 appender.append(key, token)
                 acked[key].append(token)

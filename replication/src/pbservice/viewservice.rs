@@ -484,7 +484,7 @@ mod tests {
                         payload: payload.clone(),
                     })
                 }
-                Persist::Snapshot(_) => panic!("no snapshot this early"),
+                Persist::Snapshot(_) | Persist::Compaction(_) => panic!("no snapshot this early"),
             }
         }
         recovered

@@ -36,7 +36,7 @@ impl<M: StateMachine> Replica<M> {
                     self.log_bytes += payload.len() as u64;
                     out.persist.push(persist);
                 }
-                Persist::Snapshot(_) => self.snapshot_wanted = true,
+                Persist::Snapshot(_) | Persist::Compaction(_) => self.snapshot_wanted = true,
             }
         }
         if p.send.is_empty() && p.send_early.is_empty() {

@@ -159,6 +159,9 @@ pub struct ReplicaStatus {
     pub decided: Option<Seq>,
     /// The last applied instance.
     pub applied: Option<Seq>,
+    /// The first instance the latest snapshot this replica took does not cover (so
+    /// `Seq(0)` before its first).
+    pub snapshot_next: Seq,
     /// Paxos `min()`: instances below it are forgotten.
     pub paxos_min: Seq,
     /// Client requests waiting for their instance to be applied.
@@ -718,6 +721,9 @@ impl<M: StateMachine> Replica<M> {
             && !out.persist.iter().any(|p| match p {
                 crate::effects::Persist::Record { kind, .. } => *kind == RECORD_KIND,
                 crate::effects::Persist::Snapshot(_) => true,
+                // Only compacts what is durable already (its `done` may be announced
+                // before it is: see `compaction`).
+                crate::effects::Persist::Compaction(_) => false,
             })
     }
 
@@ -748,6 +754,7 @@ impl<M: StateMachine> Replica<M> {
             ballot: self.paxos.promised(),
             decided: self.paxos.max(),
             applied: self.applied.next.0.checked_sub(1).map(Seq),
+            snapshot_next: self.snapshot_next,
             paxos_min: self.paxos.min(),
             pending_requests: self.waiting.len(),
             incarnation: self.peers[me].incarnation,

@@ -64,6 +64,8 @@ pub struct Outcome {
     /// Reads answered at a read index, not through the log (by the replicas up at the end:
     /// a restart resets a replica's count).
     pub reads_indexed: u64,
+    /// Crashes that lost a compaction still being written (see `Persist::Compaction`).
+    pub compactions_lost: u64,
 }
 
 /// What a range of seeds did, summed.
@@ -83,6 +85,8 @@ pub struct Totals {
     pub restores: u64,
     /// Reads answered at a read index (see [`Outcome::reads_indexed`]).
     pub reads_indexed: u64,
+    /// Crashes that lost a compaction still being written.
+    pub compactions_lost: u64,
 }
 
 impl Totals {
@@ -95,6 +99,7 @@ impl Totals {
         self.wipes += u64::from(outcome.wipes);
         self.restores += u64::from(outcome.restores);
         self.reads_indexed += outcome.reads_indexed;
+        self.compactions_lost += outcome.compactions_lost;
     }
 }
 
@@ -111,6 +116,9 @@ impl std::fmt::Display for Totals {
         )?;
         if self.reads_indexed > 0 {
             write!(f, ", {} reads at a read index", self.reads_indexed)?;
+        }
+        if self.compactions_lost > 0 {
+            write!(f, ", {} compactions lost in crashes", self.compactions_lost)?;
         }
         Ok(())
     }
@@ -260,6 +268,7 @@ pub fn run<M: Recorded, W: Workload<M>>(
                 .filter_map(|i| cluster.sim.node(i))
                 .map(|n| reads_indexed(&crate::node::Node::status(n)))
                 .sum(),
+            compactions_lost: cluster.sim.compactions_lost(),
         }),
         Err(payload) => {
             let message = panic_message(&*payload);

@@ -54,7 +54,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kv_engine::fs::{DiskImage, Fs, SimFs, Torn};
-use kv_engine::store::{Recovered, Store};
+use kv_engine::snapshot::SnapshotSource;
+use kv_engine::store::{Recovered, SnapshotJob, Store};
 
 use crate::effects::{Effects, Persist};
 pub use crate::node::Node;
@@ -64,6 +65,11 @@ use crate::types::{NodeId, Time};
 
 /// Probability that an unreliable node loses an inbound request (lab: 10%).
 pub const UNRELIABLE_REQUEST_LOSS: f64 = 0.1;
+
+/// How long a node takes to write a compaction's file ([`Persist::Compaction`]) after its
+/// step: the window in which a crash loses the compaction while the step's sends are out.
+pub const COMPACTION_WRITE_TIME: Duration = Duration::from_millis(20);
+
 /// Probability that an unreliable node's reply is lost after the request ran (lab: 20%
 /// of the survivors, 18% overall).
 pub const UNRELIABLE_REPLY_LOSS: f64 = 0.2;
@@ -113,6 +119,8 @@ pub struct Counters {
     pub sent: u64,
     /// Crashes injected right after early sends ([`Faults::crash_after_early_send`]).
     pub early_crashes: u64,
+    /// Crashes that lost a compaction whose file was still being written.
+    pub compactions_lost: u64,
 }
 
 struct Slot<N: Node> {
@@ -127,6 +135,9 @@ struct Slot<N: Node> {
     pipeline: Pipeline<N::Msg, N::Event>,
     /// The fsync in flight: it makes durable every ticket up to this one.
     syncing: Option<u64>,
+    /// A [`Persist::Compaction`] begun (the log synced and closed at its index) whose file
+    /// is still being written: a crash before [`COMPACTION_WRITE_TIME`] loses it.
+    compaction: Option<(SnapshotJob, Arc<dyn SnapshotSource>)>,
     /// Messages waiting for the busy node, and whether a run is scheduled.
     inbox: VecDeque<(NodeId, N::Msg)>,
     run_scheduled: bool,
@@ -139,6 +150,7 @@ enum Pending<M> {
     Tick { node: NodeId, incarnation: u64 },
     Fsync { node: NodeId, incarnation: u64 },
     Run { node: NodeId, incarnation: u64 },
+    Compaction { node: NodeId, incarnation: u64 },
 }
 
 /// The simulator. See the module docs.
@@ -201,6 +213,7 @@ impl<H: Host> Sim<H> {
                 incarnation: 0,
                 pipeline: Pipeline::new(),
                 syncing: None,
+                compaction: None,
                 inbox: VecDeque::new(),
                 run_scheduled: false,
                 busy_until: Time::ZERO,
@@ -296,6 +309,11 @@ impl<H: Host> Sim<H> {
             Pending::Tick { node, incarnation } => self.tick(node, incarnation),
             Pending::Fsync { node, incarnation } => self.fsync_done(node, incarnation),
             Pending::Run { node, incarnation } => self.run_burst(node, incarnation),
+            Pending::Compaction { node, incarnation } => {
+                if self.slots[node.index()].incarnation == incarnation {
+                    self.finish_compaction(node);
+                }
+            }
         }
         true
     }
@@ -470,33 +488,73 @@ impl<H: Host> Sim<H> {
     }
 
     /// Appends a step's records (durable only once synced) and writes its snapshots (which
-    /// sync the log first, so everything appended so far is durable after one).
+    /// sync the log first, so everything appended so far is durable after one). A
+    /// compaction's file is written [`COMPACTION_WRITE_TIME`] later, as the server's
+    /// snapshot thread does while the log goes on; one snapshot at a time, so a snapshot
+    /// that comes meanwhile first waits for it.
     fn write(&mut self, id: NodeId, writes: Writes) {
         let seed = self.seed;
-        let slot = &mut self.slots[id.index()];
-        let store = slot.store.as_mut().expect("a running node has a store");
         let mut synced = false;
         for persist in writes.persist {
             match persist {
                 Persist::Record { kind, payload, .. } => {
+                    let store = self.slots[id.index()].store.as_mut();
                     store
+                        .expect("a running node has a store")
                         .append(kind, &payload)
                         .unwrap_or_else(|e| panic!("seed {seed}: {id} append: {e}"));
                     synced = false;
                 }
                 Persist::Snapshot(source) => {
+                    self.finish_compaction(id);
+                    let store = self.slots[id.index()].store.as_mut();
+                    let store = store.expect("a running node has a store");
                     let index = store.next_index() - 1;
                     store
                         .write_snapshot_from(index, &*source)
                         .unwrap_or_else(|e| panic!("seed {seed}: {id} snapshot: {e}"));
                     synced = true;
                 }
+                Persist::Compaction(source) => {
+                    self.finish_compaction(id);
+                    let slot = &mut self.slots[id.index()];
+                    let store = slot.store.as_mut().expect("a running node has a store");
+                    let job = store
+                        .begin_snapshot(store.next_index() - 1)
+                        .unwrap_or_else(|e| panic!("seed {seed}: {id} snapshot: {e}"));
+                    slot.compaction = Some((job, source));
+                    let incarnation = slot.incarnation;
+                    self.schedule(
+                        self.now + COMPACTION_WRITE_TIME,
+                        Pending::Compaction {
+                            node: id,
+                            incarnation,
+                        },
+                    );
+                    synced = true;
+                }
             }
         }
         if synced {
-            let issued = slot.pipeline.issued();
-            slot.pipeline.durable_through(issued);
+            let pipeline = &mut self.slots[id.index()].pipeline;
+            let issued = pipeline.issued();
+            pipeline.durable_through(issued);
         }
+    }
+
+    /// Writes and installs the node's compaction under way, if any.
+    fn finish_compaction(&mut self, id: NodeId) {
+        let seed = self.seed;
+        let slot = &mut self.slots[id.index()];
+        let (Some((job, source)), Some(store)) = (slot.compaction.take(), slot.store.as_mut())
+        else {
+            return;
+        };
+        let index = job.index();
+        let written = job.write(&*source);
+        store
+            .finish_snapshot(index, written)
+            .unwrap_or_else(|e| panic!("seed {seed}: {id} compaction: {e}"));
     }
 
     /// Makes what was appended durable: at once without fsync latency, else by an fsync
@@ -760,6 +818,9 @@ impl<H: Host> Sim<H> {
     pub fn crash(&mut self, i: usize, torn: Torn) {
         self.note(format!("crash n{i} {torn:?}"));
         let slot = &mut self.slots[i];
+        if slot.compaction.take().is_some() {
+            slot.counters.compactions_lost += 1;
+        }
         slot.node = None;
         slot.store = None;
         slot.incarnation += 1;
@@ -846,7 +907,17 @@ impl<H: Host> Sim<H> {
     // Counters.
     // ---------------------------------------------------------------------------------
 
-    /// Node `i`'s message counters (kept across restarts).
+    /// Whether node `i` is writing a compaction's file (a crash now loses it).
+    pub fn compaction_pending(&self, i: usize) -> bool {
+        self.slots[i].compaction.is_some()
+    }
+
+    /// Compactions lost to crashes, over every node.
+    pub fn compactions_lost(&self) -> u64 {
+        self.slots.iter().map(|s| s.counters.compactions_lost).sum()
+    }
+
+    /// Node `i`'s counters (kept across restarts).
     pub fn counters(&self, i: usize) -> Counters {
         self.slots[i].counters
     }

@@ -102,6 +102,7 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
                     .filter_map(|i| world.sim.node(i))
                     .map(|n| group_sweep::reads_indexed(&crate::node::Node::status(n)))
                     .sum(),
+                compactions_lost: world.sim.compactions_lost(),
             })
         }
         Err(payload) => {

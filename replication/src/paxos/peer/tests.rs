@@ -8,7 +8,7 @@ fn records(out: &Output) -> Vec<(u8, Vec<u8>)> {
         .iter()
         .filter_map(|p| match p {
             Persist::Record { kind, payload, .. } => Some((*kind, payload.clone())),
-            Persist::Snapshot(_) => None,
+            Persist::Snapshot(_) | Persist::Compaction(_) => None,
         })
         .collect()
 }
