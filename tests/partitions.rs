@@ -105,6 +105,7 @@ impl Run {
         self.cluster.wait_ready_all();
         let shared = Shared::new(&self.cluster.config).expect("the cluster secret");
         let mut reader = (client(&self.cluster, &shared, 0), DEADLINE * 4);
+        workload::closing_writes(&self.rt, &mut reader, &self.history, self.epoch);
         workload::final_reads(&self.rt, &mut reader, KEYS, &self.history, self.epoch);
         eprintln!(
             "{} operations, {acked} writes acknowledged",

@@ -508,6 +508,25 @@ fn a_rebuild_interrupted_by_a_crash_resumes_after_restart() {
     c.check_linearizable();
 }
 
+/// One round of overwrites: every clerk puts `value` (tagged with the round) to one of 100
+/// keys at once, so instances carry batches as in a loaded group; all must succeed.
+fn overwrite_round(c: &mut KvCluster, clerks: &[usize], rng: &mut Rng, value: &str, round: u64) {
+    for (n, &ck) in clerks.iter().enumerate() {
+        let key = format!("key-{}", rng.below(100));
+        c.begin(
+            ck,
+            kv_engine::kv::Op::Put {
+                key: key.into_bytes().into(),
+                value: format!("{round}.{n}{value}").into_bytes().into(),
+            },
+        );
+    }
+    assert!(c.wait(clerks, secs(10)), "round {round} did not finish");
+    for &ck in clerks {
+        assert!(matches!(c.take_result(ck), Some(Reply::Ok)));
+    }
+}
+
 /// Beyond the lab: a long run of overwrites over a fixed key set. Each replica's disk must
 /// stay proportional to its live data however long the group runs — the snapshot interval
 /// once followed the last snapshot's size, which includes the Paxos instances kept for
@@ -520,21 +539,7 @@ fn steady_overwrites_keep_every_disk_proportional_to_live_data() {
     let value = "v".repeat(1000);
     let mut worst = 0.0f64;
     for round in 0..2500u64 {
-        // Eight clerks at once, so instances carry batches as in a loaded group.
-        for (n, &ck) in clerks.iter().enumerate() {
-            let key = format!("key-{}", rng.below(100));
-            c.begin(
-                ck,
-                kv_engine::kv::Op::Put {
-                    key: key.into_bytes().into(),
-                    value: format!("{round}.{n}{value}").into_bytes().into(),
-                },
-            );
-        }
-        assert!(c.wait(&clerks, secs(10)), "round {round} did not finish");
-        for &ck in &clerks {
-            assert!(matches!(c.take_result(ck), Some(Reply::Ok)));
-        }
+        overwrite_round(&mut c, &clerks, &mut rng, &value, round);
         if round % 100 == 99 {
             for i in 0..3 {
                 let live = c.sim.node(i).map_or(0, |r| r.machine().live_bytes()).max(1);
@@ -558,20 +563,7 @@ fn replicas_under_steady_load_snapshot_in_turn() {
     // Where each replica's snapshots began: the instance its next snapshot would cover from.
     let mut taken: Vec<Vec<u64>> = vec![Vec::new(); 3];
     for round in 0..1500u64 {
-        for (n, &ck) in clerks.iter().enumerate() {
-            let key = format!("key-{}", rng.below(100));
-            c.begin(
-                ck,
-                kv_engine::kv::Op::Put {
-                    key: key.into_bytes().into(),
-                    value: format!("{round}.{n}{value}").into_bytes().into(),
-                },
-            );
-        }
-        assert!(c.wait(&clerks, secs(10)), "round {round} did not finish");
-        for &ck in &clerks {
-            assert!(matches!(c.take_result(ck), Some(Reply::Ok)));
-        }
+        overwrite_round(&mut c, &clerks, &mut rng, &value, round);
         for (i, seen) in taken.iter_mut().enumerate() {
             let next = c.sim.node(i).map_or(0, |r| r.status().snapshot_next.0);
             if next > 0 && seen.last() != Some(&next) {

@@ -92,26 +92,22 @@ fn operation(c: usize, n: u64, keys: u64) -> (Op, Input) {
                 key: key.into_bytes(),
             },
         ),
-        1 => (
-            Op::Put {
-                key: Bytes::from(key.clone()),
-                value: Bytes::from(token.clone()),
-            },
-            Input::Put {
-                key: key.into_bytes(),
-                value: token.into_bytes(),
-            },
-        ),
-        _ => (
-            Op::Append {
-                key: Bytes::from(key.clone()),
-                value: Bytes::from(token.clone()),
-            },
-            Input::Append {
-                key: key.into_bytes(),
-                value: token.into_bytes(),
-            },
-        ),
+        1 => write(key, token, false),
+        _ => write(key, token, true),
+    }
+}
+
+/// A put (or, if `append`, an append) of `token` to `key`, and its model input.
+fn write(key: String, token: String, append: bool) -> (Op, Input) {
+    let (k, v) = (Bytes::from(key.clone()), Bytes::from(token.clone()));
+    let (key, value) = (key.into_bytes(), token.into_bytes());
+    if append {
+        (
+            Op::Append { key: k, value: v },
+            Input::Append { key, value },
+        )
+    } else {
+        (Op::Put { key: k, value: v }, Input::Put { key, value })
     }
 }
 
@@ -223,6 +219,27 @@ pub fn assert_linearizable(history: &History) {
         "history of {} operations: {result}",
         history.len()
     );
+}
+
+/// Writes, as the final reader (client 1000) and recorded, a put to `k0` and then an
+/// append to it, each acknowledged before the next begins: so a final read of `k0` shows an
+/// acknowledged append that began after the write at the start of the value had returned —
+/// what [`assert_a_lost_write_would_show`] takes out — however the load's own last writes
+/// happened to fall.
+pub fn closing_writes<C: Execute>(
+    rt: &tokio::runtime::Runtime,
+    client: &mut C,
+    history: &History,
+    epoch: Instant,
+) {
+    for (n, append) in [(1, false), (2, true)] {
+        let (op, input) = write("k0".into(), format!("[1000.{n}]"), append);
+        let call = history.invoke(1_000, input, clock(epoch));
+        match rt.block_on(client.execute(op)) {
+            Ok(Reply::Ok | Reply::Appended(_)) => history.complete(call, Output::Ok, clock(epoch)),
+            other => panic!("the healed cluster takes a closing write: {other:?}"),
+        }
+    }
 }
 
 /// Panics unless the checker rejects `history` with one acknowledged append taken out of a
