@@ -12,7 +12,7 @@
 //! disk, or on a majority of disks). So a size-triggered snapshot waits for its replica's
 //! *turn*: the instances are cut into windows that rotate among the replicas by index, and
 //! a replica starts one only while the next instance it applies is in a window of its own.
-//! A window is a power of two near an `2 * peers`-th of the instances between two
+//! A window is a power of two near a `2 * peers`-th of the instances between two
 //! snapshots (what every replica of the group measures alike), so the wait stays under
 //! half a snapshot interval and the replicas' snapshots fall in different windows: a
 //! majority keeps fsyncing at full speed while one replica snapshots.

@@ -146,11 +146,30 @@ struct Slot<N: Node> {
 }
 
 enum Pending<M> {
-    Deliver { from: NodeId, to: NodeId, msg: M },
-    Tick { node: NodeId, incarnation: u64 },
-    Fsync { node: NodeId, incarnation: u64 },
-    Run { node: NodeId, incarnation: u64 },
-    Compaction { node: NodeId, incarnation: u64 },
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        msg: M,
+    },
+    Tick {
+        node: NodeId,
+        incarnation: u64,
+    },
+    Fsync {
+        node: NodeId,
+        incarnation: u64,
+    },
+    Run {
+        node: NodeId,
+        incarnation: u64,
+    },
+    /// A compaction's file is written (unless the node crashed meanwhile, or a later
+    /// snapshot already finished the compaction at `index`).
+    Compaction {
+        node: NodeId,
+        incarnation: u64,
+        index: u64,
+    },
 }
 
 /// The simulator. See the module docs.
@@ -309,8 +328,14 @@ impl<H: Host> Sim<H> {
             Pending::Tick { node, incarnation } => self.tick(node, incarnation),
             Pending::Fsync { node, incarnation } => self.fsync_done(node, incarnation),
             Pending::Run { node, incarnation } => self.run_burst(node, incarnation),
-            Pending::Compaction { node, incarnation } => {
-                if self.slots[node.index()].incarnation == incarnation {
+            Pending::Compaction {
+                node,
+                incarnation,
+                index,
+            } => {
+                let slot = &self.slots[node.index()];
+                let same = slot.compaction.as_ref().map(|(job, _)| job.index()) == Some(index);
+                if slot.incarnation == incarnation && same {
                     self.finish_compaction(node);
                 }
             }
@@ -522,6 +547,7 @@ impl<H: Host> Sim<H> {
                     let job = store
                         .begin_snapshot(store.next_index() - 1)
                         .unwrap_or_else(|e| panic!("seed {seed}: {id} snapshot: {e}"));
+                    let index = job.index();
                     slot.compaction = Some((job, source));
                     let incarnation = slot.incarnation;
                     self.schedule(
@@ -529,6 +555,7 @@ impl<H: Host> Sim<H> {
                         Pending::Compaction {
                             node: id,
                             incarnation,
+                            index,
                         },
                     );
                     synced = true;
