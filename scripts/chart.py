@@ -11,9 +11,15 @@ import csv
 import math
 import sys
 
-SYSTEMS = ("redis", "etcd", "kv")
-NAMES = {"redis": "Redis (appendfsync always)", "etcd": "etcd (3 members)", "kv": "kv (3 nodes)"}
-COLOURS = {"redis": "#d62728", "etcd": "#1f77b4", "kv": "#2ca02c"}
+SYSTEMS = ("redis", "etcd", "kv", "kvlease")
+NAMES = {
+    "redis": "Redis (appendfsync always)",
+    "etcd": "etcd (3 members)",
+    "kv": "kv (3 nodes)",
+    "kvlease": "kv, read leases (3 nodes)",
+}
+COLOURS = {"redis": "#d62728", "etcd": "#1f77b4", "kv": "#2ca02c", "kvlease": "#9467bd"}
+KVS = ("kv", "kvlease")
 OPS = ("SET", "GET")
 
 PANEL_W, PANEL_H = 380, 230  # plot area of one panel, in pixels
@@ -43,12 +49,13 @@ def table(cells, systems):
     print()
     for op in OPS:
         for clients in sorted({k[2] for k in cells if k[1] == op}):
-            mine = cells.get(("kv", op, clients))
-            for other in ("redis", "etcd"):
-                theirs = cells.get((other, op, clients))
-                if mine and theirs and float(theirs["ops_per_s"]) > 0:
-                    ratio = float(mine["ops_per_s"]) / float(theirs["ops_per_s"])
-                    print(f"kv / {other} {op} at {clients} clients: {ratio:.2f}x")
+            for kv in KVS:
+                mine = cells.get((kv, op, clients))
+                for other in ("redis", "etcd"):
+                    theirs = cells.get((other, op, clients))
+                    if mine and theirs and float(theirs["ops_per_s"]) > 0:
+                        ratio = float(mine["ops_per_s"]) / float(theirs["ops_per_s"])
+                        print(f"{kv} / {other} {op} at {clients} clients: {ratio:.2f}x")
 
 
 def nice_max(value):

@@ -3,7 +3,8 @@
 #   Redis 7: one node, `appendonly yes`, `appendfsync always` (every write fsynced);
 #   etcd 3.4: 3 members (every write fsynced by a majority; reads linearizable);
 #   kv: `kv init` + 3 `kv node` processes (the default sharded cluster; every write
-#       fsynced by a majority of its group; reads at a read index).
+#       fsynced by a majority of its group; reads at a read index);
+#   kvlease (only if SYSTEMS names it): the same with `--read-lease-ms 300`.
 # Redis and kv are loaded through RESP (kv's clients round-robin over its 3 nodes' RESP
 # ports), etcd through its gRPC API (clients round-robin over its 3 members). For each
 # system and each client count: SET (100 B values over 10,000 keys), then GET of the same
@@ -12,7 +13,7 @@
 # Usage: scripts/compare.sh [results dir]   (default target/compare)
 # Environment: KV (kv binary, default target/release/kv, built if missing),
 #   CLIENTS (default "1 10 50 100"), SECONDS_PER_RUN (default 10), SYSTEMS (default
-#   "redis etcd kv").
+#   "redis etcd kv"; add kvlease for kv with read leases).
 # Writes RESULTS/results.csv (one row per run), RESULTS/machine.txt, and prints a markdown
 # table (scripts/chart.py RESULTS/results.csv --table); scripts/chart.py RESULTS/results.csv
 # docs/compare.svg draws the chart.
@@ -89,19 +90,26 @@ start_etcd() {
   target="etcd://$endpoints"
 }
 
-start_kv() {
-  "$KV" init --dir "$work/kv" --resp-port "$KV_RESP" --peer-port "$KV_PEER" \
-    --admin-port "$KV_ADMIN" >/dev/null
+start_kv_named() { # NAME PORT_OFFSET [kv init flags...]
+  local name=$1 offset=$2; shift 2
+  local resp=$((KV_RESP + offset)) admin=$((KV_ADMIN + offset))
+  "$KV" init --dir "$work/$name" --resp-port "$resp" --peer-port "$((KV_PEER + offset))" \
+    --admin-port "$admin" "$@" >/dev/null
   local id
   for id in 0 1 2; do
-    "$KV" node --cluster "$work/kv/cluster.toml" --id "$id" >"$work/kv-$id.log" 2>&1 &
+    "$KV" node --cluster "$work/$name/cluster.toml" --id "$id" >"$work/$name-$id.log" 2>&1 &
     pids+=($!)
   done
   for id in 0 1 2; do
-    wait_until "kv node $id" curl -sf "127.0.0.1:$((KV_ADMIN + id))/readyz"
+    wait_until "$name node $id" curl -sf "127.0.0.1:$((admin + id))/readyz"
   done
-  target="redis://127.0.0.1:$KV_RESP,127.0.0.1:$((KV_RESP + 1)),127.0.0.1:$((KV_RESP + 2))"
+  target="redis://127.0.0.1:$resp,127.0.0.1:$((resp + 1)),127.0.0.1:$((resp + 2))"
 }
+
+start_kv() { start_kv_named kv 0; }
+
+# The same cluster with leader leases for reads (`kv init --read-lease-ms 300`).
+start_kvlease() { start_kv_named kvlease 10 --read-lease-ms 300; }
 
 cpu_ticks() { # total CPU ticks (user+system) of the given processes
   local t=0 p f

@@ -65,7 +65,7 @@ pub struct BenchArgs {
 /// Where the load goes.
 #[derive(Clone)]
 enum Target {
-    Native(ClusterConfig, Shared),
+    Native(Box<(ClusterConfig, Shared)>),
     Resp(Vec<SocketAddr>),
     Etcd(Vec<SocketAddr>),
 }
@@ -75,7 +75,7 @@ impl Target {
         let Some(url) = &args.target else {
             let config = ClusterConfig::load(&args.cluster)?;
             let shared = Shared::new(&config)?;
-            return Ok(Target::Native(config, shared));
+            return Ok(Target::Native(Box::new((config, shared))));
         };
         let (scheme, list) = url
             .split_once("://")
@@ -97,9 +97,9 @@ impl Target {
     /// Client number `index`'s connection (made on its first op).
     fn driver(&self, index: usize) -> Driver {
         match self {
-            Target::Native(config, shared) => Driver::Native(Box::new(AnyClient::new(
-                config,
-                shared,
+            Target::Native(native) => Driver::Native(Box::new(AnyClient::new(
+                &native.0,
+                &native.1,
                 index,
                 ClientOptions::default(),
             ))),

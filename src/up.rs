@@ -50,6 +50,12 @@ pub struct UpArgs {
     /// its cluster file as `requirepass`; without one, only loopback clients are served.
     #[arg(long, value_name = "PASSWORD")]
     pub requirepass: Option<String>,
+    /// Leader leases for reads in a new cluster, in milliseconds (1..=400; absent: off):
+    /// a leader answers reads without first confirming that it still leads, assuming
+    /// every node's clock runs within 1% of real time (`[read_lease]` in the cluster
+    /// file, where the bound can be changed).
+    #[arg(long, value_name = "MS")]
+    pub read_lease_ms: Option<u64>,
     /// First RESP port of a new cluster (node i listens on port + i).
     #[arg(long, default_value_t = 6380)]
     pub resp_port: u16,
@@ -77,6 +83,7 @@ impl UpArgs {
             admin_port: self.admin_port,
             cluster_id: kv_server::config::random_cluster_id(),
             requirepass: self.requirepass.clone(),
+            read_lease: self.read_lease_ms.map(kv_server::config::ReadLease::new),
         }
     }
 }

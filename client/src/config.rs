@@ -281,6 +281,10 @@ pub struct ClusterConfig {
         skip_serializing_if = "Clone::clone"
     )]
     pub protected_mode: bool,
+    /// Leader leases for reads (absent: off): a leader holding one answers reads without
+    /// confirming its leadership first, assuming clock rates within the stated bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_lease: Option<ReadLease>,
     /// The shard master, if the cluster is sharded; without it the cluster is one
     /// replicated group on every node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -294,6 +298,58 @@ pub struct ClusterConfig {
     /// Where the file was read from (for resolving relative data directories).
     #[serde(skip)]
     pub base: PathBuf,
+}
+
+/// The `[read_lease]` table: leader leases for reads (see the README's Reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadLease {
+    /// How long a replica's acknowledgement binds it to its leader, in milliseconds
+    /// (1..=[`READ_LEASE_MS_MAX`]); the leader counts on it for a little less.
+    pub ms: u64,
+    /// The bound on every node's clock-rate error the lease assumes, in parts per million
+    /// (absent: [`CLOCK_DRIFT_PPM_DEFAULT`], 1%).
+    #[serde(default = "clock_drift_default")]
+    pub clock_drift_ppm: u32,
+}
+
+/// The longest read lease: below the 500 ms a follower waits for a silent leader before
+/// it campaigns, so leases do not lengthen a failover.
+pub const READ_LEASE_MS_MAX: u64 = 400;
+/// The default clock-rate bound of leases: 1% (10,000 ppm), far above what a quartz clock
+/// disciplined or not drifts (tens of ppm).
+pub const CLOCK_DRIFT_PPM_DEFAULT: u32 = 10_000;
+/// The largest clock-rate bound a lease may state: 50%.
+pub const CLOCK_DRIFT_PPM_MAX: u32 = 500_000;
+
+fn clock_drift_default() -> u32 {
+    CLOCK_DRIFT_PPM_DEFAULT
+}
+
+impl ReadLease {
+    /// A lease of `ms` milliseconds with the default clock bound.
+    pub fn new(ms: u64) -> ReadLease {
+        ReadLease {
+            ms,
+            clock_drift_ppm: CLOCK_DRIFT_PPM_DEFAULT,
+        }
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if !(1..=READ_LEASE_MS_MAX).contains(&self.ms) {
+            return Err(format!(
+                "read_lease.ms = {} is out of range: 1..={READ_LEASE_MS_MAX}",
+                self.ms
+            ));
+        }
+        if self.clock_drift_ppm > CLOCK_DRIFT_PPM_MAX {
+            return Err(format!(
+                "read_lease.clock_drift_ppm = {} is out of range: 0..={CLOCK_DRIFT_PPM_MAX}",
+                self.clock_drift_ppm
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn protected_mode_default() -> bool {
@@ -346,6 +402,8 @@ pub struct InitOptions {
     pub cluster_id: u64,
     /// The password RESP clients must give (`requirepass`); `None`: no password.
     pub requirepass: Option<String>,
+    /// Leader leases for reads; `None`: off.
+    pub read_lease: Option<ReadLease>,
 }
 
 impl ClusterConfig {
@@ -404,6 +462,7 @@ impl ClusterConfig {
             ));
         }
         self.validate_mode()
+            .and_then(|()| self.read_lease.map_or(Ok(()), |lease| lease.validate()))
             .and_then(|()| self.validate_groups())
             .map_err(invalid)
     }
@@ -835,6 +894,7 @@ impl ClusterConfig {
             },
         );
         config.requirepass = options.requirepass.clone();
+        config.read_lease = options.read_lease;
         config.validate(dir)?;
         Ok(config)
     }
@@ -863,6 +923,7 @@ impl ClusterConfig {
                 redis_cluster: false,
                 requirepass: None,
                 protected_mode: true,
+                read_lease: None,
                 master: None,
                 groups: Vec::new(),
                 nodes,
@@ -892,6 +953,7 @@ impl ClusterConfig {
             redis_cluster: shape.redis_cluster && shape.groups > 0,
             requirepass: None,
             protected_mode: true,
+            read_lease: None,
             master,
             groups,
             nodes,

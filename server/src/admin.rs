@@ -235,6 +235,12 @@ const FIELDS: &[Field] = &[
         Kind::Counter,
         "Reads sent through the log.",
     ),
+    field(
+        "read_rounds_leased",
+        "kv_read_rounds_leased_total",
+        Kind::Counter,
+        "Read rounds a leader released under its lease, without confirming leadership.",
+    ),
     field("keys", "kv_keys", Kind::Gauge, "Keys held."),
     field(
         "config",

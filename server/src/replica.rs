@@ -2,12 +2,15 @@
 //! production driver (the replica is a [`crate::node::Core`] as it is a
 //! [`kv_replication::node::Node`]).
 
+use std::time::Duration;
+
 use kv_engine::kv::KvState;
 use kv_replication::kvgroup::{Replica, ReplicaConfig};
+use kv_replication::paxos::Lease;
 use kv_replication::types::{NodeId, Time};
 use tokio::sync::watch;
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, ReadLease};
 use crate::redis::GroupStore;
 use crate::run::{run_node, NodeOptions, Start};
 
@@ -28,11 +31,12 @@ pub async fn run_with(
     options: NodeOptions,
 ) -> Result<(), String> {
     let seed = kv_engine_seed(config.cluster_id, id);
+    let lease = config.read_lease;
     run_node(
         config,
         id,
         move |start: Start| {
-            let replica_config = tuned(NodeId(start.id), start.peers);
+            let replica_config = tuned(NodeId(start.id), start.peers, lease);
             Replica::recover(
                 replica_config,
                 KvState::holding_all(kv_replication::kvgroup::SHARDING),
@@ -51,9 +55,13 @@ pub async fn run_with(
 }
 
 /// The replica configuration every node of a real cluster runs with: the library's
-/// defaults, tuned for real processes sharing a disk.
-pub fn tuned(me: NodeId, peers: usize) -> ReplicaConfig {
+/// defaults, tuned for real processes sharing a disk, with the cluster file's leases.
+pub fn tuned(me: NodeId, peers: usize, lease: Option<ReadLease>) -> ReplicaConfig {
     let mut replica_config = ReplicaConfig::new(me, peers);
+    replica_config.paxos.lease = lease.map(|lease| Lease {
+        duration: Duration::from_millis(lease.ms),
+        drift_ppm: lease.clock_drift_ppm,
+    });
     // Send each decision at once rather than on the next accept or tick: followers
     // answer their own clients only once they learn the decision, so waiting for
     // the next tick would cap every follower-attached client at one op per tick.

@@ -114,6 +114,7 @@ fn cluster(dir: &std::path::Path) -> ClusterConfig {
         redis_cluster: false,
         requirepass: None,
         protected_mode: true,
+        read_lease: None,
         master: None,
         groups: Vec::new(),
         nodes: vec![NodeConfig {

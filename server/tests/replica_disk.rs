@@ -33,6 +33,7 @@ fn one_node_cluster(dir: &Path) -> ClusterConfig {
         redis_cluster: false,
         requirepass: None,
         protected_mode: true,
+        read_lease: None,
         master: None,
         groups: Vec::new(),
         nodes: vec![NodeConfig {

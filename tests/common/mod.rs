@@ -102,14 +102,20 @@ impl Cluster {
     /// [`Cluster::start_shaped`] with node `i` listening on `hosts[i]` (an address inside
     /// a network namespace of its own, say) on the ports `kv init` gives by default:
     /// every node has an address of its own, so the ports cannot clash.
-    pub fn start_hosted(hosts: &[IpAddr], shape: Shape, configure: Configure) -> Cluster {
+    /// The cluster file is changed by `edit` before it is written.
+    pub fn start_hosted(
+        hosts: &[IpAddr],
+        shape: Shape,
+        configure: Configure,
+        edit: impl FnOnce(&mut ClusterConfig),
+    ) -> Cluster {
         let nodes = (0..hosts.len() as u32)
             .map(|id| {
                 let at = |port| SocketAddr::new(hosts[id as usize], port);
                 node_config(id, [at(7380), at(6380), at(9380)])
             })
             .collect();
-        Cluster::launch(nodes, shape, configure, |_| {})
+        Cluster::launch(nodes, shape, configure, edit)
     }
 
     /// Writes the cluster file for `nodes`, stamps their directories, starts every node

@@ -16,6 +16,7 @@ fn options() -> InitOptions {
         admin_port: 19000,
         cluster_id: 42,
         requirepass: None,
+        read_lease: None,
     }
 }
 
@@ -257,4 +258,56 @@ fn growing_a_file_whose_ports_interleave_skips_every_port_already_used() {
     ports.sort_unstable();
     ports.dedup();
     assert_eq!(ports.len(), 18, "a port is used twice: {ports:?}");
+}
+
+#[test]
+fn read_leases_are_off_unless_asked_and_out_of_range_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = ClusterConfig::init(dir.path(), &options()).unwrap();
+    assert_eq!(plain.read_lease, None);
+    let text = std::fs::read_to_string(dir.path().join(CLUSTER_FILE)).unwrap();
+    assert!(!text.contains("read_lease"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = InitOptions {
+        read_lease: Some(ReadLease::new(300)),
+        ..options()
+    };
+    ClusterConfig::init(dir.path(), &options).unwrap();
+    let path = dir.path().join(CLUSTER_FILE);
+    let loaded = ClusterConfig::load(&path).unwrap();
+    assert_eq!(
+        loaded.read_lease,
+        Some(ReadLease {
+            ms: 300,
+            clock_drift_ppm: CLOCK_DRIFT_PPM_DEFAULT
+        })
+    );
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let body = text
+        .lines()
+        .filter(|l| {
+            !l.starts_with("ms =") && !l.starts_with("clock_drift_ppm") && *l != "[read_lease]"
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    for (table, reason) in [
+        ("ms = 0", "read_lease.ms = 0 is out of range"),
+        ("ms = 500", "read_lease.ms = 500 is out of range"),
+        (
+            "ms = 100\nclock_drift_ppm = 600000",
+            "clock_drift_ppm = 600000 is out of range",
+        ),
+        ("ms = 100\nskew = 1", "unknown field"),
+    ] {
+        std::fs::write(&path, format!("{body}\n[read_lease]\n{table}\n")).unwrap();
+        let err = ClusterConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains(reason), "{table}: {err}");
+    }
+    std::fs::write(&path, format!("{body}\n[read_lease]\nms = 100\n")).unwrap();
+    assert_eq!(
+        ClusterConfig::load(&path).unwrap().read_lease,
+        Some(ReadLease::new(100))
+    );
 }

@@ -31,6 +31,9 @@
 //! ballot; an acceptor whose promise is higher rejects, one whose promise is lower first
 //! promises the ballot (durably, as for a prepare); a majority of `Confirmed` answers means
 //! no higher ballot had been promised or accepted by a majority when the round started.
+//! With [`Lease`]s on, the acknowledgements of its accepts and confirmations also give the
+//! leader a lease during which it may skip that round ([`Paxos::holds_lease`]), and bind
+//! the acceptors that gave them not to promise another node meanwhile (`peer/lease.rs`).
 //!
 //! # Durability and failure model
 //!
@@ -173,6 +176,37 @@ pub struct Config {
     pub early_accepts: bool,
     /// The peer lost its disk: it must not vote or propose (see module docs).
     pub recovering: bool,
+    /// Leader leases (`None`: off, the default): see [`Lease`].
+    pub lease: Option<Lease>,
+}
+
+/// Leader leases: an acceptor that acknowledges a ballot's accept, confirmation or prepare
+/// promises no other node's ballot for `duration` on its own clock; a leader whose accepts
+/// or confirmation a majority acknowledged may answer reads without a confirmation round
+/// until `duration × (1 − drift) / (1 + drift)` after it sent them, on its clock.
+///
+/// **The assumption:** every peer's clock runs at a rate within `drift_ppm` parts per
+/// million of real time (the rate, not the reading: clocks need not agree on the time,
+/// and a step such as a wall-clock jump must not reach them, which a monotonic clock
+/// guarantees). Beyond that bound a deposed leader can serve stale reads (the simulator
+/// shows it: `replication/tests/kv_lab3b.rs`). The argument is in `peer/lease.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// How long an acceptor's acknowledgement binds it, on its own clock. Keep it below
+    /// [`Config::leader_timeout`]: a node whose leader went silent campaigns after that
+    /// long, and its prepares are refused until the leases it granted end.
+    pub duration: Duration,
+    /// The largest rate error of any peer's clock, in parts per million.
+    pub drift_ppm: u32,
+}
+
+impl Lease {
+    /// How long after sending what a majority acknowledged a leader may count on it.
+    pub fn holder_duration(&self) -> Duration {
+        let ppm = u128::from(self.drift_ppm.min(999_999));
+        let micros = self.duration.as_micros() * (1_000_000 - ppm) / (1_000_000 + ppm);
+        Duration::from_micros(micros as u64)
+    }
 }
 
 impl Config {
@@ -194,6 +228,7 @@ impl Config {
             snapshot_log_bytes_min: 256 * 1024,
             early_accepts: true,
             recovering: false,
+            lease: None,
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::types::{NodeId, Time};
 
 mod confirm;
 mod decisions;
+mod lease;
 mod proposer;
 
 /// How many times a value is forwarded to the presumed leader before proposing directly.
@@ -46,6 +47,8 @@ enum Stage {
         ballot: Ballot,
         value: Bytes,
         acks: BTreeSet<NodeId>,
+        /// When the first of these accepts went out.
+        sent: Time,
     },
 }
 
@@ -80,6 +83,8 @@ struct Confirmation {
     ballot: Ballot,
     /// Peers whose promise was `ballot` when they answered (this peer included).
     acks: BTreeSet<NodeId>,
+    /// When the round went out.
+    started: Time,
     deadline: Time,
     /// Resends so far (each doubles the wait).
     attempts: u32,
@@ -125,6 +130,7 @@ pub struct Paxos {
     confirmation: Option<Confirmation>,
     /// The last round a majority confirmed.
     confirmed: Option<u64>,
+    leases: lease::Leases,
     // Disk accounting.
     log_bytes_since_snapshot: u64,
     /// `log_bytes_since_snapshot` at which the next snapshot check measures the live
@@ -170,6 +176,7 @@ impl Paxos {
             holding_decisions: false,
             confirmation: None,
             confirmed: None,
+            leases: lease::Leases::default(),
             log_bytes_since_snapshot: 0,
             snapshot_check_at: 0,
             min_at_snapshot: Seq::ZERO,
@@ -498,8 +505,10 @@ impl Paxos {
     }
 
     /// Work to do right after (re)start, before any input: a peer created without its
-    /// disk records durably that it is recovering, so a later crash cannot make it a voter.
-    pub fn on_boot(&mut self, out: &mut Output) {
+    /// disk records durably that it is recovering, so a later crash cannot make it a voter;
+    /// with leases, the grant a starting peer assumes runs from `now`.
+    pub fn on_boot(&mut self, now: Time, out: &mut Output) {
+        self.start_leases(now);
         if self.recovering_marker_pending {
             self.recovering_marker_pending = false;
             self.persist(Record::Recovering(true), out);
@@ -658,6 +667,7 @@ impl Paxos {
                 self.persist(Record::Accept { seq, ballot, value }, out);
             }
         }
+        self.grant_lease(now, ballot.node);
         self.send(out, from, Body::Accepted { ballot, seq });
     }
 
@@ -673,9 +683,13 @@ impl Paxos {
             self.send(out, from, Body::Reject { ballot, promised });
             return false;
         }
+        if self.lease_forbids(now, ballot) {
+            return false; // a lease to another node runs: the asker retries
+        }
         self.observe_ballot(now, ballot);
         self.raise_promise(ballot, out);
         self.set_leader(now, ballot.node);
+        self.grant_lease(now, ballot.node);
         true
     }
 

@@ -190,6 +190,8 @@ pub struct ReplicaStatus {
     pub reads_indexed: u64,
     /// Reads sent through the log instead (no leader known, or it did not answer).
     pub reads_logged: u64,
+    /// Read rounds this replica released as leader under a lease, without confirming.
+    pub read_rounds_leased: u64,
     /// Why the replica halted, if it did.
     pub halted: Option<String>,
     /// The machine's own fields.
@@ -769,6 +771,7 @@ impl<M: StateMachine> Replica<M> {
             proposals_failed: self.proposals_failed,
             reads_indexed: self.reads.answered,
             reads_logged: self.reads.logged,
+            read_rounds_leased: self.reads.leased,
             halted: match &self.phase {
                 Phase::Halted(reason) => Some(reason.clone()),
                 _ => None,
@@ -878,6 +881,7 @@ impl ReplicaStatus {
             ("proposals_failed", self.proposals_failed.to_string()),
             ("reads_indexed", self.reads_indexed.to_string()),
             ("reads_logged", self.reads_logged.to_string()),
+            ("read_rounds_leased", self.read_rounds_leased.to_string()),
         ];
         if let Some(reason) = &self.halted {
             fields.push(("halted", reason.clone()));

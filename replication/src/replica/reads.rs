@@ -43,12 +43,19 @@
 //!   noted, so `s` is below an instance `L` knows.
 //!
 //! In every case `s <= known_max` at `t`, so `s < B`. A follower's read arrived before it
-//! asked, hence before the leader's round started. Nothing assumes clocks. Acceptors that
-//! lost their disk take part only after rebuilding their promise from a majority (see
-//! `rebuild`), and confirmations travel as Paxos messages, so incarnation checks apply.
+//! asked, hence before the leader's round started. Without leases (below), nothing
+//! assumes clocks. Acceptors that lost their disk take part only after rebuilding their
+//! promise from a majority (see `rebuild`), and confirmations travel as Paxos messages, so
+//! incarnation checks apply.
 //!
 //! [`ReplicaConfig::unsafe_skip_read_confirmation`] skips the round (tests only: the
 //! sweep must catch the stale reads of a deposed leader that it lets through).
+//!
+//! **Leases.** With [`crate::paxos::Lease`]s on, a leader that holds one releases a round
+//! at once, without confirmation: the grants behind its lease show, until it ends, what a
+//! majority's answers to a round would (the argument is in `paxos/peer/lease.rs`). A
+//! follower still asks the leader, which then answers at once. This rests on the lease's
+//! assumption about clock rates, which nothing above does.
 //!
 //! Reads are never deduplicated: answering one twice is harmless.
 
@@ -85,6 +92,8 @@ pub(super) struct Reads {
     pub answered: u64,
     /// Reads sent through the log instead.
     pub logged: u64,
+    /// Rounds this replica released under a lease, without confirmation.
+    pub leased: u64,
 }
 
 #[derive(Debug)]
@@ -115,6 +124,7 @@ impl Reads {
             counter: self.counter,
             answered: self.answered,
             logged: self.logged,
+            leased: self.leased,
             ..Reads::default()
         };
     }
@@ -177,6 +187,12 @@ impl<M: StateMachine> Replica<M> {
             asks: std::mem::take(&mut self.reads.asks),
         };
         if self.config.unsafe_skip_read_confirmation {
+            self.release_round(round, out);
+            return;
+        }
+        if self.paxos.holds_lease(now) {
+            // The acknowledgements that granted the lease show what a round would.
+            self.reads.leased += 1;
             self.release_round(round, out);
             return;
         }

@@ -182,7 +182,7 @@ impl<M: StateMachine> Replica<M> {
         }
         self.boot_pending = false;
         let mut p = paxos::Output::new();
-        self.paxos.on_boot(&mut p);
+        self.paxos.on_boot(now, &mut p);
         self.absorb(p, out);
         if self.phase.is_verifying() {
             let me = self.config.me.index();
@@ -319,7 +319,7 @@ impl<M: StateMachine> Replica<M> {
         self.paxos = Paxos::from_state(config, self.rng.fork(), None, std::iter::empty())
             .expect("an empty acceptor state always installs");
         let mut p = paxos::Output::new();
-        self.paxos.on_boot(&mut p);
+        self.paxos.on_boot(now, &mut p);
         self.absorb(p, out);
         self.fence = None;
         self.fetched.clear();

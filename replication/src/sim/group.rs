@@ -303,9 +303,14 @@ impl<M: Recorded> Cluster<M> {
             .sum()
     }
 
+    /// The linearizability checker's verdict on the recorded history.
+    pub fn verdict(&self) -> CheckResult {
+        M::check(&self.history)
+    }
+
     /// Checks the recorded history for linearizability; panics with the seed if it is not.
     pub fn check_linearizable(&self) {
-        let verdict = M::check(&self.history);
+        let verdict = self.verdict();
         assert_eq!(
             verdict,
             CheckResult::Ok,

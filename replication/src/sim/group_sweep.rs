@@ -28,6 +28,7 @@ use kv_engine::fs::{DiskImage, Torn};
 
 use super::group::{Cluster, Harness, Recorded, Scripts};
 use super::{panic_message, FaultCeilings, Faults, SimOptions};
+use crate::paxos::Lease;
 use crate::replica::ReplicaConfig;
 use crate::rng::Rng;
 use crate::types::{NodeId, Time};
@@ -64,6 +65,8 @@ pub struct Outcome {
     /// Reads answered at a read index, not through the log (by the replicas up at the end:
     /// a restart resets a replica's count).
     pub reads_indexed: u64,
+    /// Read rounds released under a lease (counted as `reads_indexed` is).
+    pub rounds_leased: u64,
     /// Crashes that lost a compaction still being written (see `Persist::Compaction`).
     pub compactions_lost: u64,
 }
@@ -85,6 +88,8 @@ pub struct Totals {
     pub restores: u64,
     /// Reads answered at a read index (see [`Outcome::reads_indexed`]).
     pub reads_indexed: u64,
+    /// Read rounds released under a lease.
+    pub rounds_leased: u64,
     /// Crashes that lost a compaction still being written.
     pub compactions_lost: u64,
 }
@@ -99,6 +104,7 @@ impl Totals {
         self.wipes += u64::from(outcome.wipes);
         self.restores += u64::from(outcome.restores);
         self.reads_indexed += outcome.reads_indexed;
+        self.rounds_leased += outcome.rounds_leased;
         self.compactions_lost += outcome.compactions_lost;
     }
 }
@@ -117,6 +123,9 @@ impl std::fmt::Display for Totals {
         if self.reads_indexed > 0 {
             write!(f, ", {} reads at a read index", self.reads_indexed)?;
         }
+        if self.rounds_leased > 0 {
+            write!(f, " ({} rounds under a lease)", self.rounds_leased)?;
+        }
         if self.compactions_lost > 0 {
             write!(f, ", {} compactions lost in crashes", self.compactions_lost)?;
         }
@@ -124,12 +133,12 @@ impl std::fmt::Display for Totals {
     }
 }
 
-/// The reads a node answered at a read index, from its status fields (every replica it
-/// hosts).
-pub fn reads_indexed(status: &[(&'static str, String)]) -> u64 {
+/// The sum of a counter over a node's status fields (every replica it hosts): e.g.
+/// `reads_indexed`, the reads it answered at a read index.
+pub fn status_sum(status: &[(&'static str, String)], field: &str) -> u64 {
     status
         .iter()
-        .filter(|(name, _)| *name == "reads_indexed")
+        .filter(|(name, _)| *name == field)
         .filter_map(|(_, value)| value.parse::<u64>().ok())
         .sum()
 }
@@ -219,6 +228,51 @@ pub fn piggyback_commits(seed: u64) -> bool {
     Rng::new(seed ^ DECISIONS_SALT).chance(0.5)
 }
 
+/// The sum of a status counter over every node up in `sim`.
+pub fn cluster_sum<H: super::Host>(sim: &super::Sim<H>, field: &str) -> u64 {
+    (0..sim.len())
+        .filter_map(|i| sim.node(i))
+        .map(|n| status_sum(&crate::node::Node::status(n), field))
+        .sum()
+}
+
+/// Salt of the draw that picks whether a seed's replicas run with leases.
+const LEASES_SALT: u64 = 0x4C45_4153_4553_0001;
+
+/// The clock-rate bound the sweeps' leases assume: 1%.
+pub const SWEEP_DRIFT_PPM: u32 = 10_000;
+
+/// Whether `seed`'s replicas run with leader leases (half the seeds), and if so the lease
+/// (100–1500 ms: often longer than `leader_timeout`, so that followers that stop hearing
+/// the leader campaign while their grants still bind them) and each of `nodes` clocks' rate error, drawn
+/// within the lease's bound. Drawn from a generator of its own, so a seed's other draws
+/// are what they were.
+pub fn leases(seed: u64, nodes: usize) -> Option<(Lease, Vec<i64>)> {
+    let mut rng = Rng::new(seed ^ LEASES_SALT);
+    if !rng.chance(0.5) {
+        return None;
+    }
+    let lease = Lease {
+        duration: Duration::from_millis(rng.range(100, 1500)),
+        drift_ppm: SWEEP_DRIFT_PPM,
+    };
+    let drift = u64::from(SWEEP_DRIFT_PPM);
+    let rates = (0..nodes)
+        .map(|_| rng.range(0, 2 * drift) as i64 - drift as i64)
+        .collect();
+    Some((lease, rates))
+}
+
+/// Sets every node's clock rate as drawn by [`leases`] (nothing if it drew none; rates
+/// drawn for more nodes than the simulator has go unused).
+pub fn drift_clocks<H: super::Host>(sim: &mut super::Sim<H>, leases: &Option<(Lease, Vec<i64>)>) {
+    if let Some((_, rates)) = leases {
+        for (i, ppm) in rates.iter().enumerate().take(sim.len()) {
+            sim.set_clock_rate(i, *ppm);
+        }
+    }
+}
+
 /// Runs one seed of `workload`, keeping the last `trace_lines` trace lines for a failure
 /// report; `tune` adjusts the replicas' configuration (mutation tests).
 pub fn run<M: Recorded, W: Workload<M>>(
@@ -244,10 +298,13 @@ pub fn run<M: Recorded, W: Workload<M>>(
         },
     );
     options.random_speeds(&mut rng);
+    let leases = leases(seed, replicas);
     let mut cluster = Cluster::<M>::with(seed, options, |config| {
         config.paxos.piggyback_commits = piggyback_commits(seed);
+        config.paxos.lease = leases.as_ref().map(|(lease, _)| *lease);
         tune(config)
     });
+    drift_clocks(&mut cluster.sim, &leases);
     let mut schedule = Schedule::new(rng, replicas);
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
         let mut scripts = workload.clients(&mut cluster, &mut schedule.rng);
@@ -264,10 +321,8 @@ pub fn run<M: Recorded, W: Workload<M>>(
             crashes: schedule.crashes,
             wipes: schedule.wipes,
             restores: schedule.restores,
-            reads_indexed: (0..cluster.replicas())
-                .filter_map(|i| cluster.sim.node(i))
-                .map(|n| reads_indexed(&crate::node::Node::status(n)))
-                .sum(),
+            reads_indexed: cluster_sum(&cluster.sim, "reads_indexed"),
+            rounds_leased: cluster_sum(&cluster.sim, "read_rounds_leased"),
             compactions_lost: cluster.sim.compactions_lost(),
         }),
         Err(payload) => {

@@ -44,6 +44,7 @@ pub mod shardmaster;
 pub mod shardmaster_sweep;
 pub mod sweep;
 
+mod clock;
 mod options;
 pub use options::{FaultCeilings, Faults, SimOptions};
 
@@ -57,6 +58,7 @@ use kv_engine::fs::{DiskImage, Fs, SimFs, Torn};
 use kv_engine::snapshot::SnapshotSource;
 use kv_engine::store::{Recovered, SnapshotJob, Store};
 
+use self::clock::Clock;
 use crate::effects::{Effects, Persist};
 pub use crate::node::Node;
 use crate::node::{Pipeline, Writes};
@@ -143,6 +145,8 @@ struct Slot<N: Node> {
     run_scheduled: bool,
     /// The node is busy (with inputs it took) until then.
     busy_until: Time,
+    /// What the node reads as `now`.
+    clock: Clock,
 }
 
 enum Pending<M> {
@@ -236,6 +240,7 @@ impl<H: Host> Sim<H> {
                 inbox: VecDeque::new(),
                 run_scheduled: false,
                 busy_until: Time::ZERO,
+                clock: Clock::default(),
             });
             sim.boot(NodeId(i as u32), false);
         }
@@ -256,6 +261,12 @@ impl<H: Host> Sim<H> {
     /// Current virtual time.
     pub fn now(&self) -> Time {
         self.now
+    }
+
+    /// From now on, node `i`'s clock runs `ppm` parts per million fast (slow if negative).
+    pub fn set_clock_rate(&mut self, i: usize, ppm: i64) {
+        let now = self.now;
+        self.slots[i].clock.set_rate(now, ppm);
     }
 
     /// Number of nodes.
@@ -302,7 +313,8 @@ impl<H: Host> Sim<H> {
     ) -> Option<R> {
         let now = self.now;
         let mut out = Effects::new();
-        let result = f(self.slots[i].node.as_mut()?, now, &mut out);
+        let clock = self.slots[i].clock.read(now);
+        let result = f(self.slots[i].node.as_mut()?, clock, &mut out);
         let slot = &mut self.slots[i];
         slot.busy_until = slot.busy_until.max(now) + self.options.step_cost;
         self.apply(NodeId(i as u32), out);
@@ -398,8 +410,9 @@ impl<H: Host> Sim<H> {
         }
         let now = self.now;
         let mut out = Effects::new();
+        let clock = self.slots[i].clock.read(now);
         match self.slots[i].node.as_mut() {
-            Some(n) => n.on_tick(now, &mut out),
+            Some(n) => n.on_tick(clock, &mut out),
             None => return,
         }
         self.apply(node, out);
@@ -470,14 +483,15 @@ impl<H: Host> Sim<H> {
         let count = burst.len() as u32;
         let now = self.now;
         let mut out = Effects::new();
+        let clock = self.slots[i].clock.read(now);
         let Some(n) = self.slots[i].node.as_mut() else {
             return;
         };
         n.hold();
         for (from, msg) in burst.drain(..) {
-            n.on_message(now, from, msg, &mut out);
+            n.on_message(clock, from, msg, &mut out);
         }
-        n.release(now, &mut out);
+        n.release(clock, &mut out);
         // The emptied buffer goes back for the next burst (the inbox is empty: nothing is
         // delivered during a run).
         self.slots[i].inbox = burst;
@@ -904,7 +918,7 @@ impl<H: Host> Sim<H> {
             recovered,
             wiped,
             seed,
-            now: self.now,
+            now: self.slots[i].clock.read(self.now),
         });
         self.host.booted(id, &node);
         let slot = &mut self.slots[i];
@@ -913,7 +927,7 @@ impl<H: Host> Sim<H> {
         // A new life: whatever was scheduled for the old one (ticks, fsyncs) is void.
         slot.incarnation += 1;
         let incarnation = slot.incarnation;
-        let now = self.now;
+        let now = slot.clock.read(self.now);
         let mut out = Effects::new();
         if let Some(n) = slot.node.as_mut() {
             n.on_boot(now, &mut out);

@@ -24,8 +24,8 @@ impl Node for Paxos {
     type Reply = ();
     type Event = Event;
 
-    fn on_boot(&mut self, _now: Time, out: &mut Effects<Message, Event>) {
-        Paxos::on_boot(self, out)
+    fn on_boot(&mut self, now: Time, out: &mut Effects<Message, Event>) {
+        Paxos::on_boot(self, now, out)
     }
 
     fn on_message(

@@ -103,6 +103,7 @@ pub fn run(seed: u64, trace_lines: usize) -> Result<Outcome, Failure> {
             wipes: schedule.wipes,
             restores: schedule.restores,
             reads_indexed: 0,
+            rounds_leased: 0,
             compactions_lost: world.sim.compactions_lost(),
         }),
         Err(payload) => Err(Failure {

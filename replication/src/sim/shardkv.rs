@@ -171,6 +171,8 @@ pub struct WorldOptions {
     /// Every replica's `paxos.piggyback_commits` (the library's default: true; the
     /// server's nodes: false).
     pub piggyback_commits: bool,
+    /// Every replica's `paxos.lease` (the library's default: none).
+    pub lease: Option<crate::paxos::Lease>,
 }
 
 impl Default for WorldOptions {
@@ -184,6 +186,7 @@ impl Default for WorldOptions {
             sharding: Sharding::LAB,
             settings: ShardKvSettings::default(),
             piggyback_commits: true,
+            lease: None,
         }
     }
 }
@@ -212,6 +215,7 @@ impl ShardWorld {
         let config = |replicas| {
             let mut config = ReplicaConfig::new(NodeId(0), replicas);
             config.paxos.piggyback_commits = options.piggyback_commits;
+            config.paxos.lease = options.lease;
             config
         };
         let host = WorldHost::new(
@@ -673,18 +677,19 @@ impl ShardWorld {
             }
             return;
         }
+        // An answer the node gives at once (a read under a lease, a refusal) is taken at
+        // the next poll, not here: a clerk bouncing between a group that refuses the key
+        // and a shard master that answers at once would otherwise spin at one instant.
         self.sim
             .call(i, |node, now, out| node.on_request(now, tag, request, out));
-        self.drain_events();
     }
 
+    /// Takes the answers the nodes gave so far. Answers given while these are handled
+    /// (calls they lead to) wait for the next poll.
     fn drain_events(&mut self) {
         let seed = self.sim.seed();
-        loop {
+        {
             let events = std::mem::take(&mut self.sim.host_mut().events);
-            if events.is_empty() {
-                return;
-            }
             for (node, event) in events {
                 let (unreliable, rng) = (self.unreliable[node.index()], &mut self.rng);
                 let lost = || unreliable && rng.chance(UNRELIABLE_REPLY_LOSS);

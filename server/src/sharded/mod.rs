@@ -364,8 +364,8 @@ pub fn blueprint(config: &ClusterConfig) -> Blueprint {
     let layout = config.endpoint_layout();
     let shards = config.shards().unwrap_or(1);
     Blueprint {
-        master_config: replica::tuned(NodeId(0), layout.masters.len()),
-        kv_config: replica::tuned(NodeId(0), 1),
+        master_config: replica::tuned(NodeId(0), layout.masters.len(), config.read_lease),
+        kv_config: replica::tuned(NodeId(0), 1, config.read_lease),
         settings: ShardKvSettings::default(),
         sharding: Sharding::Slots { shards },
         initial_joins: config

@@ -21,6 +21,7 @@ impl Paxos {
             round,
             ballot: self.ballot,
             acks,
+            started: now,
             deadline: now + self.config.retry_interval,
             attempts: 0,
         });
@@ -73,6 +74,7 @@ impl Paxos {
         let majority = self.majority();
         if let Some(c) = self.confirmation.take_if(|c| c.acks.len() >= majority) {
             self.confirmed = Some(c.round);
+            self.extend_lease(c.ballot, c.started);
         }
     }
 

@@ -99,6 +99,13 @@ impl Paxos {
         let Some(from) = self.proposals.keys().next().copied() else {
             return;
         };
+        if let Some(until) = self.lease_grant_ending(now, self.config.me) {
+            // This peer's acceptor granted another node a lease: campaign once it ends.
+            for p in self.proposals.values_mut() {
+                p.deadline = p.deadline.max(until);
+            }
+            return;
+        }
         if new_ballot || self.ballot < self.promised {
             let round = self.highest_seen.round.max(self.promised.round) + 1;
             self.ballot = Ballot {
@@ -332,6 +339,7 @@ impl Paxos {
                 ballot,
                 value: value.clone(),
                 acks,
+                sent: now,
             };
             p.deadline = deadline;
             p.attempts = 0;
@@ -386,9 +394,13 @@ impl Paxos {
     pub(super) fn on_accepted(&mut self, from: NodeId, ballot: Ballot, seq: Seq, out: &mut Output) {
         let majority = self.majority();
         if let Some(Proposal {
-            stage: Stage::Accepting {
-                ballot: b, acks, ..
-            },
+            stage:
+                Stage::Accepting {
+                    ballot: b,
+                    acks,
+                    sent,
+                    ..
+                },
             ..
         }) = self.proposals.get_mut(&seq)
         {
@@ -397,6 +409,8 @@ impl Paxos {
                 acks.len() >= majority
             };
             if reached {
+                let sent = *sent;
+                self.extend_lease(ballot, sent);
                 self.decide_as_proposer(seq, out);
             }
             return;
@@ -420,6 +434,7 @@ impl Paxos {
             ballot,
             value,
             acks,
+            ..
         } = proposal.stage
         else {
             unreachable!("decide_as_proposer on a proposal not in phase 2");
@@ -453,6 +468,7 @@ impl Paxos {
                 ballot: b,
                 value,
                 acks,
+                ..
             } if *b == ballot && self.prepared_from.is_some() => {
                 let value = value.clone();
                 let silent: Vec<NodeId> = (0..self.config.peers as u32)

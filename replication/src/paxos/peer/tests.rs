@@ -94,6 +94,11 @@ fn a_start_below_min_is_ignored() {
 /// Delivers every message in `out` (sent by `from`) and everything it causes, until the
 /// peers fall quiet.
 fn settle_all(peers: &mut [Paxos], from: NodeId, out: Output) {
+    settle_at(peers, from, out, Time::ZERO)
+}
+
+/// [`settle_all`] with every peer's clock at `now`.
+fn settle_at(peers: &mut [Paxos], from: NodeId, out: Output, now: Time) {
     let mut queue: Vec<(NodeId, NodeId, Message)> = Vec::new();
     let push = |queue: &mut Vec<_>, from: NodeId, out: Output| {
         for (to, msg) in out.send_early.into_iter().chain(out.send) {
@@ -103,7 +108,7 @@ fn settle_all(peers: &mut [Paxos], from: NodeId, out: Output) {
     push(&mut queue, from, out);
     while let Some((from, to, msg)) = queue.pop() {
         let mut out = Output::new();
-        peers[to.index()].on_message(Time::ZERO, from, msg, &mut out);
+        peers[to.index()].on_message(now, from, msg, &mut out);
         push(&mut queue, to, out);
     }
 }
@@ -182,4 +187,110 @@ fn held_decisions_ride_with_the_next_accepts_or_leave_at_release() {
         })
         .collect();
     assert_eq!(decided, [NodeId(1), NodeId(2)]);
+}
+
+/// A prepare of node 2's at a ballot above everything so far.
+fn prepare_from_2() -> Message {
+    Message {
+        dones: vec![None; 3],
+        body: Body::Prepare {
+            ballot: Ballot {
+                round: 100,
+                node: NodeId(2),
+            },
+            from: Seq(0),
+        },
+    }
+}
+
+#[test]
+fn a_lease_binds_its_acceptors_and_ends_earlier_on_the_holders_clock() {
+    let ms = Time::from_millis;
+    let lease = crate::paxos::Lease {
+        duration: Duration::from_millis(300),
+        drift_ppm: 10_000,
+    };
+    let config = |i: u32| {
+        let mut config = Config::new(NodeId(i), 3);
+        config.lease = Some(lease);
+        config
+    };
+    let mut peers: Vec<Paxos> = (0..3)
+        .map(|i| Paxos::new(config(i), 1 + u64::from(i)))
+        .collect();
+    // Booted at 0, each peer raises its promise for nobody until 300 ms.
+    for p in &mut peers {
+        p.on_boot(ms(0), &mut Output::new());
+    }
+    let mut out = Output::new();
+    peers[0].start(ms(299), Seq(0), Bytes::from_static(b"a"), &mut out);
+    assert!(sends(&out).is_empty(), "campaigned while bound: {out:?}");
+    peers[0].on_tick(ms(300), &mut out);
+    settle_at(&mut peers, NodeId(0), out, ms(300));
+    assert_eq!(
+        peers[0].status(Seq(0)),
+        Fate::Decided(Bytes::from_static(b"a"))
+    );
+
+    // The holder counts 300 ms × 0.99 / 1.01 = 294.06 ms from sending its accepts (at 300).
+    assert_eq!(lease.holder_duration(), Duration::from_micros(294_059));
+    assert!(peers[0].holds_lease(ms(594)));
+    assert!(!peers[0].holds_lease(ms(595)));
+
+    // An acceptor that granted it promises no other node until its own 300 ms are over.
+    let mut out = Output::new();
+    peers[1].on_message(ms(599), NodeId(2), prepare_from_2(), &mut out);
+    assert!(sends(&out).is_empty(), "promised during the lease: {out:?}");
+    let mut out = Output::new();
+    peers[1].on_message(ms(600), NodeId(2), prepare_from_2(), &mut out);
+    assert!(
+        matches!(&sends(&out)[..], [(to, m)] if *to == NodeId(2) && matches!(m.body, Body::Promise { .. })),
+        "{out:?}"
+    );
+
+    // Restarted, an acceptor assumes it granted a lease to no node when it first looks:
+    // it raises its promise for nobody until that ends, but answers at its promise.
+    let mut restarted = Paxos::recover(
+        config(1),
+        9,
+        Some(&peers[1].snapshot_bytes()),
+        std::iter::empty(),
+    )
+    .expect("recover");
+    let confirm = |round, node| Message {
+        dones: vec![None; 3],
+        body: Body::Confirm {
+            ballot: Ballot { round, node },
+            round: 1,
+        },
+    };
+    let mut out = Output::new();
+    restarted.on_message(ms(5_000), NodeId(0), confirm(200, NodeId(0)), &mut out);
+    assert!(
+        sends(&out).is_empty(),
+        "promised right after a restart: {out:?}"
+    );
+    let mut out = Output::new();
+    restarted.on_message(ms(5_100), NodeId(2), confirm(100, NodeId(2)), &mut out);
+    assert!(
+        matches!(&sends(&out)[..], [(_, m)] if matches!(m.body, Body::Confirmed { .. })),
+        "no answer at the promised ballot: {out:?}"
+    );
+    // That answer granted node 2 a lease until 5.4 s: node 0 waits for it.
+    let mut out = Output::new();
+    restarted.on_message(ms(5_399), NodeId(0), confirm(200, NodeId(0)), &mut out);
+    assert!(sends(&out).is_empty(), "{out:?}");
+    let mut out = Output::new();
+    restarted.on_message(ms(5_400), NodeId(0), confirm(200, NodeId(0)), &mut out);
+    assert!(
+        matches!(&sends(&out)[..], [(_, m)] if matches!(m.body, Body::Confirmed { .. })),
+        "{out:?}"
+    );
+
+    // Without leases, nothing waits.
+    let mut plain = Paxos::new(Config::new(NodeId(1), 3), 5);
+    let mut out = Output::new();
+    plain.on_message(ms(0), NodeId(2), prepare_from_2(), &mut out);
+    assert_eq!(sends(&out).len(), 1);
+    assert!(!plain.holds_lease(ms(0)));
 }
