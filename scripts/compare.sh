@@ -3,7 +3,8 @@
 #   Redis 7: one node, `appendonly yes`, `appendfsync always` (every write fsynced);
 #   etcd 3.4: 3 members (every write fsynced by a majority; reads linearizable);
 #   kv: `kv init` + 3 `kv node` processes (the default sharded cluster; every write
-#       fsynced by a majority of its group; reads at a read index);
+#       fsynced by a majority of its group; reads at a read index), each with its share
+#       of the CPUs (`--threads`), as `kv up` runs them;
 #   kvlease (only if SYSTEMS names it): the same with `--read-lease-ms 300`.
 # Redis and kv are loaded through RESP (kv's clients round-robin over its 3 nodes' RESP
 # ports), etcd through its gRPC API (clients round-robin over its 3 members). For each
@@ -95,9 +96,12 @@ start_kv_named() { # NAME PORT_OFFSET [kv init flags...]
   local resp=$((KV_RESP + offset)) admin=$((KV_ADMIN + offset))
   "$KV" init --dir "$work/$name" --resp-port "$resp" --peer-port "$((KV_PEER + offset))" \
     --admin-port "$admin" "$@" >/dev/null
-  local id
+  local id threads=$(($(nproc) / 3))
+  [ "$threads" -ge 1 ] || threads=1
   for id in 0 1 2; do
-    "$KV" node --cluster "$work/$name/cluster.toml" --id "$id" >"$work/$name-$id.log" 2>&1 &
+    # Each node gets its share of the machine's CPUs, as `kv up` gives it.
+    "$KV" node --cluster "$work/$name/cluster.toml" --id "$id" --threads "$threads" \
+      >"$work/$name-$id.log" 2>&1 &
     pids+=($!)
   done
   for id in 0 1 2; do
