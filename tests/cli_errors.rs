@@ -57,8 +57,17 @@ fn mistakes_get_one_line_and_a_failing_status() {
     assert!(!ok);
     assert_one_line_error(&stderr, "out of range");
     assert!(!fresh.exists(), "a failed init left {f} behind");
-    let (ok, stderr) = kv(&["init", "--dir", f]);
+    // A read lease out of range is refused the same way, and leaves nothing behind.
+    for ms in ["0", "401"] {
+        let (ok, stderr) = kv(&["init", "--dir", f, "--read-lease-ms", ms]);
+        assert!(!ok);
+        assert_one_line_error(&stderr, &format!("read_lease.ms = {ms} is out of range"));
+        assert!(!fresh.exists(), "a failed init left {f} behind");
+    }
+    let (ok, stderr) = kv(&["init", "--dir", f, "--read-lease-ms", "300"]);
     assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(fresh.join("cluster.toml")).unwrap();
+    assert!(text.contains("[read_lease]\nms = 300\n"), "{text}");
 
     // Mode mistakes: an unknown mode, and a view asked of a cluster that has none.
     let (ok, stderr) = kv(&["init", "--dir", d, "--mode", "raft"]);
