@@ -5,11 +5,10 @@
 use std::time::Duration;
 
 use kv_engine::kv::Reply;
-use kv_replication::replica::Role;
 use kv_replication::rng::Rng;
 use kv_replication::sim::kv::KvCalls;
 use kv_replication::sim::kv::{
-    append, check_appends, get, put, Action, KvCluster, Script, Scripts,
+    append, check_appends, get, put, value_text, Action, KvCluster, Script, Scripts,
 };
 use kv_replication::sim::script::Harness;
 use kv_replication::sim::SimOptions;
@@ -23,14 +22,6 @@ fn rand_string(rng: &mut Rng, len: usize) -> String {
     (0..len)
         .map(|_| ALPHABET[rng.below(ALPHABET.len() as u64) as usize] as char)
         .collect()
-}
-
-fn value_of(reply: Option<Reply>) -> String {
-    match reply {
-        Some(Reply::Value(v)) => String::from_utf8(v.map(|b| b.to_vec()).unwrap_or_default())
-            .expect("test values are UTF-8"),
-        other => panic!("expected a Get answer, got {other:?}"),
-    }
 }
 
 /// One round of the lab's "concurrent clients": 15 one-shot clients, each bound to one
@@ -176,7 +167,7 @@ impl Script<KvCluster> for SequenceOfAppends {
             },
             1..=3 => {
                 if step == 1 {
-                    self.expected = value_of(last);
+                    self.expected = value_text(last);
                 }
                 let suffix = (step - 1).to_string();
                 self.expected.push_str(&suffix);
@@ -191,7 +182,7 @@ impl Script<KvCluster> for SequenceOfAppends {
                 op: get(&self.key).into(),
             },
             6 | 7 => {
-                assert_eq!(value_of(last), self.expected, "key {}", self.key);
+                assert_eq!(value_text(last), self.expected, "key {}", self.key);
                 if step == 6 {
                     Action::Run {
                         clerk: self.clerk,
@@ -337,7 +328,7 @@ impl Script<KvCluster> for Checker {
         match self.pending.take() {
             Some(written) => self.expected = written,
             None if self.started => {
-                assert_eq!(value_of(last), self.expected, "key {}", self.key);
+                assert_eq!(value_text(last), self.expected, "key {}", self.key);
             }
             None => {}
         }
@@ -489,13 +480,7 @@ fn reads_at_every_replica_append_nothing_to_the_log() {
 fn read_at_deposed_leader(c: &mut KvCluster) -> usize {
     let per_server: Vec<usize> = (0..3).map(|i| c.clerk(&[i])).collect();
     c.put(per_server[0], "k", "old");
-    let leader = (0..3)
-        .find(|&i| {
-            c.sim
-                .node(i)
-                .is_some_and(|r| r.status().role == Role::Leader)
-        })
-        .expect("a leader after a put");
+    let leader = c.leader().expect("a leader after a put");
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     c.sim.partition(&[&others, &[leader]]);
     c.put(per_server[others[0]], "k", "new");
@@ -515,7 +500,7 @@ fn a_deposed_leader_answers_no_read_until_it_hears_from_a_majority() {
         c.wait(&[reader], secs(5)),
         "the read did not complete after heal"
     );
-    assert_eq!(value_of(c.take_result(reader)), "new");
+    assert_eq!(value_text(c.take_result(reader)), "new");
     c.check_linearizable();
 }
 
@@ -527,7 +512,7 @@ fn without_leadership_confirmation_a_deposed_leader_serves_a_stale_read() {
     let reader = read_at_deposed_leader(&mut c);
     assert!(c.idle(reader), "the mutated leader did not answer");
     assert_eq!(
-        value_of(c.take_result(reader)),
+        value_text(c.take_result(reader)),
         "old",
         "the mutation is not exercised"
     );

@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use kv_engine::kv::Reply;
 use kv_replication::paxos::Lease;
-use kv_replication::replica::Role;
-use kv_replication::sim::kv::{get, KvCalls, KvCluster};
+use kv_replication::sim::kv::{get, value_text, KvCalls, KvCluster};
 use kv_replication::sim::SimOptions;
 
 const LEASE: Lease = Lease {
@@ -19,14 +17,6 @@ const LEASE: Lease = Lease {
 
 fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
-}
-
-fn value_of(reply: Option<Reply>) -> String {
-    match reply {
-        Some(Reply::Value(v)) => String::from_utf8(v.map(|b| b.to_vec()).unwrap_or_default())
-            .expect("test values are UTF-8"),
-        other => panic!("expected a Get answer, got {other:?}"),
-    }
 }
 
 fn leased_rounds(c: &KvCluster, i: usize) -> u64 {
@@ -52,13 +42,7 @@ fn read_at_cut_off_leader(
     });
     let per_server: Vec<usize> = (0..3).map(|i| c.clerk(&[i])).collect();
     c.put(per_server[0], "k", "old");
-    let leader = (0..3)
-        .find(|&i| {
-            c.sim
-                .node(i)
-                .is_some_and(|r| r.status().role == Role::Leader)
-        })
-        .expect("a leader after a put");
+    let leader = c.leader().expect("a leader after a put");
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     for i in 0..3 {
         let ppm = if i == leader { leader_ppm } else { others_ppm };
@@ -82,7 +66,7 @@ fn read_at_cut_off_leader(
     let early = c.clerk(&[leader]);
     c.begin(early, get("k"));
     assert!(c.wait(&[early], ms(50)), "no read under the lease");
-    assert_eq!(value_of(c.take_result(early)), "old");
+    assert_eq!(value_text(c.take_result(early)), "old");
 
     c.put(per_server[others[0]], "k", "new");
     c.run_for(ms(1)); // strictly after the put returned
@@ -107,7 +91,7 @@ fn within_the_drift_bound_a_deposed_leader_answers_no_read_after_a_new_write() {
             c.wait(&[late], ms(5000)),
             "seed {seed}: no answer after heal"
         );
-        assert_eq!(value_of(c.take_result(late)), "new");
+        assert_eq!(value_text(c.take_result(late)), "new");
         c.check_linearizable();
     }
 }
@@ -117,7 +101,7 @@ fn beyond_the_drift_bound_a_deposed_leader_serves_a_stale_read() {
     // The leader's clock at a tenth of real speed: far beyond the 10% the lease assumes.
     let (mut c, _, late) = read_at_cut_off_leader(41, -900_000, 100_000);
     assert!(c.idle(late), "the slow leader did not answer");
-    assert_eq!(value_of(c.take_result(late)), "old", "not a stale read");
+    assert_eq!(value_text(c.take_result(late)), "old", "not a stale read");
     assert!(
         !c.verdict().is_ok(),
         "the checker accepted a read of a value overwritten before it began"

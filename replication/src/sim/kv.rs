@@ -86,6 +86,15 @@ impl KvCalls for KvCluster {
 }
 
 impl KvCluster {
+    /// A replica that is up and says it leads, if any.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.replicas()).find(|&i| {
+            self.sim
+                .node(i)
+                .is_some_and(|r| r.status().role == crate::replica::Role::Leader)
+        })
+    }
+
     /// Adds to the history what the Appends on `key` told their clients: an Append answers
     /// with the value's new length, so the value right after it was the first `len` bytes
     /// of `value`, provided `value` was read after every one of them and the key received
@@ -184,6 +193,16 @@ pub fn input_of(op: &Op) -> Input {
         },
         Op::Delete { key } => Input::Delete { key: key.to_vec() },
         Op::Scan(scan) => panic!("a simulated workload issued a scan: {scan:?}"),
+    }
+}
+
+/// A Get's answer as text (a missing key reads as empty, as in the lab); panics on any
+/// other reply, or none.
+pub fn value_text(reply: Option<Reply>) -> String {
+    match reply {
+        Some(Reply::Value(v)) => String::from_utf8(v.map(|b| b.to_vec()).unwrap_or_default())
+            .expect("test values are UTF-8"),
+        other => panic!("expected a Get answer, got {other:?}"),
     }
 }
 
