@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kv_engine::group::{GroupOptions, Stream};
 use kv_engine::kv::Reply;
@@ -251,8 +251,8 @@ where
         durable: durable_tx,
         snapshots_skipped: Arc::default(),
     };
-    let epoch = Instant::now();
-    let now = || Time(epoch.elapsed().as_micros() as u64);
+    let epoch = boot_clock();
+    let now = || Time(boot_clock().saturating_sub(epoch));
     let mut ticker = tokio::time::interval(options.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -564,4 +564,21 @@ fn completion(
         (Ok(_), None) => {}
         (Err(e), _) => drop(tx.send(Err(e.to_string()))),
     })
+}
+
+/// Microseconds on the clock the cores read: CLOCK_BOOTTIME, which is monotonic like
+/// `Instant` (CLOCK_MONOTONIC) but also counts time the machine spent suspended. A leader
+/// lease (`paxos::Lease`) assumes every node's clock advances with real time; a suspended
+/// leader whose clock stood still would wake believing in a lease its acceptors' clocks
+/// had long ended.
+fn boot_clock() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_BOOTTIME exists on every Linux
+    // this runs on (since 2.6.39).
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME) failed");
+    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000
 }

@@ -180,16 +180,19 @@ pub struct Config {
     pub lease: Option<Lease>,
 }
 
-/// Leader leases: an acceptor that acknowledges a ballot's accept, confirmation or prepare
+/// Leader leases: an acceptor that acknowledges a ballot's accept or confirmation
 /// promises no other node's ballot for `duration` on its own clock; a leader whose accepts
 /// or confirmation a majority acknowledged may answer reads without a confirmation round
 /// until `duration × (1 − drift) / (1 + drift)` after it sent them, on its clock.
 ///
-/// **The assumption:** every peer's clock runs at a rate within `drift_ppm` parts per
+/// **The assumptions:** every peer's clock runs at a rate within `drift_ppm` parts per
 /// million of real time (the rate, not the reading: clocks need not agree on the time,
-/// and a step such as a wall-clock jump must not reach them, which a monotonic clock
-/// guarantees). Beyond that bound a deposed leader can serve stale reads (the simulator
-/// shows it: `replication/tests/kv_lab3b.rs`). The argument is in `peer/lease.rs`.
+/// and a step such as a wall-clock jump must not reach them; the server reads
+/// CLOCK_BOOTTIME, which is monotonic and also runs while the machine is suspended), and
+/// every peer runs with the same `Lease` (a leader counts on its own `duration` for the
+/// grants it was given). Beyond the drift bound a deposed leader can serve stale reads
+/// (the simulator shows it: `replication/tests/leases.rs`). The argument is in
+/// `peer/lease.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
     /// How long an acceptor's acknowledgement binds it, on its own clock. Keep it below

@@ -689,7 +689,6 @@ impl Paxos {
         self.observe_ballot(now, ballot);
         self.raise_promise(ballot, out);
         self.set_leader(now, ballot.node);
-        self.grant_lease(now, ballot.node);
         true
     }
 

@@ -137,8 +137,12 @@ impl<M: StateMachine> Replica<M> {
         let state = self.paxos.durable_state();
         let config = super::paxos_config(&self.config);
         let passive = !self.phase.is_active();
-        self.paxos = Paxos::from_state(config, self.rng.fork(), Some(state), std::iter::empty())
+        let mut paxos = Paxos::from_state(config, self.rng.fork(), Some(state), std::iter::empty())
             .expect("a peer's own durable state always installs");
+        // The same process, the same clock: what this acceptor granted still binds it, so
+        // the new peer need not wait out a lease as a started one does.
+        paxos.keep_leases_of(&self.paxos);
+        self.paxos = paxos;
         self.paxos.set_passive(passive);
         let restart: Vec<(Seq, Bytes)> = self
             .inflight

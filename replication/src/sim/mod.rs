@@ -45,6 +45,7 @@ pub mod shardmaster_sweep;
 pub mod sweep;
 
 mod clock;
+mod network;
 mod options;
 pub use options::{FaultCeilings, Faults, SimOptions};
 
@@ -193,6 +194,7 @@ pub struct Sim<H: Host> {
     /// Free slots of `pending`.
     free: Vec<u32>,
     next_order: u64,
+    /// The partition: each node's side (see `network`).
     groups: Option<Vec<usize>>,
     /// Per directed link: when its last transmission ends (bandwidth model).
     links: BTreeMap<(NodeId, NodeId), Time>,
@@ -745,13 +747,6 @@ impl<H: Host> Sim<H> {
         at.max(sent + faults.delay_min)
     }
 
-    fn connected(&self, a: NodeId, b: NodeId) -> bool {
-        match &self.groups {
-            None => true,
-            Some(groups) => groups[a.index()] == groups[b.index()],
-        }
-    }
-
     fn record(&mut self, what: &str, from: NodeId, to: NodeId, msg: &<H::Node as Node>::Msg) {
         // The hash takes the message's size, not its summary: formatting every message
         // would cost more than everything else the simulator does with it.
@@ -808,31 +803,6 @@ impl<H: Host> Sim<H> {
     /// The current fault knobs.
     pub fn faults(&self) -> Faults {
         self.options.faults
-    }
-
-    /// Splits the nodes into groups that can only talk within themselves; nodes listed
-    /// nowhere are isolated.
-    pub fn partition(&mut self, groups: &[&[usize]]) {
-        let n = self.slots.len();
-        let mut assignment: Vec<usize> = (0..n).map(|i| groups.len() + i).collect();
-        for (g, members) in groups.iter().enumerate() {
-            for &m in *members {
-                assignment[m] = g;
-            }
-        }
-        self.note(format!("partition {assignment:?}"));
-        self.groups = Some(assignment);
-    }
-
-    /// True if nodes `a` and `b` can talk under the current partition.
-    pub fn linked(&self, a: usize, b: usize) -> bool {
-        self.connected(NodeId(a as u32), NodeId(b as u32))
-    }
-
-    /// Removes every partition.
-    pub fn heal(&mut self) {
-        self.note("heal".into());
-        self.groups = None;
     }
 
     /// A deaf node receives no requests (replies to its own requests still arrive).

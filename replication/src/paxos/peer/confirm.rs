@@ -56,6 +56,7 @@ impl Paxos {
         out: &mut Output,
     ) {
         if self.promise_to(now, from, ballot, out) {
+            self.grant_lease(now, ballot.node);
             self.send(out, from, Body::Confirmed { ballot, round });
         }
     }

@@ -3,11 +3,12 @@
 //!
 //! # The rules
 //!
-//! - **Acceptor.** Whenever it promises or accepts a ballot (a prepare, a confirmation or
-//!   an accept), it *grants* the ballot's node a lease until `now + duration` on its own
-//!   clock. While a grant to another node runs, it raises its promise to no ballot of a
-//!   different node: a prepare or confirmation from one gets no answer (the asker
-//!   retries), and this peer's own proposer does not campaign. (Answering at the ballot
+//! - **Acceptor.** Whenever it acknowledges an accept or a confirmation of a ballot, it
+//!   *grants* the ballot's node a lease until `now + duration` on its own clock. (Not a
+//!   prepare: a node that is campaigning leads nothing yet, and a campaign that cannot
+//!   win must not bar the others.) While a grant to another node runs, it raises its
+//!   promise to no ballot of a different node: a prepare or confirmation from one gets
+//!   no answer (the asker retries), and this peer's own proposer does not campaign. (Answering at the ballot
 //!   it already promised changes nothing and is allowed.) A peer that starts — a restart,
 //!   a rebuild after a lost or stale disk, a new cluster — does not remember what it
 //!   granted, so at boot ([`Paxos::on_boot`], or the first time it looks) it assumes a
@@ -99,6 +100,13 @@ impl Paxos {
             self.leases.started = true;
             self.leases.granted = Some((NOBODY, now + lease.duration));
         }
+    }
+
+    /// Takes over the grants `old` made, for a peer rebuilt from `old`'s own durable
+    /// state in the same process (not a restart: nothing was forgotten).
+    pub fn keep_leases_of(&mut self, old: &Paxos) {
+        self.leases.granted = old.leases.granted;
+        self.leases.started = old.leases.started;
     }
 
     /// Leader: a majority acknowledged a message at `ballot` first sent at `sent`.
