@@ -20,6 +20,7 @@
 # docs/compare.svg draws the chart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/kv-cluster.sh
 RESULTS=${1:-target/compare}
 KV=${KV:-target/release/kv}
 CLIENTS=${CLIENTS:-"1 10 50 100"}
@@ -93,21 +94,10 @@ start_etcd() {
 
 start_kv_named() { # NAME PORT_OFFSET [kv init flags...]
   local name=$1 offset=$2; shift 2
-  local resp=$((KV_RESP + offset)) admin=$((KV_ADMIN + offset))
-  "$KV" init --dir "$work/$name" --resp-port "$resp" --peer-port "$((KV_PEER + offset))" \
-    --admin-port "$admin" "$@" >/dev/null
-  local id threads=$(($(nproc) / 3))
-  [ "$threads" -ge 1 ] || threads=1
-  for id in 0 1 2; do
-    # Each node gets its share of the machine's CPUs, as `kv up` gives it.
-    "$KV" node --cluster "$work/$name/cluster.toml" --id "$id" --threads "$threads" \
-      >"$work/$name-$id.log" 2>&1 &
-    pids+=($!)
-  done
-  for id in 0 1 2; do
-    wait_until "$name node $id" curl -sf "127.0.0.1:$((admin + id))/readyz"
-  done
-  target="redis://127.0.0.1:$resp,127.0.0.1:$((resp + 1)),127.0.0.1:$((resp + 2))"
+  mkdir -p "$work/$name"
+  # Each node gets its share of the machine's CPUs, as `kv up` gives it.
+  KV_NODE_THREADS=$(( $(nproc) / 3 > 0 ? $(nproc) / 3 : 1 )) kv_cluster_start "$work/$name" \
+    $((KV_RESP + offset)) $((KV_PEER + offset)) $((KV_ADMIN + offset)) "$@"
 }
 
 start_kv() { start_kv_named kv 0; }

@@ -10,6 +10,7 @@
 # Then: perf report -i OUT.data --no-children --sort dso,sym
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/kv-cluster.sh
 OP=${1:?SET or GET}
 OUT=${2:-target/profile-$OP.data}
 KV=${KV:-target/release/kv}
@@ -22,18 +23,9 @@ command -v perf >/dev/null || { echo "profile.sh: needs perf (Debian: linux-perf
 work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-init=(--dir "$work" --resp-port $RESP --peer-port $PEER --admin-port $ADMIN)
+init=()
 [ -n "${LEASE_MS:-}" ] && init+=(--read-lease-ms "$LEASE_MS")
-"$KV" init "${init[@]}" >/dev/null
-for id in 0 1 2; do
-  "$KV" node --cluster "$work/cluster.toml" --id $id ${THREADS:+--threads "$THREADS"} \
-    >"$work/node-$id.log" 2>&1 &
-  pids+=($!)
-done
-for id in 0 1 2; do
-  for _ in $(seq 150); do curl -sf "127.0.0.1:$((ADMIN + id))/readyz" >/dev/null && break; sleep 0.2; done
-done
-target="redis://127.0.0.1:$RESP,127.0.0.1:$((RESP + 1)),127.0.0.1:$((RESP + 2))"
+KV_NODE_THREADS=${THREADS:-} kv_cluster_start "$work" $RESP $PEER $ADMIN "${init[@]}"
 if [ "$OP" = SET ]; then flags=(--reads 0); else flags=(--reads 100 --prefill); fi
 nodes=$(IFS=,; echo "${pids[*]}")
 (sleep 3; perf record -F 499 -g -o "$OUT" -p "$nodes" -- sleep 8 >/dev/null 2>&1) &
