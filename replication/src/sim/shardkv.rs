@@ -688,27 +688,25 @@ impl ShardWorld {
     /// (calls they lead to) wait for the next poll.
     fn drain_events(&mut self) {
         let seed = self.sim.seed();
-        {
-            let events = std::mem::take(&mut self.sim.host_mut().events);
-            for (node, event) in events {
-                let (unreliable, rng) = (self.unreliable[node.index()], &mut self.rng);
-                let lost = || unreliable && rng.chance(UNRELIABLE_REPLY_LOSS);
-                let answer = ClusterNode::answer(&event);
-                match route(&mut self.tags, node, answer, lost, seed) {
-                    Some(Routed::Reply {
-                        tag,
-                        call: c,
-                        reply,
-                    }) if self.clerks[c]
-                        .call
-                        .as_ref()
-                        .is_some_and(|call| call.tag == tag) =>
-                    {
-                        self.on_answer(c, reply)
-                    }
-                    Some(Routed::Failed { tag, call: c }) => self.fail_if_current(c, tag),
-                    Some(Routed::Reply { .. }) | None => {}
+        let events = std::mem::take(&mut self.sim.host_mut().events);
+        for (node, event) in events {
+            let (unreliable, rng) = (self.unreliable[node.index()], &mut self.rng);
+            let lost = || unreliable && rng.chance(UNRELIABLE_REPLY_LOSS);
+            let answer = ClusterNode::answer(&event);
+            match route(&mut self.tags, node, answer, lost, seed) {
+                Some(Routed::Reply {
+                    tag,
+                    call: c,
+                    reply,
+                }) if self.clerks[c]
+                    .call
+                    .as_ref()
+                    .is_some_and(|call| call.tag == tag) =>
+                {
+                    self.on_answer(c, reply)
                 }
+                Some(Routed::Failed { tag, call: c }) => self.fail_if_current(c, tag),
+                Some(Routed::Reply { .. }) | None => {}
             }
         }
     }
