@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# CPU per operation and operations per Paxos instance of a local 3-node cluster with 1 and
-# with 3 KV groups: `kv bench --clients N` on a fresh cluster, the nodes' CPU seconds from
-# /proc, the instances decided from /metrics.
+# CPU per operation, operations per Paxos instance and per fsync of a local 3-node cluster
+# with 1 and with 3 KV groups: `kv bench --clients N` on a fresh cluster, the nodes' CPU
+# seconds from /proc, the instances decided and the fsyncs (all three nodes') from /metrics.
 # Usage: scripts/bench-cpu-per-op.sh [kv binary] (default target/release/kv)
 # Env: CLIENTS (50), DUR (8 s), GROUPS_LIST ("1 3"), TMPBASE (parent of the data
 # directories, e.g. /dev/shm to take fsync out of the picture), THREADS (each node's
@@ -13,6 +13,8 @@ DUR=${DUR:-8}
 pids=()
 trap 'kill "${pids[@]:-}" 2>/dev/null' EXIT
 ticks() { local t=0 f; for p in "$@"; do read -r -a f < "/proc/$p/stat"; t=$((t + f[13] + f[14])); done; echo "$t"; }
+# Each node's fsyncs (its log writer's, the same on every group's line: the first one).
+fsyncs() { for port in 29380 29381 29382; do curl -s "127.0.0.1:$port/metrics" | awk '/^kv_fsyncs_total/ {print $2; exit}'; done | awk '{s += $1} END {print s + 0}'; }
 decided() { curl -s 127.0.0.1:29380/metrics | awk '/^kv_decided_index\{node="[0-9]+",group="[0-9]+"\}/ {s += $2} END {print s + 0}'; }
 hz=$(getconf CLK_TCK)
 for groups in ${GROUPS_LIST:-1 3}; do
@@ -26,17 +28,18 @@ for groups in ${GROUPS_LIST:-1 3}; do
     [ "$ready" = 3 ] && break
     sleep 0.2
   done
-  b=$(ticks "${pids[@]}"); i0=$(decided)
+  b=$(ticks "${pids[@]}"); i0=$(decided); f0=$(fsyncs)
   out=$("$KV" bench --cluster "$dir/cluster.toml" --clients "$CLIENTS" --duration "$DUR" | tail -1)
-  a=$(ticks "${pids[@]}"); i1=$(decided)
+  a=$(ticks "${pids[@]}"); i1=$(decided); f1=$(fsyncs)
   rate=$(echo "$out" | sed -n 's/.*ops\/s: *\([0-9]*\).*/\1/p')
-  python3 - "$groups" "$rate" "$DUR" "$((a - b))" "$hz" "$((i1 - i0))" "$out" <<'PY'
+  python3 - "$groups" "$rate" "$DUR" "$((a - b))" "$hz" "$((i1 - i0))" "$((f1 - f0))" "$out" <<'PY'
 import sys
-groups, rate, dur, ticks, hz, inst, out = sys.argv[1:]
+groups, rate, dur, ticks, hz, inst, syncs, out = sys.argv[1:]
 ops = int(rate) * float(dur)
 print(f"groups={groups}: {out}")
 print(f"  node CPU {int(ticks)/int(hz):.1f} s = {int(ticks)/int(hz)*1e6/ops:.0f} us/op; "
-      f"{int(inst)} instances = {ops/max(int(inst),1):.1f} ops/instance")
+      f"{int(inst)} instances = {ops/max(int(inst),1):.1f} ops/instance; "
+      f"{int(syncs)} fsyncs = {ops/max(int(syncs),1):.1f} ops/fsync")
 PY
   kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null
   pids=()

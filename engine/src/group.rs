@@ -174,6 +174,42 @@ enum Command {
         source: Arc<dyn SnapshotSource>,
         done: Completion,
     },
+    /// Commands made together ([`Batch`]), taken into one batch in order.
+    Many(Vec<Command>),
+}
+
+/// Commands for one or more streams of one writer, handed to it at once
+/// ([`Stream::send_batch`]) so that it takes them all into the same batch: one fsync then
+/// makes every append in it durable, whichever streams they belong to. A node whose
+/// replicas each submitted on their own had the writer start an fsync for the first
+/// replica's records while the next replica's were still being made, so it synced about
+/// twice as often per write with 3 groups as with 1.
+#[derive(Default)]
+pub struct Batch {
+    commands: Vec<Command>,
+    /// The writer whose streams made the commands (a batch is for one writer).
+    writer: Option<Arc<Counters>>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// True if nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    fn push(&mut self, stream: &Stream, command: Command) {
+        let writer = self.writer.get_or_insert_with(|| stream.counters.clone());
+        assert!(
+            Arc::ptr_eq(writer, &stream.counters),
+            "a batch holds commands for one writer's streams"
+        );
+        self.commands.push(command);
+    }
 }
 
 /// A snapshot file for the snapshot thread to write.
@@ -351,6 +387,49 @@ impl Stream {
             records,
             done,
         })
+    }
+
+    /// Adds records of this stream to `batch`; `done` runs on the writer thread once they
+    /// are durable (after [`Stream::send_batch`]).
+    pub fn append_to(&self, batch: &mut Batch, records: Vec<(u8, Vec<u8>)>, done: Completion) {
+        let command = Command::Append {
+            stream: self.stream,
+            records,
+            done,
+        };
+        batch.push(self, command);
+    }
+
+    /// Adds a snapshot of this stream to `batch`: it covers every record of this stream
+    /// submitted before it, the batch's earlier ones included (see [`Stream::snapshot`]).
+    pub fn snapshot_to(
+        &self,
+        batch: &mut Batch,
+        source: Arc<dyn SnapshotSource>,
+        done: Completion,
+    ) {
+        let command = Command::Snapshot {
+            stream: self.stream,
+            source,
+            done,
+        };
+        batch.push(self, command);
+    }
+
+    /// Hands `batch` to the writer in one piece. Its commands must come from streams of
+    /// this stream's writer.
+    pub fn send_batch(&self, mut batch: Batch) -> Result<()> {
+        if let Some(writer) = &batch.writer {
+            assert!(
+                Arc::ptr_eq(writer, &self.counters),
+                "a batch goes to the writer whose streams made it"
+            );
+        }
+        match batch.commands.len() {
+            0 => Ok(()),
+            1 => self.send(batch.commands.pop().expect("one command")),
+            _ => self.send(Command::Many(batch.commands)),
+        }
     }
 
     /// A handle that can queue appends from anywhere — including from inside a
@@ -607,6 +686,10 @@ fn handle(
             counters.publish(log);
             0
         }
+        Command::Many(commands) => commands
+            .into_iter()
+            .map(|command| handle(log, command, waiting, counters, snapshots))
+            .sum(),
     }
 }
 

@@ -806,6 +806,94 @@ mod tests {
         }
     }
 
+    /// Waits for `n` completions sent on `rx`, each an index.
+    fn completed(rx: &std::sync::mpsc::Receiver<Result<u64>>, n: usize) -> Vec<u64> {
+        (0..n).map(|_| rx.recv().unwrap().unwrap()).collect()
+    }
+
+    fn completion(tx: &std::sync::mpsc::Sender<Result<u64>>) -> crate::group::Completion {
+        let tx = tx.clone();
+        Box::new(move |result| drop(tx.send(result)))
+    }
+
+    #[test]
+    fn a_batch_of_every_streams_records_takes_one_fsync_and_keeps_its_order() {
+        use crate::group::Batch;
+        let fs = SimFs::new();
+        let specs = specs(3);
+        let (store, _) = SharedStore::open(
+            Arc::new(fs.clone()),
+            Path::new(LOG),
+            &specs,
+            StoreOptions::default(),
+        )
+        .unwrap();
+        let group = GroupCommit::start(store, GroupOptions::default());
+        let streams: Vec<_> = (0..3).map(|i| group.stream(i)).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+
+        let mut batch = Batch::new();
+        assert!(batch.is_empty());
+        for (i, stream) in streams.iter().enumerate() {
+            let records = vec![
+                (0, format!("{i}a").into_bytes()),
+                (0, format!("{i}b").into_bytes()),
+            ];
+            stream.append_to(&mut batch, records, completion(&tx));
+        }
+        streams[2].send_batch(batch).unwrap();
+        assert_eq!(completed(&rx, 3), vec![2, 2, 2]);
+        let stats = group.group_stats();
+        assert_eq!(
+            (stats.batches, stats.appends),
+            (1, 3),
+            "one fsync for three streams"
+        );
+
+        // A snapshot inside a batch covers what came before it, and not what follows.
+        let mut batch = Batch::new();
+        streams[1].append_to(&mut batch, vec![(0, b"1c".to_vec())], completion(&tx));
+        streams[1].snapshot_to(
+            &mut batch,
+            Arc::new(b"state after 1c".to_vec()),
+            completion(&tx),
+        );
+        streams[1].append_to(&mut batch, vec![(0, b"1d".to_vec())], completion(&tx));
+        streams[0].send_batch(batch).unwrap();
+        let mut indexes = completed(&rx, 3);
+        indexes.sort_unstable();
+        assert_eq!(indexes, vec![3, 3, 4]);
+
+        drop(streams);
+        drop(group);
+        fs.crash(Torn::None);
+        let (_, recovered) = open(&fs, &specs).unwrap();
+        assert_eq!(
+            payloads(&recovered[0]),
+            vec![(1, b"0a".to_vec()), (2, b"0b".to_vec())]
+        );
+        let snapshot = recovered[1].snapshot.as_ref().expect("stream 1's snapshot");
+        assert_eq!(
+            (snapshot.index, &*snapshot.data),
+            (3, &b"state after 1c"[..])
+        );
+        assert_eq!(payloads(&recovered[1]), vec![(4, b"1d".to_vec())]);
+        assert_eq!(payloads(&recovered[2]).len(), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "one writer's streams")]
+    fn a_batch_cannot_mix_two_writers_streams() {
+        let (fs_a, fs_b) = (SimFs::new(), SimFs::new());
+        let a = GroupCommit::start(open(&fs_a, &specs(1)).unwrap().0, GroupOptions::default());
+        let b = GroupCommit::start(open(&fs_b, &specs(1)).unwrap().0, GroupOptions::default());
+        let mut batch = crate::group::Batch::new();
+        a.stream(0)
+            .append_to(&mut batch, vec![(0, b"x".to_vec())], Box::new(|_| {}));
+        b.stream(0)
+            .append_to(&mut batch, vec![(0, b"y".to_vec())], Box::new(|_| {}));
+    }
+
     /// Random appends to three streams, syncs, snapshots, crashes that keep random
     /// prefixes of unsynced bytes, and lost stream directories, against a model: after
     /// every reopen each stream holds exactly a prefix of what was appended to it, at

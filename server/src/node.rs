@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kv_engine::group::{GroupOptions, Stream};
+use kv_engine::group::{Batch, GroupOptions, Stream};
 use kv_engine::kv::Reply;
 use kv_replication::effects::{Effects, Persist};
 use kv_replication::kvgroup::Request;
@@ -229,15 +229,29 @@ where
 /// The inputs of core `C`.
 pub type CoreInput<C> = Input<<C as Node>::Msg, <C as Node>::Request, <C as Node>::Reply>;
 
-/// Runs `core` until `shutdown` flips to true or the store fails, persisting through `log`
-/// (its stream of a group-commit writer, which may serve other cores too). Returns the
-/// reason it stopped with an error, if it did.
+/// A replica for [`run_cores`] to drive.
+pub struct Hosted<C: Core, P> {
+    /// Its protocol core.
+    pub core: C,
+    /// Its stream of the node's log (every replica of one driver shares one writer).
+    pub log: Stream,
+    /// Where its messages go.
+    pub peers: P,
+    /// Its inputs.
+    pub inputs: mpsc::Receiver<CoreInput<C>>,
+    /// Where the driver publishes [`Node::leader`] after every step.
+    pub leader: LeaderHint,
+    /// Run once the state that made the core ready is durable.
+    pub on_ready: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// Runs `core` alone; see [`run_cores`].
 pub async fn run_core<C, P>(
-    mut core: C,
+    core: C,
     log: Stream,
     peers: P,
-    mut inputs: mpsc::Receiver<CoreInput<C>>,
-    mut shutdown: watch::Receiver<bool>,
+    inputs: mpsc::Receiver<CoreInput<C>>,
+    shutdown: watch::Receiver<bool>,
     options: DriverOptions,
     on_ready: Option<Box<dyn FnOnce() + Send>>,
 ) -> Result<(), String>
@@ -245,30 +259,85 @@ where
     C: Core,
     P: PeerSender<C::Msg>,
 {
-    let commit = log;
-    let (durable_tx, mut durable_rx) = mpsc::unbounded_channel::<Result<u64, String>>();
-    let reports = Reports {
-        durable: durable_tx,
-        snapshots_skipped: Arc::default(),
+    let hosted = Hosted {
+        core,
+        log,
+        peers,
+        inputs,
+        leader: options.leader.clone(),
+        on_ready,
     };
+    run_cores(vec![hosted], shutdown, options).await
+}
+
+/// Runs the replicas `hosted` on one task until `shutdown` flips to true or the store
+/// fails. Returns the reason it stopped with an error, if it did.
+///
+/// One driver for every replica of a node: a step takes every input already queued for
+/// any of them, and hands the writes of all of them to the log writer as one
+/// [`Batch`], so one fsync and one wake-up serve every group the burst touched, and
+/// their messages to one peer leave together. With a driver per replica the writer began
+/// an fsync for the first replica's records while the others' were still being made.
+pub async fn run_cores<C, P>(
+    hosted: Vec<Hosted<C, P>>,
+    mut shutdown: watch::Receiver<bool>,
+    options: DriverOptions,
+) -> Result<(), String>
+where
+    C: Core,
+    P: PeerSender<C::Msg>,
+{
+    assert!(!hosted.is_empty(), "a driver needs a replica");
+    let (durable_tx, mut durable_rx) = mpsc::unbounded_channel::<(usize, Durable)>();
     let epoch = boot_clock();
     let now = || Time(boot_clock().saturating_sub(epoch));
     let mut ticker = tokio::time::interval(options.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let mut out: Effects<C::Msg, C::Event> = Effects::new();
-    // Tickets may complete out of order (a snapshot is written on its own thread while
-    // later appends are synced): the pipeline releases in step order regardless.
-    let mut pipeline: Pipeline<C::Msg, C::Event> = Pipeline::new();
-    let mut next_tag = 0u64;
-    let mut waiting: BTreeMap<u64, oneshot::Sender<ClientReply<C::Reply>>> = BTreeMap::new();
-    let mut dropped = 0u64;
-    let mut on_ready = on_ready;
-    let mut ready_at: Option<u64> = None;
+    let mut inputs = Vec::with_capacity(hosted.len());
+    let mut replicas: Vec<Driven<C, P>> = Vec::with_capacity(hosted.len());
+    for (index, hosted) in hosted.into_iter().enumerate() {
+        let Hosted {
+            core,
+            log,
+            peers,
+            inputs: receiver,
+            leader,
+            on_ready,
+        } = hosted;
+        inputs.push(receiver);
+        replicas.push(Driven {
+            core,
+            log,
+            peers,
+            leader,
+            out: Effects::new(),
+            pipeline: Pipeline::new(),
+            next_tag: 0,
+            waiting: BTreeMap::new(),
+            dropped: 0,
+            reports: Reports {
+                reporter: Reporter {
+                    durable: durable_tx.clone(),
+                    replica: index,
+                },
+                snapshots_skipped: Arc::default(),
+            },
+            on_ready,
+            ready_at: None,
+        });
+    }
+    drop(durable_tx);
+    let log = replicas[0].log.clone();
+    // Which replicas the current burst gave inputs to (held until it ends).
+    let mut touched = vec![false; replicas.len()];
+    let mut first = 0;
     // Why storage failed, once it has: the loop ends and the node stops.
     let mut failed: Option<String> = None;
 
-    core.on_boot(now(), &mut out);
+    for replica in &mut replicas {
+        replica.core.on_boot(now(), &mut replica.out);
+    }
     loop {
         tokio::select! {
             biased;
@@ -279,8 +348,8 @@ where
             }
             done = durable_rx.recv() => {
                 match done {
-                    Some(Ok(ticket)) => pipeline.durable(ticket),
-                    Some(Err(reason)) => {
+                    Some((index, Ok(ticket))) => replicas[index].pipeline.durable(ticket),
+                    Some((_, Err(reason))) => {
                         failed = Some(reason);
                         break;
                     }
@@ -290,60 +359,155 @@ where
                     }
                 }
             }
-            input = inputs.recv() => {
-                let Some(input) = input else { break };
-                // Take the whole burst that is already queued, holding back new batches
-                // until it is in, so one instance (and one fsync) carries all of it.
-                core.hold();
-                let mut next = Some(input);
+            input = next_input(&mut inputs, first) => {
+                let (index, Some(input)) = input else { break };
+                first = (index + 1) % inputs.len();
+                // Take the whole burst that is already queued for any replica, holding back
+                // each one's new batches until it is in, so one instance per group (and one
+                // fsync for all) carries all of it.
+                let mut next = Some((index, input));
                 let mut taken = 0;
-                while let Some(input) = next.take() {
-                    match input {
-                        Input::Peer { from, msg } => core.on_message(now(), from, msg, &mut out),
-                        Input::Client { request, reply } => {
-                            next_tag += 1;
-                            waiting.insert(next_tag, reply);
-                            core.on_request(now(), next_tag, request, &mut out);
-                        }
-                        Input::Status(reply) => {
-                            let _ = reply.send(status(&core, &commit, &reports, dropped));
-                        }
+                while let Some((index, input)) = next.take() {
+                    let replica = &mut replicas[index];
+                    if !std::mem::replace(&mut touched[index], true) {
+                        replica.core.hold();
                     }
+                    replica.take(now(), input);
                     taken += 1;
-                    if taken < BURST_INPUTS_MAX {
-                        next = inputs.try_recv().ok();
+                    let n = inputs.len();
+                    if taken < BURST_INPUTS_MAX * n {
+                        next = (0..n)
+                            .map(|i| (first + i) % n)
+                            .find_map(|i| inputs[i].try_recv().ok().map(|input| (i, input)));
                     }
                 }
-                core.release(now(), &mut out);
+                for (replica, touched) in replicas.iter_mut().zip(&mut touched) {
+                    if std::mem::take(touched) {
+                        replica.core.release(now(), &mut replica.out);
+                    }
+                }
             }
-            _ = ticker.tick() => core.on_tick(now(), &mut out),
+            _ = ticker.tick() => {
+                for replica in &mut replicas {
+                    replica.core.on_tick(now(), &mut replica.out);
+                }
+            }
         }
 
-        // Writes to the disk (asynchronously); sends and replies wait in the pipeline.
-        if let Some(writes) = pipeline.step(&mut out) {
-            // Lazy records (no ticket) are appended in order and made durable by some
-            // later sync; nothing waits for them.
-            if let Err(reason) = submit(&commit, writes.persist, writes.ticket, &reports) {
-                failed = Some(reason);
-                break;
-            }
+        // Writes to the disk (asynchronously), every replica's in one batch; sends and
+        // replies wait in the pipelines.
+        let mut batch = Batch::new();
+        for replica in &mut replicas {
+            replica.step(&mut batch);
+        }
+        if let Err(e) = log.send_batch(batch) {
+            failed = Some(e.to_string());
+            break;
         }
         // Release, in order, everything whose writes are durable.
-        let released = pipeline.release();
+        for replica in &mut replicas {
+            replica.release();
+        }
+    }
+    drop(log);
+    match failed {
+        None => Ok(()),
+        Some(reason) => {
+            tracing::error!(%reason, "storage failed; answering clients with errors, then stopping");
+            for replica in &mut replicas {
+                for (_, client) in std::mem::take(&mut replica.waiting) {
+                    let _ = client.send(ClientReply::StorageFailed(reason.clone()));
+                }
+            }
+            drop(replicas);
+            refuse_inputs(&mut inputs, &mut shutdown, &reason).await;
+            Err(format!("storage failed, stopping: {reason}"))
+        }
+    }
+}
+
+/// The next input of any of `inputs`, trying them from `first` on so none starves: which
+/// one, and the input (`None` if its senders are gone).
+fn next_input<'a, T>(
+    inputs: &'a mut [mpsc::Receiver<T>],
+    first: usize,
+) -> impl std::future::Future<Output = (usize, Option<T>)> + 'a {
+    std::future::poll_fn(move |cx| {
+        let n = inputs.len();
+        for i in (0..n).map(|i| (first + i) % n) {
+            if let std::task::Poll::Ready(input) = inputs[i].poll_recv(cx) {
+                return std::task::Poll::Ready((i, input));
+            }
+        }
+        std::task::Poll::Pending
+    })
+}
+
+/// What the writer reports for a replica's ticket: durable, or why storage failed.
+type Durable = Result<u64, String>;
+
+/// A replica as its driver runs it.
+struct Driven<C: Core, P> {
+    core: C,
+    log: Stream,
+    peers: P,
+    leader: LeaderHint,
+    out: Effects<C::Msg, C::Event>,
+    // Tickets may complete out of order (a snapshot is written on its own thread while
+    // later appends are synced): the pipeline releases in step order regardless.
+    pipeline: Pipeline<C::Msg, C::Event>,
+    next_tag: u64,
+    waiting: BTreeMap<u64, oneshot::Sender<ClientReply<C::Reply>>>,
+    dropped: u64,
+    reports: Reports,
+    on_ready: Option<Box<dyn FnOnce() + Send>>,
+    ready_at: Option<u64>,
+}
+
+impl<C: Core, P: PeerSender<C::Msg>> Driven<C, P> {
+    /// Hands one input to the core.
+    fn take(&mut self, now: Time, input: CoreInput<C>) {
+        match input {
+            Input::Peer { from, msg } => self.core.on_message(now, from, msg, &mut self.out),
+            Input::Client { request, reply } => {
+                self.next_tag += 1;
+                self.waiting.insert(self.next_tag, reply);
+                self.core
+                    .on_request(now, self.next_tag, request, &mut self.out);
+            }
+            Input::Status(reply) => {
+                let _ = reply.send(status(&self.core, &self.log, &self.reports, self.dropped));
+            }
+        }
+    }
+
+    /// Adds the step's writes to `batch`. Lazy records (no ticket) are appended in order
+    /// and made durable by some later sync; nothing waits for them.
+    fn step(&mut self, batch: &mut Batch) {
+        if let Some(writes) = self.pipeline.step(&mut self.out) {
+            self.reports
+                .submit(batch, &self.log, writes.persist, writes.ticket);
+        }
+    }
+
+    /// Sends and answers everything whose writes are durable; publishes the leader and
+    /// readiness.
+    fn release(&mut self) {
+        let released = self.pipeline.release();
         for (to, msg) in released.send {
-            if !peers.send(to, msg) {
-                dropped += 1;
+            if !self.peers.send(to, msg) {
+                self.dropped += 1;
             }
         }
         for event in released.events {
             match C::answer(&event) {
                 Some(Answer::Reply { tag, reply }) => {
-                    if let Some(client) = waiting.remove(&tag) {
+                    if let Some(client) = self.waiting.remove(&tag) {
                         let _ = client.send(ClientReply::Done(reply));
                     }
                 }
                 Some(Answer::Dropped { tag }) => {
-                    if let Some(client) = waiting.remove(&tag) {
+                    if let Some(client) = self.waiting.remove(&tag) {
                         let _ = client.send(ClientReply::Unavailable(
                             "the replica dropped the request; retry".into(),
                         ));
@@ -355,31 +519,22 @@ where
                 None => {}
             }
         }
-        options.leader.set(core.leader());
+        self.leader.set(self.core.leader());
         // Forget clients that went away (their request may still be applied: at-most-once).
-        if waiting.len() > 1024 && next_tag.is_multiple_of(1024) {
-            waiting.retain(|_, tx| !tx.is_closed());
+        if self.waiting.len() > 1024 && self.next_tag.is_multiple_of(1024) {
+            self.waiting.retain(|_, tx| !tx.is_closed());
         }
         // Report readiness only once the state that made the core ready is durable.
-        if on_ready.is_some() {
-            if ready_at.is_none() && core.is_ready() {
-                ready_at = Some(pipeline.issued());
+        if self.on_ready.is_some() {
+            if self.ready_at.is_none() && self.core.is_ready() {
+                self.ready_at = Some(self.pipeline.issued());
             }
-            if ready_at.is_some_and(|ticket| pipeline.is_durable(ticket)) {
-                (on_ready.take().expect("checked"))();
+            if self
+                .ready_at
+                .is_some_and(|ticket| self.pipeline.is_durable(ticket))
+            {
+                (self.on_ready.take().expect("checked"))();
             }
-        }
-    }
-    drop(commit);
-    match failed {
-        None => Ok(()),
-        Some(reason) => {
-            tracing::error!(%reason, "storage failed; answering clients with errors, then stopping");
-            for (_, client) in std::mem::take(&mut waiting) {
-                let _ = client.send(ClientReply::StorageFailed(reason.clone()));
-            }
-            refuse_inputs(&mut inputs, &mut shutdown, &reason).await;
-            Err(format!("storage failed, stopping: {reason}"))
         }
     }
 }
@@ -387,7 +542,7 @@ where
 /// Answers every input with the storage failure for [`STORAGE_FAILED_LINGER`] (or until
 /// shutdown), so clients read an error instead of a closed connection.
 async fn refuse_inputs<M, Q, R>(
-    inputs: &mut mpsc::Receiver<Input<M, Q, R>>,
+    inputs: &mut [mpsc::Receiver<Input<M, Q, R>>],
     shutdown: &mut watch::Receiver<bool>,
     reason: &str,
 ) {
@@ -397,7 +552,7 @@ async fn refuse_inputs<M, Q, R>(
         let input = tokio::select! {
             _ = &mut deadline => return,
             _ = shutdown.changed() => return,
-            input = inputs.recv() => input,
+            (_, input) = next_input(inputs, 0) => input,
         };
         match input {
             None => return,
@@ -436,71 +591,103 @@ fn status<C: Node>(core: &C, commit: &Stream, reports: &Reports, dropped: u64) -
     }
 }
 
-/// Where the writer's completions report: durable tickets (or the failure), and how many
-/// snapshots it skipped.
+/// Where the writer's completions for one replica report: its durable tickets (or the
+/// failure), and how many of its snapshots were skipped.
 struct Reports {
-    durable: mpsc::UnboundedSender<Result<u64, String>>,
+    reporter: Reporter,
     snapshots_skipped: Arc<AtomicU64>,
 }
 
-/// Hands one call's persists to the writer, in order. The ticket is reported durable once
-/// every part the call's sends wait for is: each run of records, and each
-/// [`Persist::Snapshot`] (once installed). A [`Persist::Compaction`] is written in order too,
-/// but nothing waits for it. Failures are reported whether or not there is a ticket.
-fn submit(
-    commit: &Stream,
-    persist: Vec<Persist>,
-    ticket: Option<u64>,
-    reports: &Reports,
-) -> Result<(), String> {
-    let join = Join::new(&reports.durable, ticket);
-    let mut records = Vec::new();
-    for item in persist {
-        let (data, gates) = match item {
-            Persist::Record { kind, payload, .. } => {
-                records.push((kind, payload));
-                continue;
+impl Reports {
+    /// Adds one step's persists to `batch`, in order. The ticket is reported durable once
+    /// every part the step's sends wait for is: each run of records, and each
+    /// [`Persist::Snapshot`] (once installed). A [`Persist::Compaction`] is written in
+    /// order too, but nothing waits for it. Failures are reported whether or not there is
+    /// a ticket.
+    fn submit(&self, batch: &mut Batch, log: &Stream, persist: Vec<Persist>, ticket: Option<u64>) {
+        let join = Join::new(self, ticket);
+        let mut records = Vec::new();
+        for item in persist {
+            let (data, gates) = match item {
+                Persist::Record { kind, payload, .. } => {
+                    records.push((kind, payload));
+                    continue;
+                }
+                Persist::Snapshot(data) => (data, true),
+                Persist::Compaction(data) => (data, false),
+            };
+            if !records.is_empty() {
+                log.append_to(batch, std::mem::take(&mut records), join.part());
             }
-            Persist::Snapshot(data) => (data, true),
-            Persist::Compaction(data) => (data, false),
-        };
-        if !records.is_empty() {
-            commit
-                .submit(std::mem::take(&mut records), join.part())
-                .map_err(|e| e.to_string())?;
+            let done = if gates {
+                join.part()
+            } else {
+                self.completion(None)
+            };
+            tracing::debug!(bytes = ?data.size_hint(), gates, "writing a snapshot");
+            log.snapshot_to(batch, data, self.snapshot_completion(done));
         }
-        let done = if gates {
-            join.part()
-        } else {
-            completion(&reports.durable, None)
-        };
-        tracing::debug!(bytes = ?data.size_hint(), gates, "writing a snapshot");
-        commit
-            .snapshot(data, snapshot_completion(reports, done))
-            .map_err(|e| e.to_string())?;
+        if !records.is_empty() {
+            log.append_to(batch, records, join.part());
+        }
+        join.close();
     }
-    if !records.is_empty() {
-        commit
-            .submit(records, join.part())
-            .map_err(|e| e.to_string())?;
+
+    /// A completion that always reports failure, and reports success only with a ticket.
+    fn completion(&self, ticket: Option<u64>) -> kv_engine::group::Completion {
+        let reports = self.reporter.clone();
+        Box::new(move |result| match (result, ticket) {
+            (Ok(_), Some(ticket)) => reports.report(Ok(ticket)),
+            (Ok(_), None) => {}
+            (Err(e), _) => reports.report(Err(e.to_string())),
+        })
     }
-    join.close();
-    Ok(())
+
+    /// A snapshot's completion: a snapshot skipped for want of room is counted and logged,
+    /// and then counts as done — the records before it are durable, which is all a ticket
+    /// promises; the log it would have compacted stays.
+    fn snapshot_completion(
+        &self,
+        done: kv_engine::group::Completion,
+    ) -> kv_engine::group::Completion {
+        let skipped = self.snapshots_skipped.clone();
+        Box::new(move |result| match result {
+            Err(skip @ kv_engine::Error::SnapshotSkipped { .. }) => {
+                skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %skip, "snapshot skipped; the node goes on with a longer log");
+                done(Ok(0))
+            }
+            other => done(other),
+        })
+    }
 }
 
-/// Reports a call's ticket durable once each of its parts has completed: one count per
+/// Where the writer's completions report for one replica (as a completion holds it).
+#[derive(Clone)]
+struct Reporter {
+    durable: mpsc::UnboundedSender<(usize, Durable)>,
+    replica: usize,
+}
+
+impl Reporter {
+    fn report(&self, result: Durable) {
+        let _ = self.durable.send((self.replica, result));
+    }
+}
+
+/// Reports a step's ticket durable once each of its parts has completed: one count per
 /// part handed out, plus one the submitter holds until it has handed out the last (so
 /// parts that complete meanwhile cannot report it early).
 struct Join {
-    durable: mpsc::UnboundedSender<Result<u64, String>>,
+    reports: Reporter,
     ticket: Option<u64>,
     left: Arc<AtomicUsize>,
 }
 
 impl Join {
-    fn new(durable: &mpsc::UnboundedSender<Result<u64, String>>, ticket: Option<u64>) -> Join {
+    fn new(reports: &Reports, ticket: Option<u64>) -> Join {
         Join {
-            durable: durable.clone(),
+            reports: reports.reporter.clone(),
             ticket,
             left: Arc::new(AtomicUsize::new(1)),
         }
@@ -510,60 +697,25 @@ impl Join {
     /// reports the ticket.
     fn part(&self) -> kv_engine::group::Completion {
         self.left.fetch_add(1, Ordering::AcqRel);
-        let (tx, ticket, left) = (self.durable.clone(), self.ticket, self.left.clone());
+        let (reports, ticket, left) = (self.reports.clone(), self.ticket, self.left.clone());
         Box::new(move |result| match result {
-            Ok(_) => Join::count_down(&left, &tx, ticket),
-            Err(e) => drop(tx.send(Err(e.to_string()))),
+            Ok(_) => Join::count_down(&left, &reports, ticket),
+            Err(e) => reports.report(Err(e.to_string())),
         })
     }
 
     /// Every part is handed out.
     fn close(self) {
-        Join::count_down(&self.left, &self.durable, self.ticket);
+        Join::count_down(&self.left, &self.reports, self.ticket);
     }
 
-    fn count_down(
-        left: &AtomicUsize,
-        tx: &mpsc::UnboundedSender<Result<u64, String>>,
-        ticket: Option<u64>,
-    ) {
+    fn count_down(left: &AtomicUsize, reports: &Reporter, ticket: Option<u64>) {
         if left.fetch_sub(1, Ordering::AcqRel) == 1 {
             if let Some(ticket) = ticket {
-                let _ = tx.send(Ok(ticket));
+                reports.report(Ok(ticket));
             }
         }
     }
-}
-
-/// A snapshot's completion: a snapshot skipped for want of room is counted and logged, and
-/// then counts as done — the records before it are durable, which is all a ticket
-/// promises; the log it would have compacted stays.
-fn snapshot_completion(
-    reports: &Reports,
-    done: kv_engine::group::Completion,
-) -> kv_engine::group::Completion {
-    let skipped = reports.snapshots_skipped.clone();
-    Box::new(move |result| match result {
-        Err(skip @ kv_engine::Error::SnapshotSkipped { .. }) => {
-            skipped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %skip, "snapshot skipped; the node goes on with a longer log");
-            done(Ok(0))
-        }
-        other => done(other),
-    })
-}
-
-/// A completion that always reports failure, and reports success only with a ticket.
-fn completion(
-    durable: &mpsc::UnboundedSender<Result<u64, String>>,
-    ticket: Option<u64>,
-) -> kv_engine::group::Completion {
-    let tx = durable.clone();
-    Box::new(move |result| match (result, ticket) {
-        (Ok(_), Some(ticket)) => drop(tx.send(Ok(ticket))),
-        (Ok(_), None) => {}
-        (Err(e), _) => drop(tx.send(Err(e.to_string()))),
-    })
 }
 
 /// Microseconds on the clock the cores read: CLOCK_BOOTTIME, which is monotonic like

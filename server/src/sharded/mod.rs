@@ -4,8 +4,10 @@
 //!
 //! # Endpoints
 //! Each replica is a [`ClusterNode`] with its own endpoint id ([`ClusterConfig::endpoints`]),
-//! its own directory under the node's (`master/`, `group-<gid>/`) holding its snapshots,
-//! and its own driver task ([`crate::node::run_core`]). Peers' messages travel between
+//! its own directory under the node's (`master/`, `group-<gid>/`) holding its snapshots.
+//! One driver task per runtime thread runs them ([`crate::node::run_cores`]; with `kv node
+//! --threads 1`, one for all): a step takes the inputs queued for every replica it runs
+//! and makes all their writes durable with one fsync. Peers' messages travel between
 //! processes in a [`Routed`] envelope naming both endpoints; a message between two
 //! endpoints of the same process never leaves it. An envelope whose sender is not an
 //! endpoint of the connection's node is dropped.
@@ -65,7 +67,7 @@ use kv_replication::types::{NodeId, Time};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{self, ClusterConfig, Endpoint, Role};
-use crate::node::{self, DriverOptions, Input, LeaderHint, PeerSender, Status};
+use crate::node::{self, Input, LeaderHint, PeerSender, Status};
 use crate::redis::{self};
 use crate::redis_cluster::{ClusterView, Route};
 use crate::run::{
@@ -473,27 +475,38 @@ pub async fn run(
         cluster,
     });
 
-    // Every replica's driver, on a shared stop signal: the node stops as a whole when
-    // asked to or when any replica's storage fails.
+    // One driver per runtime thread, each running its share of the replicas (see
+    // `node::run_cores`; on one thread, one driver for all), on a stop signal the node's
+    // other tasks share: the node stops as a whole when asked to or when its storage fails.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut drivers = tokio::task::JoinSet::new();
-    for (stream, ((endpoint, edir, core, wiped), rx)) in
+    let drivers_max = tokio::runtime::Handle::current().metrics().num_workers();
+    let mut shares: Vec<Vec<node::Hosted<ClusterNode, EndpointSender>>> = Vec::new();
+    for (stream, ((endpoint, edir, core, wiped), inputs)) in
         cores.into_iter().zip(receivers).enumerate()
     {
-        let log = commit.stream(stream);
-        let sender = EndpointSender {
-            me: endpoint.id,
-            host: host.clone(),
-        };
-        let driver = DriverOptions {
+        let hosted = node::Hosted {
+            core,
+            log: commit.stream(stream),
+            peers: EndpointSender {
+                me: endpoint.id,
+                host: host.clone(),
+            },
+            inputs,
             leader: host.local[&endpoint.id].leader.clone(),
-            ..options.driver.clone()
+            on_ready: stamp_when_ready(wiped, edir, config.cluster_id, endpoint.id),
         };
-        let on_ready = stamp_when_ready(wiped, edir, config.cluster_id, endpoint.id);
-        let stop = stop_rx.clone();
-        drivers.spawn(async move {
-            node::run_core::<ClusterNode, _>(core, log, sender, rx, stop, driver, on_ready).await
-        });
+        match shares.get_mut(stream % drivers_max.max(1)) {
+            Some(share) => share.push(hosted),
+            None => shares.push(vec![hosted]),
+        }
+    }
+    let mut drivers = tokio::task::JoinSet::new();
+    for share in shares {
+        drivers.spawn(node::run_cores(
+            share,
+            stop_rx.clone(),
+            options.driver.clone(),
+        ));
     }
 
     tokio::spawn(host.clone().time_handoffs(stop_rx.clone()));
@@ -545,7 +558,7 @@ pub async fn run(
             }
             done = drivers.join_next() => {
                 let Some(done) = done else { break };
-                let outcome = done.map_err(|e| format!("a replica's driver failed: {e}")).and_then(|r| r);
+                let outcome = done.map_err(|e| format!("a replicas' driver failed: {e}")).and_then(|r| r);
                 if let Err(reason) = outcome {
                     if result.is_ok() {
                         result = Err(reason);
