@@ -382,6 +382,137 @@ fn no_reply_leaves_before_its_record_is_durable() {
     }
 }
 
+/// One driver for several replicas (a sharded node's): a burst that reaches all of them
+/// makes their records durable with one fsync, and each reply still waits for its own
+/// replica's record (after a crash every acknowledged write of every replica is on disk).
+#[test]
+fn one_driver_makes_a_burst_of_several_replicas_durable_with_one_fsync() {
+    use kv_engine::fs::{SimFs, Torn};
+    use kv_engine::group::GroupCommit;
+    use kv_engine::shared::{SharedStore, StreamSpec};
+    use kv_engine::store::StoreOptions;
+    use kv_replication::types::ClientId;
+    use kv_server::node::{run_cores, Hosted, Input, LeaderHint};
+
+    const REPLICAS: u64 = 3;
+    let fs = SimFs::new();
+    let specs: Vec<StreamSpec> = (0..REPLICAS)
+        .map(|i| StreamSpec {
+            dir: PathBuf::from(format!("/node/group-{i}")),
+            new_incarnation: 100 + i,
+        })
+        .collect();
+    let open = |fs: &SimFs| {
+        SharedStore::open(
+            std::sync::Arc::new(fs.clone()),
+            std::path::Path::new("/node/wal"),
+            &specs,
+            StoreOptions::default(),
+        )
+        .unwrap()
+    };
+    let (store, _) = open(&fs);
+    let commit = GroupCommit::start(store, Default::default());
+    let put = |replica: u64, seq: u64| Request {
+        client: ClientId(replica),
+        seq,
+        command: Batch::one(Op::Put {
+            key: format!("k{replica}").into(),
+            value: format!("{seq}").into(),
+        }),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut senders = Vec::new();
+    let mut hosted = Vec::new();
+    let mut replies = Vec::new();
+    for replica in 0..REPLICAS {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        // Queued before the driver starts: its first burst takes all of them.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        tx.try_send(Input::Client {
+            request: put(replica, 1),
+            reply,
+        })
+        .ok()
+        .unwrap();
+        replies.push(answer);
+        senders.push(tx);
+        hosted.push(Hosted {
+            core: Solo {
+                state: KvState::new(),
+            },
+            log: commit.stream(replica as usize),
+            peers: NoPeers,
+            inputs: rx,
+            leader: LeaderHint::default(),
+            on_ready: None,
+        });
+    }
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let driver = rt.spawn(run_cores(hosted, stop_rx, DriverOptions::default()));
+    rt.block_on(async {
+        for answer in replies {
+            assert!(matches!(answer.await, Ok(ClientReply::Done(_))));
+        }
+    });
+    let stats = commit.stream(0).group_stats();
+    assert_eq!(
+        (stats.batches, stats.appends),
+        (1, REPLICAS),
+        "one fsync for the burst of every replica"
+    );
+
+    // More writes to every replica, then the disk stops syncing and the power goes.
+    let acknowledged: Vec<(u64, u64)> = rt.block_on(async {
+        let mut acknowledged = Vec::new();
+        for seq in 2..40u64 {
+            if seq == 30 {
+                fs.fail_next_syncs(u32::MAX);
+            }
+            let mut answers = Vec::new();
+            for (replica, tx) in senders.iter().enumerate() {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let request = put(replica as u64, seq);
+                if tx.send(Input::Client { request, reply }).await.is_ok() {
+                    answers.push((replica as u64, answer));
+                }
+            }
+            for (replica, answer) in answers {
+                let answer = tokio::time::timeout(Duration::from_secs(10), answer)
+                    .await
+                    .expect("an answer");
+                if let Ok(ClientReply::Done(_)) = answer {
+                    acknowledged.push((replica, seq));
+                }
+            }
+        }
+        acknowledged
+    });
+    assert!(acknowledged.len() >= 3 * 20, "{acknowledged:?}");
+    assert!(
+        !acknowledged.iter().any(|&(_, seq)| seq >= 30),
+        "a reply without a durable record"
+    );
+    fs.crash(Torn::Prefix(3));
+    driver.abort();
+    drop(rt);
+    drop(commit);
+    let (_, recovered) = open(&fs);
+    for (replica, seq) in acknowledged {
+        let on_disk = recovered[replica as usize].records.iter().any(|r| {
+            let request: Request = kv_engine::codec::decode(&r.payload).unwrap();
+            request.client.0 == replica && request.seq == seq
+        });
+        assert!(
+            on_disk,
+            "replica {replica}: seq {seq} was acknowledged but is not on disk"
+        );
+    }
+}
+
 #[test]
 fn a_second_node_on_a_live_data_directory_is_refused_before_touching_it() {
     let dir = tempfile::tempdir().unwrap();
