@@ -4,9 +4,13 @@
 
 use std::time::Duration;
 
+use kv_engine::kv::KvState;
 use kv_replication::paxos::Lease;
+use kv_replication::replica::ReplicaConfig;
 use kv_replication::sim::kv::{get, value_text, KvCalls, KvCluster};
+use kv_replication::sim::replica::ReplicaHost;
 use kv_replication::sim::SimOptions;
+use kv_replication::types::NodeId;
 
 const LEASE: Lease = Lease {
     duration: Duration::from_millis(300),
@@ -23,23 +27,26 @@ fn leased_rounds(c: &KvCluster, i: usize) -> u64 {
     c.sim.node(i).map_or(0, |r| r.status().read_rounds_leased)
 }
 
-/// Three replicas with leases. After a put of "old", the leader's clock is set to run
-/// `leader_ppm` off and the others' `others_ppm`; reads at the leader use its lease; then
-/// the leader is cut off alone while a read at it is answered under the lease, and the
-/// others elect a leader and put "new". Returns the cluster, the cut-off leader and a clerk
-/// that began a read at it after "new" was acknowledged.
+/// Three replicas with leases (`leases[i]` node i's). After a put of "old" through node 0,
+/// the leader's clock is set to run `leader_ppm` off and the others' `others_ppm`; reads
+/// at the leader use its lease; then the leader is cut off alone while a read at it is
+/// answered under the lease, and the others elect a leader and put "new". Returns the
+/// cluster, the cut-off leader and a clerk that began a read at it after "new" was
+/// acknowledged.
 fn read_at_cut_off_leader(
     seed: u64,
+    leases: [Lease; 3],
     leader_ppm: i64,
     others_ppm: i64,
 ) -> (KvCluster, usize, usize) {
-    let mut c = KvCluster::with(seed, SimOptions::new(3), |config| {
-        config.paxos.lease = Some(LEASE);
-        // Followers campaign long before their grants end, so the new leader is elected
-        // as soon as the leases allow: a lease the old leader counted too long shows.
-        config.paxos.leader_timeout = ms(50);
-        config.forward_timeout = ms(20);
-    });
+    let mut config = ReplicaConfig::new(NodeId(0), 3);
+    // Followers campaign long before their grants end, so the new leader is elected as
+    // soon as the leases allow: a lease the old leader counted too long shows.
+    config.paxos.leader_timeout = ms(50);
+    config.forward_timeout = ms(20);
+    let mut host = ReplicaHost::new(seed, config, KvState::default());
+    host.node_leases = leases.iter().map(|&lease| Some(lease)).collect();
+    let mut c = KvCluster::with_host(seed, SimOptions::new(3), host);
     let per_server: Vec<usize> = (0..3).map(|i| c.clerk(&[i])).collect();
     c.put(per_server[0], "k", "old");
     let leader = c.leader().expect("a leader after a put");
@@ -81,7 +88,7 @@ fn within_the_drift_bound_a_deposed_leader_answers_no_read_after_a_new_write() {
     // The worst case the bound allows: the leader's clock slow, the others' fast.
     let drift = i64::from(LEASE.drift_ppm);
     for seed in [41, 42, 43] {
-        let (mut c, _, late) = read_at_cut_off_leader(seed, -drift, drift);
+        let (mut c, _, late) = read_at_cut_off_leader(seed, [LEASE; 3], -drift, drift);
         assert!(
             !c.idle(late),
             "seed {seed}: a deposed leader answered a read"
@@ -99,11 +106,41 @@ fn within_the_drift_bound_a_deposed_leader_answers_no_read_after_a_new_write() {
 #[test]
 fn beyond_the_drift_bound_a_deposed_leader_serves_a_stale_read() {
     // The leader's clock at a tenth of real speed: far beyond the 10% the lease assumes.
-    let (mut c, _, late) = read_at_cut_off_leader(41, -900_000, 100_000);
+    let (mut c, _, late) = read_at_cut_off_leader(41, [LEASE; 3], -900_000, 100_000);
     assert!(c.idle(late), "the slow leader did not answer");
     assert_eq!(value_text(c.take_result(late)), "old", "not a stale read");
     assert!(
         !c.verdict().is_ok(),
         "the checker accepted a read of a value overwritten before it began"
     );
+}
+
+#[test]
+fn a_leader_whose_own_lease_is_longer_than_its_followers_grants_counts_on_theirs() {
+    // Node 0 is set for 1.5 s, its followers for 300 ms (a change rolling through the
+    // nodes): the grants its acknowledgements carry bound its lease, not its own setting.
+    let long = Lease {
+        duration: ms(1500),
+        ..LEASE
+    };
+    let drift = i64::from(LEASE.drift_ppm);
+    for seed in [41, 42, 43] {
+        let (mut c, leader, late) =
+            read_at_cut_off_leader(seed, [long, LEASE, LEASE], -drift, drift);
+        assert_eq!(
+            leader, 0,
+            "seed {seed}: node 0, which took the first put, leads"
+        );
+        assert!(
+            !c.idle(late),
+            "seed {seed}: a deposed leader answered a read"
+        );
+        c.sim.heal();
+        assert!(
+            c.wait(&[late], ms(5000)),
+            "seed {seed}: no answer after heal"
+        );
+        assert_eq!(value_text(c.take_result(late)), "new");
+        c.check_linearizable();
+    }
 }

@@ -85,6 +85,9 @@ pub enum Body {
         ballot: Ballot,
         /// The instance.
         seq: Seq,
+        /// The lease the acceptor granted the ballot's node with this answer, if it grants
+        /// leases.
+        grant: Option<Grant>,
     },
     /// A refused prepare or accept, naming the highest ballot the acceptor has promised.
     Reject {
@@ -131,7 +134,23 @@ pub enum Body {
         ballot: Ballot,
         /// Echo of the confirm's round.
         round: u64,
+        /// The lease the acceptor granted the ballot's node with this answer, if it grants
+        /// leases.
+        grant: Option<Grant>,
     },
+}
+
+/// A lease an acceptor granted with an acknowledgement (see [`super::Lease`]): it raises
+/// its promise for no other node's ballot for `micros` on its own clock, and its clock's
+/// rate is within `drift_ppm` of real time. A leader counts on what each acknowledgement
+/// says rather than on its own settings, so peers may differ (while a longer
+/// `[read_lease]` rolls through the nodes, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// How long the grant binds the acceptor, in microseconds of its clock.
+    pub micros: u64,
+    /// The largest rate error the acceptor allows for, in parts per million.
+    pub drift_ppm: u32,
 }
 
 impl Message {

@@ -62,7 +62,7 @@ mod peer;
 
 pub use durable::{AcceptorFrame, Record, SnapshotInstance, SnapshotState, RECORD_KIND};
 pub use ids::{Ballot, Seq};
-pub use message::{Body, Commit, Entry, Message};
+pub use message::{Body, Commit, Entry, Grant, Message};
 pub use peer::Paxos;
 
 use std::time::Duration;
@@ -188,9 +188,11 @@ pub struct Config {
 /// **The assumptions:** every peer's clock runs at a rate within `drift_ppm` parts per
 /// million of real time (the rate, not the reading: clocks need not agree on the time,
 /// and a step such as a wall-clock jump must not reach them; the server reads
-/// CLOCK_BOOTTIME, which is monotonic and also runs while the machine is suspended), and
-/// every peer runs with the same `Lease` (a leader counts on its own `duration` for the
-/// grants it was given). Beyond the drift bound a deposed leader can serve stale reads
+/// CLOCK_BOOTTIME, which is monotonic and also runs while the machine is suspended). Peers
+/// may run different leases: each acknowledgement carries its acceptor's [`Grant`], and a
+/// leader counts on the shortest among a majority's. But a peer that restarts with a
+/// shorter `duration`, or none, must not have granted a longer one within the new
+/// `duration` before: it assumes at boot only what its new settings grant. Beyond the drift bound a deposed leader can serve stale reads
 /// (the simulator shows it: `replication/tests/leases.rs`). The argument is in
 /// `peer/lease.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +211,14 @@ impl Lease {
         let ppm = u128::from(self.drift_ppm.min(999_999));
         let micros = self.duration.as_micros() * (1_000_000 - ppm) / (1_000_000 + ppm);
         Duration::from_micros(micros as u64)
+    }
+
+    /// The grant an acceptor with these settings makes with each acknowledgement.
+    pub fn grant(&self) -> Grant {
+        Grant {
+            micros: u64::try_from(self.duration.as_micros()).unwrap_or(u64::MAX),
+            drift_ppm: self.drift_ppm,
+        }
     }
 }
 

@@ -14,8 +14,8 @@ use bytes::Bytes;
 
 use super::durable::{Record, SnapshotInstance, SnapshotState, RECORD_KIND};
 use super::ids::{Ballot, Seq};
-use super::message::{Body, Commit, Entry, Message};
-use super::{Config, Error, Event, Fate, Output, Result};
+use super::message::{Body, Commit, Entry, Grant, Message};
+use super::{Config, Error, Event, Fate, Lease, Output, Result};
 use crate::codec;
 use crate::effects::Persist;
 use crate::rng::Rng;
@@ -49,6 +49,9 @@ enum Stage {
         acks: BTreeSet<NodeId>,
         /// When the first of these accepts went out.
         sent: Time,
+        /// How long after `sent` the acks so far let this peer count on a lease (the
+        /// shortest any of them allows; see `lease.rs`).
+        lease: Duration,
     },
 }
 
@@ -85,6 +88,8 @@ struct Confirmation {
     acks: BTreeSet<NodeId>,
     /// When the round went out.
     started: Time,
+    /// How long after `started` the acks so far let this peer count on a lease.
+    lease: Duration,
     deadline: Time,
     /// Resends so far (each doubles the wait).
     attempts: u32,
@@ -558,7 +563,9 @@ impl Paxos {
                 self.on_commits(from, commits, out);
                 self.on_accept(now, from, ballot, seq, value, out);
             }
-            Body::Accepted { ballot, seq } => self.on_accepted(from, ballot, seq, out),
+            Body::Accepted { ballot, seq, grant } => {
+                self.on_accepted(from, ballot, seq, grant, out)
+            }
             Body::Reject { ballot, promised } => self.on_reject(now, ballot, promised),
             Body::Decided { commits } | Body::Learned { commits } => {
                 self.on_commits(from, commits, out)
@@ -566,7 +573,11 @@ impl Paxos {
             Body::Forward { seq, value } => self.on_forward(now, from, seq, value, out),
             Body::Learn { seqs } => self.on_learn(from, seqs, out),
             Body::Confirm { ballot, round } => self.on_confirm(now, from, ballot, round, out),
-            Body::Confirmed { ballot, round } => self.on_confirmed(from, ballot, round),
+            Body::Confirmed {
+                ballot,
+                round,
+                grant,
+            } => self.on_confirmed(from, ballot, round, grant),
         }
         self.end_step(out);
     }
@@ -667,8 +678,8 @@ impl Paxos {
                 self.persist(Record::Accept { seq, ballot, value }, out);
             }
         }
-        self.grant_lease(now, ballot.node);
-        self.send(out, from, Body::Accepted { ballot, seq });
+        let grant = self.grant_lease(now, ballot.node);
+        self.send(out, from, Body::Accepted { ballot, seq, grant });
     }
 
     /// Promises `ballot` (durably, if it is new) and takes its owner as the leader; false

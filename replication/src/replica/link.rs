@@ -172,7 +172,7 @@ impl<M: StateMachine> Replica<M> {
         let before = *memory;
         match body {
             Body::Promise { ballot, .. } => memory.saw_promise(*ballot),
-            Body::Accepted { ballot, seq } => memory.saw_accept(*ballot, *seq),
+            Body::Accepted { ballot, seq, .. } => memory.saw_accept(*ballot, *seq),
             Body::Reject { promised, .. } => memory.saw_promise(*promised),
             _ => {}
         }

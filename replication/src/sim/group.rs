@@ -139,10 +139,14 @@ impl<M: Recorded> Cluster<M> {
         options: SimOptions,
         tune: impl FnOnce(&mut ReplicaConfig),
     ) -> Cluster<M> {
-        let nodes = options.nodes;
-        let mut config = ReplicaConfig::new(NodeId(0), nodes);
+        let mut config = ReplicaConfig::new(NodeId(0), options.nodes);
         tune(&mut config);
-        let host = ReplicaHost::new(seed, config, M::default());
+        Cluster::with_host(seed, options, ReplicaHost::new(seed, config, M::default()))
+    }
+
+    /// A cluster with explicit simulator options whose replicas `host` boots.
+    pub fn with_host(seed: u64, options: SimOptions, host: ReplicaHost<M>) -> Cluster<M> {
+        let nodes = options.nodes;
         Cluster {
             sim: Sim::new(seed, options, host),
             history: History::new(),

@@ -27,6 +27,7 @@ use std::time::Duration;
 use kv_engine::fs::{DiskImage, Torn};
 
 use super::group::{Cluster, Harness, Recorded, Scripts};
+use super::replica::ReplicaHost;
 use super::{panic_message, FaultCeilings, Faults, SimOptions};
 use crate::paxos::Lease;
 use crate::replica::ReplicaConfig;
@@ -263,6 +264,35 @@ pub fn leases(seed: u64, nodes: usize) -> Option<(Lease, Vec<i64>)> {
     Some((lease, rates))
 }
 
+/// Salt of the draw that picks whether a leased seed's nodes run different leases.
+const MIXED_LEASES_SALT: u64 = 0x4C45_4153_4553_0002;
+
+/// For a third of the seeds that run leases ([`leases`]), each of `nodes` nodes' own
+/// settings: a length of its own (100–1500 ms), or no leases at all (one in four), as
+/// while a change of `[read_lease]` rolls through a cluster. A leader must count only on
+/// the grants its acknowledgements carry. Empty otherwise: every node runs `leases`' lease.
+pub fn mixed_leases(
+    seed: u64,
+    nodes: usize,
+    leases: &Option<(Lease, Vec<i64>)>,
+) -> Vec<Option<Lease>> {
+    let mut rng = Rng::new(seed ^ MIXED_LEASES_SALT);
+    let Some((lease, _)) = leases else {
+        return Vec::new();
+    };
+    if !rng.chance(1.0 / 3.0) {
+        return Vec::new();
+    }
+    (0..nodes)
+        .map(|_| {
+            (!rng.chance(0.25)).then(|| Lease {
+                duration: Duration::from_millis(rng.range(100, 1500)),
+                ..*lease
+            })
+        })
+        .collect()
+}
+
 /// Sets every node's clock rate as drawn by [`leases`] (nothing if it drew none; rates
 /// drawn for more nodes than the simulator has go unused).
 pub fn drift_clocks<H: super::Host>(sim: &mut super::Sim<H>, leases: &Option<(Lease, Vec<i64>)>) {
@@ -299,11 +329,13 @@ pub fn run<M: Recorded, W: Workload<M>>(
     );
     options.random_speeds(&mut rng);
     let leases = leases(seed, replicas);
-    let mut cluster = Cluster::<M>::with(seed, options, |config| {
-        config.paxos.piggyback_commits = piggyback_commits(seed);
-        config.paxos.lease = leases.as_ref().map(|(lease, _)| *lease);
-        tune(config)
-    });
+    let mut config = ReplicaConfig::new(NodeId(0), replicas);
+    config.paxos.piggyback_commits = piggyback_commits(seed);
+    config.paxos.lease = leases.as_ref().map(|(lease, _)| *lease);
+    tune(&mut config);
+    let mut host = ReplicaHost::new(seed, config, M::default());
+    host.node_leases = mixed_leases(seed, replicas, &leases);
+    let mut cluster = Cluster::<M>::with_host(seed, options, host);
     drift_clocks(&mut cluster.sim, &leases);
     let mut schedule = Schedule::new(rng, replicas);
     let result = panic::catch_unwind(AssertUnwindSafe(|| {

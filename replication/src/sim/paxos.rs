@@ -75,14 +75,14 @@ impl Node for Paxos {
                 value.len(),
                 commits.len()
             ),
-            Body::Accepted { ballot, seq } => format!("accepted {ballot} {seq}"),
+            Body::Accepted { ballot, seq, .. } => format!("accepted {ballot} {seq}"),
             Body::Reject { ballot, promised } => format!("reject {ballot} promised {promised}"),
             Body::Decided { commits } => format!("decided {} commits", commits.len()),
             Body::Forward { seq, value } => format!("forward {seq} ({} bytes)", value.len()),
             Body::Learn { seqs } => format!("learn {seqs:?}"),
             Body::Learned { commits } => format!("learned {} commits", commits.len()),
             Body::Confirm { ballot, round } => format!("confirm {ballot} round {round}"),
-            Body::Confirmed { ballot, round } => format!("confirmed {ballot} round {round}"),
+            Body::Confirmed { ballot, round, .. } => format!("confirmed {ballot} round {round}"),
         }
     }
 

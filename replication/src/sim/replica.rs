@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::{Boot, Host};
-use crate::paxos::Seq;
+use crate::paxos::{Lease, Seq};
 use crate::replica::{Event, Replica, ReplicaConfig, StateMachine};
 use crate::types::NodeId;
 
@@ -25,6 +25,9 @@ pub struct ReplicaHost<M: StateMachine> {
     /// Per node (by index), the apply cursor it was last checked at (unchanged: nothing
     /// to check).
     checked: Vec<Option<(Seq, u64)>>,
+    /// Each node's lease settings (by index), where nodes differ (as while a change of
+    /// `[read_lease]` rolls through a cluster); the template's for nodes not listed.
+    pub node_leases: Vec<Option<Lease>>,
 }
 
 impl<M: StateMachine> ReplicaHost<M> {
@@ -37,6 +40,7 @@ impl<M: StateMachine> ReplicaHost<M> {
             events: Vec::new(),
             digests: BTreeMap::new(),
             checked: Vec::new(),
+            node_leases: Vec::new(),
         }
     }
 
@@ -69,6 +73,9 @@ impl<M: StateMachine> Host for ReplicaHost<M> {
         let mut config = self.config.clone();
         config.me = boot.id;
         config.paxos.me = boot.id;
+        if let Some(lease) = self.node_leases.get(boot.id.index()) {
+            config.paxos.lease = *lease;
+        }
         let initial = self.initial.clone();
         Replica::recover(
             config,

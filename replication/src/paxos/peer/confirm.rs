@@ -22,6 +22,7 @@ impl Paxos {
             ballot: self.ballot,
             acks,
             started: now,
+            lease: self.own_lease(),
             deadline: now + self.config.retry_interval,
             attempts: 0,
         });
@@ -56,17 +57,33 @@ impl Paxos {
         out: &mut Output,
     ) {
         if self.promise_to(now, from, ballot, out) {
-            self.grant_lease(now, ballot.node);
-            self.send(out, from, Body::Confirmed { ballot, round });
+            let grant = self.grant_lease(now, ballot.node);
+            self.send(
+                out,
+                from,
+                Body::Confirmed {
+                    ballot,
+                    round,
+                    grant,
+                },
+            );
         }
     }
 
-    pub(super) fn on_confirmed(&mut self, from: NodeId, ballot: Ballot, round: u64) {
+    pub(super) fn on_confirmed(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        round: u64,
+        grant: Option<Grant>,
+    ) {
+        let held = self.lease_held_for(grant);
         let Some(confirmation) = self.confirmation.as_mut() else {
             return;
         };
         if confirmation.round == round && confirmation.ballot == ballot && ballot == self.ballot {
             confirmation.acks.insert(from);
+            confirmation.lease = confirmation.lease.min(held);
             self.check_confirmation();
         }
     }
@@ -75,7 +92,7 @@ impl Paxos {
         let majority = self.majority();
         if let Some(c) = self.confirmation.take_if(|c| c.acks.len() >= majority) {
             self.confirmed = Some(c.round);
-            self.extend_lease(c.ballot, c.started);
+            self.extend_lease(c.ballot, c.started, c.lease);
         }
     }
 

@@ -17,7 +17,14 @@
 //! - **Leader.** When a majority (itself included) acknowledged accepts or a confirmation
 //!   round of its ballot that it first sent at `sent`, it holds the lease until
 //!   `sent + duration × (1 − drift) / (1 + drift)` on its clock, as long as it keeps that
-//!   ballot and leads.
+//!   ballot and leads. `duration` and `drift` are the acknowledgements' own: each carries
+//!   the grant its acceptor made ([`Grant`]: its length, and its clock's drift bound), and
+//!   the leader takes the shortest length and the largest drift bound among them and its
+//!   own. An acknowledgement without a grant (its acceptor runs without leases) gives no
+//!   lease. So peers need not agree on their settings, and a longer `duration` (or leases
+//!   turned on) may roll through them one restart at a time. A shorter one may not: the
+//!   restarted acceptor assumes only its new `duration` at boot, while the grant it made
+//!   before the restart may run longer.
 //!
 //! # Why a leader holding a lease leads
 //!
@@ -78,18 +85,38 @@ impl Paxos {
             .map(|(_, until)| until)
     }
 
-    /// Acceptor: grants `node` a lease from `now` (it just promised or accepted a ballot of
-    /// `node`'s).
-    pub(super) fn grant_lease(&mut self, now: Time, node: NodeId) {
-        let Some(lease) = self.config.lease else {
-            return;
-        };
+    /// Acceptor: grants `node` a lease from `now` (it just acknowledged an accept or a
+    /// confirmation of a ballot of `node`'s); returns the grant, for the acknowledgement
+    /// to carry (none without leases).
+    pub(super) fn grant_lease(&mut self, now: Time, node: NodeId) -> Option<Grant> {
+        let lease = self.config.lease?;
         self.start_leases(now);
         let until = now + lease.duration;
         self.leases.granted = match self.leases.granted {
             Some((holder, end)) if holder == node => Some((node, end.max(until))),
             _ => Some((node, until)),
         };
+        Some(lease.grant())
+    }
+
+    /// Leader: how long after sending what an acknowledgement carrying `grant` answered
+    /// this peer may count on that acceptor: the grant's length shrunk by the larger of
+    /// its drift bound and this peer's (see the module docs). Zero without a grant, or
+    /// without leases here.
+    pub(super) fn lease_held_for(&self, grant: Option<Grant>) -> Duration {
+        match (self.config.lease, grant) {
+            (Some(own), Some(grant)) => Lease {
+                duration: Duration::from_micros(grant.micros),
+                drift_ppm: grant.drift_ppm.max(own.drift_ppm),
+            }
+            .holder_duration(),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Leader: what this peer's own acceptor's acknowledgement lets it count on.
+    pub(super) fn own_lease(&self) -> Duration {
+        self.lease_held_for(self.config.lease.map(|lease| lease.grant()))
     }
 
     pub(super) fn start_leases(&mut self, now: Time) {
@@ -109,17 +136,18 @@ impl Paxos {
         self.leases.started = old.leases.started;
     }
 
-    /// Leader: a majority acknowledged a message at `ballot` first sent at `sent`.
-    pub(super) fn extend_lease(&mut self, ballot: Ballot, sent: Time) {
-        let Some(lease) = self.config.lease else {
+    /// Leader: a majority acknowledged a message at `ballot` first sent at `sent`, each
+    /// granting a lease this peer may count on for `held` after `sent` at least.
+    pub(super) fn extend_lease(&mut self, ballot: Ballot, sent: Time, held: Duration) {
+        if self.config.lease.is_none() || held.is_zero() {
             return;
-        };
+        }
         if ballot != self.ballot || self.promised != ballot {
             return;
         }
         // This peer's own acceptor acknowledged it when it was sent.
         self.grant_lease(sent, self.config.me);
-        let until = sent + lease.holder_duration();
+        let until = sent + held;
         self.leases.held = match self.leases.held {
             Some((b, end)) if b == ballot => Some((ballot, end.max(until))),
             _ => Some((ballot, until)),

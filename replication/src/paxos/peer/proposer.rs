@@ -333,6 +333,7 @@ impl Paxos {
         );
         let mut acks = BTreeSet::new();
         acks.insert(self.config.me);
+        let self_lease = self.own_lease();
         let deadline = now + self.patience(self.config.retry_interval, 0, value.len());
         if let Some(p) = self.proposals.get_mut(&seq) {
             p.stage = Stage::Accepting {
@@ -340,6 +341,7 @@ impl Paxos {
                 value: value.clone(),
                 acks,
                 sent: now,
+                lease: self_lease,
             };
             p.deadline = deadline;
             p.attempts = 0;
@@ -391,14 +393,23 @@ impl Paxos {
         );
     }
 
-    pub(super) fn on_accepted(&mut self, from: NodeId, ballot: Ballot, seq: Seq, out: &mut Output) {
+    pub(super) fn on_accepted(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        seq: Seq,
+        grant: Option<Grant>,
+        out: &mut Output,
+    ) {
         let majority = self.majority();
+        let held = self.lease_held_for(grant);
         if let Some(Proposal {
             stage:
                 Stage::Accepting {
                     ballot: b,
                     acks,
                     sent,
+                    lease,
                     ..
                 },
             ..
@@ -406,11 +417,12 @@ impl Paxos {
         {
             let reached = *b == ballot && {
                 acks.insert(from);
+                *lease = (*lease).min(held);
                 acks.len() >= majority
             };
             if reached {
-                let sent = *sent;
-                self.extend_lease(ballot, sent);
+                let (sent, lease) = (*sent, *lease);
+                self.extend_lease(ballot, sent, lease);
                 self.decide_as_proposer(seq, out);
             }
             return;

@@ -99,6 +99,18 @@ fn settle_all(peers: &mut [Paxos], from: NodeId, out: Output) {
 
 /// [`settle_all`] with every peer's clock at `now`.
 fn settle_at(peers: &mut [Paxos], from: NodeId, out: Output, now: Time) {
+    settle_where(peers, from, out, now, |_, _| true);
+}
+
+/// Delivers `out` and everything it leads to at `now`, but only the messages `link`
+/// lets through (by sender and receiver).
+fn settle_where(
+    peers: &mut [Paxos],
+    from: NodeId,
+    out: Output,
+    now: Time,
+    link: impl Fn(NodeId, NodeId) -> bool,
+) {
     let mut queue: Vec<(NodeId, NodeId, Message)> = Vec::new();
     let push = |queue: &mut Vec<_>, from: NodeId, out: Output| {
         for (to, msg) in out.send_early.into_iter().chain(out.send) {
@@ -107,6 +119,9 @@ fn settle_at(peers: &mut [Paxos], from: NodeId, out: Output, now: Time) {
     };
     push(&mut queue, from, out);
     while let Some((from, to, msg)) = queue.pop() {
+        if !link(from, to) {
+            continue;
+        }
         let mut out = Output::new();
         peers[to.index()].on_message(now, from, msg, &mut out);
         push(&mut queue, to, out);
@@ -293,4 +308,59 @@ fn a_lease_binds_its_acceptors_and_ends_earlier_on_the_holders_clock() {
     plain.on_message(ms(0), NodeId(2), prepare_from_2(), &mut out);
     assert_eq!(sends(&out).len(), 1);
     assert!(!plain.holds_lease(ms(0)));
+}
+
+#[test]
+fn a_leader_counts_on_the_shortest_grant_its_majority_made_and_none_from_a_peer_without_leases() {
+    let ms = Time::from_millis;
+    let lease = |millis, drift_ppm| crate::paxos::Lease {
+        duration: Duration::from_millis(millis),
+        drift_ppm,
+    };
+    // Node 0: 300 ms at 1%; node 1: 100 ms at 5% (a change rolling through); node 2: none.
+    let leases = [Some(lease(300, 10_000)), Some(lease(100, 50_000)), None];
+    let mut peers: Vec<Paxos> = (0..3u32)
+        .map(|i| {
+            let mut config = Config::new(NodeId(i), 3);
+            config.lease = leases[i as usize];
+            Paxos::new(config, 1 + u64::from(i))
+        })
+        .collect();
+    for p in &mut peers {
+        p.on_boot(ms(0), &mut Output::new());
+    }
+    let without = |cut: u32| move |from: NodeId, to: NodeId| from.0 != cut && to.0 != cut;
+
+    // Decided with node 1 alone: 100 ms shrunk by the larger drift bound, 5%:
+    // 100 × 0.95 / 1.05 = 90.476 ms from sending the accepts at 300 ms.
+    let mut out = Output::new();
+    peers[0].start(ms(300), Seq(0), Bytes::from_static(b"a"), &mut out);
+    settle_where(&mut peers, NodeId(0), out, ms(300), without(2));
+    assert_eq!(
+        peers[0].status(Seq(0)),
+        Fate::Decided(Bytes::from_static(b"a"))
+    );
+    assert!(peers[0].holds_lease(ms(390)));
+    assert!(!peers[0].holds_lease(ms(391)), "counted on its own 300 ms");
+
+    // Decided with node 2 alone, which grants nothing: no lease.
+    let mut out = Output::new();
+    peers[0].start(ms(400), Seq(1), Bytes::from_static(b"b"), &mut out);
+    settle_where(&mut peers, NodeId(0), out, ms(400), without(1));
+    assert_eq!(
+        peers[0].status(Seq(1)),
+        Fate::Decided(Bytes::from_static(b"b"))
+    );
+    assert!(
+        !peers[0].holds_lease(ms(400)),
+        "a lease from an acceptor that granted none"
+    );
+
+    // A confirmation round answered by node 1 alone gives the same 90.476 ms.
+    let mut out = Output::new();
+    assert!(peers[0].confirm_leadership(ms(500), 1, &mut out));
+    settle_where(&mut peers, NodeId(0), out, ms(500), without(2));
+    assert_eq!(peers[0].confirmed_round(), Some(1));
+    assert!(peers[0].holds_lease(ms(590)));
+    assert!(!peers[0].holds_lease(ms(591)));
 }
