@@ -1,5 +1,6 @@
-//! The production driver: runs one protocol core on its own tokio task and applies its
-//! effects in the crate-wide order — durable, then send, then reply.
+//! The production driver: runs protocol cores on a tokio task (one, or every replica a
+//! sharded node hosts; see [`run_cores`]) and applies their effects in the crate-wide
+//! order — durable, then send, then reply.
 //!
 //! # Pipelining without breaking the order
 //! The core never waits for the disk. Each step's effects go through the same sans-IO
@@ -11,9 +12,10 @@
 //! fsyncs are in flight, group commit batches many steps into one fsync, and nothing leaves
 //! the node before the state it depends on is on disk.
 //!
-//! A step is one burst: every input already queued when the task wakes (up to
-//! `BURST_INPUTS_MAX`), handled back to back between [`Node::hold`] and
-//! [`Node::release`], so the burst's requests share one instance and one fsync.
+//! A step is one burst: every input already queued for any of the task's cores when it
+//! wakes (up to `BURST_INPUTS_MAX` per core), handled back to back between [`Node::hold`]
+//! and [`Node::release`], so the burst's requests share one instance per core and all
+//! the cores' writes share one fsync.
 //!
 //! # Failure model
 //! A snapshot the store skips for want of room is counted, logged, and the node goes on:
@@ -60,7 +62,8 @@ pub struct DriverOptions {
     pub inputs_max: usize,
     /// Group-commit tunables.
     pub group: GroupOptions,
-    /// Where the driver publishes [`Node::leader`] after every step.
+    /// Where [`run_core`] publishes [`Node::leader`] after every step ([`run_cores`] takes
+    /// one per replica, in [`Hosted`]).
     pub leader: LeaderHint,
 }
 
