@@ -10,27 +10,20 @@ set -uo pipefail
 KV=${1:-target/release/kv}
 CLIENTS=${CLIENTS:-50}
 DUR=${DUR:-8}
+. scripts/kv-cluster.sh
 pids=()
 trap 'kill "${pids[@]:-}" 2>/dev/null' EXIT
-ticks() { local t=0 f; for p in "$@"; do read -r -a f < "/proc/$p/stat"; t=$((t + f[13] + f[14])); done; echo "$t"; }
+decided() { curl -s 127.0.0.1:29380/metrics | awk '/^kv_decided_index\{node="[0-9]+",group="[0-9]+"\}/ {s += $2} END {print s + 0}'; }
 # Each node's fsyncs (its log writer's, the same on every group's line: the first one).
 fsyncs() { for port in 29380 29381 29382; do curl -s "127.0.0.1:$port/metrics" | awk '/^kv_fsyncs_total/ {print $2; exit}'; done | awk '{s += $1} END {print s + 0}'; }
-decided() { curl -s 127.0.0.1:29380/metrics | awk '/^kv_decided_index\{node="[0-9]+",group="[0-9]+"\}/ {s += $2} END {print s + 0}'; }
 hz=$(getconf CLK_TCK)
 for groups in ${GROUPS_LIST:-1 3}; do
   dir=$(mktemp -d ${TMPBASE:+-p "$TMPBASE"})
-  "$KV" init --dir "$dir" --groups "$groups" --shards 64 --resp-port 26380 --peer-port 27380 --admin-port 29380 >/dev/null
   pids=()
-  for id in 0 1 2; do "$KV" node --cluster "$dir/cluster.toml" --id "$id" ${THREADS:+--threads "$THREADS"} >"$dir/node-$id.log" 2>&1 & pids+=($!); done
-  for _ in $(seq 100); do
-    ready=0
-    for port in 29380 29381 29382; do curl -sf "127.0.0.1:$port/readyz" >/dev/null && ready=$((ready + 1)); done
-    [ "$ready" = 3 ] && break
-    sleep 0.2
-  done
-  b=$(ticks "${pids[@]}"); i0=$(decided); f0=$(fsyncs)
+  KV_NODE_THREADS=${THREADS:-} kv_cluster_start "$dir" 26380 27380 29380 --groups "$groups" --shards 64 || exit 1
+  b=$(kv_cpu_ticks "${pids[@]}"); i0=$(decided); f0=$(fsyncs)
   out=$("$KV" bench --cluster "$dir/cluster.toml" --clients "$CLIENTS" --duration "$DUR" | tail -1)
-  a=$(ticks "${pids[@]}"); i1=$(decided); f1=$(fsyncs)
+  a=$(kv_cpu_ticks "${pids[@]}"); i1=$(decided); f1=$(fsyncs)
   rate=$(echo "$out" | sed -n 's/.*ops\/s: *\([0-9]*\).*/\1/p')
   python3 - "$groups" "$rate" "$DUR" "$((a - b))" "$hz" "$((i1 - i0))" "$((f1 - f0))" "$out" <<'PY'
 import sys

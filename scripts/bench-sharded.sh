@@ -16,18 +16,13 @@ DUR=${KV_BENCH_SECONDS:-10}
 pids=()
 trap 'kill "${pids[@]:-}" 2>/dev/null' EXIT
 hz=$(getconf CLK_TCK)
-cpu() { # CPU seconds (user+system) of one pid, in clock ticks
-  local f
-  read -r -a f < "/proc/$1/stat"
-  echo $((f[13] + f[14]))
-}
 # measure LABEL COMMAND: evaluates the shell command COMMAND, prints LABEL, its output and
 # the CPU seconds each node used meanwhile.
 measure() {
   local label=$1 command=$2 before=() used="" out i
-  for i in 0 1 2; do before+=("$(cpu "${pids[$i]}")"); done
+  for i in 0 1 2; do before+=("$(kv_cpu_ticks "${pids[$i]}")"); done
   out=$(eval "$command") || out="FAILED (no result)"
-  for i in 0 1 2; do used+=" $(( ($(cpu "${pids[$i]}") - before[i]) / hz ))s"; done
+  for i in 0 1 2; do used+=" $(( ($(kv_cpu_ticks "${pids[$i]}") - before[i]) / hz ))s"; done
   echo "$label: $out   node CPU:$used"
 }
 redis_rates() { tr '\r' '\n' | grep -E "^(SET|GET):.*requests per second" | tr '\n' ' '; }

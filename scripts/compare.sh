@@ -105,15 +105,6 @@ start_kv() { start_kv_named kv 0; }
 # The same cluster with leader leases for reads (`kv init --read-lease-ms 300`).
 start_kvlease() { start_kv_named kvlease 10 --read-lease-ms 300; }
 
-cpu_ticks() { # total CPU ticks (user+system) of the given processes
-  local t=0 p f
-  for p in "$@"; do
-    read -r -a f <"/proc/$p/stat"
-    t=$((t + f[13] + f[14]))
-  done
-  echo "$t"
-}
-
 mkdir -p "$RESULTS"
 csv="$RESULTS/results.csv"
 echo "system,op,clients,ops_per_s,p50_ms,p99_ms,p999_ms,errors,server_cpu_s,load1" >"$csv"
@@ -141,10 +132,10 @@ for clients in $CLIENTS; do
     if [ "$op" = SET ]; then flags=(--reads 0); else flags=(--reads 100 --prefill); fi
     for system in $SYSTEMS; do
       read -r -a mine <<<"${servers[$system]}"
-      before=$(cpu_ticks "${mine[@]}")
+      before=$(kv_cpu_ticks "${mine[@]}")
       row=$("$KV" bench --target "${targets[$system]}" --clients "$clients" --duration "$DUR" \
         "${flags[@]}" --csv)
-      used=$(($(cpu_ticks "${mine[@]}") - before))
+      used=$(($(kv_cpu_ticks "${mine[@]}") - before))
       load=$(cut -d' ' -f1 /proc/loadavg)
       line="$system,$op,${row%%,*},$(echo "$row" | cut -d, -f3-),$(awk "BEGIN{printf \"%.1f\", $used/$hz}"),$load"
       echo "$line" >>"$csv"

@@ -1,4 +1,4 @@
-# Sourced by scripts/compare.sh and scripts/profile.sh: starts a local 3-node kv cluster.
+# Sourced by the bench scripts: starts a local 3-node kv cluster, and reads processes' CPU.
 #
 # kv_cluster_start DIR RESP PEER ADMIN [kv init flags...]
 #   `kv init` in DIR with node i on ports RESP+i, PEER+i, ADMIN+i, then the three
@@ -30,4 +30,15 @@ kv_cluster_start() {
     fi
   done
   target="redis://127.0.0.1:$resp,127.0.0.1:$((resp + 1)),127.0.0.1:$((resp + 2))"
+}
+
+# kv_cpu_ticks PID...: the CPU the processes used so far (user + system), in clock ticks
+# (`getconf CLK_TCK` per second).
+kv_cpu_ticks() {
+  local t=0 p f
+  for p in "$@"; do
+    read -r -a f < "/proc/$p/stat"
+    t=$((t + f[13] + f[14]))
+  done
+  echo "$t"
 }
