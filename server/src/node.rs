@@ -62,9 +62,6 @@ pub struct DriverOptions {
     pub inputs_max: usize,
     /// Group-commit tunables.
     pub group: GroupOptions,
-    /// Where [`run_core`] publishes [`Node::leader`] after every step ([`run_cores`] takes
-    /// one per replica, in [`Hosted`]).
-    pub leader: LeaderHint,
 }
 
 /// The core's latest leader hint, shared with the connections that answer clients.
@@ -98,7 +95,6 @@ impl Default for DriverOptions {
             tick: Duration::from_millis(10),
             inputs_max: 8192,
             group: GroupOptions::default(),
-            leader: LeaderHint::default(),
         }
     }
 }
@@ -246,31 +242,6 @@ pub struct Hosted<C: Core, P> {
     pub leader: LeaderHint,
     /// Run once the state that made the core ready is durable.
     pub on_ready: Option<Box<dyn FnOnce() + Send>>,
-}
-
-/// Runs `core` alone; see [`run_cores`].
-pub async fn run_core<C, P>(
-    core: C,
-    log: Stream,
-    peers: P,
-    inputs: mpsc::Receiver<CoreInput<C>>,
-    shutdown: watch::Receiver<bool>,
-    options: DriverOptions,
-    on_ready: Option<Box<dyn FnOnce() + Send>>,
-) -> Result<(), String>
-where
-    C: Core,
-    P: PeerSender<C::Msg>,
-{
-    let hosted = Hosted {
-        core,
-        log,
-        peers,
-        inputs,
-        leader: options.leader.clone(),
-        on_ready,
-    };
-    run_cores(vec![hosted], shutdown, options).await
 }
 
 /// Runs the replicas `hosted` on one task until `shutdown` flips to true or the store

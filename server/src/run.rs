@@ -270,6 +270,7 @@ where
     })?;
 
     let (inputs_tx, inputs_rx) = mpsc::channel(options.driver.inputs_max);
+    let leader = node::LeaderHint::default();
     let addresses: Vec<_> = config.nodes.iter().map(|n| n.peer).collect();
     let peers = transport::connect_peers(key.clone(), id, &addresses, shutdown.clone());
     tokio::spawn(transport::serve(
@@ -278,7 +279,7 @@ where
         id,
         transport::CoreService {
             inputs: inputs_tx.clone(),
-            leader: options.driver.leader.clone(),
+            leader: leader.clone(),
             nodes: config.nodes.len(),
         },
         budget,
@@ -313,16 +314,15 @@ where
 
     let on_ready = stamp_when_ready(wiped, dir, config.cluster_id, id);
     let commit = GroupCommit::start(store, options.driver.group);
-    let result = node::run_core(
+    let hosted = node::Hosted {
         core,
-        commit.stream(0),
+        log: commit.stream(0),
         peers,
-        inputs_rx,
-        shutdown,
-        options.driver,
+        inputs: inputs_rx,
+        leader,
         on_ready,
-    )
-    .await;
+    };
+    let result = node::run_cores(vec![hosted], shutdown, options.driver).await;
     // Everything queued is written before another process may take the directory.
     drop(commit);
     drop(lock);

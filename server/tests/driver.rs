@@ -287,7 +287,7 @@ fn no_reply_leaves_before_its_record_is_durable() {
     use kv_engine::fs::{SimFs, Torn};
     use kv_engine::store::{Store, StoreOptions};
     use kv_replication::types::ClientId;
-    use kv_server::node::{run_core, Input};
+    use kv_server::node::{run_cores, Hosted, Input, LeaderHint};
     use std::sync::{Arc, Mutex};
 
     for round in 0..20u64 {
@@ -301,15 +301,15 @@ fn no_reply_leaves_before_its_record_is_durable() {
             state: KvState::new(),
         };
         let commit = kv_engine::group::GroupCommit::start(store, Default::default());
-        let driver = rt.spawn(run_core(
+        let hosted = Hosted {
             core,
-            commit.stream(0),
-            NoPeers,
-            inputs_rx,
-            stop_rx,
-            DriverOptions::default(),
-            None,
-        ));
+            log: commit.stream(0),
+            peers: NoPeers,
+            inputs: inputs_rx,
+            leader: LeaderHint::default(),
+            on_ready: None,
+        };
+        let driver = rt.spawn(run_cores(vec![hosted], stop_rx, DriverOptions::default()));
         let replied: Arc<Mutex<Vec<Request>>> = Arc::default();
         let clients: Vec<_> = (0..16u64)
             .map(|c| {
