@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::Cluster;
+use kv_engine::fs::RealFs;
 use kv_engine::kv::{Op, Reply};
+use kv_engine::wal::{Wal, WalOptions};
 use kv_server::client::ClientOptions;
 
 /// Hang guard for the snapshot to appear; never a measure of speed.
@@ -136,23 +138,44 @@ fn a_torn_tail_is_cut_and_logged() {
     let mut cluster = stopped_node_with_a_snapshot();
     let dir = cluster.config.data_dir(0);
     let newest = newest_segment(&dir);
-    let valid = std::fs::metadata(&newest).unwrap().len();
+    // Where the records end: the log writes zeros ahead of them, which opening cuts
+    // without a warning (checked below).
+    let scan = Wal::scan(&RealFs, newest.parent().unwrap(), WalOptions::default()).unwrap();
+    let tail = scan.tail().expect("zeros ahead of the records");
+    assert!(tail.zeroed, "{tail:?}");
+    let valid = tail.offset;
     // Half a record header: what a crash mid-write leaves.
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
+    let file = std::fs::OpenOptions::new()
+        .write(true)
         .open(&newest)
         .unwrap();
-    std::io::Write::write_all(&mut file, &[9, 0, 0, 0, 1]).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[9, 0, 0, 0, 1], valid).unwrap();
     drop(file);
     cluster.start_node(0);
     cluster.wait_ready(0);
-    let log = cluster.log(0);
-    let line = log
+    let log = cluster.full_log(0);
+    let torn: Vec<&str> = log
         .lines()
-        .find(|l| l.contains("cut a torn tail"))
-        .unwrap_or_else(|| panic!("no warning about the torn tail:\n{log}"));
+        .filter(|l| l.contains("cut a torn tail"))
+        .collect();
+    assert_eq!(torn.len(), 1, "one warning about the torn tail:\n{log}");
+    let line = torn[0];
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains(&newest.display().to_string()), "{line}");
     assert!(line.contains(&format!("offset={valid}")), "{line}");
     assert_eq!(get(&cluster, "last"), Some(b"after the snapshot".to_vec()));
+    // A node killed with zeros ahead of its records: no torn tail to warn about.
+    put(&cluster, "later".into(), b"written".to_vec());
+    cluster.kill_node(0);
+    cluster.start_node(0);
+    cluster.wait_ready(0);
+    let log = cluster.full_log(0);
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("cut a torn tail"))
+            .count(),
+        1,
+        "a warning for the zeros ahead of the records:\n{log}"
+    );
+    assert_eq!(get(&cluster, "later"), Some(b"written".to_vec()));
 }

@@ -27,6 +27,7 @@ fn options(snapshots: bool) -> StoreOptions {
             // active segment is (almost) always a recycled file with old bytes behind.
             segment_bytes_max: if snapshots { 1 << 20 } else { 64 << 10 },
             recycle: true,
+            prefill_bytes: kv_engine::wal::PREFILL_BYTES_DEFAULT,
         },
         snapshots_retained: 1,
     }

@@ -29,6 +29,18 @@ pub const LOCK_FILE: &str = "kv-node.lock";
 
 /// Logs the torn tail opening a write-ahead log cut off (the file names which log).
 fn log_torn_tail(id: u32, tail: &kv_engine::wal::TruncatedTail) {
+    if tail.zeroed {
+        // The zeros the log writes ahead of its records (or space never written): what
+        // every restart finds, not a sign of a crash.
+        tracing::debug!(
+            node = id,
+            file = %tail.file.display(),
+            offset = tail.offset,
+            bytes = tail.bytes,
+            "cut the zeroed space past the write-ahead log's last record"
+        );
+        return;
+    }
     tracing::warn!(
         node = id,
         file = %tail.file.display(),

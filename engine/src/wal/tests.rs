@@ -9,6 +9,7 @@ fn small() -> WalOptions {
     WalOptions {
         segment_bytes_max: 64,
         recycle: false,
+        prefill_bytes: PREFILL_BYTES_DEFAULT,
     }
 }
 
@@ -95,6 +96,88 @@ fn torn_tail_of_last_segment_is_truncated() {
     drop(wal);
     let (_, recs) = open(&fs, WalOptions::default()).unwrap();
     assert_eq!(payloads(&recs), vec![b"keep".to_vec(), b"next".to_vec()]);
+}
+
+fn prefilling(segment_bytes_max: u64, prefill_bytes: u64) -> WalOptions {
+    WalOptions {
+        segment_bytes_max,
+        recycle: false,
+        prefill_bytes,
+    }
+}
+
+fn file_len(fs: &SimFs, first: u64) -> u64 {
+    fs.read_all(&Path::new("/w").join(segment_name(first)))
+        .unwrap()
+        .len() as u64
+}
+
+const RECORD_100: u64 = RECORD_HEADER_BYTES as u64 + 100;
+
+#[test]
+fn a_write_past_the_files_end_zeroes_space_ahead_and_the_syncs_after_it_keep_the_size() {
+    let fs = SimFs::new();
+    let (mut wal, _) = open(&fs, prefilling(1 << 20, 1000)).unwrap();
+    wal.append(0, &[1; 100]).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(file_len(&fs, 1), RECORD_100 + 1000);
+    assert_eq!(wal.disk_bytes(), RECORD_100 + 1000);
+    // Nine more records fit in the zeroed space: the file keeps its size.
+    for i in 2..=10u8 {
+        wal.append(0, &[i; 100]).unwrap();
+        wal.sync().unwrap();
+        assert_eq!(file_len(&fs, 1), RECORD_100 + 1000, "record {i}");
+    }
+    // The next one passes the end: zeros ahead of it again.
+    wal.append(0, &[11; 100]).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(file_len(&fs, 1), 11 * RECORD_100 + 1000);
+    fs.crash(Torn::None);
+    let (wal, recs) = open(&fs, prefilling(1 << 20, 1000)).unwrap();
+    assert_eq!(recs.len(), 11);
+    assert_eq!(recs[10].payload, vec![11; 100]);
+    let tail = wal.truncated_tail().expect("the zeros are cut");
+    assert!(tail.zeroed, "{tail:?}");
+    assert_eq!((tail.offset, tail.bytes), (11 * RECORD_100, 1000));
+    assert_eq!(file_len(&fs, 1), 11 * RECORD_100);
+}
+
+#[test]
+fn zeros_ahead_stop_at_the_segment_size_and_a_closed_segment_is_cut_to_its_records() {
+    let fs = SimFs::new();
+    let options = prefilling(3 * RECORD_100, 1 << 20);
+    let (mut wal, _) = open(&fs, options).unwrap();
+    wal.append(0, &[1; 100]).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(file_len(&fs, 1), 3 * RECORD_100);
+    for i in 2..=4u8 {
+        wal.append(0, &[i; 100]).unwrap();
+    }
+    wal.sync().unwrap();
+    assert_eq!(file_len(&fs, 1), 3 * RECORD_100);
+    assert_eq!(file_len(&fs, 4), 3 * RECORD_100);
+    wal.append(0, &[5; 100]).unwrap();
+    wal.rotate().unwrap();
+    assert_eq!(file_len(&fs, 4), 2 * RECORD_100, "cut to its records");
+    drop(wal);
+    let (_, recs) = open(&fs, options).unwrap();
+    assert_eq!(recs.len(), 5);
+}
+
+#[test]
+fn a_disk_too_full_for_the_zeros_still_takes_the_records_that_fit() {
+    let fs = SimFs::new();
+    let options = prefilling(1 << 20, 1 << 20);
+    let (mut wal, _) = open(&fs, options).unwrap();
+    fs.set_capacity(Some(fs.bytes_under(Path::new("/w")) + 4 * RECORD_100));
+    for i in 1..=4u8 {
+        wal.append(0, &[i; 100]).unwrap();
+        wal.sync().expect("the record fits; the zeros do not");
+    }
+    assert!(!wal.is_poisoned());
+    fs.crash(Torn::None);
+    let (_, recs) = open(&fs, options).unwrap();
+    assert_eq!(recs.len(), 4);
 }
 
 #[test]
@@ -235,6 +318,7 @@ fn recycling(segment_bytes_max: u64) -> WalOptions {
     WalOptions {
         segment_bytes_max,
         recycle: true,
+        prefill_bytes: PREFILL_BYTES_DEFAULT,
     }
 }
 

@@ -118,8 +118,9 @@ impl SimOptions {
                 wal: WalOptions {
                     segment_bytes_max: 64 * 1024,
                     // Disk-use budgets (Test5DiskUse) count every byte; a spare segment
-                    // would be up to 64 KiB of them.
+                    // would be up to 64 KiB of them, zeros ahead of the records as much.
                     recycle: false,
+                    prefill_bytes: 0,
                 },
                 snapshots_retained: 1,
             },
