@@ -258,8 +258,16 @@ fn snapshot_payload() -> Vec<u8> {
 fn engine_files() -> (Vec<u8>, Vec<u8>) {
     let fs = SimFs::new();
     let dir = Path::new("/golden");
-    let (mut store, _) =
-        Store::open(Arc::new(fs.clone()), dir, StoreOptions::default()).expect("open");
+    // The records' framing is the format; the zeros a log writes ahead of its records
+    // (`WalOptions::prefill_bytes`) are unwritten space, not part of it.
+    let options = StoreOptions {
+        wal: kv_engine::wal::WalOptions {
+            prefill_bytes: 0,
+            ..kv_engine::wal::WalOptions::default()
+        },
+        ..StoreOptions::default()
+    };
+    let (mut store, _) = Store::open(Arc::new(fs.clone()), dir, options).expect("open");
     for record in paxos_records() {
         store
             .append(
