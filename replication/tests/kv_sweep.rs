@@ -58,7 +58,10 @@ fn kv_sweep_same_seed_gives_same_trace_hash() {
 /// checking what makes reads safe.
 #[test]
 fn kv_sweep_catches_reads_served_without_leadership_confirmation() {
-    let seeds = seeds_from_env("KV_SWEEP_SEEDS", 0..300);
+    // Rarer than it was: a leader whose accepts go unanswered now stops leading, and a
+    // node that cannot hear the leader no longer deposes it, so fewer deposed leaders
+    // believe they lead (in 0..2000, 3 seeds catch it; 13 did before).
+    let seeds = seeds_from_env("KV_SWEEP_SEEDS", 0..1000);
     let caught: Vec<u64> = seeds
         .clone()
         .filter(|&seed| {

@@ -12,6 +12,10 @@ use super::ids::{Ballot, Seq};
 pub struct Message {
     /// The sender's knowledge of each peer's highest `done` argument (index = node id).
     pub dones: Vec<Option<Seq>>,
+    /// The sender led (held phase 1 at its ballot) when it sent this. Only then does a
+    /// message from the node a peer follows count as hearing from its leader: a leader
+    /// that gave up leading still gossips, and must not keep its followers waiting.
+    pub leads: bool,
     /// What the message says.
     pub body: Body,
 }
@@ -138,6 +142,16 @@ pub enum Body {
         /// leases.
         grant: Option<Grant>,
     },
+    /// A refused prepare (or confirmation round) of a ballot above the acceptor's promise:
+    /// the acceptor follows `leader`, a ballot it heard leading within `leader_timeout`
+    /// (or its own, leading and hearing from a majority). The asker stops campaigning and
+    /// sends its proposals there.
+    Follow {
+        /// The refused ballot.
+        ballot: Ballot,
+        /// The ballot the acceptor follows.
+        leader: Ballot,
+    },
 }
 
 /// A lease an acceptor granted with an acknowledgement (see [`super::Lease`]): it raises
@@ -167,7 +181,8 @@ impl Message {
             | Body::Accepted { .. }
             | Body::Reject { .. }
             | Body::Confirm { .. }
-            | Body::Confirmed { .. } => 0,
+            | Body::Confirmed { .. }
+            | Body::Follow { .. } => 0,
             Body::Promise { entries, .. } => values(&mut entries.iter().map(|e| e.value.len())),
             Body::Accept { value, commits, .. } => {
                 value.len() + values(&mut commits.iter().map(Commit::value_bytes))
@@ -200,6 +215,7 @@ impl Body {
                 | Body::Reject { .. }
                 | Body::Learned { .. }
                 | Body::Confirmed { .. }
+                | Body::Follow { .. }
         )
     }
 
@@ -217,6 +233,7 @@ impl Body {
             Body::Learned { .. } => "learned",
             Body::Confirm { .. } => "confirm",
             Body::Confirmed { .. } => "confirmed",
+            Body::Follow { .. } => "follow",
         }
     }
 }

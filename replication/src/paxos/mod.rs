@@ -35,6 +35,30 @@
 //! leader a lease during which it may skip that round ([`Paxos::holds_lease`]), and bind
 //! the acceptors that gave them not to promise another node meanwhile (`peer/lease.rs`).
 //!
+//! # Who leads
+//!
+//! A follower counts its leader alive while it heard from it, *leading*, within
+//! [`Config::leader_timeout`]: an accept, a decision, a confirmation round or gossip whose
+//! [`Message::leads`] is set. A prepare is no such sign (a node that cannot hear the
+//! answers keeps sending them), so promising one names the new leader without starting
+//! the wait for it. Three rules keep a group led by a node its majority can answer:
+//! - A leader whose accept (or confirmation round) goes unanswered by a majority through
+//!   four resends stops leading: its answers do not arrive, and its accepts would keep the
+//!   followers that still receive them from electing one they can answer.
+//! - A leader's gossip says it leads only while it heard from a majority (itself included,
+//!   prepares not counted) within twice `leader_timeout`
+//!   ([`Paxos::leads_answered`]): an idle leader whose peers' messages no longer reach it
+//!   stops keeping them waiting.
+//! - An acceptor whose leader is alive (or which leads and hears from a majority) promises
+//!   no other node: it answers [`Body::Follow`], naming the ballot it follows (Raft's rule
+//!   against disruptive servers). The asker stops campaigning and forwards to that leader
+//!   once the leader itself says so or too many refuse for it to win. Refusing is always
+//!   safe; a leader that is really gone is past `leader_timeout` for all who followed it.
+//!
+//! What remains: a new leader that idles for longer than `leader_timeout` cannot be told
+//! from a dead one, so a node that still cannot hear it may depose it then, once per
+//! ballot (the deposed leader wins again with its next request).
+//!
 //! # Durability and failure model
 //!
 //! Promises and accepted values become synced [`Persist`] records: the driver makes them
@@ -140,8 +164,8 @@ pub struct Config {
     /// again (the same doubling and payload allowance as resends apply).
     pub forward_timeout: Duration,
     /// A follower starts a campaign of its own only if it has not heard from the leader it
-    /// knows (an accept, a decision, a prepare) for this long: a leader that is busy moving
-    /// large values is not deposed for being slow.
+    /// knows, leading, for this long (see "Who leads" in the module docs): a leader that is
+    /// busy moving large values is not deposed for being slow.
     pub leader_timeout: Duration,
     /// Soft bound on the bytes of values in one message that bundles several (a promise
     /// page, a batch of decisions, an answer to `Learn`); a single larger value still goes,

@@ -77,6 +77,8 @@ struct Campaign {
     deadline: Time,
     /// Resends of the prepares so far (each doubles the wait).
     attempts: u32,
+    /// Peers that refused, following a live leader ([`Body::Follow`]).
+    refused: BTreeSet<NodeId>,
 }
 
 /// A leadership confirmation round in flight (see [`Paxos::confirm_leadership`]).
@@ -123,8 +125,11 @@ pub struct Paxos {
     recovered: BTreeMap<Seq, (Ballot, Bytes)>,
     proposals: BTreeMap<Seq, Proposal>,
     leader: Option<NodeId>,
-    /// When this peer last heard from `leader` (an accept, a decision, a prepare).
+    /// When this peer last heard from `leader` (an accept, a decision, gossip, a
+    /// confirmation round — sent while leading; not a prepare).
     leader_seen: Option<Time>,
+    /// When this peer last heard anything from each peer (see [`Paxos::heard_from`]).
+    heard: Vec<Option<Time>>,
     /// Times `leader` changed since this peer started (counted for metrics).
     leader_changes: u64,
     failures: u32,
@@ -176,6 +181,7 @@ impl Paxos {
             proposals: BTreeMap::new(),
             leader: None,
             leader_seen: None,
+            heard: vec![None; peers],
             leader_changes: 0,
             failures: 0,
             pending: BTreeMap::new(),
@@ -386,6 +392,30 @@ impl Paxos {
         self.prepared_from.is_some()
     }
 
+    /// Whether this peer leads and heard from a majority (itself included) within twice
+    /// `leader_timeout`: what its gossip tells the peers ([`Message::leads`]), and what
+    /// keeps it from promising another node (see `follows_another`). A leader whose
+    /// peers' messages no longer reach it so stops keeping them waiting for it, idle or
+    /// not (busy, it also stops leading once its accepts go unanswered).
+    pub fn leads_answered(&self, now: Time) -> bool {
+        let window = self.config.leader_timeout * 2;
+        let heard = self
+            .heard
+            .iter()
+            .enumerate()
+            .filter(|&(i, t)| i == self.config.me.index() || t.is_some_and(|t| now - t < window))
+            .count();
+        self.is_leader() && heard >= self.majority()
+    }
+
+    /// Notes a message from `from` of any kind, this layer's or the caller's (say, a
+    /// replica's own gossip): what [`Paxos::leads_answered`] counts.
+    pub fn heard_from(&mut self, now: Time, from: NodeId) {
+        if let Some(t) = self.heard.get_mut(from.index()) {
+            *t = Some(now);
+        }
+    }
+
     /// Times the leader this peer knows changed (to another node, or from none to one)
     /// since it started.
     pub fn leader_changes(&self) -> u64 {
@@ -536,7 +566,13 @@ impl Paxos {
             return;
         }
         self.merge_dones(&msg.dones, out);
+        if !matches!(msg.body, Body::Prepare { .. }) {
+            // (A prepare says its sender does not follow this peer: it is not the sign of
+            // a working majority that `leads_answered` looks for.)
+            self.heard_from(now, from);
+        }
         if self.leader == Some(from)
+            && msg.leads
             && matches!(
                 msg.body,
                 Body::Accept { .. }
@@ -579,6 +615,7 @@ impl Paxos {
                 round,
                 grant,
             } => self.on_confirmed(from, ballot, round, grant),
+            Body::Follow { ballot, leader } => self.on_follow(now, from, ballot, leader),
         }
         self.end_step(out);
     }
@@ -803,6 +840,7 @@ impl Paxos {
             to,
             Message {
                 dones: self.dones.clone(),
+                leads: self.is_leader(),
                 body,
             },
         ));

@@ -165,6 +165,7 @@ impl<M: StateMachine> Replica<M> {
         self.last_gossip = Some(now);
         let msg = paxos::Message {
             dones: self.paxos.dones().to_vec(),
+            leads: self.paxos.leads_answered(now),
             body: Body::Learned {
                 commits: Vec::new(),
             },

@@ -17,7 +17,7 @@ use super::message::Message;
 use super::peers::PeerMemory;
 use super::{Output, Replica};
 use crate::effects::Persist;
-use crate::paxos::{self, Body, Paxos, Seq};
+use crate::paxos::{self, Ballot, Body, Paxos, Seq};
 use crate::types::{NodeId, Time};
 
 impl<M: StateMachine> Replica<M> {
@@ -94,13 +94,22 @@ impl<M: StateMachine> Replica<M> {
             return; // from an incarnation of the sender that lost its disk since
         }
         self.merge_incarnations(now, &incarnations, out);
-        self.note_leader(&msg.body);
+        let claim = leadership_claim(&msg.body);
+        let hint = self.leader_hint;
+        if let Some((ballot, _)) = claim {
+            self.note_leader(ballot);
+        }
         self.note_witness(from, &msg.body);
         let announced = msg.dones.iter().flatten().max().copied();
         self.peer_done = self.peer_done.max(announced);
         let mut p = paxos::Output::new();
         self.paxos.on_message(now, from, msg, &mut p);
         self.absorb(p, out);
+        if let Some((ballot, true)) = claim {
+            if self.paxos.promised() != ballot && self.leader_hint == Some(ballot) {
+                self.leader_hint = hint; // refused: not where requests should go
+            }
+        }
     }
 
     /// Adopts newer incarnations of other replicas. If any replica reincarnated, its old
@@ -156,11 +165,9 @@ impl<M: StateMachine> Replica<M> {
         }
     }
 
-    fn note_leader(&mut self, body: &Body) {
-        let ballot = match body {
-            Body::Prepare { ballot, .. } | Body::Accept { ballot, .. } => *ballot,
-            _ => return,
-        };
+    /// Follows `ballot` (an accept's, or a prepare's the acceptor promised) as where
+    /// requests go, unless a higher one is known.
+    fn note_leader(&mut self, ballot: Ballot) {
         if self.leader_hint.is_none_or(|b| ballot >= b) {
             self.leader_hint = Some(ballot);
         }
@@ -222,5 +229,18 @@ impl<M: StateMachine> Replica<M> {
                 },
             ));
         }
+    }
+}
+
+/// The ballot a message shows leading or about to lead, and whether it is a prepare's:
+/// an accept's, or the leader a refusal names ([`Body::Follow`]), counts at once; a
+/// prepare's only once the acceptor promised it (checked after handling it). A prepare the acceptor refused — say, from a node that cannot hear
+/// the leader and so keeps campaigning — must not send this replica's requests there.
+fn leadership_claim(body: &Body) -> Option<(Ballot, bool)> {
+    match body {
+        Body::Prepare { ballot, .. } => Some((*ballot, true)),
+        Body::Accept { ballot, .. } => Some((*ballot, false)),
+        Body::Follow { leader, .. } => Some((*leader, false)),
+        _ => None,
     }
 }

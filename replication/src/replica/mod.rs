@@ -578,6 +578,9 @@ impl<M: StateMachine> Replica<M> {
         let mark = out.events.len();
         self.boot(now, out);
         if from.index() < self.config.peers && from != self.config.me && !self.phase.is_halted() {
+            if !matches!(msg, Message::Paxos { .. }) {
+                self.paxos.heard_from(now, from); // (Paxos messages: Paxos notes them)
+            }
             self.dispatch(now, from, msg, out);
             self.settle_unless_held(now, out);
         }

@@ -196,6 +196,9 @@ pub struct Sim<H: Host> {
     next_order: u64,
     /// The partition: each node's side (see `network`).
     groups: Option<Vec<usize>>,
+    /// Directed links cut on top of the partition: `(from, to)` loses everything `from`
+    /// sends `to` (see `network`).
+    cut: std::collections::BTreeSet<(usize, usize)>,
     /// Per directed link: when its last transmission ends (bandwidth model).
     links: BTreeMap<(NodeId, NodeId), Time>,
     /// Messages lost for being over `message_bytes_max`.
@@ -220,6 +223,7 @@ impl<H: Host> Sim<H> {
             free: Vec::new(),
             next_order: 0,
             groups: None,
+            cut: std::collections::BTreeSet::new(),
             links: BTreeMap::new(),
             oversized: 0,
             trace_hash: 0xcbf2_9ce4_8422_2325,

@@ -23,14 +23,25 @@ impl<H: Host> Sim<H> {
         self.connected(NodeId(a as u32), NodeId(b as u32))
     }
 
-    /// Removes every partition.
+    /// Removes every partition and every cut link.
     pub fn heal(&mut self) {
         self.note("heal".into());
         self.groups = None;
+        self.cut.clear();
+    }
+
+    /// Cuts one direction of a link: everything `from` sends `to` is lost, while `to`'s
+    /// messages still reach `from` (a one-way loss). [`Sim::heal`] mends it.
+    pub fn cut_one_way(&mut self, from: usize, to: usize) {
+        self.note(format!("cut n{from} -> n{to}"));
+        self.cut.insert((from, to));
     }
 
     /// Whether a message from `a` reaches `b`.
     pub(super) fn connected(&self, a: NodeId, b: NodeId) -> bool {
+        if self.cut.contains(&(a.index(), b.index())) {
+            return false;
+        }
         match &self.groups {
             None => true,
             Some(groups) => groups[a.index()] == groups[b.index()],

@@ -83,6 +83,7 @@ impl Node for Paxos {
             Body::Learned { commits } => format!("learned {} commits", commits.len()),
             Body::Confirm { ballot, round } => format!("confirm {ballot} round {round}"),
             Body::Confirmed { ballot, round, .. } => format!("confirmed {ballot} round {round}"),
+            Body::Follow { ballot, leader } => format!("follow {leader}, not {ballot}"),
         }
     }
 

@@ -109,10 +109,39 @@ impl Paxos {
         if self.lease_forbids(now, ballot) {
             return false; // a lease to another node runs: the asker retries
         }
+        if ballot != self.promised && self.follows_another(now, ballot.node) {
+            // This peer's leader is alive: the asker should follow it too.
+            let leader = self.promised;
+            self.send(out, from, Body::Follow { ballot, leader });
+            return false;
+        }
         self.observe_ballot(now, ballot);
         self.raise_promise(ballot, out);
-        self.set_leader(now, ballot.node);
+        // A prepare is no sign that its sender leads (one that cannot hear the answers
+        // keeps sending them): it names the leader, but only a change of leader starts
+        // the wait for it to show it leads.
+        if self.leader != Some(ballot.node) {
+            self.set_leader(now, ballot.node);
+        }
         true
+    }
+
+    /// Whether this peer follows a leader other than `node` that is alive: one it heard
+    /// leading within `leader_timeout`, or itself, leading and hearing from a majority
+    /// ([`Paxos::leads_answered`]). Such an acceptor promises `node` nothing, so a node
+    /// that cannot hear the leader (and so campaigns) does not depose a leader a majority
+    /// works with (Raft's "disruptive servers"). Refusing a promise is always safe; a
+    /// leader that is really gone is past `leader_timeout` for everyone who followed it.
+    fn follows_another(&self, now: Time, node: NodeId) -> bool {
+        // Only while the promise is the leader's ballot: the refusal names it.
+        match self
+            .leader
+            .filter(|&l| l != node && l == self.promised.node)
+        {
+            None => false,
+            Some(leader) if leader == self.config.me => self.leads_answered(now),
+            Some(_) => self.leader_alive(now),
+        }
     }
 
     pub(super) fn raise_promise(&mut self, ballot: Ballot, out: &mut Output) {

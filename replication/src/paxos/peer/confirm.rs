@@ -107,6 +107,11 @@ impl Paxos {
         if c.deadline > now {
             return;
         }
+        if c.attempts >= super::proposer::UNANSWERED_RESENDS_MAX && c.ballot == self.ballot {
+            // As with an accept (see `retry_proposal`): no majority answers.
+            self.abdicate(now);
+            return;
+        }
         c.deadline = now + wait;
         c.attempts += 1;
         let (ballot, round) = (c.ballot, c.round);

@@ -111,6 +111,7 @@ impl Paxos {
                 if early {
                     let message = Message {
                         dones: self.dones.clone(),
+                        leads: self.is_leader(),
                         body: Body::Decided { commits },
                     };
                     out.send_early.push((peer, message));

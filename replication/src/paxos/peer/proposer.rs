@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// Resends of one accept a leader makes without hearing from a majority before it stops
+/// leading (see `retry_proposal`).
+pub(super) const UNANSWERED_RESENDS_MAX: u32 = 4;
+
 impl Paxos {
     pub(super) fn majority(&self) -> usize {
         self.config.peers / 2 + 1
@@ -130,6 +134,7 @@ impl Paxos {
             partial: BTreeMap::new(),
             deadline: now + self.config.retry_interval,
             attempts: 0,
+            refused: BTreeSet::new(),
         });
         for peer in self.others() {
             self.send(out, peer, Body::Prepare { ballot, from });
@@ -355,6 +360,7 @@ impl Paxos {
                 // this early send leaves (see `Config::early_accepts`).
                 let message = Message {
                     dones: self.dones.clone(),
+                    leads: self.is_leader(),
                     body: Body::Accept {
                         ballot,
                         seq,
@@ -482,6 +488,10 @@ impl Paxos {
                 acks,
                 ..
             } if *b == ballot && self.prepared_from.is_some() => {
+                if proposal.attempts >= UNANSWERED_RESENDS_MAX {
+                    self.abdicate(now);
+                    return;
+                }
                 let value = value.clone();
                 let silent: Vec<NodeId> = (0..self.config.peers as u32)
                     .map(NodeId)
@@ -498,6 +508,33 @@ impl Paxos {
                 self.drive(now, seq, out);
             }
             Stage::Waiting => self.drive(now, seq, out),
+        }
+    }
+
+    /// Acceptor `from` follows `leader`, alive, and refused this peer's `ballot`. Once so
+    /// many refused that the campaign at `ballot` cannot win, or the leader itself
+    /// answered so (this peer reaches it), this peer stops campaigning and follows
+    /// `leader` too (sending it its proposals). A peer that already leads at `ballot`
+    /// ignores it: a majority promised it.
+    pub(super) fn on_follow(&mut self, now: Time, from: NodeId, ballot: Ballot, leader: Ballot) {
+        if ballot != self.ballot || leader.node == self.config.me || self.prepared_from.is_some() {
+            return;
+        }
+        let peers = self.config.peers;
+        let majority = self.majority();
+        let Some(campaign) = self.campaign.as_mut() else {
+            return;
+        };
+        campaign.refused.insert(from);
+        // The leader itself answering, or too many refusing for a majority.
+        if from == leader.node || campaign.refused.len() > peers - majority {
+            self.failures += 1;
+            self.step_down(now, leader.node);
+            if from != leader.node {
+                // Hearsay: `leader` has shown this peer no sign of life yet. (Counting it
+                // alive could chain peers into following each other in a circle.)
+                self.leader_seen = None;
+            }
         }
     }
 
@@ -521,6 +558,17 @@ impl Paxos {
         {
             self.step_down(now, ballot.node);
         }
+    }
+
+    /// Stops leading because no majority answered through [`UNANSWERED_RESENDS_MAX`]
+    /// resends: the answers do not arrive (or the peers are gone). Leading on, its accepts
+    /// would keep the peers that still receive them from electing a leader they can
+    /// answer; stepped down, it sends nothing that counts as leading, and its prepares do
+    /// not count as hearing from it.
+    pub(super) fn abdicate(&mut self, now: Time) {
+        self.failures += 1;
+        let me = self.config.me;
+        self.step_down(now, me);
     }
 
     pub(super) fn step_down(&mut self, now: Time, leader: NodeId) {

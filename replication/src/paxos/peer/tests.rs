@@ -208,6 +208,7 @@ fn held_decisions_ride_with_the_next_accepts_or_leave_at_release() {
 fn prepare_from_2() -> Message {
     Message {
         dones: vec![None; 3],
+        leads: false,
         body: Body::Prepare {
             ballot: Ballot {
                 round: 100,
@@ -228,6 +229,9 @@ fn a_lease_binds_its_acceptors_and_ends_earlier_on_the_holders_clock() {
     let config = |i: u32| {
         let mut config = Config::new(NodeId(i), 3);
         config.lease = Some(lease);
+        // Followers stop counting the leader as alive long before its lease ends, so
+        // only the lease keeps them from promising another node.
+        config.leader_timeout = Duration::from_millis(100);
         config
     };
     let mut peers: Vec<Paxos> = (0..3)
@@ -274,6 +278,7 @@ fn a_lease_binds_its_acceptors_and_ends_earlier_on_the_holders_clock() {
     .expect("recover");
     let confirm = |round, node| Message {
         dones: vec![None; 3],
+        leads: true,
         body: Body::Confirm {
             ballot: Ballot { round, node },
             round: 1,
@@ -363,4 +368,99 @@ fn a_leader_counts_on_the_shortest_grant_its_majority_made_and_none_from_a_peer_
     assert_eq!(peers[0].confirmed_round(), Some(1));
     assert!(peers[0].holds_lease(ms(590)));
     assert!(!peers[0].holds_lease(ms(591)));
+}
+
+/// A node campaigns while the others follow a live leader (say, it missed the leader's
+/// messages for a while): they refuse, naming the leader, and once the leader itself
+/// answers so, the node stops campaigning and forwards its proposal there, where it is
+/// decided. Without the refusals' answer it would campaign on unanswered for as long as the
+/// leader stays alive.
+#[test]
+fn a_node_campaigning_against_a_live_leader_is_told_to_follow_it_and_does() {
+    let ms = Time::from_millis;
+    let mut peers: Vec<Paxos> = (0..3)
+        .map(|i| Paxos::new(Config::new(NodeId(i), 3), 1 + u64::from(i)))
+        .collect();
+    let mut out = Output::new();
+    peers[0].start(ms(0), Seq(0), Bytes::from_static(b"a"), &mut out);
+    settle_at(&mut peers, NodeId(0), out, ms(0));
+    assert!(peers[0].is_leader());
+    let leader = peers[0].promised();
+
+    // Node 1, not having heard the leader for a while, forwards its proposal (lost) and
+    // then campaigns above the leader's ballot.
+    let mut out = Output::new();
+    peers[1].start(ms(900), Seq(1), Bytes::from_static(b"b"), &mut out);
+    let mut at = 900;
+    let prepares: Vec<(NodeId, Message)> = loop {
+        let prepares: Vec<(NodeId, Message)> = sends(&out)
+            .into_iter()
+            .filter(|(_, m)| matches!(m.body, Body::Prepare { .. }))
+            .cloned()
+            .collect();
+        if !prepares.is_empty() {
+            break prepares;
+        }
+        assert!(at < 10_000, "node 1 never campaigned");
+        at += 50;
+        out = Output::new();
+        peers[1].on_tick(ms(at), &mut out);
+    };
+    let at = ms(at);
+    assert!(
+        prepares
+            .iter()
+            .all(|(_, m)| matches!(m.body, Body::Prepare { ballot, .. } if ballot > leader)),
+        "{prepares:?}"
+    );
+    // Node 2 just heard the leader, leading; the leader just heard node 2.
+    let mut out = Output::new();
+    let refresh = Message {
+        dones: vec![None; 3],
+        leads: true,
+        body: Body::Decided { commits: vec![] },
+    };
+    peers[2].on_message(at, NodeId(0), refresh.clone(), &mut out);
+    peers[0].on_message(at, NodeId(2), refresh, &mut out);
+    let mut answers = Vec::new();
+    for (to, msg) in prepares {
+        let mut out = Output::new();
+        peers[to.index()].on_message(at, NodeId(1), msg, &mut out);
+        answers.extend(sends(&out).into_iter().map(|(_, m)| (to, m.body.clone())));
+    }
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    for (from, body) in &answers {
+        assert!(
+            matches!(body, Body::Follow { leader: l, .. } if *l == leader),
+            "node {from:?} answered {body:?}"
+        );
+    }
+    // The leader's own answer: node 1 follows it and forwards its proposal.
+    let mut forwards = Output::new();
+    for (from, body) in answers.into_iter().rev() {
+        let msg = Message {
+            dones: vec![None; 3],
+            leads: from == NodeId(0),
+            body,
+        };
+        peers[1].on_message(at, from, msg, &mut forwards);
+    }
+    assert!(peers[1].campaign.is_none(), "still campaigning");
+    assert_eq!(peers[1].leader, Some(NodeId(0)));
+    settle_at(&mut peers, NodeId(1), forwards, at);
+    // Its proposal goes to the leader once its backoff ends.
+    let mut out = Output::new();
+    peers[1].on_tick(at + Duration::from_secs(1), &mut out);
+    assert!(
+        sends(&out)
+            .iter()
+            .any(|(to, m)| *to == NodeId(0) && matches!(m.body, Body::Forward { .. })),
+        "{out:?}"
+    );
+    settle_at(&mut peers, NodeId(1), out, at + Duration::from_secs(1));
+    assert_eq!(
+        peers[0].status(Seq(1)),
+        Fate::Decided(Bytes::from_static(b"b"))
+    );
+    assert_eq!(peers[0].promised(), leader, "the leader was not deposed");
 }
