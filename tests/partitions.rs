@@ -1,7 +1,7 @@
 //! Network partitions of real processes: every `kv node` in a Linux network namespace of
 //! its own, a veth link between every two nodes (and from each to the clients'
 //! namespace), and a nemesis that cuts links — a minority isolated, the leader isolated,
-//! Jepsen's majorities ring, one-way loss — combined with SIGKILL, SIGSTOP and a wiped
+//! Jepsen's majorities ring, one-way loss either way — combined with SIGKILL, SIGSTOP and a wiped
 //! data directory, for each mode: a single Paxos group, a sharded cluster and a
 //! primary/backup one. Concurrent native clients (in the clients' namespace, reaching
 //! every node over its own link, so a client may well be talking to the cut-off side)
@@ -211,6 +211,16 @@ fn single_group_schedule(edit: impl FnOnce(&mut ClusterConfig)) -> Run {
         }
         run.net.verify();
         run.progress("serving while the leader's messages are lost");
+        run.net.heal();
+
+        // One-way loss the other way: every node hears the leader, it hears none of them.
+        // Its accepts and gossip still arrive, so the others must stop waiting for it.
+        let current = leader(&run.cluster);
+        for other in (0..N).filter(|&id| id != current) {
+            run.net.drop_from(other, current);
+        }
+        run.net.verify();
+        run.progress("serving while every message to the leader is lost");
         run.net.heal();
 
         // One node SIGSTOPped and another cut off: three of five left, a bare majority.
