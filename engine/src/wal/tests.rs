@@ -13,6 +13,25 @@ fn small() -> WalOptions {
     }
 }
 
+/// A log of `records` synced 20-byte records (payload `[i; 20]`) over 64-byte segments.
+fn small_log(fs: &SimFs, records: u8) -> Wal {
+    let (mut wal, _) = open(fs, small()).unwrap();
+    for i in 0..records {
+        wal.append(0, &[i; 20]).unwrap();
+    }
+    wal.sync().unwrap();
+    wal
+}
+
+/// Writes and syncs three 10-byte records (payload `[i; 10]`) in one default segment.
+fn three_records(fs: &SimFs) {
+    let (mut wal, _) = open(fs, WalOptions::default()).unwrap();
+    for i in 0..3u8 {
+        wal.append(0, &[i; 10]).unwrap();
+    }
+    wal.sync().unwrap();
+}
+
 fn payloads(records: &[WalRecord]) -> Vec<Vec<u8>> {
     records.iter().map(|r| r.payload.clone()).collect()
 }
@@ -36,11 +55,7 @@ fn synced_records_survive_a_crash_and_unsynced_ones_do_not() {
 #[test]
 fn segments_rotate_and_reopen_in_order() {
     let fs = SimFs::new();
-    let (mut wal, _) = open(&fs, small()).unwrap();
-    for i in 0..20u8 {
-        wal.append(0, &[i; 20]).unwrap();
-    }
-    wal.sync().unwrap();
+    let wal = small_log(&fs, 20);
     assert!(wal.segment_count() >= 7, "{}", wal.segment_count());
     fs.crash(Torn::None);
     let (wal, recs) = open(&fs, small()).unwrap();
@@ -55,11 +70,7 @@ fn segments_rotate_and_reopen_in_order() {
 #[test]
 fn compaction_removes_only_wholly_covered_segments() {
     let fs = SimFs::new();
-    let (mut wal, _) = open(&fs, small()).unwrap();
-    for i in 0..20u8 {
-        wal.append(0, &[i; 20]).unwrap();
-    }
-    wal.sync().unwrap();
+    let mut wal = small_log(&fs, 20);
     wal.compact(10).unwrap();
     assert!(wal.first_index() <= 11);
     fs.crash(Torn::None);
@@ -196,11 +207,7 @@ fn zeroed_tail_is_truncated() {
 #[test]
 fn flipped_bit_in_non_last_segment_is_corrupt_with_file_and_offset() {
     let fs = SimFs::new();
-    let (mut wal, _) = open(&fs, small()).unwrap();
-    for i in 0..10u8 {
-        wal.append(0, &[i; 20]).unwrap();
-    }
-    wal.sync().unwrap();
+    let wal = small_log(&fs, 10);
     drop(wal);
     let first = Path::new("/w").join(segment_name(1));
     let second_record = (RECORD_HEADER_BYTES + 20) as u64;
@@ -218,12 +225,7 @@ fn flipped_bit_in_non_last_segment_is_corrupt_with_file_and_offset() {
 #[test]
 fn flipped_bit_mid_last_segment_followed_by_valid_records_is_corrupt() {
     let fs = SimFs::new();
-    let (mut wal, _) = open(&fs, WalOptions::default()).unwrap();
-    for i in 0..3u8 {
-        wal.append(0, &[i; 10]).unwrap();
-    }
-    wal.sync().unwrap();
-    drop(wal);
+    three_records(&fs);
     let path = Path::new("/w").join(segment_name(1));
     let off = (RECORD_HEADER_BYTES + 10) as u64;
     fs.flip_bit(&path, off + RECORD_HEADER_BYTES as u64, 0)
@@ -237,12 +239,7 @@ fn flipped_bit_mid_last_segment_followed_by_valid_records_is_corrupt() {
 #[test]
 fn flipped_bit_in_last_record_of_last_segment_is_truncated_away() {
     let fs = SimFs::new();
-    let (mut wal, _) = open(&fs, WalOptions::default()).unwrap();
-    for i in 0..3u8 {
-        wal.append(0, &[i; 10]).unwrap();
-    }
-    wal.sync().unwrap();
-    drop(wal);
+    three_records(&fs);
     let path = Path::new("/w").join(segment_name(1));
     let last = 2 * (RECORD_HEADER_BYTES + 10) as u64;
     fs.flip_bit(&path, last + RECORD_HEADER_BYTES as u64 + 5, 7)
@@ -254,11 +251,7 @@ fn flipped_bit_in_last_record_of_last_segment_is_truncated_away() {
 #[test]
 fn missing_middle_segment_is_corrupt() {
     let fs = SimFs::new();
-    let (mut wal, _) = open(&fs, small()).unwrap();
-    for i in 0..10u8 {
-        wal.append(0, &[i; 20]).unwrap();
-    }
-    wal.sync().unwrap();
+    let wal = small_log(&fs, 10);
     let victim = wal.segments[1].path.clone();
     drop(wal);
     fs.remove(&victim).unwrap();
