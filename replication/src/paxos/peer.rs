@@ -835,15 +835,18 @@ impl Paxos {
         self.config.early_accepts && self.majority() > 1
     }
 
+    /// `body` as this peer sends it: with its view of every peer's `done` and whether it
+    /// leads.
+    fn message(&self, body: Body) -> Message {
+        Message {
+            dones: self.dones.clone(),
+            leads: self.is_leader(),
+            body,
+        }
+    }
+
     fn send(&self, out: &mut Output, to: NodeId, body: Body) {
-        out.send.push((
-            to,
-            Message {
-                dones: self.dones.clone(),
-                leads: self.is_leader(),
-                body,
-            },
-        ));
+        out.send.push((to, self.message(body)));
     }
 
     fn persist(&mut self, record: Record, out: &mut Output) {

@@ -165,8 +165,7 @@ impl<M: StateMachine> Replica<M> {
         }
     }
 
-    /// Follows `ballot` (an accept's, or a prepare's the acceptor promised) as where
-    /// requests go, unless a higher one is known.
+    /// Follows `ballot` as where requests go, unless a higher one is known.
     fn note_leader(&mut self, ballot: Ballot) {
         if self.leader_hint.is_none_or(|b| ballot >= b) {
             self.leader_hint = Some(ballot);
@@ -232,10 +231,11 @@ impl<M: StateMachine> Replica<M> {
     }
 }
 
-/// The ballot a message shows leading or about to lead, and whether it is a prepare's:
-/// an accept's, or the leader a refusal names ([`Body::Follow`]), counts at once; a
-/// prepare's only once the acceptor promised it (checked after handling it). A prepare the acceptor refused — say, from a node that cannot hear
-/// the leader and so keeps campaigning — must not send this replica's requests there.
+/// The ballot a message shows leading or about to lead (an accept's, a prepare's, the
+/// leader a refusal names in [`Body::Follow`]), and whether it is a prepare's. The
+/// replica follows it before the Paxos peer handles the message, so what that step routes
+/// goes there; a prepare the acceptor then refused (say, from a node that cannot hear the
+/// leader and so keeps campaigning) is taken back, so requests do not go to it.
 fn leadership_claim(body: &Body) -> Option<(Ballot, bool)> {
     match body {
         Body::Prepare { ballot, .. } => Some((*ballot, true)),

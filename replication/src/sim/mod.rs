@@ -50,7 +50,7 @@ mod options;
 pub use options::{FaultCeilings, Faults, SimOptions};
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,7 +198,7 @@ pub struct Sim<H: Host> {
     groups: Option<Vec<usize>>,
     /// Directed links cut on top of the partition: `(from, to)` loses everything `from`
     /// sends `to` (see `network`).
-    cut: std::collections::BTreeSet<(usize, usize)>,
+    cut: BTreeSet<(usize, usize)>,
     /// Per directed link: when its last transmission ends (bandwidth model).
     links: BTreeMap<(NodeId, NodeId), Time>,
     /// Messages lost for being over `message_bytes_max`.
@@ -223,7 +223,7 @@ impl<H: Host> Sim<H> {
             free: Vec::new(),
             next_order: 0,
             groups: None,
-            cut: std::collections::BTreeSet::new(),
+            cut: BTreeSet::new(),
             links: BTreeMap::new(),
             oversized: 0,
             trace_hash: 0xcbf2_9ce4_8422_2325,

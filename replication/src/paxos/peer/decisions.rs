@@ -109,11 +109,7 @@ impl Paxos {
             let pages: Vec<Vec<Commit>> = self.commit_pages(list).collect();
             for commits in pages {
                 if early {
-                    let message = Message {
-                        dones: self.dones.clone(),
-                        leads: self.is_leader(),
-                        body: Body::Decided { commits },
-                    };
+                    let message = self.message(Body::Decided { commits });
                     out.send_early.push((peer, message));
                 } else {
                     self.send(out, peer, Body::Decided { commits });

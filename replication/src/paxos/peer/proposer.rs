@@ -358,16 +358,13 @@ impl Paxos {
                 // acknowledgements of accepts sent in an earlier step (or learned from a
                 // peer that had them), so the acceptances it counts are durable before
                 // this early send leaves (see `Config::early_accepts`).
-                let message = Message {
-                    dones: self.dones.clone(),
-                    leads: self.is_leader(),
-                    body: Body::Accept {
-                        ballot,
-                        seq,
-                        value: value.clone(),
-                        commits: self.commits_riding(peer, value.len()),
-                    },
-                };
+                let commits = self.commits_riding(peer, value.len());
+                let message = self.message(Body::Accept {
+                    ballot,
+                    seq,
+                    value: value.clone(),
+                    commits,
+                });
                 out.send_early.push((peer, message));
             } else {
                 self.send_accept(out, peer, ballot, seq, value.clone());
