@@ -427,6 +427,8 @@ pub trait Faultable {
     fn leads(&self, i: usize) -> bool;
     /// Splits the nodes.
     fn partition(&mut self, sides: &[&[usize]]);
+    /// Loses everything `from` sends `to` (until [`Faultable::heal`]).
+    fn cut_one_way(&mut self, from: usize, to: usize);
     /// Removes every partition.
     fn heal(&mut self);
     /// A reliable network from now on.
@@ -472,6 +474,10 @@ impl<H: super::Host> Faultable for super::Sim<H> {
 
     fn partition(&mut self, sides: &[&[usize]]) {
         super::Sim::partition(self, sides)
+    }
+
+    fn cut_one_way(&mut self, from: usize, to: usize) {
+        super::Sim::cut_one_way(self, from, to)
     }
 
     fn heal(&mut self) {
@@ -704,8 +710,9 @@ impl Schedule {
         }
     }
 
-    /// Cuts a leader off alone, and keeps the partition for longer than followers wait
-    /// before electing another leader.
+    /// Cuts a leader off alone — or, a third of the time, only what the others send it
+    /// (a one-way loss: its own messages still arrive) — and keeps that for longer than
+    /// followers wait before electing another leader.
     fn depose<T: Faulted>(&mut self, t: &mut T) {
         let n = t.nodes();
         let Some(leader) = (0..n).find(|&i| t.sim_ref().leads(i)) else {
@@ -714,7 +721,13 @@ impl Schedule {
         let others: Vec<usize> = (0..n).filter(|&i| i != leader).collect();
         let sides: [&[usize]; 2] = [&others, &[leader]];
         if t.may_partition(&sides) {
-            t.sim_mut().partition(&sides);
+            if self.rng.chance(1.0 / 3.0) {
+                for &other in &others {
+                    t.sim_mut().cut_one_way(other, leader);
+                }
+            } else {
+                t.sim_mut().partition(&sides);
+            }
             let hold = DEPOSE_HOLD_MIN + Duration::from_millis(self.rng.below(1000));
             self.partition_held_until = Some(t.now() + hold);
         }
