@@ -341,6 +341,10 @@ fn client_op(target: Target, op: Op) -> Result<()> {
         Reply::Ok => out!("OK"),
         Reply::Appended(len) => out!("{len}"),
         Reply::Deleted(existed) => out!("{}", existed as u8),
+        Reply::TooLarge(len) => bail!(
+            "refused: the value would be {len} bytes, over the limit of {} bytes; nothing was written",
+            kv_engine::kv::VALUE_BYTES_MAX
+        ),
         other => bail!("unexpected reply {other:?}"),
     }
     Ok(())

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::Cluster;
+use kv_server::config::{Mode, Shape};
 use kv_server::redis::VALUE_BYTES_MAX;
 
 /// SETs of a maximum-size value, back to back.
@@ -102,5 +103,77 @@ fn fifty_maximum_size_values_commit_back_to_back_without_a_leader_change() {
             );
         }
     }
+    cluster.assert_no_panic();
+}
+
+/// The value limit holds for every write, not only for a SET's own bulk string: an APPEND
+/// that would grow a value past it is refused, through RESP and through the native client,
+/// and changes nothing. Before, sixty 1 MiB APPENDs to a maximum-size value built one of
+/// 79 MB that no GET could return and no state transfer could carry: a replica of its
+/// group that lost its disk never rebuilt. Here one does, and then serves the value.
+#[test]
+fn an_append_past_the_value_limit_is_refused_and_a_wiped_node_still_rebuilds() {
+    let mut cluster = Cluster::start_sharded(
+        3,
+        Shape {
+            replicas: 3,
+            groups: 1,
+            shards: 4,
+            redis_cluster: false,
+            mode: Mode::Paxos,
+        },
+    );
+    let mut redis = cluster.redis(0, COMMAND_TIMEOUT);
+    let reply: redis::RedisResult<String> =
+        redis::cmd("SET").arg("big").arg(value(0)).query(&mut redis);
+    assert_eq!(reply.as_deref(), Ok("OK"));
+    for _ in 0..3 {
+        let refused: redis::RedisResult<i64> = redis::cmd("APPEND")
+            .arg("big")
+            .arg(vec![b'x'; 1 << 20])
+            .query(&mut redis);
+        let error = refused.expect_err("an APPEND past the limit").to_string();
+        assert!(
+            error.contains("string exceeds maximum allowed size (16777216 bytes)"),
+            "{error}"
+        );
+    }
+    let native = cluster.kv(&["append", "big", "x"]).expect_err("refused");
+    assert!(
+        native.contains("over the limit of 16777216 bytes; nothing was written"),
+        "{native}"
+    );
+    // Up to the limit an APPEND still grows a value.
+    let appended: i64 = redis::cmd("APPEND")
+        .arg("small")
+        .arg(&value(1)[1..])
+        .query(&mut redis)
+        .expect("APPEND up to the limit");
+    assert_eq!(appended, VALUE_BYTES_MAX as i64 - 1);
+    let appended: i64 = redis::cmd("APPEND")
+        .arg("small")
+        .arg("!")
+        .query(&mut redis)
+        .expect("APPEND to the limit");
+    assert_eq!(appended, VALUE_BYTES_MAX as i64);
+
+    // Node 2 loses its disk and rebuilds; then node 0 dies, so the group's majority needs
+    // node 2's rebuilt copy.
+    cluster.kill_node(2);
+    cluster.wipe_node(2);
+    cluster.start_node(2);
+    cluster.wait_ready(2);
+    cluster.kill_node(0);
+    let mut redis = cluster.redis(2, COMMAND_TIMEOUT);
+    let read: Vec<u8> = redis::cmd("GET")
+        .arg("big")
+        .query(&mut redis)
+        .expect("GET through the rebuilt node");
+    assert!(read == value(0), "big read back {} bytes", read.len());
+    let read: Vec<u8> = redis::cmd("GET")
+        .arg("small")
+        .query(&mut redis)
+        .expect("GET through the rebuilt node");
+    assert_eq!(read.len(), VALUE_BYTES_MAX);
     cluster.assert_no_panic();
 }

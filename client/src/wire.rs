@@ -23,9 +23,9 @@ use crate::auth::{Nonce, Proof};
 
 /// Largest frame accepted or sent: room for the largest WAL record plus framing.
 pub const FRAME_BYTES_MAX: usize = kv_engine::wal::RECORD_PAYLOAD_BYTES_MAX + (1 << 20);
-/// Largest value a client may write, in bytes, natively or over RESP (one WAL record must
-/// hold it with the rest of its batch).
-pub const VALUE_BYTES_MAX: usize = 16 << 20;
+/// Largest value a client may write, in bytes, natively or over RESP (the store's limit,
+/// [`kv_engine::kv::VALUE_BYTES_MAX`]).
+pub const VALUE_BYTES_MAX: usize = kv_engine::kv::VALUE_BYTES_MAX;
 /// Largest frame from a native client: a request carries one op with a key and a value,
 /// or a batch of ops with at most [`kv_replication::kvgroup::BATCH_BYTES_MAX`] of them.
 pub const CLIENT_FRAME_BYTES_MAX: usize = 2 * VALUE_BYTES_MAX + (64 << 10);

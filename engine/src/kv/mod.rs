@@ -60,6 +60,11 @@ pub use scan::{Scan, ScanEntry, ScanPage, SCAN_COUNT_MAX, SCAN_PAGE_BYTES_MAX};
 pub const SHARDS: u32 = 10;
 /// Redis Cluster's hash slots.
 pub const SLOTS: u32 = 16384;
+/// Most bytes one key's value may hold. A write that would make a value longer (a Put of
+/// more, an Append past it) changes nothing and replies [`Reply::TooLarge`]: one WAL record
+/// must hold the value with the rest of its batch, and a reply, a client frame and a
+/// shard-transfer piece must each carry it whole.
+pub const VALUE_BYTES_MAX: usize = 16 << 20;
 
 /// How keys map to shards. Part of the replicated state: every replica of a cluster must
 /// use the same one.
@@ -293,6 +298,10 @@ pub enum Reply {
     /// A scan's page ([`Op::Scan`]). After [`Reply::Batch`], so replies encoded before
     /// scans existed decode unchanged.
     Scanned(ScanPage),
+    /// A Put or Append refused because the value would have been this many bytes, over
+    /// [`VALUE_BYTES_MAX`]; nothing was changed. The last variant, so replies encoded
+    /// before it existed decode unchanged.
+    TooLarge(u64),
 }
 
 /// One shard's contents, as handed to a shard's new owner. Cheap to copy (the map is
@@ -690,11 +699,21 @@ impl Shard {
     fn execute(&mut self, op: &Op) -> Reply {
         match op {
             Op::Get { .. } | Op::Scan(_) => unreachable!("reads go through KvState::read"),
+            Op::Put { value, .. } if value.len() > VALUE_BYTES_MAX => {
+                Reply::TooLarge(len_u64(value))
+            }
             Op::Put { key, value } => {
                 self.put(key, value);
                 Reply::Ok
             }
-            Op::Append { key, value } => Reply::Appended(self.append(key, value)),
+            Op::Append { key, value } => {
+                let len = self.entries.get(key.as_ref()).map_or(0, Bytes::len) + value.len();
+                if len > VALUE_BYTES_MAX {
+                    Reply::TooLarge(len as u64)
+                } else {
+                    Reply::Appended(self.append(key, value))
+                }
+            }
             Op::Delete { key } => Reply::Deleted(self.delete(key)),
         }
     }

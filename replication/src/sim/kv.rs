@@ -173,7 +173,11 @@ pub fn output_of(reply: &Reply) -> Option<Output> {
     match reply {
         Reply::Value(v) => Some(Output::Value(v.as_ref().map(|b| b.to_vec()))),
         Reply::Ok | Reply::Appended(_) | Reply::Deleted(_) => Some(Output::Ok),
-        Reply::Stale { .. } | Reply::NotHeld(_) | Reply::Batch(_) | Reply::Scanned(_) => None,
+        Reply::Stale { .. }
+        | Reply::NotHeld(_)
+        | Reply::Batch(_)
+        | Reply::Scanned(_)
+        | Reply::TooLarge(_) => None,
     }
 }
 

@@ -489,6 +489,7 @@ impl Reduce {
             }
             (Reduce::Set, Ok(Reply::Ok)) => Frame::Simple("OK".into()),
             (Reduce::Append, Ok(Reply::Appended(len))) => Frame::Integer(len as i64),
+            (_, Ok(Reply::TooLarge(_))) => Frame::Error(too_large()),
             (_, Ok(other)) => Frame::Error(unexpected(other)),
         })
     }
@@ -933,6 +934,11 @@ fn hello(protocol: Protocol, connection: u64, cluster: bool) -> Frame {
         (text("role"), text("master")),
         (text("modules"), Frame::Array(Vec::new())),
     ])
+}
+
+/// Redis's answer to a write past its value limit (`proto-max-bulk-len`), with ours.
+fn too_large() -> String {
+    format!("ERR string exceeds maximum allowed size ({VALUE_BYTES_MAX} bytes)")
 }
 
 fn unexpected(reply: Reply) -> String {
