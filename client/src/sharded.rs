@@ -13,7 +13,7 @@ use kv_engine::kv::{Op, Reply, Sharding};
 use kv_replication::cluster::{resolve, server_name, ClusterMsg, ClusterReply, ClusterRequest};
 use kv_replication::kvgroup::Batch;
 use kv_replication::shardkv::{ShardClerk, Step};
-use kv_replication::shardmaster::{self, Config, ConfigNum};
+use kv_replication::shardmaster::{self, Config, ConfigNum, GroupId};
 use kv_replication::types::{ClientId, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
@@ -98,6 +98,12 @@ pub trait Router: Send + Sync + 'static {
     fn cache(&self) -> &ConfigCache;
     /// Key to shard.
     fn sharding(&self) -> Sharding;
+    /// The endpoint this router believes leads group `gid`, if it knows better than a
+    /// clerk's own hints (a node hosting a replica of the group follows its elections). A
+    /// request's first send to the group goes there. None, by default.
+    fn leader(&self, _gid: GroupId) -> Option<u32> {
+        None
+    }
     /// Whether ops its group refused, unexecuted, may go back to the client as redirects
     /// (a node in Redis Cluster mode; see [`Host`]'s `redirect`). Never, by default.
     fn redirects(&self) -> bool {
@@ -470,6 +476,32 @@ impl<R: Router> ShardedStore<R> {
     }
 }
 
+/// `step`, a request's first send to its group (the clerk tried none of its servers yet),
+/// sent instead to the replica `router` believes leads the group if that is another. A
+/// fresh clerk (a new RESP connection's) would start at the group's first server, which
+/// may be an old leader that no longer answers; every such request then waited out
+/// [`CALL_TIMEOUT`] there.
+fn first_to_leader<R: Router>(router: &R, clerk: &mut ShardClerk, step: Step) -> Step {
+    let Step::Send { to, .. } = &step else {
+        return step;
+    };
+    let Some(config) = clerk.config().cloned() else {
+        return step;
+    };
+    let group = config
+        .groups()
+        .iter()
+        .find(|(_, servers)| servers.contains(to))
+        .map(|(gid, _)| *gid);
+    match group.and_then(|gid| router.leader(gid)) {
+        Some(leader) if server_name(NodeId(leader)) != *to => {
+            clerk.on_leader(&server_name(NodeId(leader)));
+            clerk.on_config(config).unwrap_or(step)
+        }
+        _ => step,
+    }
+}
+
 /// Runs one op through `clerk` to completion, or until [`RETRY_DEADLINE`]. With
 /// `redirects` (cluster mode, not after ASKING) an op on a key refused by its group before
 /// anything executed it may end as [`Reply::NotHeld`] instead, for the connection to
@@ -495,9 +527,10 @@ async fn one<R: Router>(
     // mid-send) is never resumed: without this the clerk would refuse every later op as
     // busy. It may still execute, once at most; this one has a higher sequence number.
     clerk.abandon();
-    let mut step = clerk
+    let step = clerk
         .begin(op)
         .map_err(|e| Failure::Unavailable(e.to_string()))?;
+    let mut step = first_to_leader(router, clerk, step);
     loop {
         if started.elapsed() >= RETRY_DEADLINE {
             clerk.abandon();
@@ -548,7 +581,8 @@ async fn one<R: Router>(
                             tokio::time::sleep(backoff).await;
                             backoff = (backoff * 2).min(Duration::from_millis(200));
                         }
-                        clerk.on_config(config).unwrap_or(Step::Query)
+                        let step = clerk.on_config(config).unwrap_or(Step::Query);
+                        first_to_leader(router, clerk, step)
                     }
                     None => {
                         tokio::time::sleep(backoff).await;

@@ -134,15 +134,27 @@ fn a_write_past_the_value_limit_changes_nothing_and_says_how_long_it_would_be() 
     assert_eq!(kv.execute(&put(b"k", &max)), Reply::Ok);
     let over = VALUE_BYTES_MAX as u64 + 1;
     assert_eq!(kv.execute(&append(b"k", b"x")), Reply::TooLarge(over));
-    assert_eq!(kv.execute(&append(b"k", b"")), Reply::Appended(VALUE_BYTES_MAX as u64));
-    assert_eq!(kv.execute(&put(b"j", &[max.as_slice(), b"x"].concat())), Reply::TooLarge(over));
-    assert_eq!(kv.execute(&append(b"i", &[max.as_slice(), b"x"].concat())), Reply::TooLarge(over));
+    assert_eq!(
+        kv.execute(&append(b"k", b"")),
+        Reply::Appended(VALUE_BYTES_MAX as u64)
+    );
+    assert_eq!(
+        kv.execute(&put(b"j", &[max.as_slice(), b"x"].concat())),
+        Reply::TooLarge(over)
+    );
+    assert_eq!(
+        kv.execute(&append(b"i", &[max.as_slice(), b"x"].concat())),
+        Reply::TooLarge(over)
+    );
     assert_eq!(kv.get(b"k").map(|v| v.len()), Some(VALUE_BYTES_MAX));
     assert_eq!((kv.get(b"j"), kv.get(b"i")), (None, None));
     assert_eq!(kv.live_bytes(), 1 + VALUE_BYTES_MAX as u64);
     // Up to the limit an append still grows the value.
     kv.execute(&put(b"k", &max[1..]));
-    assert_eq!(kv.execute(&append(b"k", b"x")), Reply::Appended(VALUE_BYTES_MAX as u64));
+    assert_eq!(
+        kv.execute(&append(b"k", b"x")),
+        Reply::Appended(VALUE_BYTES_MAX as u64)
+    );
 }
 
 #[test]

@@ -31,9 +31,10 @@
 //!
 //! # Clients
 //! RESP takes any key: each connection has a sans-IO [`ShardClerk`], which routes every op
-//! to the group that owns its shard in the newest configuration this node knows, through
-//! the local replica of that group when there is one (which forwards to its leader inside
-//! the group) or a native connection to a node that hosts one. A group that answers "not
+//! to the group that owns its shard in the newest configuration this node knows, starting
+//! at the replica this node believes leads the group (see `routing`): its own replica of
+//! the group (which forwards to the leader inside the group if it does not lead) or,
+//! through a native connection, the leader's node. A group that answers "not
 //! held", or none of whose replicas answers, makes the clerk ask the shard master for the
 //! latest configuration (one query at a time per process, shared by every connection).
 //! Every retry re-sends the same request, so each op executes at most once.
@@ -42,8 +43,8 @@
 //! With `redis_cluster = true`, the node also tells cluster clients where each slot is
 //! served ([`ClusterView`], see `impl ClusterView for Host`) and runs only the keys of
 //! slots it masters, redirecting the others (`crate::redis_cluster`). It then refreshes
-//! its configuration every [`CONFIG_REFRESH_INTERVAL`] and holds a connection to every
-//! other node, whose closing tells it at once that the node is down. An op its group
+//! its configuration every [`CONFIG_REFRESH_INTERVAL`]; a node that does not answer its
+//! status probes is never named a slot's master (see `routing`). An op its group
 //! refuses ("not held") before executing it goes back to the client as a redirect if
 //! another node now masters the slot (`-ASK`), or if the shard has been arriving at the
 //! group this node leads for [`ARRIVAL_WAIT_MAX`] (`-TRYAGAIN`) — never once a send went
@@ -80,6 +81,9 @@ use crate::{admin, replica};
 mod client;
 mod handoffs;
 mod redis_mode;
+mod routing;
+
+pub use routing::PROBE_TIMEOUT;
 
 use kv_client::sharded::{done, Remote};
 pub use kv_client::sharded::{
@@ -96,8 +100,8 @@ pub const SHARED_LOG_DIR: &str = "wal";
 /// configuration on its own (besides whenever a group refuses a key), so that its slot map
 /// follows moves no client of its own ran into.
 pub const CONFIG_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
-/// In Redis Cluster mode, how often a node tries to reconnect to another node it lost
-/// (see `Host::watch_nodes`), and how long a connect may take.
+/// How often a node asks each other node whether it answers, or tries to reconnect to
+/// one it lost (see `Host::watch_nodes`).
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// In Redis Cluster mode, how long an op waits for a shard arriving at the group this
 /// node leads before the client is told `-TRYAGAIN`.
@@ -120,6 +124,13 @@ pub struct Host {
     remote: Remote,
     sharding: Sharding,
     cache: ConfigCache,
+    /// Each node's peer (and native client) address.
+    addresses: Vec<SocketAddr>,
+    /// Whether each node answered its last status probe (see `Host::watch_nodes`).
+    up: Vec<std::sync::atomic::AtomicBool>,
+    /// For groups this node does not host: the endpoint the last native reply from one of
+    /// their replicas named as leader.
+    remote_leaders: Mutex<BTreeMap<u64, u32>>,
     /// Redis Cluster mode: what clients are told about slots and nodes.
     cluster: Option<ClusterFacts>,
 }
@@ -129,11 +140,6 @@ struct ClusterFacts {
     cluster_id: u64,
     /// Each node's RESP and peer addresses.
     addresses: Vec<(SocketAddr, SocketAddr)>,
-    /// Whether each node is reachable (see `Host::watch_nodes`).
-    up: Vec<std::sync::atomic::AtomicBool>,
-    /// For groups this node does not host: the endpoint the last native reply from one of
-    /// their replicas named as leader.
-    remote_leaders: Mutex<BTreeMap<u64, u32>>,
 }
 
 /// The [`Service`] of a sharded node's peer listener.
@@ -183,6 +189,10 @@ impl Router for Host {
         self.sharding
     }
 
+    fn leader(&self, gid: GroupId) -> Option<u32> {
+        self.leader_endpoint(gid)
+    }
+
     async fn call(
         &self,
         endpoint: u32,
@@ -200,11 +210,8 @@ impl Router for Host {
                         request,
                     };
                     let (reply, leader) = self.remote.call(target.node, to).await;
-                    if let (Some(facts), Some(leader), Role::Group(gid)) =
-                        (&self.cluster, leader, target.role)
-                    {
-                        facts
-                            .remote_leaders
+                    if let (Some(leader), Role::Group(gid)) = (leader, target.role) {
+                        self.remote_leaders
                             .lock()
                             .expect("leaders lock")
                             .insert(gid, leader);
@@ -456,12 +463,6 @@ pub async fn run(
     let cluster = config.redis_cluster.then(|| ClusterFacts {
         cluster_id: config.cluster_id,
         addresses: config.nodes.iter().map(|n| (n.resp, n.peer)).collect(),
-        up: config
-            .nodes
-            .iter()
-            .map(|_| std::sync::atomic::AtomicBool::new(true))
-            .collect(),
-        remote_leaders: Mutex::new(BTreeMap::new()),
     });
     let host = Arc::new(Host {
         node: id,
@@ -469,9 +470,15 @@ pub async fn run(
         endpoints,
         local,
         peers: transport::connect_peers(key.clone(), id, &addresses, shutdown.clone()),
-        remote: Remote::new(key.clone(), addresses),
+        remote: Remote::new(key.clone(), addresses.clone()),
         sharding: blueprint.sharding,
         cache: ConfigCache::new(),
+        up: addresses
+            .iter()
+            .map(|_| std::sync::atomic::AtomicBool::new(true))
+            .collect(),
+        addresses,
+        remote_leaders: Mutex::new(BTreeMap::new()),
         cluster,
     });
 
@@ -510,9 +517,9 @@ pub async fn run(
     }
 
     tokio::spawn(host.clone().time_handoffs(stop_rx.clone()));
+    tokio::spawn(host.clone().watch_nodes(stop_rx.clone()));
     if host.cluster.is_some() {
         tokio::spawn(host.clone().refresh_config(stop_rx.clone()));
-        tokio::spawn(host.clone().watch_nodes(stop_rx.clone()));
     }
     let service = HostService(host.clone());
     tokio::spawn(transport::serve(

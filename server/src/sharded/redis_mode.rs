@@ -2,15 +2,13 @@
 //! clients see, and the node's watches that keep both current (see the module docs of
 //! [`super`]).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use kv_engine::kv::ShardId;
 use kv_replication::shardmaster::{Config, GroupId};
 use tokio::sync::watch;
 
-use crate::config::{Endpoint, Role};
+use crate::config::Role;
 use crate::redis_cluster::{self, ClusterView, NodeView, Route, SlotRange, Topology};
 
 use super::*;
@@ -18,12 +16,8 @@ use super::*;
 /// Redis Cluster mode: slot routing and the topology clients see.
 ///
 /// A slot's *master* is the node that leads the group owning its shard in the newest
-/// configuration this node knows: the node of the leader its own replica of the group
-/// names (or, for a group it does not host, the last native reply from one of the group's
-/// replicas named) — unless that node is down (its watch connection closed) or no
-/// leader is known: then this node if it hosts the group (it routes inside the cluster,
-/// and its replica finds or becomes the new leader), else the first reachable node
-/// hosting the group.
+/// configuration this node knows, as [`Host::leader_endpoint`] finds it (a node that does
+/// not answer is never named).
 ///
 /// A node *serves* a key exactly when it is its slot's master in its own map; any other
 /// node answers `-MOVED` naming the master (a node with a stale leader hint or map may
@@ -31,43 +25,6 @@ use super::*;
 /// means running the command through the node's shard clerk, as every node does outside
 /// cluster mode, so a command served by a node whose map was stale still completes.
 impl Host {
-    /// The node that masters group `gid`'s slots (see the impl docs).
-    fn master_of(&self, facts: &ClusterFacts, gid: GroupId) -> u32 {
-        let up = |node: u32| {
-            node == self.node
-                || facts
-                    .up
-                    .get(node as usize)
-                    .is_some_and(|u| u.load(std::sync::atomic::Ordering::Relaxed))
-        };
-        let hosting: Vec<&Endpoint> = self
-            .endpoints
-            .iter()
-            .filter(|e| e.role == Role::Group(gid.0))
-            .collect();
-        let hint = hosting
-            .iter()
-            .find_map(|e| self.local.get(&e.id).and_then(|l| l.leader.get()))
-            .or_else(|| {
-                let leaders = facts.remote_leaders.lock().expect("leaders lock");
-                leaders.get(&gid.0).copied()
-            });
-        if let Some(leader) = hint.and_then(|l| self.endpoints.get(l as usize)) {
-            if leader.role == Role::Group(gid.0) && up(leader.node) {
-                return leader.node;
-            }
-        }
-        if hosting.iter().any(|e| e.node == self.node) {
-            return self.node;
-        }
-        hosting
-            .iter()
-            .map(|e| e.node)
-            .find(|&n| up(n))
-            .or(hosting.first().map(|e| e.node))
-            .unwrap_or(self.node)
-    }
-
     fn published(&self) -> Option<Arc<Config>> {
         self.cache.published.read().expect("config lock").clone()
     }
@@ -83,50 +40,6 @@ impl Host {
             }
         }
     }
-
-    /// Watches every other node: a native connection held open to each tells at once,
-    /// by closing, that its process is gone (a reconnect is tried every
-    /// [`PROBE_INTERVAL`]). Clients must not be sent to a dead master: a cluster client
-    /// retries a failed connection only a few times, without waiting in between.
-    pub(super) async fn watch_nodes(self: Arc<Host>, stop: watch::Receiver<bool>) {
-        let Some(facts) = &self.cluster else { return };
-        let mut watches = tokio::task::JoinSet::new();
-        for (node, &(_, peer)) in facts.addresses.iter().enumerate() {
-            if node as u32 != self.node {
-                watches.spawn(self.clone().watch_node(node, peer, stop.clone()));
-            }
-        }
-        while watches.join_next().await.is_some() {}
-    }
-
-    async fn watch_node(
-        self: Arc<Host>,
-        node: usize,
-        peer: SocketAddr,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let Some(facts) = &self.cluster else { return };
-        let up = |value: bool| facts.up[node].store(value, std::sync::atomic::Ordering::Relaxed);
-        while !*stop.borrow() {
-            match tokio::time::timeout(PROBE_INTERVAL, self.remote.connect(node as u32, peer)).await
-            {
-                Ok(Ok(mut framed)) => {
-                    up(true);
-                    // Nothing is ever sent on it: it ends when the node does.
-                    tokio::select! {
-                        _ = stop.changed() => return,
-                        _ = framed.next() => {}
-                    }
-                    up(false);
-                }
-                _ => up(false),
-            }
-            tokio::select! {
-                _ = stop.changed() => {}
-                _ = tokio::time::sleep(PROBE_INTERVAL) => {}
-            }
-        }
-    }
 }
 
 impl ClusterView for Host {
@@ -138,7 +51,7 @@ impl ClusterView for Host {
         match config.owner(self.sharding.shard_of_slot(slot)) {
             None | Some(GroupId::NONE) => Route::Unserved,
             Some(gid) => {
-                let master = self.master_of(facts, gid);
+                let master = self.leader_node(gid);
                 if master == self.node {
                     Route::Serve
                 } else {
@@ -158,8 +71,7 @@ impl ClusterView for Host {
                 name: redis_cluster::node_name(facts.cluster_id, node as u32),
                 resp,
                 bus,
-                up: node as u32 == self.node
-                    || facts.up[node].load(std::sync::atomic::Ordering::Relaxed),
+                up: self.is_up(node as u32),
             })
             .collect();
         let config = self.published();
@@ -172,7 +84,7 @@ impl ClusterView for Host {
             if gid == GroupId::NONE {
                 continue;
             }
-            let master = self.master_of(facts, gid) as usize;
+            let master = self.leader_node(gid) as usize;
             let mut replicas: Vec<usize> = self
                 .endpoints
                 .iter()
