@@ -575,10 +575,26 @@ fn a_frame_that_is_not_a_command_gets_a_protocol_error_and_the_connection_is_clo
     let config = cluster(dir.path());
     let node = config.nodes[0].clone();
     let (stop, handle) = start(config);
-    for frame in [
-        &b":1\r\n"[..],
-        b"*2\r\n$3\r\nGET\r\n*1\r\n$1\r\nk\r\n",
-        b"*1\r\n$-1\r\n",
+    // Each frame, and the start of the reply it gets: for a request element that is not
+    // a bulk string, Redis's own words.
+    for (frame, expected) in [
+        (&b":1\r\n"[..], "-ERR Protocol error"),
+        (
+            b"*2\r\n$3\r\nGET\r\n*1\r\n$1\r\nk\r\n",
+            "-ERR Protocol error: expected '$', got '*'\r\n",
+        ),
+        (
+            b"*1\r\n$-1\r\n",
+            "-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*1\r\n:5\r\n",
+            "-ERR Protocol error: expected '$', got ':'\r\n",
+        ),
+        (
+            b"*2\r\n+GET\r\n$1\r\nk\r\n",
+            "-ERR Protocol error: expected '$', got '+'\r\n",
+        ),
     ] {
         let mut stream = resp_connect(node.resp);
         stream.write_all(frame).unwrap();
@@ -592,7 +608,7 @@ fn a_frame_that_is_not_a_command_gets_a_protocol_error_and_the_connection_is_clo
             )
         });
         let reply = String::from_utf8_lossy(&reply);
-        assert!(reply.starts_with("-ERR Protocol error"), "{reply}");
+        assert!(reply.starts_with(expected), "{reply:?}");
     }
     // Unknown commands keep the connection.
     let mut stream = resp_connect(node.resp);

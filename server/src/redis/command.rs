@@ -70,7 +70,7 @@ pub enum Command {
 /// Why a frame is not a command we run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandError {
-    /// The frame is not a command at all (not an array of strings): the reply is
+    /// The frame is not a command at all (not an array of bulk strings): the reply is
     /// `-ERR Protocol error` and the connection is closed, as Redis does.
     Protocol(String),
     /// A command this server does not run, or wrong arguments: an error reply, and the
@@ -105,18 +105,30 @@ impl Command {
                 "ERR Protocol error: expected an array of bulk strings".into(),
             ));
         };
+        // Every element must be a bulk string, as Redis requires of a multibulk request:
+        // anything else is refused with Redis's own words, naming the type byte.
         let mut args = Vec::with_capacity(items.len());
         for item in items {
-            match item {
-                Frame::Bulk(b) => args.push(b),
-                Frame::Simple(s) => args.push(Bytes::from(s)),
-                Frame::Integer(i) => args.push(Bytes::from(i.to_string())),
-                _ => {
+            let got = match item {
+                Frame::Bulk(b) => {
+                    args.push(b);
+                    continue;
+                }
+                // `$-1` (`*-1` parses to the same frame): a bulk length Redis refuses.
+                Frame::Null => {
                     return Err(CommandError::Protocol(
-                        "ERR Protocol error: expected bulk strings".into(),
+                        "ERR Protocol error: invalid bulk length".into(),
                     ))
                 }
-            }
+                Frame::Simple(_) => '+',
+                Frame::Error(_) => '-',
+                Frame::Integer(_) => ':',
+                Frame::Array(_) => '*',
+                Frame::Map(_) => '%',
+            };
+            return Err(CommandError::Protocol(format!(
+                "ERR Protocol error: expected '$', got '{got}'"
+            )));
         }
         let Some(name) = args.first() else {
             return Err(refused("ERR empty command"));
@@ -375,6 +387,27 @@ mod tests {
                 "{frame:?}"
             );
         }
+        // An element that is not a bulk string is refused in Redis's words, even when
+        // its text would make a command.
+        for (element, byte) in [
+            (Frame::Integer(5), ':'),
+            (Frame::Simple("PING".into()), '+'),
+            (Frame::Error("PING".into()), '-'),
+            (Frame::Array(vec![]), '*'),
+        ] {
+            assert_eq!(
+                Command::from_frame(Frame::Array(vec![element])),
+                Err(CommandError::Protocol(format!(
+                    "ERR Protocol error: expected '$', got '{byte}'"
+                )))
+            );
+        }
+        assert_eq!(
+            Command::from_frame(Frame::Array(vec![Frame::Null])),
+            Err(CommandError::Protocol(
+                "ERR Protocol error: invalid bulk length".into()
+            ))
+        );
     }
 
     #[test]

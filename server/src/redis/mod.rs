@@ -57,7 +57,7 @@
 //!   whose unsent replies would pass [`OUTPUT_BUFFER_BYTES_HARD`] is closed.
 //!
 //! # Bad input and failures
-//! A frame that can never become valid, or a frame that is not an array of strings, gets
+//! A frame that can never become valid, or a frame that is not an array of bulk strings, gets
 //! `-ERR Protocol error` and the connection is closed (as Redis does); unknown commands and
 //! wrong arities get Redis-style errors and the connection continues. A node that can no
 //! longer write to its disk answers `-MISCONF` (Redis's reply when it cannot persist)
