@@ -21,7 +21,8 @@ pub enum AdminCommand {
     Status {
         #[command(flatten)]
         cluster: ClusterArg,
-        /// Print JSON: one object per node, each replica's fields as strings.
+        /// Print JSON: one object per node, each replica's fields typed (integers as
+        /// numbers, `true`/`false` as booleans, a value shown as `-` as null).
         #[arg(long)]
         json: bool,
     },
@@ -393,14 +394,14 @@ fn status(config: &ClusterConfig, json: bool) -> Result<()> {
 
 /// A node's status text as one JSON object per replica: `[master]` / `[group G]`
 /// headings start a replica (an unsharded node's text is one replica), each `key: value`
-/// line a field.
+/// line a field, its value typed by [`typed`].
 fn parse_parts(text: &str) -> Vec<serde_json::Value> {
     let mut parts: Vec<serde_json::Map<String, serde_json::Value>> = Vec::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if let Some(heading) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             let mut part = serde_json::Map::new();
             let group = heading.strip_prefix("group ").unwrap_or(heading);
-            part.insert("group".into(), json!(group));
+            part.insert("group".into(), typed(group));
             parts.push(part);
             continue;
         }
@@ -409,10 +410,32 @@ fn parse_parts(text: &str) -> Vec<serde_json::Value> {
         }
         if let Some((key, value)) = line.split_once(": ") {
             let part = parts.last_mut().expect("one part at least");
-            part.insert(key.to_string(), json!(value));
+            part.insert(key.to_string(), typed(value));
         }
     }
     parts.into_iter().map(serde_json::Value::Object).collect()
+}
+
+/// A status value as JSON: an integer is a number, `true` and `false` booleans, `-` (no
+/// value yet, such as the applied index of a replica that applied nothing) null, and
+/// anything else (a role, a ballot such as `3.1`, a reason) a string.
+fn typed(value: &str) -> serde_json::Value {
+    match value {
+        "-" | "" => serde_json::Value::Null,
+        "true" => json!(true),
+        "false" => json!(false),
+        _ if value.bytes().all(|b| b.is_ascii_digit()) => match value.parse::<u64>() {
+            Ok(n) => json!(n),
+            Err(_) => json!(value),
+        },
+        _ if value.starts_with('-') && value[1..].bytes().all(|b| b.is_ascii_digit()) => {
+            match value.parse::<i64>() {
+                Ok(n) => json!(n),
+                Err(_) => json!(value),
+            }
+        }
+        _ => json!(value),
+    }
 }
 
 /// Groups of a sharded cluster's file (or a primary/backup cluster's roles), for `kv up`'s
@@ -458,10 +481,36 @@ mod tests {
         let parts = parse_parts("[master]\nrole: leader\n\n[group 100]\nkeys: 3\nready: true\n");
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0]["group"], "master");
-        assert_eq!(parts[1]["group"], "100");
-        assert_eq!(parts[1]["keys"], "3");
+        assert_eq!(parts[1]["group"], 100);
+        assert_eq!(parts[1]["keys"], 3);
         let single = parse_parts("role: leader\nready: true\n");
         assert_eq!(single.len(), 1);
         assert_eq!(single[0]["role"], "leader");
+    }
+
+    #[test]
+    fn status_values_become_json_numbers_booleans_and_nulls() {
+        let parts = parse_parts(
+            "[group 101]\nrole: follower\nballot: 3.1\nballot_round: 3\napplied_index: 5\n\
+             decided_index: -\nfence: -\nready: false\nacked: true\n\
+             storage_failed: disk full\nbig: 18446744073709551615\nhuge: 18446744073709551616\n",
+        );
+        let part = &parts[0];
+        assert_eq!(part["group"], json!(101));
+        assert_eq!(part["role"], json!("follower"));
+        // A ballot reads like a decimal but is two numbers: it stays a string.
+        assert_eq!(part["ballot"], json!("3.1"));
+        assert_eq!(part["ballot_round"], json!(3));
+        assert_eq!(part["applied_index"], json!(5));
+        assert!(part["applied_index"].is_u64());
+        assert!(part["decided_index"].is_null());
+        assert!(part["fence"].is_null());
+        assert_eq!(part["ready"], json!(false));
+        assert_eq!(part["acked"], json!(true));
+        assert_eq!(part["storage_failed"], json!("disk full"));
+        assert_eq!(part["big"], json!(u64::MAX));
+        // Past u64 it is kept exactly, as text, rather than rounded.
+        assert_eq!(part["huge"], json!("18446744073709551616"));
+        assert_eq!(typed("-7"), json!(-7));
     }
 }

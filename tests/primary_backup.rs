@@ -347,27 +347,28 @@ fn admin_view_status_the_cli_and_resp_work_against_every_node() {
     // bytes, one idle spare.
     let status = cluster.admin(&["status", "--json"]).unwrap();
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
-    let field = |node: u32, name: &str| -> String {
-        status["nodes"][node as usize]["replicas"][0][name]
-            .as_str()
-            .unwrap_or_else(|| panic!("node {node} has no {name}: {status}"))
-            .to_string()
+    let field = |node: u32, name: &str| -> serde_json::Value {
+        let value = &status["nodes"][node as usize]["replicas"][0][name];
+        assert!(!value.is_null(), "node {node} has no {name}: {status}");
+        value.clone()
     };
+    // Values are typed: roles strings, flags booleans, counts numbers.
     assert_eq!(field(VIEW_SERVICE, "role"), "view-service");
-    assert_eq!(field(VIEW_SERVICE, "acked"), "true");
-    assert_eq!(field(VIEW_SERVICE, "stuck"), "false");
+    assert_eq!(field(VIEW_SERVICE, "acked"), true);
+    assert_eq!(field(VIEW_SERVICE, "stuck"), false);
     assert_eq!(field(primary, "role"), "primary");
     assert_eq!(field(backup, "role"), "backup");
     assert_eq!(field(idle, "role"), "idle");
     for node in 0..4 {
-        assert_eq!(field(node, "viewnum"), viewnum.to_string(), "node {node}");
+        assert_eq!(field(node, "viewnum"), viewnum, "node {node}");
     }
     // greeting and the four resp-N keys.
     for node in [primary, backup] {
-        assert_eq!(field(node, "keys"), "5", "node {node}");
+        assert_eq!(field(node, "keys"), 5, "node {node}");
     }
+    assert!(field(primary, "bytes").is_u64());
     assert_eq!(field(primary, "bytes"), field(backup, "bytes"));
-    assert_eq!(field(idle, "keys"), "0");
+    assert_eq!(field(idle, "keys"), 0);
     let text = cluster.admin(&["status"]).unwrap();
     assert!(text.contains("role: primary\n"), "{text}");
 

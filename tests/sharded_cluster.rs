@@ -405,6 +405,51 @@ fn admin_commands_naming_unknown_groups_or_shards_are_refused_and_change_nothing
     assert_eq!(cluster.admin(&["query", "--json"]).unwrap(), before);
 }
 
+/// `kv admin status --json` types its values: numbers are JSON numbers, flags booleans,
+/// and a value not known yet (`-` in the text) null, under the text's field names.
+#[test]
+fn admin_status_json_has_numbers_booleans_and_nulls() {
+    let mut cluster = Cluster::start_sharded(3, shape(2));
+    cluster.wait_ready(0);
+    let status: serde_json::Value =
+        serde_json::from_str(&cluster.admin(&["status", "--json"]).unwrap()).unwrap();
+    let node = &status["nodes"][0];
+    assert_eq!(node["node"], 0, "{node}");
+    assert_eq!(node["reachable"], true, "{node}");
+    let replicas = node["replicas"].as_array().expect("replicas");
+    let group = replicas
+        .iter()
+        .find(|r| r["group"] == 100)
+        .unwrap_or_else(|| panic!("no group 100 (a number) in {node}"));
+    assert!(replicas.iter().any(|r| r["group"] == "master"), "{node}");
+    for name in ["ballot_round", "paxos_min", "keys", "wal_bytes", "config"] {
+        assert!(group[name].is_u64(), "{name}: {group}");
+    }
+    // Nothing may be decided yet: a number, or null.
+    for name in ["applied_index", "decided_index"] {
+        assert!(
+            group[name].is_u64() || group[name].is_null(),
+            "{name}: {group}"
+        );
+    }
+    assert_eq!(group["ready"], true, "{group}");
+    // No value is left as a string that reads as a number, a flag or "-".
+    for replica in replicas {
+        for (name, value) in replica.as_object().expect("an object") {
+            let Some(text) = value.as_str() else { continue };
+            assert!(
+                text.parse::<i64>().is_err() && !matches!(text, "true" | "false" | "-"),
+                "{name}: {value} in {replica}"
+            );
+        }
+    }
+    // No rebuild ever started: no fence.
+    assert!(group["fence"].is_null(), "{group}");
+    assert!(group["role"].is_string(), "{group}");
+    // A ballot is `round.node`, not a decimal number.
+    assert!(group["ballot"].is_string(), "{group}");
+}
+
 /// Growing the cluster as the README says, while RESP clients append: `kv grow` adds three
 /// nodes and a group on them, the running nodes restart one at a time, the new ones start,
 /// `kv admin join` moves shards onto the group. Nothing is lost and the new group serves
