@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use kv_engine::kv::ShardId;
 use kv_replication::shardmaster::{Command, Config, ConfigNum, GroupId, Reply};
-use kv_server::config::ClusterConfig;
+use kv_server::config::{span, ClusterConfig};
 use serde_json::json;
 
 /// `kv admin` subcommands.
@@ -146,7 +146,10 @@ pub fn run(command: AdminCommand) -> Result<()> {
             let config = sharded(&cluster)?;
             let shards = config.shards().expect("sharded");
             if shard >= shards {
-                bail!("no shard {shard}: the cluster has shards 0..{shards}");
+                bail!(
+                    "no shard {shard}: the cluster has shards {}",
+                    span(0u32, shards - 1)
+                );
             }
             known_group(&config, gid)?;
             let command = Command::Move {

@@ -271,12 +271,15 @@ fn run(cli: Cli) -> Result<()> {
                 on.join(", "),
                 cluster.display()
             );
-            out!("next: restart the running nodes 0..{before} one at a time (they read the file at start;");
+            out!(
+                "next: restart the running {} one at a time (they read the file at start;",
+                nodes_named(0, before - 1)
+            );
             out!("      a running `kv up` does this, and starts the new nodes, by itself),");
             if nodes > 0 {
                 out!(
-                    "      start the new nodes {before}..{} (kv node --cluster {} --id N),",
-                    config.nodes.len(),
+                    "      start the new {} (kv node --cluster {} --id N),",
+                    nodes_named(before, config.nodes.len() as u32 - 1),
                     cluster.display()
                 );
             }
@@ -311,6 +314,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Admin { command } => admin::run(command),
         Command::Bench(args) => bench::run(args),
         Command::Mapreduce(args) => Ok(kv_mapreduce::cli::run(args)?),
+    }
+}
+
+/// Nodes `first` to `last` (inclusive) in words: `node 3`, or `nodes 3–5`.
+fn nodes_named(first: u32, last: u32) -> String {
+    let ids = kv_server::config::span(first, last);
+    if first == last {
+        format!("node {ids}")
+    } else {
+        format!("nodes {ids}")
     }
 }
 

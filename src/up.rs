@@ -50,7 +50,7 @@ pub struct UpArgs {
     /// its cluster file as `requirepass`; without one, only loopback clients are served.
     #[arg(long, value_name = "PASSWORD")]
     pub requirepass: Option<String>,
-    /// Leader leases for reads in a new cluster, in milliseconds (1..=400; absent: off):
+    /// Leader leases for reads in a new cluster, in milliseconds (1–400; absent: off):
     /// a leader answers reads without first confirming that it still leads, assuming
     /// every node's clock runs within 1% of real time (`[read_lease]` in the cluster
     /// file, where the bound can be changed).

@@ -219,3 +219,55 @@ fn kv_up_starts_grown_nodes_and_restarts_the_others_one_at_a_time() {
         printed.join("\n")
     );
 }
+
+/// `kv grow` and `kv admin move` name ranges of nodes and shards inclusively ("nodes 3–5"),
+/// never in Rust's half-open `3..6`, which people read as including 6.
+#[test]
+fn grow_and_admin_name_node_and_shard_ranges_inclusively() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = |args: &[&str]| -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_kv"))
+            .args(args)
+            .output()
+            .unwrap();
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let d = dir.path().join("three");
+    let d = d.to_str().unwrap();
+    let cluster = format!("{d}/cluster.toml");
+    assert!(kv(&["init", "--dir", d]).0);
+    let (ok, grown) = kv(&["grow", "--nodes", "3", "--cluster", &cluster]);
+    assert!(ok, "{grown}");
+    assert!(
+        grown.contains("restart the running nodes 0–2 one at a time"),
+        "{grown}"
+    );
+    assert!(grown.contains("start the new nodes 3–5 ("), "{grown}");
+    assert!(!grown.contains(".."), "{grown}");
+    let (ok, refused) = kv(&["admin", "move", "64", "100", "--cluster", &cluster]);
+    assert!(!ok);
+    assert_eq!(
+        refused.trim(),
+        "error: no shard 64: the cluster has shards 0–63"
+    );
+
+    // One node: named alone.
+    let d = dir.path().join("one");
+    let d = d.to_str().unwrap();
+    let cluster = format!("{d}/cluster.toml");
+    assert!(kv(&["init", "--dir", d, "--nodes", "1", "--replicas", "1"]).0);
+    let (ok, grown) = kv(&[
+        "grow",
+        "--nodes",
+        "1",
+        "--replicas",
+        "1",
+        "--cluster",
+        &cluster,
+    ]);
+    assert!(ok, "{grown}");
+    assert!(grown.contains("restart the running node 0 one"), "{grown}");
+    assert!(grown.contains("start the new node 1 ("), "{grown}");
+}

@@ -364,7 +364,11 @@ fn admin_commands_naming_unknown_groups_or_shards_are_refused_and_change_nothing
     for (args, expected) in [
         (&["join", "7"][..], "group 7 is not in the cluster file"),
         (&["leave", "7"][..], "group 7 is not in the cluster file"),
-        (&["move", "16", "100"][..], "no shard 16"),
+        // Shards are named as an inclusive range, not Rust's `0..16`.
+        (
+            &["move", "16", "100"][..],
+            "no shard 16: the cluster has shards 0–15",
+        ),
         (
             &["move", "3", "7"][..],
             "group 7 is not in the cluster file",
@@ -403,6 +407,15 @@ fn admin_commands_naming_unknown_groups_or_shards_are_refused_and_change_nothing
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
     assert_eq!(cluster.admin(&["query", "--json"]).unwrap(), before);
+
+    // A group of the file that left the configuration is refused by the shard master,
+    // which names it as every other message does ("group 101", not "g101").
+    cluster.admin(&["leave", "101"]).unwrap();
+    let error = cluster.admin(&["move", "3", "101"]).unwrap_err();
+    assert_eq!(
+        error.trim(),
+        "error: refused: group 101 is not in the latest configuration"
+    );
 }
 
 /// `kv admin status --json` types its values: numbers are JSON numbers, flags booleans,

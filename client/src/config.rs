@@ -87,6 +87,17 @@ pub use stamp::{check_stamp, write_stamp, DATA_FORMAT, STAMP_FILE};
 /// Largest cluster id: TOML integers are signed 64-bit.
 pub const CLUSTER_ID_MAX: u64 = i64::MAX as u64;
 
+/// An inclusive range of ids or counts as people read it: `0–63`, or `5` when it holds
+/// one. (Rust's `0..64` reads as inclusive to most people, and is not.)
+pub fn span(first: impl Into<u64>, last: impl Into<u64>) -> String {
+    let (first, last) = (first.into(), last.into());
+    if first == last {
+        first.to_string()
+    } else {
+        format!("{first}–{last}")
+    }
+}
+
 /// A fresh random cluster id (at most [`CLUSTER_ID_MAX`]).
 pub fn random_cluster_id() -> u64 {
     crate::native::random_client_id().0 & CLUSTER_ID_MAX
@@ -392,8 +403,7 @@ impl ClusterConfig {
         for (i, node) in self.nodes.iter().enumerate() {
             if node.id as usize != i {
                 return Err(invalid(format!(
-                    "node ids must be 0..{} in order; entry {i} has id {}",
-                    self.nodes.len(),
+                    "node ids must be 0, 1, 2, ... in order; entry {i} has id {}",
                     node.id
                 )));
             }
@@ -431,7 +441,8 @@ impl ClusterConfig {
             (Mode::PrimaryBackup, Some(vs)) => {
                 if vs as usize >= n {
                     return Err(format!(
-                        "view_service = {vs}: no such node (the nodes are 0..{n})"
+                        "view_service = {vs}: no such node (the nodes are {})",
+                        span(0u32, (n as u32).saturating_sub(1))
                     ));
                 }
                 if n < 2 {
@@ -475,7 +486,8 @@ impl ClusterConfig {
             for &node in nodes {
                 if node as usize >= n {
                     return Err(format!(
-                        "{what} names node {node}, which is not in the cluster file (its nodes are 0..{n})"
+                        "{what} names node {node}, which is not in the cluster file (its nodes are {})",
+                        span(0u32, (n as u32).saturating_sub(1))
                     ));
                 }
                 if !seen.insert(node) {
@@ -495,7 +507,7 @@ impl ClusterConfig {
         };
         if !(1..=kv_replication::shardmaster::SHARDS_MAX).contains(&master.shards) {
             return Err(format!(
-                "[master] shards = {}: a cluster has 1..={} shards",
+                "[master] shards = {}: a cluster has 1–{} shards",
                 master.shards,
                 kv_replication::shardmaster::SHARDS_MAX
             ));
@@ -580,7 +592,8 @@ impl ClusterConfig {
         let hosts = if new_nodes > 0 { new_nodes } else { total };
         if replicas == 0 || replicas > hosts {
             return Err(invalid(format!(
-                "{replicas} replicas need 1..={hosts} nodes to go on"
+                "{replicas} replicas is out of range: {} (at most one on each node the group can go on)",
+                span(1u32, hosts)
             )));
         }
         let host = self.nodes[0].peer.ip();

@@ -40,13 +40,13 @@ impl ReadLease {
     pub(super) fn validate(&self) -> std::result::Result<(), String> {
         if !(1..=READ_LEASE_MS_MAX).contains(&self.ms) {
             return Err(format!(
-                "read_lease.ms = {} is out of range: 1..={READ_LEASE_MS_MAX}",
+                "read_lease.ms = {} is out of range: 1–{READ_LEASE_MS_MAX}",
                 self.ms
             ));
         }
         if self.clock_drift_ppm > CLOCK_DRIFT_PPM_MAX {
             return Err(format!(
-                "read_lease.clock_drift_ppm = {} is out of range: 0..={CLOCK_DRIFT_PPM_MAX}",
+                "read_lease.clock_drift_ppm = {} is out of range: 0–{CLOCK_DRIFT_PPM_MAX}",
                 self.clock_drift_ppm
             ));
         }

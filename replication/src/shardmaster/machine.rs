@@ -96,7 +96,7 @@ pub enum Refusal {
     #[error("no shard {0}")]
     NoSuchShard(ShardId),
     /// A Move to a group that is not in the latest configuration.
-    #[error("{0} is not a group of the latest configuration")]
+    #[error("group {} is not in the latest configuration", .0.0)]
     NotAGroup(GroupId),
     /// A Join beyond [`GROUPS_MAX`] groups.
     #[error("a configuration holds at most {GROUPS_MAX} groups")]
@@ -172,7 +172,7 @@ impl ShardMaster {
     pub fn new(shards: u32) -> ShardMaster {
         assert!(
             (1..=SHARDS_MAX).contains(&shards),
-            "a shard master has 1..={SHARDS_MAX} shards, not {shards}"
+            "a shard master has 1–{SHARDS_MAX} shards, not {shards}"
         );
         let first = Config::initial(shards);
         ShardMaster {
@@ -404,7 +404,7 @@ pub enum ImageError {
     #[error("header: {0}")]
     Header(String),
     /// The image's shard count is outside `1..=SHARDS_MAX`.
-    #[error("the image has {0} shards; a shard master has 1..={SHARDS_MAX}")]
+    #[error("the image has {0} shards; a shard master has 1–{SHARDS_MAX}")]
     ShardCount(u32),
     /// A configuration out of order, invalid, or beyond the announced count.
     #[error("configuration: {0}")]

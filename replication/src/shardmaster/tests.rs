@@ -92,6 +92,11 @@ fn bad_arguments_are_refused_and_change_nothing() {
         m.execute(&shard_move(3, 1)),
         Reply::Refused(Refusal::NotAGroup(GroupId(1)))
     );
+    // Said to users (`kv admin move`) as every other message names a group.
+    assert_eq!(
+        Refusal::NotAGroup(GroupId(102)).to_string(),
+        "group 102 is not in the latest configuration"
+    );
     m.execute(&join(1, &["x"]));
     assert_eq!(
         m.execute(&shard_move(LAB_SHARDS, 1)),
