@@ -3,11 +3,13 @@
 //! (or SIGTERM) stops them all gracefully. Run it again and the data is still there.
 //!
 //! A node that exits unexpectedly is reported and restarted after a short pause, like a
-//! process supervisor would; its data directory carries it across the restart.
+//! process supervisor would; its data directory carries it across the restart. A node that
+//! exits because the user is stopping `kv up` (a terminal's Ctrl-C reaches every process
+//! of the group) is not: see [`exit_is_a_stop`].
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,6 +120,9 @@ const QUICK_FAILURE: Duration = Duration::from_secs(3);
 const QUICK_FAILURES_MAX: u32 = 3;
 /// How long a node gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a node's clean exit waits for `kv up`'s own SIGINT or SIGTERM before it is
+/// taken for a crash (see [`exit_is_a_stop`]).
+const STOP_SIGNAL_GRACE: Duration = Duration::from_millis(500);
 
 pub fn run(args: UpArgs, log_format: crate::LogFormat) -> Result<()> {
     let path = args.dir.join(CLUSTER_FILE);
@@ -270,6 +275,9 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat) -> Result<()> {
             }
         }
         for (id, child) in children.iter_mut().enumerate() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
             if let Some(due) = restarts[id] {
                 if Instant::now() >= due {
                     *child = start(id as u32)?;
@@ -280,6 +288,9 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat) -> Result<()> {
                 continue;
             }
             if let Some(status) = child.try_wait()? {
+                if exit_is_a_stop(&stop, status) {
+                    break;
+                }
                 // A node that dies right after starting cannot start (a port in use, its
                 // directory locked by another kv, a bad cluster file): don't spin on it.
                 if started_at[id].elapsed() < QUICK_FAILURE {
@@ -301,8 +312,12 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat) -> Result<()> {
     }
 
     out!("stopping {} nodes", children.len());
-    for child in &children {
-        signal_hook_like::terminate(child.id());
+    for child in &mut children {
+        // Not one already reaped (exited, or waiting to be restarted): its pid may be
+        // another process's by now.
+        if child.try_wait()?.is_none() {
+            signal_hook_like::terminate(child.id());
+        }
     }
     let deadline = Instant::now() + STOP_GRACE;
     for (id, child) in children.iter_mut().enumerate() {
@@ -323,6 +338,29 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat) -> Result<()> {
     match failed {
         Some(reason) => anyhow::bail!(reason),
         None => Ok(()),
+    }
+}
+
+/// Whether a node's exit is part of the user stopping `kv up` rather than a crash: true
+/// once `kv up` itself got SIGINT or SIGTERM (`stop`). A terminal's Ctrl-C signals the
+/// whole process group, so the nodes get it too and exit cleanly. The kernel marks the
+/// signal pending on every process of the group before any of them can finish exiting,
+/// and runs this process's handler before the system call that reaped the node returns,
+/// so by then `stop` is set. A signal sent to each process on its own (`pkill -INT kv`)
+/// may reach a node first: a clean exit (status 0, or ended by SIGINT or SIGTERM) waits
+/// up to [`STOP_SIGNAL_GRACE`] for `kv up`'s own signal before it counts as a crash.
+fn exit_is_a_stop(stop: &AtomicBool, status: ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    let clean = status.success() || matches!(status.signal(), Some(libc::SIGINT | libc::SIGTERM));
+    let deadline = Instant::now() + STOP_SIGNAL_GRACE;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        if !clean || Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -2,7 +2,8 @@
 //! redis-cli, stops every node gracefully on Ctrl-C (SIGINT; nodes get SIGTERM), and a
 //! second `kv up` on the same directory still has the data.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -25,39 +26,104 @@ fn free_bases_for(nodes: u16) -> (u16, u16, u16) {
 
 struct Up {
     child: Child,
+    /// Lines of stdout, and of stderr prefixed with `stderr: `, as they come.
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
 
+/// What a `kv up` is started with, besides its directory and ports.
+#[derive(Default)]
+struct Options<'a> {
+    /// More arguments.
+    args: &'a [&'a str],
+    /// Its own process group, as a shell starts a job: signals to the group reach it and
+    /// its nodes, and nothing else (this test).
+    own_group: bool,
+}
+
 impl Up {
-    fn start(dir: &std::path::Path, (resp, peer, admin): (u16, u16, u16)) -> Up {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kv"))
+    fn start(dir: &std::path::Path, ports: (u16, u16, u16)) -> Up {
+        let mut up = Up::spawn(dir, ports, Options::default());
+        up.wait_for_line("kv is up");
+        up
+    }
+
+    /// Starts `kv up` without waiting for anything.
+    fn spawn(dir: &std::path::Path, (resp, peer, admin): (u16, u16, u16), options: Options) -> Up {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kv"));
+        command
             .arg("up")
             .arg("--dir")
             .arg(dir)
             .args(["--resp-port", &resp.to_string()])
             .args(["--peer-port", &peer.to_string()])
             .args(["--admin-port", &admin.to_string()])
+            .args(options.args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn kv up");
-        let stdout = child.stdout.take().unwrap();
+            .stderr(Stdio::piped());
+        if options.own_group {
+            command.process_group(0);
+        }
+        let mut child = command.spawn().expect("spawn kv up");
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut up = Up {
+        forward_lines(child.stdout.take().unwrap(), "", tx.clone());
+        forward_lines(child.stderr.take().unwrap(), "stderr: ", tx);
+        Up {
             child,
             lines: rx,
             seen: Vec::new(),
+        }
+    }
+
+    /// Every line until `kv up` exits, and its exit status.
+    fn wait_for_exit(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let started = Instant::now();
+        loop {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => self.seen.push(line),
+                // Both pipes closed: kv up (and anything holding its pipes) is gone.
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            assert!(
+                started.elapsed() < TIMEOUT,
+                "kv up did not exit; it printed:\n{}",
+                self.seen.join("\n")
+            );
+        }
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(started.elapsed() < TIMEOUT, "kv up did not exit");
+            std::thread::sleep(Duration::from_millis(50));
         };
-        up.wait_for_line("kv is up");
-        up
+        (status, std::mem::take(&mut self.seen))
+    }
+
+    /// The `kv node` processes this `kv up` started (its children), at least `n` of them.
+    fn nodes(&self, n: usize) -> Vec<Process> {
+        let parent = self.child.id();
+        let started = Instant::now();
+        loop {
+            let mut nodes = Vec::new();
+            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                if let Some(stat) = proc_stat(pid).filter(|s| s.ppid == parent) {
+                    nodes.push(Process {
+                        pid,
+                        start_time: stat.start_time,
+                    });
+                }
+            }
+            if nodes.len() >= n {
+                return nodes;
+            }
+            assert!(started.elapsed() < TIMEOUT, "kv up has {nodes:?} children");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn wait_for_line(&mut self, needle: &str) {
@@ -105,6 +171,85 @@ impl Up {
 impl Drop for Up {
     fn drop(&mut self) {
         let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends each line `from` gives to `to`, prefixed, until either end closes.
+fn forward_lines(from: impl Read + Send + 'static, prefix: &'static str, to: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if to.send(format!("{prefix}{line}")).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// One process, told apart from a later one that reuses its pid by its start time.
+#[derive(Clone, Copy, Debug)]
+struct Process {
+    pid: u32,
+    start_time: u64,
+}
+
+/// What `/proc/PID/stat` says of a process.
+struct Stat {
+    state: char,
+    ppid: u32,
+    /// Clock ticks after boot.
+    start_time: u64,
+}
+
+/// `/proc/PID/stat`; `None` once the process is gone.
+fn proc_stat(pid: u32) -> Option<Stat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        // Field 22 of the line, the 20th after the comm.
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+impl Process {
+    /// Whether it has exited: gone, or a zombie nobody reaped yet.
+    fn exited(&self) -> bool {
+        proc_stat(self.pid)
+            .is_none_or(|s| s.start_time != self.start_time || matches!(s.state, 'Z' | 'X'))
+    }
+}
+
+/// Waits (generously) until every process of `processes` has exited.
+fn wait_exited(processes: &[Process], what: &str) {
+    let started = Instant::now();
+    while !processes.iter().all(Process::exited) {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "{what}: still running: {:?}",
+            processes.iter().filter(|p| !p.exited()).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills what is left of its processes (after a failed assertion), so that no node
+/// outlives its test.
+struct KillOnDrop(Vec<Process>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for process in &self.0 {
+            if !process.exited() {
+                // SAFETY: kill(2) has no memory-safety preconditions; the pid is the
+                // process's own (checked by its start time just now).
+                unsafe {
+                    libc::kill(process.pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
     }
 }
 
@@ -218,6 +363,46 @@ fn kv_up_starts_grown_nodes_and_restarts_the_others_one_at_a_time() {
         "{}",
         printed.join("\n")
     );
+}
+
+/// A terminal's Ctrl-C signals the whole process group: the nodes exit on it as well as
+/// `kv up`, which must take their exits for the stop they are — no node reported as
+/// crashed or restarted — and exit 0 with every node gone.
+#[test]
+fn ctrl_c_to_the_process_group_stops_the_nodes_without_reporting_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kv-data");
+    let ports = free_bases();
+    let mut up = Up::spawn(
+        &data,
+        ports,
+        Options {
+            own_group: true,
+            ..Options::default()
+        },
+    );
+    up.wait_for_line("kv is up");
+    let nodes = up.nodes(3);
+    let _cleanup = KillOnDrop(nodes.clone());
+    // Every node serves, so each has its signal handlers in place.
+    for i in 0..3 {
+        assert_eq!(redis_cli(ports.0 + i, &["PING"]), "PONG");
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; the group is the one `kv up`
+    // leads (it was started as its own group's leader and not yet reaped).
+    let sent = unsafe { libc::kill(-(up.child.id() as libc::pid_t), libc::SIGINT) };
+    assert_eq!(sent, 0, "{}", std::io::Error::last_os_error());
+    let (status, printed) = up.wait_for_exit();
+    let all = printed.join("\n");
+    assert!(status.success(), "kv up exited with {status}:\n{all}");
+    assert!(
+        !printed
+            .iter()
+            .any(|l| l.contains("restart") || l.contains("exited (")),
+        "a node stopping on Ctrl-C was taken for a crash:\n{all}"
+    );
+    assert!(all.contains("stopped; data kept"), "{all}");
+    wait_exited(&nodes, "the nodes after Ctrl-C");
 }
 
 /// `kv grow` and `kv admin move` name ranges of nodes and shards inclusively ("nodes 3–5"),
