@@ -143,6 +143,9 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat) -> Result<()> {
     // Every node needs the cluster secret: a missing or unsafe one is said once, here,
     // rather than by each node failing to start.
     config.key()?;
+    // Another `kv up` (or `kv node`) on these directories: one line, before any banner,
+    // rather than nodes that fail to start and a supervisor that gives up on them.
+    refuse_if_served(&config, &args.dir)?;
     let exe = std::env::current_exe().context("locating the kv binary")?;
     // The nodes share this machine: a sharded node gets its share of the CPUs (see `kv
     // node --threads`), not a thread per CPU competing with the others'.
@@ -362,6 +365,33 @@ fn exit_is_a_stop(stop: &AtomicBool, status: ExitStatus) -> bool {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Refuses to start a cluster whose node directories a running process holds (each
+/// node's lock file, see [`kv_server::run::LOCK_FILE`]), naming the first. The locks are
+/// only tried, and released at once.
+fn refuse_if_served(config: &ClusterConfig, dir: &std::path::Path) -> Result<()> {
+    for node in &config.nodes {
+        let lock_path = config.data_dir(node.id).join(kv_server::run::LOCK_FILE);
+        // No lock file: no node ever ran there.
+        let Ok(lock) = OpenOptions::new().read(true).open(&lock_path) else {
+            continue;
+        };
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "{} is already being served: node {}'s directory {} is in use by another kv \
+                 process (another `kv up` on it?)",
+                dir.display(),
+                node.id,
+                config.data_dir(node.id).display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", lock_path.display()))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How often `kv up` looks at the cluster file for nodes and groups `kv grow` added.

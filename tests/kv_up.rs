@@ -39,6 +39,8 @@ struct Options<'a> {
     /// Its own process group, as a shell starts a job: signals to the group reach it and
     /// its nodes, and nothing else (this test).
     own_group: bool,
+    /// Without the port flags (which shape a new cluster only).
+    no_ports: bool,
 }
 
 impl Up {
@@ -51,13 +53,14 @@ impl Up {
     /// Starts `kv up` without waiting for anything.
     fn spawn(dir: &std::path::Path, (resp, peer, admin): (u16, u16, u16), options: Options) -> Up {
         let mut command = Command::new(env!("CARGO_BIN_EXE_kv"));
+        command.arg("up").arg("--dir").arg(dir);
+        if !options.no_ports {
+            command
+                .args(["--resp-port", &resp.to_string()])
+                .args(["--peer-port", &peer.to_string()])
+                .args(["--admin-port", &admin.to_string()]);
+        }
         command
-            .arg("up")
-            .arg("--dir")
-            .arg(dir)
-            .args(["--resp-port", &resp.to_string()])
-            .args(["--peer-port", &peer.to_string()])
-            .args(["--admin-port", &admin.to_string()])
             .args(options.args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -403,6 +406,47 @@ fn ctrl_c_to_the_process_group_stops_the_nodes_without_reporting_a_crash() {
     );
     assert!(all.contains("stopped; data kept"), "{all}");
     wait_exited(&nodes, "the nodes after Ctrl-C");
+}
+
+/// A second `kv up` on a directory another one is serving says so in one line and exits,
+/// before printing any banner and without starting (or restarting) nodes; the first keeps
+/// serving.
+#[test]
+fn kv_up_on_a_directory_already_served_fails_at_once_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kv-data");
+    let ports = free_bases();
+    let up = Up::start(&data, ports);
+    // Every node serves, so each holds its directory's lock.
+    for i in 0..3 {
+        assert_eq!(redis_cli(ports.0 + i, &["PING"]), "PONG");
+    }
+
+    let second = Up::spawn(
+        &data,
+        ports,
+        Options {
+            no_ports: true,
+            ..Options::default()
+        },
+    );
+    let (status, printed) = second.wait_for_exit();
+    let all = printed.join("\n");
+    assert!(!status.success(), "{all}");
+    assert_eq!(printed.len(), 1, "expected one line:\n{all}");
+    assert!(
+        printed[0].starts_with("stderr: error: ")
+            && printed[0].contains("is already being served")
+            && printed[0].contains("node 0"),
+        "{all}"
+    );
+    assert_eq!(redis_cli(ports.0, &["SET", "still", "served"]), "OK");
+    let printed = up.interrupt();
+    assert!(
+        !printed.iter().any(|l| l.contains("restart")),
+        "{}",
+        printed.join("\n")
+    );
 }
 
 /// `kv grow` and `kv admin move` name ranges of nodes and shards inclusively ("nodes 3–5"),
