@@ -5,7 +5,9 @@
 //! A node that exits unexpectedly is reported and restarted after a short pause, like a
 //! process supervisor would; its data directory carries it across the restart. A node that
 //! exits because the user is stopping `kv up` (a terminal's Ctrl-C reaches every process
-//! of the group) is not: see [`exit_is_a_stop`].
+//! of the group) is not: see [`exit_is_a_stop`]. On Linux the nodes die with `kv up`
+//! (they get SIGTERM when it exits, even by SIGKILL), so none is left holding its
+//! directory and ports.
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
@@ -163,7 +165,8 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat) -> Result<()> {
             .append(true)
             .open(&log)
             .with_context(|| format!("opening {}", log.display()))?;
-        Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .args(["node", "--cluster"])
             .arg(&path)
             .args(["--id", &id.to_string()])
@@ -171,7 +174,9 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat) -> Result<()> {
             .args(["--threads", &threads])
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
-            .stderr(file)
+            .stderr(file);
+        signal_hook_like::die_with_parent(&mut command);
+        command
             .spawn()
             .with_context(|| format!("starting node {id}"))
     };
@@ -491,6 +496,42 @@ mod signal_hook_like {
             return Err(std::io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Makes the child `command` starts get SIGTERM when this process exits, however it
+    /// exits (Linux's parent-death signal), so that a `kv up` killed with SIGKILL leaves
+    /// no node running; a no-op elsewhere. The signal follows the thread that spawns the
+    /// child, which for `kv up` is its main thread: it lives as long as the process.
+    pub fn die_with_parent(command: &mut std::process::Command) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            let parent = std::process::id();
+            let hook = move || {
+                // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid(2) are async-signal-safe
+                // system calls with no memory arguments, so they are sound between fork
+                // and exec; the closure allocates nothing (the error is a raw OS code).
+                unsafe {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The parent may have died between fork and prctl, before there was
+                    // anything to deliver the signal for: then the child is already
+                    // someone else's, and must not start.
+                    if libc::getppid() as u32 != parent {
+                        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                    }
+                }
+                Ok(())
+            };
+            // SAFETY: the hook runs in the forked child before exec and only makes the
+            // async-signal-safe calls described above.
+            unsafe {
+                command.pre_exec(hook);
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = command;
     }
 
     /// Sends SIGTERM to a child process.

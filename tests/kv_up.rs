@@ -449,6 +449,26 @@ fn kv_up_on_a_directory_already_served_fails_at_once_with_one_line() {
     );
 }
 
+/// `kv up` killed with SIGKILL cannot stop its nodes itself: the kernel does (each got
+/// SIGTERM as its parent died), so none is left holding the directory and its ports, and
+/// the next `kv up` serves the directory again.
+#[test]
+fn nodes_exit_when_kv_up_is_killed_with_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kv-data");
+    let ports = free_bases();
+    let mut up = Up::start(&data, ports);
+    let nodes = up.nodes(3);
+    let _cleanup = KillOnDrop(nodes.clone());
+    up.child.kill().unwrap();
+    up.child.wait().unwrap();
+    wait_exited(&nodes, "the nodes of a kv up killed with SIGKILL");
+
+    let up = Up::start(&data, ports);
+    assert_eq!(redis_cli(ports.0, &["PING"]), "PONG");
+    up.interrupt();
+}
+
 /// `kv grow` and `kv admin move` name ranges of nodes and shards inclusively ("nodes 3–5"),
 /// never in Rust's half-open `3..6`, which people read as including 6.
 #[test]
