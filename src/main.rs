@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: a write allocates and frees many small
 /// buffers (frames, batches, map nodes), and glibc's malloc and free were 6–7% of a node's
@@ -189,7 +189,10 @@ struct Target {
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    // The matches as well as the parsed command: `kv up` tells flags given from defaults.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match run(cli, &matches) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // The error and its causes on one line; a backtrace (even under
@@ -230,7 +233,7 @@ fn one_line(e: &anyhow::Error) -> String {
     line
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Init { layout, host } => {
@@ -246,7 +249,13 @@ fn run(cli: Cli) -> Result<()> {
             out!("wrote {} ({})", path.display(), up::describe(&config));
             Ok(())
         }
-        Command::Up { layout, log_format } => up::run(layout, log_format),
+        Command::Up { layout, log_format } => {
+            let init_flags = matches
+                .subcommand_matches("up")
+                .map(up::init_flags_given)
+                .unwrap_or_default();
+            up::run(layout, log_format, &init_flags)
+        }
         Command::Secret { cluster } => {
             let config = ClusterConfig::load(&cluster)?;
             let path = config.secret_path();

@@ -126,10 +126,35 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// taken for a crash (see [`exit_is_a_stop`]).
 const STOP_SIGNAL_GRACE: Duration = Duration::from_millis(500);
 
-pub fn run(args: UpArgs, log_format: crate::LogFormat) -> Result<()> {
+/// The flags of `kv up` that were given on its command line (`matches` are the `up`
+/// subcommand's) and only shape a new cluster: every flag of [`UpArgs`] but `--dir`.
+pub fn init_flags_given(matches: &clap::ArgMatches) -> Vec<String> {
+    use clap::parser::ValueSource;
+    use clap::Args;
+    UpArgs::augment_args(clap::Command::new("up"))
+        .get_arguments()
+        .filter(|arg| arg.get_id() != "dir")
+        .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
+        .collect()
+}
+
+/// `kv up`. `init_flags` are the flags given that only shape a new cluster
+/// ([`init_flags_given`]): on an existing cluster they are named in a warning.
+pub fn run(args: UpArgs, log_format: crate::LogFormat, init_flags: &[String]) -> Result<()> {
     let path = args.dir.join(CLUSTER_FILE);
     let config = if path.exists() {
-        ClusterConfig::load(&path)?
+        let config = ClusterConfig::load(&path)?;
+        if !init_flags.is_empty() {
+            eprintln!(
+                "warning: {} already exists, so {} {} not apply (they shape a new cluster \
+                 only; this one runs as its cluster file says)",
+                path.display(),
+                init_flags.join(", "),
+                if init_flags.len() == 1 { "does" } else { "do" }
+            );
+        }
+        config
     } else {
         let config = ClusterConfig::init(
             &args.dir,

@@ -1,6 +1,9 @@
 //! The README's main job, `kv up`, as a user runs it: it starts a 3-node cluster, serves
 //! redis-cli, stops every node gracefully on Ctrl-C (SIGINT; nodes get SIGTERM), and a
-//! second `kv up` on the same directory still has the data.
+//! second `kv up` on the same directory still has the data. A Ctrl-C sent to the whole
+//! process group (as a terminal does) reports no node as crashed; a directory already
+//! served is refused before anything starts; a killed `kv up` takes its nodes with it;
+//! flags that only shape a new cluster get a warning on an existing one.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
@@ -405,6 +408,8 @@ fn ctrl_c_to_the_process_group_stops_the_nodes_without_reporting_a_crash() {
         "a node stopping on Ctrl-C was taken for a crash:\n{all}"
     );
     assert!(all.contains("stopped; data kept"), "{all}");
+    // A new cluster made from flags warns of nothing.
+    assert!(!all.contains("warning"), "{all}");
     wait_exited(&nodes, "the nodes after Ctrl-C");
 }
 
@@ -466,6 +471,72 @@ fn nodes_exit_when_kv_up_is_killed_with_sigkill() {
 
     let up = Up::start(&data, ports);
     assert_eq!(redis_cli(ports.0, &["PING"]), "PONG");
+    up.interrupt();
+}
+
+/// Flags that shape a new cluster do nothing to an existing one: `kv up` names the ones
+/// given in one warning line, and runs the cluster as its file says.
+#[test]
+fn init_flags_given_for_an_existing_cluster_get_one_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kv-data");
+    let ports = free_bases();
+    let init = Command::new(env!("CARGO_BIN_EXE_kv"))
+        .arg("init")
+        .arg("--dir")
+        .arg(&data)
+        .args(["--resp-port", &ports.0.to_string()])
+        .args(["--peer-port", &ports.1.to_string()])
+        .args(["--admin-port", &ports.2.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    // `Up` passes the three port flags too.
+    let mut up = Up::spawn(
+        &data,
+        ports,
+        Options {
+            args: &[
+                "--redis-cluster",
+                "--groups",
+                "5",
+                "--shards",
+                "16",
+                "--log-format",
+                "text",
+            ],
+            ..Options::default()
+        },
+    );
+    up.wait_for_line("kv is up: 3 nodes");
+    let warnings: Vec<&String> = up.seen.iter().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{}", up.seen.join("\n"));
+    assert!(
+        warnings[0].starts_with("stderr: warning: ")
+            && warnings[0].contains(
+                "--groups, --shards, --redis-cluster, --resp-port, --peer-port, --admin-port do not apply"
+            ),
+        "{}",
+        warnings[0]
+    );
+    // Neither the directory nor the log format shapes the cluster.
+    assert!(
+        !warnings[0].contains("--dir") && !warnings[0].contains("--log-format"),
+        "{}",
+        warnings[0]
+    );
+    // The file's 3 groups and 64 shards, not 5 and 16.
+    up.wait_for_line("shard master (64 shards)");
+    assert!(
+        !up.seen.iter().any(|l| l.contains("group 103")),
+        "{}",
+        up.seen.join("\n")
+    );
     up.interrupt();
 }
 
