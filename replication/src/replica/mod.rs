@@ -155,7 +155,8 @@ pub struct ReplicaStatus {
     pub role: Role,
     /// The Paxos acceptor's promise.
     pub ballot: Ballot,
-    /// The highest instance this replica has seen (Paxos `max()`).
+    /// The highest instance this replica has seen (Paxos `max()`, or the last applied if
+    /// higher).
     pub decided: Option<Seq>,
     /// The last applied instance.
     pub applied: Option<Seq>,
@@ -757,7 +758,9 @@ impl<M: StateMachine> Replica<M> {
         ReplicaStatus {
             role,
             ballot: self.paxos.promised(),
-            decided: self.paxos.max(),
+            // What was applied was decided, though a restarted peer's Paxos `max()`
+            // forgets what its snapshot covers.
+            decided: self.paxos.max().max(self.applied.next.0.checked_sub(1).map(Seq)),
             applied: self.applied.next.0.checked_sub(1).map(Seq),
             snapshot_next: self.snapshot_next,
             paxos_min: self.paxos.min(),
