@@ -46,7 +46,8 @@ fn get(cluster: &Cluster, id: u32, key: &str, timeout: Duration) -> redis::Redis
 #[test]
 fn a_stopped_node_holds_up_no_new_connection_once_its_groups_have_moved_on() {
     let mut cluster = Cluster::start_sharded(3, shape(false));
-    let mut con = cluster.redis(1, IO_TIMEOUT);
+    // Written through node 0, whose replicas then lead the groups that had no leader yet.
+    let mut con = cluster.redis(0, IO_TIMEOUT);
     for key in keys() {
         let reply: String = redis::cmd("SET")
             .arg(&key)
@@ -55,7 +56,6 @@ fn a_stopped_node_holds_up_no_new_connection_once_its_groups_have_moved_on() {
             .unwrap();
         assert_eq!(reply, "OK");
     }
-    // Node 0 leads a group from the start (`kv init` spreads the first leaders).
     cluster.signal(0, libc::SIGSTOP);
     // Every key through the others: the groups node 0 led elect new leaders meanwhile.
     for id in [1, 2] {
@@ -84,8 +84,9 @@ fn a_stopped_node_holds_up_no_new_connection_once_its_groups_have_moved_on() {
 fn in_cluster_mode_no_node_sends_clients_to_a_stopped_one() {
     let mut cluster = Cluster::start_sharded(3, shape(true));
     let stopped = format!("{}", cluster.node(0).resp);
-    // Every group gets a leader, so node 0 masters some slots.
-    let mut con = cluster.redis(1, IO_TIMEOUT);
+    // Writes through node 0, after ASKING so it runs every key itself: its replicas
+    // campaign for groups with no leader yet, so node 0 masters slots.
+    let mut con = cluster.redis(0, IO_TIMEOUT);
     for key in keys() {
         let _: String = redis::cmd("ASKING").query(&mut con).unwrap();
         let reply: String = redis::cmd("SET")
@@ -104,7 +105,9 @@ fn in_cluster_mode_no_node_sends_clients_to_a_stopped_one() {
             fields.len() > 8 && fields[1].starts_with(&format!("{stopped}@"))
         })
     };
-    assert!(names_node_0(1), "node 0 masters slots before it stops");
+    wait_for("node 1 names node 0 a master", NOTICE_TIMEOUT, || {
+        names_node_0(1).then_some(())
+    });
     cluster.signal(0, libc::SIGSTOP);
     // The others stop naming it once it misses a probe (about a second); the bound only
     // guards against waiting for ever (before probes, they named it for as long as it

@@ -7,7 +7,8 @@
 //! routing by the leader hint alone sent every new connection's first try of that group
 //! there, to wait out [`CALL_TIMEOUT`], and cluster clients `-MOVED` there for as long as
 //! it hung. So each node asks every other one for its status every [`PROBE_INTERVAL`] and
-//! counts it down once an answer is [`PROBE_TIMEOUT`] late or its connection fails.
+//! counts it down once an answer is [`PROBE_TIMEOUT`] late, or at once when the probe's
+//! connection closes (a node that dies).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -112,8 +113,15 @@ impl Host {
                     if !answered {
                         break;
                     }
+                    // Between probes, the connection closing says at once that the node
+                    // is gone (a cluster client retries a refused connection only a few
+                    // times, without waiting in between). It carries nothing else.
                     tokio::select! {
                         _ = stop.changed() => return,
+                        _ = framed.next() => {
+                            up(false);
+                            break;
+                        }
                         _ = tokio::time::sleep(PROBE_INTERVAL) => {}
                     }
                 },
