@@ -12,8 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_for, Cluster, Shape};
-use kv_server::config::Mode;
+use common::{three_groups, wait_for, Cluster};
 use kv_server::sharded::CALL_TIMEOUT;
 
 /// Hang guard for a command that may wait for an election.
@@ -22,19 +21,27 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// `PROBE_TIMEOUT` + `PROBE_INTERVAL`).
 const NOTICE_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn shape(redis_cluster: bool) -> Shape {
-    Shape {
-        replicas: 3,
-        groups: 3,
-        shards: 16,
-        redis_cluster,
-        mode: Mode::Paxos,
-    }
-}
-
 /// Keys over every shard (and so every group).
 fn keys() -> Vec<String> {
     (0..48).map(|i| format!("key-{i}")).collect()
+}
+
+/// Sets every key to itself through node 0 (in Redis Cluster mode after ASKING, which
+/// makes a node run a key whoever masters it): node 0's replicas campaign for the groups
+/// that have no leader yet, so node 0 leads when it is stopped.
+fn write_through_node_0(cluster: &Cluster, redis_cluster: bool) {
+    let mut con = cluster.redis(0, IO_TIMEOUT);
+    for key in keys() {
+        if redis_cluster {
+            let _: String = redis::cmd("ASKING").query(&mut con).unwrap();
+        }
+        let reply: String = redis::cmd("SET")
+            .arg(&key)
+            .arg(&key)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(reply, "OK");
+    }
 }
 
 /// GET `key` on a new connection to node `id` whose reads time out after `timeout`.
@@ -45,17 +52,8 @@ fn get(cluster: &Cluster, id: u32, key: &str, timeout: Duration) -> redis::Redis
 
 #[test]
 fn a_stopped_node_holds_up_no_new_connection_once_its_groups_have_moved_on() {
-    let mut cluster = Cluster::start_sharded(3, shape(false));
-    // Written through node 0, whose replicas then lead the groups that had no leader yet.
-    let mut con = cluster.redis(0, IO_TIMEOUT);
-    for key in keys() {
-        let reply: String = redis::cmd("SET")
-            .arg(&key)
-            .arg(&key)
-            .query(&mut con)
-            .unwrap();
-        assert_eq!(reply, "OK");
-    }
+    let mut cluster = Cluster::start_sharded(3, three_groups(false));
+    write_through_node_0(&cluster, false);
     cluster.signal(0, libc::SIGSTOP);
     // Every key through the others: the groups node 0 led elect new leaders meanwhile.
     for id in [1, 2] {
@@ -82,20 +80,9 @@ fn a_stopped_node_holds_up_no_new_connection_once_its_groups_have_moved_on() {
 
 #[test]
 fn in_cluster_mode_no_node_sends_clients_to_a_stopped_one() {
-    let mut cluster = Cluster::start_sharded(3, shape(true));
+    let mut cluster = Cluster::start_sharded(3, three_groups(true));
     let stopped = format!("{}", cluster.node(0).resp);
-    // Writes through node 0, after ASKING so it runs every key itself: its replicas
-    // campaign for groups with no leader yet, so node 0 masters slots.
-    let mut con = cluster.redis(0, IO_TIMEOUT);
-    for key in keys() {
-        let _: String = redis::cmd("ASKING").query(&mut con).unwrap();
-        let reply: String = redis::cmd("SET")
-            .arg(&key)
-            .arg(&key)
-            .query(&mut con)
-            .unwrap();
-        assert_eq!(reply, "OK");
-    }
+    write_through_node_0(&cluster, true);
     // Whether node `id`'s CLUSTER NODES gives node 0 slots to master.
     let names_node_0 = |id: u32| {
         let mut con = cluster.redis(id, IO_TIMEOUT);

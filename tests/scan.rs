@@ -13,21 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{python_script, redis_cli, scan_walk, wait_for, Cluster, Shape};
+use common::{python_script, redis_cli, scan_walk, three_groups, wait_for, Cluster};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Hang guard for a cluster to settle after moves.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn shape(redis_cluster: bool) -> Shape {
-    Shape {
-        replicas: 3,
-        groups: 3,
-        shards: 16,
-        redis_cluster,
-        mode: kv_server::config::Mode::Paxos,
-    }
-}
 
 /// Writes `PREFIX0 .. PREFIX{n-1}` (value: the index) in one pipeline through node `id`.
 fn write_keys(cluster: &Cluster, id: u32, prefix: &str, n: usize) -> BTreeSet<String> {
@@ -61,7 +51,7 @@ fn error_of(connection: &mut redis::Connection, args: &[&str]) -> String {
 
 #[test]
 fn scan_and_keys_return_every_key_across_groups_to_every_client() {
-    let cluster = Cluster::start_sharded(3, shape(false));
+    let cluster = Cluster::start_sharded(3, three_groups(false));
     let keys = write_keys(&cluster, 0, "scan:", 600);
     let odd = ["odd*star", "odd?mark", "odd[x]", "odd\\slash"];
     let mut connection = cluster.redis(1, IO_TIMEOUT);
@@ -172,7 +162,7 @@ fn scan_and_keys_return_every_key_across_groups_to_every_client() {
 
 #[test]
 fn a_scan_while_shards_move_returns_every_key_present_throughout() {
-    let cluster = Cluster::start_sharded(3, shape(false));
+    let cluster = Cluster::start_sharded(3, three_groups(false));
     let keys = write_keys(&cluster, 0, "stay:", 400);
     // About 2 MiB per shard besides, so a moving shard arrives in several pieces: a walk
     // that read a shard still arriving (or its old owner's copy) would miss keys.
@@ -276,7 +266,7 @@ fn scan_and_keys_work_on_an_unsharded_cluster() {
 
 #[test]
 fn in_cluster_mode_each_node_scans_its_own_slots_and_a_cluster_client_scans_them_all() {
-    let cluster = Cluster::start_sharded(3, shape(true));
+    let cluster = Cluster::start_sharded(3, three_groups(true));
     // Every node masters some slots once each group has a leader, which RedisCluster needs.
     let ports: Vec<u16> = (0..3).map(|id| cluster.node(id).resp.port()).collect();
     wait_for("every node masters slots", SETTLE_TIMEOUT, || {

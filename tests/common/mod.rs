@@ -497,6 +497,18 @@ impl Status {
 }
 
 /// Runs `future` to completion on a runtime of its own (for a synchronous test's calls).
+/// The sharded shape most end-to-end tests use: 3 replicas of 3 groups over 16 shards,
+/// Paxos, with or without Redis Cluster mode.
+pub fn three_groups(redis_cluster: bool) -> Shape {
+    Shape {
+        replicas: 3,
+        groups: 3,
+        shards: 16,
+        redis_cluster,
+        mode: kv_server::config::Mode::Paxos,
+    }
+}
+
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
