@@ -760,7 +760,10 @@ impl<M: StateMachine> Replica<M> {
             ballot: self.paxos.promised(),
             // What was applied was decided, though a restarted peer's Paxos `max()`
             // forgets what its snapshot covers.
-            decided: self.paxos.max().max(self.applied.next.0.checked_sub(1).map(Seq)),
+            decided: self
+                .paxos
+                .max()
+                .max(self.applied.next.0.checked_sub(1).map(Seq)),
             applied: self.applied.next.0.checked_sub(1).map(Seq),
             snapshot_next: self.snapshot_next,
             paxos_min: self.paxos.min(),
