@@ -546,3 +546,69 @@ fn a_shard_that_cannot_arrive_gets_tryagain_until_its_old_owner_is_back() {
     assert_eq!(got, "kept");
     cluster.assert_no_panic();
 }
+
+/// DBSIZE, INFO keyspace's key count and KEYS on node `id`.
+fn node_counts(cluster: &Cluster, id: u32) -> (u64, Option<u64>, Vec<String>) {
+    let mut conn = cluster.redis(id, IO_TIMEOUT);
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    let info: String = redis::cmd("INFO").arg("keyspace").query(&mut conn).unwrap();
+    let info_keys = info
+        .lines()
+        .find_map(|l| l.strip_prefix("db0:keys="))
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap());
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    (dbsize, info_keys, keys)
+}
+
+/// In Redis Cluster mode a node's DBSIZE and INFO keyspace count the keys of the slots it
+/// masters, as its KEYS lists them, so the masters' counts add up to every key once
+/// (`redis-cli --cluster info`), with groups on different nodes.
+#[test]
+fn dbsize_counts_the_keys_of_the_slots_a_node_masters() {
+    // The shard master and group 100 on nodes 0-2; group 101 alone on node 3.
+    let cluster = Cluster::start_edited(4, shape(2, true), Box::new(|_, _| {}), |config| {
+        for section in [
+            &mut config.master.as_mut().unwrap().nodes,
+            &mut config.groups[0].nodes,
+        ] {
+            *section = vec![0, 1, 2];
+        }
+        config.groups[1].nodes = vec![3];
+    });
+    // 64 keys `settle-*`, then 200 more, each through whichever node (ASKING).
+    settle(&cluster, &[0, 1, 2, 3]);
+    let keys: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
+    let mut commands: Vec<Vec<&str>> = Vec::new();
+    for key in &keys {
+        commands.push(vec!["ASKING"]);
+        commands.push(vec!["SET", key, "v"]);
+    }
+    let commands: Vec<&[&str]> = commands.iter().map(|c| &c[..]).collect();
+    assert!(raw(cluster.node(0).resp, &commands)
+        .iter()
+        .all(|r| r == "+OK"));
+    let total = 264;
+    let (sum, masters) = wait_for(
+        "each node counts its KEYS and the masters together count every key once",
+        SETTLE_TIMEOUT,
+        || {
+            let mut sum = 0;
+            let mut masters = 0;
+            let mut every = std::collections::BTreeSet::new();
+            for id in 0..4 {
+                let (dbsize, info_keys, keys) = node_counts(&cluster, id);
+                let info_keys = info_keys.unwrap_or(0);
+                if dbsize != keys.len() as u64 || info_keys != dbsize {
+                    return None;
+                }
+                sum += dbsize;
+                masters += u32::from(dbsize > 0);
+                every.extend(keys);
+            }
+            (every.len() == total && sum == total as u64).then_some((sum, masters))
+        },
+    );
+    assert_eq!(sum, total as u64);
+    assert!(masters >= 2, "the keys span groups led on different nodes");
+    cluster.assert_no_panic();
+}

@@ -708,3 +708,64 @@ fn an_op_given_up_at_its_deadline_does_not_stop_the_client() {
         "{read:?}"
     );
 }
+
+/// DBSIZE, INFO keyspace and KEYS on one node's connection.
+fn counts(cluster: &Cluster, id: u32) -> (u64, String, usize) {
+    let mut conn = cluster.redis(id, IO_TIMEOUT);
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    let info: String = redis::cmd("INFO").arg("keyspace").query(&mut conn).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    (dbsize, info, keys.len())
+}
+
+/// Any node takes any key, so DBSIZE and INFO keyspace count every group's keys on every
+/// node, as KEYS lists them, whichever groups the node hosts: each shard once, from the
+/// group that owns it, also while a shard moves between groups on different nodes.
+#[test]
+fn dbsize_and_info_keyspace_count_every_groups_keys_on_every_node() {
+    // The shard master and group 100 on nodes 0-2; group 101 alone on node 3.
+    let cluster = Cluster::start_edited(4, shape(2), Box::new(|_, _| {}), |config| {
+        for section in [
+            &mut config.master.as_mut().unwrap().nodes,
+            &mut config.groups[0].nodes,
+        ] {
+            *section = vec![0, 1, 2];
+        }
+        config.groups[1].nodes = vec![3];
+    });
+    let mut conn = cluster.redis(0, IO_TIMEOUT);
+    let mut pipe = redis::pipe();
+    for i in 0..300 {
+        pipe.cmd("SET").arg(format!("key-{i}")).arg(i).ignore();
+    }
+    pipe.query::<()>(&mut conn).unwrap();
+    let deleted: u64 = redis::cmd("DEL")
+        .arg("key-0")
+        .arg("key-1")
+        .arg("missing")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(deleted, 2);
+    let expect = |what: &str| {
+        for id in 0..4 {
+            let (dbsize, info, keys) = counts(&cluster, id);
+            assert_eq!(keys, 298, "{what}: KEYS on node {id}");
+            assert_eq!(dbsize, 298, "{what}: DBSIZE on node {id}");
+            assert!(
+                info.contains("db0:keys=298,expires=0,avg_ttl=0"),
+                "{what}: INFO keyspace on node {id}: {info:?}"
+            );
+        }
+    };
+    expect("both groups hold keys");
+
+    // A shard of group 101 (node 3) moves to group 100 (nodes 0-2): counted once, by
+    // its owner, during the handoff and after.
+    let owners = shard_owners(&cluster);
+    let shard = owners.iter().position(|&g| g == 101).unwrap();
+    let num = config_num(&cluster.admin(&["move", &shard.to_string(), "100"]).unwrap());
+    expect("a shard moving");
+    cluster.wait_settled(num, Duration::from_secs(60));
+    expect("a shard moved");
+    cluster.assert_no_panic();
+}

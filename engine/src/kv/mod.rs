@@ -231,6 +231,12 @@ pub enum Op {
     /// Read a page of one shard's keys (see [`scan`]). Replies [`Reply::Scanned`]. The
     /// last variant, so ops encoded before scans existed decode unchanged.
     Scan(Box<Scan>),
+    /// Count one shard's keys. Replies [`Reply::Counted`]. After [`Op::Scan`], so ops
+    /// encoded before counts existed decode unchanged.
+    Count {
+        /// The shard counted.
+        shard: ShardId,
+    },
 }
 
 impl Op {
@@ -240,7 +246,7 @@ impl Op {
             Op::Get { key } | Op::Put { key, .. } | Op::Append { key, .. } | Op::Delete { key } => {
                 Some(key)
             }
-            Op::Scan(_) => None,
+            Op::Scan(_) | Op::Count { .. } => None,
         }
     }
 
@@ -248,6 +254,7 @@ impl Op {
     pub fn shard(&self, sharding: Sharding) -> ShardId {
         match self {
             Op::Scan(scan) => scan.shard,
+            Op::Count { shard } => *shard,
             Op::Get { key } | Op::Put { key, .. } | Op::Append { key, .. } | Op::Delete { key } => {
                 sharding.shard_of(key)
             }
@@ -256,7 +263,7 @@ impl Op {
 
     /// True for operations that change nothing.
     pub fn is_read(&self) -> bool {
-        matches!(self, Op::Get { .. } | Op::Scan(_))
+        matches!(self, Op::Get { .. } | Op::Scan(_) | Op::Count { .. })
     }
 
     /// Bytes of key and value the operation carries.
@@ -265,6 +272,7 @@ impl Op {
             Op::Get { key } | Op::Delete { key } => key.len(),
             Op::Put { key, value } | Op::Append { key, value } => key.len() + value.len(),
             Op::Scan(scan) => scan.payload_bytes(),
+            Op::Count { .. } => 0,
         }
     }
 }
@@ -302,6 +310,9 @@ pub enum Reply {
     /// [`VALUE_BYTES_MAX`]; nothing was changed. The last variant, so replies encoded
     /// before it existed decode unchanged.
     TooLarge(u64),
+    /// A shard's number of keys ([`Op::Count`]). The last variant, so replies encoded
+    /// before it existed decode unchanged.
+    Counted(u64),
 }
 
 /// One shard's contents, as handed to a shard's new owner. Cheap to copy (the map is
@@ -417,7 +428,8 @@ impl KvState {
         match (op, self.shards.get(&shard_id)) {
             (Op::Get { key }, Some(shard)) => Reply::Value(shard.entries.get(key).cloned()),
             (Op::Scan(scan), Some(shard)) => Reply::Scanned(read_page(&shard.entries, scan)),
-            (Op::Get { .. } | Op::Scan(_), None) => Reply::NotHeld(shard_id),
+            (Op::Count { .. }, Some(shard)) => Reply::Counted(shard.entries.len() as u64),
+            (Op::Get { .. } | Op::Scan(_) | Op::Count { .. }, None) => Reply::NotHeld(shard_id),
             (write, _) => panic!("read called with a write: {write:?}"),
         }
     }
@@ -698,7 +710,9 @@ impl Shard {
 
     fn execute(&mut self, op: &Op) -> Reply {
         match op {
-            Op::Get { .. } | Op::Scan(_) => unreachable!("reads go through KvState::read"),
+            Op::Get { .. } | Op::Scan(_) | Op::Count { .. } => {
+                unreachable!("reads go through KvState::read")
+            }
             Op::Put { value, .. } if value.len() > VALUE_BYTES_MAX => {
                 Reply::TooLarge(len_u64(value))
             }

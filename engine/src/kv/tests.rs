@@ -413,3 +413,30 @@ fn a_page_stops_at_its_byte_budget_but_always_examines_one_key() {
     assert_eq!(keys_of(&page), [&b"a1"[..]]);
     assert_eq!(page.next.as_deref(), Some(&b"a1"[..]));
 }
+
+#[test]
+fn a_count_is_its_shards_keys_and_not_held_elsewhere() {
+    let mut kv = KvState::new();
+    for key in [&b"a3"[..], b"a1", b"a2", b"b1"] {
+        kv.execute(&put(key, b"value"));
+    }
+    kv.execute(&Op::Delete {
+        key: Bytes::from_static(b"a2"),
+    });
+    let count = |kv: &KvState, shard| kv.read(&Op::Count { shard });
+    assert_eq!(count(&kv, shard_of(b"a")), Reply::Counted(2));
+    assert_eq!(count(&kv, shard_of(b"b")), Reply::Counted(1));
+    assert_eq!(count(&kv, shard_of(b"c")), Reply::Counted(0));
+    assert!(Op::Count { shard: ShardId(0) }.is_read());
+    let without = KvState::without_shards();
+    assert_eq!(
+        count(&without, shard_of(b"a")),
+        Reply::NotHeld(shard_of(b"a"))
+    );
+    let mut exported = kv.clone();
+    exported.drop_shard(shard_of(b"a"));
+    assert_eq!(
+        count(&exported, shard_of(b"a")),
+        Reply::NotHeld(shard_of(b"a"))
+    );
+}

@@ -177,7 +177,8 @@ pub fn output_of(reply: &Reply) -> Option<Output> {
         | Reply::NotHeld(_)
         | Reply::Batch(_)
         | Reply::Scanned(_)
-        | Reply::TooLarge(_) => None,
+        | Reply::TooLarge(_)
+        | Reply::Counted(_) => None,
     }
 }
 
@@ -197,6 +198,7 @@ pub fn input_of(op: &Op) -> Input {
         },
         Op::Delete { key } => Input::Delete { key: key.to_vec() },
         Op::Scan(scan) => panic!("a simulated workload issued a scan: {scan:?}"),
+        Op::Count { shard } => panic!("a simulated workload counted shard {shard}"),
     }
 }
 

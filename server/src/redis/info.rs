@@ -43,11 +43,21 @@ fn info_sections(asked: &[String]) -> Vec<&'static str> {
 /// INFO's reply: the sections asked for, as Redis writes them (`# Name` headings, then
 /// `field:value` lines), with the fields Redis tooling reads. Where kv differs from Redis
 /// the nearest truthful figure is given (see the README's observability section).
-pub(super) async fn info<S: Store>(session: &Session<S>, asked: &[String]) -> Frame {
+pub(super) async fn info<S: Store>(session: &mut Session<S>, asked: &[String]) -> Frame {
     let status = session.store.status().await.unwrap_or_default();
+    let sections = info_sections(asked);
+    // A sharded node counts its keys by asking the groups: only when the section is shown.
+    let keys = if sections.contains(&"keyspace") {
+        match session.store.key_count().await {
+            Ok(keys) => keys,
+            Err(failure) => return failure_frame(&failure),
+        }
+    } else {
+        0
+    };
     let mut text = String::new();
-    for name in info_sections(asked) {
-        let fields = info_section(name, session, &status);
+    for name in sections {
+        let fields = info_section(name, session, &status, keys);
         if !text.is_empty() {
             text.push_str("\r\n");
         }
@@ -69,6 +79,7 @@ fn info_section<S: Store>(
     name: &str,
     session: &Session<S>,
     status: &crate::node::Status,
+    keys: u64,
 ) -> Vec<(String, String)> {
     let core = |field: &str| {
         status
@@ -239,11 +250,8 @@ fn info_section<S: Store>(
                 u8::from(session.store.cluster().is_some()).to_string(),
             );
         }
-        "keyspace" => {
-            let keys: u64 = core("keys").and_then(|k| k.parse().ok()).unwrap_or(0);
-            if keys > 0 {
-                add("db0", format!("keys={keys},expires=0,avg_ttl=0"));
-            }
+        "keyspace" if keys > 0 => {
+            add("db0", format!("keys={keys},expires=0,avg_ttl=0"));
         }
         "commandstats" => {
             for (command, stats) in crate::metrics::RESP_COMMANDS.iter().zip(&PROCESS.resp) {

@@ -171,8 +171,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<Reply, Failure>> + Send;
     /// How keys map to shards in the groups behind it: the shards SCAN and KEYS walk.
     fn sharding(&self) -> kv_engine::kv::Sharding;
-    /// The node's status (INFO, DBSIZE).
+    /// The node's status (INFO).
     fn status(&self) -> impl std::future::Future<Output = Option<crate::node::Status>> + Send;
+    /// DBSIZE's and INFO keyspace's count: the keys behind this node (by default the
+    /// `keys` of its status; a sharded node counts every group's shards, see
+    /// `crate::sharded`).
+    fn key_count(&mut self) -> impl std::future::Future<Output = Result<u64, Failure>> + Send {
+        async move {
+            let status = self.status().await.unwrap_or_default();
+            Ok(status
+                .core
+                .iter()
+                .find(|(name, _)| *name == "keys")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0))
+        }
+    }
     /// In Redis Cluster mode, what the node knows of the cluster; `None` (the default)
     /// for a node that takes any key.
     fn cluster(&self) -> Option<&dyn ClusterView> {
@@ -857,16 +871,10 @@ impl<S: Store> Connection<S> {
             Command::Info(sections) => info::info(session, &sections).await,
             Command::Select(db) if &db[..] == b"0" => Frame::Simple("OK".into()),
             Command::Select(_) => Frame::Error("ERR DB index is out of range".into()),
-            Command::DbSize => {
-                let status = session.store.status().await.unwrap_or_default();
-                let keys = status
-                    .core
-                    .iter()
-                    .find(|(name, _)| *name == "keys")
-                    .and_then(|(_, v)| v.parse().ok())
-                    .unwrap_or(0);
-                Frame::Integer(keys)
-            }
+            Command::DbSize => match session.store.key_count().await {
+                Ok(keys) => Frame::Integer(keys as i64),
+                Err(failure) => failure_frame(&failure),
+            },
             Command::Scan(args) => scan::scan(&mut session.store, &session.points, args).await,
             Command::Keys(pattern) => scan::keys(&mut session.store, pattern).await,
             Command::CommandInfo(args) => redis_cluster::command_reply(&args),

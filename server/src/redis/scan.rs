@@ -235,9 +235,9 @@ impl ResumePoints {
     }
 }
 
-/// The shards SCAN and KEYS walk on this node, ascending: every shard, or in cluster mode
-/// those whose slots the node masters now.
-fn shards<S: Store>(store: &S) -> Vec<ShardId> {
+/// The shards SCAN and KEYS walk (and DBSIZE counts) on this node, ascending: every
+/// shard, or in cluster mode those whose slots the node masters now.
+pub(crate) fn shards<S: Store>(store: &S) -> Vec<ShardId> {
     let sharding = store.sharding();
     let view = store.cluster();
     sharding
