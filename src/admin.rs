@@ -130,6 +130,20 @@ pub fn run(command: AdminCommand) -> Result<()> {
         AdminCommand::Leave { gid, cluster } => {
             let config = sharded(&cluster)?;
             known_group(&config, gid)?;
+            // The shard master would accept it (the lab's semantics) and leave every shard
+            // to no group: refused here, before anything is sent.
+            let Reply::Config(latest) = call(&config, &cluster, Command::Query { num: None })?
+            else {
+                bail!("unexpected answer to a query");
+            };
+            let groups = latest.groups();
+            if groups.len() == 1 && groups.contains_key(&GroupId(gid)) {
+                bail!(
+                    "refused: group {gid} is the last group of configuration {}; without it \
+                     no group would serve any shard (join another group first)",
+                    latest.num().0
+                );
+            }
             let command = Command::Leave {
                 group: GroupId(gid),
             };

@@ -612,3 +612,68 @@ fn dbsize_counts_the_keys_of_the_slots_a_node_masters() {
     assert!(masters >= 2, "the keys span groups led on different nodes");
     cluster.assert_no_panic();
 }
+
+/// With every group gone from the configuration (which the shard master accepts, though
+/// `kv admin leave` refuses it), a command on a key answers Redis Cluster's
+/// `-CLUSTERDOWN Hash slot not served` at once instead of waiting out its retries, and
+/// DBSIZE counts nothing; once a group joins, the keys written before read back.
+#[test]
+fn a_key_no_group_owns_gets_clusterdown_at_once_in_both_modes() {
+    for redis_cluster in [false, true] {
+        let cluster = Cluster::start_sharded(3, shape(1, redis_cluster));
+        let addr = cluster.node(0).resp;
+        assert_eq!(raw(addr, &[&["ASKING"], &["SET", "key1", "v1"]])[1], "+OK");
+        let left = master_call(
+            &cluster,
+            shardmaster::Command::Leave {
+                group: GroupId(100),
+            },
+        );
+        assert!(matches!(left, shardmaster::Reply::Changed(_)), "{left:?}");
+        // Far below the 30 s a command keeps retrying: the answer comes first.
+        // Each probe reads with a timeout far below the 30 s a command keeps retrying: the
+        // answer must come first. Until the group and the node follow the configuration,
+        // the keys may still be served (or, in cluster mode, redirected).
+        let unserved = "-CLUSTERDOWN Hash slot not served";
+        for id in 0..3 {
+            wait_for("every slot is reported not served", SETTLE_TIMEOUT, || {
+                let mut stream = TcpStream::connect(cluster.node(id).resp).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                stream
+                    .write_all(
+                        b"*2\r\n$3\r\nGET\r\n$4\r\nkey1\r\n\
+                          *3\r\n$3\r\nSET\r\n$4\r\nkey2\r\n$1\r\nx\r\n\
+                          *1\r\n$6\r\nDBSIZE\r\n",
+                    )
+                    .unwrap();
+                let mut reader = BufReader::new(stream);
+                let replies: Vec<String> = (0..3).map(|_| read_reply(&mut reader)).collect();
+                if replies == [unserved, unserved, ":0"] {
+                    return Some(());
+                }
+                // Until the group applies the configuration it still serves the keys;
+                // nothing else (no other error) is answered meanwhile.
+                let served = |r: &String| {
+                    ["v1", "+OK"].contains(&r.as_str())
+                        || r.starts_with(':')
+                        || r == unserved
+                        || (redis_cluster && r.starts_with("-MOVED"))
+                };
+                assert!(
+                    replies.iter().all(served),
+                    "node {id}, cluster mode {redis_cluster}: {replies:?}"
+                );
+                None
+            });
+        }
+        let joined = cluster.admin(&["join", "100"]).unwrap();
+        assert!(joined.contains("group 100 joined"), "{joined}");
+        wait_for("the key is served again", SETTLE_TIMEOUT, || {
+            let replies = raw(addr, &[&["ASKING"], &["GET", "key1"]]);
+            (replies[1] == "v1").then_some(())
+        });
+        cluster.assert_no_panic();
+    }
+}

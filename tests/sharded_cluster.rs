@@ -769,3 +769,35 @@ fn dbsize_and_info_keyspace_count_every_groups_keys_on_every_node() {
     expect("a shard moved");
     cluster.assert_no_panic();
 }
+
+/// `kv admin leave` of the configuration's last group is refused with one line and
+/// changes nothing (the shard master itself accepts it, as the lab's does).
+#[test]
+fn leaving_the_last_group_is_refused_and_changes_nothing() {
+    let cluster = Cluster::start_sharded(3, shape(2));
+    let mut conn = cluster.redis(0, IO_TIMEOUT);
+    let _: () = redis::cmd("SET")
+        .arg("key1")
+        .arg("v1")
+        .query(&mut conn)
+        .unwrap();
+    let num = config_num(&cluster.admin(&["leave", "101"]).unwrap());
+    let before = cluster.admin(&["query", "--json"]).unwrap();
+    let error = cluster.admin(&["leave", "100"]).unwrap_err();
+    assert_eq!(
+        error.trim(),
+        format!(
+            "error: refused: group 100 is the last group of configuration {num}; without it \
+             no group would serve any shard (join another group first)"
+        )
+    );
+    assert_eq!(cluster.admin(&["query", "--json"]).unwrap(), before);
+    // Leaving a group already gone still changes nothing, quietly.
+    assert!(cluster
+        .admin(&["leave", "101"])
+        .unwrap()
+        .contains("nothing to change"));
+    let got: Option<String> = redis::cmd("GET").arg("key1").query(&mut conn).unwrap();
+    assert_eq!(got.as_deref(), Some("v1"));
+    cluster.assert_no_panic();
+}

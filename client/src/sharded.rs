@@ -36,6 +36,9 @@ pub enum Failure {
     Unavailable(String),
     /// The node cannot write to its data directory and has stopped serving.
     StorageFailed(String),
+    /// The op's shard has no owner in the newest configuration (every group left), so
+    /// nothing can serve it; nothing was executed.
+    Unserved,
 }
 
 impl Failure {
@@ -47,6 +50,7 @@ impl Failure {
             Failure::StorageFailed(why) => {
                 format!("a node cannot write to its data directory: {why}")
             }
+            Failure::Unserved => "no group owns the key's shard".into(),
         }
     }
 }
@@ -577,6 +581,13 @@ async fn one<R: Router>(
                 match latest_config(router, known).await {
                     Some(config) => {
                         if known == Some(config.num()) {
+                            // No group owns the shard (every group left): nothing will
+                            // serve it until one joins, so the client hears it now.
+                            let owner = config.owner(shard).unwrap_or(GroupId::NONE);
+                            if owner == GroupId::NONE && !uncertain {
+                                clerk.abandon();
+                                return Err(Failure::Unserved);
+                            }
                             // Nothing newer yet (a shard still arriving): wait a little.
                             tokio::time::sleep(backoff).await;
                             backoff = (backoff * 2).min(Duration::from_millis(200));

@@ -262,6 +262,8 @@ fn failure_frame(failure: &Failure) -> Frame {
     Frame::Error(match failure {
         Failure::Stopping => "ERR node is stopping".into(),
         Failure::Unavailable(why) => format!("ERR {why}"),
+        // Redis Cluster's words for a slot no node serves, in both modes.
+        Failure::Unserved => "CLUSTERDOWN Hash slot not served".into(),
         Failure::StorageFailed(why) => format!(
             "MISCONF kv cannot write to its data directory, so this node has stopped \
              serving commands; use another node ({why})"
