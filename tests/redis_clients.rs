@@ -167,3 +167,55 @@ fn garbage_and_truncated_frames_never_take_a_node_down() {
     assert_eq!(redis_cli(resp.port(), &["GET", "after"]), "garbage");
     cluster.wait_ready_all();
 }
+
+#[test]
+fn client_subcommands_answer_what_they_set_and_refuse_what_kv_does_not_do() {
+    let cluster = Cluster::start(1);
+    let mut con = cluster.redis(0, Duration::from_secs(30));
+    let name: Option<String> = redis::cmd("CLIENT").arg("GETNAME").query(&mut con).unwrap();
+    assert_eq!(name, None);
+    let ok: String = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("reporter")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let name: Option<String> = redis::cmd("CLIENT").arg("GETNAME").query(&mut con).unwrap();
+    assert_eq!(name.as_deref(), Some("reporter"));
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut con).unwrap();
+    assert!(id > 0, "{id}");
+    let spaced = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("a b")
+        .query::<String>(&mut con)
+        .unwrap_err();
+    assert!(
+        spaced.to_string().contains("cannot contain spaces"),
+        "{spaced}"
+    );
+    // A subcommand kv does not run is refused, never acknowledged without effect.
+    let tracking = redis::cmd("CLIENT")
+        .arg("TRACKING")
+        .arg("ON")
+        .query::<String>(&mut con)
+        .unwrap_err();
+    assert!(
+        tracking
+            .to_string()
+            .contains("unknown subcommand 'TRACKING'"),
+        "{tracking}"
+    );
+    // HELLO's SETNAME names the connection too.
+    let _: redis::Value = redis::cmd("HELLO")
+        .arg("2")
+        .arg("SETNAME")
+        .arg("greeter")
+        .query(&mut con)
+        .unwrap();
+    let name: Option<String> = redis::cmd("CLIENT").arg("GETNAME").query(&mut con).unwrap();
+    assert_eq!(name.as_deref(), Some("greeter"));
+    // The connection still works after the refusals.
+    assert_eq!(redis_cli(cluster.node(0).resp.port(), &["PING"]), "PONG");
+    let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+    assert_eq!(pong, "PONG");
+}

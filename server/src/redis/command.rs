@@ -51,20 +51,80 @@ pub enum Command {
     /// READONLY / READWRITE (cluster mode only; accepted, reads are always consistent).
     ReadMode,
     /// HELLO \[protover \[AUTH username password\] \[SETNAME name\]\]: the protocol to
-    /// switch to, if one is named, and the credentials to authenticate with first, if
-    /// given (names are not kept).
+    /// switch to, if one is named, the credentials to authenticate with first, if given,
+    /// and the connection's new name, if given.
     Hello {
         /// The protocol to switch to.
         protocol: Option<Protocol>,
         /// AUTH's user and password.
         auth: Option<Credentials>,
+        /// SETNAME's name.
+        name: Option<Bytes>,
     },
     /// AUTH \[username\] password ([`super::auth`]).
     Auth(Credentials),
-    /// CLIENT SETNAME / SETINFO / ... (accepted and ignored)
-    Client,
+    /// CLIENT SETNAME / GETNAME / ID / SETINFO.
+    Client(ClientCommand),
     /// CONFIG GET pattern (answers with nothing configured)
     ConfigGet,
+}
+
+/// The CLIENT subcommands kv answers: those clients send on connect and those that read
+/// back what they set. Any other is refused as Redis refuses an unknown subcommand, rather
+/// than acknowledged without effect (a client told `+OK` to `CLIENT TRACKING ON` would
+/// trust a cache nothing invalidates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCommand {
+    /// CLIENT SETNAME name (checked when run, as Redis checks it; empty clears the name).
+    SetName(Bytes),
+    /// CLIENT GETNAME: the name, or null.
+    GetName,
+    /// CLIENT ID: the connection's number.
+    Id,
+    /// CLIENT SETINFO LIB-NAME|LIB-VER value (accepted; kv keeps no client list).
+    SetInfo,
+}
+
+impl ClientCommand {
+    fn parse(args: &[Bytes]) -> Result<ClientCommand, CommandError> {
+        let Some((sub, rest)) = args.split_first() else {
+            return Err(arity("client"));
+        };
+        let lower = String::from_utf8_lossy(sub).to_ascii_lowercase();
+        let arity = || arity(&format!("client|{lower}"));
+        Ok(match (lower.as_str(), rest) {
+            ("setname", [name]) => ClientCommand::SetName(name.clone()),
+            ("getname", []) => ClientCommand::GetName,
+            ("id", []) => ClientCommand::Id,
+            ("setinfo", [attribute, _value]) => {
+                let attribute = attribute.to_ascii_lowercase();
+                if attribute != b"lib-name" && attribute != b"lib-ver" {
+                    return Err(refused(format!(
+                        "ERR Unrecognized option '{}'",
+                        String::from_utf8_lossy(&attribute)
+                    )));
+                }
+                ClientCommand::SetInfo
+            }
+            ("setname" | "getname" | "id" | "setinfo", _) => return Err(arity()),
+            _ => {
+                return Err(refused(format!(
+                    "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+                    String::from_utf8_lossy(sub)
+                )))
+            }
+        })
+    }
+}
+
+/// Whether Redis takes `name` as a client name: printable ASCII without spaces (Redis's
+/// `validateClientName`); the reply if not.
+pub(super) fn check_client_name(name: &[u8]) -> Result<(), String> {
+    if name.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
+        Ok(())
+    } else {
+        Err("ERR Client names cannot contain spaces, newlines or special characters.".into())
+    }
 }
 
 /// Why a frame is not a command we run.
@@ -194,8 +254,12 @@ impl Command {
             "readonly" | "readwrite" if rest.is_empty() => Command::ReadMode,
             "asking" | "readonly" | "readwrite" => return Err(arity(&name)),
             "hello" => {
-                let (protocol, auth) = hello_options(rest)?;
-                Command::Hello { protocol, auth }
+                let (protocol, auth, name) = hello_options(rest)?;
+                Command::Hello {
+                    protocol,
+                    auth,
+                    name,
+                }
             }
             "auth" => Command::Auth(match rest {
                 [password] => Credentials {
@@ -209,7 +273,7 @@ impl Command {
                 [] => return Err(arity("auth")),
                 _ => return Err(refused("ERR syntax error")),
             }),
-            "client" => Command::Client,
+            "client" => Command::Client(ClientCommand::parse(rest)?),
             "config" => match rest.first().map(|s| s.to_ascii_lowercase()) {
                 Some(sub) if sub == b"get" => Command::ConfigGet,
                 _ => return Err(refused("ERR only CONFIG GET is supported")),
@@ -252,7 +316,7 @@ impl Command {
             Command::ReadMode => "readonly",
             Command::Hello { .. } => "hello",
             Command::Auth(_) => "auth",
-            Command::Client => "client",
+            Command::Client(_) => "client",
             Command::ConfigGet => "config",
         }
     }
@@ -287,13 +351,14 @@ impl Command {
     }
 }
 
-/// The protocol `HELLO`'s arguments ask for and the credentials its AUTH option gives,
-/// checking the options after it as Redis does.
+/// The protocol `HELLO`'s arguments ask for, the credentials its AUTH option gives and
+/// the name its SETNAME option gives, checking the options after it as Redis does.
+#[allow(clippy::type_complexity)]
 pub(super) fn hello_options(
     args: &[Bytes],
-) -> Result<(Option<Protocol>, Option<Credentials>), CommandError> {
+) -> Result<(Option<Protocol>, Option<Credentials>, Option<Bytes>), CommandError> {
     let Some((version, mut options)) = args.split_first() else {
-        return Ok((None, None));
+        return Ok((None, None, None));
     };
     let protocol = match std::str::from_utf8(version).ok().map(str::parse::<i64>) {
         Some(Ok(2)) => Protocol::Resp2,
@@ -306,6 +371,7 @@ pub(super) fn hello_options(
         }
     };
     let mut auth = None;
+    let mut name = None;
     while let Some((option, rest)) = options.split_first() {
         let taken = match (option.to_ascii_lowercase().as_slice(), rest) {
             (b"auth", [user, password, ..]) => {
@@ -315,7 +381,10 @@ pub(super) fn hello_options(
                 });
                 3
             }
-            (b"setname", [_name, ..]) => 2,
+            (b"setname", [given, ..]) => {
+                name = Some(given.clone());
+                2
+            }
             _ => {
                 return Err(refused(format!(
                     "ERR Syntax error in HELLO option '{}'",
@@ -325,7 +394,7 @@ pub(super) fn hello_options(
         };
         options = &options[taken..];
     }
-    Ok((Some(protocol), auth))
+    Ok((Some(protocol), auth, name))
 }
 
 #[cfg(test)]
@@ -432,18 +501,25 @@ mod tests {
 
     #[test]
     fn hello_chooses_a_protocol_version_and_checks_its_options() {
-        let hello = |protocol, auth| Ok(Command::Hello { protocol, auth });
+        let hello = |protocol, auth| {
+            Ok(Command::Hello {
+                protocol,
+                auth,
+                name: None,
+            })
+        };
         assert_eq!(cmd(&["hello"]), hello(None, None));
         assert_eq!(cmd(&["HELLO", "3"]), hello(Some(Protocol::Resp3), None));
         assert_eq!(
             cmd(&["hello", "2", "AUTH", "default", "pw", "SETNAME", "app"]),
-            hello(
-                Some(Protocol::Resp2),
-                Some(Credentials {
+            Ok(Command::Hello {
+                protocol: Some(Protocol::Resp2),
+                auth: Some(Credentials {
                     user: Some(Bytes::from_static(b"default")),
                     password: Bytes::from_static(b"pw"),
-                })
-            )
+                }),
+                name: Some(Bytes::from_static(b"app")),
+            })
         );
         assert!(cmd(&["hello", "4"])
             .unwrap_err()
@@ -457,5 +533,52 @@ mod tests {
             .unwrap_err()
             .message()
             .contains("Syntax error in HELLO option 'AUTH'"));
+    }
+
+    #[test]
+    fn client_runs_its_known_subcommands_and_refuses_the_others_as_redis_does() {
+        assert_eq!(
+            cmd(&["client", "SETNAME", "app"]),
+            Ok(Command::Client(ClientCommand::SetName(Bytes::from_static(
+                b"app"
+            ))))
+        );
+        assert_eq!(
+            cmd(&["CLIENT", "getname"]),
+            Ok(Command::Client(ClientCommand::GetName))
+        );
+        assert_eq!(
+            cmd(&["client", "id"]),
+            Ok(Command::Client(ClientCommand::Id))
+        );
+        assert_eq!(
+            cmd(&["client", "setinfo", "LIB-NAME", "redis-py"]),
+            Ok(Command::Client(ClientCommand::SetInfo))
+        );
+        assert_eq!(
+            cmd(&["client"]).unwrap_err().message(),
+            "ERR wrong number of arguments for 'client' command"
+        );
+        assert_eq!(
+            cmd(&["client", "GETNAME", "x"]).unwrap_err().message(),
+            "ERR wrong number of arguments for 'client|getname' command"
+        );
+        assert_eq!(
+            cmd(&["client", "setinfo", "color", "red"])
+                .unwrap_err()
+                .message(),
+            "ERR Unrecognized option 'color'"
+        );
+        for sub in ["TRACKING", "list", "info", "kill", "no-evict"] {
+            assert_eq!(
+                cmd(&["client", sub, "on"]).unwrap_err().message(),
+                format!("ERR unknown subcommand '{sub}'. Try CLIENT HELP."),
+            );
+        }
+        assert!(check_client_name(b"app-1").is_ok());
+        assert!(check_client_name(b"").is_ok());
+        for bad in [&b"a b"[..], b"a\nb", b"\xff"] {
+            assert!(check_client_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -138,7 +138,7 @@ mod command;
 mod info;
 pub mod scan;
 pub use auth::Access;
-pub use command::{Command, CommandError};
+pub use command::{ClientCommand, Command, CommandError};
 pub use scan::ResumePoints;
 
 /// A process-wide source of fresh client ids: random base, then a counter, hashed. The
@@ -237,6 +237,7 @@ pub async fn serve<S: Store>(
             protocol: Protocol::Resp2,
             asking: false,
             authenticated: access.open(),
+            name: None,
             access: access.clone(),
             store: store(client),
             connected: connected.clone(),
@@ -280,6 +281,8 @@ struct Session<S> {
     asking: bool,
     /// The client may run every command (it authenticated, or there is no password).
     authenticated: bool,
+    /// The name CLIENT SETNAME or HELLO SETNAME gave the connection.
+    name: Option<Bytes>,
     access: Arc<Access>,
     store: S,
     /// Open RESP connections (INFO's `connected_clients`).
@@ -291,6 +294,13 @@ struct Session<S> {
 }
 
 impl<S> Session<S> {
+    /// Names the connection (an empty name clears it), if Redis would take the name.
+    fn set_name(&mut self, name: Bytes) -> Result<(), Frame> {
+        command::check_client_name(&name).map_err(Frame::Error)?;
+        self.name = (!name.is_empty()).then_some(name);
+        Ok(())
+    }
+
     /// Checks AUTH's or HELLO's credentials; on success the connection is authenticated,
     /// on failure it stays as it was (and the reply is the error).
     fn authenticate(&mut self, credentials: &auth::Credentials) -> Result<(), Frame> {
@@ -898,7 +908,11 @@ impl<S: Store> Connection<S> {
                 Ok(()) => Frame::Simple("OK".into()),
                 Err(refused) => refused,
             },
-            Command::Hello { protocol, auth } => {
+            Command::Hello {
+                protocol,
+                auth,
+                name,
+            } => {
                 if let Some(credentials) = auth {
                     if let Err(refused) = session.authenticate(&credentials) {
                         return refused;
@@ -907,13 +921,28 @@ impl<S: Store> Connection<S> {
                 if !session.authenticated {
                     return Frame::Error(auth::HELLO_NOAUTH.into());
                 }
+                if let Some(name) = name {
+                    if let Err(refused) = session.set_name(name) {
+                        return refused;
+                    }
+                }
                 if let Some(protocol) = protocol {
                     session.protocol = protocol;
                 }
                 let cluster = session.store.cluster().is_some();
                 hello(session.protocol, session.number, cluster)
             }
-            Command::Client => Frame::Simple("OK".into()),
+            Command::Client(ClientCommand::SetName(name)) => match session.set_name(name) {
+                Ok(()) => Frame::Simple("OK".into()),
+                Err(refused) => refused,
+            },
+            Command::Client(ClientCommand::GetName) => {
+                session.name.clone().map_or(Frame::Null, Frame::Bulk)
+            }
+            Command::Client(ClientCommand::Id) => {
+                Frame::Integer(i64::try_from(session.number).unwrap_or(i64::MAX))
+            }
+            Command::Client(ClientCommand::SetInfo) => Frame::Simple("OK".into()),
             Command::ConfigGet => Frame::Map(Vec::new()),
             Command::Get(_)
             | Command::Set(..)
