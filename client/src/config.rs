@@ -188,6 +188,7 @@ pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
 /// One node of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Node id: `0..n`, dense.
     pub id: u32,
@@ -203,6 +204,7 @@ pub struct NodeConfig {
 
 /// The shard master of a sharded cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MasterConfig {
     /// Number of shards (`1..=16384`); fixed for the cluster's life.
     pub shards: u32,
@@ -217,6 +219,7 @@ pub struct MasterConfig {
 
 /// One KV group of a sharded cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GroupConfig {
     /// The group id (not 0).
     pub gid: u64,
@@ -270,6 +273,7 @@ impl std::str::FromStr for Mode {
 
 /// The whole cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Distinguishes clusters, so a node never joins the wrong one or reads another's data.
     pub cluster_id: u64,

@@ -197,6 +197,60 @@ fn malformed_cluster_files_get_clear_errors() {
 }
 
 #[test]
+fn a_misspelt_field_is_refused_rather_than_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let node = "[[node]]\nid = 0\npeer = \"127.0.0.1:1\"\nresp = \"127.0.0.1:2\"\nadmin = \"127.0.0.1:3\"\ndir = \"d\"\n";
+    let sharded = "[master]\nshards = 4\nnodes = [0]\ninitial_groups = [100]\n[[group]]\ngid = 100\nnodes = [0]\n";
+    std::fs::write(
+        &path,
+        format!("cluster_id = 1\nrequirepass = \"pw\"\n{sharded}{node}"),
+    )
+    .unwrap();
+    assert_eq!(
+        ClusterConfig::load(&path).unwrap().requirepass.as_deref(),
+        Some("pw")
+    );
+    // Each of these would otherwise run a cluster unlike the one its file describes:
+    // without the password, with protected mode on, or with a node's data elsewhere.
+    for (text, field) in [
+        (
+            format!("cluster_id = 1\nrequirepas = \"pw\"\n{node}"),
+            "requirepas",
+        ),
+        (
+            format!("cluster_id = 1\nprotected-mode = false\n{node}"),
+            "protected-mode",
+        ),
+        (
+            format!("cluster_id = 1\n{node}data_dir = \"x\"\n"),
+            "data_dir",
+        ),
+        (
+            format!(
+                "cluster_id = 1\n{}{node}",
+                sharded.replace("shards = 4", "shards = 4\nshard = 8")
+            ),
+            "shard",
+        ),
+        (
+            format!(
+                "cluster_id = 1\n{}{node}",
+                sharded.replace("gid = 100", "gid = 100\nnode = [0]")
+            ),
+            "node",
+        ),
+    ] {
+        std::fs::write(&path, &text).unwrap();
+        let err = ClusterConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("unknown field `{field}`")),
+            "{text}\n{err}"
+        );
+    }
+}
+
+#[test]
 fn a_password_is_kept_in_a_file_only_its_owner_reads_and_protected_mode_defaults_on() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
