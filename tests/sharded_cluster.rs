@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::workload::assert_linearizable;
-use common::{clock, config_num, wait_for, Cluster, Shape};
+use common::{clock, config_num, redis_cli, wait_for, Cluster, Shape};
 use kv_replication::linearizability::{History, Input, Output};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -800,4 +800,43 @@ fn leaving_the_last_group_is_refused_and_changes_nothing() {
     let got: Option<String> = redis::cmd("GET").arg("key1").query(&mut conn).unwrap();
     assert_eq!(got.as_deref(), Some("v1"));
     cluster.assert_no_panic();
+}
+
+/// `[master] shards` is fixed for the cluster's life: a node whose cluster file was edited
+/// to another count refuses to start, naming the count its data was written with, instead
+/// of serving every key from the wrong shard (where none is found).
+#[test]
+fn a_node_refuses_a_cluster_file_whose_shard_count_was_edited() {
+    let mut cluster = Cluster::start_sharded(
+        1,
+        Shape {
+            replicas: 1,
+            ..shape(1)
+        },
+    );
+    let port = cluster.node(0).resp.port();
+    assert_eq!(redis_cli(port, &["SET", "kept", "value"]), "OK");
+    cluster.stop_node(0);
+    let original = std::fs::read_to_string(&cluster.path).unwrap();
+    assert!(original.contains("shards = 16\n"), "{original}");
+    std::fs::write(
+        &cluster.path,
+        original.replace("shards = 16\n", "shards = 8\n"),
+    )
+    .unwrap();
+    cluster.start_node(0);
+    assert!(
+        !cluster.wait_exit(0),
+        "the node started on an edited shard count"
+    );
+    let log = cluster.log(0);
+    assert!(
+        log.contains("written with 16 shards") && log.contains("[master] shards = 8"),
+        "{log}"
+    );
+    // Nothing was changed: with the file put back, the node serves the key again.
+    std::fs::write(&cluster.path, &original).unwrap();
+    cluster.start_node(0);
+    cluster.wait_ready(0);
+    assert_eq!(redis_cli(port, &["GET", "kept"]), "value");
 }

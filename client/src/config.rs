@@ -82,7 +82,7 @@ mod read_lease;
 pub use read_lease::{ReadLease, CLOCK_DRIFT_PPM_DEFAULT, CLOCK_DRIFT_PPM_MAX, READ_LEASE_MS_MAX};
 mod layout;
 mod stamp;
-pub use stamp::{check_stamp, write_stamp, DATA_FORMAT, STAMP_FILE};
+pub use stamp::{check_shards, check_stamp, write_stamp, DATA_FORMAT, STAMP_FILE};
 
 /// Largest cluster id: TOML integers are signed 64-bit.
 pub const CLUSTER_ID_MAX: u64 = i64::MAX as u64;
@@ -166,6 +166,16 @@ pub enum ConfigError {
         path: PathBuf,
         /// The format it names.
         found: u32,
+    },
+    /// A sharded node's data was written for another shard count than the cluster file's.
+    #[error("{path}: this node's data was written with {found} shards, but the cluster file says [master] shards = {configured}; the shard count is fixed for the cluster's life (every key's shard, and so where its data is, depends on it): put shards = {found} back")]
+    WrongShards {
+        /// The stamp file.
+        path: PathBuf,
+        /// The count the stamp recorded.
+        found: u32,
+        /// The count the cluster file gives.
+        configured: u32,
     },
     /// The stamp in a data directory belongs to another cluster or node.
     #[error("{path}: stamp says cluster {found_cluster} node {found_node}, expected cluster {cluster} node {node}; refusing to use another node's data")]

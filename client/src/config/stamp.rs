@@ -21,6 +21,12 @@ struct Stamp {
     /// versioned have none.
     #[serde(default)]
     format: u32,
+    /// On a sharded node's own directory, the cluster's shard count, recorded when the
+    /// node first starts (stamps written before it was recorded have none): a cluster file
+    /// whose `[master] shards` says otherwise is refused, since every key's shard, and so
+    /// where its data is, depends on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shards: Option<u32>,
 }
 
 /// The format of everything a data directory holds (WAL framing, snapshot files, the
@@ -35,15 +41,21 @@ pub const DATA_FORMAT: u32 = 3;
 /// Stamps a data directory as belonging to `node` of `cluster_id` (durably: temp file,
 /// fsync, rename, directory fsync).
 pub fn write_stamp(dir: &Path, cluster_id: u64, node: u32) -> Result<()> {
-    let io = |path: PathBuf| move |source| ConfigError::Io { path, source };
-    let path = dir.join(STAMP_FILE);
-    let temp = dir.join(STAMP_TEMP_FILE);
     let stamp = Stamp {
         cluster_id,
         node,
         format: DATA_FORMAT,
+        shards: None,
     };
-    let text = toml::to_string(&stamp).expect("a stamp always encodes");
+    save(dir, &stamp)
+}
+
+/// Writes `stamp` into `dir` durably (temp file, fsync, rename, directory fsync).
+fn save(dir: &Path, stamp: &Stamp) -> Result<()> {
+    let io = |path: PathBuf| move |source| ConfigError::Io { path, source };
+    let path = dir.join(STAMP_FILE);
+    let temp = dir.join(STAMP_TEMP_FILE);
+    let text = toml::to_string(stamp).expect("a stamp always encodes");
     {
         use std::io::Write;
         let mut file = std::fs::File::create(&temp).map_err(io(temp.clone()))?;
@@ -60,15 +72,9 @@ pub fn write_stamp(dir: &Path, cluster_id: u64, node: u32) -> Result<()> {
 /// (or never initialised). A stamp for another cluster or node is an error.
 pub fn check_stamp(dir: &Path, cluster_id: u64, node: u32) -> Result<bool> {
     let path = dir.join(STAMP_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(source) => return Err(ConfigError::Io { path, source }),
+    let Some(stamp) = read(&path)? else {
+        return Ok(false);
     };
-    let stamp: Stamp = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
     if stamp.cluster_id != cluster_id || stamp.node != node {
         return Err(ConfigError::WrongStamp {
             path,
@@ -85,4 +91,47 @@ pub fn check_stamp(dir: &Path, cluster_id: u64, node: u32) -> Result<bool> {
         });
     }
     Ok(true)
+}
+
+/// The stamp at `path`, if there is one.
+fn read(path: &Path) -> Result<Option<Stamp>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ConfigError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+}
+
+/// Checks a sharded node's stamped directory `dir` against the cluster file's shard count:
+/// a stamp that recorded another count is refused ([`ConfigError::WrongShards`]); one that
+/// recorded none (written by `kv init`, or before counts were recorded) records `shards`.
+/// Call after [`check_stamp`] accepted the directory.
+pub fn check_shards(dir: &Path, shards: u32) -> Result<()> {
+    let path = dir.join(STAMP_FILE);
+    let Some(mut stamp) = read(&path)? else {
+        return Ok(());
+    };
+    match stamp.shards {
+        Some(found) if found == shards => Ok(()),
+        Some(found) => Err(ConfigError::WrongShards {
+            path,
+            found,
+            configured: shards,
+        }),
+        None => {
+            stamp.shards = Some(shards);
+            save(dir, &stamp)
+        }
+    }
 }

@@ -197,6 +197,27 @@ fn malformed_cluster_files_get_clear_errors() {
 }
 
 #[test]
+fn a_node_directory_records_its_shard_count_once_and_refuses_another() {
+    let dir = tempfile::tempdir().unwrap();
+    write_stamp(dir.path(), 42, 0).unwrap();
+    check_shards(dir.path(), 64).unwrap();
+    let text = std::fs::read_to_string(dir.path().join(STAMP_FILE)).unwrap();
+    assert!(text.contains("shards = 64"), "{text}");
+    check_shards(dir.path(), 64).unwrap();
+    assert!(check_stamp(dir.path(), 42, 0).unwrap());
+    let err = check_shards(dir.path(), 32).unwrap_err().to_string();
+    assert!(
+        err.contains("written with 64 shards") && err.contains("shards = 32"),
+        "{err}"
+    );
+    // A refusal rewrites nothing.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(STAMP_FILE)).unwrap(),
+        text
+    );
+}
+
+#[test]
 fn a_misspelt_field_is_refused_rather_than_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");

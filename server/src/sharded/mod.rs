@@ -408,6 +408,10 @@ pub async fn run(
     if !config::check_stamp(&dir, config.cluster_id, id).map_err(|e| e.to_string())? {
         config::write_stamp(&dir, config.cluster_id, id).map_err(|e| e.to_string())?;
     }
+    // And against a shard count edited in the cluster file, before anything is opened.
+    if let Some(shards) = config.shards() {
+        config::check_shards(&dir, shards).map_err(|e| e.to_string())?;
+    }
     let endpoints = config.endpoints();
     let hosted: Vec<Endpoint> = endpoints.iter().copied().filter(|e| e.node == id).collect();
     let blueprint = blueprint(&config);
