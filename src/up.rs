@@ -217,9 +217,9 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat, init_flags: &[String]) ->
     );
     for node in &config.nodes {
         out!(
-            "  node {}: redis-cli -p {}   (peer {}, metrics http://{}/metrics, log {})",
+            "  node {}: redis-cli {}   (peer {}, metrics http://{}/metrics, log {})",
             node.id,
-            node.resp.port(),
+            redis_cli_address(node.resp),
             node.peer,
             node.admin,
             args.dir.join(format!("node-{}.log", node.id)).display()
@@ -228,9 +228,12 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat, init_flags: &[String]) ->
     for line in crate::admin::group_lines(&config) {
         out!("  {line}");
     }
+    for line in refused_everywhere(&config) {
+        eprintln!("warning: {line} (in {})", path.display());
+    }
     out!(
-        "try:  redis-cli -p {} set hello world",
-        config.nodes[0].resp.port()
+        "try:  redis-cli {} set hello world",
+        redis_cli_address(config.nodes[0].resp)
     );
     if config.requirepass.is_some() {
         out!(
@@ -297,9 +300,9 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat, init_flags: &[String]) ->
                             started_at.push(Instant::now());
                             quick_failures.push(0);
                             out!(
-                                "node {} started: redis-cli -p {} (log {})",
+                                "node {} started: redis-cli {} (log {})",
                                 node.id,
-                                node.resp.port(),
+                                redis_cli_address(node.resp),
                                 args.dir.join(format!("node-{}.log", node.id)).display()
                             );
                         }
@@ -382,6 +385,43 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat, init_flags: &[String]) ->
 /// so by then `stop` is set. A signal sent to each process on its own (`pkill -INT kv`)
 /// may reach a node first: a clean exit (status 0, or ended by SIGINT or SIGTERM) waits
 /// up to [`STOP_SIGNAL_GRACE`] for `kv up`'s own signal before it counts as a crash.
+/// redis-cli's options to reach a RESP address: `-p PORT` where redis-cli's default host
+/// (127.0.0.1) reaches it — a listener on 127.0.0.1 or on every address — else
+/// `-h HOST -p PORT`.
+fn redis_cli_address(resp: std::net::SocketAddr) -> String {
+    let ip = resp.ip();
+    if ip == std::net::IpAddr::from([127, 0, 0, 1]) || ip.is_unspecified() {
+        format!("-p {}", resp.port())
+    } else {
+        format!("-h {} -p {}", ip, resp.port())
+    }
+}
+
+/// Nodes whose RESP port protected mode shuts to every client: it listens on one address
+/// that is not loopback (so no client reaches it from loopback), with protected mode on
+/// and no password. One line per such node.
+fn refused_everywhere(config: &ClusterConfig) -> Vec<String> {
+    if config.requirepass.is_some() || !config.protected_mode {
+        return Vec::new();
+    }
+    config
+        .nodes
+        .iter()
+        .filter(|node| {
+            let ip = node.resp.ip();
+            !ip.is_loopback() && !ip.is_unspecified()
+        })
+        .map(|node| {
+            format!(
+                "node {} serves RESP on {} only, and protected mode (on, with no \
+                 requirepass) refuses every client not on loopback with -DENIED; set \
+                 requirepass or protected_mode = false in the cluster file",
+                node.id, node.resp
+            )
+        })
+        .collect()
+}
+
 fn exit_is_a_stop(stop: &AtomicBool, status: ExitStatus) -> bool {
     use std::os::unix::process::ExitStatusExt;
     let clean = status.success() || matches!(status.signal(), Some(libc::SIGINT | libc::SIGTERM));
@@ -565,6 +605,37 @@ mod signal_hook_like {
         // which we have not reaped yet, so it cannot refer to an unrelated process.
         unsafe {
             libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{redis_cli_address, refused_everywhere};
+
+    #[test]
+    fn redis_cli_is_told_the_host_unless_its_default_reaches_the_node() {
+        let at = |text: &str| redis_cli_address(text.parse().unwrap());
+        assert_eq!(at("127.0.0.1:6380"), "-p 6380");
+        assert_eq!(at("0.0.0.0:6380"), "-p 6380");
+        assert_eq!(at("[::]:6380"), "-p 6380");
+        assert_eq!(at("192.0.2.2:6380"), "-h 192.0.2.2 -p 6380");
+        assert_eq!(at("127.0.0.2:6380"), "-h 127.0.0.2 -p 6380");
+        assert_eq!(at("[::1]:6380"), "-h ::1 -p 6380");
+    }
+
+    #[test]
+    fn a_node_protected_mode_shuts_to_every_client_is_warned_of() {
+        let text = "cluster_id = 1\n[[node]]\nid = 0\npeer = \"192.0.2.2:7380\"\nresp = \"192.0.2.2:6380\"\nadmin = \"192.0.2.2:9380\"\ndir = \"d\"\n[[node]]\nid = 1\npeer = \"127.0.0.1:7381\"\nresp = \"127.0.0.1:6381\"\nadmin = \"127.0.0.1:9381\"\ndir = \"e\"\n";
+        let path = std::path::Path::new("cluster.toml");
+        let config = kv_server::config::ClusterConfig::parse(text, path).unwrap();
+        let warned = refused_everywhere(&config);
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(warned[0].starts_with("node 0 serves RESP on 192.0.2.2:6380 only"));
+        for extra in ["requirepass = \"pw\"\n", "protected_mode = false\n"] {
+            let config =
+                kv_server::config::ClusterConfig::parse(&format!("{extra}{text}"), path).unwrap();
+            assert!(refused_everywhere(&config).is_empty(), "{extra}");
         }
     }
 }
