@@ -627,3 +627,15 @@ fn a_node_started_with_json_log_format_writes_one_json_object_a_line() {
     }
     assert!(started, "the start line is among them:\n{log}");
 }
+
+/// A scraper may add query parameters (Prometheus's `params:`, a cache buster): the path
+/// is what is served, as any HTTP server reads a request target.
+#[test]
+fn admin_paths_are_served_whatever_query_string_follows_them() {
+    let cluster = Cluster::start(1);
+    let admin = cluster.node(0).admin;
+    let text = http_get(admin, "/metrics?format=prometheus&x=1");
+    validate(&text).unwrap_or_else(|e| panic!("/metrics? is invalid: {e}\n{text}"));
+    assert_eq!(http_get(admin, "/readyz?verbose"), "ready\n");
+    assert_eq!(http_get(admin, "/livez?"), "ok\n");
+}

@@ -2,10 +2,11 @@
 //! not rebuilding after a lost disk) and `/metrics` (Prometheus text format).
 //!
 //! A deliberately small HTTP/1.1 responder: it reads one request head (bounded), answers,
-//! and closes. It only reads: GET of those three paths; any other method gets 405 (before
-//! the path is looked at), any other path 404, a malformed or oversized head 400. Nothing
-//! here changes the cluster; that goes through `kv admin` on the native protocol. At most
-//! `connections_max` connections are open at once, each for at most [`REQUEST_TIMEOUT`].
+//! and closes. It only reads: GET of those three paths (a query string after the path is
+//! ignored); any other method gets 405 (before the path is looked at), any other path 404,
+//! a malformed or oversized head 400. Nothing here changes the cluster; that goes through
+//! `kv admin` on the native protocol. At most `connections_max` connections are open at
+//! once, each for at most [`REQUEST_TIMEOUT`].
 
 use std::time::Duration;
 
@@ -74,7 +75,9 @@ async fn respond<S: StatusSource>(mut stream: TcpStream, node: u32, source: S) {
     }
     let line = String::from_utf8_lossy(&head);
     let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    // The path is the target up to its query string, which nothing here reads.
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
     if method != "GET" {
         let _ = write(&mut stream, 405, "only GET is served\n").await;
         return;
