@@ -193,6 +193,7 @@ impl Command {
         let Some(name) = args.first() else {
             return Err(refused("ERR empty command"));
         };
+        let given = name;
         let name = String::from_utf8_lossy(name).to_ascii_lowercase();
         let rest = &args[1..];
         let one = |n: &str| -> Result<Bytes, CommandError> {
@@ -245,7 +246,8 @@ impl Command {
             ),
             "quit" => Command::Quit,
             "select" => Command::Select(one("select")?),
-            "dbsize" => Command::DbSize,
+            "dbsize" if rest.is_empty() => Command::DbSize,
+            "dbsize" => return Err(arity("dbsize")),
             "scan" => Command::Scan(ScanArgs::parse(rest)?),
             "keys" => Command::Keys(one("keys")?),
             "command" => Command::CommandInfo(rest.to_vec()),
@@ -274,21 +276,39 @@ impl Command {
                 _ => return Err(refused("ERR syntax error")),
             }),
             "client" => Command::Client(ClientCommand::parse(rest)?),
-            "config" => match rest.first().map(|s| s.to_ascii_lowercase()) {
-                Some(sub) if sub == b"get" => Command::ConfigGet,
-                _ => return Err(refused("ERR only CONFIG GET is supported")),
+            "config" => match rest.split_first() {
+                None => return Err(arity("config")),
+                Some((sub, patterns)) if sub.eq_ignore_ascii_case(b"get") => {
+                    if patterns.is_empty() {
+                        return Err(arity("config|get"));
+                    }
+                    Command::ConfigGet
+                }
+                Some(_) => return Err(refused("ERR only CONFIG GET is supported")),
             },
-            _ => {
-                let first = rest
-                    .first()
-                    .map(|a| format!("'{}' ", String::from_utf8_lossy(a)))
-                    .unwrap_or_default();
-                return Err(refused(format!(
-                    "ERR unknown command '{name}', with args beginning with: {first}"
-                )));
-            }
+            _ => return Err(refused(unknown_command(given, rest))),
         })
     }
+}
+
+/// Redis's reply to an unknown command: its name as sent, and its arguments, each quoted,
+/// until they pass 128 bytes (`processCommand`'s `rejectCommandFormat`).
+fn unknown_command(name: &[u8], args: &[Bytes]) -> String {
+    const SHOWN_MAX: usize = 128;
+    let clipped = |text: &[u8], max: usize| {
+        String::from_utf8_lossy(&text[..text.len().min(max)]).into_owned()
+    };
+    let mut shown = String::new();
+    for arg in args {
+        if shown.len() >= SHOWN_MAX {
+            break;
+        }
+        shown.push_str(&format!("'{}' ", clipped(arg, SHOWN_MAX - shown.len())));
+    }
+    format!(
+        "ERR unknown command '{}', with args beginning with: {shown}",
+        clipped(name, SHOWN_MAX)
+    )
 }
 
 impl Command {
@@ -425,6 +445,39 @@ mod tests {
             .message()
             .contains("not supported"));
         assert!(matches!(cmd(&["del", "a", "b"]), Ok(Command::Del(keys)) if keys.len() == 2));
+    }
+
+    #[test]
+    fn unknown_commands_are_named_as_sent_with_their_arguments_as_redis_names_them() {
+        assert_eq!(
+            cmd(&["FooBar", "a", "b"]).unwrap_err().message(),
+            "ERR unknown command 'FooBar', with args beginning with: 'a' 'b' "
+        );
+        assert_eq!(
+            cmd(&["nope"]).unwrap_err().message(),
+            "ERR unknown command 'nope', with args beginning with: "
+        );
+        let long = "x".repeat(100);
+        assert_eq!(
+            cmd(&["nope", &long, &long, "never"]).unwrap_err().message(),
+            format!(
+                "ERR unknown command 'nope', with args beginning with: '{long}' '{}' ",
+                "x".repeat(128 - 103)
+            )
+        );
+        assert_eq!(
+            cmd(&["dbsize", "x"]).unwrap_err().message(),
+            "ERR wrong number of arguments for 'dbsize' command"
+        );
+        assert_eq!(
+            cmd(&["config"]).unwrap_err().message(),
+            "ERR wrong number of arguments for 'config' command"
+        );
+        assert_eq!(
+            cmd(&["CONFIG", "GET"]).unwrap_err().message(),
+            "ERR wrong number of arguments for 'config|get' command"
+        );
+        assert_eq!(cmd(&["config", "get", "maxmemory"]), Ok(Command::ConfigGet));
     }
 
     #[test]

@@ -882,7 +882,12 @@ impl<S: Store> Connection<S> {
             Command::Ping(Some(m)) | Command::Echo(m) => Frame::Bulk(m),
             Command::Info(sections) => info::info(session, &sections).await,
             Command::Select(db) if &db[..] == b"0" => Frame::Simple("OK".into()),
-            Command::Select(_) => Frame::Error("ERR DB index is out of range".into()),
+            Command::Select(db) if is_redis_integer(&db) => {
+                Frame::Error("ERR DB index is out of range".into())
+            }
+            Command::Select(_) => {
+                Frame::Error("ERR value is not an integer or out of range".into())
+            }
             Command::DbSize => match session.store.key_count().await {
                 Ok(keys) => Frame::Integer(keys as i64),
                 Err(failure) => failure_frame(&failure),
@@ -973,6 +978,22 @@ fn hello(protocol: Protocol, connection: u64, cluster: bool) -> Frame {
         (text("role"), text("master")),
         (text("modules"), Frame::Array(Vec::new())),
     ])
+}
+
+/// Whether Redis reads `text` as a 64-bit integer (`string2ll`: an optional `-`, no
+/// leading zeros or `+`, no spaces).
+fn is_redis_integer(text: &[u8]) -> bool {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    let canonical = match digits {
+        [b'0'] => text.len() == 1,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    canonical
+        && std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.parse::<i64>().ok())
+            .is_some()
 }
 
 /// Redis's answer to a write past its value limit (`proto-max-bulk-len`), with ours.

@@ -88,3 +88,32 @@ fn failures_become_redis_error_replies() {
         Frame::Error("ERR node is stopping".into())
     );
 }
+
+#[test]
+fn integers_are_read_as_redis_reads_them() {
+    for yes in [
+        "0",
+        "1",
+        "-1",
+        "15",
+        "9223372036854775807",
+        "-9223372036854775808",
+    ] {
+        assert!(is_redis_integer(yes.as_bytes()), "{yes}");
+    }
+    for no in [
+        "",
+        "-",
+        "-0",
+        "00",
+        "01",
+        "+1",
+        " 1",
+        "1 ",
+        "abc",
+        "1.0",
+        "9223372036854775808",
+    ] {
+        assert!(!is_redis_integer(no.as_bytes()), "{no}");
+    }
+}
