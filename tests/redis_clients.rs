@@ -219,3 +219,57 @@ fn client_subcommands_answer_what_they_set_and_refuse_what_kv_does_not_do() {
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG");
 }
+
+/// kv has no transactions. A client that pipelines one (MULTI, its commands and EXEC sent
+/// together, as redis-py's default `pipeline()` does) must not have its writes applied while
+/// it is told the transaction failed: everything up to EXEC is discarded.
+#[test]
+fn a_pipelined_transaction_is_refused_whole_and_applies_nothing() {
+    let cluster = Cluster::start(1);
+    let addr = cluster.node(0).resp;
+    let command = |args: &[&str]| {
+        let mut frame = format!("*{}\r\n", args.len());
+        for arg in args {
+            frame.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        frame
+    };
+    let pipeline: String = [
+        command(&["MULTI"]),
+        command(&["SET", "account", "100"]),
+        command(&["APPEND", "account", "0"]),
+        command(&["EXEC"]),
+        command(&["GET", "account"]),
+        command(&["MULTI"]),
+        command(&["SET", "account", "1"]),
+        command(&["DISCARD"]),
+        command(&["SET", "after", "yes"]),
+        command(&["EXEC"]),
+    ]
+    .concat();
+    let replies = String::from_utf8(send_and_read(addr, pipeline.as_bytes())).unwrap();
+    let lines: Vec<&str> = replies.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 10, "{replies}");
+    assert!(
+        lines[0].starts_with("-ERR MULTI is not supported"),
+        "{replies}"
+    );
+    assert!(lines[1].starts_with("-ERR command discarded"), "{replies}");
+    assert!(lines[2].starts_with("-ERR command discarded"), "{replies}");
+    assert_eq!(
+        lines[3],
+        "-EXECABORT Transaction discarded because MULTI is not supported."
+    );
+    assert_eq!(lines[4], "$-1", "{replies}");
+    assert!(
+        lines[5].starts_with("-ERR MULTI is not supported"),
+        "{replies}"
+    );
+    assert!(lines[6].starts_with("-ERR command discarded"), "{replies}");
+    assert_eq!(lines[7], "+OK");
+    assert_eq!(lines[8], "+OK");
+    assert_eq!(lines[9], "-ERR EXEC without MULTI");
+    let port = addr.port();
+    assert_eq!(redis_cli(port, &["GET", "account"]), "");
+    assert_eq!(redis_cli(port, &["GET", "after"]), "yes");
+}

@@ -22,10 +22,10 @@ pub use kv_engine::histogram::{Histogram, HistogramSnapshot};
 
 /// RESP commands as INFO's commandstats and `/metrics` name them (Redis's lower-case
 /// names; READWRITE is counted as `readonly`, UNLINK as `del`).
-pub const RESP_COMMANDS: [&str; 22] = [
+pub const RESP_COMMANDS: [&str; 25] = [
     "get", "set", "append", "del", "exists", "mget", "ping", "echo", "info", "quit", "select",
     "dbsize", "scan", "keys", "command", "cluster", "asking", "readonly", "hello", "auth",
-    "client", "config",
+    "client", "config", "multi", "exec", "discard",
 ];
 
 /// Native-protocol client frames, by name.

@@ -67,6 +67,20 @@ pub enum Command {
     Client(ClientCommand),
     /// CONFIG GET pattern (answers with nothing configured)
     ConfigGet,
+    /// MULTI, EXEC, DISCARD: refused, and what a client sends between MULTI and EXEC is
+    /// discarded (see [`super::Transaction`]).
+    Transaction(Transaction),
+}
+
+/// The commands that would make a Redis transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transaction {
+    /// MULTI
+    Multi,
+    /// EXEC
+    Exec,
+    /// DISCARD
+    Discard,
 }
 
 /// The CLIENT subcommands kv answers: those clients send on connect and those that read
@@ -276,6 +290,10 @@ impl Command {
                 _ => return Err(refused("ERR syntax error")),
             }),
             "client" => Command::Client(ClientCommand::parse(rest)?),
+            "multi" | "exec" | "discard" if !rest.is_empty() => return Err(arity(&name)),
+            "multi" => Command::Transaction(Transaction::Multi),
+            "exec" => Command::Transaction(Transaction::Exec),
+            "discard" => Command::Transaction(Transaction::Discard),
             "config" => match rest.split_first() {
                 None => return Err(arity("config")),
                 Some((sub, patterns)) if sub.eq_ignore_ascii_case(b"get") => {
@@ -338,6 +356,9 @@ impl Command {
             Command::Auth(_) => "auth",
             Command::Client(_) => "client",
             Command::ConfigGet => "config",
+            Command::Transaction(Transaction::Multi) => "multi",
+            Command::Transaction(Transaction::Exec) => "exec",
+            Command::Transaction(Transaction::Discard) => "discard",
         }
     }
 

@@ -138,7 +138,7 @@ mod command;
 mod info;
 pub mod scan;
 pub use auth::Access;
-pub use command::{ClientCommand, Command, CommandError};
+pub use command::{ClientCommand, Command, CommandError, Transaction};
 pub use scan::ResumePoints;
 
 /// A process-wide source of fresh client ids: random base, then a counter, hashed. The
@@ -238,6 +238,7 @@ pub async fn serve<S: Store>(
             asking: false,
             authenticated: access.open(),
             name: None,
+            discarding: false,
             access: access.clone(),
             store: store(client),
             connected: connected.clone(),
@@ -283,6 +284,9 @@ struct Session<S> {
     authenticated: bool,
     /// The name CLIENT SETNAME or HELLO SETNAME gave the connection.
     name: Option<Bytes>,
+    /// MULTI was refused and neither EXEC nor DISCARD has come since: every command until
+    /// then is discarded.
+    discarding: bool,
     access: Arc<Access>,
     store: S,
     /// Open RESP connections (INFO's `connected_clients`).
@@ -294,6 +298,46 @@ struct Session<S> {
 }
 
 impl<S> Session<S> {
+    /// MULTI, EXEC, DISCARD and what comes between. kv has no transactions, but a client
+    /// pipelines a transaction's commands with its MULTI and EXEC without waiting for
+    /// MULTI's reply (redis-py's default `pipeline()`): run, they would apply while the
+    /// client is told the transaction failed. So MULTI is refused and every command up to
+    /// EXEC or DISCARD is discarded, as Redis discards a transaction with an error in it
+    /// (EXEC gets `-EXECABORT`). `Some` is the reply of a command that does not run.
+    fn transaction(&mut self, command: &Command) -> Option<Frame> {
+        let error = |text: &str| Some(Frame::Error(text.into()));
+        match (command, self.discarding) {
+            (Command::Transaction(Transaction::Multi), false) => {
+                self.discarding = true;
+                error(
+                    "ERR MULTI is not supported: kv runs each command on its own, so the \
+                     commands up to EXEC or DISCARD are discarded (pipeline without MULTI, \
+                     e.g. redis-py's pipeline(transaction=False))",
+                )
+            }
+            (Command::Transaction(Transaction::Multi), true) => {
+                error("ERR MULTI calls can not be nested")
+            }
+            (Command::Transaction(Transaction::Exec), true) => {
+                self.discarding = false;
+                error("EXECABORT Transaction discarded because MULTI is not supported.")
+            }
+            (Command::Transaction(Transaction::Exec), false) => error("ERR EXEC without MULTI"),
+            (Command::Transaction(Transaction::Discard), true) => {
+                self.discarding = false;
+                Some(Frame::Simple("OK".into()))
+            }
+            (Command::Transaction(Transaction::Discard), false) => {
+                error("ERR DISCARD without MULTI")
+            }
+            (Command::Quit, _) | (_, false) => None,
+            (_, true) => error(
+                "ERR command discarded: it follows a MULTI, which kv does not support; \
+                 nothing runs until EXEC or DISCARD",
+            ),
+        }
+    }
+
     /// Names the connection (an empty name clears it), if Redis would take the name.
     fn set_name(&mut self, name: Bytes) -> Result<(), Frame> {
         command::check_client_name(&name).map_err(Frame::Error)?;
@@ -708,6 +752,12 @@ impl<S: Store> Connection<S> {
             self.send(&Frame::Error(auth::NOAUTH.into())).await?;
             return Ok(Next::Continue);
         }
+        if let Some(refused) = self.session.transaction(&command) {
+            stats.record(started, matches!(refused, Frame::Error(_)));
+            self.run_pending().await?;
+            self.send(&refused).await?;
+            return Ok(Next::Continue);
+        }
         let name = command.name();
         let command = match command.into_ops() {
             Ok((reduce, ops)) => {
@@ -949,6 +999,7 @@ impl<S: Store> Connection<S> {
             }
             Command::Client(ClientCommand::SetInfo) => Frame::Simple("OK".into()),
             Command::ConfigGet => Frame::Map(Vec::new()),
+            Command::Transaction(_) => unreachable!("answered by the caller"),
             Command::Get(_)
             | Command::Set(..)
             | Command::Append(..)

@@ -37,7 +37,7 @@ fn output_past_the_hard_limit_is_refused_and_the_soft_limit_asks_for_a_write() {
 
 #[test]
 fn every_command_has_its_stats() {
-    let samples: [&[&str]; 23] = [
+    let samples: [&[&str]; 26] = [
         &["GET", "k"],
         &["SET", "k", "v"],
         &["APPEND", "k", "v"],
@@ -61,6 +61,9 @@ fn every_command_has_its_stats() {
         &["AUTH", "pw"],
         &["CLIENT", "SETNAME", "x"],
         &["CONFIG", "GET", "x"],
+        &["MULTI"],
+        &["EXEC"],
+        &["DISCARD"],
     ];
     let mut names = std::collections::BTreeSet::new();
     for args in samples {
