@@ -430,6 +430,26 @@ impl ClusterConfig {
                 }
             }
         }
+        // Two nodes on one host (the same peer address's IP) must not share a data
+        // directory: the second would be refused at start, for a lock the first holds.
+        let mut dirs = std::collections::BTreeMap::new();
+        for node in &self.nodes {
+            let dir: PathBuf = self
+                .base
+                .join(&node.dir)
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
+            if let Some(other) = dirs.insert((node.peer.ip(), dir), node.id) {
+                return Err(invalid(format!(
+                    "nodes {other} and {} both keep their data in {} on {}; each node needs a \
+                     directory of its own",
+                    node.id,
+                    node.dir.display(),
+                    node.peer.ip()
+                )));
+            }
+        }
         if self.requirepass.as_deref() == Some("") {
             return Err(invalid(
                 "requirepass is empty; leave it out for no password".into(),

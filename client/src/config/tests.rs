@@ -218,6 +218,34 @@ fn a_node_directory_records_its_shard_count_once_and_refuses_another() {
 }
 
 #[test]
+fn two_nodes_of_one_host_sharing_a_directory_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let node = |id: u32, host: &str, data: &str| {
+        format!(
+            "[[node]]\nid = {id}\npeer = \"{host}:{}\"\nresp = \"{host}:{}\"\nadmin = \"{host}:{}\"\ndir = \"{data}\"\n",
+            7380 + id,
+            6380 + id,
+            9380 + id
+        )
+    };
+    let load = |nodes: String| {
+        std::fs::write(&path, format!("cluster_id = 1\n{nodes}")).unwrap();
+        ClusterConfig::load(&path)
+    };
+    let err = load(node(0, "127.0.0.1", "node-0") + &node(1, "127.0.0.1", "./node-0/"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nodes 0 and 1 both keep their data in ./node-0/ on 127.0.0.1"),
+        "{err}"
+    );
+    // On different hosts the same path is each host's own directory.
+    load(node(0, "10.0.0.1", "/var/lib/kv") + &node(1, "10.0.0.2", "/var/lib/kv")).unwrap();
+    load(node(0, "127.0.0.1", "node-0") + &node(1, "127.0.0.1", "node-1")).unwrap();
+}
+
+#[test]
 fn a_misspelt_field_is_refused_rather_than_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
