@@ -109,6 +109,11 @@ fn a_node_under_a_low_open_file_limit_refuses_connections_past_its_cap_and_keeps
     // they arrive. Once one near the cap is served, the node has taken all it will.
     let mut idle: Vec<TcpStream> = (0..HARD + 64).map(|_| connect(resp)).collect();
     assert_eq!(command(&mut idle[cap - 2], &[b"PING"]).unwrap(), "+PONG");
+    // A connection past the cap is told why, in Redis's words, before it is closed.
+    let mut refused = connect(resp);
+    let mut told = String::new();
+    refused.read_to_string(&mut told).expect("read the refusal");
+    assert_eq!(told, "-ERR max number of clients reached\r\n");
 
     // Writes go on, enough of them that the store writes snapshots (new files, directory
     // syncs): storage still gets its descriptors.
@@ -136,6 +141,7 @@ fn a_node_under_a_low_open_file_limit_refuses_connections_past_its_cap_and_keeps
     let mut served = Vec::new();
     for (i, stream) in idle.iter_mut().enumerate() {
         match command(stream, &[b"PING"]) {
+            Ok(reply) if reply == "-ERR max number of clients reached" => {}
             Ok(reply) => {
                 assert_eq!(reply, "+PONG");
                 served.push(i);

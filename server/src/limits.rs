@@ -183,6 +183,8 @@ pub struct Gate {
     /// Whether the cap was hit since the last admission (so it is logged once per episode).
     refusing: bool,
     backoff: Duration,
+    /// What a connection over the cap is sent before it is closed, if anything.
+    refusal: Option<&'static [u8]>,
 }
 
 impl Gate {
@@ -196,7 +198,16 @@ impl Gate {
             counter: Counter::default(),
             refusing: false,
             backoff: ACCEPT_BACKOFF_MIN,
+            refusal: None,
         }
+    }
+
+    /// Sends `bytes` to each connection over the cap (without waiting: what does not fit
+    /// the socket's buffer at once is dropped) before closing it, so its client is told
+    /// why (RESP: Redis's `-ERR max number of clients reached`).
+    pub fn with_refusal(mut self, bytes: &'static [u8]) -> Gate {
+        self.refusal = Some(bytes);
+        self
     }
 
     /// Adds `slots` places for when the general ones are taken; connections that get one
@@ -253,6 +264,9 @@ impl Gate {
                             %remote,
                             "connection limit reached; closing new connections until some end"
                         );
+                    }
+                    if let Some(refusal) = self.refusal {
+                        let _ = stream.try_write(refusal);
                     }
                     drop(stream);
                 }

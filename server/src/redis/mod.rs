@@ -102,6 +102,8 @@ pub const OUTPUT_BUFFER_BYTES_HARD: usize = 2 * VALUE_BYTES_MAX;
 /// more capacity than this is given back (a large frame or reply does not stay resident in
 /// an idle connection).
 pub const BUFFER_BYTES_IDLE_MAX: usize = 64 * 1024;
+/// What a connection over the cap is told before it is closed (Redis's words).
+pub const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
 /// Initial capacity of a connection's input and output buffers.
 const BUFFER_BYTES_INITIAL: usize = 4096;
 /// Room made in the input buffer for each read-ahead while a batch is being built.
@@ -216,7 +218,7 @@ pub async fn serve<S: Store>(
     let points = Arc::new(ResumePoints::new());
     let port = listener.local_addr().map_or(0, |a| a.port());
     PROCESS.start();
-    let mut gate = Gate::new("RESP", connections_max);
+    let mut gate = Gate::new("RESP", connections_max).with_refusal(MAX_CLIENTS_REPLY);
     let connected = gate.counter();
     let mut stop = shutdown.clone();
     while let Some(mut admitted) = gate.accept(&listener, &mut stop).await {
