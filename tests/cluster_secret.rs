@@ -374,3 +374,62 @@ fn kv_secret_gives_a_cluster_made_without_one_its_secret() {
     );
     cluster.assert_no_panic();
 }
+
+/// A native client whose secret is not the cluster's is told so when it gives up — the
+/// node did not prove it knows the client's secret — not merely that no node answered.
+#[test]
+fn a_client_with_a_wrong_secret_is_told_why_no_node_answered() {
+    for cluster in [
+        Cluster::start(1),
+        Cluster::start_sharded(
+            1,
+            common::Shape {
+                replicas: 1,
+                groups: 1,
+                shards: 4,
+                redis_cluster: false,
+                mode: kv_server::config::Mode::Paxos,
+            },
+        ),
+    ] {
+        let elsewhere = tempfile::tempdir().unwrap();
+        let file = elsewhere.path().join("cluster.toml");
+        std::fs::copy(&cluster.path, &file).unwrap();
+        auth::write_secret(
+            &elsewhere.path().join("cluster.secret"),
+            "not the cluster's secret, though long enough to be one",
+        )
+        .unwrap();
+        let (ok, stderr) = kv(&[
+            "get",
+            "k",
+            "--timeout",
+            "2",
+            "--cluster",
+            file.to_str().unwrap(),
+        ]);
+        assert!(!ok);
+        assert!(
+            stderr.contains("did not prove it knows the secret"),
+            "{stderr}"
+        );
+        // The node logs the caller that left without proving itself, with its address.
+        wait_for(
+            "the refused handshake in the node's log",
+            Duration::from_secs(30),
+            || {
+                cluster
+                    .log(0)
+                    .contains("closed connection remote=127.0.0.1:")
+                    .then_some(())
+            },
+        );
+        assert!(
+            cluster
+                .log(0)
+                .contains("the caller left after the Challenge without a Proof"),
+            "{}",
+            cluster.log(0)
+        );
+    }
+}

@@ -94,7 +94,10 @@ impl AnyClient {
         match self {
             AnyClient::Group(client) => client.execute(op).await.map_err(|e| e.to_string()),
             AnyClient::PrimaryBackup(client) => client.execute(op).await.map_err(|e| e.to_string()),
-            AnyClient::Sharded(store) => within(deadline, store.execute(op)).await,
+            AnyClient::Sharded(store) => {
+                let answer = within(deadline, store.execute(op)).await;
+                explained(answer, store)
+            }
         }
     }
 
@@ -112,7 +115,8 @@ impl AnyClient {
                 return batch_result(client.execute_batch(batch).await)
             }
             AnyClient::Sharded(store) => {
-                within(deadline, store.execute_batch(batch.clone())).await?
+                let answer = within(deadline, store.execute_batch(batch.clone())).await;
+                explained(answer, store)?
             }
         };
         batch
@@ -138,6 +142,15 @@ fn batch_result(
         Ok(Err(refused)) => Err(format!("the batch did not run: {refused:?}")),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// A sharded store's answer, with the handshake a node refused on the way added to a
+/// failure (a wrong cluster secret shows as that, not as a mere timeout).
+fn explained<T>(answer: Result<T, String>, store: &ShardedStore<Outside>) -> Result<T, String> {
+    answer.map_err(|failure| match store.router().refused() {
+        Some(why) => format!("{failure}: {why}"),
+        None => failure,
+    })
 }
 
 /// A sharded store's answer within `deadline`, as a result with the failure in words.

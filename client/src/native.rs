@@ -42,6 +42,18 @@ pub enum ClientError {
         "no answer from any node within {0:?} (the operation may or may not have been applied)"
     )]
     Timeout(Duration),
+    /// No node answered before the deadline, and a node refused the handshake on the way:
+    /// it did not prove it knows this client's cluster secret (the secret here, or there,
+    /// is not the cluster's).
+    #[error(
+        "no answer from any node within {deadline:?}: {why} (the operation may or may not have been applied)"
+    )]
+    Refused {
+        /// The deadline.
+        deadline: Duration,
+        /// The refused handshake, in words.
+        why: String,
+    },
     /// A node answered with something that is not a reply.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -121,6 +133,8 @@ pub struct Client<P: Protocol = Group> {
     connections: Vec<Option<Framed<TcpStream, LengthDelimitedCodec>>>,
     clerk: Clerk<Batch>,
     options: ClientOptions,
+    /// The last handshake a node refused (see [`ClientError::Refused`]).
+    refused: Option<String>,
     protocol: std::marker::PhantomData<fn(P)>,
 }
 
@@ -167,6 +181,7 @@ impl<P: Protocol> Client<P> {
             nodes,
             clerk,
             options,
+            refused: None,
             protocol: std::marker::PhantomData,
         }
     }
@@ -262,7 +277,13 @@ impl<P: Protocol> Client<P> {
             }
         }
         self.clerk.abandon();
-        Err(ClientError::Timeout(self.options.deadline))
+        Err(match self.refused.take() {
+            Some(why) => ClientError::Refused {
+                deadline: self.options.deadline,
+                why,
+            },
+            None => ClientError::Timeout(self.options.deadline),
+        })
     }
 
     /// One attempt on one node: `Ok(None)` if the node could not be reached or was
@@ -276,7 +297,12 @@ impl<P: Protocol> Client<P> {
         if self.connections[node].is_none() {
             match connect(&self.key, node as u32, self.nodes[node]).await {
                 Ok(framed) => self.connections[node] = Some(framed),
-                Err(_) => return Ok(None),
+                Err(e) => {
+                    if e.kind() == std::io::ErrorKind::PermissionDenied {
+                        self.refused = Some(format!("node {node} at {}: {e}", self.nodes[node]));
+                    }
+                    return Ok(None);
+                }
             }
         }
         let framed = self.connections[node].as_mut().expect("just connected");

@@ -192,6 +192,9 @@ pub struct Remote {
     key: ClusterKey,
     addresses: Vec<SocketAddr>,
     pools: Vec<Mutex<Vec<Framed<TcpStream, LengthDelimitedCodec>>>>,
+    /// The last handshake a node failed to prove the cluster secret in (a wrong secret
+    /// here or there), in words: what a call that times out was up against.
+    refused: Mutex<Option<String>>,
 }
 
 /// Idle connections kept per node.
@@ -206,7 +209,14 @@ impl Remote {
             key,
             addresses,
             pools,
+            refused: Mutex::new(None),
         }
+    }
+
+    /// Why the last refused handshake was refused, if one was: a node that did not prove
+    /// it knows this client's cluster secret.
+    pub fn refused(&self) -> Option<String> {
+        self.refused.lock().expect("refused lock").clone()
     }
 
     /// Endpoint `request.to`'s answer from node `node`, and the leader the node named.
@@ -224,7 +234,13 @@ impl Remote {
             Some(framed) => framed,
             None => match self.connect(node, addr).await {
                 Ok(framed) => framed,
-                Err(e) => return unavailable(format!("node {node} at {addr}: {e}")),
+                Err(e) => {
+                    let why = format!("node {node} at {addr}: {e}");
+                    if e.kind() == std::io::ErrorKind::PermissionDenied {
+                        *self.refused.lock().expect("refused lock") = Some(why.clone());
+                    }
+                    return unavailable(why);
+                }
             },
         };
         let frame: ShardedFrame = Frame::Request { tag: 0, request };
@@ -272,6 +288,11 @@ pub struct Outside {
 }
 
 impl Outside {
+    /// Why the last refused handshake was refused, if one was ([`Remote::refused`]).
+    pub fn refused(&self) -> Option<String> {
+        self.remote.refused()
+    }
+
     /// A router to the sharded cluster `config`, whose id and secret are `key`.
     pub fn new(config: &ClusterConfig, key: ClusterKey) -> Outside {
         Outside {

@@ -139,6 +139,7 @@ impl Store for PbStore {
                  been applied)"
             )),
             ClientError::Protocol(why) => Failure::Unavailable(why),
+            refused @ ClientError::Refused { .. } => Failure::Unavailable(refused.to_string()),
         })
     }
 

@@ -515,7 +515,16 @@ impl<S: Service> Listener<S> {
         let bytes = wire::encode(&challenge).map_err(|e| e.to_string())?;
         framed.send(bytes).await.map_err(|e| e.to_string())?;
         let Some(body) = next_body(framed, shutdown).await? else {
-            return Ok(None);
+            if *shutdown.borrow() {
+                return Ok(None);
+            }
+            // What a caller does when this node's proof fails its check: it holds another
+            // secret (or this node does).
+            return Err(
+                "the caller left after the Challenge without a Proof (authentication \
+                        failed: its cluster secret is not this node's?)"
+                    .into(),
+            );
         };
         match Self::decode(&body)? {
             Frame::Proof { proof } => transcript.verify_caller(&self.key, &proof)?,
