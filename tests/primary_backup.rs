@@ -379,3 +379,34 @@ fn admin_view_status_the_cli_and_resp_work_against_every_node() {
         "{err}"
     );
 }
+
+#[test]
+fn dbsize_and_info_keyspace_on_every_node_count_the_keys_keys_lists() {
+    let cluster = start(3);
+    wait_settled(&cluster, "a first view with a backup");
+    let mut writer = cluster.redis(1, Duration::from_secs(30));
+    for k in 0..7 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("key-{k}"))
+            .arg(k)
+            .query(&mut writer)
+            .unwrap();
+    }
+    // Every node answers for the cluster, as GET and KEYS do: the view service and the
+    // idle spare hold no keys of their own, the backup only a copy.
+    for id in 0..4 {
+        let mut redis = cluster.redis(id, Duration::from_secs(30));
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis).unwrap();
+        assert_eq!(keys.len(), 7, "KEYS on node {id}: {keys:?}");
+        let size: u64 = redis::cmd("DBSIZE").query(&mut redis).unwrap();
+        assert_eq!(size, 7, "DBSIZE on node {id}");
+        let info: String = redis::cmd("INFO")
+            .arg("keyspace")
+            .query(&mut redis)
+            .unwrap();
+        assert!(
+            info.contains("db0:keys=7,"),
+            "INFO keyspace on node {id}: {info}"
+        );
+    }
+}

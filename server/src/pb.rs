@@ -25,7 +25,7 @@
 
 use std::time::Duration;
 
-use kv_engine::kv::Reply;
+use kv_engine::kv::{Op, Reply};
 use kv_replication::kvgroup::Batch;
 use kv_replication::pbservice::{AnyCore, PbServer, ViewService};
 use kv_replication::types::{ClientId, NodeId, Time};
@@ -106,7 +106,8 @@ struct Forward {
 
 /// A RESP connection's store on a primary/backup node: a native client of the cluster
 /// under the connection's client id, which tries this node first and follows the primary
-/// it names (see the module docs). INFO and DBSIZE read this node's own status.
+/// it names (see the module docs). INFO reads this node's own status; DBSIZE and INFO
+/// keyspace count the primary's keys.
 pub struct PbStore {
     client: Client<PrimaryBackup>,
     inputs: mpsc::Sender<CoreInput<AnyCore>>,
@@ -150,5 +151,31 @@ impl Store for PbStore {
 
     async fn status(&self) -> Option<Status> {
         crate::node::ask_status(&self.inputs).await
+    }
+
+    /// The primary's keys, whichever node the connection reached: a read of every
+    /// shard's size, forwarded as GET is (the view service and an idle server hold no
+    /// keys, and a backup's copy may trail the primary's).
+    async fn key_count(&mut self) -> Result<u64, Failure> {
+        let ops: Vec<Op> = self
+            .sharding()
+            .all()
+            .map(|shard| Op::Count { shard })
+            .collect();
+        let batch = Batch::new(ops)
+            .map_err(|e| Failure::Unavailable(format!("counting the keys: {e:?}")))?;
+        let replies = match self.run(batch).await? {
+            Reply::Batch(replies) => replies,
+            one => vec![one],
+        };
+        replies
+            .into_iter()
+            .map(|reply| match reply {
+                Reply::Counted(keys) => Ok(keys),
+                other => Err(Failure::Unavailable(format!(
+                    "a shard's count was answered {other:?}"
+                ))),
+            })
+            .sum()
     }
 }
