@@ -38,8 +38,14 @@ struct Process {
 
 impl Process {
     fn spawn(args: &[&str]) -> Process {
+        Process::spawn_in(Path::new("."), args)
+    }
+
+    /// Spawns `kv args` with `dir` as its working directory.
+    fn spawn_in(dir: &Path, args: &[&str]) -> Process {
         let mut child = Command::new(kv_binary())
             .args(args)
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -439,6 +445,61 @@ fn inverted_index_equals_a_reference_index() {
     let index = inverted_index(&books);
     assert!(index["the"].starts_with("3 "));
     assert_eq!(run_job(dir.path(), "invertedindex"), lines(&index));
+}
+
+#[test]
+fn a_worker_started_elsewhere_resolves_relative_paths_in_the_coordinators_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let books = write_books(dir.path());
+    // The documents as the coordinator lists them: relative to its directory.
+    let listed: Vec<(String, String)> = books
+        .iter()
+        .map(|(path, text)| {
+            let name = Path::new(path).file_name().unwrap().to_string_lossy();
+            (format!("books/{name}"), text.clone())
+        })
+        .collect();
+    let coordinator = Process::spawn_in(
+        dir.path(),
+        &[
+            "mapreduce",
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--app",
+            "invertedindex",
+            "--input",
+            "books/*.txt",
+            "--output-dir",
+            "out",
+            "--maps",
+            "3",
+            "--reduces",
+            "2",
+        ],
+    );
+    let line = wait_for("coordinator listening", JOB_TIMEOUT, || {
+        coordinator.has_line(|l| l.starts_with("listening on "))
+    });
+    let address = line.trim_start_matches("listening on ").to_owned();
+    let mut coordinator = Job {
+        dir,
+        coordinator,
+        address,
+    };
+    // A worker whose own working directory has neither the books nor `out`.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut worker = Process::spawn_in(
+        elsewhere.path(),
+        &["mapreduce", "worker", "--coordinator", &coordinator.address],
+    );
+    let status = worker.wait_exit("worker exits");
+    assert!(status.success(), "worker: {status}");
+    coordinator.wait_done();
+    let result = std::fs::read_to_string(coordinator.out().join("result")).expect("result");
+    assert_eq!(result, lines(&inverted_index(&listed)));
+    let stray: Vec<_> = std::fs::read_dir(elsewhere.path()).unwrap().collect();
+    assert!(stray.is_empty(), "the worker wrote into its own directory");
 }
 
 /// Puts each book into the store in pieces of 50 lines, each the key `PREFIX<file

@@ -138,6 +138,8 @@ impl Job {
         });
         std::fs::create_dir_all(&work_dir)
             .map_err(|e| Error::io(format!("creating {}", work_dir.display()), e))?;
+        let dir =
+            std::env::current_dir().map_err(|e| Error::io("finding the working directory", e))?;
         let maps = planned.len() as u32;
         let config = Config {
             maps,
@@ -152,6 +154,7 @@ impl Job {
             input: setup.input,
             outputs: setup.outputs,
             work_dir,
+            dir,
             heartbeat_ms: (setup.lease.as_millis() as u64 / 4).max(1),
         };
         let shared = Shared {

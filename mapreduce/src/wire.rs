@@ -16,7 +16,7 @@ use crate::coordinator::{AttemptId, WorkerId};
 use crate::io::{InputSpec, OutputSpec, Split};
 use crate::{Error, Result};
 
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame either side accepts.
 pub const FRAME_BYTES_MAX: u32 = 16 << 20;
@@ -31,6 +31,10 @@ pub struct JobSpec {
     pub outputs: Vec<OutputSpec>,
     /// Where map tasks leave intermediate files (shared by every worker).
     pub work_dir: PathBuf,
+    /// The coordinator's working directory (absolute): the job's relative paths (input
+    /// files, output and work directories) are relative to it, and a worker resolves
+    /// them there, wherever it was started.
+    pub dir: PathBuf,
     /// Send a heartbeat at least this often while running a task.
     pub heartbeat_ms: u64,
 }

@@ -122,7 +122,9 @@ async fn call(stream: &mut TcpStream, request: &Request) -> Result<Reply> {
         .ok_or_else(|| Error::Protocol("the coordinator closed the connection".into()))
 }
 
-/// Runs a worker until the job is over; returns how many tasks it finished. With
+/// Runs a worker until the job is over; returns how many tasks it finished. The process
+/// moves to the coordinator's working directory, so the job's relative paths name the
+/// files they name there. With
 /// `crash_after: Some(n)`, the process SIGKILLs itself on receiving a task after finishing
 /// `n` (fault injection: the lab's worker that dies after n RPCs, holding a task).
 pub async fn run(coordinator: &str, crash_after: Option<u32>) -> Result<u32> {
@@ -135,6 +137,17 @@ pub async fn run(coordinator: &str, crash_after: Option<u32>) -> Result<u32> {
         Reply::Refused { reason } => return Err(Error::Protocol(reason)),
         other => return Err(unexpected(&other)),
     };
+    // The job's relative paths are the coordinator's: resolve them where it does.
+    std::env::set_current_dir(&job.dir).map_err(|e| {
+        Error::io(
+            format!(
+                "entering the coordinator's working directory {} (the job's relative \
+                 paths are relative to it)",
+                job.dir.display()
+            ),
+            e,
+        )
+    })?;
     let heartbeat = Duration::from_millis(job.heartbeat_ms.max(1));
     let executor = Arc::new(Executor::new(*job)?);
     let mut finished = 0;
