@@ -362,8 +362,29 @@ impl Output for DirOutput {
         for (key, value) in lines {
             line(&mut text, key, value);
         }
-        write_atomically(&self.dir.join(RESULT_FILE), &text)
+        write_atomically(&self.dir.join(RESULT_FILE), &text)?;
+        remove_stale_parts(&self.dir, reduces)
     }
+}
+
+/// Removes the part files of reduce tasks `reduces` and up that an earlier job with more
+/// reduce tasks left in `dir`, so that the part files are this job's output and no more.
+fn remove_stale_parts(dir: &Path, reduces: u32) -> Result<()> {
+    let io = |e| Error::io(format!("listing {}", dir.display()), e);
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name();
+        let index = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("part-"))
+            .filter(|digits| digits.len() >= 5 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|digits| digits.parse::<u32>().ok());
+        if index.is_some_and(|index| index >= reduces) {
+            let path = dir.join(&name);
+            std::fs::remove_file(&path)
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` so that `path` holds either its old contents or all of the new
@@ -494,5 +515,30 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names.len(), 3, "no temporary file left: {names:?}");
+    }
+
+    #[test]
+    fn a_job_with_fewer_reduces_leaves_only_its_own_part_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = open_output(&OutputSpec::Dir(dir.path().into())).unwrap();
+        let pair = |key: &str| vec![(key.to_string(), "1".to_string())];
+        for reduce in 0..3 {
+            output
+                .commit(reduce, &pair(&format!("old{reduce}")))
+                .unwrap();
+        }
+        output.finish(3).unwrap();
+        std::fs::write(dir.path().join("part-notes"), "mine").unwrap();
+        // The same directory again, with one reduce task.
+        output.commit(0, &pair("new")).unwrap();
+        output.finish(1).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["part-00000", "part-notes", "result"]);
+        let result = std::fs::read_to_string(dir.path().join(RESULT_FILE)).unwrap();
+        assert_eq!(result, "new: 1\n");
     }
 }
