@@ -171,10 +171,20 @@ impl FileInput {
                 return Err(Error::Input(format!("{pattern}: no such file")));
             }
             for path in matched {
-                let size = std::fs::metadata(&path)
-                    .map_err(|e| Error::io(format!("reading {path}"), e))?
-                    .len();
-                files.push((path, size));
+                let metadata = std::fs::metadata(&path)
+                    .map_err(|e| Error::io(format!("reading {path}"), e))?;
+                if !metadata.is_file() {
+                    let what = if metadata.is_dir() {
+                        format!(
+                            "a directory (its files: --input '{}/*')",
+                            pattern.trim_end_matches('/')
+                        )
+                    } else {
+                        "not a regular file".to_owned()
+                    };
+                    return Err(Error::Input(format!("{path}: {what}")));
+                }
+                files.push((path, metadata.len()));
             }
         }
         Ok(FileInput { files })
@@ -445,6 +455,21 @@ mod tests {
             assert_eq!(lines, whole, "{maps} maps");
             assert_eq!(total, input.bytes());
         }
+    }
+
+    #[test]
+    fn a_directory_given_as_input_is_refused_before_the_job_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let books = dir.path().join("books");
+        std::fs::create_dir(&books).unwrap();
+        std::fs::write(books.join("a.txt"), "x").unwrap();
+        let named = books.to_string_lossy().into_owned();
+        let refused = FileInput::new(std::slice::from_ref(&named)).err();
+        assert!(
+            matches!(&refused, Some(Error::Input(m)) if m.contains("a directory") && m.contains(&format!("{named}/*"))),
+            "{refused:?}"
+        );
+        assert!(FileInput::new(&[format!("{named}/*")]).is_ok());
     }
 
     #[test]
