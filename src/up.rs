@@ -370,7 +370,16 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat, init_flags: &[String]) ->
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    out!("stopped; data kept in {}", args.dir.display());
+    if config.is_primary_backup() {
+        out!(
+            "stopped; the view service's view is kept in {}, the servers' data is gone (they \
+             held it in memory only: started again, the cluster reports stuck: true once it \
+             had a primary)",
+            args.dir.display()
+        );
+    } else {
+        out!("stopped; data kept in {}", args.dir.display());
+    }
     match failed {
         Some(reason) => anyhow::bail!(reason),
         None => Ok(()),

@@ -160,7 +160,7 @@ impl Up {
             .status()
             .unwrap();
         assert!(status.success());
-        self.wait_for_line("stopped; data kept");
+        self.wait_for_line("stopped; ");
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -307,6 +307,28 @@ fn kv_up_serves_redis_stops_gracefully_on_ctrl_c_and_keeps_the_data() {
     );
     assert_eq!(redis_cli(ports.0 + 1, &["GET", "kept"]), "across restarts!");
     up.interrupt();
+}
+
+/// A primary/backup cluster's servers keep their data in memory only: stopping `kv up`
+/// says so rather than that the data is kept.
+#[test]
+fn kv_up_in_primary_backup_mode_says_on_stopping_that_the_servers_data_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pb-data");
+    let ports = free_bases_for(4);
+    let mut up = Up::spawn(
+        &data,
+        ports,
+        Options {
+            args: &["--mode", "primary-backup"],
+            ..Options::default()
+        },
+    );
+    up.wait_for_line("kv is up");
+    assert_eq!(redis_cli(ports.0 + 1, &["SET", "k", "v"]), "OK");
+    let printed = up.interrupt().join("\n");
+    assert!(!printed.contains("data kept"), "{printed}");
+    assert!(printed.contains("the servers' data is gone"), "{printed}");
 }
 
 /// `kv up` follows `kv grow`: it starts the new nodes and restarts the running ones one at a
