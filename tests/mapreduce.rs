@@ -502,6 +502,88 @@ fn a_worker_started_elsewhere_resolves_relative_paths_in_the_coordinators_direct
     assert!(stray.is_empty(), "the worker wrote into its own directory");
 }
 
+#[test]
+fn a_job_stopped_by_sigterm_removes_its_work_directory_and_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    write_books(dir.path());
+    // A cluster nobody runs: the reduce tasks' output into it cannot complete, so the
+    // job is still running, its map files written, when the signal comes.
+    let base = kv_server::ports::free_loopback_run(3);
+    let data = dir.path().join("nobody");
+    let init = Command::new(kv_binary())
+        .args(["init", "--groups", "0", "--replicas", "1", "--dir"])
+        .arg(&data)
+        .args(["--resp-port", &base.to_string()])
+        .args(["--peer-port", &(base + 1).to_string()])
+        .args(["--admin-port", &(base + 2).to_string()])
+        .output()
+        .expect("kv init");
+    assert!(init.status.success(), "{init:?}");
+    let temp = dir.path().join("tmp");
+    std::fs::create_dir(&temp).unwrap();
+    let mut run = Command::new(kv_binary())
+        .args(["mapreduce", "run", "--workers", "2", "--maps", "3"])
+        .args([
+            "--input",
+            "books/*.txt",
+            "--output",
+            "kv://wc/",
+            "--cluster",
+        ])
+        .arg(data.join("cluster.toml"))
+        .current_dir(dir.path())
+        .env("TMPDIR", &temp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kv mapreduce run");
+    let work_dirs = || -> Vec<PathBuf> {
+        std::fs::read_dir(&temp)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let work_dir = wait_for("the map files", JOB_TIMEOUT, || {
+        work_dirs()
+            .into_iter()
+            .find(|d| (0..3).all(|map| d.join(format!("map-{map:05}")).exists()))
+    });
+    let workers = |parent: u32| -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                // pid (comm) state ppid ...: the field after the command's closing paren.
+                stat.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.split(' ').nth(1)?.parse::<u32>().ok())
+                    == Some(parent)
+            })
+            .collect()
+    };
+    let children = workers(run.id());
+    assert_eq!(children.len(), 2, "the run's workers: {children:?}");
+    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(run.id() as i32, libc::SIGTERM) }, 0);
+    let status = wait_for("kv mapreduce run exits", JOB_TIMEOUT, || {
+        run.try_wait().expect("try_wait")
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
+    assert!(!work_dir.exists(), "{} left behind", work_dir.display());
+    assert!(work_dirs().is_empty(), "{:?} left behind", work_dirs());
+    for pid in children {
+        let alive = Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        assert!(!alive, "worker {pid} outlived kv mapreduce run");
+    }
+}
+
 /// Puts each book into the store in pieces of 50 lines, each the key `PREFIX<file
 /// name>#<piece>` (so the keys spread over the shards); returns the documents as the store
 /// names them. A key outside the prefix is written too, which no job may read.

@@ -165,7 +165,11 @@ fn coordinate(listen: &str, setup: JobSetup) -> Result<()> {
             .local_addr()
             .map_err(|e| Error::io("listening", e))?;
         println!("listening on {address}");
-        job.serve(listener).await
+        let stop = stop_signal()?;
+        tokio::select! {
+            summary = job.serve(listener) => summary,
+            name = stop => Err(Error::JobFailed(format!("stopped by {name}"))),
+        }
     })?;
     for line in summary_lines(&summary) {
         println!("{line}");
@@ -182,7 +186,10 @@ pub fn run_local(setup: JobSetup, workers: u32, show: bool) -> Result<Summary> {
     let job = Job::prepare(setup, Arc::new(|_| {}))?;
     let runtime = current_thread()?;
     let mut children = Vec::new();
+    let mut stopped = false;
     let result = runtime.block_on(async {
+        let stop = stop_signal()?;
+        tokio::pin!(stop);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| Error::io("listening on loopback", e))?;
@@ -202,6 +209,11 @@ pub fn run_local(setup: JobSetup, workers: u32, show: bool) -> Result<Summary> {
                     display.update(&job, true);
                     break summary;
                 }
+                name = &mut stop => {
+                    display.update(&job, true);
+                    stopped = true;
+                    break Err(Error::JobFailed(format!("stopped by {name}")));
+                }
                 _ = tick.tick() => {
                     display.update(&job, false);
                     let exited = |c: &mut Child| c.try_wait().is_ok_and(|s| s.is_some());
@@ -213,8 +225,31 @@ pub fn run_local(setup: JobSetup, workers: u32, show: bool) -> Result<Summary> {
             }
         }
     });
+    if stopped {
+        // The workers' tasks are of no use now: end them rather than wait.
+        for child in &mut children {
+            let _ = child.kill();
+        }
+    }
     reap(&mut children);
+    // Dropping the job removes its intermediate files, on a signal too.
     result
+}
+
+/// Resolves to the signal's name once SIGINT or SIGTERM arrives, so that a job stopped by
+/// Ctrl-C or `kill` ends as a failed one does: its workers gone and its work directory
+/// removed (the default action would leave the intermediate files behind).
+fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let install = |kind| signal(kind).map_err(|e| Error::io("installing a signal handler", e));
+    let mut interrupt = install(SignalKind::interrupt())?;
+    let mut terminate = install(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        }
+    })
 }
 
 fn spawn_worker(coordinator: &str) -> Result<Child> {
