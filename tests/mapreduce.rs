@@ -584,6 +584,33 @@ fn a_job_stopped_by_sigterm_removes_its_work_directory_and_workers() {
     }
 }
 
+#[test]
+fn a_worker_pointed_at_a_peer_that_never_answers_gives_up_with_one_line() {
+    // Something that accepts connections and never answers, as a server of another
+    // protocol waiting for its own request does.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let held = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+    let mut worker = Command::new(kv_binary())
+        .args(["mapreduce", "worker", "--coordinator", &address])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kv mapreduce worker");
+    let status = wait_for("the worker gives up", JOB_TIMEOUT, || {
+        worker.try_wait().expect("try_wait")
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut worker.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{address} did not answer")),
+        "{stderr}"
+    );
+    drop(held.join().unwrap());
+}
+
 /// Puts each book into the store in pieces of 50 lines, each the key `PREFIX<file
 /// name>#<piece>` (so the keys spread over the shards); returns the documents as the store
 /// names them. A key outside the prefix is written too, which no job may read.

@@ -23,7 +23,8 @@ use crate::task::{self, Mapper};
 use crate::wire::{self, JobSpec, Reply, Request, TaskSpec, PROTOCOL_VERSION};
 use crate::{Error, Result};
 
-/// How long a worker keeps trying to reach its coordinator at start.
+/// How long a worker keeps trying to reach its coordinator at start, and then waits for
+/// its welcome (a peer that accepts but never answers is not a coordinator).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The intermediate file of map task `map` in a work directory.
@@ -132,7 +133,15 @@ pub async fn run(coordinator: &str, crash_after: Option<u32>) -> Result<u32> {
     let hello = Request::Hello {
         version: PROTOCOL_VERSION,
     };
-    let (worker, job) = match call(&mut stream, &hello).await? {
+    let welcome = tokio::time::timeout(CONNECT_TIMEOUT, call(&mut stream, &hello))
+        .await
+        .map_err(|_| {
+            Error::Protocol(format!(
+                "{coordinator} did not answer within {CONNECT_TIMEOUT:?} (is it a kv \
+                 mapreduce coordinator?)"
+            ))
+        })?;
+    let (worker, job) = match welcome? {
         Reply::Welcome { worker, job } => (worker, job),
         Reply::Refused { reason } => return Err(Error::Protocol(reason)),
         other => return Err(unexpected(&other)),
