@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use kv_server::config::{ClusterConfig, InitOptions, Mode, CLUSTER_FILE};
+use kv_server::config::{count, ClusterConfig, InitOptions, Mode, CLUSTER_FILE};
 
 /// Where a local cluster lives and how a new one is laid out: the arguments of `kv up`,
 /// and (with a host) of `kv init`.
@@ -96,17 +96,20 @@ impl UpArgs {
 pub fn describe(config: &ClusterConfig) -> String {
     if let Some(view_service) = config.view_service {
         return format!(
-            "primary/backup: the view service on node {view_service}, {} servers",
-            config.pb_servers().len()
+            "primary/backup: the view service on node {view_service}, {}",
+            count(config.pb_servers().len() as u64, "server")
         );
     }
     match &config.master {
-        None => format!("{} nodes, one unsharded group", config.nodes.len()),
+        None => format!(
+            "{}, one unsharded group",
+            count(config.nodes.len() as u64, "node")
+        ),
         Some(master) => format!(
-            "{} nodes, {} groups, {} shards{}",
-            config.nodes.len(),
-            config.groups.len(),
-            master.shards,
+            "{}, {}, {}{}",
+            count(config.nodes.len() as u64, "node"),
+            count(config.groups.len() as u64, "group"),
+            count(master.shards, "shard"),
             if config.redis_cluster {
                 ", Redis Cluster protocol"
             } else {
@@ -211,8 +214,8 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat, init_flags: &[String]) ->
     }
 
     out!(
-        "kv is up: {} nodes, data in {}",
-        config.nodes.len(),
+        "kv is up: {}, data in {}",
+        count(config.nodes.len() as u64, "node"),
         args.dir.display()
     );
     for node in &config.nodes {
@@ -347,7 +350,7 @@ pub fn run(args: UpArgs, log_format: crate::LogFormat, init_flags: &[String]) ->
         }
     }
 
-    out!("stopping {} nodes", children.len());
+    out!("stopping {}", count(children.len() as u64, "node"));
     for child in &mut children {
         // Not one already reaped (exited, or waiting to be restarted): its pid may be
         // another process's by now.

@@ -98,6 +98,17 @@ pub fn span(first: impl Into<u64>, last: impl Into<u64>) -> String {
     }
 }
 
+/// A count and its noun as people read it: `1 node`, `3 nodes` (`noun` is the singular;
+/// the plural adds an `s`).
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A fresh random cluster id (at most [`CLUSTER_ID_MAX`]).
 pub fn random_cluster_id() -> u64 {
     crate::native::random_client_id().0 & CLUSTER_ID_MAX
@@ -274,10 +285,14 @@ impl std::str::FromStr for Mode {
     type Err = String;
 
     fn from_str(text: &str) -> std::result::Result<Mode, String> {
+        // `pb` is the short name the lab's package goes by.
+        let text = if text == "pb" { "primary-backup" } else { text };
         [Mode::Paxos, Mode::PrimaryBackup]
             .into_iter()
             .find(|m| m.name() == text)
-            .ok_or_else(|| format!("unknown mode {text:?} (the modes: paxos, primary-backup)"))
+            .ok_or_else(|| {
+                format!("unknown mode {text:?} (the modes: paxos, primary-backup or pb)")
+            })
     }
 }
 

@@ -414,3 +414,18 @@ fn read_leases_are_off_unless_asked_and_out_of_range_ones_are_refused() {
         Some(ReadLease::new(100))
     );
 }
+
+#[test]
+fn counts_read_as_words_and_pb_names_primary_backup() {
+    assert_eq!(count(1u32, "node"), "1 node");
+    assert_eq!(count(0u32, "group"), "0 groups");
+    assert_eq!(count(3u32, "server"), "3 servers");
+    assert_eq!("pb".parse::<Mode>(), Ok(Mode::PrimaryBackup));
+    assert_eq!("primary-backup".parse::<Mode>(), Ok(Mode::PrimaryBackup));
+    assert_eq!("paxos".parse::<Mode>(), Ok(Mode::Paxos));
+    let refused = "raft".parse::<Mode>().unwrap_err();
+    assert!(
+        refused.contains("\"raft\"") && refused.contains("pb"),
+        "{refused}"
+    );
+}
