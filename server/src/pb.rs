@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, watch};
 use crate::client::{Client, ClientError, ClientOptions, PrimaryBackup};
 use crate::config::ClusterConfig;
 use crate::node::{CoreInput, Status};
-use crate::redis::{Failure, Store, RETRY_DEADLINE};
+use crate::redis::{self, Failure, Store, RETRY_DEADLINE};
 use crate::run::{run_node, NodeOptions, Start};
 
 /// How long one node gets to answer a forwarded RESP command before the next is tried: a
@@ -164,18 +164,6 @@ impl Store for PbStore {
             .collect();
         let batch = Batch::new(ops)
             .map_err(|e| Failure::Unavailable(format!("counting the keys: {e:?}")))?;
-        let replies = match self.run(batch).await? {
-            Reply::Batch(replies) => replies,
-            one => vec![one],
-        };
-        replies
-            .into_iter()
-            .map(|reply| match reply {
-                Reply::Counted(keys) => Ok(keys),
-                other => Err(Failure::Unavailable(format!(
-                    "a shard's count was answered {other:?}"
-                ))),
-            })
-            .sum()
+        redis::total_counted(self.run(batch).await?)
     }
 }

@@ -161,6 +161,24 @@ impl ClientIds {
     }
 }
 
+/// The keys a batch of [`kv_engine::kv::Op::Count`]s counted: the sum of its replies (a
+/// batch of one is answered with the one reply).
+pub fn total_counted(reply: Reply) -> Result<u64, Failure> {
+    let replies = match reply {
+        Reply::Batch(replies) => replies,
+        one => vec![one],
+    };
+    replies
+        .into_iter()
+        .map(|reply| match reply {
+            Reply::Counted(keys) => Ok(keys),
+            other => Err(Failure::Unavailable(format!(
+                "a shard's count was answered {other:?}"
+            ))),
+        })
+        .sum()
+}
+
 /// Where a RESP connection's batches go: the unsharded node's core ([`GroupStore`]), or a
 /// sharded cluster's groups (`crate::sharded`). One per connection, made for its client id.
 pub trait Store: Send + Sync + 'static {

@@ -52,19 +52,7 @@ impl redis::Store for ShardedStore<Host> {
         let Ok(batch) = Batch::new(ops) else {
             return Ok(0);
         };
-        let replies = match self.execute_batch(batch).await? {
-            Reply::Batch(replies) => replies,
-            one => vec![one],
-        };
-        replies
-            .into_iter()
-            .map(|reply| match reply {
-                Reply::Counted(keys) => Ok(keys),
-                other => Err(Failure::Unavailable(format!(
-                    "a shard's count was answered {other:?}"
-                ))),
-            })
-            .sum()
+        redis::total_counted(self.execute_batch(batch).await?)
     }
 
     async fn status(&self) -> Option<Status> {
