@@ -270,10 +270,16 @@ fn in_cluster_mode_each_node_scans_its_own_slots_and_a_cluster_client_scans_them
     // Every node masters some slots once each group has a leader, which RedisCluster needs.
     let ports: Vec<u16> = (0..3).map(|id| cluster.node(id).resp.port()).collect();
     wait_for("every node masters slots", SETTLE_TIMEOUT, || {
-        let slots = redis_cli(ports[0], &["CLUSTER", "SLOTS"]);
+        // CLUSTER NODES: a node's line lists the slot ranges it masters after 8 fields.
+        let nodes = redis_cli(ports[0], &["CLUSTER", "NODES"]);
         ports
             .iter()
-            .all(|p| slots.contains(&p.to_string()))
+            .all(|p| {
+                nodes.lines().any(|line| {
+                    let fields: Vec<&str> = line.split(' ').collect();
+                    fields.len() > 8 && fields[1].starts_with(&format!("127.0.0.1:{p}@"))
+                })
+            })
             .then_some(())
     });
     let keys: BTreeSet<String> = (0..300).map(|i| format!("rc:{i}")).collect();

@@ -206,18 +206,35 @@ fn slots_node(node: &NodeView) -> Frame {
     ])
 }
 
-/// `CLUSTER SLOTS`: each range with its master.
+/// `CLUSTER SLOTS`: each range with its master, then as its replicas the other nodes of
+/// its group that are up and master no range, as Redis lists a master's replicas (leaving
+/// out failed ones). So a cluster client learns every node that hosts a group even when one
+/// node masters every slot: redis-py, for one, refreshes its slot map only through the
+/// nodes the last map named, and would have nowhere to ask once that one node died. A node
+/// that masters a range is never listed as a replica too: in Redis a node is one or the
+/// other, and redis-py takes the first role it sees for a node's role everywhere (a master
+/// taken for a replica is left out of commands sent to every master, as SCAN).
 pub fn slots_frame(topology: &Topology) -> Frame {
+    let masters: std::collections::BTreeSet<usize> =
+        topology.ranges.iter().map(|r| r.master).collect();
     Frame::Array(
         topology
             .ranges
             .iter()
             .map(|range| {
-                Frame::Array(vec![
+                let mut fields = vec![
                     Frame::Integer(range.first.into()),
                     Frame::Integer(range.last.into()),
                     slots_node(&topology.nodes[range.master]),
-                ])
+                ];
+                fields.extend(
+                    range
+                        .replicas
+                        .iter()
+                        .filter(|r| !masters.contains(r) && topology.nodes[**r].up)
+                        .map(|&r| slots_node(&topology.nodes[r])),
+                );
+                Frame::Array(fields)
             })
             .collect(),
     )
@@ -524,6 +541,55 @@ mod tests {
         assert_eq!(a.len(), 40);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, node_name(u64::MAX >> 1, 1));
+    }
+
+    #[test]
+    fn cluster_slots_lists_each_ranges_master_then_its_up_replicas_that_master_nothing() {
+        let port = |node: &Frame| match node {
+            Frame::Array(fields) => match fields[1] {
+                Frame::Integer(port) => port,
+                _ => panic!("{fields:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        let node = |id: u32, up: bool| NodeView {
+            name: node_name(7, id),
+            resp: addr(6380 + id as u16),
+            bus: addr(7000 + id as u16),
+            up,
+        };
+        let topology = Topology {
+            me: 0,
+            nodes: vec![node(0, true), node(1, true), node(2, true), node(3, false)],
+            ranges: vec![
+                SlotRange {
+                    first: 0,
+                    last: 8191,
+                    master: 0,
+                    replicas: vec![1, 2, 3],
+                },
+                SlotRange {
+                    first: 8192,
+                    last: 16383,
+                    master: 1,
+                    replicas: vec![0, 2],
+                },
+            ],
+            epoch: 4,
+        };
+        let Frame::Array(ranges) = slots_frame(&topology) else {
+            panic!("an array")
+        };
+        let listed: Vec<Vec<i64>> = ranges
+            .iter()
+            .map(|range| match range {
+                Frame::Array(fields) => fields[2..].iter().map(port).collect(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // Node 2 masters nothing: a replica of both. Node 3 is down and node 0 and 1
+        // master ranges: none of them is listed as a replica.
+        assert_eq!(listed, vec![vec![6380, 6382], vec![6381, 6382]]);
     }
 
     #[test]
