@@ -211,8 +211,30 @@ pub fn final_reads<C: Execute>(
 }
 
 /// Panics unless `history` is linearizable (a checker that runs out of budget fails too).
+/// On failure it first prints every operation on the key the checker stopped at, in
+/// invoke order, so a failure seen once (in CI, say) can be studied from its log.
 pub fn assert_linearizable(history: &History) {
     let result = check(history, Budget::DEFAULT);
+    let stopped_at = match &result {
+        CheckResult::Ok => None,
+        CheckResult::Violation { key, .. } | CheckResult::BudgetExhausted { key } => Some(key),
+    };
+    if let Some(key) = stopped_at {
+        let mut operations: Vec<_> = history
+            .operations()
+            .into_iter()
+            .filter(|op| op.input.key() == key.as_slice())
+            .collect();
+        operations.sort_by_key(|op| op.invoke);
+        eprintln!(
+            "{} operations on key {:?}, in invoke order:",
+            operations.len(),
+            String::from_utf8_lossy(key)
+        );
+        for op in &operations {
+            eprintln!("  {op:?}");
+        }
+    }
     assert_eq!(
         result,
         CheckResult::Ok,
