@@ -267,24 +267,52 @@ fn lab1_test_many_failures_two_new_workers_every_second() {
     assert!(workers.len() > 2);
 }
 
-/// SIGSTOPs a worker of `job` while it holds a task of `phase`, waits until another worker
+/// Jobs [`stalled_worker_waking_late`] may start before one catches a task in flight.
+const STALL_JOBS_MAX: usize = 20;
+
+/// SIGSTOPs a worker of a job while it holds a task of `phase`, waits until another worker
 /// has done that task, SIGCONTs it, and returns the job once it is done and the stale run
-/// ended (for the caller to check the result).
-fn stalled_worker_waking_late(mut job: Job, phase: &str) -> Job {
+/// ended (for the caller to check the result). A task takes about a millisecond, so the
+/// stop can land after the task is done every time until the phase is over; then the job
+/// is run out and a new one started, up to [`STALL_JOBS_MAX`].
+fn stalled_worker_waking_late(new_job: impl Fn() -> Job, phase: &str) -> Job {
+    for _ in 0..STALL_JOBS_MAX {
+        if let Some(job) = stall_in_flight(new_job(), phase) {
+            return job;
+        }
+    }
+    panic!("no task of the {phase} phase was caught in flight in {STALL_JOBS_MAX} jobs");
+}
+
+/// One try of [`stalled_worker_waking_late`]: `None` (the job run out) if the worker had
+/// no task of `phase` left before a stop caught one in flight.
+fn stall_in_flight(mut job: Job, phase: &str) -> Option<Job> {
     let mut stalls = job.worker(&[]);
     let helper = job.worker(&[]);
     let helper_id = worker_id(&helper);
     let stalls_id = worker_id(&stalls);
     let mut tried = 0;
     let task = loop {
-        // The next task of `phase` the worker starts.
+        // The next task of `phase` the worker starts, or `None` once it has none left
+        // (it started a task of a later phase, or exited).
         let line = wait_for("worker starts a task of the phase", JOB_TIMEOUT, || {
-            stalls
-                .lines()
-                .into_iter()
+            let lines = stalls.lines();
+            let started = lines
+                .iter()
                 .filter(|l| l.contains(&format!(" started {phase} ")))
-                .nth(tried)
+                .nth(tried);
+            if started.is_some() {
+                return Some(started.cloned());
+            }
+            let over = (phase == "map" && lines.iter().any(|l| l.contains(" started reduce ")))
+                || stalls.child.try_wait().expect("try_wait").is_some();
+            over.then_some(None)
         });
+        let Some(line) = line else {
+            stalls.signal(libc::SIGCONT);
+            job.wait_done();
+            return None;
+        };
         tried += 1;
         stalls.signal(libc::SIGSTOP);
         let task = line.split(" started ").nth(1).unwrap().to_owned();
@@ -312,17 +340,17 @@ fn stalled_worker_waking_late(mut job: Job, phase: &str) -> Job {
             || stalls.count(&format!("finished {task}")) == 1,
         "{task}: neither lost by the stalled worker nor finished by it late"
     );
-    job
+    Some(job)
 }
 
 #[test]
 fn a_worker_stalled_on_a_map_task_and_continued_late_does_not_corrupt_the_result() {
-    stalled_worker_waking_late(Job::lab(), "map").check();
+    stalled_worker_waking_late(Job::lab, "map").check();
 }
 
 #[test]
 fn a_worker_stalled_on_a_reduce_task_and_continued_late_does_not_corrupt_the_result() {
-    stalled_worker_waking_late(Job::lab(), "reduce").check();
+    stalled_worker_waking_late(Job::lab, "reduce").check();
 }
 
 /// Words as the test defines them (independently of the app's code): maximal runs of
@@ -818,7 +846,7 @@ fn a_reduce_worker_stalled_and_continued_late_leaves_the_store_output_exact() {
     );
     // The stale run commits its task's counts again after another worker did: puts of
     // the same values, so nothing doubles.
-    let job = stalled_worker_waking_late(job, "reduce");
+    let job = stall_in_flight(job, "reduce").expect("a reduce task caught in flight");
     let counts = word_counts(&docs);
     assert_eq!(store_contents(&cluster, "late/"), counts);
     let result = std::fs::read_to_string(job.out().join("result")).unwrap();
